@@ -1,0 +1,5 @@
+import sys
+
+from kdrecon.cli import main
+
+sys.exit(main())

@@ -1,0 +1,213 @@
+"""``kdrecon`` command line: a thin layer over the Python API.
+
+Every subcommand parses arguments, calls one API function and prints its result. Invalid
+input (a bad config key, a missing file, a mask of the wrong shape, …) ends with one line
+``kdrecon: error: …`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kdrecon import __version__
+
+
+def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
+    prepare = subparsers.add_parser("prepare", help="prepare a dataset directory from real data")
+    formats = prepare.add_subparsers(dest="format", required=True, metavar="FORMAT")
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("output", type=Path, help="new dataset directory")
+        parser.add_argument("--acceleration", action="append", help="e.g. 4x (repeat for several; default 4x)")
+        parser.add_argument("--crop", type=int, default=150, help="centre crop size in pixels, 0 for none (default 150)")
+        parser.add_argument(
+            "--mask", default="papers", help="papers | recipe | random | equispaced | PATH.npy (default papers)"
+        )
+        parser.add_argument("--mask-seed", type=int, default=42)
+        parser.add_argument("--center-fraction", type=float, default=0.08, help="for random/equispaced masks")
+        parser.add_argument("--validation-subjects", nargs="+", default=(), metavar="SUBJECT")
+        parser.add_argument("--validation-fraction", type=float, default=0.25)
+
+    sunnybrook = formats.add_parser("sunnybrook", help="Sunnybrook SCD*.npz subject files")
+    sunnybrook.add_argument("source", type=Path)
+    sunnybrook.add_argument("--phases", type=int, nargs="+", help="cardiac phases to keep (default all)")
+    common(sunnybrook)
+
+    nifti = formats.add_parser("nifti", help="NIfTI volumes (.nii/.nii.gz), a file or a directory")
+    nifti.add_argument("source", type=Path)
+    nifti.add_argument("--slice-axis", type=int, default=-1)
+    nifti.add_argument("--subject-pattern", help="regex with one group taken from the file name as the subject")
+    common(nifti)
+
+    dicom = formats.add_parser("dicom", help="a directory of DICOM files")
+    dicom.add_argument("source", type=Path)
+    common(dicom)
+
+    fastmri = formats.add_parser("fastmri", help="fastMRI single-coil h5 files")
+    fastmri.add_argument("source", type=Path)
+    fastmri.add_argument("--image-source", choices=("reconstruction", "kspace"), default="reconstruction")
+    common(fastmri)
+    fastmri.set_defaults(crop=None)
+
+    papers = formats.add_parser("papers-h5", help="existing files in the papers' h5 layout (read in place)")
+    papers.add_argument("output", type=Path, help="new dataset directory (holds only a manifest and masks)")
+    papers.add_argument("--train", type=Path, required=True, help="directory of training .h5 files")
+    papers.add_argument("--validation", type=Path, required=True, help="directory of validation .h5 files")
+    papers.add_argument("--mask", action="append", required=True, metavar="ACC=PATH", help="e.g. 4x=mask_4x.npy")
+
+
+def _run_prepare(args: argparse.Namespace) -> None:
+    from kdrecon.data import prepare
+
+    if args.format == "papers-h5":
+        masks = {}
+        for item in args.mask:
+            acceleration, separator, path = item.partition("=")
+            if not separator:
+                raise ValueError(f"--mask {item!r}: expected ACC=PATH such as 4x=mask_4x.npy")
+            masks[acceleration] = Path(path)
+        out = prepare.register_papers_h5(args.train, args.validation, masks, args.output)
+        print(f"dataset registered at {out}")
+        return
+    if args.format == "sunnybrook":
+        from kdrecon.data.sources import sunnybrook
+
+        volumes = sunnybrook.read_volumes(args.source, phases=args.phases)
+        if not args.validation_subjects:
+            args.validation_subjects = ("SCD0000401",)
+    elif args.format == "nifti":
+        from kdrecon.data.sources import nifti
+
+        volumes = nifti.read_volumes(args.source, slice_axis=args.slice_axis, subject_pattern=args.subject_pattern)
+    elif args.format == "dicom":
+        from kdrecon.data.sources import dicom
+
+        volumes = dicom.read_volumes(args.source)
+    else:
+        from kdrecon.data.sources import fastmri
+
+        volumes = fastmri.read_volumes(args.source, image_source=args.image_source)
+    options = prepare.PrepareOptions(
+        accelerations=args.acceleration or ["4x"],
+        crop=args.crop or None,
+        mask=args.mask,
+        mask_seed=args.mask_seed,
+        center_fraction=args.center_fraction,
+        validation_subjects=args.validation_subjects,
+        validation_fraction=args.validation_fraction,
+        source=f"{args.format}:{args.source.resolve()}",
+    )
+    out = prepare.prepare_dataset(volumes, args.output, options)
+    print(f"dataset written to {out}")
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train a reconstruction network (teacher or student) on L1")
+    train.add_argument("--config", type=Path, help="YAML config (see configs/); options below override it")
+    train.add_argument("--run-dir", type=Path, required=True, help="run directory (resumes if it holds a run)")
+    train.add_argument("--model", help="DnCm, e.g. D5C5 (teacher) or D3C5 (student)")
+    train.add_argument("--dataset", help="dataset directory or 'sample' (default)")
+    train.add_argument("--acceleration")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    train.add_argument("--precision", choices=("fp32", "bf16"))
+    train.add_argument("--residual", action="store_true", default=None, help="add each block's input to its output")
+    train.add_argument("--padding", type=int, help="zero-pad block inputs by this many pixels (SFT-KD-Recon code: 5)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from kdrecon.training.config import TrainConfig, load_config
+    from kdrecon.training.supervised import train_model
+
+    overrides = {
+        "name": args.run_dir.name,
+        "model.name": args.model,
+        "model.residual": args.residual,
+        "model.padding": args.padding,
+        "data.dataset": args.dataset,
+        "data.acceleration": args.acceleration,
+        "optimization.epochs": args.epochs,
+        "optimization.batch_size": args.batch_size,
+        "optimization.learning_rate": args.learning_rate,
+        "seed": args.seed,
+        "device": args.device,
+        "precision": args.precision,
+    }
+    config = load_config(TrainConfig, args.config, overrides)
+    result = train_model(config, args.run_dir, progress=not args.quiet)
+    print(f"best validation loss {result.best_validation_loss:.6f} at epoch {result.best_epoch}; run in {result.run_dir}")
+
+
+def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    evaluate = subparsers.add_parser("evaluate", help="evaluate a checkpoint on a dataset split")
+    evaluate.add_argument("checkpoint", type=Path, help="a run directory or a .pt checkpoint")
+    evaluate.add_argument("--output", type=Path, help="evaluation directory (default RUN/evaluation)")
+    evaluate.add_argument("--dataset", help="default: the dataset the model was trained on")
+    evaluate.add_argument("--split", default="validation", choices=("train", "validation"))
+    evaluate.add_argument("--acceleration")
+    evaluate.add_argument("--which", default="best", choices=("best", "last"))
+    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from kdrecon.evaluation.evaluate import evaluate, format_table
+
+    output = args.output or (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent) / "evaluation"
+    result = evaluate(args.checkpoint, output, args.dataset, args.split, args.acceleration, args.device, args.which)
+    summary = result.summary
+    print(format_table({"zero-filled": summary["zero_filled_metrics"], summary["model"]["name"]: summary["model_metrics"]}))
+    print(f"({summary['volumes']} volumes, {summary['slices']} slices, {summary['conventions']}); written to {output}")
+
+
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser("demo", help="train a teacher and a student on the embedded sample and compare")
+    demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--epochs", type=int, default=None, help="epochs per stage (default: the demo's own)")
+    demo.add_argument("--quiet", action="store_true")
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from kdrecon.demo import run_demo
+
+    run_demo(args.run_dir, epochs=args.epochs, progress=not args.quiet)
+
+
+COMMANDS = {
+    "prepare": (_add_prepare, _run_prepare),
+    "train": (_add_train, _run_train),
+    "evaluate": (_add_evaluate, _run_evaluate),
+    "demo": (_add_demo, _run_demo),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdrecon", description="Knowledge distillation for MRI reconstruction.")
+    parser.add_argument("--version", action="version", version=f"kdrecon {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add, _ in COMMANDS.values():
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command][1](args)
+    except (ValueError, OSError) as error:
+        print(f"kdrecon: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdrecon: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""In-memory slice data: every slice of a split loaded once into stacked tensors.
+
+The papers' code reopened an h5 file and reloaded the mask for every item; here a split is
+read once, kept as contiguous tensors (optionally on the GPU) and indexed by batch, which is
+what makes small cascaded networks train fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdrecon.data import layout
+from kdrecon.data.prepare import MANIFEST, make_mask, prepare_volume
+from kdrecon.data.sources import sunnybrook
+
+SAMPLE = "sample"
+SAMPLE_VALIDATION_SUBJECTS = ("SCD0000401",)
+
+
+@dataclass(frozen=True)
+class VolumeIndex:
+    """Slices ``start:stop`` of a :class:`SliceData` belong to volume ``name``."""
+
+    name: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Model inputs and target for a batch of slices.
+
+    ``zero_filled`` and ``target``: ``(B, 1, H, W)`` float32; ``kspace``: ``(B, H, W)``
+    complex64, un-centred, masked; ``mask``: ``(H, W)`` float32, un-centred.
+    """
+
+    zero_filled: torch.Tensor
+    kspace: torch.Tensor
+    mask: torch.Tensor
+    target: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SliceData:
+    """All slices of one split at one acceleration, stacked (see :class:`Batch` for shapes)."""
+
+    zero_filled: torch.Tensor
+    kspace: torch.Tensor
+    mask: torch.Tensor
+    target: torch.Tensor
+    volumes: tuple[VolumeIndex, ...]
+    acceleration: str
+
+    def __len__(self) -> int:
+        return self.target.shape[0]
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return tuple(self.target.shape[-2:])
+
+    def to(self, device: torch.device | str) -> SliceData:
+        """A copy with every tensor on ``device``."""
+        return replace(
+            self,
+            zero_filled=self.zero_filled.to(device),
+            kspace=self.kspace.to(device),
+            mask=self.mask.to(device),
+            target=self.target.to(device),
+        )
+
+    def batch(self, indices: torch.Tensor | slice) -> Batch:
+        return Batch(self.zero_filled[indices], self.kspace[indices], self.mask, self.target[indices])
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Batches in a random order drawn from ``generator``, or in order when it is ``None``."""
+        count = len(self)
+        order = torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
+        order = order.to(self.target.device)
+        for start in range(0, count, batch_size):
+            yield self.batch(order[start : start + batch_size])
+
+
+def _stack(volumes: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], mask: np.ndarray, acceleration: str) -> SliceData:
+    index, start = [], 0
+    for name, target, _, _ in volumes:
+        index.append(VolumeIndex(name, start, start + len(target)))
+        start += len(target)
+    return SliceData(
+        zero_filled=torch.from_numpy(np.concatenate([v[2] for v in volumes])).unsqueeze(1),
+        kspace=torch.from_numpy(np.concatenate([v[3] for v in volumes])),
+        mask=torch.from_numpy(mask.astype(np.float32)),
+        target=torch.from_numpy(np.concatenate([v[1] for v in volumes])).unsqueeze(1),
+        volumes=tuple(index),
+        acceleration=acceleration,
+    )
+
+
+def sample_directory() -> Path:
+    """Where the embedded Sunnybrook sample is installed."""
+    return Path(str(resources.files("kdrecon") / "resources" / "sunnybrook_sample"))
+
+
+def load_sample(split: str, acceleration: str = "4x", mask_kind: str = "papers", mask_seed: int = 42) -> SliceData:
+    """The embedded real sample, prepared in memory like ``kdrecon prepare sunnybrook``.
+
+    Train: subjects SCD0000101, SCD0000201, SCD0000301; validation: SCD0000401. 150×150
+    slices scaled to max 1, undersampled with the papers' cardiac mask (4x or 5x) or any other
+    mask kind of :func:`kdrecon.data.prepare.make_mask`.
+    """
+    acceleration = layout.parse_acceleration(acceleration)
+    if split not in ("train", "validation"):
+        raise ValueError(f"split {split!r}: expected 'train' or 'validation'")
+    mask = make_mask(mask_kind, acceleration, (150, 150), seed=mask_seed)
+    volumes = []
+    for volume in sunnybrook.read_volumes(sample_directory()):
+        if (volume.subject in SAMPLE_VALIDATION_SUBJECTS) != (split == "validation"):
+            continue
+        target, undersampled, _ = prepare_volume(volume, 150, {acceleration: mask})
+        zero_filled, kspace = undersampled[acceleration]
+        volumes.append((volume.name, target, zero_filled, kspace))
+    return _stack(volumes, mask, acceleration)
+
+
+def read_manifest(dataset: Path) -> dict:
+    """The ``dataset.json`` of a prepared dataset directory."""
+    path = Path(dataset) / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{dataset}: not a kdrecon dataset (no {MANIFEST}; run 'kdrecon prepare' first)")
+    return json.loads(path.read_text())
+
+
+def load_split(dataset: str | Path, split: str, acceleration: str = "4x") -> SliceData:
+    """Load every slice of ``split`` ('train' or 'validation') of a dataset into memory.
+
+    ``dataset`` is a directory made by ``kdrecon prepare`` or the word ``"sample"`` for the
+    embedded sample.
+    """
+    if str(dataset) == SAMPLE:
+        return load_sample(split, acceleration)
+    acceleration = layout.parse_acceleration(acceleration)
+    dataset = Path(dataset)
+    manifest = read_manifest(dataset)
+    if split not in manifest["splits"]:
+        raise ValueError(f"{dataset}: no split {split!r} (has: {', '.join(manifest['splits'])})")
+    if acceleration not in manifest["masks"]:
+        raise ValueError(f"{dataset}: no {acceleration} data (has: {', '.join(manifest['masks'])})")
+    mask = np.load(dataset / manifest["masks"][acceleration])
+    directory = dataset / manifest["splits"][split]["directory"]
+    files = sorted(directory.glob("*.h5"))
+    if not files:
+        raise ValueError(f"{directory}: the {split} split is empty (no .h5 files)")
+    volumes = []
+    for file in files:
+        arrays = layout.read_volume(file, acceleration)
+        if arrays.target.shape[1:] != mask.shape:
+            raise ValueError(f"{file}: slices are {arrays.target.shape[1:]}, the {acceleration} mask is {mask.shape}")
+        volumes.append((file.stem, arrays.target, arrays.zero_filled, arrays.kspace))
+    return _stack(volumes, mask, acceleration)

@@ -1,0 +1,130 @@
+"""The papers' h5 layout: one file per volume, slices on the **last** axis.
+
+=====================  ==============  ===========================================
+key                    shape           content
+=====================  ==============  ===========================================
+``volfs``              (H, W, S)       fully sampled magnitude target, float32
+``img_volus_{acc}``    (H, W, S)       zero-filled magnitude, float32
+``kspace_volus_{acc}`` (H, W, S)       masked un-centred k-space, complex64
+=====================  ==============  ===========================================
+
+``acc`` is spelled ``4x``, ``5x``, ``8x``. Reconstructions written by evaluation use the
+papers' results layout: ``reconstruction`` ``(S, H, W)`` float32.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+TARGET_KEY = "volfs"
+
+
+def zero_filled_key(acceleration: str) -> str:
+    return f"img_volus_{acceleration}"
+
+
+def kspace_key(acceleration: str) -> str:
+    return f"kspace_volus_{acceleration}"
+
+
+def parse_acceleration(text: str) -> str:
+    """Normalise ``"4"``, ``"4x"`` or ``4`` to the papers' spelling ``"4x"``."""
+    value = str(text).strip().lower().removesuffix("x")
+    try:
+        factor = float(value)
+    except ValueError:
+        raise ValueError(f"acceleration {text!r}: expected a number such as 4x or 5x") from None
+    if factor < 1:
+        raise ValueError(f"acceleration {text!r}: must be at least 1")
+    return f"{factor:g}x"
+
+
+@dataclass(frozen=True)
+class VolumeArrays:
+    """One volume in memory, slices **first**: ``(S, H, W)``."""
+
+    target: np.ndarray
+    zero_filled: np.ndarray
+    kspace: np.ndarray
+
+
+@contextmanager
+def atomic_path(destination: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``destination``; move it into place only on success."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, destination)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_volume(path: Path, target: np.ndarray, undersampled: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Write one volume atomically in the papers' layout.
+
+    Args:
+        path: destination ``.h5`` file.
+        target: ``(S, H, W)`` float magnitude.
+        undersampled: ``{acceleration: (zero_filled (S,H,W), kspace (S,H,W) complex)}``.
+    """
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
+        file.create_dataset(TARGET_KEY, data=np.moveaxis(target, 0, -1).astype(np.float32))
+        for acceleration, (zero_filled, kspace) in undersampled.items():
+            file.create_dataset(zero_filled_key(acceleration), data=np.moveaxis(zero_filled, 0, -1).astype(np.float32))
+            file.create_dataset(kspace_key(acceleration), data=np.moveaxis(kspace, 0, -1).astype(np.complex64))
+
+
+def read_volume(path: Path, acceleration: str) -> VolumeArrays:
+    """Read one papers'-layout file for one acceleration and check it; slices first on return."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    try:
+        file = h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(f"{path}: not a readable h5 file ({error})") from None
+    with file:
+        arrays = {}
+        for key in (TARGET_KEY, zero_filled_key(acceleration), kspace_key(acceleration)):
+            if key not in file:
+                raise ValueError(f"{path}: missing dataset {key!r} (has: {', '.join(sorted(file.keys()))})")
+            arrays[key] = file[key][()]
+    target, zero_filled, kspace = (arrays[k] for k in (TARGET_KEY, zero_filled_key(acceleration), kspace_key(acceleration)))
+    for key, array in arrays.items():
+        if array.ndim != 3:
+            raise ValueError(f"{path}: {key!r} must be (H, W, S), got shape {array.shape}")
+        if array.shape != target.shape:
+            raise ValueError(f"{path}: {key!r} has shape {array.shape}, expected {target.shape} like {TARGET_KEY!r}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{path}: {key!r} contains NaN or infinite values")
+    if not np.iscomplexobj(kspace):
+        raise ValueError(f"{path}: {kspace_key(acceleration)!r} must be complex, got {kspace.dtype}")
+    return VolumeArrays(
+        target=np.ascontiguousarray(np.moveaxis(target, -1, 0), dtype=np.float32),
+        zero_filled=np.ascontiguousarray(np.moveaxis(zero_filled, -1, 0), dtype=np.float32),
+        kspace=np.ascontiguousarray(np.moveaxis(kspace, -1, 0), dtype=np.complex64),
+    )
+
+
+def volume_accelerations(path: Path) -> list[str]:
+    """Accelerations stored in a papers'-layout file, e.g. ``["4x", "5x"]``."""
+    with h5py.File(path, "r") as file:
+        return sorted(key.removeprefix("kspace_volus_") for key in file if key.startswith("kspace_volus_"))
+
+
+def write_reconstruction(path: Path, reconstruction: np.ndarray) -> None:
+    """Write ``reconstruction`` ``(S, H, W)`` float32 atomically (the papers' results layout)."""
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
+        file.create_dataset("reconstruction", data=reconstruction.astype(np.float32))

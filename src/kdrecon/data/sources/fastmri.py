@@ -1,0 +1,142 @@
+"""Read fastMRI single-coil h5 files as magnitude volumes.
+
+Each file holds ``kspace`` complex ``(S, H_k, W_k)`` with the k-space centre in the middle
+of the array (centred layout), ``reconstruction_esc`` float32 ``(S, 320, 320)`` (absent in
+the test split) and the attribute ``max`` (not used here: normalisation is a later stage).
+
+``image_source="reconstruction"`` (default) returns ``reconstruction_esc`` as stored.
+``image_source="kspace"`` returns ``|fftshift(ifft2(ifftshift(kspace), norm="ortho"))|``
+over the last two axes, computed with NumPy's FFT (not ``kdrecon.mri.fft``, so that this
+module needs no torch), then centre-cropped to the shape of ``reconstruction_esc`` if the
+file has one, else to ``(320, 320)``. The crop follows fastMRI's ``center_crop``
+(start ``(n - crop) // 2``). fastMRI k-space is 2x oversampled along the readout
+(``W_k`` ≈ 2 x 320 for knee), so the crop is also what removes the readout oversampling;
+no other oversampling removal is done.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import numpy as np
+
+from kdrecon.data.volume import Volume
+
+__all__ = ["read_volumes", "DEFAULT_CROP"]
+
+DEFAULT_CROP = (320, 320)
+"""Crop of ``image_source="kspace"`` images when the file has no ``reconstruction_esc``."""
+
+_SUFFIXES = (".h5", ".hdf5")
+
+
+def read_volumes(
+    path: Path,
+    *,
+    image_source: Literal["reconstruction", "kspace"] = "reconstruction",
+) -> Iterator[Volume]:
+    """Yield one volume per fastMRI single-coil file.
+
+    Args:
+        path: a ``.h5`` file, or a directory searched recursively for ``.h5``/``.hdf5``
+            files (sorted path order).
+        image_source: ``"reconstruction"`` to read ``reconstruction_esc``; ``"kspace"`` to
+            compute the magnitude image from ``kspace`` (see the module docstring).
+
+    Yields:
+        ``Volume(name=<file stem>, subject=<file stem>, images=float32 (S, H, W))``.
+
+    Raises:
+        ValueError: no h5 file found, unreadable file, ``kspace`` missing, not complex or
+            not 3-D, ``reconstruction_esc`` missing (for ``"reconstruction"``), not 3-D or
+            with another number of slices than ``kspace``, image smaller than the crop.
+    """
+    if image_source not in ("reconstruction", "kspace"):
+        raise ValueError(f"image_source must be 'reconstruction' or 'kspace', got {image_source!r}")
+    path = Path(path)
+    files = _find_files(path)
+    root = path if path.is_dir() else path.parent
+    for file, name in zip(files, _unique_names(files, root)):
+        images = _read_images(file, image_source)
+        try:
+            yield Volume(name=name, subject=file.stem, images=images)
+        except ValueError as err:
+            raise ValueError(f"{file}: {err}") from err
+
+
+def _find_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such file or directory")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _SUFFIXES)
+    if not files:
+        raise ValueError(f"{path}: no fastMRI h5 files (.h5, .hdf5) found")
+    return files
+
+
+def _safe(text: str) -> str:
+    """Filesystem-safe version of ``text``: characters outside ``[A-Za-z0-9._-]`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._") or "volume"
+
+
+def _unique_names(files: list[Path], root: Path) -> list[str]:
+    """File stems; stems shared by several files are replaced by their relative path."""
+    stems = [_safe(f.stem) for f in files]
+    counts = Counter(stems)
+    return [
+        _safe("__".join([*f.relative_to(root).parent.parts, f.stem])) if counts[s] > 1 else s
+        for f, s in zip(files, stems)
+    ]
+
+
+def _read_images(file: Path, image_source: str) -> np.ndarray:
+    try:
+        h5 = h5py.File(file, "r")
+    except OSError as err:
+        raise ValueError(f"{file}: cannot open as HDF5 ({err})") from err
+    with h5:
+        kspace = _dataset(h5, file, "kspace")
+        if kspace.dtype.kind != "c":
+            raise ValueError(f"{file}: 'kspace' must be complex, got dtype {kspace.dtype}")
+        if kspace.ndim != 3:
+            raise ValueError(f"{file}: 'kspace' must be single-coil (S, H, W), got shape {kspace.shape}")
+        target = h5["reconstruction_esc"] if "reconstruction_esc" in h5 else None
+        if target is not None:
+            if target.ndim != 3 or target.shape[0] != kspace.shape[0]:
+                raise ValueError(
+                    f"{file}: 'reconstruction_esc' must be (S, H, W) with S={kspace.shape[0]} "
+                    f"like 'kspace', got shape {target.shape}"
+                )
+        if image_source == "reconstruction":
+            if target is None:
+                raise ValueError(f"{file}: no 'reconstruction_esc' (test split?); use image_source='kspace'")
+            return np.asarray(target[()], dtype=np.float32)
+        crop = target.shape[1:] if target is not None else DEFAULT_CROP
+        return _kspace_to_image(file, kspace[()], crop)
+
+
+def _dataset(h5: h5py.File, file: Path, key: str) -> h5py.Dataset:
+    if key not in h5:
+        raise ValueError(f"{file}: missing dataset {key!r} (keys: {sorted(h5.keys())})")
+    item = h5[key]
+    if not isinstance(item, h5py.Dataset):
+        raise ValueError(f"{file}: {key!r} is not a dataset")
+    return item
+
+
+def _kspace_to_image(file: Path, kspace: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
+    """``|centred orthonormal ifft2|`` of ``(S, H_k, W_k)`` k-space, centre-cropped to ``crop``."""
+    height, width = kspace.shape[-2:]
+    crop_h, crop_w = crop
+    if height < crop_h or width < crop_w:
+        raise ValueError(f"{file}: image {height}x{width} from 'kspace' is smaller than the crop {crop_h}x{crop_w}")
+    axes = (-2, -1)
+    image = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace, axes=axes), axes=axes, norm="ortho"), axes=axes)
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return np.abs(image[:, top : top + crop_h, left : left + crop_w]).astype(np.float32)

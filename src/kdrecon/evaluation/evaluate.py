@@ -1,0 +1,165 @@
+"""Run a trained network over a split and score it with the field's conventions (spec §5).
+
+Outputs in the evaluation directory:
+
+* ``reconstructions/{volume}.h5`` — ``reconstruction`` ``(S, H, W)`` float32 (papers' layout);
+* ``per_slice.csv`` — PSNR, SSIM, NMSE, HFN, VIF of every slice, data_range = that slice's
+  target max, for the model and the zero-filled input;
+* ``per_volume.csv`` — the same per volume with fastMRI's conventions (data_range = the
+  volume's target max; SSIM averaged over slices; NMSE and PSNR over the whole volume);
+* ``summary.json`` — mean ± std over volumes for the model and the zero-filled baseline.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from kdrecon.data.dataset import SliceData, load_split
+from kdrecon.data.layout import atomic_path, write_reconstruction
+from kdrecon.evaluation import metrics
+from kdrecon.models import build_model
+from kdrecon.training.checkpoint import load_checkpoint, resolve_checkpoint
+from kdrecon.training.trainer import autocast, resolve_device
+
+METRICS = ("psnr", "ssim", "nmse", "hfn", "vif")
+
+
+def load_model(run_or_checkpoint: Path, which: str = "best", map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network stored in a checkpoint (or a run's best/last checkpoint), in eval mode."""
+    payload = load_checkpoint(resolve_checkpoint(run_or_checkpoint, which), map_location)
+    spec = payload["model"]
+    model = build_model(spec["name"], **spec["options"])
+    model.load_state_dict(payload["modules"]["model"])
+    return model.eval(), payload
+
+
+@torch.no_grad()
+def reconstruct(
+    model: nn.Module, data: SliceData, device: torch.device, batch_size: int = 16, precision: str = "fp32"
+) -> np.ndarray:
+    """Model output for every slice, ``(N, H, W)`` float32 on the CPU."""
+    model = model.to(device).eval()
+    data = data.to(device)
+    outputs = []
+    for batch in data.batches(batch_size):
+        with autocast(device, precision):
+            outputs.append(model(batch.zero_filled, batch.kspace, batch.mask)[:, 0].float().cpu())
+    return torch.cat(outputs).numpy()
+
+
+def score(data: SliceData, prediction: np.ndarray) -> tuple[list[dict], list[dict]]:
+    """Per-slice and per-volume metric rows for ``prediction`` ``(N, H, W)`` against ``data``."""
+    target = data.target[:, 0].cpu().numpy()
+    slice_rows, volume_rows = [], []
+    for volume in tqdm(data.volumes, desc="score", unit="volume", leave=False):
+        for index in range(volume.start, volume.stop):
+            row = metrics.slice_metrics(target[index], prediction[index])
+            slice_rows.append({"volume": volume.name, "slice": index - volume.start, **row})
+        row = metrics.volume_metrics(target[volume.start : volume.stop], prediction[volume.start : volume.stop])
+        volume_rows.append({"volume": volume.name, **row})
+    return slice_rows, volume_rows
+
+
+def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean and (population) standard deviation of each metric over ``rows``."""
+    return {
+        name: {"mean": float(np.mean([r[name] for r in rows])), "std": float(np.std([r[name] for r in rows]))}
+        for name in METRICS
+    }
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write dict rows as CSV atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(path) as temporary:
+        temporary.write_text(buffer.getvalue())
+
+
+def write_json(path: Path, data: Any) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    directory: Path
+    summary: dict[str, Any]
+
+
+def evaluate(
+    run_or_checkpoint: Path,
+    output_dir: Path,
+    dataset: str | Path | None = None,
+    split: str = "validation",
+    acceleration: str | None = None,
+    device: str = "auto",
+    which: str = "best",
+) -> Evaluation:
+    """Evaluate a checkpoint on a split; dataset and acceleration default to those it was trained on."""
+    model, payload = load_model(run_or_checkpoint, which)
+    trained_on = payload.get("config", {}).get("data", {})
+    dataset = dataset if dataset is not None else trained_on.get("dataset", "sample")
+    acceleration = acceleration or trained_on.get("acceleration", "4x")
+    data = load_split(dataset, split, acceleration)
+    if len(data) == 0:
+        raise ValueError(f"{dataset}: the {split} split is empty")
+    prediction = reconstruct(model, data, resolve_device(device))
+    if not np.isfinite(prediction).all():
+        raise ValueError(f"{run_or_checkpoint}: the model produced non-finite values")
+    zero_filled = data.zero_filled[:, 0].numpy()
+
+    output_dir = Path(output_dir)
+    (output_dir / "reconstructions").mkdir(parents=True, exist_ok=True)
+    for volume in data.volumes:
+        write_reconstruction(output_dir / "reconstructions" / f"{volume.name}.h5", prediction[volume.start : volume.stop])
+    model_slices, model_volumes = score(data, prediction)
+    zero_filled_slices, zero_filled_volumes = score(data, zero_filled)
+    for rows, kind in ((model_slices, "model"), (zero_filled_slices, "zero_filled")):
+        for row in rows:
+            row["reconstruction"] = kind
+    for rows, kind in ((model_volumes, "model"), (zero_filled_volumes, "zero_filled")):
+        for row in rows:
+            row["reconstruction"] = kind
+    write_csv(output_dir / "per_slice.csv", model_slices + zero_filled_slices)
+    write_csv(output_dir / "per_volume.csv", model_volumes + zero_filled_volumes)
+    summary = {
+        "checkpoint": str(resolve_checkpoint(run_or_checkpoint, which)),
+        "model": payload["model"],
+        "best_epoch": payload.get("best_epoch"),
+        "dataset": str(dataset),
+        "split": split,
+        "acceleration": data.acceleration,
+        "volumes": len(data.volumes),
+        "slices": len(data),
+        "conventions": "per volume, data_range = volume target max (fastMRI); mean ± std over volumes",
+        "model_metrics": summarise(model_volumes),
+        "zero_filled_metrics": summarise(zero_filled_volumes),
+    }
+    write_json(output_dir / "summary.json", summary)
+    return Evaluation(output_dir, summary)
+
+
+def format_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
+    """A plain-text table of mean ± std per model, e.g. ``{"teacher": summary["model_metrics"]}``."""
+    header = f"{'model':<16}" + "".join(f"{name.upper():>20}" for name in METRICS)
+    lines = [header, "-" * len(header)]
+    for label, values in rows.items():
+        cells = []
+        for name in METRICS:
+            mean, std = values[name]["mean"], values[name]["std"]
+            cells.append(f"{mean:.4g} ± {std:.2g}".rjust(20) if name != "psnr" else f"{mean:.2f} ± {std:.2f}".rjust(20))
+        lines.append(f"{label:<16}" + "".join(cells))
+    return "\n".join(lines)

@@ -1,0 +1,27 @@
+"""Build models from a name and options, as stored in configs and checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from kdrecon.models.dccnn import DCCNN, parse_dncm
+
+
+def build_model(name: str, **options: Any) -> nn.Module:
+    """Build a reconstruction network by name.
+
+    ``DnCm`` (e.g. ``D5C5`` teacher, ``D3C5`` student) builds a :class:`DCCNN` with ``n``
+    convolutions per block and ``m`` cascades; ``options`` go to its constructor
+    (``channels``, ``residual``, ``padding``).
+    """
+    shape = parse_dncm(name)
+    if shape is not None:
+        convs, cascades = shape
+        return DCCNN(convs_per_block=convs, cascades=cascades, **options)
+    raise ValueError(f"model {name!r}: expected DnCm such as D5C5 or D3C5")
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

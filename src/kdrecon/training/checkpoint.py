@@ -1,0 +1,47 @@
+"""Checkpoints as plain data: tensors, numbers, strings, lists and dicts only.
+
+They are written atomically with :func:`torch.save` and read with ``weights_only=True``, so
+loading one never unpickles code (the papers' checkpoints held argparse objects).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdrecon.data.layout import atomic_path
+
+FORMAT = "kdrecon-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (plus format and version tags) to ``path`` atomically."""
+    with atomic_path(Path(path)) as temporary:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, temporary)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, without unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or foreign files
+        raise ValueError(f"{path}: not a readable kdrecon checkpoint ({type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a kdrecon checkpoint")
+    return payload
+
+
+def resolve_checkpoint(run_or_checkpoint: Path, which: str = "best") -> Path:
+    """A checkpoint file, given the file itself or a run directory (``best`` or ``last``)."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        path = path / "checkpoints" / f"{which}.pt"
+    if not path.is_file():
+        raise ValueError(f"{run_or_checkpoint}: no checkpoint found (expected a .pt file or a run directory)")
+    return path

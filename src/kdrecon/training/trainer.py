@@ -1,0 +1,241 @@
+"""The training loop shared by every stage: checkpointed, resumable, logged.
+
+A stage is an :class:`Objective` (what is optimised) run by :func:`fit` over in-memory slice
+data. After every epoch the loop validates, writes ``checkpoints/last.pt`` (everything needed
+to resume) and, when the validation loss improved, ``checkpoints/best.pt``; it logs to
+TensorBoard and rewrites ``metrics.csv``. Calling :func:`fit` again on the same run directory
+resumes after the last finished epoch and reproduces an uninterrupted run exactly on the CPU:
+the batch order of epoch ``e`` is drawn from a generator seeded with ``seed + e``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from kdrecon.data.dataset import Batch, SliceData
+from kdrecon.data.layout import atomic_path
+from kdrecon.training.checkpoint import load_checkpoint, save_checkpoint
+from kdrecon.training.config import OptimizationConfig
+
+CHECKPOINTS = "checkpoints"
+
+
+class Objective(Protocol):
+    """What one training stage optimises.
+
+    ``modules()`` returns the trainable modules by name; ``"model"`` is the network whose
+    predictions are evaluated and whose validation loss selects the best checkpoint.
+    """
+
+    def modules(self) -> dict[str, nn.Module]: ...
+
+    def training_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Losses by name; ``"total"`` is the one differentiated."""
+        ...
+
+    def validation_loss(self, batch: Batch) -> torch.Tensor:
+        """Mean validation loss of the batch (scalar)."""
+        ...
+
+
+class ReconstructionObjective:
+    """Plain supervised training: ``L = L1(model(x_zf), x)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def training_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        prediction = self.model(batch.zero_filled, batch.kspace, batch.mask)
+        return {"total": nn.functional.l1_loss(prediction, batch.target)}
+
+    def validation_loss(self, batch: Batch) -> torch.Tensor:
+        return nn.functional.l1_loss(self.model(batch.zero_filled, batch.kspace, batch.mask), batch.target)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    run_dir: Path
+    best_epoch: int
+    best_validation_loss: float
+    epochs: int
+    wall_seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the convolutions (AMX on CPU, tensor cores on GPU); FFTs stay float32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in history:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(history)
+    with atomic_path(path) as temporary:
+        temporary.write_text(buffer.getvalue())
+
+
+@torch.no_grad()
+def validate(objective: Objective, data: SliceData, batch_size: int, device: torch.device, precision: str) -> float:
+    """Slice-weighted mean validation loss over the whole split."""
+    for module in objective.modules().values():
+        module.eval()
+    total = 0.0
+    for batch in data.batches(batch_size):
+        with autocast(device, precision):
+            total += float(objective.validation_loss(batch)) * batch.target.shape[0]
+    return total / len(data)
+
+
+def fit(
+    objective: Objective,
+    train_data: SliceData,
+    validation_data: SliceData,
+    run_dir: Path,
+    optimization: OptimizationConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    precision: str = "fp32",
+    checkpoint_extra: dict[str, Any] | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Train ``objective`` for ``optimization.epochs`` epochs, resuming from ``run_dir`` if possible.
+
+    Args:
+        checkpoint_extra: plain data stored in every checkpoint (model name and options,
+            config) so a checkpoint can be rebuilt and traced on its own.
+        on_epoch_end: called with the epoch number and its history row (for progress displays).
+    """
+    if len(train_data) == 0 or len(validation_data) == 0:
+        raise ValueError("training needs non-empty train and validation splits")
+    run_dir = Path(run_dir)
+    checkpoints = run_dir / CHECKPOINTS
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    modules = objective.modules()
+    for module in modules.values():
+        module.to(device)
+    parameters = [p for module in modules.values() for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(parameters, lr=optimization.learning_rate)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optimization.lr_step_epochs, optimization.lr_gamma)
+    train_data, validation_data = train_data.to(device), validation_data.to(device)
+
+    start_epoch, best_loss, best_epoch, history, elapsed = 0, math.inf, -1, [], 0.0
+    last = checkpoints / "last.pt"
+    if last.is_file():
+        state = load_checkpoint(last, map_location=device)
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_loss, best_epoch = state["epoch"], state["best_validation_loss"], state["best_epoch"]
+        history, elapsed = state["history"], state["wall_seconds"]
+
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch)
+    try:
+        for epoch in range(start_epoch, optimization.epochs):
+            started = time.perf_counter()
+            for module in modules.values():
+                module.train()
+            generator = torch.Generator().manual_seed(seed + epoch)
+            sums: dict[str, float] = {}
+            seen = 0
+            steps = math.ceil(len(train_data) / optimization.batch_size)
+            bar = tqdm(
+                train_data.batches(optimization.batch_size, generator),
+                total=steps,
+                desc=f"{run_dir.name} epoch {epoch + 1}/{optimization.epochs}",
+                unit="batch",
+                disable=None if progress else True,  # None: off when not a terminal
+                leave=False,
+            )
+            for batch in bar:
+                with autocast(device, precision):
+                    losses = objective.training_losses(batch)
+                optimizer.zero_grad(set_to_none=True)
+                losses["total"].backward()
+                optimizer.step()
+                count = batch.target.shape[0]
+                seen += count
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0.0) + float(value.detach()) * count
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{sums['total'] / seen:.4g}", slices_per_s=f"{rate:.0f}")
+            train_seconds = time.perf_counter() - started
+            validation_loss = validate(objective, validation_data, optimization.validation_batch_size, device, precision)
+            learning_rate = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            elapsed += time.perf_counter() - started
+            row = {
+                "epoch": epoch + 1,
+                **{f"train_{name}": total / seen for name, total in sums.items()},
+                "validation_loss": validation_loss,
+                "learning_rate": learning_rate,
+                "train_slices_per_second": seen / train_seconds,
+                "epoch_seconds": time.perf_counter() - started,
+            }
+            history.append(row)
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
+            improved = validation_loss < best_loss
+            if improved:
+                best_loss, best_epoch = validation_loss, epoch + 1
+            payload = {
+                **(checkpoint_extra or {}),
+                "modules": {name: module.state_dict() for name, module in modules.items()},
+                "epoch": epoch + 1,
+                "best_validation_loss": best_loss,
+                "best_epoch": best_epoch,
+                "history": history,
+                "wall_seconds": elapsed,
+                "seed": seed,
+                "precision": precision,
+                "device": str(device),
+            }
+            if improved:
+                save_checkpoint(checkpoints / "best.pt", payload)
+            save_checkpoint(last, {**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+            _write_history(run_dir / "metrics.csv", history)
+            if progress:
+                tqdm.write(
+                    f"{run_dir.name} epoch {epoch + 1}/{optimization.epochs}: train {row['train_total']:.5f} "
+                    f"validation {validation_loss:.5f}{' *' if improved else ''} "
+                    f"({row['train_slices_per_second']:.0f} slices/s)"
+                )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, row)
+    finally:
+        writer.close()
+    return FitResult(run_dir, best_epoch, best_loss, optimization.epochs, elapsed)

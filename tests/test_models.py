@@ -1,0 +1,50 @@
+"""DC-CNN shapes, parameter counts (spec §3) and hookable module paths."""
+
+import numpy as np
+import pytest
+import torch
+
+from kdrecon.models import build_model, count_parameters
+from kdrecon.mri.undersample import undersample
+
+
+@pytest.mark.parametrize(
+    "name, expected", [("D5C5", 141_765), ("D4C5", 95_525), ("D3C5", 49_285), ("D2C5", 3_045)]
+)
+def test_parameter_counts(name, expected):
+    # Per block: conv 1→32 (320) + (n−2)·conv 32→32 (9,248) + conv 32→1 (289), times 5 cascades.
+    convs = int(name[1])
+    assert 5 * (320 + (convs - 2) * 9_248 + 289) == expected
+    assert count_parameters(build_model(name)) == expected
+
+
+@pytest.mark.parametrize("options", [{}, {"residual": True}, {"padding": 5}])
+def test_forward_is_data_consistent(options, real_slices, cardiac_mask_4x):
+    target = torch.from_numpy(real_slices[:2]).float()
+    mask = torch.from_numpy(cardiac_mask_4x).float()
+    kspace, zero_filled = undersample(target, mask)
+    model = build_model("D3C5", **options)
+    last_block = {}
+    model.blocks[-1].register_forward_hook(lambda m, i, o: last_block.setdefault("out", o))
+    out = model(zero_filled.unsqueeze(1), kspace, mask)
+    assert out.shape == (2, 1, 150, 150)
+    # The output is the last block's image after hard DC, computed here with NumPy.
+    cnn = np.fft.fft2(last_block["out"][:, 0].detach().numpy(), norm="ortho")
+    expected = np.fft.ifft2(np.where(cardiac_mask_4x > 0, kspace.numpy(), cnn), norm="ortho").real
+    np.testing.assert_allclose(out[:, 0].detach().numpy(), expected, atol=1e-5)
+
+
+def test_hook_paths_name_post_relu_features():
+    model = build_model("D5C5")
+    names = dict(model.named_modules())
+    assert "blocks.4.layers.2" in names and "blocks.0.layers.4" in names
+    captured = {}
+    names["blocks.0.layers.2"].register_forward_hook(lambda m, i, o: captured.setdefault("f", o))
+    x = torch.rand(1, 1, 16, 16)
+    model(x, torch.zeros(1, 16, 16, dtype=torch.complex64), torch.zeros(16, 16))
+    assert captured["f"].shape == (1, 32, 16, 16) and captured["f"].min() >= 0
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="DnCm"):
+        build_model("resnet")
