@@ -30,3 +30,46 @@ def real_slices(shared_dir: Path) -> np.ndarray:
 def cardiac_mask_4x(shared_dir: Path) -> np.ndarray:
     """The papers' 150×150 4x cardiac mask, un-centred layout, float64 0/1."""
     return np.load(shared_dir / "masks/cardiac/mask_4x.npy")
+
+
+def small_split(split: str, size: int = 64, phases: tuple[int, ...] = (0, 10)):
+    """Real Sunnybrook slices of the embedded sample, centre-cropped to ``size`` and 4x undersampled.
+
+    Small enough to train a tiny network for hundreds of steps in seconds; train subjects 101,
+    201, 301 and validation subject 401 as in the papers' split.
+    """
+    import torch
+
+    from kdrecon.data.dataset import SAMPLE_VALIDATION_SUBJECTS, SliceData, VolumeIndex, sample_directory
+    from kdrecon.data.prepare import make_mask, prepare_volume
+    from kdrecon.data.sources import sunnybrook
+
+    mask = make_mask("recipe", "4x", (size, size), seed=42)
+    targets, zero_filled, kspace, index = [], [], [], []
+    for volume in sunnybrook.read_volumes(sample_directory(), phases=phases):
+        if (volume.subject in SAMPLE_VALIDATION_SUBJECTS) != (split == "validation"):
+            continue
+        target, undersampled, _ = prepare_volume(volume, size, {"4x": mask})
+        start = sum(len(t) for t in targets)
+        index.append(VolumeIndex(volume.name, start, start + len(target)))
+        targets.append(target)
+        zero_filled.append(undersampled["4x"][0])
+        kspace.append(undersampled["4x"][1])
+    return SliceData(
+        zero_filled=torch.from_numpy(np.concatenate(zero_filled)).unsqueeze(1),
+        kspace=torch.from_numpy(np.concatenate(kspace)),
+        mask=torch.from_numpy(mask),
+        target=torch.from_numpy(np.concatenate(targets)).unsqueeze(1),
+        volumes=tuple(index),
+        acceleration="4x",
+    )
+
+
+@pytest.fixture(scope="session")
+def small_train():
+    return small_split("train")
+
+
+@pytest.fixture(scope="session")
+def small_validation():
+    return small_split("validation")

@@ -80,6 +80,8 @@ class SliceData:
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """Batches in a random order drawn from ``generator``, or in order when it is ``None``."""
+        if batch_size < 1:
+            raise ValueError(f"batch size {batch_size}: must be at least 1")
         count = len(self)
         order = torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
         order = order.to(self.target.device)
@@ -133,7 +135,16 @@ def read_manifest(dataset: Path) -> dict:
     path = Path(dataset) / MANIFEST
     if not path.is_file():
         raise ValueError(f"{dataset}: not a kdrecon dataset (no {MANIFEST}; run 'kdrecon prepare' first)")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "kdrecon-dataset":
+        raise ValueError(f"{path}: not a kdrecon dataset manifest (no \"format\": \"kdrecon-dataset\")")
+    for key in ("splits", "masks"):
+        if not isinstance(manifest.get(key), dict):
+            raise ValueError(f"{path}: missing or malformed {key!r}")
+    return manifest
 
 
 def load_split(dataset: str | Path, split: str, acceleration: str = "4x") -> SliceData:
@@ -151,7 +162,10 @@ def load_split(dataset: str | Path, split: str, acceleration: str = "4x") -> Sli
         raise ValueError(f"{dataset}: no split {split!r} (has: {', '.join(manifest['splits'])})")
     if acceleration not in manifest["masks"]:
         raise ValueError(f"{dataset}: no {acceleration} data (has: {', '.join(manifest['masks'])})")
-    mask = np.load(dataset / manifest["masks"][acceleration])
+    mask_path = dataset / manifest["masks"][acceleration]
+    if not mask_path.is_file():
+        raise ValueError(f"{mask_path}: the {acceleration} mask named in {MANIFEST} is missing")
+    mask = np.load(mask_path, allow_pickle=False)
     directory = dataset / manifest["splits"][split]["directory"]
     files = sorted(directory.glob("*.h5"))
     if not files:

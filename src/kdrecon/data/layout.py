@@ -14,6 +14,7 @@ papers' results layout: ``reconstruction`` ``(S, H, W)`` float32.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -42,8 +43,8 @@ def parse_acceleration(text: str) -> str:
         factor = float(value)
     except ValueError:
         raise ValueError(f"acceleration {text!r}: expected a number such as 4x or 5x") from None
-    if factor < 1:
-        raise ValueError(f"acceleration {text!r}: must be at least 1")
+    if not math.isfinite(factor) or factor < 1:
+        raise ValueError(f"acceleration {text!r}: must be a finite number of at least 1")
     return f"{factor:g}x"
 
 
@@ -56,14 +57,26 @@ class VolumeArrays:
     kspace: np.ndarray
 
 
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(destination: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``destination``; move it into place only on success."""
+    """Yield a temporary path beside ``destination``; move it into place only on success.
+
+    The file gets the permissions an ordinary ``open`` would give (``0o666`` less the umask),
+    not the owner-only ``0o600`` of :func:`tempfile.mkstemp`.
+    """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
     os.close(handle)
     try:
+        os.chmod(temporary, 0o666 & ~current_umask())
         yield Path(temporary)
         os.replace(temporary, destination)
     except BaseException:
@@ -100,6 +113,8 @@ def read_volume(path: Path, acceleration: str) -> VolumeArrays:
         for key in (TARGET_KEY, zero_filled_key(acceleration), kspace_key(acceleration)):
             if key not in file:
                 raise ValueError(f"{path}: missing dataset {key!r} (has: {', '.join(sorted(file.keys()))})")
+            if not isinstance(file[key], h5py.Dataset):
+                raise ValueError(f"{path}: {key!r} is a group, expected a dataset")
             arrays[key] = file[key][()]
     target, zero_filled, kspace = (arrays[k] for k in (TARGET_KEY, zero_filled_key(acceleration), kspace_key(acceleration)))
     for key, array in arrays.items():
@@ -109,6 +124,9 @@ def read_volume(path: Path, acceleration: str) -> VolumeArrays:
             raise ValueError(f"{path}: {key!r} has shape {array.shape}, expected {target.shape} like {TARGET_KEY!r}")
         if not np.isfinite(array).all():
             raise ValueError(f"{path}: {key!r} contains NaN or infinite values")
+    for key in (TARGET_KEY, zero_filled_key(acceleration)):
+        if np.iscomplexobj(arrays[key]):
+            raise ValueError(f"{path}: {key!r} must be a real magnitude image, got {arrays[key].dtype}")
     if not np.iscomplexobj(kspace):
         raise ValueError(f"{path}: {kspace_key(acceleration)!r} must be complex, got {kspace.dtype}")
     return VolumeArrays(

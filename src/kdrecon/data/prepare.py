@@ -17,7 +17,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -61,6 +62,7 @@ def make_mask(
     ``random`` and ``equispaced`` use fastMRI's generators; a path to a ``.npy`` file loads it
     (un-centred layout expected).
     """
+    acceleration = layout.parse_acceleration(acceleration)
     factor = float(acceleration.removesuffix("x"))
     if kind == "papers":
         if shape[0] != shape[1]:
@@ -89,10 +91,20 @@ def centre_crop(images: np.ndarray, size: int | None) -> np.ndarray:
     if size is None:
         return images
     height, width = images.shape[-2:]
+    if size < 1:
+        raise ValueError(f"crop size {size}: must be positive (or None for no crop)")
     if height < size or width < size:
         raise ValueError(f"cannot crop {height}×{width} slices to {size}×{size}")
     top, left = (height - size) // 2, (width - size) // 2
     return images[..., top : top + size, left : left + size]
+
+
+def crop_volume(volume: Volume, size: int | None) -> np.ndarray:
+    """:func:`centre_crop` of a volume's images; an error names the volume."""
+    try:
+        return centre_crop(volume.images, size)
+    except ValueError as error:
+        raise ValueError(f"volume {volume.name!r}: {error}") from None
 
 
 def scale_slices(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +128,7 @@ def prepare_volume(
     Returns ``(target, {acceleration: (zero_filled, kspace)}, skipped)``, arrays ``(S, H, W)``;
     ``skipped`` counts all-zero slices dropped (they have no max to scale by).
     """
-    target, keep = scale_slices(centre_crop(volume.images, crop))
+    target, keep = scale_slices(crop_volume(volume, crop))
     if len(target) == 0:
         raise ValueError(f"volume {volume.name!r}: every slice is empty")
     undersampled = {}
@@ -148,18 +160,55 @@ class PrepareOptions:
 def split_subjects(subjects: Iterable[str], options: PrepareOptions) -> dict[str, list[str]]:
     """Assign subjects (never slices) to train and validation."""
     subjects = sorted(set(subjects))
-    if options.validation_subjects:
-        unknown = sorted(set(options.validation_subjects) - set(subjects))
+    wanted = options.validation_subjects
+    wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+    if wanted:
+        unknown = sorted(set(wanted) - set(subjects))
         if unknown:
             raise ValueError(f"validation subjects {unknown} not found among {subjects}")
-        validation = sorted(options.validation_subjects)
+        validation = sorted(set(wanted))
     else:
-        count = max(1, math.ceil(options.validation_fraction * len(subjects)))
+        if not 0 < options.validation_fraction < 1:
+            raise ValueError(f"validation_fraction {options.validation_fraction}: must lie strictly between 0 and 1")
+        # round first: 0.07 * 100 is 7.000000000000001 in floating point and must not become 8
+        count = max(1, math.ceil(round(options.validation_fraction * len(subjects), 9)))
         validation = subjects[-count:]
     train = [s for s in subjects if s not in validation]
     if not train or not validation:
         raise ValueError(f"split of subjects {subjects} leaves an empty split (train {train}, validation {validation})")
     return {"train": train, "validation": validation}
+
+
+@contextmanager
+def staging_directory(destination: Path) -> Iterator[Path]:
+    """Yield an empty ``.partial`` directory beside ``destination``; rename it into place on success.
+
+    On any error the staging directory is removed, so ``destination`` either appears complete
+    or not at all. The directory gets ordinary permissions (``0o777`` less the umask), not
+    the owner-only ``0o700`` of :func:`tempfile.mkdtemp`.
+    """
+    destination = Path(destination)
+    if destination.exists():
+        raise ValueError(f"{destination}: already exists; choose a new dataset directory")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent))
+    try:
+        os.chmod(staging, 0o777 & ~layout.current_umask())
+        yield staging
+        if destination.exists():
+            raise ValueError(f"{destination}: appeared while the dataset was being written; nothing was moved there")
+        os.replace(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def parse_accelerations(accelerations: Iterable[str]) -> list[str]:
+    """Normalised accelerations in the given order, each once; at least one."""
+    parsed = list(dict.fromkeys(layout.parse_acceleration(a) for a in accelerations))
+    if not parsed:
+        raise ValueError("no acceleration given (e.g. 4x)")
+    return parsed
 
 
 def prepare_dataset(volumes: Iterable[Volume], destination: Path, options: PrepareOptions) -> Path:
@@ -171,19 +220,17 @@ def prepare_dataset(volumes: Iterable[Volume], destination: Path, options: Prepa
     destination = Path(destination)
     if destination.exists():
         raise ValueError(f"{destination}: already exists; choose a new dataset directory")
-    accelerations = [layout.parse_acceleration(a) for a in options.accelerations]
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent))
-    try:
+    accelerations = parse_accelerations(options.accelerations)
+    with staging_directory(destination) as staging:
         masks: dict[str, np.ndarray] = {}
         subject_of: dict[str, str] = {}
         skipped_slices = 0
         (staging / "volumes").mkdir()
-        for volume in tqdm(volumes, desc="prepare", unit="volume"):
+        for volume in tqdm(volumes, desc="prepare", unit="volume", disable=None):
             if volume.name in subject_of:
                 raise ValueError(f"volume name {volume.name!r} appears twice")
             if not masks:
-                shape = centre_crop(volume.images, options.crop).shape[1:]
+                shape = crop_volume(volume, options.crop).shape[1:]
                 masks = {
                     a: make_mask(options.mask, a, shape, options.mask_seed, options.center_fraction) for a in accelerations
                 }
@@ -216,10 +263,6 @@ def prepare_dataset(volumes: Iterable[Volume], destination: Path, options: Prepa
             **options.extra,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return destination
 
 
@@ -233,56 +276,70 @@ def register_papers_h5(
 
     Every file is opened and checked (keys, shapes, finite values, complex k-space, and that the
     k-space holds no energy in rows the mask does not sample). The manifest points at the
-    directories in place.
+    directories in place; the two splits must not share a directory or a volume name.
     """
     destination = Path(destination)
     if destination.exists():
         raise ValueError(f"{destination}: already exists; choose a new dataset directory")
-    if not mask_files:
-        raise ValueError("papers-h5 needs at least one mask file (acceleration=path)")
-    accelerations = {layout.parse_acceleration(a): Path(p) for a, p in mask_files.items()}
-    masks = {}
-    for acceleration, path in accelerations.items():
-        if path.suffix != ".npy":
-            raise ValueError(f"mask file {path}: expected a .npy file")
-        masks[acceleration] = mask_generators.load_mask(path).uncentred().values.astype(np.float32)
+    masks = load_mask_files(mask_files)
+    directories = {split: Path(d).resolve() for split, d in zip(SPLITS, (train_directory, validation_directory))}
+    if directories["train"] == directories["validation"]:
+        raise ValueError(f"{directories['train']}: given for both train and validation; the splits must be disjoint")
     splits = {}
-    for split, directory in zip(SPLITS, (train_directory, validation_directory)):
-        directory = Path(directory).resolve()
+    for split, directory in directories.items():
         files = sorted(directory.glob("*.h5"))
         if not files:
             raise ValueError(f"{directory}: no .h5 files for the {split} split")
-        for file in tqdm(files, desc=f"check {split}", unit="volume"):
-            for acceleration, mask in masks.items():
-                arrays = layout.read_volume(file, acceleration)
-                if arrays.target.shape[1:] != mask.shape:
-                    raise ValueError(f"{file}: slices are {arrays.target.shape[1:]}, mask for {acceleration} is {mask.shape}")
-                outside = np.abs(arrays.kspace * (1 - mask)).max()
-                if outside > 1e-6 * max(np.abs(arrays.kspace).max(), 1e-12):
-                    raise ValueError(
-                        f"{file}: {layout.kspace_key(acceleration)!r} has energy in rows the {acceleration} mask does not "
-                        "sample (wrong mask, or a centred mask where the un-centred layout is expected)"
-                    )
+        for file in tqdm(files, desc=f"check {split}", unit="volume", disable=None):
+            for acceleration, (mask_path, mask) in masks.items():
+                check_papers_file(file, acceleration, mask, mask_path)
         splits[split] = {"directory": str(directory), "subjects": [f.stem for f in files]}
-    destination.mkdir(parents=True)
-    try:
-        (destination / "masks").mkdir()
-        for acceleration, mask in masks.items():
-            np.save(destination / "masks" / f"mask_{acceleration}.npy", mask)
+    shared = sorted(set(splits["train"]["subjects"]) & set(splits["validation"]["subjects"]))
+    if shared:
+        raise ValueError(f"volumes {shared} are in both {directories['train']} and {directories['validation']}")
+    with staging_directory(destination) as staging:
+        (staging / "masks").mkdir()
+        for acceleration, (_, mask) in masks.items():
+            np.save(staging / "masks" / f"mask_{acceleration}.npy", mask)
         manifest = {
             "format": "kdrecon-dataset",
             "version": 1,
             "source": "papers-h5",
-            "accelerations": sorted(masks),
+            "accelerations": list(masks),
             "crop": None,
-            "mask": {"kind": "files", "files": {a: str(p.resolve()) for a, p in accelerations.items()}},
+            "mask": {"kind": "files", "files": {a: str(path.resolve()) for a, (path, _) in masks.items()}},
             "masks": {a: f"masks/mask_{a}.npy" for a in masks},
             "splits": splits,
             "skipped_empty_slices": 0,
         }
-        with layout.atomic_path(destination / MANIFEST) as temporary:
-            temporary.write_text(json.dumps(manifest, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(destination, ignore_errors=True)
-        raise
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return destination
+
+
+def load_mask_files(mask_files: dict[str, Path]) -> dict[str, tuple[Path, np.ndarray]]:
+    """``{acceleration: path}`` to ``{normalised acceleration: (path, un-centred float32 mask)}``."""
+    if not mask_files:
+        raise ValueError("papers-h5 needs at least one mask file (acceleration=path)")
+    masks = {}
+    for acceleration, path in mask_files.items():
+        key, path = layout.parse_acceleration(acceleration), Path(path)
+        if key in masks:
+            raise ValueError(f"mask file {path}: a mask for {key} is already given ({masks[key][0]})")
+        if path.suffix != ".npy":
+            raise ValueError(f"mask file {path}: expected a .npy file")
+        masks[key] = (path, mask_generators.load_mask(path).uncentred().values.astype(np.float32))
+    return masks
+
+
+def check_papers_file(file: Path, acceleration: str, mask: np.ndarray, mask_path: Path) -> None:
+    """Check one papers'-layout file against the (un-centred) mask of one acceleration."""
+    arrays = layout.read_volume(file, acceleration)
+    if arrays.target.shape[1:] != mask.shape:
+        shapes = f"slices are {arrays.target.shape[1:]}, mask {mask_path} for {acceleration} is {mask.shape}"
+        raise ValueError(f"{file}: {shapes}")
+    outside = np.abs(arrays.kspace * (1 - mask)).max()
+    if outside > 1e-6 * max(np.abs(arrays.kspace).max(), 1e-12):
+        raise ValueError(
+            f"{file}: {layout.kspace_key(acceleration)!r} has energy in rows the {acceleration} mask {mask_path} "
+            "does not sample (wrong mask, or a centred mask where the un-centred layout is expected)"
+        )

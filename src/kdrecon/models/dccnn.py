@@ -35,7 +35,7 @@ class ConvReLU(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU()  # not in place: hooks may keep this output
 
 
 class CNNBlock(nn.Module):

@@ -1,0 +1,88 @@
+"""Feature-distillation losses, one KD method per module behind one interface.
+
+Every loss is a :class:`FeatureLoss`: built from the channel counts of the paired layers,
+called as ``loss(student_features, teacher_features) -> scalar``, with a published default
+weight ``default_weight`` and ``connector_parameter_count()``. Names in :data:`FEATURE_LOSSES`:
+
+========  ==========================================================  ==============
+name      method (module)                                             default weight
+========  ==========================================================  ==============
+at        attention transfer (attention_transfer)                     1000
+at-paper  KD-MRI code's AT variant (attention_transfer_paper)         1
+fitnets   FitNets hints + 1×1 regressors (fitnets)                    100
+sp        similarity preserving (similarity_preserving)               3000
+fsp       flow of solution procedure (flow_of_solution)               50
+cc        correlation congruence (correlation_congruence)             0.003
+nst       neuron selectivity transfer (neuron_selectivity)            50
+ft        factor transfer (factor_transfer)                           200
+pkt       probabilistic knowledge transfer (probabilistic_transfer)   30000
+========  ==========================================================  ==============
+
+Example:
+    >>> import torch
+    >>> loss = build_feature_loss("sp", [32, 32], [32, 32])
+    >>> features = [torch.rand(4, 32, 8, 8), torch.rand(4, 32, 8, 8)]
+    >>> float(loss(features, features))
+    0.0
+    >>> build_feature_loss("kd", [32], [32])
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown feature loss 'kd'; choose one of: at, at-paper, cc, fitnets, fsp, ft, nst, pkt, sp
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kdrecon.distillation.losses.attention_transfer import AttentionTransfer
+from kdrecon.distillation.losses.attention_transfer_paper import PaperAttentionTransfer
+from kdrecon.distillation.losses.base import FeatureLoss
+from kdrecon.distillation.losses.correlation_congruence import CorrelationCongruence
+from kdrecon.distillation.losses.factor_transfer import FactorTransfer
+from kdrecon.distillation.losses.fitnets import FitNets
+from kdrecon.distillation.losses.flow_of_solution import FlowOfSolution
+from kdrecon.distillation.losses.neuron_selectivity import NeuronSelectivity
+from kdrecon.distillation.losses.probabilistic_transfer import ProbabilisticTransfer
+from kdrecon.distillation.losses.similarity_preserving import SimilarityPreserving
+
+FEATURE_LOSSES: dict[str, type[FeatureLoss]] = {
+    cls.name: cls
+    for cls in (
+        AttentionTransfer,
+        PaperAttentionTransfer,
+        FitNets,
+        SimilarityPreserving,
+        FlowOfSolution,
+        CorrelationCongruence,
+        NeuronSelectivity,
+        FactorTransfer,
+        ProbabilisticTransfer,
+    )
+}
+
+
+def build_feature_loss(
+    name: str, student_channels: Sequence[int], teacher_channels: Sequence[int], **options: Any
+) -> FeatureLoss:
+    """Build the feature loss registered as ``name`` (case-insensitive) with its ``options``."""
+    key = str(name).lower()
+    if key not in FEATURE_LOSSES:
+        raise ValueError(f"unknown feature loss {name!r}; choose one of: {', '.join(sorted(FEATURE_LOSSES))}")
+    return FEATURE_LOSSES[key](student_channels, teacher_channels, **options)
+
+
+__all__ = [
+    "FEATURE_LOSSES",
+    "AttentionTransfer",
+    "CorrelationCongruence",
+    "FactorTransfer",
+    "FeatureLoss",
+    "FitNets",
+    "FlowOfSolution",
+    "NeuronSelectivity",
+    "PaperAttentionTransfer",
+    "ProbabilisticTransfer",
+    "SimilarityPreserving",
+    "build_feature_loss",
+]

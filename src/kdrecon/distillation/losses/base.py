@@ -1,0 +1,149 @@
+"""The interface every feature-distillation loss implements (one KD method per module).
+
+A :class:`FeatureLoss` compares *paired* hidden features of a student and a teacher network:
+``student_features[i]`` is matched with ``teacher_features[i]``. Each feature is a 4-D tensor
+``(B, C, H, W)``; for DC-CNN these are the post-ReLU outputs tapped at ``blocks.{i}.layers.{j}``
+(``(B, 32, H, W)``). The constructor receives the channel count of every paired layer so that a
+method can build its *connectors* (learned adapters such as FitNets' regressors) up front; the
+optimiser must then be given ``loss.parameters()`` along with the student's.
+
+Conventions shared by all methods:
+
+- ``forward`` validates the inputs (equal list lengths, 4-D tensors, declared channel counts,
+  equal batch size and, unless the method allows otherwise, equal spatial size within a pair) and
+  raises :class:`ValueError` with one clear line when they do not fit; then it returns a scalar.
+- The returned value is the *unweighted* loss. ``default_weight`` is the published β that the
+  training objective multiplies it by (see each method's docstring for its source).
+- Teacher features are used as given: the distiller produces them under ``torch.no_grad()``
+  (frozen teacher), and no method needs gradients through them.
+- ``connector_parameter_count()`` is the number of parameters the method adds (all of its own
+  parameters, which are all trainable); 0 for methods without connectors.
+
+Example:
+    >>> import torch
+    >>> from kdrecon.distillation.losses import build_feature_loss
+    >>> loss = build_feature_loss("at", [32], [32])
+    >>> s, t = torch.rand(2, 32, 8, 8), torch.rand(2, 32, 8, 8)
+    >>> loss([s], [t]).shape
+    torch.Size([])
+    >>> loss([s], [t, t])
+    Traceback (most recent call last):
+    ...
+    ValueError: at: got 1 student and 2 teacher features; they must pair up one to one
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+class FeatureLoss(nn.Module):
+    """Base class of the feature-distillation losses.
+
+    Args:
+        student_channels: channel count of each student feature, in pairing order.
+        teacher_channels: channel count of each teacher feature, same length.
+        **options: method-specific options; subclasses consume theirs by keyword and pass the
+            rest here, where any leftover is rejected with :class:`ValueError`.
+
+    Subclasses set ``name`` and ``default_weight`` and implement :meth:`compute`, which receives
+    validated lists of tensors.
+    """
+
+    name: ClassVar[str] = "feature-loss"
+    default_weight: ClassVar[float] = 1.0
+    #: whether the features of a pair must share (H, W); methods that flatten or pool each
+    #: feature to a vector (SP, PKT, CC) do not need it.
+    requires_equal_spatial_size: ClassVar[bool] = True
+
+    def __init__(
+        self, student_channels: Sequence[int], teacher_channels: Sequence[int], **options: Any
+    ) -> None:
+        super().__init__()
+        if options:
+            raise ValueError(f"{self.name}: unknown option(s) {sorted(options)}")
+        student = _channel_list(self.name, "student_channels", student_channels)
+        teacher = _channel_list(self.name, "teacher_channels", teacher_channels)
+        if len(student) != len(teacher):
+            raise ValueError(
+                f"{self.name}: {len(student)} student and {len(teacher)} teacher channel counts; "
+                "they must pair up one to one"
+            )
+        self.student_channels: tuple[int, ...] = student
+        self.teacher_channels: tuple[int, ...] = teacher
+
+    def forward(
+        self, student_features: Sequence[Tensor], teacher_features: Sequence[Tensor]
+    ) -> Tensor:
+        student, teacher = self.validate(student_features, teacher_features)
+        return self.compute(student, teacher)
+
+    def compute(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+        """The loss on validated features; implemented by each method."""
+        raise NotImplementedError
+
+    def connector_parameter_count(self) -> int:
+        """Number of parameters this method adds to training (0 without connectors)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def validate(
+        self, student_features: Sequence[Tensor], teacher_features: Sequence[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Check the feature lists against each other and the declared channels."""
+        name = self.name
+        if isinstance(student_features, Tensor) or isinstance(teacher_features, Tensor):
+            raise ValueError(f"{name}: features must be given as sequences of tensors, one per layer")
+        student, teacher = list(student_features), list(teacher_features)
+        if len(student) != len(teacher):
+            raise ValueError(
+                f"{name}: got {len(student)} student and {len(teacher)} teacher features; "
+                "they must pair up one to one"
+            )
+        self.validate_side(student, "student")
+        self.validate_side(teacher, "teacher")
+        for i, (s, t) in enumerate(zip(student, teacher)):
+            if s.shape[0] != t.shape[0]:
+                raise ValueError(
+                    f"{name}: pair {i} has batch sizes {s.shape[0]} (student) and {t.shape[0]} (teacher)"
+                )
+            if self.requires_equal_spatial_size and s.shape[2:] != t.shape[2:]:
+                raise ValueError(
+                    f"{name}: pair {i} has spatial sizes {tuple(s.shape[2:])} (student) and "
+                    f"{tuple(t.shape[2:])} (teacher); they must be equal"
+                )
+        return student, teacher
+
+    def validate_side(self, features: Sequence[Tensor], role: str) -> list[Tensor]:
+        """Check one network's features (``role``: "student" or "teacher") against its channels."""
+        name = self.name
+        if isinstance(features, Tensor):
+            raise ValueError(f"{name}: {role} features must be a sequence of tensors, one per layer")
+        features = list(features)
+        declared = self.student_channels if role == "student" else self.teacher_channels
+        if len(features) != len(declared):
+            raise ValueError(f"{name}: got {len(features)} {role} features, built for {len(declared)}")
+        for i, (f, channels) in enumerate(zip(features, declared)):
+            if not isinstance(f, Tensor) or f.dim() != 4:
+                shape = tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__
+                raise ValueError(f"{name}: {role} feature {i} must be (B, C, H, W), got {shape}")
+            if f.shape[1] != channels:
+                raise ValueError(f"{name}: {role} feature {i} has {f.shape[1]} channels, built for {channels}")
+        return features
+
+    def extra_repr(self) -> str:
+        return f"student_channels={list(self.student_channels)}, teacher_channels={list(self.teacher_channels)}"
+
+
+def _channel_list(name: str, what: str, channels: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(channels, (int, str)) or not isinstance(channels, Sequence):
+        raise ValueError(f"{name}: {what} must be a sequence of channel counts, got {channels!r}")
+    values = tuple(int(c) for c in channels)
+    if not values:
+        raise ValueError(f"{name}: {what} is empty; at least one layer pair is needed")
+    if any(c <= 0 for c in values):
+        raise ValueError(f"{name}: {what} must be positive, got {list(values)}")
+    return values

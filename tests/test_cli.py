@@ -1,0 +1,84 @@
+"""The command line end to end on real data: train, evaluate, prepare, and bad input."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from kdrecon.cli import main
+
+
+def run_cli(*args):
+    """Run ``python -m kdrecon`` in a subprocess; return (exit code, stdout, stderr)."""
+    process = subprocess.run([sys.executable, "-m", "kdrecon", *map(str, args)], capture_output=True, text=True)
+    return process.returncode, process.stdout, process.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "student"
+    config = run_dir.parent / "student.yaml"
+    config.write_text("model:\n  name: D2C2\n  channels: 8\noptimization:\n  epochs: 1\n  batch_size: 8\n")
+    assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
+    return run_dir
+
+
+def test_train_writes_a_complete_run(trained_run):
+    for name in ("config.yaml", "metrics.csv", "checkpoints/best.pt", "checkpoints/last.pt"):
+        assert (trained_run / name).is_file(), name
+    assert any((trained_run / "tensorboard").iterdir())
+    assert "D2C2" in (trained_run / "config.yaml").read_text()
+
+
+def test_evaluate_writes_reconstructions_csvs_and_summary(trained_run, tmp_path):
+    output = tmp_path / "evaluation"
+    assert main(["evaluate", str(trained_run), "--output", str(output)]) == 0
+    files = sorted((output / "reconstructions").glob("*.h5"))
+    assert [f.stem for f in files] == [f"SCD0000401_phase{p:02d}" for p in (0, 5, 10, 15)]
+    with h5py.File(files[0]) as file:
+        reconstruction = file["reconstruction"][()]
+    assert reconstruction.shape == (11, 150, 150) and reconstruction.dtype == np.float32
+    summary = json.loads((output / "summary.json").read_text())
+    with open(output / "per_volume.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    model_psnr = [float(r["psnr"]) for r in rows if r["reconstruction"] == "model"]
+    assert summary["model_metrics"]["psnr"]["mean"] == pytest.approx(np.mean(model_psnr))
+    assert set(summary["zero_filled_metrics"]) == {"psnr", "ssim", "nmse", "hfn", "vif"}
+    with open(output / "per_slice.csv") as handle:
+        assert sum(1 for r in csv.DictReader(handle) if r["reconstruction"] == "model") == 44
+
+
+def test_rerunning_a_finished_run_is_a_no_op(trained_run):
+    before = (trained_run / "checkpoints/last.pt").stat().st_mtime_ns
+    assert main(["train", "--config", str(trained_run / "config.yaml"), "--run-dir", str(trained_run), "--quiet"]) == 0
+    assert (trained_run / "checkpoints/last.pt").stat().st_mtime_ns == before
+
+
+def test_run_directory_with_another_config_is_refused(trained_run):
+    code, _, error = run_cli("train", "--run-dir", trained_run, "--model", "D3C5", "--epochs", "1")
+    assert code == 2 and "different config" in error and error.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--config", "missing.yaml", "--run-dir", "RUN"], "missing.yaml: config file not found"),
+        (["train", "--model", "D9", "--run-dir", "RUN"], "model.name"),
+        (["train", "--acceleration", "fast", "--run-dir", "RUN"], "data.acceleration"),
+        (["evaluate", "nowhere"], "nowhere: no checkpoint found"),
+        (["prepare", "sunnybrook", "nowhere", "OUT"], "nowhere: no Sunnybrook subject files"),
+        (["train", "--dataset", "nowhere", "--run-dir", "RUN"], "nowhere: not a kdrecon dataset"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message):
+    args = [a.replace("RUN", str(tmp_path / "run")).replace("OUT", str(tmp_path / "out")) for a in args]
+    process = subprocess.run([sys.executable, "-m", "kdrecon", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert process.returncode == 2
+    assert process.stderr.startswith("kdrecon: error: ") and process.stderr.count("\n") == 1
+    assert message in process.stderr
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,0 +1,126 @@
+"""Config validation, checkpoints, resume and a short real training run."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kdrecon.models import build_model
+from kdrecon.training.checkpoint import load_checkpoint
+from kdrecon.training.config import ConfigError, OptimizationConfig, TrainConfig, load_config
+from kdrecon.training.trainer import ReconstructionObjective, fit
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_papers_settings():
+    config = TrainConfig()
+    assert (config.optimization.epochs, config.optimization.batch_size) == (150, 4)
+    assert config.optimization.learning_rate == 1e-3
+    assert (config.optimization.lr_step_epochs, config.optimization.lr_gamma) == (40, 0.1)
+    assert config.seed == 42 and config.model.name == "D5C5"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("optimization:\n  epoch: 3\n", r"optimization\.epoch: unknown key"),
+        ("optimization:\n  epochs: three\n", r"optimization\.epochs: .*integer"),
+        ("optimization:\n  epochs: 0\n", r"optimization\.epochs: .*greater than 0"),
+        ("model:\n  name: ResNet\n", r"model\.name: .*unknown model"),
+        ("data:\n  acceleration: fast\n", r"data\.acceleration: .*expected a number"),
+        ("precision: fp8\n", r"precision: "),
+        ("- a\n- b\n", r"expected a mapping"),
+        ("model: [unclosed\n", r"not valid YAML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, text, message):
+    path = write(tmp_path / "bad.yaml", text)
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(TrainConfig, path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_overrides_apply_to_file(tmp_path):
+    path = write(tmp_path / "c.yaml", "model:\n  name: d3c5\noptimization:\n  epochs: 7\n")
+    config = load_config(TrainConfig, path, {"optimization.batch_size": 2, "seed": None})
+    assert config.model.name == "D3C5" and config.optimization.epochs == 7 and config.optimization.batch_size == 2
+
+
+def _fit(run_dir, train, validation, epochs, interrupt_after=None):
+    torch.manual_seed(0)
+    model = build_model("D3C2", channels=8)
+
+    def stop(epoch, row):
+        if epoch == interrupt_after:
+            raise KeyboardInterrupt
+
+    fit(
+        ReconstructionObjective(model),
+        train,
+        validation,
+        run_dir,
+        OptimizationConfig(epochs=epochs, batch_size=4, lr_step_epochs=2),
+        seed=42,
+        device=torch.device("cpu"),
+        checkpoint_extra={"model": {"name": "D3C2", "options": {"channels": 8}}},
+        progress=False,
+        on_epoch_end=stop,
+    )
+    return model
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, small_train, small_validation):
+    uninterrupted = _fit(tmp_path / "a", small_train, small_validation, epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path / "b", small_train, small_validation, epochs=3, interrupt_after=2)
+    assert load_checkpoint(tmp_path / "b/checkpoints/last.pt")["epoch"] == 2
+    resumed = _fit(tmp_path / "b", small_train, small_validation, epochs=3)
+    for (name, a), (_, b) in zip(uninterrupted.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    a, b = (load_checkpoint(tmp_path / run / "checkpoints/last.pt") for run in ("a", "b"))
+    assert [r["validation_loss"] for r in a["history"]] == [r["validation_loss"] for r in b["history"]]
+    assert (tmp_path / "b/metrics.csv").read_text().count("\n") == 4  # header + 3 epochs, none twice
+
+
+def test_checkpoint_is_plain_data(tmp_path, small_train, small_validation):
+    _fit(tmp_path / "run", small_train, small_validation, epochs=1)
+    payload = torch.load(tmp_path / "run/checkpoints/best.pt", weights_only=True)
+    assert payload["format"] == "kdrecon-checkpoint" and payload["best_epoch"] == 1
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def psnr(target, prediction):
+    return 10 * np.log10(target.max() ** 2 / np.mean((target - prediction) ** 2))
+
+
+def test_short_training_beats_zero_filling(tmp_path, small_train, small_validation):
+    """A tiny D5C5 (16 channels) after 300 steps on 3 subjects beats zero-filling on subject 401."""
+    torch.manual_seed(42)
+    model = build_model("D5C5", channels=16)
+    steps = 300
+    epochs = math.ceil(steps / math.ceil(len(small_train) / 4))
+    fit(
+        ReconstructionObjective(model),
+        small_train,
+        small_validation,
+        tmp_path / "teacher",
+        OptimizationConfig(epochs=epochs, batch_size=4),
+        seed=42,
+        device=torch.device("cpu"),
+        progress=False,
+    )
+    with torch.no_grad():
+        prediction = model(small_validation.zero_filled, small_validation.kspace, small_validation.mask)
+    target = small_validation.target[:, 0].numpy()
+    for volume in small_validation.volumes:
+        part = slice(volume.start, volume.stop)
+        zero_filled_psnr = psnr(target[part], small_validation.zero_filled[part, 0].numpy())
+        model_psnr = psnr(target[part], prediction[part, 0].numpy())
+        assert model_psnr > zero_filled_psnr + 1.0, volume.name
