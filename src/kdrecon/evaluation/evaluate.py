@@ -61,7 +61,7 @@ def score(data: SliceData, prediction: np.ndarray) -> tuple[list[dict], list[dic
     """Per-slice and per-volume metric rows for ``prediction`` ``(N, H, W)`` against ``data``."""
     target = data.target[:, 0].cpu().numpy()
     slice_rows, volume_rows = [], []
-    for volume in tqdm(data.volumes, desc="score", unit="volume", leave=False):
+    for volume in tqdm(data.volumes, desc="score", unit="volume", leave=False, disable=None):
         for index in range(volume.start, volume.stop):
             row = metrics.slice_metrics(target[index], prediction[index])
             slice_rows.append({"volume": volume.name, "slice": index - volume.start, **row})
