@@ -39,6 +39,7 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     nifti.add_argument("source", type=Path)
     nifti.add_argument("--slice-axis", type=int, default=-1)
     nifti.add_argument("--subject-pattern", help="regex with one group taken from the file name as the subject")
+    nifti.add_argument("--exclude-pattern", help=r"regex of file names to skip, e.g. '_gt\.nii' (ACDC labels)")
     common(nifti)
 
     dicom = formats.add_parser("dicom", help="a directory of DICOM files")
@@ -80,7 +81,12 @@ def _run_prepare(args: argparse.Namespace) -> None:
     elif args.format == "nifti":
         from kdrecon.data.sources import nifti
 
-        volumes = nifti.read_volumes(args.source, slice_axis=args.slice_axis, subject_pattern=args.subject_pattern)
+        volumes = nifti.read_volumes(
+            args.source,
+            slice_axis=args.slice_axis,
+            subject_pattern=args.subject_pattern,
+            exclude_pattern=args.exclude_pattern,
+        )
     elif args.format == "dicom":
         from kdrecon.data.sources import dicom
 
