@@ -127,10 +127,10 @@ def evaluate(
         write_reconstruction(output_dir / "reconstructions" / f"{volume.name}.h5", prediction[volume.start : volume.stop])
     model_slices, model_volumes = score(data, prediction)
     zero_filled_slices, zero_filled_volumes = score(data, zero_filled)
-    for rows, kind in ((model_slices, "model"), (zero_filled_slices, "zero_filled")):
-        for row in rows:
-            row["reconstruction"] = kind
-    for rows, kind in ((model_volumes, "model"), (zero_filled_volumes, "zero_filled")):
+    for rows, kind in (
+        (model_slices + model_volumes, "model"),
+        (zero_filled_slices + zero_filled_volumes, "zero_filled"),
+    ):
         for row in rows:
             row["reconstruction"] = kind
     write_csv(output_dir / "per_slice.csv", model_slices + zero_filled_slices)
