@@ -82,3 +82,32 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message):
     assert message in process.stderr
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_sft_teacher_then_sft_kd_from_the_command_line(tmp_path):
+    """The SFT-KD path on the embedded sample: SFT teacher, distilled student, evaluation."""
+    tiny = ["--epochs", "1", "--batch-size", "8", "--quiet"]
+    sft, student = tmp_path / "sft-teacher", tmp_path / "student-at"
+    assert main(["train", "--model", "sft-teacher", "--run-dir", str(sft), "--set", "model.teacher=D3C2",
+                 "--set", "model.student=D2C2", "--set", "model.channels=4", *tiny]) == 0
+    assert "imitation_weight: 0.0" in (sft / "config.yaml").read_text()  # the sft-code preset
+    assert main(["distill", "--teacher", str(sft), "--method", "at", "--init", "sft", "--student", "D2C2",
+                 "--set", "student.channels=4", "--run-dir", str(student), *tiny]) == 0
+    assert (student / "feature-stage" / "checkpoints" / "best.pt").is_file()
+    assert main(["evaluate", str(student)]) == 0
+    summary = json.loads((student / "evaluation" / "summary.json").read_text())
+    assert summary["model"]["name"] == "D2C2" and summary["slices"] == 44
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["distill", "--run-dir", "RUN"], "config: teacher: Field required"),
+        (["distill", "--teacher", "nowhere", "--run-dir", "RUN"], "nowhere: no checkpoint found"),
+        (["train", "--set", "optimization.epochs", "--run-dir", "RUN"], "--set 'optimization.epochs': expected KEY=VALUE"),
+        (["train", "--model", "D3C5", "--sft-preset", "sft-code", "--run-dir", "RUN"], "sft: only for model sft-teacher"),
+    ],
+)
+def test_bad_distillation_input_is_one_line(tmp_path, args, message):
+    test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message)
+    assert not (tmp_path / "run").exists()

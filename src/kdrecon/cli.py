@@ -109,33 +109,33 @@ def _run_prepare(args: argparse.Namespace) -> None:
     print(f"dataset written to {out}")
 
 
-def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser("train", help="train a reconstruction network (teacher or student) on L1")
-    train.add_argument("--config", type=Path, help="YAML config (see configs/); options below override it")
-    train.add_argument("--run-dir", type=Path, required=True, help="run directory (resumes if it holds a run)")
-    train.add_argument("--model", help="DnCm, e.g. D5C5 (teacher) or D3C5 (student)")
-    train.add_argument("--dataset", help="dataset directory or 'sample' (default)")
-    train.add_argument("--acceleration")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--learning-rate", type=float)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    train.add_argument("--precision", choices=("fp32", "bf16"))
-    train.add_argument("--residual", action="store_true", default=None, help="add each block's input to its output")
-    train.add_argument("--padding", type=int, help="zero-pad block inputs by this many pixels (SFT-KD-Recon code: 5)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+def _add_stage_options(parser: argparse.ArgumentParser) -> None:
+    """Options every training stage shares; each overrides the same key of --config."""
+    parser.add_argument("--config", type=Path, help="YAML config (see configs/); options below override it")
+    parser.add_argument("--run-dir", type=Path, required=True, help="run directory (resumes if it holds a run)")
+    parser.add_argument("--dataset", help="dataset directory or 'sample'")
+    parser.add_argument("--acceleration")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", choices=("fp32", "bf16"))
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config key, e.g. --set sft.imitation_weight=0.5 (VALUE is read as YAML)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _run_train(args: argparse.Namespace) -> None:
-    from kdrecon.training.config import TrainConfig, load_config
-    from kdrecon.training.supervised import train_model
+def _stage_overrides(args: argparse.Namespace) -> dict:
+    import yaml
 
     overrides = {
         "name": args.run_dir.name,
-        "model.name": args.model,
-        "model.residual": args.residual,
-        "model.padding": args.padding,
         "data.dataset": args.dataset,
         "data.acceleration": args.acceleration,
         "optimization.epochs": args.epochs,
@@ -145,9 +145,82 @@ def _run_train(args: argparse.Namespace) -> None:
         "device": args.device,
         "precision": args.precision,
     }
+    for item in args.set:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE such as optimization.epochs=10")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train", help="train a teacher or student on L1, or a student-friendly teacher (--model sft-teacher)"
+    )
+    _add_stage_options(train)
+    train.add_argument("--model", help="DnCm, e.g. D5C5 (teacher) or D3C5 (student), or sft-teacher")
+    train.add_argument("--residual", action="store_true", default=None, help="add each block's input to its output")
+    train.add_argument("--padding", type=int, help="zero-pad block inputs by this many pixels (SFT-KD-Recon code: 5)")
+    train.add_argument(
+        "--sft-preset",
+        choices=("sft-code", "sft-paper-equations"),
+        help="SFT loss weights: sft-code (imitation 0, default) or sft-paper-equations (all 1)",
+    )
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from kdrecon.training.config import TrainConfig, load_config
+    from kdrecon.training.supervised import train_model
+
+    overrides = {
+        "model.name": args.model,
+        "model.residual": args.residual,
+        "model.padding": args.padding,
+        "sft.preset": args.sft_preset,
+        **_stage_overrides(args),
+    }
     config = load_config(TrainConfig, args.config, overrides)
     result = train_model(config, args.run_dir, progress=not args.quiet)
     print(f"best validation loss {result.best_validation_loss:.6f} at epoch {result.best_epoch}; run in {result.run_dir}")
+
+
+def _add_distill(subparsers: argparse._SubParsersAction) -> None:
+    distill = subparsers.add_parser("distill", help="distil a student from a trained teacher (Std-KD or SFT-KD)")
+    _add_stage_options(distill)
+    distill.add_argument("--teacher", help="the teacher's run directory or checkpoint (an SFT teacher for --init sft)")
+    distill.add_argument("--method", help="at | fitnets | sp | fsp | cc | at-paper | nst | ft | pkt | imitation")
+    distill.add_argument("--student", help="the student's DnCm (default D3C5)")
+    distill.add_argument("--procedure", choices=("two-stage", "single-stage"), help="default two-stage (KD-MRI)")
+    distill.add_argument("--init", choices=("random", "sft"), help="sft: start S2..SN from the SFT teacher's branches")
+    distill.add_argument("--baseline", help="with --init sft: take S1 from this trained baseline student")
+    distill.add_argument("--alpha", type=float, help="weight of L1 to the target against imitation (default 0.5)")
+    distill.add_argument("--feature-weight", type=float, help="β of the feature loss (default: the method's)")
+    distill.add_argument("--feature-epochs", type=int, help="epochs of the feature stage (default: --epochs)")
+
+
+def _run_distill(args: argparse.Namespace) -> None:
+    from kdrecon.training.config import DistillConfig, load_config
+    from kdrecon.training.distill import distill_student
+
+    overrides = {
+        "teacher": args.teacher,
+        "method": args.method,
+        "student.name": args.student,
+        "procedure": args.procedure,
+        "init": args.init,
+        "first_block": "baseline" if args.baseline else None,
+        "baseline": args.baseline,
+        "alpha": args.alpha,
+        "feature_weight": args.feature_weight,
+        "feature_epochs": args.feature_epochs,
+        **_stage_overrides(args),
+    }
+    config = load_config(DistillConfig, args.config, overrides)
+    result = distill_student(config, args.run_dir, progress=not args.quiet)
+    print(
+        f"student: best validation loss {result.best_validation_loss:.6f} at epoch {result.best_epoch}; "
+        f"run in {result.run_dir} (kdrecon evaluate {result.run_dir})"
+    )
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -187,6 +260,7 @@ def _run_demo(args: argparse.Namespace) -> None:
 COMMANDS = {
     "prepare": (_add_prepare, _run_prepare),
     "train": (_add_train, _run_train),
+    "distill": (_add_distill, _run_distill),
     "evaluate": (_add_evaluate, _run_evaluate),
     "demo": (_add_demo, _run_demo),
 }

@@ -69,10 +69,33 @@ class Distiller:
             modules["connectors"] = self.feature_loss
         return modules
 
+    def close(self) -> None:
+        """Remove the feature hooks from the student and the teacher."""
+        for tap in (self.student_tap, self.teacher_tap):
+            if tap is not None:
+                tap.remove()
+
     def connector_parameter_count(self) -> int:
         return self.feature_loss.connector_parameter_count() if self.feature_loss is not None else 0
 
     def training_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        losses = self._losses(batch)
+        total = self.weights.reconstruction * losses["reconstruction"]
+        if self.weights.imitation:
+            total = total + self.weights.imitation * losses["imitation"]
+        if self.feature_loss is not None:
+            total = total + self.weights.feature * losses["feature"]
+        losses["total"] = total
+        return losses
+
+    def validation_loss(self, batch: Batch) -> torch.Tensor:
+        """What selects the checkpoint: the student's L1 to the target, or, in a stage that
+        trains on the feature loss alone (KD-MRI's first stage), that feature loss."""
+        losses = self._losses(batch)
+        return losses["reconstruction"] if self.weights.reconstruction else losses["feature"]
+
+    def _losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The unweighted terms the weights ask for."""
         needs_teacher = self.weights.imitation or self.feature_loss is not None
         if needs_teacher:
             self.teacher.eval()
@@ -81,22 +104,11 @@ class Distiller:
                 teacher_features = self.teacher_tap.features() if self.teacher_tap else []
         student_output = self.student(batch.zero_filled, batch.kspace, batch.mask)
         losses = {"reconstruction": F.l1_loss(student_output, batch.target)}
-        total = self.weights.reconstruction * losses["reconstruction"]
         if self.weights.imitation:
             losses["imitation"] = F.l1_loss(student_output, teacher_output)
-            total = total + self.weights.imitation * losses["imitation"]
         if self.feature_loss is not None:
             student_features = self.student_tap.features()
             losses["feature"] = self.feature_loss(
                 [f.float() for f in student_features], [f.float() for f in teacher_features]
             )
-            total = total + self.weights.feature * losses["feature"]
-        losses["total"] = total
         return losses
-
-    def validation_loss(self, batch: Batch) -> torch.Tensor:
-        """The student's L1 to the target: model selection on reconstruction quality."""
-        output = self.student(batch.zero_filled, batch.kspace, batch.mask)
-        if self.student_tap is not None:
-            self.student_tap.features()  # drop the tapped features of this pass
-        return F.l1_loss(output, batch.target)

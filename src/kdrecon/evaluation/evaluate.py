@@ -27,20 +27,10 @@ from tqdm.auto import tqdm
 from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.data.layout import atomic_path, write_reconstruction
 from kdrecon.evaluation import metrics
-from kdrecon.models import build_model
-from kdrecon.training.checkpoint import load_checkpoint, resolve_checkpoint
+from kdrecon.training.checkpoint import load_model, resolve_checkpoint
 from kdrecon.training.trainer import autocast, resolve_device
 
 METRICS = ("psnr", "ssim", "nmse", "hfn", "vif")
-
-
-def load_model(run_or_checkpoint: Path, which: str = "best", map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the network stored in a checkpoint (or a run's best/last checkpoint), in eval mode."""
-    payload = load_checkpoint(resolve_checkpoint(run_or_checkpoint, which), map_location)
-    spec = payload["model"]
-    model = build_model(spec["name"], **spec["options"])
-    model.load_state_dict(payload["modules"]["model"])
-    return model.eval(), payload
 
 
 @torch.no_grad()

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from kdrecon.data.layout import atomic_path
+from kdrecon.models import build_model
 
 FORMAT = "kdrecon-checkpoint"
 VERSION = 1
@@ -45,3 +47,23 @@ def resolve_checkpoint(run_or_checkpoint: Path, which: str = "best") -> Path:
     if not path.is_file():
         raise ValueError(f"{run_or_checkpoint}: no checkpoint found (expected a .pt file or a run directory)")
     return path
+
+
+def load_model(
+    run_or_checkpoint: Path, which: str = "best", map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network stored in a checkpoint (or a run's best/last checkpoint), in eval mode.
+
+    Returns the model and the whole checkpoint payload (config, history, epoch, …).
+    """
+    path = resolve_checkpoint(run_or_checkpoint, which)
+    payload = load_checkpoint(path, map_location)
+    spec = payload.get("model")
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"{path}: the checkpoint does not say which model it holds")
+    model = build_model(spec["name"], **spec.get("options", {}))
+    try:
+        model.load_state_dict(payload["modules"]["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{path}: weights do not fit {spec['name']} ({str(error).splitlines()[0]})") from None
+    return model.eval(), payload

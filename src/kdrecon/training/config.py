@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from kdrecon.data.layout import parse_acceleration
+from kdrecon.data.layout import atomic_path, parse_acceleration
 from kdrecon.models.dccnn import parse_dncm
 
 
@@ -40,22 +40,66 @@ class DataConfig(StrictModel):
         return parse_acceleration(value)
 
 
+SFT_TEACHER = "sft-teacher"
+
+
+def _dncm_name(value: str, key: str = "model") -> str:
+    if parse_dncm(value) is None:
+        raise ValueError(f"unknown {key} {value!r}: expected DnCm such as D5C5 or D3C5")
+    return value.upper()
+
+
 class ModelConfig(StrictModel):
+    """A DnCm network, or the student-friendly teacher built from a teacher and a student DnCm."""
+
     name: str = "D5C5"
     channels: int = Field(32, gt=0)
     residual: bool = False
     padding: int = Field(0, ge=0)
+    teacher: str | None = Field(None, description="sft-teacher only: the teacher's DnCm (default D5C5)")
+    student: str | None = Field(None, description="sft-teacher only: the student's DnCm (default D3C5)")
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, value: str) -> str:
+        if value.lower() == SFT_TEACHER:
+            return SFT_TEACHER
         if parse_dncm(value) is None:
-            raise ValueError(f"unknown model {value!r}: expected DnCm such as D5C5 or D3C5")
+            raise ValueError(f"unknown model {value!r}: expected DnCm such as D5C5 or D3C5, or {SFT_TEACHER}")
         return value.upper()
+
+    @field_validator("teacher", "student")
+    @classmethod
+    def _branch_model(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.data.get("name") != SFT_TEACHER:
+            raise ValueError(f"only for model {SFT_TEACHER}")
+        return _dncm_name(value)
+
+    @model_validator(mode="after")
+    def _sft_defaults(self) -> ModelConfig:
+        if self.name == SFT_TEACHER:
+            # Stored explicitly so the run's config.yaml says which networks were trained.
+            object.__setattr__(self, "teacher", self.teacher or "D5C5")
+            object.__setattr__(self, "student", self.student or "D3C5")
+            teacher_cascades, student_cascades = parse_dncm(self.teacher)[1], parse_dncm(self.student)[1]
+            if teacher_cascades != student_cascades:
+                raise ValueError(
+                    f"{SFT_TEACHER}: teacher {self.teacher} and student {self.student} need the same number of cascades"
+                )
+        return self
+
+    @property
+    def is_student_friendly_teacher(self) -> bool:
+        return self.name == SFT_TEACHER
 
     def options(self) -> dict[str, Any]:
         """Constructor options for :func:`kdrecon.models.build_model`."""
-        return {"channels": self.channels, "residual": self.residual, "padding": self.padding}
+        options = {"channels": self.channels, "residual": self.residual, "padding": self.padding}
+        if self.is_student_friendly_teacher:
+            options.update(teacher=self.teacher, student=self.student)
+        return options
 
 
 class OptimizationConfig(StrictModel):
@@ -67,16 +111,124 @@ class OptimizationConfig(StrictModel):
     validation_batch_size: int = Field(16, gt=0)
 
 
-class TrainConfig(StrictModel):
-    """One training run: a model trained on L1 to the target."""
+#: Loss weights (teacher, branches, imitation) of the SFT step, eqs. 3–5 of SFT-KD-Recon.
+#: ``sft-code`` is what the public code effectively trained (its imitation term was divided by
+#: the element count twice, ~1e-5); ``sft-paper-equations`` is the sum as printed (spec §4).
+SFT_PRESETS: dict[str, tuple[float, float, float]] = {
+    "sft-code": (1.0, 1.0, 0.0),
+    "sft-paper-equations": (1.0, 1.0, 1.0),
+}
+
+
+class StudentFriendlyLossConfig(StrictModel):
+    """``w_T·L1(x_T, x) + w_S·mean_j L1(x_S,j, x) + w_I·mean_j L1(x_S,j, x_T)``.
+
+    ``preset`` fills the weights that are not given explicitly.
+    """
+
+    preset: Literal["sft-code", "sft-paper-equations"] = "sft-code"
+    teacher_weight: float | None = Field(None, ge=0)
+    branch_weight: float | None = Field(None, ge=0)
+    imitation_weight: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _fill_from_preset(self) -> StudentFriendlyLossConfig:
+        names = ("teacher_weight", "branch_weight", "imitation_weight")
+        for name, value in zip(names, SFT_PRESETS[self.preset]):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if not any(getattr(self, name) for name in names):
+            raise ValueError("all three SFT loss weights are 0")
+        return self
+
+
+class StageConfig(StrictModel):
+    """What every training stage shares."""
 
     name: str = "run"
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
     optimization: OptimizationConfig = OptimizationConfig()
+
+
+class TrainConfig(StageConfig):
+    """One training run: a network trained on L1 to the target, or the SFT teacher step."""
+
+    model: ModelConfig = ModelConfig()
+    sft: StudentFriendlyLossConfig | None = Field(None, description="loss weights of an sft-teacher model")
+
+    @field_validator("sft")
+    @classmethod
+    def _sft_only_for_sft_teacher(cls, value: Any, info: ValidationInfo) -> Any:
+        model = info.data.get("model")
+        if value is not None and model is not None and not model.is_student_friendly_teacher:
+            raise ValueError(f"only for model {SFT_TEACHER}")
+        return value
+
+    @model_validator(mode="after")
+    def _sft_default(self) -> TrainConfig:
+        if self.model.is_student_friendly_teacher and self.sft is None:
+            object.__setattr__(self, "sft", StudentFriendlyLossConfig())
+        return self
+
+
+class LayerPairsConfig(StrictModel):
+    """Module paths whose outputs are paired, ``teacher[i]`` with ``student[i]``."""
+
+    teacher: list[str] = Field(min_length=1)
+    student: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> LayerPairsConfig:
+        if len(self.teacher) != len(self.student):
+            raise ValueError(f"{len(self.teacher)} teacher layers but {len(self.student)} student layers")
+        return self
+
+
+class DistillConfig(StageConfig):
+    """A student distilled from a trained teacher (Std-KD) or a student-friendly teacher (SFT-KD).
+
+    ``procedure``: ``two-stage`` is KD-MRI's (feature loss alone, then fine-tuning on
+    ``α·L1(x_S, x) + (1 − α)·L1(x_S, x_T)``); ``single-stage`` optimises
+    ``α·L1 + (1 − α)·imitation + β·feature`` at once. ``method: imitation`` has no feature loss.
+    ``data`` defaults to the teacher's dataset and acceleration.
+    """
+
+    data: DataConfig | None = None
+    teacher: str = Field(description="the teacher's run directory or checkpoint")
+    teacher_checkpoint: Literal["best", "last"] = "best"
+    student: ModelConfig = ModelConfig(name="D3C5")
+    method: Literal["at", "at-paper", "fitnets", "sp", "fsp", "cc", "nst", "ft", "pkt", "imitation"] = "at"
+    method_options: dict[str, Any] = Field(default_factory=dict, description="options of the feature loss")
+    feature_weight: float | None = Field(None, gt=0, description="β; default: the method's published weight")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of L1 to the target against imitation")
+    procedure: Literal["two-stage", "single-stage"] = "two-stage"
+    feature_epochs: int | None = Field(None, gt=0, description="epochs of the feature stage (default: optimization.epochs)")
+    layers: LayerPairsConfig | None = Field(None, description="default: the papers' pairs")
+    init: Literal["random", "sft"] = "random"
+    first_block: Literal["random", "baseline"] = Field("random", description="S1's source with init sft")
+    baseline: str | None = Field(None, description="the trained baseline student, for first_block: baseline")
+
+    @field_validator("student")
+    @classmethod
+    def _student_is_dncm(cls, value: ModelConfig) -> ModelConfig:
+        if value.is_student_friendly_teacher:
+            raise ValueError("the student must be a DnCm network such as D3C5")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DistillConfig:
+        if self.first_block == "baseline" and self.init != "sft":
+            raise ValueError("first_block: baseline needs init: sft")
+        if (self.first_block == "baseline") != (self.baseline is not None):
+            raise ValueError("baseline: give it exactly when first_block is baseline")
+        return self
+
+    @property
+    def has_feature_stage(self) -> bool:
+        return self.method != "imitation" and self.procedure == "two-stage"
 
 
 Config = TypeVar("Config", bound=BaseModel)
@@ -84,14 +236,15 @@ Config = TypeVar("Config", bound=BaseModel)
 
 def _one_line(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
+    key = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
-    elif "input" in first and first["type"] != "missing":
+    elif "input" in first and first["type"] != "missing" and not isinstance(first["input"], dict):
         message = f"{message} (got {first['input']!r})"
     more = f" (+{len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
-    return f"{source}: {key}: {message}{more}"
+    # Errors of a whole section (loc ()) already start with the key they are about.
+    return f"{source}: {key + ': ' if key else ''}{message}{more}"
 
 
 def validate(cls: type[Config], data: dict[str, Any], source: str = "config") -> Config:
@@ -138,6 +291,12 @@ def load_config(cls: type[Config], path: Path | None = None, overrides: dict[str
     return validate(cls, data, str(path) if path is not None else "config")
 
 
+def config_data(config: BaseModel) -> dict[str, Any]:
+    """The config as plain data, defaults included and unset optional values left out."""
+    return config.model_dump(mode="json", exclude_none=True)
+
+
 def write_config(config: BaseModel, path: Path) -> None:
-    """Write the full config (defaults included) as YAML."""
-    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    """Write the full config (defaults included) as YAML, atomically."""
+    with atomic_path(Path(path)) as temporary:
+        temporary.write_text(yaml.safe_dump(config_data(config), sort_keys=False))

@@ -1,4 +1,4 @@
-"""Train a reconstruction network on L1 to the target: the teacher and baseline student stages."""
+"""Train a reconstruction network: the teacher and baseline student (L1) and the SFT teacher stages."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from kdrecon.data.dataset import load_split
+from kdrecon.data.dataset import SliceData, load_split
+from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model
-from kdrecon.training.config import ConfigError, TrainConfig, write_config
+from kdrecon.training.config import ConfigError, DataConfig, TrainConfig, config_data, write_config
 from kdrecon.training.trainer import FitResult, ReconstructionObjective, fit, resolve_device
 
 CONFIG_FILE = "config.yaml"
@@ -30,8 +31,29 @@ def claim_run_directory(run_dir: Path, config_data: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def train_model(config: TrainConfig, run_dir: Path, progress: bool = True) -> FitResult:
+def load_splits(
+    data: DataConfig, train_data: SliceData | None = None, validation_data: SliceData | None = None
+) -> tuple[SliceData, SliceData]:
+    """The configured train and validation splits, unless given already."""
+    if train_data is None:
+        train_data = load_split(data.dataset, "train", data.acceleration)
+    if validation_data is None:
+        validation_data = load_split(data.dataset, "validation", data.acceleration)
+    return train_data, validation_data
+
+
+def train_model(
+    config: TrainConfig,
+    run_dir: Path,
+    progress: bool = True,
+    train_data: SliceData | None = None,
+    validation_data: SliceData | None = None,
+) -> FitResult:
     """Train ``config.model`` on ``config.data``; resumes if ``run_dir`` holds an unfinished run.
+
+    A DnCm network trains on L1 to the target; ``sft-teacher`` runs the SFT step with the
+    loss weights of ``config.sft`` (:class:`StudentFriendlyObjective`).
+    ``train_data``/``validation_data`` replace the configured dataset (for notebooks and tests).
 
     Example (a tiny run on the embedded sample)::
 
@@ -40,15 +62,19 @@ def train_model(config: TrainConfig, run_dir: Path, progress: bool = True) -> Fi
         result = train_model(config, "runs/student")
     """
     run_dir = Path(run_dir)
-    claim_run_directory(run_dir, config.model_dump(mode="json"))
-    write_config(config, run_dir / CONFIG_FILE)
     device = resolve_device(config.device)
+    train_data, validation_data = load_splits(config.data, train_data, validation_data)
+    claim_run_directory(run_dir, config_data(config))
+    write_config(config, run_dir / CONFIG_FILE)
     torch.manual_seed(config.seed)
     model = build_model(config.model.name, **config.model.options())
-    train_data = load_split(config.data.dataset, "train", config.data.acceleration)
-    validation_data = load_split(config.data.dataset, "validation", config.data.acceleration)
+    if config.model.is_student_friendly_teacher:
+        weights = config.sft
+        objective = StudentFriendlyObjective(model, weights.teacher_weight, weights.branch_weight, weights.imitation_weight)
+    else:
+        objective = ReconstructionObjective(model)
     return fit(
-        ReconstructionObjective(model),
+        objective,
         train_data,
         validation_data,
         run_dir,
@@ -57,9 +83,9 @@ def train_model(config: TrainConfig, run_dir: Path, progress: bool = True) -> Fi
         device=device,
         precision=config.precision,
         checkpoint_extra={
-            "stage": "train",
+            "stage": "sft-teacher" if config.model.is_student_friendly_teacher else "train",
             "model": {"name": config.model.name, "options": config.model.options()},
-            "config": config.model_dump(mode="json"),
+            "config": config_data(config),
         },
         progress=progress,
     )

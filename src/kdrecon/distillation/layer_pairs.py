@@ -1,0 +1,60 @@
+"""Which teacher and student layers a feature loss compares, by default.
+
+The papers pair the 3rd convolution of every teacher cascade with the 2nd of the student's
+(D5C5 ↔ D3C5: ``blocks.{i}.layers.2`` ↔ ``blocks.{i}.layers.1``, spec §4): the middle hidden
+layer of each block. For other depths the same rule picks hidden layer ``(n − 1) // 2`` of a
+block of ``n`` convolutions. FSP compares the *flow* between two layers of one network, so its
+pairs are (the layer before the middle one, the middle one) of every cascade.
+
+Any other pairing is configuration (``layers`` in a distillation config): module paths, tapped
+with forward hooks, so a model need not be edited to be distilled.
+
+Example:
+    >>> from kdrecon.models import build_model
+    >>> teacher, student = build_model("D5C5"), build_model("D3C5")
+    >>> teacher_layers, student_layers = default_layer_pairs("at", teacher, student)
+    >>> teacher_layers[0], student_layers[0], len(teacher_layers)
+    ('blocks.0.layers.2', 'blocks.0.layers.1', 5)
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from kdrecon.models.dccnn import DCCNN
+
+
+def default_layer_pairs(method: str, teacher: nn.Module, student: nn.Module) -> tuple[list[str], list[str]]:
+    """The papers' default ``(teacher_paths, student_paths)`` for DC-CNN teacher and student."""
+    if not isinstance(teacher, DCCNN) or not isinstance(student, DCCNN):
+        raise ValueError(
+            f"no default layer pairs for {type(teacher).__name__} → {type(student).__name__}; "
+            "give 'layers' (teacher and student module paths) in the config"
+        )
+    if len(teacher.blocks) != len(student.blocks):
+        raise ValueError(
+            f"default layer pairs need as many teacher as student cascades ({len(teacher.blocks)} vs "
+            f"{len(student.blocks)}); give 'layers' in the config"
+        )
+    pairs: tuple[list[str], list[str]] = ([], [])
+    for cascade in range(len(teacher.blocks)):
+        for paths, model in zip(pairs, (teacher, student)):
+            middle = (len(model.blocks[cascade].layers) - 1) // 2  # a hidden (conv + ReLU) layer
+            chosen = [max(middle - 1, 0), middle] if method == "fsp" else [middle]
+            paths += [f"blocks.{cascade}.layers.{index}" for index in chosen]
+    return pairs
+
+
+def feature_channels(model: nn.Module, paths: list[str]) -> list[int]:
+    """The output channels of the convolution at each path (what a feature loss is built for)."""
+    modules = dict(model.named_modules())
+    channels = []
+    for path in paths:
+        module = modules.get(path)
+        if module is None:
+            raise ValueError(f"no module {path!r} in {type(model).__name__}")
+        convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+        if not convs:
+            raise ValueError(f"{path!r} in {type(model).__name__} has no convolution to take the width from")
+        channels.append(convs[-1].out_channels)
+    return channels

@@ -1,0 +1,199 @@
+"""Distil a student from a trained teacher: Std-KD, or SFT-KD from a student-friendly teacher.
+
+A run directory holds the whole procedure; each stage is a resumable :func:`fit` run:
+
+* ``two-stage`` (KD-MRI, the default): ``RUN/feature-stage/`` trains the student on the feature
+  loss alone, then ``RUN/`` fine-tunes the best feature-stage student on
+  ``α·L1(x_S, x) + (1 − α)·L1(x_S, x_T)``;
+* ``single-stage``: ``RUN/`` trains on ``α·L1 + (1 − α)·imitation + β·feature`` at once;
+* ``method: imitation``: ``RUN/`` trains on ``α·L1 + (1 − α)·imitation``.
+
+``RUN/checkpoints/best.pt`` is always the final student, so ``kdrecon evaluate RUN`` scores it.
+Calling :func:`distill_student` again on the same directory resumes where it stopped.
+
+With ``init: sft`` the teacher must be a student-friendly teacher (``kdrecon train --model
+sft-teacher``): the student's blocks S2..SN start from its branches, S1 from its random
+initialisation or a trained baseline student (``first_block: baseline``), and the teacher that
+distils is the SFT teacher's own teacher network.
+
+Example (a short Std-KD run on the embedded sample, from a teacher trained before)::
+
+    from kdrecon.training.config import DistillConfig
+    config = DistillConfig.model_validate({"teacher": "runs/teacher", "method": "at",
+                                           "optimization": {"epochs": 2}})
+    result = distill_student(config, "runs/student-at")
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdrecon.data.dataset import SliceData
+from kdrecon.distillation.distiller import Distiller, LossWeights
+from kdrecon.distillation.initialisation import initialise_from_student_friendly_teacher
+from kdrecon.distillation.layer_pairs import default_layer_pairs, feature_channels
+from kdrecon.distillation.losses import FEATURE_LOSSES, FeatureLoss, build_feature_loss
+from kdrecon.models import build_model
+from kdrecon.models.sft import StudentFriendlyTeacher
+from kdrecon.training.checkpoint import load_checkpoint, load_model, resolve_checkpoint
+from kdrecon.training.config import ConfigError, DataConfig, DistillConfig, config_data, validate, write_config
+from kdrecon.training.supervised import CONFIG_FILE, claim_run_directory, load_splits
+from kdrecon.training.trainer import FitResult, fit, resolve_device
+
+FEATURE_STAGE = "feature-stage"
+
+
+def distill_student(
+    config: DistillConfig,
+    run_dir: Path,
+    progress: bool = True,
+    train_data: SliceData | None = None,
+    validation_data: SliceData | None = None,
+    on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Run the distillation ``config`` describes in ``run_dir``; returns the final stage's result.
+
+    ``train_data``/``validation_data`` replace the configured dataset (for notebooks and tests);
+    ``on_epoch_end(stage, epoch, row)`` is called after every epoch of every stage.
+    """
+    run_dir = Path(run_dir)
+    teacher_model, teacher_payload = load_model(config.teacher, config.teacher_checkpoint)
+    teacher = teacher_model.teacher if isinstance(teacher_model, StudentFriendlyTeacher) else teacher_model
+    if config.init == "sft" and not isinstance(teacher_model, StudentFriendlyTeacher):
+        raise ConfigError(
+            f"init: sft needs a student-friendly teacher (kdrecon train --model sft-teacher); "
+            f"{config.teacher} holds {teacher_payload['model']['name']}"
+        )
+    if config.data is None:
+        trained_on = teacher_payload.get("config", {}).get("data", {})
+        config = config.model_copy(update={"data": validate(DataConfig, trained_on, f"{config.teacher} (data)")})
+    device = resolve_device(config.device)
+    train_data, validation_data = load_splits(config.data, train_data, validation_data)
+
+    # Everything that can reject the config runs before the run directory is created.
+    torch.manual_seed(config.seed)
+    student = build_model(config.student.name, **config.student.options())
+    initialised = _initialise(student, config, teacher_model, teacher_payload)
+    if config.method == "imitation":
+        teacher_layers, student_layers, feature_loss = [], [], None
+    else:
+        teacher_layers, student_layers = (
+            (config.layers.teacher, config.layers.student)
+            if config.layers is not None
+            else default_layer_pairs(config.method, teacher, student)
+        )
+        feature_loss = _feature_loss(config, teacher, student, teacher_layers, student_layers)
+    claim_run_directory(run_dir, config_data(config))
+    write_config(config, run_dir / CONFIG_FILE)
+    teacher.to(device)
+    feature_weight = config.feature_weight or (feature_loss.default_weight if feature_loss else 0.0)
+    record = {
+        "teacher": str(resolve_checkpoint(config.teacher, config.teacher_checkpoint)),
+        "teacher_model": teacher_payload["model"],
+        "method": config.method,
+        "feature_weight": feature_weight,
+        "teacher_layers": list(teacher_layers),
+        "student_layers": list(student_layers),
+        "initialised_tensors": len(initialised),
+    }
+
+    def run_stage(directory: Path, stage: str, weights: LossWeights, loss: FeatureLoss | None, epochs: int):
+        distiller = Distiller(student, teacher, weights, loss, student_layers, teacher_layers)
+        extra = {
+            "stage": stage,
+            "model": {"name": config.student.name, "options": config.student.options()},
+            "config": config_data(config),
+            "distillation": {
+                **record,
+                "weights": asdict(weights),
+                "connector_parameters": distiller.connector_parameter_count(),
+            },
+        }
+        try:
+            return fit(
+                distiller,
+                train_data,
+                validation_data,
+                directory,
+                config.optimization.model_copy(update={"epochs": epochs}),
+                seed=config.seed,
+                device=device,
+                precision=config.precision,
+                checkpoint_extra=extra,
+                progress=progress,
+                on_epoch_end=(lambda epoch, row: on_epoch_end(stage, epoch, row)) if on_epoch_end else None,
+            )
+        finally:
+            distiller.close()
+
+    alpha = config.alpha
+    if config.has_feature_stage:
+        epochs = config.feature_epochs or config.optimization.epochs
+        run_stage(run_dir / FEATURE_STAGE, "feature", LossWeights(0.0, 0.0, feature_weight), feature_loss, epochs)
+        best = load_checkpoint(resolve_checkpoint(run_dir / FEATURE_STAGE, "best"), device)
+        student.load_state_dict(best["modules"]["model"])
+        return run_stage(run_dir, "fine-tune", LossWeights(alpha, 1 - alpha, 0.0), None, config.optimization.epochs)
+    if config.method == "imitation":
+        weights = LossWeights(alpha, 1 - alpha, 0.0)
+    else:
+        weights = LossWeights(alpha, 1 - alpha, feature_weight)
+    return run_stage(run_dir, "distill", weights, feature_loss, config.optimization.epochs)
+
+
+def _initialise(
+    student: nn.Module, config: DistillConfig, teacher_model: nn.Module, teacher_payload: dict[str, Any]
+) -> list[str]:
+    """Apply ``config.init``; returns the names of the tensors copied (none for random)."""
+    if config.init == "random":
+        return []
+    trained_with = teacher_payload["model"]["options"]
+    expected = {"name": config.student.name, **config.student.options()}
+    found = {"name": trained_with.get("student"), **{key: trained_with.get(key) for key in config.student.options()}}
+    differing = [key for key in expected if expected[key] != found[key]]
+    if differing:
+        key = differing[0]
+        raise ConfigError(
+            f"student.{key}: is {expected[key]!r} but the SFT teacher {config.teacher} was trained with {found[key]!r}"
+        )
+    first_block_state = None
+    if config.first_block == "baseline":
+        baseline, baseline_payload = load_model(config.baseline)
+        if baseline_payload["model"]["name"] != config.student.name:
+            raise ConfigError(
+                f"baseline: {config.baseline} holds {baseline_payload['model']['name']}, not the student {config.student.name}"
+            )
+        first_block_state = baseline.state_dict()
+    return initialise_from_student_friendly_teacher(student, teacher_model.student_state_dict(), first_block_state)
+
+
+def _feature_loss(
+    config: DistillConfig, teacher: nn.Module, student: nn.Module, teacher_layers: list[str], student_layers: list[str]
+) -> FeatureLoss:
+    for key, model, paths in (("layers.teacher", teacher, teacher_layers), ("layers.student", student, student_layers)):
+        missing = [path for path in paths if path not in dict(model.named_modules())]
+        if missing:
+            raise ConfigError(f"{key}: no module {missing[0]!r} in the {key.split('.')[1]} ({type(model).__name__})")
+    method = FEATURE_LOSSES[config.method]
+    accepted = [name for name, parameter in inspect.signature(method).parameters.items() if parameter.kind is parameter.KEYWORD_ONLY]
+    unknown = sorted(set(config.method_options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"method_options: {config.method} has no option {unknown[0]!r} (it has: {', '.join(accepted) or 'none'})"
+        )
+    try:
+        return build_feature_loss(
+            config.method,
+            feature_channels(student, student_layers),
+            feature_channels(teacher, teacher_layers),
+            **config.method_options,
+        )
+    except ValueError as error:
+        keys = "layers or method_options" if config.method_options else "layers"
+        raise ConfigError(f"{keys}: {error}") from None

@@ -1,0 +1,163 @@
+"""Distillation runs end to end on real data: Std-KD and SFT-KD with each method, resume, errors."""
+
+import pytest
+import torch
+
+from kdrecon.distillation.layer_pairs import default_layer_pairs
+from kdrecon.evaluation.evaluate import evaluate
+from kdrecon.models import build_model
+from kdrecon.training.checkpoint import load_checkpoint, load_model
+from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, validate
+from kdrecon.training.distill import FEATURE_STAGE, distill_student
+from kdrecon.training.supervised import train_model
+
+TINY = {"epochs": 1, "batch_size": 8}
+STUDENT = {"name": "D2C3", "channels": 8}
+METHODS = ("at", "fitnets", "sp", "fsp", "cc")
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory, small_train, small_validation):
+    """A plain teacher and a student-friendly teacher, briefly trained on real 64×64 slices."""
+    root = tmp_path_factory.mktemp("teachers")
+    plain = validate(TrainConfig, {"model": {"name": "D3C3", "channels": 8}, "optimization": TINY})
+    friendly = validate(
+        TrainConfig,
+        {"model": {"name": "sft-teacher", "teacher": "D3C3", "student": "D2C3", "channels": 8}, "optimization": TINY},
+    )
+    train_model(plain, root / "teacher", False, small_train, small_validation)
+    train_model(friendly, root / "sft-teacher", False, small_train, small_validation)
+    return root
+
+
+def distill(run_dir, data, **settings):
+    config = validate(DistillConfig, {"student": STUDENT, "optimization": TINY, **settings})
+    return distill_student(config, run_dir, False, *data)
+
+
+def test_papers_layer_pairs_are_the_default():
+    teacher_layers, student_layers = default_layer_pairs("at", build_model("D5C5"), build_model("D3C5"))
+    assert teacher_layers == [f"blocks.{i}.layers.2" for i in range(5)]
+    assert student_layers == [f"blocks.{i}.layers.1" for i in range(5)]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("path", ["std-kd", "sft-kd"])
+def test_each_method_runs_both_paths(tmp_path, teachers, small_train, small_validation, method, path):
+    teacher = teachers / ("teacher" if path == "std-kd" else "sft-teacher")
+    init = "random" if path == "std-kd" else "sft"
+    result = distill(tmp_path / "run", (small_train, small_validation), teacher=str(teacher), method=method, init=init)
+
+    feature_stage = load_checkpoint(tmp_path / "run" / FEATURE_STAGE / "checkpoints" / "last.pt")
+    final = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert feature_stage["distillation"]["weights"]["reconstruction"] == 0
+    assert feature_stage["history"][0]["train_feature"] > 0
+    assert final["stage"] == "fine-tune" and final["model"]["name"] == "D2C3"
+    assert {"train_reconstruction", "train_imitation", "train_total"} <= set(final["history"][0])
+    assert 0 < result.best_validation_loss < 1
+    if path == "sft-kd":
+        assert final["distillation"]["initialised_tensors"] == 2 * 4  # S2, S3: two convolutions each
+
+
+def test_sft_kd_starts_from_the_branches_and_is_evaluated(tmp_path, teachers, small_train, small_validation):
+    sft, _ = load_model(teachers / "sft-teacher")
+    seen = {}
+
+    def first_epoch(stage, epoch, row):
+        seen.setdefault(stage, epoch)
+
+    result = distill_student(
+        validate(DistillConfig, {"student": STUDENT, "optimization": {**TINY, "learning_rate": 1e-12},
+                                 "teacher": str(teachers / "sft-teacher"), "init": "sft", "procedure": "single-stage"}),
+        tmp_path / "run",
+        False,
+        small_train,
+        small_validation,
+        on_epoch_end=first_epoch,
+    )
+    assert seen == {"distill": 1}
+    student, _ = load_model(result.run_dir)
+    # With a negligible learning rate the student still holds the SFT branches' S2..S3.
+    for name, value in sft.student_state_dict().items():
+        assert torch.allclose(student.state_dict()[name], value, atol=1e-9), name
+    summary = evaluate(result.run_dir, tmp_path / "evaluation", dataset="sample").summary
+    assert summary["model"]["name"] == "D2C3" and summary["model_metrics"]["psnr"]["mean"] > 0
+
+
+def test_first_block_from_a_baseline_student(tmp_path, teachers, small_train, small_validation):
+    data = (small_train, small_validation)
+    distill(tmp_path / "baseline", data, teacher=str(teachers / "teacher"), method="imitation")
+    baseline, _ = load_model(tmp_path / "baseline")
+    config = validate(
+        DistillConfig,
+        {"student": STUDENT, "optimization": {**TINY, "learning_rate": 1e-12}, "teacher": str(teachers / "sft-teacher"),
+         "method": "imitation", "init": "sft", "first_block": "baseline", "baseline": str(tmp_path / "baseline")},
+    )
+    distill_student(config, tmp_path / "run", False, *data)
+    student, _ = load_model(tmp_path / "run")
+    for name, value in baseline.state_dict().items():
+        if name.startswith("blocks.0."):
+            assert torch.allclose(student.state_dict()[name], value, atol=1e-9), name
+
+
+def test_fitnets_connectors_are_trained_and_saved(tmp_path, teachers, small_train, small_validation):
+    wide_teacher = validate(TrainConfig, {"model": {"name": "D3C3", "channels": 16}, "optimization": TINY})
+    train_model(wide_teacher, tmp_path / "wide", False, small_train, small_validation)
+    distill(tmp_path / "run", (small_train, small_validation), teacher=str(tmp_path / "wide"), method="fitnets")
+    feature_stage = load_checkpoint(tmp_path / "run" / FEATURE_STAGE / "checkpoints" / "last.pt")
+    connectors = feature_stage["modules"]["connectors"]
+    assert feature_stage["distillation"]["connector_parameters"] == 3 * (8 * 16 + 16)  # a 1×1 conv per cascade
+    assert sum(t.numel() for t in connectors.values()) == 3 * (8 * 16 + 16)
+
+
+def test_interrupted_distillation_resumes_to_the_same_student(tmp_path, teachers, small_train, small_validation):
+    data = (small_train, small_validation)
+    settings = {"teacher": str(teachers / "sft-teacher"), "method": "at", "init": "sft",
+                "optimization": {**TINY, "epochs": 2}}
+    distill(tmp_path / "whole", data, **settings)
+
+    def stop(stage, epoch, row):
+        if stage == "fine-tune" and epoch == 1:
+            raise KeyboardInterrupt
+
+    config = validate(DistillConfig, {"student": STUDENT, **settings})
+    with pytest.raises(KeyboardInterrupt):
+        distill_student(config, tmp_path / "resumed", False, *data, on_epoch_end=stop)
+    distill_student(config, tmp_path / "resumed", False, *data)
+    whole, _ = load_model(tmp_path / "whole", "last")
+    resumed, _ = load_model(tmp_path / "resumed", "last")
+    for name, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"init": "sft"}, r"init: sft needs a student-friendly teacher"),
+        ({"layers": {"teacher": ["blocks.0.layers.7"], "student": ["blocks.0.layers.0"]}}, r"layers\.teacher: no module"),
+        ({"method": "fsp", "layers": {"teacher": ["blocks.0.layers.0"], "student": ["blocks.0.layers.0"]}},
+         r"layers: fsp: features come in pairs"),
+        ({"method_options": {"power": 2}}, r"method_options: at has no option 'power' \(it has: p\)"),
+    ],
+)
+def test_bad_distillation_settings_leave_no_run_directory(tmp_path, teachers, small_train, small_validation, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        distill(tmp_path / "run", (small_train, small_validation), teacher=str(teachers / "teacher"), **settings)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({}, r"^config: teacher: Field required"),
+        ({"teacher": "t", "method": "kd"}, r"^config: method: "),
+        ({"teacher": "t", "first_block": "baseline"}, r"^config: first_block: baseline needs init: sft"),
+        ({"teacher": "t", "init": "sft", "first_block": "baseline"}, r"^config: baseline: give it"),
+        ({"teacher": "t", "student": {"name": "sft-teacher"}}, r"^config: student: the student must be a DnCm"),
+        ({"teacher": "t", "alpha": 1.5}, r"^config: alpha: "),
+        ({"teacher": "t", "layers": {"teacher": ["a", "b"], "student": ["a"]}}, r"^config: layers: 2 teacher layers"),
+    ],
+)
+def test_bad_distillation_config_names_the_key(data, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(DistillConfig, data)
