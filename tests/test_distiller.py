@@ -18,7 +18,7 @@ def make(small_train, student_channels=16, method="fitnets"):
     feature_loss = build_feature_loss(method, [student_channels] * 5, [32] * 5)
     weights = LossWeights(reconstruction=0.5, imitation=0.5, feature=2.0)
     distiller = Distiller(student, teacher, weights, feature_loss, STUDENT_LAYERS, TEACHER_LAYERS)
-    return distiller, small_train.batch(slice(0, 4))
+    return distiller, small_train.batch(torch.arange(4))
 
 
 def test_losses_by_name_and_total(small_train):
@@ -54,3 +54,26 @@ def test_feature_tap_errors():
     with pytest.raises(ValueError, match="2 student layers but 1 teacher"):
         Distiller(model, build_model("D5C5"), LossWeights(feature=1), build_feature_loss("at", [32] * 2, [32] * 2),
                   ["blocks.0.layers.1", "blocks.1.layers.1"], ["blocks.0.layers.2"])
+
+
+@pytest.mark.parametrize("budget", [0, 1 << 30])
+def test_cached_teacher_gives_the_same_losses(small_train, budget):
+    torch.manual_seed(0)
+    teacher, student = build_model("D3C3", channels=8), build_model("D2C3", channels=8)
+    feature_loss = build_feature_loss("at", [8, 8, 8], [8, 8, 8])
+    layers = ([f"blocks.{i}.layers.1" for i in range(3)], [f"blocks.{i}.layers.0" for i in range(3)])
+    weights = LossWeights(reconstruction=0.5, imitation=0.5, feature=1000.0)
+    live = Distiller(student, teacher, weights, feature_loss, layers[1], layers[0])
+    batch = small_train.batch(torch.tensor([5, 0, 17, 3]))
+    expected = {k: float(v.detach()) for k, v in live.training_losses(batch).items()}
+    live.close()
+
+    cached = Distiller(student, teacher, weights, feature_loss, layers[1], layers[0], teacher_cache_bytes=budget)
+    cached.before_training(small_train)
+    assert cached._cached_outputs.shape == small_train.target.shape
+    assert (cached._cached_features is not None) == bool(budget)
+    calls = []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    losses = {k: float(v.detach()) for k, v in cached.training_losses(batch).items()}
+    assert losses == pytest.approx(expected, rel=1e-5)
+    assert len(calls) == (0 if budget else 1)  # with features cached the teacher does not run

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REPO_ROOT
 from kdrecon.models import build_model
 from kdrecon.training.checkpoint import load_checkpoint
 from kdrecon.training.config import ConfigError, OptimizationConfig, TrainConfig, load_config
@@ -51,7 +52,7 @@ def test_overrides_apply_to_file(tmp_path):
     assert config.model.name == "D3C5" and config.optimization.epochs == 7 and config.optimization.batch_size == 2
 
 
-def _fit(run_dir, train, validation, epochs, interrupt_after=None):
+def _fit(run_dir, train, validation, epochs, interrupt_after=None, fast=False):
     torch.manual_seed(0)
     model = build_model("D3C2", channels=8)
 
@@ -67,6 +68,8 @@ def _fit(run_dir, train, validation, epochs, interrupt_after=None):
         OptimizationConfig(epochs=epochs, batch_size=4, lr_step_epochs=2),
         seed=42,
         device=torch.device("cpu"),
+        precision="bf16" if fast else "fp32",
+        channels_last=fast,
         checkpoint_extra={"model": {"name": "D3C2", "options": {"channels": 8}}},
         progress=False,
         on_epoch_end=stop,
@@ -74,12 +77,13 @@ def _fit(run_dir, train, validation, epochs, interrupt_after=None):
     return model
 
 
-def test_resume_after_interruption_gives_the_same_weights(tmp_path, small_train, small_validation):
-    uninterrupted = _fit(tmp_path / "a", small_train, small_validation, epochs=3)
+@pytest.mark.parametrize("fast", [False, True], ids=["fp32", "bf16-channels-last"])
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, small_train, small_validation, fast):
+    uninterrupted = _fit(tmp_path / "a", small_train, small_validation, epochs=3, fast=fast)
     with pytest.raises(KeyboardInterrupt):
-        _fit(tmp_path / "b", small_train, small_validation, epochs=3, interrupt_after=2)
+        _fit(tmp_path / "b", small_train, small_validation, epochs=3, interrupt_after=2, fast=fast)
     assert load_checkpoint(tmp_path / "b/checkpoints/last.pt")["epoch"] == 2
-    resumed = _fit(tmp_path / "b", small_train, small_validation, epochs=3)
+    resumed = _fit(tmp_path / "b", small_train, small_validation, epochs=3, fast=fast)
     for (name, a), (_, b) in zip(uninterrupted.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
     a, b = (load_checkpoint(tmp_path / run / "checkpoints/last.pt") for run in ("a", "b"))
@@ -124,3 +128,31 @@ def test_short_training_beats_zero_filling(tmp_path, small_train, small_validati
         zero_filled_psnr = psnr(target[part], small_validation.zero_filled[part, 0].numpy())
         model_psnr = psnr(target[part], prediction[part, 0].numpy())
         assert model_psnr > zero_filled_psnr + 1.0, volume.name
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    from kdrecon.training.config import DistillConfig, read_yaml
+
+    cls = DistillConfig if "teacher" in read_yaml(path) and "model" not in read_yaml(path) else TrainConfig
+    config = load_config(cls, path)
+    assert config.name == path.stem.rsplit("-cardiac", 1)[0]
+
+
+def test_compile_falls_back_to_eager(monkeypatch, small_train):
+    from kdrecon.training.trainer import compile_forward
+
+    def broken_compile(function):
+        def fails(*args, **kwargs):
+            raise RuntimeError("no backend for this op")
+
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model = build_model("D2C2", channels=4)
+    names = list(model.state_dict())
+    batch = small_train.batch(torch.arange(2))
+    with pytest.warns(UserWarning, match="torch.compile unavailable .*no backend for this op"):
+        assert compile_forward(model, batch) is False
+    assert model(batch.zero_filled, batch.kspace, batch.mask).shape == batch.target.shape
+    assert list(model.state_dict()) == names

@@ -120,7 +120,8 @@ def _add_stage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", choices=("fp32", "bf16"))
+    parser.add_argument("--precision", choices=("fp32", "bf16"), help="default bf16 (autocast; FFTs stay float32)")
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks")
     parser.add_argument(
         "--set",
         action="append",
@@ -144,6 +145,7 @@ def _stage_overrides(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "device": args.device,
         "precision": args.precision,
+        "compile": args.compile,
     }
     for item in args.set:
         key, separator, value = item.partition("=")

@@ -38,13 +38,16 @@ class Batch:
     """Model inputs and target for a batch of slices.
 
     ``zero_filled`` and ``target``: ``(B, 1, H, W)`` float32; ``kspace``: ``(B, H, W)``
-    complex64, un-centred, masked; ``mask``: ``(H, W)`` float32, un-centred.
+    complex64, un-centred, masked; ``mask``: ``(H, W)`` float32, un-centred; ``index``: the
+    positions of the slices in their :class:`SliceData` (``None`` for a hand-made batch), which
+    lets per-slice results computed once (a frozen teacher's outputs) be looked up.
     """
 
     zero_filled: torch.Tensor
     kspace: torch.Tensor
     mask: torch.Tensor
     target: torch.Tensor
+    index: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,9 @@ class SliceData:
             target=self.target.to(device),
         )
 
-    def batch(self, indices: torch.Tensor | slice) -> Batch:
-        return Batch(self.zero_filled[indices], self.kspace[indices], self.mask, self.target[indices])
+    def batch(self, indices: torch.Tensor) -> Batch:
+        """The slices at ``indices`` (a 1-D integer tensor)."""
+        return Batch(self.zero_filled[indices], self.kspace[indices], self.mask, self.target[indices], indices)
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """Batches in a random order drawn from ``generator``, or in order when it is ``None``."""

@@ -19,14 +19,16 @@ select the stage: KD-MRI's feature stage uses only the feature term, its fine-tu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kdrecon.data.dataset import Batch
+from kdrecon.data.dataset import Batch, SliceData
 from kdrecon.distillation.hooks import FeatureTap
 from kdrecon.distillation.losses import FeatureLoss
 
@@ -41,7 +43,15 @@ class LossWeights:
 
 
 class Distiller:
-    """Objective for :func:`kdrecon.training.trainer.fit`: trains ``student`` (and connectors)."""
+    """Objective for :func:`kdrecon.training.trainer.fit`: trains ``student`` (and connectors).
+
+    Args:
+        teacher_cache_bytes: memory allowed for the teacher's tapped features of the whole
+            training split. The teacher is frozen and the masks are fixed, so its outputs and
+            features are a function of the slice alone: :meth:`before_training` computes them once
+            and every step looks them up instead of running the teacher. Outputs are always
+            cached (one image per slice); features only when they fit in this budget (0: never).
+    """
 
     def __init__(
         self,
@@ -51,6 +61,7 @@ class Distiller:
         feature_loss: FeatureLoss | None = None,
         student_layers: Sequence[str] = (),
         teacher_layers: Sequence[str] = (),
+        teacher_cache_bytes: int = 0,
     ) -> None:
         if weights.feature and feature_loss is None:
             raise ValueError("a feature weight needs a feature loss (method)")
@@ -62,6 +73,13 @@ class Distiller:
         self.feature_loss = feature_loss if weights.feature else None
         self.student_tap = FeatureTap(student, student_layers) if self.feature_loss else None
         self.teacher_tap = FeatureTap(teacher, teacher_layers) if self.feature_loss else None
+        self.teacher_cache_bytes = teacher_cache_bytes
+        self._cached_outputs: torch.Tensor | None = None
+        self._cached_features: list[torch.Tensor] | None = None
+
+    @property
+    def needs_teacher(self) -> bool:
+        return bool(self.weights.imitation) or self.feature_loss is not None
 
     def modules(self) -> dict[str, nn.Module]:
         modules = {"model": self.student}
@@ -70,45 +88,77 @@ class Distiller:
         return modules
 
     def close(self) -> None:
-        """Remove the feature hooks from the student and the teacher."""
+        """Remove the feature hooks from the student and the teacher, and drop the cache."""
         for tap in (self.student_tap, self.teacher_tap):
             if tap is not None:
                 tap.remove()
+        self._cached_outputs = self._cached_features = None
 
     def connector_parameter_count(self) -> int:
         return self.feature_loss.connector_parameter_count() if self.feature_loss is not None else 0
 
+    @torch.no_grad()
+    def before_training(self, data: SliceData, precision: Callable[[], ContextManager] = contextlib.nullcontext) -> None:
+        """Run the teacher once over the training split and keep what the steps will need."""
+        self._cached_outputs = self._cached_features = None
+        if not self.needs_teacher:
+            return
+        self.teacher.eval()
+        first = data.batch(torch.arange(1, device=data.target.device))
+        with precision():
+            self.teacher(first.zero_filled, first.kspace, first.mask)
+        probe = self.teacher_tap.features() if self.teacher_tap else []
+        feature_bytes = len(data) * sum(f[0].numel() * f.element_size() for f in probe)
+        keep_features = bool(probe) and feature_bytes <= self.teacher_cache_bytes
+        outputs, features = [], [[] for _ in probe]
+        for batch in data.batches(16):
+            with precision():
+                outputs.append(self.teacher(batch.zero_filled, batch.kspace, batch.mask))
+            tapped = self.teacher_tap.features() if self.teacher_tap else []
+            if keep_features:
+                for kept, feature in zip(features, tapped):
+                    kept.append(feature)
+        self._cached_outputs = torch.cat(outputs)
+        self._cached_features = [torch.cat(kept) for kept in features] if keep_features else None
+
+    def _teacher(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The teacher's output and tapped features for ``batch``, from the cache when it has them."""
+        cached = self._cached_outputs is not None and batch.index is not None
+        if cached and (self.teacher_tap is None or self._cached_features is not None):
+            features = [f[batch.index] for f in self._cached_features] if self._cached_features else []
+            return self._cached_outputs[batch.index], features
+        self.teacher.eval()
+        with torch.no_grad():
+            output = self.teacher(batch.zero_filled, batch.kspace, batch.mask)
+            features = self.teacher_tap.features() if self.teacher_tap else []
+        return output, features
+
     def training_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        losses = self._losses(batch)
+        student_output = self.student(batch.zero_filled, batch.kspace, batch.mask)
+        losses = {"reconstruction": F.l1_loss(student_output, batch.target)}
         total = self.weights.reconstruction * losses["reconstruction"]
-        if self.weights.imitation:
-            total = total + self.weights.imitation * losses["imitation"]
-        if self.feature_loss is not None:
-            total = total + self.weights.feature * losses["feature"]
+        if self.needs_teacher:
+            teacher_output, teacher_features = self._teacher(batch)
+            if self.weights.imitation:
+                losses["imitation"] = F.l1_loss(student_output, teacher_output)
+                total = total + self.weights.imitation * losses["imitation"]
+            if self.feature_loss is not None:
+                losses["feature"] = self._feature_loss(teacher_features)
+                total = total + self.weights.feature * losses["feature"]
         losses["total"] = total
         return losses
 
     def validation_loss(self, batch: Batch) -> torch.Tensor:
         """What selects the checkpoint: the student's L1 to the target, or, in a stage that
         trains on the feature loss alone (KD-MRI's first stage), that feature loss."""
-        losses = self._losses(batch)
-        return losses["reconstruction"] if self.weights.reconstruction else losses["feature"]
+        output = self.student(batch.zero_filled, batch.kspace, batch.mask)
+        if self.weights.reconstruction or self.feature_loss is None:
+            if self.student_tap is not None:
+                self.student_tap.features()  # drop this pass's features
+            return F.l1_loss(output, batch.target)
+        _, teacher_features = self._teacher(Batch(batch.zero_filled, batch.kspace, batch.mask, batch.target))
+        return self._feature_loss(teacher_features)
 
-    def _losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """The unweighted terms the weights ask for."""
-        needs_teacher = self.weights.imitation or self.feature_loss is not None
-        if needs_teacher:
-            self.teacher.eval()
-            with torch.no_grad():
-                teacher_output = self.teacher(batch.zero_filled, batch.kspace, batch.mask)
-                teacher_features = self.teacher_tap.features() if self.teacher_tap else []
-        student_output = self.student(batch.zero_filled, batch.kspace, batch.mask)
-        losses = {"reconstruction": F.l1_loss(student_output, batch.target)}
-        if self.weights.imitation:
-            losses["imitation"] = F.l1_loss(student_output, teacher_output)
-        if self.feature_loss is not None:
-            student_features = self.student_tap.features()
-            losses["feature"] = self.feature_loss(
-                [f.float() for f in student_features], [f.float() for f in teacher_features]
-            )
-        return losses
+    def _feature_loss(self, teacher_features: list[torch.Tensor]) -> torch.Tensor:
+        student_features = self.student_tap.features()
+        return self.feature_loss([f.float() for f in student_features], [f.float() for f in teacher_features])

@@ -28,7 +28,7 @@ from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.data.layout import atomic_path, write_reconstruction
 from kdrecon.evaluation import metrics
 from kdrecon.training.checkpoint import load_model, resolve_checkpoint
-from kdrecon.training.trainer import autocast, resolve_device
+from kdrecon.training.trainer import autocast, prepare_module, resolve_device
 
 METRICS = ("psnr", "ssim", "nmse", "hfn", "vif")
 
@@ -38,7 +38,7 @@ def reconstruct(
     model: nn.Module, data: SliceData, device: torch.device, batch_size: int = 16, precision: str = "fp32"
 ) -> np.ndarray:
     """Model output for every slice, ``(N, H, W)`` float32 on the CPU."""
-    model = model.to(device).eval()
+    model = prepare_module(model, device, channels_last=True).eval()
     data = data.to(device)
     outputs = []
     for batch in data.batches(batch_size):

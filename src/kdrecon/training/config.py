@@ -148,7 +148,11 @@ class StageConfig(StrictModel):
     name: str = "run"
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16"] = Field(
+        "bf16", description="bf16: convolutions under bf16 autocast (FFTs and data consistency stay float32)"
+    )
+    channels_last: bool = Field(True, description="convolutions in channels-last memory layout")
+    compile: bool = Field(False, description="torch.compile the networks (falls back to eager when unsupported)")
     data: DataConfig = DataConfig()
     optimization: OptimizationConfig = OptimizationConfig()
 
@@ -210,6 +214,9 @@ class DistillConfig(StageConfig):
     init: Literal["random", "sft"] = "random"
     first_block: Literal["random", "baseline"] = Field("random", description="S1's source with init sft")
     baseline: str | None = Field(None, description="the trained baseline student, for first_block: baseline")
+    teacher_cache_gib: float = Field(
+        4.0, ge=0, description="memory for the teacher's features computed once per run (0: run the teacher every step)"
+    )
 
     @field_validator("student")
     @classmethod

@@ -45,7 +45,7 @@ from kdrecon.models.sft import StudentFriendlyTeacher
 from kdrecon.training.checkpoint import load_checkpoint, load_model, resolve_checkpoint
 from kdrecon.training.config import ConfigError, DataConfig, DistillConfig, config_data, validate, write_config
 from kdrecon.training.supervised import CONFIG_FILE, claim_run_directory, load_splits
-from kdrecon.training.trainer import FitResult, fit, resolve_device
+from kdrecon.training.trainer import FitResult, fit, prepare_module, resolve_device
 
 FEATURE_STAGE = "feature-stage"
 
@@ -92,7 +92,7 @@ def distill_student(
         feature_loss = _feature_loss(config, teacher, student, teacher_layers, student_layers)
     claim_run_directory(run_dir, config_data(config))
     write_config(config, run_dir / CONFIG_FILE)
-    teacher.to(device)
+    prepare_module(teacher, device, config.channels_last)
     feature_weight = config.feature_weight or (feature_loss.default_weight if feature_loss else 0.0)
     record = {
         "teacher": str(resolve_checkpoint(config.teacher, config.teacher_checkpoint)),
@@ -105,7 +105,9 @@ def distill_student(
     }
 
     def run_stage(directory: Path, stage: str, weights: LossWeights, loss: FeatureLoss | None, epochs: int):
-        distiller = Distiller(student, teacher, weights, loss, student_layers, teacher_layers)
+        distiller = Distiller(
+            student, teacher, weights, loss, student_layers, teacher_layers, int(config.teacher_cache_gib * 2**30)
+        )
         extra = {
             "stage": stage,
             "model": {"name": config.student.name, "options": config.student.options()},
@@ -126,6 +128,8 @@ def distill_student(
                 seed=config.seed,
                 device=device,
                 precision=config.precision,
+                channels_last=config.channels_last,
+                compile=config.compile,
                 checkpoint_extra=extra,
                 progress=progress,
                 on_epoch_end=(lambda epoch, row: on_epoch_end(stage, epoch, row)) if on_epoch_end else None,

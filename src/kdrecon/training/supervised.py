@@ -82,6 +82,8 @@ def train_model(
         seed=config.seed,
         device=device,
         precision=config.precision,
+        channels_last=config.channels_last,
+        compile=config.compile,
         checkpoint_extra={
             "stage": "sft-teacher" if config.model.is_student_friendly_teacher else "train",
             "model": {"name": config.model.name, "options": config.model.options()},

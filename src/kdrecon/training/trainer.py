@@ -15,6 +15,7 @@ import csv
 import io
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,33 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def prepare_module(module: nn.Module, device: torch.device, channels_last: bool = False) -> nn.Module:
+    """Move ``module`` to ``device``, with 4-D weights in channels-last layout if asked.
+
+    Channels-last lets oneDNN (CPU) and cuDNN (GPU) run the 3×3 convolutions without layout
+    conversions; the single-channel images in and out of a block are the same in both layouts.
+    """
+    module.to(device)
+    return module.to(memory_format=torch.channels_last) if channels_last else module
+
+
+def compile_forward(model: nn.Module, example: Batch) -> bool:
+    """Replace ``model.forward`` by its ``torch.compile`` version; keep eager if that fails.
+
+    Returns whether the compiled forward is in use. The weights and their names are untouched.
+    """
+    eager = model.forward
+    model.forward = torch.compile(eager)
+    try:
+        with torch.no_grad():
+            model(example.zero_filled, example.kspace, example.mask)
+    except Exception as error:  # the backend raises many types (no compiler, unsupported op, ...)
+        del model.forward  # back to the class's eager forward
+        warnings.warn(f"torch.compile unavailable ({type(error).__name__}: {str(error).splitlines()[0][:120]}); running eagerly", stacklevel=2)
+        return False
+    return True
+
+
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
     columns: list[str] = []
     for row in history:
@@ -127,6 +155,8 @@ def fit(
     seed: int,
     device: torch.device,
     precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
     checkpoint_extra: dict[str, Any] | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
@@ -137,6 +167,7 @@ def fit(
         checkpoint_extra: plain data stored in every checkpoint (model name and options,
             config) so a checkpoint can be rebuilt and traced on its own.
         on_epoch_end: called with the epoch number and its history row (for progress displays).
+        channels_last, compile: see :func:`prepare_module` and :func:`compile_forward`.
     """
     if len(train_data) == 0 or len(validation_data) == 0:
         raise ValueError("training needs non-empty train and validation splits")
@@ -145,7 +176,7 @@ def fit(
     checkpoints.mkdir(parents=True, exist_ok=True)
     modules = objective.modules()
     for module in modules.values():
-        module.to(device)
+        prepare_module(module, device, channels_last)
     parameters = [p for module in modules.values() for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=optimization.learning_rate)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optimization.lr_step_epochs, optimization.lr_gamma)
@@ -162,6 +193,10 @@ def fit(
         start_epoch, best_loss, best_epoch = state["epoch"], state["best_validation_loss"], state["best_epoch"]
         history, elapsed = state["history"], state["wall_seconds"]
 
+    if start_epoch < optimization.epochs and compile:
+        compile_forward(modules["model"], train_data.batch(torch.arange(1, device=device)))
+    if start_epoch < optimization.epochs and hasattr(objective, "before_training"):
+        objective.before_training(train_data, lambda: autocast(device, precision))  # e.g. cache a frozen teacher
     writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch)
     try:
         for epoch in range(start_epoch, optimization.epochs):
