@@ -246,6 +246,40 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     print(f"({summary['volumes']} volumes, {summary['slices']} slices, {summary['conventions']}); written to {output}")
 
 
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser("bench", help="measure speed: parameters, MACs, latency, training throughput")
+    bench.add_argument("--teacher", default="D5C5")
+    bench.add_argument("--student", default="D3C5")
+    bench.add_argument("--size", type=int, default=150, help="image size (a centre crop of the sample; default 150)")
+    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    bench.add_argument("--steps", type=int, default=8, help="timed training steps per measurement")
+    bench.add_argument("--repeats", type=int, default=10, help="timed inference calls per measurement")
+    bench.add_argument("--output", type=Path, default=Path("bench"), help="directory for bench.json and bench.md")
+
+
+def _run_bench(args: argparse.Namespace) -> None:
+    import json
+
+    from kdrecon.data.layout import atomic_path
+    from kdrecon.evaluation.benchmark import format_markdown, run_benchmark
+
+    for name in (args.teacher, args.student):
+        from kdrecon.models.dccnn import parse_dncm
+
+        if parse_dncm(name) is None:
+            raise ValueError(f"{name!r}: expected DnCm such as D5C5 or D3C5")
+    result = run_benchmark(
+        args.teacher, args.student, args.size, args.device, args.steps, args.repeats,
+        progress=lambda message: print(f"measuring {message} ...", file=sys.stderr, flush=True),
+    )
+    table = format_markdown(result)
+    for name, text in (("bench.json", json.dumps(result, indent=2)), ("bench.md", table + "\n")):
+        with atomic_path(args.output / name) as temporary:
+            temporary.write_text(text)
+    print(table)
+    print(f"written to {args.output}/bench.json and bench.md")
+
+
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser("demo", help="train a teacher and a student on the embedded sample and compare")
     demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
@@ -264,6 +298,7 @@ COMMANDS = {
     "train": (_add_train, _run_train),
     "distill": (_add_distill, _run_distill),
     "evaluate": (_add_evaluate, _run_evaluate),
+    "bench": (_add_bench, _run_bench),
     "demo": (_add_demo, _run_demo),
 }
 

@@ -1,0 +1,379 @@
+"""Speed of a teacher/student pair, measured side by side with the papers' way of running it.
+
+:func:`run_benchmark` measures, on one device and in one process:
+
+* parameters and multiply–accumulates (MACs) per slice of the convolutions (the FFTs of data
+  consistency are left out: ``O(HW log HW)`` against the convolutions' ``O(HW·C²·9)``);
+* inference latency per slice at batch 1 and batch 16 — median over repeats after warm-up,
+  with the device synchronised around each timed call;
+* training throughput (slices/s) of each stage kind — plain L1 training of the teacher, the
+  SFT teacher step, and distillation (AT, teacher → student) — for two paths:
+
+  - **fast** (kdrecon's default): slices held in memory, bf16 autocast, channels-last, the
+    frozen teacher's outputs and features computed once per stage and looked up;
+  - **reference** (how the papers' code ran): float32, NCHW, each item read from its h5 file
+    with the mask reloaded from disk, the teacher run every step with autograd on;
+
+* the peak rate of one bf16 channels-last 32→32 3×3 convolution on this device, so that each
+  throughput can be stated as a fraction of what the hardware does on the network's main op.
+
+Example::
+
+    from kdrecon.evaluation.benchmark import run_benchmark, format_markdown
+    result = run_benchmark(teacher="D5C5", student="D3C5", size=150, steps=6)
+    print(format_markdown(result))
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from kdrecon.data.dataset import Batch, SliceData, load_sample
+from kdrecon.data.layout import kspace_key, write_volume, zero_filled_key
+from kdrecon.distillation.distiller import Distiller, LossWeights
+from kdrecon.distillation.layer_pairs import default_layer_pairs, feature_channels
+from kdrecon.distillation.losses import build_feature_loss
+from kdrecon.distillation.student_friendly import StudentFriendlyObjective
+from kdrecon.models import build_model, count_parameters
+from kdrecon.training.trainer import ReconstructionObjective, autocast, prepare_module, resolve_device
+
+
+def count_macs(model: nn.Module, batch: Batch) -> int:
+    """Multiply–accumulates per slice of every convolution in one forward pass."""
+    total = 0
+
+    def count(module: nn.Conv2d, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        total += output[0].numel() * kernel
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(batch.zero_filled[:1], batch.kspace[:1], batch.mask)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(function: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> float:
+    """Median wall time of ``function()`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        _synchronise(device)
+        started = time.perf_counter()
+        function()
+        _synchronise(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def convolution_peak(device: torch.device, size: int, batch_size: int = 16, repeats: int = 10) -> float:
+    """FLOP/s of one bf16 channels-last 32→32 3×3 convolution (2 FLOPs per MAC)."""
+    conv = prepare_module(nn.Conv2d(32, 32, 3, padding=1), device, channels_last=True)
+    x = torch.randn(batch_size, 32, size, size, device=device).contiguous(memory_format=torch.channels_last)
+
+    def run() -> None:
+        with torch.no_grad(), autocast(device, "bf16"):
+            conv(x)
+
+    seconds = median_seconds(run, device, repeats, warmup=3)
+    return 2 * batch_size * size * size * 32 * 32 * 9 / seconds
+
+
+# --- the reference data path: one h5 read and one mask load per item, as the papers' loaders --
+
+
+class PerItemH5Slices:
+    """The training split written as one h5 file per volume and read back one slice at a time."""
+
+    def __init__(self, data: SliceData, directory: Path) -> None:
+        self.mask_file = directory / "mask.npy"
+        np.save(self.mask_file, data.mask.cpu().numpy())
+        self.items: list[tuple[Path, int]] = []
+        for volume in data.volumes:
+            path = directory / f"{volume.name}.h5"
+            part = slice(volume.start, volume.stop)
+            write_volume(
+                path,
+                data.target[part, 0].cpu().numpy(),
+                {data.acceleration: (data.zero_filled[part, 0].cpu().numpy(), data.kspace[part].cpu().numpy())},
+            )
+            self.items += [(path, index) for index in range(volume.stop - volume.start)]
+        self.acceleration = data.acceleration
+
+    def batches(self, batch_size: int, device: torch.device) -> Iterator[Batch]:
+        order = np.random.default_rng(0).permutation(len(self.items))
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            items = [self._item(self.items[i]) for i in order[start : start + batch_size]]
+            zero_filled, kspace, target, mask = (torch.stack(parts) for parts in zip(*items))
+            yield Batch(zero_filled.to(device), kspace.to(device), mask[0].to(device), target.to(device))
+
+    def _item(self, item: tuple[Path, int]) -> tuple[torch.Tensor, ...]:
+        path, index = item
+        with h5py.File(path, "r") as file:  # reopened for every item, slices on the last axis
+            target = file["volfs"][:, :, index]
+            zero_filled = file[zero_filled_key(self.acceleration)][:, :, index]
+            kspace = file[kspace_key(self.acceleration)][:, :, index]
+        mask = np.load(self.mask_file)  # reloaded for every item
+        return (
+            torch.from_numpy(zero_filled[None].astype(np.float32)),
+            torch.from_numpy(kspace.astype(np.complex64)),
+            torch.from_numpy(target[None].astype(np.float32)),
+            torch.from_numpy(mask.astype(np.float32)),
+        )
+
+
+class _AutogradTeacherDistiller(Distiller):
+    """The papers' distillation step: the teacher runs with autograd on (and its graph is kept)."""
+
+    def _teacher(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        output = self.teacher(batch.zero_filled, batch.kspace, batch.mask)
+        return output, self.teacher_tap.features() if self.teacher_tap else []
+
+
+def _objective(kind: str, teacher: str, student: str, device: torch.device, channels_last: bool, reference: bool):
+    """A fresh training objective of stage ``kind`` (train, sft-teacher or distill)."""
+    torch.manual_seed(0)
+    if kind == "train":
+        return ReconstructionObjective(prepare_module(build_model(teacher), device, channels_last))
+    if kind == "sft-teacher":
+        model = build_model("sft-teacher", teacher=teacher, student=student)
+        return StudentFriendlyObjective(prepare_module(model, device, channels_last))
+    teacher_model = prepare_module(build_model(teacher), device, channels_last)
+    student_model = prepare_module(build_model(student), device, channels_last)
+    teacher_layers, student_layers = default_layer_pairs("at", teacher_model, student_model)
+    loss = build_feature_loss(
+        "at", feature_channels(student_model, student_layers), feature_channels(teacher_model, teacher_layers)
+    ).to(device)
+    weights = LossWeights(0.0, 0.0, loss.default_weight)  # KD-MRI's feature stage
+    if reference:
+        distiller = _AutogradTeacherDistiller(student_model, teacher_model, weights, loss, student_layers, teacher_layers)
+        distiller.teacher.requires_grad_(True)
+        return distiller
+    return Distiller(student_model, teacher_model, weights, loss, student_layers, teacher_layers, 8 * 2**30)
+
+
+def training_throughput(
+    kind: str, teacher: str, student: str, data: SliceData, h5_slices: PerItemH5Slices | None,
+    device: torch.device, steps: int, batch_size: int = 4,
+) -> float:
+    """Training slices per second of stage ``kind``, as an epoch over ``data`` would see it.
+
+    ``h5_slices`` given: the reference path (float32, NCHW, per-item h5 reads, autograd
+    teacher); otherwise the fast path (in-memory slices, bf16, channels-last, cached teacher).
+    The median of ``steps`` steps (after two warm-up steps) gives the step time; the fast path's
+    teacher cache, built once per stage, is charged in full to a single epoch (the worst case).
+    """
+    reference = h5_slices is not None
+    precision = "fp32" if reference else "bf16"
+    objective = _objective(kind, teacher, student, device, channels_last=not reference, reference=reference)
+    cache_seconds = 0.0
+    if not reference and hasattr(objective, "before_training"):
+        _synchronise(device)
+        started = time.perf_counter()
+        objective.before_training(data, lambda: autocast(device, precision))
+        _synchronise(device)
+        cache_seconds = time.perf_counter() - started
+    parameters = [p for m in objective.modules().values() for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(parameters, lr=1e-4)
+    for module in objective.modules().values():
+        module.train()
+
+    def batches() -> Iterator[Batch]:
+        while True:
+            if reference:
+                yield from h5_slices.batches(batch_size, device)
+            else:
+                yield from data.batches(batch_size, torch.Generator().manual_seed(0))
+
+    stream = batches()
+
+    def step() -> None:
+        batch = next(stream)  # reading the batch is part of the step
+        with autocast(device, precision):
+            losses = objective.training_losses(batch)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+
+    step_seconds = median_seconds(step, device, steps, warmup=2)
+    epoch_steps = max(1, len(data) // batch_size)
+    return epoch_steps * batch_size / (cache_seconds + epoch_steps * step_seconds)
+
+
+def inference_seconds_per_slice(
+    name: str, data: SliceData, device: torch.device, batch_size: int, fast: bool, repeats: int
+) -> float:
+    model = prepare_module(build_model(name), device, channels_last=fast).eval()
+    batch = data.batch(torch.arange(batch_size, device=data.target.device))
+    precision = "bf16" if fast else "fp32"
+
+    def run() -> None:
+        with torch.no_grad(), autocast(device, precision):
+            model(batch.zero_filled, batch.kspace, batch.mask)
+
+    return median_seconds(run, device, repeats, warmup=3) / batch_size
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak GPU memory allocated by PyTorch, or the peak resident memory of this process (CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_benchmark(
+    teacher: str = "D5C5",
+    student: str = "D3C5",
+    size: int = 150,
+    device: str = "auto",
+    steps: int = 8,
+    repeats: int = 10,
+    progress: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Measure everything listed in the module docstring; returns plain data (see :func:`format_markdown`)."""
+    target_device = resolve_device(device)
+    data = load_sample("train")
+    if size != data.image_shape[0]:
+        data = _crop(data, size)
+    data = data.to(target_device)
+    example = data.batch(torch.arange(1, device=target_device))
+    result: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(target_device) if target_device.type == "cuda" else platform.processor() or "cpu",
+        "device_type": target_device.type,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "image_size": size,
+        "training_batch_size": 4,
+        "models": {},
+        "inference": {},
+        "training": {},
+    }
+    progress("convolution peak")
+    result["convolution_peak_flops"] = convolution_peak(target_device, size)
+    for role, name in (("teacher", teacher), ("student", student)):
+        model = build_model(name).to(target_device)
+        result["models"][role] = {"name": name, "parameters": count_parameters(model), "macs_per_slice": count_macs(model, example)}
+    for role, name in (("teacher", teacher), ("student", student)):
+        for batch_size in (1, 16):
+            for path, fast in (("fast", True), ("reference", False)):
+                progress(f"inference {name} batch {batch_size} {path}")
+                seconds = inference_seconds_per_slice(name, data, target_device, batch_size, fast, repeats)
+                result["inference"][f"{role}/batch{batch_size}/{path}"] = seconds
+    with tempfile.TemporaryDirectory(prefix="kdrecon-bench-") as directory:
+        h5_slices = PerItemH5Slices(data, Path(directory))
+        for kind in ("train", "sft-teacher", "distill"):
+            for path in ("fast", "reference"):
+                progress(f"training {kind} {path}")
+                rate = training_throughput(
+                    kind, teacher, student, data, h5_slices if path == "reference" else None, target_device, steps
+                )
+                result["training"][f"{kind}/{path}"] = rate
+    result["peak_memory_bytes"] = peak_memory_bytes(target_device)
+    return result
+
+
+def _crop(data: SliceData, size: int) -> SliceData:
+    """Centre-crop every slice (and re-simulate its k-space) for other image sizes."""
+    from kdrecon.data.prepare import make_mask, simulate
+
+    height = data.image_shape[0]
+    if size > height:
+        raise ValueError(f"--size {size}: the embedded sample is {height}×{height}; choose at most {height}")
+    offset = (height - size) // 2
+    target = data.target[:, 0, offset : offset + size, offset : offset + size].numpy().astype(np.float64)
+    mask = make_mask("recipe", data.acceleration, (size, size), seed=42)
+    zero_filled, kspace = simulate(target, mask)
+    return SliceData(
+        zero_filled=torch.from_numpy(zero_filled).float().unsqueeze(1),
+        kspace=torch.from_numpy(kspace).to(torch.complex64),
+        mask=torch.from_numpy(mask).float(),
+        target=torch.from_numpy(target).float().unsqueeze(1),
+        volumes=data.volumes,
+        acceleration=data.acceleration,
+    )
+
+
+def training_flops_per_slice(result: dict[str, Any], kind: str) -> float:
+    """FLOPs of one training step per slice, counting a backward pass as twice the forward.
+
+    ``train``: teacher forward + backward (3× its forward); ``sft-teacher``: the teacher and the
+    branches (branch j runs N−j student blocks); ``distill``: the student's forward + backward
+    and one teacher forward (the cache, charged once per epoch).
+    """
+    teacher = 2 * result["models"]["teacher"]["macs_per_slice"]
+    student = 2 * result["models"]["student"]["macs_per_slice"]
+    if kind == "train":
+        return 3 * teacher
+    if kind == "sft-teacher":
+        cascades = 5
+        branch_blocks = sum(range(1, cascades))  # 4 + 3 + 2 + 1 student blocks
+        return 3 * (teacher + student * branch_blocks / cascades)
+    return 3 * student + teacher
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+    """The benchmark as Markdown tables, speed-ups as fast/reference ratios from the same run."""
+    peak = result["convolution_peak_flops"]
+    teacher, student = result["models"]["teacher"], result["models"]["student"]
+    lines = [
+        f"Device: {result['device']} ({result['device_type']}, {result['threads']} threads), torch {result['torch']}; "
+        f"{result['image_size']}×{result['image_size']} slices; fast = bf16 autocast + channels-last (+ in-memory "
+        "data and a cached teacher for training); reference = float32 NCHW (+ per-item h5 reads, mask reloaded, "
+        "teacher with autograd). "
+        f"Peak of one bf16 channels-last 32→32 3×3 convolution here: {peak / 1e12:.2f} TFLOP/s.",
+        "",
+        "| model | parameters | GMAC per slice |",
+        "|---|---|---|",
+    ]
+    for role in ("teacher", "student"):
+        model = result["models"][role]
+        lines.append(f"| {role} {model['name']} | {model['parameters']:,} | {model['macs_per_slice'] / 1e9:.3f} |")
+    lines += ["", "| inference (ms per slice) | fast | reference | speed-up | fast: % of conv peak |", "|---|---|---|---|---|"]
+    for role, model in (("teacher", teacher), ("student", student)):
+        for batch_size in (1, 16):
+            fast = result["inference"][f"{role}/batch{batch_size}/fast"]
+            reference = result["inference"][f"{role}/batch{batch_size}/reference"]
+            fraction = 2 * model["macs_per_slice"] / fast / peak
+            lines.append(
+                f"| {role} {model['name']}, batch {batch_size} | {fast * 1e3:.2f} | {reference * 1e3:.2f} | "
+                f"{reference / fast:.2f}× | {fraction:.0%} |"
+            )
+    for batch_size in (1, 16):
+        ratio = result["inference"][f"teacher/batch{batch_size}/fast"] / result["inference"][f"student/batch{batch_size}/fast"]
+        lines.append(f"| student speed-up over teacher, batch {batch_size} (fast) | | | {ratio:.2f}× | |")
+    lines += [
+        "",
+        f"| training (slices/s, batch {result['training_batch_size']}) | fast | reference | speed-up | fast: % of conv peak |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, label in (("train", f"teacher {teacher['name']} (L1)"), ("sft-teacher", "SFT teacher"),
+                        ("distill", f"distillation AT {teacher['name']}→{student['name']}")):
+        fast, reference = result["training"][f"{kind}/fast"], result["training"][f"{kind}/reference"]
+        fraction = training_flops_per_slice(result, kind) * fast / peak
+        lines.append(f"| {label} | {fast:.2f} | {reference:.2f} | {reference and fast / reference:.2f}× | {fraction:.0%} |")
+    memory = result["peak_memory_bytes"] / 2**30
+    where = "GPU memory allocated by PyTorch" if result["device_type"] == "cuda" else "resident memory of the process"
+    lines += ["", f"Peak {where}: {memory:.2f} GiB."]
+    return "\n".join(lines)

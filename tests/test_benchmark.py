@@ -1,0 +1,48 @@
+"""The benchmark's counts and its reference data path (speed itself is measured, never asserted)."""
+
+import json
+
+import pytest
+import torch
+
+from kdrecon.cli import main
+from kdrecon.evaluation.benchmark import PerItemH5Slices, count_macs, training_flops_per_slice
+from kdrecon.models import build_model
+
+
+@pytest.mark.parametrize("name, convs", [("D5C5", 5), ("D3C5", 3), ("D2C5", 2)])
+def test_macs_per_slice_match_the_hand_count(small_train, name, convs):
+    height, width = small_train.image_shape
+    per_block = height * width * (1 * 32 * 9 + (convs - 2) * 32 * 32 * 9 + 32 * 1 * 9)
+    assert count_macs(build_model(name), small_train.batch(torch.arange(3))) == 5 * per_block
+
+
+def test_reference_path_reads_the_same_slices_from_h5(tmp_path, small_train):
+    slices = PerItemH5Slices(small_train, tmp_path)
+    assert len(slices.items) == len(small_train)
+    batch = next(slices.batches(4, torch.device("cpu")))
+    # Find each slice of the batch in memory by its target and compare all inputs.
+    for zero_filled, kspace, target in zip(batch.zero_filled, batch.kspace, batch.target):
+        index = int(torch.argmin((small_train.target - target).abs().flatten(1).sum(1)))
+        assert torch.equal(small_train.target[index], target)
+        assert torch.equal(small_train.zero_filled[index], zero_filled)
+        assert torch.equal(small_train.kspace[index], kspace)
+    assert torch.equal(batch.mask, small_train.mask)
+
+
+def test_training_flops_count_a_backward_pass_as_two_forwards():
+    result = {"models": {"teacher": {"macs_per_slice": 100}, "student": {"macs_per_slice": 40}}}
+    assert training_flops_per_slice(result, "train") == 600
+    assert training_flops_per_slice(result, "distill") == 3 * 80 + 200
+    assert training_flops_per_slice(result, "sft-teacher") == pytest.approx(3 * (200 + 80 * 10 / 5))
+
+
+def test_bench_command_writes_json_and_markdown(tmp_path):
+    output = tmp_path / "bench"
+    assert main(["bench", "--size", "40", "--steps", "1", "--repeats", "1", "--output", str(output)]) == 0
+    result = json.loads((output / "bench.json").read_text())
+    assert result["models"]["teacher"]["parameters"] == 141_765
+    assert result["models"]["student"]["parameters"] == 49_285
+    assert set(result["training"]) == {f"{k}/{p}" for k in ("train", "sft-teacher", "distill") for p in ("fast", "reference")}
+    assert all(rate > 0 for rate in result["training"].values())
+    assert "| teacher D5C5 (L1) |" in (output / "bench.md").read_text()
