@@ -316,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command in ("train", "distill"):
+            from kdrecon.training.distributed import initialise_from_environment
+
+            initialise_from_environment()  # torchrun: join the other processes
         COMMANDS[args.command][1](args)
     except (ValueError, OSError) as error:
         print(f"kdrecon: error: {error}", file=sys.stderr)
@@ -323,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kdrecon: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        if args.command in ("train", "distill"):
+            from kdrecon.training.distributed import shutdown
+
+            shutdown()
     return 0
 
 

@@ -68,9 +68,11 @@ class Distiller:
         if len(student_layers) != len(teacher_layers):
             raise ValueError(f"{len(student_layers)} student layers but {len(teacher_layers)} teacher layers to pair")
         self.student = student
+        self.student_network: nn.Module = student  # what is called: the student, or its DDP wrapper
         self.teacher = teacher.eval().requires_grad_(False)
         self.weights = weights
         self.feature_loss = feature_loss if weights.feature else None
+        self.feature_network: nn.Module | None = self.feature_loss  # or its DDP wrapper
         self.student_tap = FeatureTap(student, student_layers) if self.feature_loss else None
         self.teacher_tap = FeatureTap(teacher, teacher_layers) if self.feature_loss else None
         self.teacher_cache_bytes = teacher_cache_bytes
@@ -86,6 +88,12 @@ class Distiller:
         if self.feature_loss is not None and any(True for _ in self.feature_loss.parameters()):
             modules["connectors"] = self.feature_loss
         return modules
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Run the student, and the connectors if the method has any, through ``wrap``."""
+        self.student_network = wrap(self.student)
+        if "connectors" in self.modules():
+            self.feature_network = wrap(self.feature_loss)
 
     def close(self) -> None:
         """Remove the feature hooks from the student and the teacher, and drop the cache."""
@@ -134,7 +142,7 @@ class Distiller:
         return output, features
 
     def training_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        student_output = self.student(batch.zero_filled, batch.kspace, batch.mask)
+        student_output = self.student_network(batch.zero_filled, batch.kspace, batch.mask)
         losses = {"reconstruction": F.l1_loss(student_output, batch.target)}
         total = self.weights.reconstruction * losses["reconstruction"]
         if self.needs_teacher:
@@ -151,7 +159,7 @@ class Distiller:
     def validation_loss(self, batch: Batch) -> torch.Tensor:
         """What selects the checkpoint: the student's L1 to the target, or, in a stage that
         trains on the feature loss alone (KD-MRI's first stage), that feature loss."""
-        output = self.student(batch.zero_filled, batch.kspace, batch.mask)
+        output = self.student_network(batch.zero_filled, batch.kspace, batch.mask)
         if self.weights.reconstruction or self.feature_loss is None:
             if self.student_tap is not None:
                 self.student_tap.features()  # drop this pass's features
@@ -161,4 +169,4 @@ class Distiller:
 
     def _feature_loss(self, teacher_features: list[torch.Tensor]) -> torch.Tensor:
         student_features = self.student_tap.features()
-        return self.feature_loss([f.float() for f in student_features], [f.float() for f in teacher_features])
+        return self.feature_network([f.float() for f in student_features], [f.float() for f in teacher_features])

@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -45,6 +47,7 @@ class StudentFriendlyObjective:
         if not isinstance(model, StudentFriendlyTeacher):
             raise ValueError(f"the SFT step needs a StudentFriendlyTeacher, got {type(model).__name__}")
         self.model = model
+        self.network: nn.Module = model  # what is called: the model, or its DistributedDataParallel wrapper
         self.teacher_weight = teacher_weight
         self.branch_weight = branch_weight
         self.imitation_weight = imitation_weight
@@ -52,8 +55,11 @@ class StudentFriendlyObjective:
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}
 
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        self.network = wrap(self.model)
+
     def training_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        teacher_output, branch_outputs = self.model.forward_with_branches(batch.zero_filled, batch.kspace, batch.mask)
+        teacher_output, branch_outputs = self.network(batch.zero_filled, batch.kspace, batch.mask, branches=True)
         losses = {
             "teacher_reconstruction": F.l1_loss(teacher_output, batch.target),
             "branch_reconstruction": torch.stack([F.l1_loss(b, batch.target) for b in branch_outputs]).mean(),
@@ -68,4 +74,4 @@ class StudentFriendlyObjective:
 
     def validation_loss(self, batch: Batch) -> torch.Tensor:
         """The teacher's L1 to the target: the SFT teacher is chosen as a teacher."""
-        return F.l1_loss(self.model(batch.zero_filled, batch.kspace, batch.mask), batch.target)
+        return F.l1_loss(self.network(batch.zero_filled, batch.kspace, batch.mask), batch.target)

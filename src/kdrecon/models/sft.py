@@ -45,7 +45,12 @@ class StudentFriendlyTeacher(nn.Module):
         self.student = DCCNN(student_convs, cascades, channels, residual, padding)
         self.student.blocks[0].requires_grad_(False)
 
-    def forward(self, zero_filled: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, zero_filled: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor, branches: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The teacher's reconstruction, or with ``branches=True`` :meth:`forward_with_branches`."""
+        if branches:
+            return self.forward_with_branches(zero_filled, kspace, mask)
         return self.teacher(zero_filled, kspace, mask)
 
     def forward_with_branches(

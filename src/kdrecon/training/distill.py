@@ -45,6 +45,7 @@ from kdrecon.models.sft import StudentFriendlyTeacher
 from kdrecon.training.checkpoint import load_checkpoint, load_model, resolve_checkpoint
 from kdrecon.training.config import ConfigError, DataConfig, DistillConfig, config_data, validate, write_config
 from kdrecon.training.supervised import CONFIG_FILE, claim_run_directory, load_splits
+from kdrecon.training.distributed import barrier, current_world, local_device
 from kdrecon.training.trainer import FitResult, fit, prepare_module, resolve_device
 
 FEATURE_STAGE = "feature-stage"
@@ -74,7 +75,7 @@ def distill_student(
     if config.data is None:
         trained_on = teacher_payload.get("config", {}).get("data", {})
         config = config.model_copy(update={"data": validate(DataConfig, trained_on, f"{config.teacher} (data)")})
-    device = resolve_device(config.device)
+    device = local_device(resolve_device(config.device))
     train_data, validation_data = load_splits(config.data, train_data, validation_data)
 
     # Everything that can reject the config runs before the run directory is created.
@@ -90,8 +91,10 @@ def distill_student(
             else default_layer_pairs(config.method, teacher, student)
         )
         feature_loss = _feature_loss(config, teacher, student, teacher_layers, student_layers)
-    claim_run_directory(run_dir, config_data(config))
-    write_config(config, run_dir / CONFIG_FILE)
+    if current_world().is_main:
+        claim_run_directory(run_dir, config_data(config))
+        write_config(config, run_dir / CONFIG_FILE)
+    barrier()
     prepare_module(teacher, device, config.channels_last)
     feature_weight = config.feature_weight or (feature_loss.default_weight if feature_loss else 0.0)
     record = {

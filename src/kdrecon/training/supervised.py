@@ -11,6 +11,7 @@ from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model
 from kdrecon.training.config import ConfigError, DataConfig, TrainConfig, config_data, write_config
+from kdrecon.training.distributed import barrier, current_world, local_device
 from kdrecon.training.trainer import FitResult, ReconstructionObjective, fit, resolve_device
 
 CONFIG_FILE = "config.yaml"
@@ -62,10 +63,12 @@ def train_model(
         result = train_model(config, "runs/student")
     """
     run_dir = Path(run_dir)
-    device = resolve_device(config.device)
+    device = local_device(resolve_device(config.device))
     train_data, validation_data = load_splits(config.data, train_data, validation_data)
-    claim_run_directory(run_dir, config_data(config))
-    write_config(config, run_dir / CONFIG_FILE)
+    if current_world().is_main:
+        claim_run_directory(run_dir, config_data(config))
+        write_config(config, run_dir / CONFIG_FILE)
+    barrier()
     torch.manual_seed(config.seed)
     model = build_model(config.model.name, **config.model.options())
     if config.model.is_student_friendly_teacher:

@@ -16,13 +16,14 @@ import io
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
@@ -30,6 +31,7 @@ from kdrecon.data.dataset import Batch, SliceData
 from kdrecon.data.layout import atomic_path
 from kdrecon.training.checkpoint import load_checkpoint, save_checkpoint
 from kdrecon.training.config import OptimizationConfig
+from kdrecon.training.distributed import World, barrier, current_world, sum_over_ranks
 
 CHECKPOINTS = "checkpoints"
 
@@ -51,22 +53,30 @@ class Objective(Protocol):
         """Mean validation loss of the batch (scalar)."""
         ...
 
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Call the trained network through ``wrap(network)`` (DistributedDataParallel)."""
+        ...
+
 
 class ReconstructionObjective:
     """Plain supervised training: ``L = L1(model(x_zf), x)``."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.network: nn.Module = model  # what is called: the model, or its DistributedDataParallel wrapper
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model}
 
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        self.network = wrap(self.model)
+
     def training_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        prediction = self.model(batch.zero_filled, batch.kspace, batch.mask)
+        prediction = self.network(batch.zero_filled, batch.kspace, batch.mask)
         return {"total": nn.functional.l1_loss(prediction, batch.target)}
 
     def validation_loss(self, batch: Batch) -> torch.Tensor:
-        return nn.functional.l1_loss(self.model(batch.zero_filled, batch.kspace, batch.mask), batch.target)
+        return nn.functional.l1_loss(self.network(batch.zero_filled, batch.kspace, batch.mask), batch.target)
 
 
 @dataclass(frozen=True)
@@ -135,14 +145,39 @@ def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
 
 @torch.no_grad()
 def validate(objective: Objective, data: SliceData, batch_size: int, device: torch.device, precision: str) -> float:
-    """Slice-weighted mean validation loss over the whole split."""
+    """Slice-weighted mean validation loss over the whole split.
+
+    Under torchrun each rank scores a contiguous share of the slices and the sums are added
+    over ranks, so every slice counts exactly once.
+    """
     for module in objective.modules().values():
         module.eval()
-    total = 0.0
-    for batch in data.batches(batch_size):
+    world = current_world()
+    shares = torch.arange(len(data), device=data.target.device).tensor_split(world.size)
+    total, count = 0.0, 0
+    for indices in shares[world.rank].split(batch_size):
+        batch = data.batch(indices)
         with autocast(device, precision):
-            total += float(objective.validation_loss(batch)) * batch.target.shape[0]
-    return total / len(data)
+            total += float(objective.validation_loss(batch)) * len(indices)
+        count += len(indices)
+    total, count = sum_over_ranks([total, float(count)], device)
+    return total / count
+
+
+def _local_batches(data: SliceData, batch_size: int, generator: torch.Generator, world: World) -> Iterator[tuple[Batch, float]]:
+    """This rank's part of every global batch and its share of the global batch.
+
+    A rank whose part is empty (a last batch smaller than the number of ranks) gets one slice
+    with share 0, so that it still takes part in the gradient averaging.
+    """
+    order = torch.randperm(len(data), generator=generator).to(data.target.device)
+    for start in range(0, len(data), batch_size):
+        global_batch = order[start : start + batch_size]
+        local = global_batch[world.rank :: world.size]
+        if len(local) == 0:
+            yield data.batch(global_batch[:1]), 0.0
+        else:
+            yield data.batch(local), len(local) / len(global_batch)
 
 
 def fit(
@@ -172,8 +207,10 @@ def fit(
     if len(train_data) == 0 or len(validation_data) == 0:
         raise ValueError("training needs non-empty train and validation splits")
     run_dir = Path(run_dir)
+    world = current_world()
     checkpoints = run_dir / CHECKPOINTS
-    checkpoints.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        checkpoints.mkdir(parents=True, exist_ok=True)
     modules = objective.modules()
     for module in modules.values():
         prepare_module(module, device, channels_last)
@@ -197,7 +234,10 @@ def fit(
         compile_forward(modules["model"], train_data.batch(torch.arange(1, device=device)))
     if start_epoch < optimization.epochs and hasattr(objective, "before_training"):
         objective.before_training(train_data, lambda: autocast(device, precision))  # e.g. cache a frozen teacher
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch)
+    if world.distributed:
+        objective.distribute(lambda module: DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None))
+    progress = progress and world.is_main
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch) if world.is_main else None
     try:
         for epoch in range(start_epoch, optimization.epochs):
             started = time.perf_counter()
@@ -208,25 +248,30 @@ def fit(
             seen = 0
             steps = math.ceil(len(train_data) / optimization.batch_size)
             bar = tqdm(
-                train_data.batches(optimization.batch_size, generator),
+                _local_batches(train_data, optimization.batch_size, generator, world),
                 total=steps,
                 desc=f"{run_dir.name} epoch {epoch + 1}/{optimization.epochs}",
                 unit="batch",
                 disable=None if progress else True,  # None: off when not a terminal
                 leave=False,
             )
-            for batch in bar:
+            for batch, share in bar:
                 with autocast(device, precision):
                     losses = objective.training_losses(batch)
                 optimizer.zero_grad(set_to_none=True)
-                losses["total"].backward()
+                # DDP averages gradients over ranks; scaling by share·ranks makes that the
+                # gradient of the mean over the global batch.
+                (losses["total"] * (share * world.size)).backward()
                 optimizer.step()
-                count = batch.target.shape[0]
+                count = batch.target.shape[0] if share else 0
                 seen += count
                 for name, value in losses.items():
                     sums[name] = sums.get(name, 0.0) + float(value.detach()) * count
                 rate = seen / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(loss=f"{sums['total'] / seen:.4g}", slices_per_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{sums['total'] / max(seen, 1):.4g}", slices_per_s=f"{rate:.0f}")
+            names = sorted(sums)
+            *totals, seen = sum_over_ranks([sums[name] for name in names] + [float(seen)], device)
+            sums = dict(zip(names, totals))
             train_seconds = time.perf_counter() - started
             validation_loss = validate(objective, validation_data, optimization.validation_batch_size, device, precision)
             learning_rate = optimizer.param_groups[0]["lr"]
@@ -241,9 +286,6 @@ def fit(
                 "epoch_seconds": time.perf_counter() - started,
             }
             history.append(row)
-            for key, value in row.items():
-                if key != "epoch":
-                    writer.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
             improved = validation_loss < best_loss
             if improved:
                 best_loss, best_epoch = validation_loss, epoch + 1
@@ -259,10 +301,16 @@ def fit(
                 "precision": precision,
                 "device": str(device),
             }
-            if improved:
-                save_checkpoint(checkpoints / "best.pt", payload)
-            save_checkpoint(last, {**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
-            _write_history(run_dir / "metrics.csv", history)
+            if world.is_main:
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
+                if improved:
+                    save_checkpoint(checkpoints / "best.pt", payload)
+                state = {**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+                save_checkpoint(last, state)
+                _write_history(run_dir / "metrics.csv", history)
+            barrier()  # no rank runs ahead of the checkpoint it could be resumed from
             if progress:
                 tqdm.write(
                     f"{run_dir.name} epoch {epoch + 1}/{optimization.epochs}: train {row['train_total']:.5f} "
@@ -272,5 +320,6 @@ def fit(
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, row)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     return FitResult(run_dir, best_epoch, best_loss, optimization.epochs, elapsed)
