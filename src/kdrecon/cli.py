@@ -284,13 +284,14 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser("demo", help="train a teacher and a student on the embedded sample and compare")
     demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     demo.add_argument("--epochs", type=int, default=None, help="epochs per stage (default: the demo's own)")
+    demo.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
     demo.add_argument("--quiet", action="store_true")
 
 
 def _run_demo(args: argparse.Namespace) -> None:
     from kdrecon.demo import run_demo
 
-    run_demo(args.run_dir, epochs=args.epochs, progress=not args.quiet)
+    run_demo(args.run_dir, epochs=args.epochs, progress=not args.quiet, precision=args.precision)
 
 
 COMMANDS = {

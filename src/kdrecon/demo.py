@@ -15,7 +15,7 @@ DEMO_EPOCHS = 12
 DEMO_STAGES = {"teacher": "D5C5", "student": "D3C5"}
 
 
-def run_demo(run_dir: Path, epochs: int | None = None, progress: bool = True) -> dict[str, dict]:
+def run_demo(run_dir: Path, epochs: int | None = None, progress: bool = True, precision: str = "bf16") -> dict[str, dict]:
     """Train the D5C5 teacher and the D3C5 student on the sample, evaluate both, print the table.
 
     Returns ``{label: metrics}`` for the zero-filled input and both models (mean ± std over
@@ -29,6 +29,7 @@ def run_demo(run_dir: Path, epochs: int | None = None, progress: bool = True) ->
             TrainConfig,
             {
                 "name": stage,
+                "precision": precision,
                 "data": {"dataset": "sample", "acceleration": "4x"},
                 "model": {"name": model},
                 # A short run cannot afford the papers' early decay (40 of 150 epochs, spent mostly
