@@ -1,11 +1,11 @@
-"""Imports go one way: mri → data → models → distillation → training → evaluation → cli."""
+"""Imports go one way: mri → data → models → distillation → training → evaluation → report → experiment → demo → cli."""
 
 import ast
 from pathlib import Path
 
 import kdrecon
 
-ORDER = ["mri", "data", "models", "distillation", "training", "evaluation", "demo", "cli"]
+ORDER = ["mri", "data", "models", "distillation", "training", "evaluation", "report", "experiment", "demo", "cli"]
 
 
 def layer_of(module: str) -> int | None:

@@ -133,8 +133,6 @@ def _add_stage_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _stage_overrides(args: argparse.Namespace) -> dict:
-    import yaml
-
     overrides = {
         "name": args.run_dir.name,
         "data.dataset": args.dataset,
@@ -147,12 +145,21 @@ def _stage_overrides(args: argparse.Namespace) -> dict:
         "precision": args.precision,
         "compile": args.compile,
     }
-    for item in args.set:
+    overrides.update(_key_values(args.set))
+    return overrides
+
+
+def _key_values(items: list[str]) -> dict:
+    """``["a.b=3", ...]`` → ``{"a.b": 3, ...}`` with each value read as YAML."""
+    import yaml
+
+    values = {}
+    for item in items:
         key, separator, value = item.partition("=")
         if not separator or not key:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE such as optimization.epochs=10")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
+        values[key.strip()] = yaml.safe_load(value)
+    return values
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -280,18 +287,62 @@ def _run_bench(args: argparse.Namespace) -> None:
     print(f"written to {args.output}/bench.json and bench.md")
 
 
+def _add_run(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser("run", help="run a whole experiment (stage graph, evaluation, report)")
+    run.add_argument("experiment", help="an experiment YAML file, or a preset: " + ", ".join(_presets()))
+    run.add_argument("--run-dir", type=Path, help="default runs/NAME; rerun to continue or update")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any experiment key")
+    run.add_argument("--parallel", type=int, default=1, help="run up to N independent stages at once (one per GPU)")
+    run.add_argument("--only", action="append", default=[], metavar="STAGE", help="run just this stage")
+    run.add_argument("--no-report", action="store_true", help="skip writing the report")
+    run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def _presets() -> tuple[str, ...]:
+    from kdrecon.experiment.config import PRESETS
+
+    return PRESETS
+
+
+def _run_run(args: argparse.Namespace) -> None:
+    from kdrecon.experiment.config import load_experiment
+    from kdrecon.experiment.runner import run_experiment
+
+    config = load_experiment(args.experiment, _key_values(args.set))
+    run_dir = args.run_dir or Path("runs") / config.name
+    if args.parallel < 1:
+        raise ValueError(f"--parallel {args.parallel}: must be at least 1")
+    manifest = run_experiment(
+        config, run_dir, progress=not args.quiet, report=not args.no_report, only=args.only, parallel=args.parallel
+    )
+    if manifest is None:
+        print(f"stage(s) {', '.join(args.only)} complete in {run_dir}")
+    elif not args.no_report:
+        print(f"experiment complete; report: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+
+
+def _add_report(subparsers: argparse._SubParsersAction) -> None:
+    report = subparsers.add_parser("report", help="rebuild an experiment's report from its run directory")
+    report.add_argument("run_dir", type=Path)
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    from kdrecon.report.build import build_report
+
+    print(f"report written: {build_report(args.run_dir)} and {args.run_dir / 'report.html'}")
+
+
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser("demo", help="train a teacher and a student on the embedded sample and compare")
+    demo = subparsers.add_parser("demo", help="the 'demo' experiment on the embedded sample (about 15 min on 2 CPU cores)")
     demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
-    demo.add_argument("--epochs", type=int, default=None, help="epochs per stage (default: the demo's own)")
-    demo.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any experiment key")
     demo.add_argument("--quiet", action="store_true")
 
 
 def _run_demo(args: argparse.Namespace) -> None:
     from kdrecon.demo import run_demo
 
-    run_demo(args.run_dir, epochs=args.epochs, progress=not args.quiet, precision=args.precision)
+    run_demo(args.run_dir, overrides=_key_values(args.set), progress=not args.quiet)
 
 
 COMMANDS = {
@@ -300,6 +351,8 @@ COMMANDS = {
     "distill": (_add_distill, _run_distill),
     "evaluate": (_add_evaluate, _run_evaluate),
     "bench": (_add_bench, _run_bench),
+    "run": (_add_run, _run_run),
+    "report": (_add_report, _run_report),
     "demo": (_add_demo, _run_demo),
 }
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -49,6 +51,7 @@ def train_model(
     progress: bool = True,
     train_data: SliceData | None = None,
     validation_data: SliceData | None = None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train ``config.model`` on ``config.data``; resumes if ``run_dir`` holds an unfinished run.
 
@@ -93,4 +96,5 @@ def train_model(
             "config": config_data(config),
         },
         progress=progress,
+        on_epoch_end=on_epoch_end,
     )

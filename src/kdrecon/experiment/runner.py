@@ -1,0 +1,305 @@
+"""Run an experiment's stage graph: reuse finished stages, resume interrupted ones, rerun changed ones.
+
+``RUN/`` holds ``experiment.yaml`` (the validated config), ``experiment.json`` (the stages, their
+fingerprints and where they are), ``stages/{name}/`` (each a training or distillation run
+directory plus ``evaluation/`` and ``stage.json``), and the report.
+
+A stage is complete when its ``stage.json`` says so with the current fingerprint; such a stage
+is reused. A stage with another fingerprint (its config or something upstream changed) is
+deleted and run again. An interrupted stage resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdrecon import __version__
+from kdrecon.data.dataset import load_split
+from kdrecon.data.layout import atomic_path
+from kdrecon.evaluation.benchmark import count_macs, median_seconds
+from kdrecon.evaluation.evaluate import evaluate
+from kdrecon.experiment.config import ExperimentConfig
+from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fingerprints
+from kdrecon.models import count_parameters
+from kdrecon.report.build import build_report
+from kdrecon.training.checkpoint import load_model
+from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, config_data, validate, write_config
+from kdrecon.training.distill import distill_student
+from kdrecon.training.supervised import train_model
+from kdrecon.training.trainer import prepare_module, resolve_device
+
+STAGES = "stages"
+STAGE_FILE = "stage.json"
+MANIFEST = "experiment.json"
+CONFIG = "experiment.yaml"
+SELECTION_RULE = "checkpoint with the lowest validation loss (student L1; teacher L1 for the SFT teacher; feature loss in KD-MRI's feature stage)"
+
+
+class StageFailed(ValueError):
+    """A stage run in its own process did not finish (its own error is printed above)."""
+
+
+def write_json(path: Path, data: Any) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2))
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+class Progress:
+    """One line per epoch: the stage, its epoch, and the time left in it and in the experiment."""
+
+    def __init__(self, stages: list[Stage], pending: set[str], enabled: bool) -> None:
+        self.stages = stages
+        self.planned = {s.name: s.planned_epochs() for s in stages if s.name in pending}
+        self.done: dict[str, int] = {}
+        self.epoch_seconds: list[float] = []
+        self.enabled = enabled
+
+    def callback(self, stage: Stage, index: int) -> Callable[..., None]:
+        def on_epoch_end(*args: Any) -> None:
+            *part, epoch, row = args  # distillation passes its sub-stage first
+            self.done[stage.name] = self.done.get(stage.name, 0) + 1
+            self.epoch_seconds.append(row["epoch_seconds"])
+            per_epoch = statistics.median(self.epoch_seconds[-5:])
+            stage_left = (self.planned[stage.name] - self.done[stage.name]) * per_epoch
+            total_left = sum(self.planned[n] - self.done.get(n, 0) for n in self.planned) * per_epoch
+            sub = f" {part[0]}" if part else ""
+            if self.enabled:
+                print(
+                    f"[stage {index}/{len(self.stages)} {stage.name}{sub}] epoch {epoch} · "
+                    f"validation {row['validation_loss']:.5f} · {row['epoch_seconds']:.1f} s/epoch · "
+                    f"stage ≈ {_clock(stage_left)} left · experiment ≈ {_clock(total_left)} left",
+                    flush=True,
+                )
+
+        return on_epoch_end
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _stage_config(stage: Stage, stages_dir: Path) -> TrainConfig | DistillConfig:
+    data = dict(stage.config)
+    if stage.kind == "distill":
+        data["teacher"] = str(stages_dir / data["teacher"].removeprefix(STAGE_REFERENCE))
+        return validate(DistillConfig, data, f"stage {stage.name}")
+    return validate(TrainConfig, data, f"stage {stage.name}")
+
+
+def _measure(stage_dir: Path, device: torch.device, batch_size: int, data) -> dict[str, Any]:
+    """Parameters, MACs and inference time per slice of a stage's final network."""
+    model, _ = load_model(stage_dir)
+    example = data.batch(torch.arange(batch_size))
+    macs = count_macs(model, example)
+    model = prepare_module(model, device, channels_last=True).eval()
+    example = data.to(device).batch(torch.arange(batch_size, device=device))
+
+    def run() -> None:
+        with torch.no_grad():
+            model(example.zero_filled, example.kspace, example.mask)
+
+    seconds = median_seconds(run, device, repeats=10, warmup=3)
+    return {
+        "parameters": count_parameters(getattr(model, "teacher", model)),
+        "macs_per_slice": macs,
+        "inference_ms_per_slice": seconds * 1e3 / batch_size,
+        "timing": f"{device.type} float32, batch {batch_size}, median of 10 after 3 warm-up, {torch.get_num_threads()} threads",
+    }
+
+
+def _run_stage(
+    stage: Stage, index: int, total: int, run_dir: Path, config: ExperimentConfig, stage_config: Any,
+    fingerprint: str, display: Progress, validation_data: Any,
+) -> None:
+    """Train (or resume) one stage, evaluate it, measure it, and mark it complete."""
+    stage_dir = run_dir / STAGES / stage.name
+    if display.enabled:
+        print(f"[stage {index}/{total} {stage.name}] {stage.label}: {stage.planned_epochs()} epochs", flush=True)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_json(stage_dir / STAGE_FILE) or {}
+    state = {
+        "name": stage.name,
+        "fingerprint": fingerprint,
+        "status": "running",
+        "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(stage_dir / STAGE_FILE, state)
+    began = time.perf_counter()
+    callback = display.callback(stage, index)
+    if stage.kind == "train":
+        result = train_model(stage_config, stage_dir, progress=False, on_epoch_end=callback)
+    else:
+        result = distill_student(stage_config, stage_dir, progress=False, on_epoch_end=callback)
+    device = resolve_device(config.device)
+    evaluation = evaluate(stage_dir, stage_dir / "evaluation", device=config.device)
+    measured = _measure(stage_dir, device, config.report.timing_batch_size, validation_data)
+    state.update(
+        status="complete",
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        wall_seconds=result.wall_seconds,
+        session_seconds=time.perf_counter() - began,
+        best_epoch=result.best_epoch,
+        device=str(device),
+        metrics=evaluation.summary["model_metrics"],
+        **measured,
+    )
+    write_json(stage_dir / STAGE_FILE, state)
+
+
+def _run_in_parallel(stages: list[Stage], pending: set[str], run_dir: Path, workers: int, progress: bool) -> None:
+    """Run pending stages in up to ``workers`` processes at once, each as soon as its inputs exist.
+
+    With enough GPUs each process gets its own (``CUDA_VISIBLE_DEVICES``); on the CPU the cores
+    are shared out (``OMP_NUM_THREADS``).
+    """
+    gpus = torch.cuda.device_count()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    waiting = [s for s in stages if s.name in pending]
+    running: dict[str, tuple[subprocess.Popen, int]] = {}
+    free = list(range(workers))
+    try:
+        while waiting or running:
+            for stage in list(waiting):
+                if free and not any(d in pending for d in stage.depends_on):
+                    slot = free.pop(0)
+                    environment = dict(os.environ)
+                    if gpus >= workers:
+                        environment["CUDA_VISIBLE_DEVICES"] = str(slot)
+                    else:
+                        environment["OMP_NUM_THREADS"] = str(threads)
+                    command = [sys.executable, "-m", "kdrecon", "run", str(run_dir / CONFIG), "--run-dir", str(run_dir),
+                               "--only", stage.name, "--no-report"] + ([] if progress else ["--quiet"])
+                    running[stage.name] = (subprocess.Popen(command, env=environment), slot)
+                    waiting.remove(stage)
+            time.sleep(0.5)
+            for name, (process, slot) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[name]
+                free.append(slot)
+                if process.returncode != 0:
+                    raise StageFailed(f"stage {name} failed (exit status {process.returncode}); run again to resume")
+                pending.discard(name)
+    finally:
+        for process, _ in running.values():
+            process.terminate()
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    run_dir: Path,
+    progress: bool = True,
+    report: bool = True,
+    only: Sequence[str] = (),
+    parallel: int = 1,
+) -> dict[str, Any] | None:
+    """Run (or continue) ``config`` in ``run_dir``; returns the manifest written to ``experiment.json``.
+
+    Args:
+        only: run just these stages (their inputs must be complete); no manifest or report.
+        parallel: run up to this many independent stages at once, in separate processes.
+    """
+    run_dir = Path(run_dir)
+    check_run_directory(run_dir)
+    stages = build_stages(config)
+    prints = fingerprints(stages)
+    stages_dir = run_dir / STAGES
+    configs = {stage.name: _stage_config(stage, stages_dir) for stage in stages}  # validate all up front
+    unknown = sorted(set(only) - set(configs))
+    if unknown:
+        raise ConfigError(f"--only: no stage {unknown[0]!r} in this experiment (stages: {', '.join(configs)})")
+    validation_data = load_split(config.data.dataset, "validation", config.data.acceleration)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not only:
+        write_config(config, run_dir / CONFIG)
+
+    pending = set()
+    for stage in stages:
+        state = read_json(stages_dir / stage.name / STAGE_FILE) or {}
+        if state.get("fingerprint") != prints[stage.name]:
+            if (stages_dir / stage.name).exists() and (not only or stage.name in only):
+                shutil.rmtree(stages_dir / stage.name)  # its config or an upstream stage changed
+            pending.add(stage.name)
+        elif state.get("status") != "complete":
+            pending.add(stage.name)
+    if only:
+        blocked = sorted(d for name in only for d in build_dependencies(stages, name) if d in pending and d not in only)
+        if blocked:
+            raise ConfigError(f"--only: stage {blocked[0]!r}, an input of {', '.join(only)}, is not complete")
+    started_all = time.perf_counter()
+    if parallel > 1 and not only:
+        _run_in_parallel(stages, pending, run_dir, parallel, progress)
+    display = Progress(stages, pending, progress)
+    for index, stage in enumerate(stages, start=1):
+        if only and stage.name not in only:
+            continue
+        if stage.name not in pending:
+            if progress:
+                print(f"[stage {index}/{len(stages)} {stage.name}] complete, reused", flush=True)
+            continue
+        _run_stage(stage, index, len(stages), run_dir, config, configs[stage.name], prints[stage.name], display, validation_data)
+    if only:
+        return None
+    device = resolve_device(config.device)
+    manifest = {
+        "name": config.name,
+        "kdrecon": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "seed": config.seed,
+        "checkpoint_selection": SELECTION_RULE,
+        "config": config_data(config),
+        "stages": [
+            {"name": s.name, "role": s.role, "label": s.label, "kind": s.kind, "method": s.method, "model": s.model,
+             "fingerprint": prints[s.name], "directory": f"{STAGES}/{s.name}", "depends_on": list(s.depends_on),
+             "config": config_data(configs[s.name])}
+            for s in stages
+        ],
+        "session_seconds": time.perf_counter() - started_all,
+    }
+    write_json(run_dir / MANIFEST, manifest)
+    if report:
+        build_report(run_dir)
+    return manifest
+
+
+def build_dependencies(stages: list[Stage], name: str) -> set[str]:
+    """Every stage ``name`` needs, directly or through others."""
+    by_name = {s.name: s for s in stages}
+    needed, todo = set(), list(by_name[name].depends_on)
+    while todo:
+        dependency = todo.pop()
+        if dependency not in needed:
+            needed.add(dependency)
+            todo += by_name[dependency].depends_on
+    return needed
+
+
+def check_run_directory(run_dir: Path) -> None:
+    """Refuse a directory that holds something other than an experiment."""
+    run_dir = Path(run_dir)
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / CONFIG).is_file():
+        raise ConfigError(f"{run_dir}: exists and is not an experiment run directory")
