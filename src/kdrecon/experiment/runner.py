@@ -65,29 +65,34 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 class Progress:
-    """One line per epoch: the stage, its epoch, and the time left in it and in the experiment."""
+    """One line per epoch: the stage, its epoch, and the time left in it and in the experiment.
+
+    The time left in a stage comes from its own recent epochs; a stage not started yet is
+    assumed to take as long per epoch as the stages measured so far do on average.
+    """
 
     def __init__(self, stages: list[Stage], pending: set[str], enabled: bool) -> None:
         self.stages = stages
         self.planned = {s.name: s.planned_epochs() for s in stages if s.name in pending}
         self.done: dict[str, int] = {}
-        self.epoch_seconds: list[float] = []
+        self.epoch_seconds: dict[str, list[float]] = {}
         self.enabled = enabled
 
     def callback(self, stage: Stage, index: int) -> Callable[..., None]:
         def on_epoch_end(*args: Any) -> None:
             *part, epoch, row = args  # distillation passes its sub-stage first
             self.done[stage.name] = self.done.get(stage.name, 0) + 1
-            self.epoch_seconds.append(row["epoch_seconds"])
-            per_epoch = statistics.median(self.epoch_seconds[-5:])
-            stage_left = (self.planned[stage.name] - self.done[stage.name]) * per_epoch
-            total_left = sum(self.planned[n] - self.done.get(n, 0) for n in self.planned) * per_epoch
+            self.epoch_seconds.setdefault(stage.name, []).append(row["epoch_seconds"])
+            own = statistics.median(self.epoch_seconds[stage.name][-3:])
+            typical = statistics.mean(statistics.median(times) for times in self.epoch_seconds.values())
+            stage_left = (self.planned[stage.name] - self.done[stage.name]) * own
+            later = sum(self.planned[n] - self.done.get(n, 0) for n in self.planned if n != stage.name) * typical
             sub = f" {part[0]}" if part else ""
             if self.enabled:
                 print(
                     f"[stage {index}/{len(self.stages)} {stage.name}{sub}] epoch {epoch} · "
                     f"validation {row['validation_loss']:.5f} · {row['epoch_seconds']:.1f} s/epoch · "
-                    f"stage ≈ {_clock(stage_left)} left · experiment ≈ {_clock(total_left)} left",
+                    f"stage ≈ {_clock(stage_left)} left · experiment ≈ {_clock(stage_left + later)} left",
                     flush=True,
                 )
 
