@@ -162,6 +162,12 @@ def _key_values(items: list[str]) -> dict:
     return values
 
 
+def _is_main_process() -> bool:
+    from kdrecon.training.distributed import current_world
+
+    return current_world().is_main
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train", help="train a teacher or student on L1, or a student-friendly teacher (--model sft-teacher)"
@@ -190,7 +196,8 @@ def _run_train(args: argparse.Namespace) -> None:
     }
     config = load_config(TrainConfig, args.config, overrides)
     result = train_model(config, args.run_dir, progress=not args.quiet)
-    print(f"best validation loss {result.best_validation_loss:.6f} at epoch {result.best_epoch}; run in {result.run_dir}")
+    if _is_main_process():
+        print(f"best validation loss {result.best_validation_loss:.6f} at epoch {result.best_epoch}; run in {result.run_dir}")
 
 
 def _add_distill(subparsers: argparse._SubParsersAction) -> None:
@@ -226,10 +233,11 @@ def _run_distill(args: argparse.Namespace) -> None:
     }
     config = load_config(DistillConfig, args.config, overrides)
     result = distill_student(config, args.run_dir, progress=not args.quiet)
-    print(
-        f"student: best validation loss {result.best_validation_loss:.6f} at epoch {result.best_epoch}; "
-        f"run in {result.run_dir} (kdrecon evaluate {result.run_dir})"
-    )
+    if _is_main_process():
+        print(
+            f"student: best validation loss {result.best_validation_loss:.6f} at epoch {result.best_epoch}; "
+            f"run in {result.run_dir} (kdrecon evaluate {result.run_dir})"
+        )
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -249,7 +257,9 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     output = args.output or (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent) / "evaluation"
     result = evaluate(args.checkpoint, output, args.dataset, args.split, args.acceleration, args.device, args.which)
     summary = result.summary
-    print(format_table({"zero-filled": summary["zero_filled_metrics"], summary["model"]["name"]: summary["model_metrics"]}))
+    run_name = (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent.parent).name
+    label = f"{run_name} ({summary['model']['name']})"
+    print(format_table({"zero-filled": summary["zero_filled_metrics"], label: summary["model_metrics"]}))
     print(f"({summary['volumes']} volumes, {summary['slices']} slices, {summary['conventions']}); written to {output}")
 
 

@@ -144,12 +144,13 @@ def evaluate(
 
 def format_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
     """A plain-text table of mean ± std per model, e.g. ``{"teacher": summary["model_metrics"]}``."""
-    header = f"{'model':<16}" + "".join(f"{name.upper():>20}" for name in METRICS)
+    width = max([16] + [len(label) + 2 for label in rows])
+    header = f"{'model':<{width}}" + "".join(f"{name.upper():>20}" for name in METRICS)
     lines = [header, "-" * len(header)]
     for label, values in rows.items():
         cells = []
         for name in METRICS:
             mean, std = values[name]["mean"], values[name]["std"]
             cells.append(f"{mean:.4g} ± {std:.2g}".rjust(20) if name != "psnr" else f"{mean:.2f} ± {std:.2f}".rjust(20))
-        lines.append(f"{label:<16}" + "".join(cells))
+        lines.append(f"{label:<{width}}" + "".join(cells))
     return "\n".join(lines)
