@@ -139,3 +139,19 @@ def test_independent_stages_run_in_parallel_processes(tmp_path, tiny_dataset):
     assert (run_dir / "report.html").is_file()
     with pytest.raises(ConfigError, match="--only: no stage 'nope'"):
         run_experiment(tiny_experiment(tiny_dataset), run_dir, only=["nope"])
+
+
+def test_ablation_and_compression_sweep_reach_the_report(tmp_path, tiny_dataset):
+    config = tiny_experiment(
+        tiny_dataset, **{"random_init_ablation": True, "compression_sweep": ["D4C3", "D3C3"], "optimization.epochs": 1,
+                         "epochs.distillation": 1}
+    )
+    run_experiment(config, tmp_path / "run", progress=False)
+    stages = {p.name for p in (tmp_path / "run" / "stages").iterdir()}
+    assert {"sft-kd-at-random", "student-D4C3"} <= stages and "student-D3C3" not in stages  # D3C3 is the teacher
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| AT SFT-KD (random init) |" in report
+    table8 = report.split("papers' Table 8")[1].split("##")[0]
+    assert [line.split("|")[1].strip() for line in table8.splitlines() if line.startswith("| ") and "network" not in line] == [
+        "Student D4C3", "Teacher D3C3", "Student D2C3"
+    ]
