@@ -28,9 +28,8 @@ import torch
 
 from kdrecon import __version__
 from kdrecon.data.dataset import load_split
-from kdrecon.data.layout import atomic_path
 from kdrecon.evaluation.benchmark import count_macs, median_seconds
-from kdrecon.evaluation.evaluate import evaluate
+from kdrecon.evaluation.evaluate import evaluate, write_json
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fingerprints
 from kdrecon.models import count_parameters
@@ -50,11 +49,6 @@ SELECTION_RULE = "checkpoint with the lowest validation loss (student L1; teache
 
 class StageFailed(ValueError):
     """A stage run in its own process did not finish (its own error is printed above)."""
-
-
-def write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=2))
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from kdrecon.experiment.config import ExperimentConfig
@@ -45,7 +45,6 @@ class Stage:
     depends_on: tuple[str, ...] = ()
     method: str | None = None
     model: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def planned_epochs(self) -> int:
         epochs = self.config["optimization"]["epochs"]

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import numpy as np
 import yaml
 
 from kdrecon.data.dataset import load_split
