@@ -164,6 +164,7 @@ class Distiller:
             if self.student_tap is not None:
                 self.student_tap.features()  # drop this pass's features
             return F.l1_loss(output, batch.target)
+        # Without an index the teacher runs live: the cache holds the training split, not this one.
         _, teacher_features = self._teacher(Batch(batch.zero_filled, batch.kspace, batch.mask, batch.target))
         return self._feature_loss(teacher_features)
 

@@ -226,18 +226,25 @@ def training_throughput(
     return epoch_steps * batch_size / (cache_seconds + epoch_steps * step_seconds)
 
 
-def inference_seconds_per_slice(
-    name: str, data: SliceData, device: torch.device, batch_size: int, fast: bool, repeats: int
+def inference_seconds(
+    model: nn.Module, data: SliceData, device: torch.device, batch_size: int, precision: str = "fp32", repeats: int = 10
 ) -> float:
-    model = prepare_module(build_model(name), device, channels_last=fast).eval()
+    """Median seconds per slice of ``model`` (already on ``device``) on the first ``batch_size`` slices."""
     batch = data.batch(torch.arange(batch_size, device=data.target.device))
-    precision = "bf16" if fast else "fp32"
 
     def run() -> None:
         with torch.no_grad(), autocast(device, precision):
             model(batch.zero_filled, batch.kspace, batch.mask)
 
     return median_seconds(run, device, repeats, warmup=3) / batch_size
+
+
+def inference_seconds_per_slice(
+    name: str, data: SliceData, device: torch.device, batch_size: int, fast: bool, repeats: int
+) -> float:
+    """A fresh ``name`` network on the fast path (bf16, channels-last) or the float32 NCHW one."""
+    model = prepare_module(build_model(name), device, channels_last=fast).eval()
+    return inference_seconds(model, data, device, batch_size, "bf16" if fast else "fp32", repeats)
 
 
 def peak_memory_bytes(device: torch.device) -> int:

@@ -28,7 +28,7 @@ import torch
 
 from kdrecon import __version__
 from kdrecon.data.dataset import load_split
-from kdrecon.evaluation.benchmark import count_macs, median_seconds
+from kdrecon.evaluation.benchmark import count_macs, inference_seconds
 from kdrecon.evaluation.evaluate import evaluate, write_json
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fingerprints
@@ -109,20 +109,13 @@ def _stage_config(stage: Stage, stages_dir: Path) -> TrainConfig | DistillConfig
 def _measure(stage_dir: Path, device: torch.device, batch_size: int, data) -> dict[str, Any]:
     """Parameters, MACs and inference time per slice of a stage's final network."""
     model, _ = load_model(stage_dir)
-    example = data.batch(torch.arange(batch_size))
-    macs = count_macs(model, example)
+    macs = count_macs(model, data.batch(torch.arange(batch_size)))
     model = prepare_module(model, device, channels_last=True).eval()
-    example = data.to(device).batch(torch.arange(batch_size, device=device))
-
-    def run() -> None:
-        with torch.no_grad():
-            model(example.zero_filled, example.kspace, example.mask)
-
-    seconds = median_seconds(run, device, repeats=10, warmup=3)
+    seconds = inference_seconds(model, data.to(device), device, batch_size)
     return {
         "parameters": count_parameters(getattr(model, "teacher", model)),
         "macs_per_slice": macs,
-        "inference_ms_per_slice": seconds * 1e3 / batch_size,
+        "inference_ms_per_slice": seconds * 1e3,
         "timing": f"{device.type} float32, batch {batch_size}, median of 10 after 3 warm-up, {torch.get_num_threads()} threads",
     }
 
