@@ -6,6 +6,8 @@
   consistency are left out: ``O(HW log HW)`` against the convolutions' ``O(HW·C²·9)``);
 * inference latency per slice at batch 1 and batch 16 — median over repeats after warm-up,
   with the device synchronised around each timed call;
+* every pair that a ratio compares (fast/reference, student/teacher) timed in alternation,
+  call by call, so that a machine whose speed drifts slows both sides alike;
 * training throughput (slices/s) of each stage kind — plain L1 training of the teacher, the
   SFT teacher step, and distillation (AT, teacher → student) — for two paths:
 
@@ -74,18 +76,32 @@ def _synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def interleaved_median_seconds(
+    functions: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int
+) -> dict[str, float]:
+    """Median wall time of each of ``functions``, timed in alternating rounds.
+
+    On a shared machine whose speed drifts during a run, timing one function after the other
+    would put that drift into their ratio; alternating them call by call gives each the same
+    share of slow and fast moments, so ratios of the medians compare like with like.
+    """
+    for _ in range(warmup):
+        for function in functions.values():
+            function()
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            _synchronise(device)
+            started = time.perf_counter()
+            function()
+            _synchronise(device)
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def median_seconds(function: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> float:
     """Median wall time of ``function()`` over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        _synchronise(device)
-        started = time.perf_counter()
-        function()
-        _synchronise(device)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return interleaved_median_seconds({"only": function}, device, repeats, warmup)["only"]
 
 
 def convolution_peak(device: torch.device, size: int, repeats: int = 10) -> float:
@@ -178,17 +194,12 @@ def _objective(kind: str, teacher: str, student: str, device: torch.device, chan
     return Distiller(student_model, teacher_model, weights, loss, student_layers, teacher_layers, 8 * 2**30)
 
 
-def training_throughput(
+def _training_step(
     kind: str, teacher: str, student: str, data: SliceData, h5_slices: PerItemH5Slices | None,
-    device: torch.device, steps: int, batch_size: int = 4,
-) -> float:
-    """Training slices per second of stage ``kind``, as an epoch over ``data`` would see it.
-
-    ``h5_slices`` given: the reference path (float32, NCHW, per-item h5 reads, autograd
-    teacher); otherwise the fast path (in-memory slices, bf16, channels-last, cached teacher).
-    The median of ``steps`` steps (after two warm-up steps) gives the step time; the fast path's
-    teacher cache, built once per stage, is charged in full to a single epoch (the worst case).
-    """
+    device: torch.device, batch_size: int,
+) -> tuple[Callable[[], None], float]:
+    """One training step of stage ``kind`` (the batch read included) and the seconds spent once
+    per stage before the first step (the fast path's teacher cache; 0 for the reference)."""
     reference = h5_slices is not None
     precision = "fp32" if reference else "bf16"
     objective = _objective(kind, teacher, student, device, channels_last=not reference, reference=reference)
@@ -214,16 +225,36 @@ def training_throughput(
     stream = batches()
 
     def step() -> None:
-        batch = next(stream)  # reading the batch is part of the step
+        batch = next(stream)
         with autocast(device, precision):
             losses = objective.training_losses(batch)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
 
-    step_seconds = median_seconds(step, device, steps, warmup=2)
+    return step, cache_seconds
+
+
+def training_throughput(
+    kind: str, teacher: str, student: str, data: SliceData, h5_slices: PerItemH5Slices,
+    device: torch.device, steps: int, batch_size: int = 4,
+) -> dict[str, float]:
+    """Training slices per second of stage ``kind``, as an epoch over ``data`` would see it, on
+    the fast path and on the reference (``h5_slices``: float32, NCHW, per-item h5 reads,
+    autograd teacher).
+
+    The two paths' steps alternate (:func:`interleaved_median_seconds`); the median of ``steps``
+    steps each, after two warm-up steps, gives the step times. The fast path's teacher cache,
+    built once per stage, is charged in full to a single epoch (the worst case).
+    """
+    fast_step, cache_seconds = _training_step(kind, teacher, student, data, None, device, batch_size)
+    reference_step, _ = _training_step(kind, teacher, student, data, h5_slices, device, batch_size)
+    seconds = interleaved_median_seconds({"fast": fast_step, "reference": reference_step}, device, steps, warmup=2)
     epoch_steps = max(1, len(data) // batch_size)
-    return epoch_steps * batch_size / (cache_seconds + epoch_steps * step_seconds)
+    return {
+        "fast": epoch_steps * batch_size / (cache_seconds + epoch_steps * seconds["fast"]),
+        "reference": batch_size / seconds["reference"],
+    }
 
 
 def inference_seconds(
@@ -240,11 +271,28 @@ def inference_seconds(
 
 
 def inference_seconds_per_slice(
-    name: str, data: SliceData, device: torch.device, batch_size: int, fast: bool, repeats: int
-) -> float:
-    """A fresh ``name`` network on the fast path (bf16, channels-last) or the float32 NCHW one."""
-    model = prepare_module(build_model(name), device, channels_last=fast).eval()
-    return inference_seconds(model, data, device, batch_size, "bf16" if fast else "fp32", repeats)
+    teacher: str, student: str, data: SliceData, device: torch.device, batch_size: int, repeats: int
+) -> dict[str, float]:
+    """Median seconds per slice of fresh ``teacher`` and ``student`` networks on the fast path
+    (bf16, channels-last) and the float32 NCHW reference, keyed ``"{role}/{path}"``.
+
+    All four are timed in alternation (:func:`interleaved_median_seconds`), so the student/teacher
+    and fast/reference ratios are side by side.
+    """
+    batch = data.batch(torch.arange(batch_size, device=data.target.device))
+    runs = {}
+    for role, name in (("teacher", teacher), ("student", student)):
+        for path, fast in (("fast", True), ("reference", False)):
+            model = prepare_module(build_model(name), device, channels_last=fast).eval()
+            precision = "bf16" if fast else "fp32"
+
+            def run(model: nn.Module = model, precision: str = precision) -> None:
+                with torch.no_grad(), autocast(device, precision):
+                    model(batch.zero_filled, batch.kspace, batch.mask)
+
+            runs[f"{role}/{path}"] = run
+    seconds = interleaved_median_seconds(runs, device, repeats, warmup=3)
+    return {key: value / batch_size for key, value in seconds.items()}
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -286,20 +334,18 @@ def run_benchmark(
     for role, name in (("teacher", teacher), ("student", student)):
         model = build_model(name).to(target_device)
         result["models"][role] = {"name": name, "parameters": count_parameters(model), "macs_per_slice": count_macs(model, example)}
-    for role, name in (("teacher", teacher), ("student", student)):
-        for batch_size in (1, 16):
-            for path, fast in (("fast", True), ("reference", False)):
-                progress(f"inference {name} batch {batch_size} {path}")
-                seconds = inference_seconds_per_slice(name, data, target_device, batch_size, fast, repeats)
-                result["inference"][f"{role}/batch{batch_size}/{path}"] = seconds
+    for batch_size in (1, 16):
+        progress(f"inference batch {batch_size}")
+        seconds = inference_seconds_per_slice(teacher, student, data, target_device, batch_size, repeats)
+        for key, value in seconds.items():
+            role, path = key.split("/")
+            result["inference"][f"{role}/batch{batch_size}/{path}"] = value
     with tempfile.TemporaryDirectory(prefix="kdrecon-bench-") as directory:
         h5_slices = PerItemH5Slices(data, Path(directory))
         for kind in ("train", "sft-teacher", "distill"):
-            for path in ("fast", "reference"):
-                progress(f"training {kind} {path}")
-                rate = training_throughput(
-                    kind, teacher, student, data, h5_slices if path == "reference" else None, target_device, steps
-                )
+            progress(f"training {kind}")
+            rates = training_throughput(kind, teacher, student, data, h5_slices, target_device, steps)
+            for path, rate in rates.items():
                 result["training"][f"{kind}/{path}"] = rate
     result["peak_memory_bytes"] = peak_memory_bytes(target_device)
     return result

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from kdrecon.data.dataset import Batch, SliceData
 from kdrecon.data.layout import atomic_path
+from kdrecon.training.allocator import retain_freed_memory
 from kdrecon.training.checkpoint import load_checkpoint, save_checkpoint
 from kdrecon.training.config import OptimizationConfig
 from kdrecon.training.distributed import World, barrier, current_world, sum_over_ranks
@@ -109,7 +110,11 @@ def prepare_module(module: nn.Module, device: torch.device, channels_last: bool 
 
     Channels-last lets oneDNN (CPU) and cuDNN (GPU) run the 3×3 convolutions without layout
     conversions; the single-channel images in and out of a block are the same in both layouts.
+    On CPU the process's allocator is also told to keep freed activations mapped
+    (:func:`kdrecon.training.allocator.retain_freed_memory`), whichever path is asked for.
     """
+    if device.type == "cpu":
+        retain_freed_memory()
     module.to(device)
     return module.to(memory_format=torch.channels_last) if channels_last else module
 
