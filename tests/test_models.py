@@ -48,3 +48,36 @@ def test_hook_paths_name_post_relu_features():
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="DnCm"):
         build_model("resnet")
+
+
+@pytest.mark.parametrize("in_channels, out_channels", [(1, 32), (32, 1)])
+def test_depthwise_single_channel_form_equals_the_convolution(in_channels, out_channels, real_slices):
+    # Reference: torch's plain convolution in float64 on a real image (and a ReLU feature map of
+    # it for the 32-channel input); values and all three gradients must match.
+    from kdrecon.models.dccnn import Conv3x3
+
+    torch.manual_seed(0)
+    conv = Conv3x3(in_channels, out_channels).double()
+    image = torch.from_numpy(real_slices[:2, None]).double()
+    x = image if in_channels == 1 else torch.relu(torch.nn.functional.conv2d(image, torch.randn(32, 1, 3, 3).double(), padding=1))
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    upstream = torch.randn(2, out_channels, 150, 150, dtype=torch.float64)
+    expected = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
+    expected_grads = torch.autograd.grad(expected, (x, conv.weight, conv.bias), upstream)
+    conv.depthwise_single_channel = True
+    got = conv(x)
+    got_grads = torch.autograd.grad(got, (x, conv.weight, conv.bias), upstream)
+    torch.testing.assert_close(got, expected)
+    for got_grad, expected_grad in zip(got_grads, expected_grads):
+        torch.testing.assert_close(got_grad, expected_grad)
+
+
+def test_fast_path_uses_the_depthwise_form_on_cpu_only_with_channels_last():
+    from kdrecon.models.dccnn import Conv3x3
+    from kdrecon.training.trainer import prepare_module
+
+    def forms(model):
+        return {m.depthwise_single_channel for m in model.modules() if isinstance(m, Conv3x3)}
+
+    assert forms(prepare_module(build_model("D3C5"), torch.device("cpu"), channels_last=True)) == {True}
+    assert forms(prepare_module(build_model("D3C5"), torch.device("cpu"), channels_last=False)) == {False}
