@@ -50,21 +50,20 @@ def test_unknown_model_name():
         build_model("resnet")
 
 
-@pytest.mark.parametrize("in_channels, out_channels", [(1, 32), (32, 1)])
-def test_depthwise_single_channel_form_equals_the_convolution(in_channels, out_channels, real_slices):
-    # Reference: torch's plain convolution in float64 on a real image (and a ReLU feature map of
-    # it for the 32-channel input); values and all three gradients must match.
+def test_depthwise_form_of_the_last_convolution_equals_the_convolution(real_slices):
+    # Reference: torch's plain convolution in float64 on a ReLU feature map of a real image;
+    # values and all three gradients must match.
     from kdrecon.models.dccnn import Conv3x3
 
     torch.manual_seed(0)
-    conv = Conv3x3(in_channels, out_channels).double()
+    conv = Conv3x3(32, 1).double()
     image = torch.from_numpy(real_slices[:2, None]).double()
-    x = image if in_channels == 1 else torch.relu(torch.nn.functional.conv2d(image, torch.randn(32, 1, 3, 3).double(), padding=1))
+    x = torch.relu(torch.nn.functional.conv2d(image, torch.randn(32, 1, 3, 3).double(), padding=1))
     x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
-    upstream = torch.randn(2, out_channels, 150, 150, dtype=torch.float64)
+    upstream = torch.randn(2, 1, 150, 150, dtype=torch.float64)
     expected = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
     expected_grads = torch.autograd.grad(expected, (x, conv.weight, conv.bias), upstream)
-    conv.depthwise_single_channel = True
+    conv.depthwise_single_output = True
     got = conv(x)
     got_grads = torch.autograd.grad(got, (x, conv.weight, conv.bias), upstream)
     torch.testing.assert_close(got, expected)
@@ -77,7 +76,7 @@ def test_fast_path_uses_the_depthwise_form_on_cpu_only_with_channels_last():
     from kdrecon.training.trainer import prepare_module
 
     def forms(model):
-        return {m.depthwise_single_channel for m in model.modules() if isinstance(m, Conv3x3)}
+        return {m.depthwise_single_output for m in model.modules() if isinstance(m, Conv3x3)}
 
     assert forms(prepare_module(build_model("D3C5"), torch.device("cpu"), channels_last=True)) == {True}
     assert forms(prepare_module(build_model("D3C5"), torch.device("cpu"), channels_last=False)) == {False}

@@ -30,52 +30,45 @@ from kdrecon.mri.undersample import data_consistency
 
 
 class Conv3x3(nn.Conv2d):
-    """3×3 zero-padded convolution whose single-channel shapes can run as depthwise ones.
+    """3×3 zero-padded convolution; with one output channel it can run as a depthwise one.
 
-    A convolution with one input channel, ``y_o = w_o ⋆ x + b_o``, equals a depthwise
-    (``groups = C``) convolution of ``x`` repeated over the ``C`` output channels; one with one
-    output channel, ``y = Σ_c w_c ⋆ x_c + b``, equals a depthwise convolution followed by a sum
-    over channels. With :attr:`depthwise_single_channel` on, the 1→C and C→1 convolutions of a
-    block run in that form, which oneDNN's bf16 kernels run faster on CPU than its kernels for a
-    single input or output channel (D3C5 inference −9%, training step −5%:
-    ``docs/benchmarks.md``). Other shapes, and the default, run as a plain convolution; the
-    parameters and the state dict are the same either way.
+    A convolution with one output channel, ``y = Σ_c w_c ⋆ x_c + b``, equals a depthwise
+    (``groups = C``) convolution followed by a sum over channels. With
+    :attr:`depthwise_single_output` on, the C→1 convolution that ends each block runs in that
+    form, which oneDNN's bf16 kernels run faster on CPU than its kernel for a single output
+    channel (D3C5: −12% inference at batch 1, −9% per training step; ``docs/benchmarks.md``).
+    The same form for the 1→C convolution (a depthwise convolution of the image repeated C
+    times) was slightly slower, so that one stays plain. The parameters and the state dict are
+    the same either way.
 
     Example:
         >>> import torch
         >>> conv = Conv3x3(32, 1)
         >>> x = torch.rand(2, 32, 8, 8)
         >>> plain = conv(x)
-        >>> conv.depthwise_single_channel = True
+        >>> conv.depthwise_single_output = True
         >>> torch.allclose(conv(x), plain, atol=1e-5)
         True
     """
 
-    depthwise_single_channel: bool = False
+    depthwise_single_output: bool = False
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.depthwise_single_channel:
+        if not (self.depthwise_single_output and self.out_channels == 1):
             return super().forward(x)
-        if self.in_channels == 1:
-            if torch.is_autocast_enabled(x.device.type):  # cast the one channel, not its C copies
-                x = x.to(torch.get_autocast_dtype(x.device.type))
-            repeated = x.expand(-1, self.out_channels, -1, -1).contiguous(memory_format=torch.channels_last)
-            return F.conv2d(repeated, self.weight, self.bias, padding=1, groups=self.out_channels)
-        if self.out_channels == 1:
-            per_channel = F.conv2d(x, self.weight.transpose(0, 1), None, padding=1, groups=self.in_channels)
-            summed = per_channel.sum(1, keepdim=True)
-            return summed + self.bias.to(summed.dtype).view(1, 1, 1, 1)
-        return super().forward(x)
+        per_channel = F.conv2d(x, self.weight.transpose(0, 1), None, padding=1, groups=self.in_channels)
+        summed = per_channel.sum(1, keepdim=True)
+        return summed + self.bias.to(summed.dtype).view(1, 1, 1, 1)
 
 
-def use_depthwise_single_channel(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Switch every :class:`Conv3x3` of ``model`` to (or back from) the depthwise single-channel form."""
+def use_depthwise_single_output(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch every :class:`Conv3x3` of ``model`` to (or back from) the depthwise C→1 form."""
     for module in model.modules():
         if isinstance(module, Conv3x3):
-            module.depthwise_single_channel = enabled
+            module.depthwise_single_output = enabled
     return model
 
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from kdrecon.data.dataset import Batch, SliceData
 from kdrecon.data.layout import atomic_path
-from kdrecon.models.dccnn import use_depthwise_single_channel
+from kdrecon.models.dccnn import use_depthwise_single_output
 from kdrecon.training.allocator import retain_freed_memory
 from kdrecon.training.checkpoint import load_checkpoint, save_checkpoint
 from kdrecon.training.config import OptimizationConfig
@@ -111,14 +111,14 @@ def prepare_module(module: nn.Module, device: torch.device, channels_last: bool 
 
     Channels-last lets oneDNN (CPU) and cuDNN (GPU) run the 3×3 convolutions without layout
     conversions; the single-channel images in and out of a block are the same in both layouts.
-    On CPU the fast path also runs the blocks' 1→C and C→1 convolutions in their depthwise form
+    On CPU the fast path also runs the C→1 convolution ending each block in its depthwise form
     (:class:`kdrecon.models.dccnn.Conv3x3`; not measured on GPU, so cuDNN keeps the plain one),
     and the process's allocator is told to keep freed activations mapped
     (:func:`kdrecon.training.allocator.retain_freed_memory`), whichever path is asked for.
     """
     if device.type == "cpu":
         retain_freed_memory()
-    use_depthwise_single_channel(module, channels_last and device.type == "cpu")
+    use_depthwise_single_output(module, channels_last and device.type == "cpu")
     module.to(device)
     return module.to(memory_format=torch.channels_last) if channels_last else module
 
