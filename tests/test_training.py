@@ -142,7 +142,7 @@ def test_shipped_configs_are_valid(path):
 def test_compile_falls_back_to_eager(monkeypatch, small_train):
     from kdrecon.training.trainer import compile_forward
 
-    def broken_compile(function):
+    def broken_compile(function, mode=None):
         def fails(*args, **kwargs):
             raise RuntimeError("no backend for this op")
 
@@ -156,3 +156,17 @@ def test_compile_falls_back_to_eager(monkeypatch, small_train):
         assert compile_forward(model, batch) is False
     assert model(batch.zero_filled, batch.kspace, batch.mask).shape == batch.target.shape
     assert list(model.state_dict()) == names
+
+
+def test_compile_uses_cuda_graphs_only_on_a_gpu(monkeypatch, small_train):
+    from kdrecon.training.trainer import compile_forward
+
+    modes = []
+
+    def recording_compile(function, mode=None):
+        modes.append(mode)
+        return function
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    assert compile_forward(build_model("D2C2", channels=4), small_train.batch(torch.arange(2))) is True
+    assert modes == [None]  # CPU: inductor's default mode; "reduce-overhead" needs CUDA
