@@ -73,3 +73,26 @@ def small_train():
 @pytest.fixture(scope="session")
 def small_validation():
     return small_split("validation")
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """Real Sunnybrook slices (end-diastole), cropped to 48×48, in a prepared dataset directory."""
+    from kdrecon.data.dataset import sample_directory
+    from kdrecon.data.prepare import PrepareOptions, prepare_dataset
+    from kdrecon.data.sources import sunnybrook
+
+    volumes = sunnybrook.read_volumes(sample_directory(), phases=[0])
+    options = PrepareOptions(crop=48, mask="recipe", validation_subjects=["SCD0000401"])
+    return prepare_dataset(volumes, tmp_path_factory.mktemp("data") / "tiny", options)
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides(tiny_dataset) -> dict:
+    """Settings that shrink the demo preset to seconds on ``tiny_dataset``: small networks, 2
+    epochs per stage, float32."""
+    return {
+        "name": "tiny", "data.dataset": str(tiny_dataset), "teacher": "D3C3", "student": "D2C3", "channels": 8,
+        "optimization.epochs": 2, "optimization.batch_size": 8, "epochs.feature_stage": 1,
+        "epochs.distillation": 2, "report.figure_slices": 1, "precision": "fp32",
+    }

@@ -1,6 +1,7 @@
 """torchrun + DistributedDataParallel on the CPU (gloo): two processes follow one process's curve."""
 
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -60,3 +61,38 @@ def test_weights_match_and_only_rank_zero_writes(runs):
         assert torch.allclose(a[name], b[name], rtol=2e-2, atol=2e-3), name
     assert len(list((root / "two" / "tensorboard").iterdir())) == 1  # one event file: rank 0's
     assert not list((root / "two").glob("**/*.partial"))
+
+
+def run_tiny_experiment(run_dir, overrides, processes):
+    settings = [part for key, value in overrides.items() for part in ("--set", f"{key}={value}")]
+    arguments = ["-m", "kdrecon", "run", "demo", "--run-dir", str(run_dir), "--quiet", *settings]
+    if processes > 1:
+        arguments = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr",
+                     "127.0.0.1", "--master_port", str(free_port()), *arguments]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, *arguments], capture_output=True, text=True, env=environment, timeout=900)
+    assert process.returncode == 0, process.stderr[-2000:]
+    return process.stdout
+
+
+def test_torchrun_runs_a_whole_experiment_like_one_process(tmp_path, tiny_overrides):
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_tiny_experiment(one, tiny_overrides, 1)
+    printed = run_tiny_experiment(two, tiny_overrides, 2)
+    assert printed.count("experiment complete") == 1  # rank 0 reports, the other rank is silent
+    histories = sorted(path.relative_to(one) for path in one.glob("stages/**/metrics.csv"))
+    assert len(histories) == 7  # 5 stages, the two distillations with a feature stage each
+    for history in histories:
+        with open(one / history) as a, open(two / history) as b:
+            rows_one, rows_two = list(csv.DictReader(a)), list(csv.DictReader(b))
+        assert len(rows_one) == len(rows_two)
+        for row_one, row_two in zip(rows_one, rows_two):
+            for key in ("train_total", "validation_loss"):
+                assert float(row_two[key]) == pytest.approx(float(row_one[key]), rel=1e-4), (history, key)
+        assert len(list((two / history.parent / "tensorboard").iterdir())) == 1  # rank 0's only
+    for stage in (two / "stages").iterdir():
+        state = json.loads((stage / "stage.json").read_text())
+        assert state["status"] == "complete", stage.name
+        assert state["metrics"]["psnr"]["mean"] > 20
+    assert (two / "report.md").is_file() and (two / "experiment.json").is_file()
+    assert not list(two.glob("**/*.partial"))

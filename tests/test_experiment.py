@@ -7,30 +7,14 @@ import re
 import pytest
 from scipy import stats
 
-from kdrecon.data.dataset import sample_directory
-from kdrecon.data.prepare import PrepareOptions, prepare_dataset
-from kdrecon.data.sources import sunnybrook
 from kdrecon.experiment.config import PRESETS, load_experiment
 from kdrecon.experiment.runner import Progress, run_experiment
 from kdrecon.report.build import build_report
 from kdrecon.training.config import ConfigError
 
 
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    """Real Sunnybrook slices (end-diastole), cropped to 48×48, in a prepared dataset directory."""
-    volumes = sunnybrook.read_volumes(sample_directory(), phases=[0])
-    options = PrepareOptions(crop=48, mask="recipe", validation_subjects=["SCD0000401"])
-    return prepare_dataset(volumes, tmp_path_factory.mktemp("data") / "tiny", options)
-
-
-def tiny_experiment(dataset, **changes):
-    overrides = {
-        "name": "tiny", "data.dataset": str(dataset), "teacher": "D3C3", "student": "D2C3", "channels": 8,
-        "optimization.epochs": 2, "optimization.batch_size": 8, "epochs.feature_stage": 1,
-        "epochs.distillation": 2, "report.figure_slices": 1, "precision": "fp32", **changes,
-    }
-    return load_experiment("demo", overrides)
+def tiny_experiment(overrides, **changes):
+    return load_experiment("demo", {**overrides, **changes})
 
 
 def finished(run_dir):
@@ -38,9 +22,9 @@ def finished(run_dir):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_dataset):
+def tiny_run(tmp_path_factory, tiny_overrides):
     run_dir = tmp_path_factory.mktemp("experiment") / "run"
-    run_experiment(tiny_experiment(tiny_dataset), run_dir, progress=False)
+    run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
     return run_dir
 
 
@@ -74,28 +58,28 @@ def test_p_values_equal_scipys(tiny_run):
     assert float(line.split("|")[4]) == pytest.approx(expected, rel=1e-2)  # printed to 3 significant digits
 
 
-def test_rerun_reuses_every_stage_and_report_rebuilds(tiny_run, tiny_dataset):
+def test_rerun_reuses_every_stage_and_report_rebuilds(tiny_run, tiny_overrides):
     before = finished(tiny_run)
-    run_experiment(tiny_experiment(tiny_dataset), tiny_run, progress=False)
+    run_experiment(tiny_experiment(tiny_overrides), tiny_run, progress=False)
     assert finished(tiny_run) == before
     (tiny_run / "report.md").unlink()
     build_report(tiny_run)
     assert "Paired Wilcoxon" in (tiny_run / "report.md").read_text()
 
 
-def test_changed_setting_reruns_exactly_the_dependent_stages(tmp_path, tiny_run, tiny_dataset):
+def test_changed_setting_reruns_exactly_the_dependent_stages(tmp_path, tiny_run, tiny_overrides):
     import shutil
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     before = finished(run_dir)
-    run_experiment(tiny_experiment(tiny_dataset, **{"sft.imitation_weight": 0.5}), run_dir, progress=False)
+    run_experiment(tiny_experiment(tiny_overrides, **{"sft.imitation_weight": 0.5}), run_dir, progress=False)
     after = finished(run_dir)
     rerun = {stage for stage in after if after[stage] != before[stage]}
     assert rerun == {"sft-teacher", "sft-kd-at"}
 
 
-def test_interrupted_experiment_finishes_like_an_uninterrupted_one(tmp_path, tiny_run, tiny_dataset, monkeypatch):
+def test_interrupted_experiment_finishes_like_an_uninterrupted_one(tmp_path, tiny_run, tiny_overrides, monkeypatch):
     original = Progress.callback
 
     def interrupting(self, stage, index):
@@ -110,9 +94,9 @@ def test_interrupted_experiment_finishes_like_an_uninterrupted_one(tmp_path, tin
 
     monkeypatch.setattr(Progress, "callback", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(tiny_experiment(tiny_dataset), tmp_path / "run", progress=False)
+        run_experiment(tiny_experiment(tiny_overrides), tmp_path / "run", progress=False)
     monkeypatch.setattr(Progress, "callback", original)
-    run_experiment(tiny_experiment(tiny_dataset), tmp_path / "run", progress=False)
+    run_experiment(tiny_experiment(tiny_overrides), tmp_path / "run", progress=False)
     for stage in ("sft-teacher", "sft-kd-at"):
         a = read_rows(tiny_run / "stages" / stage / "evaluation" / "per_slice.csv")
         b = read_rows(tmp_path / "run" / "stages" / stage / "evaluation" / "per_slice.csv")
@@ -131,19 +115,19 @@ def test_presets_are_valid_and_bad_keys_are_named():
         load_experiment("demo", {"epochs.sft_teacher": 0})
 
 
-def test_independent_stages_run_in_parallel_processes(tmp_path, tiny_dataset):
+def test_independent_stages_run_in_parallel_processes(tmp_path, tiny_overrides):
     run_dir = tmp_path / "run"
-    run_experiment(tiny_experiment(tiny_dataset), run_dir, progress=False, parallel=2)
+    run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False, parallel=2)
     states = [json.loads(p.read_text()) for p in run_dir.glob("stages/*/stage.json")]
     assert len(states) == 5 and all(state["status"] == "complete" for state in states)
     assert (run_dir / "report.html").is_file()
     with pytest.raises(ConfigError, match="--only: no stage 'nope'"):
-        run_experiment(tiny_experiment(tiny_dataset), run_dir, only=["nope"])
+        run_experiment(tiny_experiment(tiny_overrides), run_dir, only=["nope"])
 
 
-def test_ablation_and_compression_sweep_reach_the_report(tmp_path, tiny_dataset):
+def test_ablation_and_compression_sweep_reach_the_report(tmp_path, tiny_overrides):
     config = tiny_experiment(
-        tiny_dataset, **{"random_init_ablation": True, "compression_sweep": ["D4C3", "D3C3"], "optimization.epochs": 1,
+        tiny_overrides, **{"random_init_ablation": True, "compression_sweep": ["D4C3", "D3C3"], "optimization.epochs": 1,
                          "epochs.distillation": 1}
     )
     run_experiment(config, tmp_path / "run", progress=False)

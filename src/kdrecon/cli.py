@@ -325,6 +325,8 @@ def _run_run(args: argparse.Namespace) -> None:
     manifest = run_experiment(
         config, run_dir, progress=not args.quiet, report=not args.no_report, only=args.only, parallel=args.parallel
     )
+    if not _is_main_process():
+        return
     if manifest is None:
         print(f"stage(s) {', '.join(args.only)} complete in {run_dir}")
     elif not args.no_report:
@@ -376,11 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# commands that join the process group when started by torchrun
+DISTRIBUTED_COMMANDS = ("train", "distill", "run", "demo")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command in ("train", "distill"):
+        if args.command in DISTRIBUTED_COMMANDS:
             from kdrecon.training.distributed import initialise_from_environment
 
             initialise_from_environment()  # torchrun: join the other processes
@@ -392,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         print("kdrecon: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     finally:
-        if args.command in ("train", "distill"):
+        if args.command in DISTRIBUTED_COMMANDS:
             from kdrecon.training.distributed import shutdown
 
             shutdown()

@@ -19,7 +19,8 @@ from kdrecon.report.build import load_results
 def run_demo(run_dir: Path, overrides: dict[str, Any] | None = None, progress: bool = True) -> dict[str, dict]:
     """Run the ``demo`` preset in ``run_dir``, print the results table; returns ``{label: metrics}``."""
     run_dir = Path(run_dir)
-    run_experiment(load_experiment("demo", overrides), run_dir, progress=progress)
+    if run_experiment(load_experiment("demo", overrides), run_dir, progress=progress) is None:
+        return {}  # not rank 0 under torchrun: that one reports
     _, results = load_results(run_dir)
     table = {"zero-filled": results[0].summary["zero_filled_metrics"]}
     table.update({result.label: result.summary["model_metrics"] for result in results})

@@ -7,6 +7,10 @@ directory plus ``evaluation/`` and ``stage.json``), and the report.
 A stage is complete when its ``stage.json`` says so with the current fingerprint; such a stage
 is reused. A stage with another fingerprint (its config or something upstream changed) is
 deleted and run again. An interrupted stage resumes from its last checkpoint.
+
+Under ``torchrun`` every process runs the graph: each stage trains on all of them through
+DistributedDataParallel, while rank 0 alone deletes stale stages, writes the stage files,
+evaluates, measures and writes the report; the others wait for it at the end of each stage.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from kdrecon.report.build import build_report
 from kdrecon.training.checkpoint import load_model
 from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, config_data, validate, write_config
 from kdrecon.training.distill import distill_student
+from kdrecon.training.distributed import barrier, current_world
 from kdrecon.training.supervised import train_model
 from kdrecon.training.trainer import prepare_module, resolve_device
 
@@ -124,11 +129,14 @@ def _run_stage(
     stage: Stage, index: int, total: int, run_dir: Path, config: ExperimentConfig, stage_config: Any,
     fingerprint: str, display: Progress, validation_data: Any,
 ) -> None:
-    """Train (or resume) one stage, evaluate it, measure it, and mark it complete."""
+    """Train (or resume) one stage, evaluate it, measure it, and mark it complete.
+
+    Training runs on every rank; rank 0 alone writes ``stage.json``, evaluates and measures.
+    """
     stage_dir = run_dir / STAGES / stage.name
+    main = current_world().is_main
     if display.enabled:
         print(f"[stage {index}/{total} {stage.name}] {stage.label}: {stage.planned_epochs()} epochs", flush=True)
-    stage_dir.mkdir(parents=True, exist_ok=True)
     previous = read_json(stage_dir / STAGE_FILE) or {}
     state = {
         "name": stage.name,
@@ -136,13 +144,19 @@ def _run_stage(
         "status": "running",
         "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json(stage_dir / STAGE_FILE, state)
+    if main:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        write_json(stage_dir / STAGE_FILE, state)
+    barrier()
     began = time.perf_counter()
     callback = display.callback(stage, index)
     if stage.kind == "train":
         result = train_model(stage_config, stage_dir, progress=False, on_epoch_end=callback)
     else:
         result = distill_student(stage_config, stage_dir, progress=False, on_epoch_end=callback)
+    if not main:
+        barrier()  # wait for rank 0 to finish the stage: the next one may read its checkpoint
+        return
     device = resolve_device(config.device)
     evaluation = evaluate(stage_dir, stage_dir / "evaluation", device=config.device)
     measured = _measure(stage_dir, device, config.report.timing_batch_size, validation_data)
@@ -157,6 +171,7 @@ def _run_stage(
         **measured,
     )
     write_json(stage_dir / STAGE_FILE, state)
+    barrier()
 
 
 def _run_in_parallel(stages: list[Stage], pending: set[str], run_dir: Path, workers: int, progress: bool) -> None:
@@ -214,6 +229,9 @@ def run_experiment(
     """
     run_dir = Path(run_dir)
     check_run_directory(run_dir)
+    main = current_world().is_main
+    if parallel > 1 and current_world().distributed:
+        raise ConfigError("--parallel: stages already share the processes started by torchrun; leave it at 1")
     stages = build_stages(config)
     prints = fingerprints(stages)
     stages_dir = run_dir / STAGES
@@ -222,19 +240,23 @@ def run_experiment(
     if unknown:
         raise ConfigError(f"--only: no stage {unknown[0]!r} in this experiment (stages: {', '.join(configs)})")
     validation_data = load_split(config.data.dataset, "validation", config.data.acceleration)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not only:
-        write_config(config, run_dir / CONFIG)
-
-    pending = set()
+    pending, stale = set(), []
     for stage in stages:
         state = read_json(stages_dir / stage.name / STAGE_FILE) or {}
         if state.get("fingerprint") != prints[stage.name]:
             if (stages_dir / stage.name).exists() and (not only or stage.name in only):
-                shutil.rmtree(stages_dir / stage.name)  # its config or an upstream stage changed
+                stale.append(stages_dir / stage.name)  # its config or an upstream stage changed
             pending.add(stage.name)
         elif state.get("status") != "complete":
             pending.add(stage.name)
+    barrier()  # every rank has read the stage files before rank 0 changes them
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not only:
+            write_config(config, run_dir / CONFIG)
+        for directory in stale:
+            shutil.rmtree(directory)
+    barrier()
     if only:
         blocked = sorted(d for name in only for d in build_dependencies(stages, name) if d in pending and d not in only)
         if blocked:
@@ -242,16 +264,16 @@ def run_experiment(
     started_all = time.perf_counter()
     if parallel > 1 and not only:
         _run_in_parallel(stages, pending, run_dir, parallel, progress)
-    display = Progress(stages, pending, progress)
+    display = Progress(stages, pending, progress and main)
     for index, stage in enumerate(stages, start=1):
         if only and stage.name not in only:
             continue
         if stage.name not in pending:
-            if progress:
+            if display.enabled:
                 print(f"[stage {index}/{len(stages)} {stage.name}] complete, reused", flush=True)
             continue
         _run_stage(stage, index, len(stages), run_dir, config, configs[stage.name], prints[stage.name], display, validation_data)
-    if only:
+    if only or not main:
         return None
     device = resolve_device(config.device)
     manifest = {
