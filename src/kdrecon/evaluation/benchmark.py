@@ -432,5 +432,5 @@ def format_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {label} | {fast:.2f} | {reference:.2f} | {reference and fast / reference:.2f}× | {fraction:.0%} |")
     memory = result["peak_memory_bytes"] / 2**30
     where = "GPU memory allocated by PyTorch" if result["device_type"] == "cuda" else "resident memory of the process"
-    lines += ["", f"Peak {where}: {memory:.2f} GiB."]
+    lines += ["", f"Peak {where}: {memory:.2f} GiB (both paths of a comparison are alive together while they alternate)."]
     return "\n".join(lines)

@@ -8,9 +8,10 @@ A stage is complete when its ``stage.json`` says so with the current fingerprint
 is reused. A stage with another fingerprint (its config or something upstream changed) is
 deleted and run again. An interrupted stage resumes from its last checkpoint.
 
-Under ``torchrun`` every process runs the graph: each stage trains on all of them through
-DistributedDataParallel, while rank 0 alone deletes stale stages, writes the stage files,
-evaluates, measures and writes the report; the others wait for it at the end of each stage.
+Under ``torchrun`` every process runs the graph: rank 0 decides which stages are pending, each
+of those trains on all processes through DistributedDataParallel, and rank 0 alone deletes stale
+stages, writes the stage files, evaluates, measures and writes the report; the others wait for
+it at the end of each stage.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from kdrecon.report.build import build_report
 from kdrecon.training.checkpoint import load_model
 from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, config_data, validate, write_config
 from kdrecon.training.distill import distill_student
-from kdrecon.training.distributed import barrier, current_world
+from kdrecon.training.distributed import barrier, current_world, from_main
 from kdrecon.training.supervised import train_model
 from kdrecon.training.trainer import prepare_module, resolve_device
 
@@ -249,7 +250,8 @@ def run_experiment(
             pending.add(stage.name)
         elif state.get("status") != "complete":
             pending.add(stage.name)
-    barrier()  # every rank has read the stage files before rank 0 changes them
+    # Every rank must run the same stages (each one's collectives and barriers): rank 0 decides.
+    pending, stale = from_main((pending, stale))
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not only:

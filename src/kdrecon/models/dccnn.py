@@ -36,7 +36,9 @@ class Conv3x3(nn.Conv2d):
     (``groups = C``) convolution followed by a sum over channels. With
     :attr:`depthwise_single_output` on, the C→1 convolution that ends each block runs in that
     form, which oneDNN's bf16 kernels run faster on CPU than its kernel for a single output
-    channel (D3C5: −12% inference at batch 1, −9% per training step; ``docs/benchmarks.md``).
+    channel (D3C5 in bf16: −12% inference at batch 1, −9% per training step; in float32: −21%
+    inference at batch 1; ``docs/benchmarks.md``). In bf16 each channel's result is rounded
+    before the sum, so the output carries about 30% more rounding error than the plain kernel's.
     The same form for the 1→C convolution (a depthwise convolution of the image repeated C
     times) was slightly slower, so that one stays plain. The parameters and the state dict are
     the same either way.

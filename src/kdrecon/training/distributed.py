@@ -12,12 +12,17 @@ process group (NCCL on GPUs, gloo on CPUs) and :func:`kdrecon.training.trainer.f
   the average is the gradient of the global mean even when the last batch splits unevenly;
 * validates each slice on exactly one rank and sums losses and counts over ranks;
 * writes checkpoints, metrics and logs from rank 0 only.
+
+All ranks read the run directory (to resume, to load a teacher), so on several machines it must
+be on a shared filesystem.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -49,15 +54,20 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+# The other ranks wait at a barrier while rank 0 evaluates a finished stage of an experiment,
+# which on a full dataset can outlast NCCL's default of 10 minutes.
+COLLECTIVE_TIMEOUT = timedelta(hours=1)
+
+
 def initialise_from_environment() -> World:
     """Join the process group torchrun describes (no-op for a single process)."""
     if not launched_by_torchrun() or (dist.is_available() and dist.is_initialized()):
         return current_world()
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl")
+        dist.init_process_group("nccl", timeout=COLLECTIVE_TIMEOUT)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=COLLECTIVE_TIMEOUT)
     return current_world()
 
 
@@ -75,6 +85,15 @@ def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def from_main(value: Any) -> Any:
+    """``value`` as rank 0 has it, on every rank (picklable values; identity for one process)."""
+    if not current_world().distributed:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def barrier() -> None:

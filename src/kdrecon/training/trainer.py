@@ -126,10 +126,12 @@ def prepare_module(module: nn.Module, device: torch.device, channels_last: bool 
 def compile_forward(model: nn.Module, example: Batch) -> bool:
     """Replace ``model.forward`` by its ``torch.compile`` version; keep eager if that fails.
 
-    On a GPU the compiled forward is also captured in CUDA graphs (``mode="reduce-overhead"``):
-    a step's many small kernels (five cascades of convolutions, FFTs and masks) are then replayed
-    at once instead of being launched one by one from Python. Returns whether the compiled
-    forward is in use. The weights and their names are untouched.
+    On a GPU the compiled forward is also captured in CUDA graphs (``mode="reduce-overhead"``),
+    meant to replay a step's many small kernels (five cascades of convolutions, FFTs and masks) at
+    once instead of launching them one by one from Python; this has not been run on a GPU yet.
+    The trial call runs without gradients, so a failure that only the backward pass meets is not
+    caught here. Returns whether the compiled forward is in use. The weights and their names are
+    untouched.
     """
     eager = model.forward
     cuda_graphs = example.zero_filled.device.type == "cuda"
