@@ -257,17 +257,22 @@ def training_throughput(
     }
 
 
-def inference_seconds(
-    model: nn.Module, data: SliceData, device: torch.device, batch_size: int, precision: str = "fp32", repeats: int = 10
-) -> float:
-    """Median seconds per slice of ``model`` (already on ``device``) on the first ``batch_size`` slices."""
-    batch = data.batch(torch.arange(batch_size, device=data.target.device))
+def _inference_call(model: nn.Module, batch: Batch, device: torch.device, precision: str) -> Callable[[], None]:
+    """One no-grad forward pass of ``model`` on ``batch``, as inference runs it."""
 
     def run() -> None:
         with torch.no_grad(), autocast(device, precision):
             model(batch.zero_filled, batch.kspace, batch.mask)
 
-    return median_seconds(run, device, repeats, warmup=3) / batch_size
+    return run
+
+
+def inference_seconds(
+    model: nn.Module, data: SliceData, device: torch.device, batch_size: int, precision: str = "fp32", repeats: int = 10
+) -> float:
+    """Median seconds per slice of ``model`` (already on ``device``) on the first ``batch_size`` slices."""
+    batch = data.batch(torch.arange(batch_size, device=data.target.device))
+    return median_seconds(_inference_call(model, batch, device, precision), device, repeats, warmup=3) / batch_size
 
 
 def inference_seconds_per_slice(
@@ -284,13 +289,7 @@ def inference_seconds_per_slice(
     for role, name in (("teacher", teacher), ("student", student)):
         for path, fast in (("fast", True), ("reference", False)):
             model = prepare_module(build_model(name), device, channels_last=fast).eval()
-            precision = "bf16" if fast else "fp32"
-
-            def run(model: nn.Module = model, precision: str = precision) -> None:
-                with torch.no_grad(), autocast(device, precision):
-                    model(batch.zero_filled, batch.kspace, batch.mask)
-
-            runs[f"{role}/{path}"] = run
+            runs[f"{role}/{path}"] = _inference_call(model, batch, device, "bf16" if fast else "fp32")
     seconds = interleaved_median_seconds(runs, device, repeats, warmup=3)
     return {key: value / batch_size for key, value in seconds.items()}
 

@@ -244,6 +244,12 @@ def build_report(run_dir: Path) -> Path:
                              f"{test['p_value']:.3g}", "yes" if test["significant"] else "no", test["slices"]])
     if rows:
         document.table(["comparison", "metric", "mean difference (a − b)", "p-value", "p < 0.05", "slices"], rows)
+        document.paragraph(
+            "Each test takes the slices of one training run per stage as its sample, as the papers do: "
+            "it says whether the two networks differ on these slices, not whether retraining with another "
+            "seed would give the same difference. On short runs that run-to-run spread can exceed the "
+            "differences tested (docs/benchmarks.md)."
+        )
     else:
         document.paragraph("No distillation stages were run, so there is nothing to compare.")
 
