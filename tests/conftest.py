@@ -94,5 +94,6 @@ def tiny_overrides(tiny_dataset) -> dict:
     return {
         "name": "tiny", "data.dataset": str(tiny_dataset), "teacher": "D3C3", "student": "D2C3", "channels": 8,
         "optimization.epochs": 2, "optimization.batch_size": 8, "epochs.feature_stage": 1,
-        "epochs.distillation": 2, "report.figure_slices": 1, "precision": "fp32",
+        "epochs.distillation": 2, "report.figure_slices": 1, "precision": "fp32", "report.timing_rounds": 5,
+        "report.bootstrap_resamples": 1000,
     }

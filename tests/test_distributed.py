@@ -77,8 +77,9 @@ def run_tiny_experiment(run_dir, overrides, processes):
 
 def test_torchrun_runs_a_whole_experiment_like_one_process(tmp_path, tiny_overrides):
     one, two = tmp_path / "one", tmp_path / "two"
-    run_tiny_experiment(one, tiny_overrides, 1)
-    printed = run_tiny_experiment(two, tiny_overrides, 2)
+    overrides = {**tiny_overrides, "procedure": "two-stage"}  # covers the feature stages too
+    run_tiny_experiment(one, overrides, 1)
+    printed = run_tiny_experiment(two, overrides, 2)
     assert printed.count("experiment complete") == 1  # rank 0 reports, the other rank is silent
     histories = sorted(path.relative_to(one) for path in one.glob("stages/**/metrics.csv"))
     assert len(histories) == 7  # 5 stages, the two distillations with a feature stage each
@@ -88,9 +89,10 @@ def test_torchrun_runs_a_whole_experiment_like_one_process(tmp_path, tiny_overri
         assert len(rows_one) == len(rows_two)
         for row_one, row_two in zip(rows_one, rows_two):
             for key in ("train_total", "validation_loss"):
-                assert float(row_two[key]) == pytest.approx(float(row_one[key]), rel=1e-4), (history, key)
+                # Two ranks sum each batch in another order; AT's weight (1000) magnifies that float32 noise.
+                assert float(row_two[key]) == pytest.approx(float(row_one[key]), rel=5e-4), (history, key)
         assert len(list((two / history.parent / "tensorboard").iterdir())) == 1  # rank 0's only
-    for stage in (two / "stages").iterdir():
+    for stage in (two / "stages" / "seed-42").iterdir():
         state = json.loads((stage / "stage.json").read_text())
         assert state["status"] == "complete", stage.name
         assert state["metrics"]["psnr"]["mean"] > 20

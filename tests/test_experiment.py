@@ -1,24 +1,30 @@
-"""`kdrecon run`: a tiny stage graph end to end on real data, reuse, resume, reruns, the report."""
+"""`kdrecon run`: a tiny stage graph with two seeds end to end on real data, reuse, resume, reruns, the report."""
 
 import csv
 import json
 import re
+import shutil
 
 import pytest
 from scipy import stats
 
 from kdrecon.experiment.config import PRESETS, load_experiment
 from kdrecon.experiment.runner import Progress, run_experiment
+from kdrecon.experiment.stages import build_stages
 from kdrecon.report.build import build_report
 from kdrecon.training.config import ConfigError
 
+SEEDS = [1, 2]
+STAGES = {"teacher", "student", "sft-teacher", "std-kd-at", "sft-kd-at"}
+
 
 def tiny_experiment(overrides, **changes):
-    return load_experiment("demo", {**overrides, **changes})
+    return load_experiment("demo", {"seeds": SEEDS, **overrides, **changes})
 
 
 def finished(run_dir):
-    return {p.parent.name: json.loads(p.read_text())["finished"] for p in run_dir.glob("stages/*/stage.json")}
+    return {p.parent.relative_to(run_dir / "stages").as_posix(): json.loads(p.read_text())["finished"]
+            for p in run_dir.glob("stages/*/*/stage.json")}
 
 
 @pytest.fixture(scope="module")
@@ -33,29 +39,34 @@ def read_rows(path):
         return list(csv.DictReader(handle))
 
 
-def test_graph_runs_and_report_holds_the_evaluated_numbers(tiny_run):
-    stages = {p.name for p in (tiny_run / "stages").iterdir()}
-    assert stages == {"teacher", "student", "sft-teacher", "std-kd-at", "sft-kd-at"}
+def test_graph_runs_every_stage_per_seed_and_report_holds_the_evaluated_numbers(tiny_run):
+    assert set(finished(tiny_run)) == {f"seed-{seed}/{stage}" for seed in SEEDS for stage in STAGES}
     report = (tiny_run / "report.md").read_text()
-    for stage in stages:
-        summary = json.loads((tiny_run / "stages" / stage / "evaluation" / "summary.json").read_text())
-        psnr = summary["model_metrics"]["psnr"]
-        ssim = summary["model_metrics"]["ssim"]
-        assert f"{psnr['mean']:.2f} ± {psnr['std']:.2f} | {ssim['mean']:.4f} ± {ssim['std']:.4f}" in report, stage
+    psnr = {}
+    for seed in SEEDS:
+        for stage in STAGES:
+            summary = json.loads((tiny_run / "stages" / f"seed-{seed}" / stage / "evaluation" / "summary.json").read_text())
+            psnr.setdefault(stage, []).append(summary["model_metrics"]["psnr"]["mean"])
+    for stage, values in psnr.items():
+        mean, spread = sum(values) / 2, stats.tstd(values)
+        assert f"{mean:.2f} ± {spread:.2f} (2)" in report, stage  # mean ± sd over the two seeds
     html = (tiny_run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "http" not in html.replace("http-equiv", "")
-    for name in ("reconstruction-SCD0000401_phase00.png", "per-slice-metrics.png", "validation-curves.png"):
+    assert html.count("data:image/png;base64,") == 4 and "http" not in html.replace("http-equiv", "")
+    for name in ("reconstruction-SCD0000401_phase00.png", "per-slice-metrics.png", "validation-curves.png", "seed-effects.png"):
         assert (tiny_run / "figures" / name).stat().st_size > 5000, name
 
 
-def test_p_values_equal_scipys(tiny_run):
-    def per_slice(stage):
-        rows = read_rows(tiny_run / "stages" / stage / "evaluation" / "per_slice.csv")
+def test_within_run_p_values_equal_scipys(tiny_run):
+    def per_slice(stage, seed):
+        rows = read_rows(tiny_run / "stages" / f"seed-{seed}" / stage / "evaluation" / "per_slice.csv")
         return [float(r["psnr"]) for r in rows if r["reconstruction"] == "model"]
 
-    expected = stats.wilcoxon(per_slice("sft-kd-at"), per_slice("std-kd-at")).pvalue
-    line = next(l for l in (tiny_run / "report.md").read_text().splitlines() if l.startswith("| AT SFT-KD vs AT Std-KD | PSNR"))
-    assert float(line.split("|")[4]) == pytest.approx(expected, rel=1e-2)  # printed to 3 significant digits
+    lines = [l for l in (tiny_run / "report.md").read_text().splitlines() if l.startswith("| AT SFT-KD vs AT Std-KD |")]
+    assert len(lines) == 2  # one within-run test per seed
+    for seed, line in zip(SEEDS, lines):
+        assert line.split("|")[2].strip() == str(seed)
+        expected = stats.wilcoxon(per_slice("sft-kd-at", seed), per_slice("std-kd-at", seed)).pvalue
+        assert float(line.split("|")[4]) == pytest.approx(expected, rel=1e-2)  # printed to 3 significant digits
 
 
 def test_rerun_reuses_every_stage_and_report_rebuilds(tiny_run, tiny_overrides):
@@ -64,22 +75,34 @@ def test_rerun_reuses_every_stage_and_report_rebuilds(tiny_run, tiny_overrides):
     assert finished(tiny_run) == before
     (tiny_run / "report.md").unlink()
     build_report(tiny_run)
-    assert "Paired Wilcoxon" in (tiny_run / "report.md").read_text()
+    assert "Within-run tests" in (tiny_run / "report.md").read_text()
 
 
 def test_changed_setting_reruns_exactly_the_dependent_stages(tmp_path, tiny_run, tiny_overrides):
-    import shutil
-
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     before = finished(run_dir)
     run_experiment(tiny_experiment(tiny_overrides, **{"sft.imitation_weight": 0.5}), run_dir, progress=False)
     after = finished(run_dir)
     rerun = {stage for stage in after if after[stage] != before[stage]}
-    assert rerun == {"sft-teacher", "sft-kd-at"}
+    assert rerun == {f"seed-{seed}/{stage}" for seed in SEEDS for stage in ("sft-teacher", "sft-kd-at")}
 
 
-def test_interrupted_experiment_finishes_like_an_uninterrupted_one(tmp_path, tiny_run, tiny_overrides, monkeypatch):
+def test_adding_a_seed_trains_only_that_seeds_stages(tmp_path, tiny_run, tiny_overrides):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    before = finished(run_dir)
+    run_experiment(tiny_experiment(tiny_overrides, seeds=[*SEEDS, 3]), run_dir, progress=False)
+    after = finished(run_dir)
+    assert {stage for stage in after if after[stage] != before.get(stage)} == {f"seed-3/{stage}" for stage in STAGES}
+    assert "(3)" in (run_dir / "report.md").read_text()
+
+
+def test_interrupted_multi_seed_run_resumes_to_the_same_numbers(tmp_path, tiny_run, tiny_overrides, monkeypatch):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    for stage in ("sft-teacher", "sft-kd-at"):  # as if killed before seed 2's SFT stages
+        shutil.rmtree(run_dir / "stages" / "seed-2" / stage)
     original = Progress.callback
 
     def interrupting(self, stage, index):
@@ -87,19 +110,20 @@ def test_interrupted_experiment_finishes_like_an_uninterrupted_one(tmp_path, tin
 
         def callback(*args):
             inner(*args)
-            if stage.name == "sft-teacher" and args[-2] == 1:
+            if stage.id == "seed-2/sft-teacher" and args[-2] == 1:
                 raise KeyboardInterrupt
 
         return callback
 
     monkeypatch.setattr(Progress, "callback", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(tiny_experiment(tiny_overrides), tmp_path / "run", progress=False)
+        run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
+    assert json.loads((run_dir / "stages" / "seed-2" / "sft-teacher" / "stage.json").read_text())["status"] == "running"
     monkeypatch.setattr(Progress, "callback", original)
-    run_experiment(tiny_experiment(tiny_overrides), tmp_path / "run", progress=False)
-    for stage in ("sft-teacher", "sft-kd-at"):
-        a = read_rows(tiny_run / "stages" / stage / "evaluation" / "per_slice.csv")
-        b = read_rows(tmp_path / "run" / "stages" / stage / "evaluation" / "per_slice.csv")
+    run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
+    for stage in ("seed-2/sft-teacher", "seed-2/sft-kd-at"):
+        a = read_rows(tiny_run / "stages" / stage / "evaluation" / "per_volume.csv")
+        b = read_rows(run_dir / "stages" / stage / "evaluation" / "per_volume.csv")
         assert a == b, stage
 
 
@@ -113,29 +137,81 @@ def test_presets_are_valid_and_bad_keys_are_named():
         load_experiment("demo", {"methods": ["kd"]})
     with pytest.raises(ConfigError, match=re.escape("epochs.sft_teacher: Input should be greater than 0")):
         load_experiment("demo", {"epochs.sft_teacher": 0})
+    study = load_experiment("study-sunnybrook-4x")
+    assert study.replicate_seeds == [42, 43, 44] and study.procedure == "single-stage" and study.alpha == 1.0
+    assert load_experiment("demo").replicate_seeds == [42]
+    with pytest.raises(ConfigError, match="give either seed .* or seeds"):
+        load_experiment("demo", {"seed": 1, "seeds": [1, 2]})
+    with pytest.raises(ConfigError, match="seeds: a seed is listed twice"):
+        load_experiment("demo", {"seeds": [1, 1]})
+    with pytest.raises(ConfigError, match="sft_preset_ablation: unknown SFT preset 'sft-x'"):
+        load_experiment("demo", {"sft_preset_ablation": ["sft-x"]})
+    with pytest.raises(ConfigError, match="procedure_ablation: .*epochs.feature_stage below"):
+        load_experiment("demo", {"procedure": "single-stage", "procedure_ablation": True, "epochs.feature_stage": 10})
 
 
 def test_independent_stages_run_in_parallel_processes(tmp_path, tiny_overrides):
     run_dir = tmp_path / "run"
-    run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False, parallel=2)
-    states = [json.loads(p.read_text()) for p in run_dir.glob("stages/*/stage.json")]
+    run_experiment(load_experiment("demo", tiny_overrides), run_dir, progress=False, parallel=2)
+    states = [json.loads(p.read_text()) for p in run_dir.glob("stages/seed-42/*/stage.json")]
     assert len(states) == 5 and all(state["status"] == "complete" for state in states)
     assert (run_dir / "report.html").is_file()
     with pytest.raises(ConfigError, match="--only: no stage 'nope'"):
-        run_experiment(tiny_experiment(tiny_overrides), run_dir, only=["nope"])
+        run_experiment(load_experiment("demo", tiny_overrides), run_dir, only=["nope"])
 
 
-def test_ablation_and_compression_sweep_reach_the_report(tmp_path, tiny_overrides):
-    config = tiny_experiment(
-        tiny_overrides, **{"random_init_ablation": True, "compression_sweep": ["D4C3", "D3C3"], "optimization.epochs": 1,
-                         "epochs.distillation": 1}
-    )
+def test_ablations_run_on_the_first_seed_only():
+    config = load_experiment("study-sunnybrook-4x", {"random_init_ablation": True})
+    ids = [stage.id for stage in build_stages(config)]
+    assert ids[:5] == [f"seed-42/{name}" for name in ("teacher", "student", "sft-teacher", "std-kd-at", "sft-kd-at")]
+    assert {i for i in ids if i.endswith(("-two-stage", "-paper-equations"))} == {
+        "seed-42/std-kd-at-two-stage", "seed-42/sft-kd-at-two-stage", "seed-42/sft-teacher-paper-equations",
+        "seed-42/sft-kd-at-paper-equations"}
+    assert {i.split("/")[0] for i in ids if i.endswith("-random")} == {"seed-42", "seed-43", "seed-44"}
+
+
+def test_ablations_and_compression_sweep_reach_the_report(tmp_path, tiny_overrides):
+    config = load_experiment("demo", {
+        **tiny_overrides, "random_init_ablation": True, "compression_sweep": ["D4C3", "D3C3"],
+        "optimization.epochs": 1, "epochs.distillation": 2, "procedure": "single-stage", "procedure_ablation": True,
+        "sft_preset_ablation": ["sft-paper-equations"],
+    })
     run_experiment(config, tmp_path / "run", progress=False)
-    stages = {p.name for p in (tmp_path / "run" / "stages").iterdir()}
-    assert {"sft-kd-at-random", "student-D4C3"} <= stages and "student-D3C3" not in stages  # D3C3 is the teacher
+    stages = set(finished(tmp_path / "run"))
+    assert {"seed-42/sft-kd-at-random", "seed-42/student-D4C3", "seed-42/sft-kd-at-two-stage", "seed-42/std-kd-at-two-stage",
+            "seed-42/sft-teacher-paper-equations", "seed-42/sft-kd-at-paper-equations"} <= stages
+    assert "seed-42/student-D3C3" not in stages  # D3C3 is the teacher
+    two_stage = json.loads((tmp_path / "run" / "experiment.json").read_text())["stages"]
+    two_stage = next(s for s in two_stage if s["id"] == "seed-42/sft-kd-at-two-stage")["config"]
+    assert (two_stage["feature_epochs"], two_stage["optimization"]["epochs"]) == (1, 1)  # equal total epochs: 1 + 1 = 2
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "| AT SFT-KD (random init) |" in report
+    assert "| AT SFT-KD (random init) |" in report and "| AT SFT-KD [two-stage] | " in report
+    assert "AT SFT-KD [sft-paper-equations] − AT SFT-KD | PSNR" in report
+    claims = report.split("## Claims of the papers")[1].split("\n## ")[0]
+    assert "not resolved (1 seed: training variance not covered)" in claims  # computed, in the table itself
     table8 = report.split("papers' Table 8")[1].split("##")[0]
     assert [line.split("|")[1].strip() for line in table8.splitlines() if line.startswith("| ") and "network" not in line] == [
         "Student D4C3", "Teacher D3C3", "Student D2C3"
     ]
+
+
+def test_claims_section_interval_equals_scipys_from_the_per_volume_files(tiny_run):
+    def volume_psnr(stage, seed):
+        rows = read_rows(tiny_run / "stages" / f"seed-{seed}" / stage / "evaluation" / "per_volume.csv")
+        return {r["volume"]: float(r["psnr"]) for r in rows if r["reconstruction"] == "model"}
+
+    differences = []
+    for seed in SEEDS:
+        sft, std = volume_psnr("sft-kd-at", seed), volume_psnr("std-kd-at", seed)
+        differences.append(sum(sft[v] - std[v] for v in sft) / len(sft))
+    low, high = stats.t.interval(0.95, len(differences) - 1, loc=sum(differences) / 2, scale=stats.sem(differences))
+    report = (tiny_run / "report.md").read_text()
+    claims = report.split("## Claims of the papers")[1].split("\n## ")[0]
+    row = next(line for line in claims.splitlines() if line.startswith("| AT SFT-KD beats AT Std-KD"))
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert cells[3] == f"[{low:+.2f}, {high:+.2f}]"
+    expected = "reproduced" if low > 0 else "contradicted" if high < 0 else "not resolved at this budget"
+    assert cells[6] == expected
+    for claim in ("the student trails the teacher", "AT Std-KD improves on the student",
+                  "the SFT teacher is at least as good as the teacher", "the student is faster than the teacher"):
+        assert f"| {claim}" in claims, claim

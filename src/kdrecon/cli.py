@@ -120,7 +120,10 @@ def _add_stage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", choices=("fp32", "bf16"), help="default bf16 (autocast; FFTs stay float32)")
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"),
+        help="default auto: bf16 autocast where the device runs bf16 natively, else float32 (FFTs stay float32)",
+    )
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks")
     parser.add_argument(
         "--set",

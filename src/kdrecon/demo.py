@@ -13,7 +13,8 @@ from typing import Any
 from kdrecon.evaluation.evaluate import format_table
 from kdrecon.experiment.config import load_experiment
 from kdrecon.experiment.runner import run_experiment
-from kdrecon.report.build import load_results
+from kdrecon.report.build import summary_rows
+from kdrecon.report.results import load_results
 
 
 def run_demo(run_dir: Path, overrides: dict[str, Any] | None = None, progress: bool = True) -> dict[str, dict]:
@@ -21,16 +22,8 @@ def run_demo(run_dir: Path, overrides: dict[str, Any] | None = None, progress: b
     run_dir = Path(run_dir)
     if run_experiment(load_experiment("demo", overrides), run_dir, progress=progress) is None:
         return {}  # not rank 0 under torchrun: that one reports
-    _, results = load_results(run_dir)
-    table = {"zero-filled": results[0].summary["zero_filled_metrics"]}
-    table.update({result.label: result.summary["model_metrics"] for result in results})
+    results = load_results(run_dir)
+    table = summary_rows(results)
     print(format_table(table))
-    psnr = {result.role: result.summary["model_metrics"]["psnr"]["mean"] for result in results}
-    checks = [
-        ("student < teacher", psnr["student"] < psnr["teacher"]),
-        ("Std-KD > student", psnr["std-kd"] > psnr["student"]),
-        ("SFT-KD > Std-KD", psnr["sft-kd"] > psnr["std-kd"]),
-    ]
-    print("; ".join(f"{name}: {'yes' if holds else 'no'}" for name, holds in checks))
-    print(f"report: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+    print(f"claims, with their verdicts over seeds: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
     return table

@@ -76,14 +76,14 @@ def _synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved_median_seconds(
+def interleaved_seconds(
     functions: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int
-) -> dict[str, float]:
-    """Median wall time of each of ``functions``, timed in alternating rounds.
+) -> dict[str, list[float]]:
+    """Wall time of every call of each of ``functions``, timed in alternating rounds.
 
     On a shared machine whose speed drifts during a run, timing one function after the other
     would put that drift into their ratio; alternating them call by call gives each the same
-    share of slow and fast moments, so ratios of the medians compare like with like.
+    share of slow and fast moments, so round ``i`` of two functions compares like with like.
     """
     for _ in range(warmup):
         for function in functions.values():
@@ -96,6 +96,14 @@ def interleaved_median_seconds(
             function()
             _synchronise(device)
             times[name].append(time.perf_counter() - started)
+    return times
+
+
+def interleaved_median_seconds(
+    functions: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int
+) -> dict[str, float]:
+    """Median wall time of each of ``functions`` over :func:`interleaved_seconds`' rounds."""
+    times = interleaved_seconds(functions, device, repeats, warmup)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -257,7 +265,7 @@ def training_throughput(
     }
 
 
-def _inference_call(model: nn.Module, batch: Batch, device: torch.device, precision: str) -> Callable[[], None]:
+def inference_call(model: nn.Module, batch: Batch, device: torch.device, precision: str) -> Callable[[], None]:
     """One no-grad forward pass of ``model`` on ``batch``, as inference runs it."""
 
     def run() -> None:
@@ -272,7 +280,7 @@ def inference_seconds(
 ) -> float:
     """Median seconds per slice of ``model`` (already on ``device``) on the first ``batch_size`` slices."""
     batch = data.batch(torch.arange(batch_size, device=data.target.device))
-    return median_seconds(_inference_call(model, batch, device, precision), device, repeats, warmup=3) / batch_size
+    return median_seconds(inference_call(model, batch, device, precision), device, repeats, warmup=3) / batch_size
 
 
 def inference_seconds_per_slice(
@@ -289,7 +297,7 @@ def inference_seconds_per_slice(
     for role, name in (("teacher", teacher), ("student", student)):
         for path, fast in (("fast", True), ("reference", False)):
             model = prepare_module(build_model(name), device, channels_last=fast).eval()
-            runs[f"{role}/{path}"] = _inference_call(model, batch, device, "bf16" if fast else "fp32")
+            runs[f"{role}/{path}"] = inference_call(model, batch, device, "bf16" if fast else "fp32")
     seconds = interleaved_median_seconds(runs, device, repeats, warmup=3)
     return {key: value / batch_size for key, value in seconds.items()}
 

@@ -32,6 +32,12 @@ from kdrecon.training.trainer import autocast, prepare_module, resolve_device
 
 METRICS = ("psnr", "ssim", "nmse", "hfn", "vif")
 
+# File names in an evaluation directory (see the module docstring).
+RECONSTRUCTIONS = "reconstructions"
+PER_SLICE = "per_slice.csv"
+PER_VOLUME = "per_volume.csv"
+SUMMARY = "summary.json"
+
 
 @torch.no_grad()
 def reconstruct(
@@ -112,9 +118,9 @@ def evaluate(
     zero_filled = data.zero_filled[:, 0].numpy()
 
     output_dir = Path(output_dir)
-    (output_dir / "reconstructions").mkdir(parents=True, exist_ok=True)
+    (output_dir / RECONSTRUCTIONS).mkdir(parents=True, exist_ok=True)
     for volume in data.volumes:
-        write_reconstruction(output_dir / "reconstructions" / f"{volume.name}.h5", prediction[volume.start : volume.stop])
+        write_reconstruction(output_dir / RECONSTRUCTIONS / f"{volume.name}.h5", prediction[volume.start : volume.stop])
     model_slices, model_volumes = score(data, prediction)
     zero_filled_slices, zero_filled_volumes = score(data, zero_filled)
     for rows, kind in (
@@ -123,8 +129,8 @@ def evaluate(
     ):
         for row in rows:
             row["reconstruction"] = kind
-    write_csv(output_dir / "per_slice.csv", model_slices + zero_filled_slices)
-    write_csv(output_dir / "per_volume.csv", model_volumes + zero_filled_volumes)
+    write_csv(output_dir / PER_SLICE, model_slices + zero_filled_slices)
+    write_csv(output_dir / PER_VOLUME, model_volumes + zero_filled_volumes)
     summary = {
         "checkpoint": str(resolve_checkpoint(run_or_checkpoint, which)),
         "model": payload["model"],
@@ -138,7 +144,7 @@ def evaluate(
         "model_metrics": summarise(model_volumes),
         "zero_filled_metrics": summarise(zero_filled_volumes),
     }
-    write_json(output_dir / "summary.json", summary)
+    write_json(output_dir / SUMMARY, summary)
     return Evaluation(output_dir, summary)
 
 

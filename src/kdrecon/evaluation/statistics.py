@@ -1,25 +1,61 @@
-"""Paired significance tests between two reconstructions of the same slices.
+"""Statistics for comparing trained networks: within one run, and across training replicates.
 
-The papers compare methods with the Wilcoxon signed-rank test (α = 0.05) on per-slice metrics;
-this is SciPy's test (two-sided, zero differences dropped as in Wilcoxon's original test, exact
-distribution for small samples, normal approximation otherwise).
+Two questions, two tools:
+
+* **Do two networks differ on these slices?** :func:`paired_wilcoxon`, the papers' test
+  (Wilcoxon signed-rank, α = 0.05, on per-slice metrics of one training run each). It says
+  nothing about training variance: retraining with another seed can flip its sign.
+* **Would the difference survive retraining?** :func:`seed_effect` takes the per-volume metric
+  of both networks for each seed, forms the paired difference ``d[s, v] = B[s, v] − A[s, v]``
+  (seed ``s``, volume ``v``), and reports
+
+  - the mean over seeds of the seed-level means ``m_s = mean_v d[s, v]``, with the t interval
+    ``mean(m) ± t(0.975, n−1) · sd(m) / √n`` over the ``n`` seeds (training variance is the
+    unit of replication; volumes are nested inside seeds);
+  - a hierarchical bootstrap interval as a second view: resample seeds with replacement, then
+    volumes with replacement inside each drawn seed, take the mean; 2.5 and 97.5 percentiles;
+  - the smallest effect the design could detect: the effect δ at which the two-sided t test at
+    α = 0.05 over ``n`` seeds has power 0.8, with the seeds' observed spread ``sd(m)``: the
+    non-centrality ``δ √n / sd(m)`` of the non-central t distribution solved for that power.
+
+  With one seed none of the seed-level quantities exist; the bootstrap then resamples volumes
+  only, and the result says that training variance is not covered.
+
+:func:`verdict` turns an interval into *reproduced* / *contradicted* / *not resolved*.
 
 Example:
     >>> result = paired_wilcoxon([30.1, 31.2, 29.8, 30.5, 31.0, 30.2], [30.0, 31.0, 29.9, 30.1, 30.6, 30.0])
     >>> round(result["p_value"], 4), result["slices"], result["mean_difference"] > 0
     (0.0625, 6, True)
+    >>> effect = seed_effect([[1.0, 2.0], [2.0, 3.0], [3.0, 4.0]], [[1.5, 2.5], [2.1, 3.1], [3.6, 4.6]])
+    >>> round(effect.mean, 3), effect.seeds, [round(x, 3) for x in effect.interval]
+    (0.4, 3, [-0.257, 1.057])
+    >>> verdict(effect.interval, expected_sign=1)
+    'not resolved'
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
+
+REPRODUCED = "reproduced"
+CONTRADICTED = "contradicted"
+NOT_RESOLVED = "not resolved"
+CONFIDENCE = 0.95
+POWER = 0.80
 
 
 def paired_wilcoxon(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> dict[str, float | int | bool]:
-    """Wilcoxon signed-rank test of ``a − b`` (paired per slice), with the mean difference."""
+    """Wilcoxon signed-rank test of ``a − b`` (paired per slice), with the mean difference.
+
+    SciPy's test: two-sided, zero differences dropped as in Wilcoxon's original test, exact
+    distribution for small samples, normal approximation otherwise.
+    """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired samples must be 1-D and of equal length, got {a.shape} and {b.shape}")
@@ -35,3 +71,90 @@ def paired_wilcoxon(a: Sequence[float], b: Sequence[float], alpha: float = 0.05)
         "mean_difference": float(difference.mean()),
         "significant": p_value < alpha,
     }
+
+
+@dataclass(frozen=True)
+class SeedEffect:
+    """The effect ``B − A`` over seeds; ``interval`` and ``detectable`` are None with one seed."""
+
+    mean: float
+    seeds: int
+    volumes: int
+    per_seed: tuple[float, ...]
+    interval: tuple[float, float] | None
+    bootstrap_interval: tuple[float, float]
+    detectable: float | None
+
+    @property
+    def covers_training_variance(self) -> bool:
+        return self.interval is not None
+
+
+def seed_effect(
+    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], resamples: int = 10000, seed: int = 0
+) -> SeedEffect:
+    """The effect ``B − A`` of per-volume metrics ``a[s][v]``, ``b[s][v]`` (seed s, volume v)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2 or a.size == 0:
+        raise ValueError(f"expected equal (seeds, volumes) arrays, got {a.shape} and {b.shape}")
+    difference = b - a
+    per_seed = difference.mean(axis=1)
+    n = len(per_seed)
+    interval = detectable = None
+    if n > 1:
+        standard_error = per_seed.std(ddof=1) / math.sqrt(n)
+        critical = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)
+        interval = (per_seed.mean() - critical * standard_error, per_seed.mean() + critical * standard_error)
+        detectable = detectable_effect(n) * standard_error
+    return SeedEffect(
+        mean=float(per_seed.mean()),
+        seeds=n,
+        volumes=difference.shape[1],
+        per_seed=tuple(float(x) for x in per_seed),
+        interval=None if interval is None else (float(interval[0]), float(interval[1])),
+        bootstrap_interval=hierarchical_bootstrap(difference, resamples, seed),
+        detectable=None if detectable is None else float(detectable),
+    )
+
+
+def detectable_effect(seeds: int, power: float = POWER) -> float:
+    """The effect, in standard errors, that a two-sided t test over ``seeds`` detects with ``power``."""
+    if seeds < 2:
+        raise ValueError("a t test needs at least 2 seeds")
+    freedom = seeds - 1
+    critical = stats.t.ppf(0.5 + CONFIDENCE / 2, freedom)
+
+    def shortfall(noncentrality: float) -> float:
+        # The lower tail vanishes for large non-centralities (SciPy then returns NaN for it).
+        lower = np.nan_to_num(stats.nct.cdf(-critical, freedom, noncentrality))
+        return stats.nct.sf(critical, freedom, noncentrality) + lower - power
+
+    # The normal-theory value (t(0.975) + t(power)) brackets the root from below; twice it from above.
+    guess = critical + stats.t.ppf(power, freedom)
+    return float(optimize.brentq(shortfall, 0.0, 2 * guess))
+
+
+def hierarchical_bootstrap(difference: np.ndarray, resamples: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of the mean of ``difference[s, v]``, resampling seeds, then volumes within each."""
+    difference = np.asarray(difference, dtype=np.float64)
+    seeds, volumes = difference.shape
+    generator = np.random.default_rng(seed)
+    drawn_seeds = generator.integers(0, seeds, size=(resamples, seeds, 1))
+    drawn_volumes = generator.integers(0, volumes, size=(resamples, seeds, volumes))
+    means = difference[drawn_seeds, drawn_volumes].mean(axis=(1, 2))
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def verdict(interval: tuple[float, float] | None, expected_sign: int) -> str:
+    """*reproduced* when ``interval`` excludes 0 on the side of ``expected_sign`` (+1 or −1),
+    *contradicted* when it excludes 0 on the other side, *not resolved* when it holds 0 or is None."""
+    if expected_sign not in (1, -1):
+        raise ValueError(f"expected_sign must be +1 or -1, got {expected_sign}")
+    if interval is None:
+        return NOT_RESOLVED
+    low, high = interval
+    if low > 0 or high < 0:
+        return REPRODUCED if (low > 0) == (expected_sign > 0) else CONTRADICTED
+    return NOT_RESOLVED

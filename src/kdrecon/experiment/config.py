@@ -3,10 +3,14 @@
 Example (``kdrecon run study.yaml``)::
 
     name: cardiac-4x
+    seeds: [42, 43, 44]                 # every stage once per seed; comparisons are paired by seed
     data: {dataset: datasets/sunnybrook-4x, acceleration: 4x}
     teacher: D5C5
     student: D3C5
     methods: [at, fitnets, sp, fsp, cc]
+    procedure: single-stage             # SFT-KD-Recon's Algorithm 1 (two-stage: KD-MRI's)
+    procedure_ablation: true            # first seed: also the other procedure, equal total epochs
+    sft_preset_ablation: [sft-paper-equations]   # first seed: SFT teacher and SFT-KD with this loss
     random_init_ablation: true          # SFT-KD with the student initialised at random (Table 5)
     compression_sweep: [D4C5, D2C5]     # more baseline students for the size table (Table 8)
     optimization: {epochs: 150}         # every stage; `epochs` below overrides per stage kind
@@ -21,19 +25,21 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from kdrecon.models.dccnn import parse_dncm
+from kdrecon.report.published import PUBLISHED
 from kdrecon.training.config import (
     DataConfig,
     OptimizationConfig,
+    SFT_PRESETS,
     StrictModel,
     StudentFriendlyLossConfig,
     load_config,
 )
 
 METHODS = ("at", "fitnets", "sp", "fsp", "cc", "at-paper", "nst", "ft", "pkt")
-PRESETS = ("demo", "paper-cardiac-4x", "paper-cardiac-5x", "paper-brain-4x", "paper-brain-5x")
+PRESETS = ("demo", "study-sunnybrook-4x", "paper-cardiac-4x", "paper-cardiac-5x", "paper-brain-4x", "paper-brain-5x")
 
 
 class StageEpochs(StrictModel):
@@ -50,13 +56,26 @@ class ReportConfig(StrictModel):
     figure_slices: int = Field(2, ge=1, description="slices shown in the reconstruction figure")
     zoom: float = Field(0.35, gt=0, le=1, description="side of the zoomed inset, as a fraction of the image")
     timing_batch_size: int = Field(1, gt=0, description="batch size of the measured inference time")
+    timing_rounds: int = Field(30, ge=5, description="alternating teacher/student timing rounds of the speed claim")
+    paper_setting: str | None = Field(
+        None, description="the papers' column shown beside ours (default: cardiac at this acceleration)"
+    )
+    bootstrap_resamples: int = Field(10000, ge=100, description="resamples of the hierarchical bootstrap")
+
+    @field_validator("paper_setting")
+    @classmethod
+    def _known_setting(cls, value: str | None) -> str | None:
+        if value is not None and value not in PUBLISHED:
+            raise ValueError(f"unknown paper setting {value!r}; choose from {', '.join(PUBLISHED)}")
+        return value
 
 
 class ExperimentConfig(StrictModel):
     name: str = "experiment"
-    seed: int = 42
+    seed: int = Field(42, description="the one seed of an unreplicated experiment")
+    seeds: list[int] | None = Field(None, min_length=1, description="replicates: every stage once per seed")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "bf16"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
     data: DataConfig = DataConfig()
     teacher: str = "D5C5"
@@ -66,6 +85,12 @@ class ExperimentConfig(StrictModel):
     procedure: Literal["two-stage", "single-stage"] = "two-stage"
     alpha: float = Field(0.5, ge=0, le=1)
     sft: StudentFriendlyLossConfig = StudentFriendlyLossConfig()
+    procedure_ablation: bool = Field(
+        False, description="first seed: Std-KD and SFT-KD also with the other procedure, at equal total epochs"
+    )
+    sft_preset_ablation: list[str] = Field(
+        default_factory=list, description="first seed: an SFT teacher and SFT-KD students with each of these SFT losses"
+    )
     random_init_ablation: bool = False
     compression_sweep: list[str] = Field(default_factory=list, description="more student sizes, e.g. [D4C5, D2C5]")
     optimization: OptimizationConfig = OptimizationConfig()
@@ -96,6 +121,48 @@ class ExperimentConfig(StrictModel):
         if len(set(values)) != len(values):
             raise ValueError("a method is listed twice")
         return values
+
+
+    @field_validator("sft_preset_ablation")
+    @classmethod
+    def _sft_presets(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if value not in SFT_PRESETS:
+                raise ValueError(f"unknown SFT preset {value!r}; choose from {', '.join(SFT_PRESETS)}")
+        if len(set(values)) != len(values):
+            raise ValueError("a preset is listed twice")
+        return values
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, values: list[int] | None) -> list[int] | None:
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError("a seed is listed twice")
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        if self.seeds is not None and "seed" in self.model_fields_set:
+            raise ValueError("give either seed (one run) or seeds (replicates), not both")
+        if self.sft.preset in self.sft_preset_ablation:
+            raise ValueError(f"sft_preset_ablation: {self.sft.preset} is already the main SFT loss (sft.preset)")
+        if self.procedure_ablation and self.procedure == "single-stage":
+            total = self.epochs.distillation or self.optimization.epochs
+            if self.epochs.feature_stage is None or self.epochs.feature_stage >= total:
+                raise ValueError(
+                    "procedure_ablation: the two-stage variant splits the single-stage epochs; "
+                    f"set epochs.feature_stage below the distillation epochs ({total})"
+                )
+        return self
+
+    @property
+    def replicate_seeds(self) -> list[int]:
+        """The seeds every stage runs with, the first of which also runs the ablations."""
+        return list(self.seeds) if self.seeds is not None else [self.seed]
+
+    @property
+    def paper_column(self) -> str:
+        return self.report.paper_setting or f"cardiac-{self.data.acceleration}"
 
 
 def preset_path(name: str) -> Path:

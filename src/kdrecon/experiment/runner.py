@@ -1,10 +1,11 @@
 """Run an experiment's stage graph: reuse finished stages, resume interrupted ones, rerun changed ones.
 
 ``RUN/`` holds ``experiment.yaml`` (the validated config), ``experiment.json`` (the stages, their
-fingerprints and where they are), ``stages/{name}/`` (each a training or distillation run
-directory plus ``evaluation/`` and ``stage.json``), and the report.
+seeds, fingerprints and where they are), ``stages/seed-{s}/{name}/`` (each a training or
+distillation run directory plus ``evaluation/`` and ``stage.json``), and the report; the layout
+is :mod:`kdrecon.report.run_layout`'s.
 
-A stage is complete when its ``stage.json`` says so with the current fingerprint; such a stage
+Stages are identified by ``seed-{s}/{name}``. A stage is complete when its ``stage.json`` says so with the current fingerprint; such a stage
 is reused. A stage with another fingerprint (its config or something upstream changed) is
 deleted and run again. An interrupted stage resumes from its last checkpoint.
 
@@ -16,7 +17,6 @@ it at the end of each stage.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -39,6 +39,7 @@ from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fingerprints
 from kdrecon.models import count_parameters
 from kdrecon.report.build import build_report
+from kdrecon.report.run_layout import RunLayout
 from kdrecon.training.checkpoint import load_model
 from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, config_data, validate, write_config
 from kdrecon.training.distill import distill_student
@@ -46,22 +47,11 @@ from kdrecon.training.distributed import barrier, current_world, from_main
 from kdrecon.training.supervised import train_model
 from kdrecon.training.trainer import prepare_module, resolve_device
 
-STAGES = "stages"
-STAGE_FILE = "stage.json"
-MANIFEST = "experiment.json"
-CONFIG = "experiment.yaml"
 SELECTION_RULE = "checkpoint with the lowest validation loss (student L1; teacher L1 for the SFT teacher; feature loss in KD-MRI's feature stage)"
 
 
 class StageFailed(ValueError):
     """A stage run in its own process did not finish (its own error is printed above)."""
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 class Progress:
@@ -73,7 +63,7 @@ class Progress:
 
     def __init__(self, stages: list[Stage], pending: set[str], enabled: bool) -> None:
         self.stages = stages
-        self.planned = {s.name: s.planned_epochs() for s in stages if s.name in pending}
+        self.planned = {s.id: s.planned_epochs() for s in stages if s.id in pending}
         self.done: dict[str, int] = {}
         self.epoch_seconds: dict[str, list[float]] = {}
         self.enabled = enabled
@@ -81,17 +71,17 @@ class Progress:
     def callback(self, stage: Stage, index: int) -> Callable[..., None]:
         def on_epoch_end(*args: Any) -> None:
             *part, epoch, row = args  # distillation passes its sub-stage first
-            self.done[stage.name] = self.done.get(stage.name, 0) + 1
-            self.epoch_seconds.setdefault(stage.name, []).append(row["epoch_seconds"])
-            own = statistics.median(self.epoch_seconds[stage.name][-3:])
+            self.done[stage.id] = self.done.get(stage.id, 0) + 1
+            self.epoch_seconds.setdefault(stage.id, []).append(row["epoch_seconds"])
+            own = statistics.median(self.epoch_seconds[stage.id][-3:])
             typical = statistics.mean(statistics.median(times) for times in self.epoch_seconds.values())
-            stage_left = (self.planned[stage.name] - self.done[stage.name]) * own
-            later = sum(self.planned[n] - self.done.get(n, 0) for n in self.planned if n != stage.name) * typical
+            stage_left = (self.planned[stage.id] - self.done[stage.id]) * own
+            later = sum(self.planned[n] - self.done.get(n, 0) for n in self.planned if n != stage.id) * typical
             sub = f" {part[0]}" if part else ""
             if self.enabled:
                 print(
-                    f"[stage {index}/{len(self.stages)} {stage.name}{sub}] epoch {epoch} · "
-                    f"validation {row['validation_loss']:.5f} · {row['epoch_seconds']:.1f} s/epoch · "
+                    f"[stage {index}/{len(self.stages)} {stage.id}{sub}] epoch {epoch} · "
+                    f"validation {row['validation_loss']:.4g} · {row['epoch_seconds']:.1f} s/epoch · "
                     f"stage ≈ {_clock(stage_left)} left · experiment ≈ {_clock(stage_left + later)} left",
                     flush=True,
                 )
@@ -104,12 +94,12 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _stage_config(stage: Stage, stages_dir: Path) -> TrainConfig | DistillConfig:
+def _stage_config(stage: Stage, layout: RunLayout) -> TrainConfig | DistillConfig:
     data = dict(stage.config)
     if stage.kind == "distill":
-        data["teacher"] = str(stages_dir / data["teacher"].removeprefix(STAGE_REFERENCE))
-        return validate(DistillConfig, data, f"stage {stage.name}")
-    return validate(TrainConfig, data, f"stage {stage.name}")
+        data["teacher"] = str(layout.stage(data["teacher"].removeprefix(STAGE_REFERENCE)).directory)
+        return validate(DistillConfig, data, f"stage {stage.id}")
+    return validate(TrainConfig, data, f"stage {stage.id}")
 
 
 def _measure(stage_dir: Path, device: torch.device, batch_size: int, data) -> dict[str, Any]:
@@ -134,20 +124,22 @@ def _run_stage(
 
     Training runs on every rank; rank 0 alone writes ``stage.json``, evaluates and measures.
     """
-    stage_dir = run_dir / STAGES / stage.name
+    files = RunLayout(run_dir).stage(stage.id)
+    stage_dir = files.directory
     main = current_world().is_main
     if display.enabled:
-        print(f"[stage {index}/{total} {stage.name}] {stage.label}: {stage.planned_epochs()} epochs", flush=True)
-    previous = read_json(stage_dir / STAGE_FILE) or {}
+        print(f"[stage {index}/{total} {stage.id}] {stage.label}: {stage.planned_epochs()} epochs", flush=True)
+    previous = files.state()
     state = {
         "name": stage.name,
+        "seed": stage.seed,
         "fingerprint": fingerprint,
         "status": "running",
         "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if main:
         stage_dir.mkdir(parents=True, exist_ok=True)
-        write_json(stage_dir / STAGE_FILE, state)
+        write_json(files.state_file, state)
     barrier()
     began = time.perf_counter()
     callback = display.callback(stage, index)
@@ -159,7 +151,7 @@ def _run_stage(
         barrier()  # wait for rank 0 to finish the stage: the next one may read its checkpoint
         return
     device = resolve_device(config.device)
-    evaluation = evaluate(stage_dir, stage_dir / "evaluation", device=config.device)
+    evaluation = evaluate(stage_dir, files.evaluation, device=config.device)
     measured = _measure(stage_dir, device, config.report.timing_batch_size, validation_data)
     state.update(
         status="complete",
@@ -171,7 +163,7 @@ def _run_stage(
         metrics=evaluation.summary["model_metrics"],
         **measured,
     )
-    write_json(stage_dir / STAGE_FILE, state)
+    write_json(files.state_file, state)
     barrier()
 
 
@@ -183,7 +175,7 @@ def _run_in_parallel(stages: list[Stage], pending: set[str], run_dir: Path, work
     """
     gpus = torch.cuda.device_count()
     threads = max(1, (os.cpu_count() or 1) // workers)
-    waiting = [s for s in stages if s.name in pending]
+    waiting = [s for s in stages if s.id in pending]
     running: dict[str, tuple[subprocess.Popen, int]] = {}
     free = list(range(workers))
     try:
@@ -196,9 +188,9 @@ def _run_in_parallel(stages: list[Stage], pending: set[str], run_dir: Path, work
                         environment["CUDA_VISIBLE_DEVICES"] = str(slot)
                     else:
                         environment["OMP_NUM_THREADS"] = str(threads)
-                    command = [sys.executable, "-m", "kdrecon", "run", str(run_dir / CONFIG), "--run-dir", str(run_dir),
-                               "--only", stage.name, "--no-report"] + ([] if progress else ["--quiet"])
-                    running[stage.name] = (subprocess.Popen(command, env=environment), slot)
+                    command = [sys.executable, "-m", "kdrecon", "run", str(RunLayout(run_dir).config), "--run-dir",
+                               str(run_dir), "--only", stage.id, "--no-report"] + ([] if progress else ["--quiet"])
+                    running[stage.id] = (subprocess.Popen(command, env=environment), slot)
                     waiting.remove(stage)
             time.sleep(0.5)
             for name, (process, slot) in list(running.items()):
@@ -214,6 +206,56 @@ def _run_in_parallel(stages: list[Stage], pending: set[str], run_dir: Path, work
             process.terminate()
 
 
+def _select(stages: list[Stage], only: Sequence[str]) -> set[str]:
+    """The ids ``--only`` names: a stage id (``seed-42/teacher``), or a name for every seed."""
+    ids = {s.id for s in stages}
+    selected = set()
+    for item in only:
+        matches = {item} & ids or {s.id for s in stages if s.name == item}
+        if not matches:
+            raise ConfigError(f"--only: no stage {item!r} in this experiment (stages: {', '.join(sorted(ids))})")
+        selected |= matches
+    return selected
+
+
+def _pending(stages: list[Stage], prints: dict[str, str], layout: RunLayout, only: set[str]) -> tuple[set[str], list[Path]]:
+    """Stages to run, and the directories of those whose settings changed (to be rerun afresh)."""
+    pending, stale = set(), []
+    for stage in stages:
+        files = layout.stage(stage.id)
+        state = files.state()
+        if state.get("fingerprint") != prints[stage.id]:
+            if files.directory.exists() and (not only or stage.id in only):
+                stale.append(files.directory)  # its config or an upstream stage changed
+            pending.add(stage.id)
+        elif state.get("status") != "complete":
+            pending.add(stage.id)
+    return pending, stale
+
+
+def _manifest(config: ExperimentConfig, stages: list[Stage], prints: dict[str, str], configs: dict[str, Any],
+              layout: RunLayout, seconds: float | None) -> dict[str, Any]:
+    return {
+        "name": config.name,
+        "kdrecon": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(resolve_device(config.device)),
+        "seeds": config.replicate_seeds,
+        "checkpoint_selection": SELECTION_RULE,
+        "config": config_data(config),
+        "stages": [
+            {"id": s.id, "name": s.name, "seed": s.seed, "role": s.role, "label": s.label, "kind": s.kind,
+             "method": s.method, "model": s.model, "variant": s.variant, "fingerprint": prints[s.id],
+             "directory": layout.stage(s.id).directory.relative_to(layout.root).as_posix(),
+             "depends_on": list(s.depends_on), "config": config_data(configs[s.id])}
+            for s in stages
+        ],
+        "session_seconds": seconds,
+    }
+
+
 def run_experiment(
     config: ExperimentConfig,
     run_dir: Path,
@@ -225,97 +267,70 @@ def run_experiment(
     """Run (or continue) ``config`` in ``run_dir``; returns the manifest written to ``experiment.json``.
 
     Args:
-        only: run just these stages (their inputs must be complete); no manifest or report.
+        only: run just these stages (ids ``seed-42/teacher``, or names for every seed; their
+            inputs must be complete); no manifest or report.
         parallel: run up to this many independent stages at once, in separate processes.
     """
-    run_dir = Path(run_dir)
-    check_run_directory(run_dir)
+    layout = RunLayout(Path(run_dir))
+    check_run_directory(layout.root)
     main = current_world().is_main
     if parallel > 1 and current_world().distributed:
         raise ConfigError("--parallel: stages already share the processes started by torchrun; leave it at 1")
     stages = build_stages(config)
     prints = fingerprints(stages)
-    stages_dir = run_dir / STAGES
-    configs = {stage.name: _stage_config(stage, stages_dir) for stage in stages}  # validate all up front
-    unknown = sorted(set(only) - set(configs))
-    if unknown:
-        raise ConfigError(f"--only: no stage {unknown[0]!r} in this experiment (stages: {', '.join(configs)})")
+    configs = {stage.id: _stage_config(stage, layout) for stage in stages}  # validate all up front
+    selected = _select(stages, only)
     validation_data = load_split(config.data.dataset, "validation", config.data.acceleration)
-    pending, stale = set(), []
-    for stage in stages:
-        state = read_json(stages_dir / stage.name / STAGE_FILE) or {}
-        if state.get("fingerprint") != prints[stage.name]:
-            if (stages_dir / stage.name).exists() and (not only or stage.name in only):
-                stale.append(stages_dir / stage.name)  # its config or an upstream stage changed
-            pending.add(stage.name)
-        elif state.get("status") != "complete":
-            pending.add(stage.name)
     # Every rank must run the same stages (each one's collectives and barriers): rank 0 decides.
-    pending, stale = from_main((pending, stale))
+    pending, stale = from_main(_pending(stages, prints, layout, selected))
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        layout.root.mkdir(parents=True, exist_ok=True)
         if not only:
-            write_config(config, run_dir / CONFIG)
+            write_config(config, layout.config)
+            # Written now too, so 'kdrecon report' can report the finished stages of a study still running.
+            write_json(layout.manifest, _manifest(config, stages, prints, configs, layout, None))
         for directory in stale:
             shutil.rmtree(directory)
     barrier()
-    if only:
-        blocked = sorted(d for name in only for d in build_dependencies(stages, name) if d in pending and d not in only)
+    if selected:
+        blocked = sorted(d for name in selected for d in build_dependencies(stages, name) if d in pending and d not in selected)
         if blocked:
-            raise ConfigError(f"--only: stage {blocked[0]!r}, an input of {', '.join(only)}, is not complete")
+            raise ConfigError(f"--only: stage {blocked[0]!r}, an input of {', '.join(sorted(selected))}, is not complete")
     started_all = time.perf_counter()
     if parallel > 1 and not only:
-        _run_in_parallel(stages, pending, run_dir, parallel, progress)
+        _run_in_parallel(stages, pending, layout.root, parallel, progress)
     display = Progress(stages, pending, progress and main)
     for index, stage in enumerate(stages, start=1):
-        if only and stage.name not in only:
+        if selected and stage.id not in selected:
             continue
-        if stage.name not in pending:
+        if stage.id not in pending:
             if display.enabled:
-                print(f"[stage {index}/{len(stages)} {stage.name}] complete, reused", flush=True)
+                print(f"[stage {index}/{len(stages)} {stage.id}] complete, reused", flush=True)
             continue
-        _run_stage(stage, index, len(stages), run_dir, config, configs[stage.name], prints[stage.name], display, validation_data)
+        _run_stage(stage, index, len(stages), layout.root, config, configs[stage.id], prints[stage.id], display, validation_data)
     if only or not main:
         return None
-    device = resolve_device(config.device)
-    manifest = {
-        "name": config.name,
-        "kdrecon": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(device),
-        "seed": config.seed,
-        "checkpoint_selection": SELECTION_RULE,
-        "config": config_data(config),
-        "stages": [
-            {"name": s.name, "role": s.role, "label": s.label, "kind": s.kind, "method": s.method, "model": s.model,
-             "fingerprint": prints[s.name], "directory": f"{STAGES}/{s.name}", "depends_on": list(s.depends_on),
-             "config": config_data(configs[s.name])}
-            for s in stages
-        ],
-        "session_seconds": time.perf_counter() - started_all,
-    }
-    write_json(run_dir / MANIFEST, manifest)
+    manifest = _manifest(config, stages, prints, configs, layout, time.perf_counter() - started_all)
+    write_json(layout.manifest, manifest)
     if report:
-        build_report(run_dir)
+        build_report(layout.root)
     return manifest
 
 
-def build_dependencies(stages: list[Stage], name: str) -> set[str]:
-    """Every stage ``name`` needs, directly or through others."""
-    by_name = {s.name: s for s in stages}
-    needed, todo = set(), list(by_name[name].depends_on)
+def build_dependencies(stages: list[Stage], stage: str) -> set[str]:
+    """The id of every stage ``stage`` (an id) needs, directly or through others."""
+    by_id = {s.id: s for s in stages}
+    needed, todo = set(), list(by_id[stage].depends_on)
     while todo:
         dependency = todo.pop()
         if dependency not in needed:
             needed.add(dependency)
-            todo += by_name[dependency].depends_on
+            todo += by_id[dependency].depends_on
     return needed
 
 
 def check_run_directory(run_dir: Path) -> None:
     """Refuse a directory that holds something other than an experiment."""
-    run_dir = Path(run_dir)
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / CONFIG).is_file():
-        raise ConfigError(f"{run_dir}: exists and is not an experiment run directory")
+    layout = RunLayout(Path(run_dir))
+    if layout.root.is_dir() and any(layout.root.iterdir()) and not layout.config.is_file():
+        raise ConfigError(f"{layout.root}: exists and is not an experiment run directory")

@@ -1,50 +1,65 @@
 """The graph of stages an experiment runs, each with a fingerprint of everything it depends on.
 
-Stages (``RUN/stages/{name}/``):
+Every stage runs once per seed of the experiment (``seeds: [42, 43, 44]``), in
+``RUN/stages/seed-{s}/{name}/``; a distilled student of seed s learns from the teacher of seed
+s, so every comparison is paired by seed. Stages of one seed come before the next seed's, so an
+interrupted study holds whole replicates.
 
-========================  ==========  ===================================================
-name                      role        what
-========================  ==========  ===================================================
-teacher                   teacher     the DnCm teacher on L1
-student                   student     the baseline DnCm student on L1
-sft-teacher               sft-teacher the student-friendly teacher (SFT step)
-std-kd-{method}           std-kd      student distilled from ``teacher``
-sft-kd-{method}           sft-kd      student initialised from and distilled by ``sft-teacher``
-sft-kd-{method}-random    sft-kd-random  the same with a random initialisation (ablation)
-student-{DnCm}            sweep       more baseline students (compression sweep)
-========================  ==========  ===================================================
+========================================  ==============  =========================================
+name                                      role            what
+========================================  ==============  =========================================
+teacher                                   teacher         the DnCm teacher on L1
+student                                   student         the baseline DnCm student on L1
+sft-teacher                               sft-teacher     the student-friendly teacher (SFT step)
+std-kd-{method}                           std-kd          student distilled from ``teacher``
+sft-kd-{method}                           sft-kd          initialised from and distilled by ``sft-teacher``
+sft-kd-{method}-random                    sft-kd-random   the same with a random initialisation (ablation)
+student-{DnCm}                            sweep           more baseline students (compression sweep)
+std-kd-{method}-{procedure}               std-kd          first seed: the other procedure (ablation)
+sft-kd-{method}-{procedure}               sft-kd          first seed: the other procedure (ablation)
+sft-teacher-{preset}, sft-kd-{m}-{preset} sft-teacher/..  first seed: another SFT loss (ablation)
+========================================  ==============  =========================================
 
-A stage's fingerprint hashes its own config together with the fingerprints of the stages it
-depends on, so changing one stage's settings changes exactly its own fingerprint and those of
-the stages downstream of it — and only those are rerun.
+An ablation stage carries its ``variant`` (the procedure or SFT preset it changes). A stage's
+fingerprint hashes its own config together with the fingerprints of the stages it depends on,
+so changing one stage's settings changes exactly its own fingerprint and those of the stages
+downstream of it — and only those are rerun.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kdrecon.experiment.config import ExperimentConfig
+from kdrecon.report.run_layout import stage_id
 
 #: Placeholder for a dependency's run directory inside a stage config (resolved when run).
 STAGE_REFERENCE = "stage:"
 
 METHOD_LABELS = {"at": "AT", "fitnets": "FitNets", "sp": "SP", "fsp": "FSP", "cc": "CC",
                  "at-paper": "AT (KD-MRI code)", "nst": "NST", "ft": "FT", "pkt": "PKT"}
+PROCEDURES = ("two-stage", "single-stage")
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
+    seed: int
     kind: Literal["train", "distill"]
     role: str
     label: str
     config: dict[str, Any]
-    depends_on: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()  # stage ids
     method: str | None = None
     model: str = ""
+    variant: str = ""
+
+    @property
+    def id(self) -> str:
+        return stage_id(self.name, self.seed)
 
     def planned_epochs(self) -> int:
         epochs = self.config["optimization"]["epochs"]
@@ -53,64 +68,115 @@ class Stage:
         return epochs
 
 
-def build_stages(config: ExperimentConfig) -> list[Stage]:
-    """Every stage of ``config``, dependencies first."""
-    common = {
-        "seed": config.seed,
-        "device": config.device,
-        "precision": config.precision,
-        "channels_last": config.channels_last,
-        "data": config.data.model_dump(mode="json"),
-    }
-    epochs = config.epochs
+@dataclass
+class _SeedGraph:
+    """Builds the stages of one seed."""
 
-    def optimization(value: int | None) -> dict[str, Any]:
-        return {**config.optimization.model_dump(mode="json"), "epochs": value or config.optimization.epochs}
+    config: ExperimentConfig
+    seed: int
+    stages: list[Stage] = field(default_factory=list)
 
-    def train(name: str, role: str, label: str, model: dict[str, Any], stage_epochs: int | None, **more) -> Stage:
-        data = {"name": name, **common, "model": {"channels": config.channels, **model}, "optimization": optimization(stage_epochs), **more}
-        return Stage(name, "train", role, label, data, model=model["name"])
+    def common(self) -> dict[str, Any]:
+        config = self.config
+        return {"seed": self.seed, "device": config.device, "precision": config.precision,
+                "channels_last": config.channels_last, "data": config.data.model_dump(mode="json")}
 
-    stages = [
-        train("teacher", "teacher", f"Teacher {config.teacher}", {"name": config.teacher}, epochs.teacher),
-        train("student", "student", f"Student {config.student}", {"name": config.student}, epochs.student),
-        train(
-            "sft-teacher", "sft-teacher", f"SFT teacher {config.teacher}",
-            {"name": "sft-teacher", "teacher": config.teacher, "student": config.student}, epochs.sft_teacher,
-            sft=config.sft.model_dump(mode="json"),
-        ),
-    ]
+    def optimization(self, epochs: int | None) -> dict[str, Any]:
+        return {**self.config.optimization.model_dump(mode="json"), "epochs": epochs or self.config.optimization.epochs}
 
-    def distill(name: str, role: str, label: str, teacher: str, method: str, init: str) -> Stage:
+    def train(self, name: str, role: str, label: str, model: dict[str, Any], epochs: int | None,
+              variant: str = "", **more: Any) -> Stage:
+        data = {"name": name, **self.common(), "model": {"channels": self.config.channels, **model},
+                "optimization": self.optimization(epochs), **more}
+        stage = Stage(name, self.seed, "train", role, label, data, model=model["name"], variant=variant)
+        self.stages.append(stage)
+        return stage
+
+    def sft_teacher(self, preset: str, variant: str = "") -> Stage:
+        config = self.config
+        sft = config.sft.model_dump(mode="json") if not variant else {"preset": preset}
+        suffix = f"-{_short(variant)}" if variant else ""
+        return self.train(
+            f"sft-teacher{suffix}", "sft-teacher", f"SFT teacher {config.teacher}{_label(variant)}",
+            {"name": "sft-teacher", "teacher": config.teacher, "student": config.student},
+            config.epochs.sft_teacher, variant, sft=sft,
+        )
+
+    def distill(self, role: str, method: str, teacher: Stage, init: str, procedure: str,
+                suffix: str = "", variant: str = "") -> Stage:
+        config, epochs = self.config, self.config.epochs
+        kind = "std-kd" if role == "std-kd" else "sft-kd"
+        name = f"{kind}-{method}{suffix}"
+        total = epochs.distillation or config.optimization.epochs
         data = {
-            "name": name, **common,
-            "teacher": STAGE_REFERENCE + teacher,
+            "name": name, **self.common(), "teacher": STAGE_REFERENCE + teacher.id,
             "student": {"name": config.student, "channels": config.channels},
-            "method": method, "procedure": config.procedure, "alpha": config.alpha, "init": init,
-            "optimization": optimization(epochs.distillation),
+            "method": method, "procedure": procedure, "alpha": config.alpha, "init": init,
+            "optimization": self.optimization(total),
         }
-        if epochs.feature_stage is not None:
+        if procedure == "two-stage" and epochs.feature_stage is not None:
             data["feature_epochs"] = epochs.feature_stage
-        return Stage(name, "distill", role, label, data, (teacher,), method, config.student)
+            if config.procedure == "single-stage":  # the ablation: same total epochs as the main procedure
+                data["optimization"] = self.optimization(total - epochs.feature_stage)
+        elif procedure == "single-stage" and config.procedure == "two-stage":
+            data["optimization"] = self.optimization(total + (epochs.feature_stage or total))
+        label = f"{METHOD_LABELS[method]} {'Std-KD' if role == 'std-kd' else 'SFT-KD'}"
+        if role == "sft-kd-random":
+            label += " (random init)"
+        stage = Stage(name, self.seed, "distill", role, label + _label(variant), data, (teacher.id,), method,
+                      config.student, variant)
+        self.stages.append(stage)
+        return stage
 
-    for method in config.methods:
-        label = METHOD_LABELS[method]
-        stages.append(distill(f"std-kd-{method}", "std-kd", f"{label} Std-KD", "teacher", method, "random"))
-        stages.append(distill(f"sft-kd-{method}", "sft-kd", f"{label} SFT-KD", "sft-teacher", method, "sft"))
-        if config.random_init_ablation:
-            stages.append(
-                distill(f"sft-kd-{method}-random", "sft-kd-random", f"{label} SFT-KD (random init)", "sft-teacher", method, "random")
-            )
-    for model in config.compression_sweep:
-        if model not in (config.teacher, config.student):
-            stages.append(train(f"student-{model}", "sweep", f"Student {model}", {"name": model}, epochs.student))
-    return stages
+    def main(self) -> tuple[Stage, Stage]:
+        config = self.config
+        teacher = self.train("teacher", "teacher", f"Teacher {config.teacher}", {"name": config.teacher}, config.epochs.teacher)
+        self.train("student", "student", f"Student {config.student}", {"name": config.student}, config.epochs.student)
+        sft_teacher = self.sft_teacher(config.sft.preset)
+        for method in config.methods:
+            self.distill("std-kd", method, teacher, "random", config.procedure)
+            self.distill("sft-kd", method, sft_teacher, "sft", config.procedure)
+            if config.random_init_ablation:
+                self.distill("sft-kd-random", method, sft_teacher, "random", config.procedure, "-random")
+        for model in config.compression_sweep:
+            if model not in (config.teacher, config.student):
+                self.train(f"student-{model}", "sweep", f"Student {model}", {"name": model}, config.epochs.student)
+        return teacher, sft_teacher
+
+    def ablations(self, teacher: Stage, sft_teacher: Stage) -> None:
+        config = self.config
+        if config.procedure_ablation:
+            other = next(p for p in PROCEDURES if p != config.procedure)
+            for method in config.methods:
+                self.distill("std-kd", method, teacher, "random", other, f"-{other}", other)
+                self.distill("sft-kd", method, sft_teacher, "sft", other, f"-{other}", other)
+        for preset in config.sft_preset_ablation:
+            variant_teacher = self.sft_teacher(preset, preset)
+            for method in config.methods:
+                self.distill("sft-kd", method, variant_teacher, "sft", config.procedure, f"-{_short(preset)}", preset)
+
+
+def _short(variant: str) -> str:
+    return variant.removeprefix("sft-")
+
+
+def _label(variant: str) -> str:
+    return f" [{variant}]" if variant else ""
+
+
+def build_stages(config: ExperimentConfig) -> list[Stage]:
+    """Every stage of ``config`` for every seed, dependencies first; the first seed's ablations last."""
+    graphs = [_SeedGraph(config, seed) for seed in config.replicate_seeds]
+    mains = [graph.main() for graph in graphs]
+    first = _SeedGraph(config, config.replicate_seeds[0])
+    first.ablations(*mains[0])
+    return [stage for graph in graphs for stage in graph.stages] + first.stages
 
 
 def fingerprints(stages: list[Stage]) -> dict[str, str]:
-    """A hash per stage of its config and, recursively, of the stages it depends on."""
+    """A hash per stage id of its config and, recursively, of the stages it depends on."""
     result: dict[str, str] = {}
     for stage in stages:  # dependencies come first
         text = json.dumps({"config": stage.config, "depends_on": {d: result[d] for d in stage.depends_on}}, sort_keys=True)
-        result[stage.name] = hashlib.sha256(text.encode()).hexdigest()[:16]
+        result[stage.id] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return result

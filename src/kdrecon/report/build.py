@@ -1,312 +1,341 @@
 """The experiment report, laid out like the papers, rebuilt from what a run directory holds.
 
-:func:`build_report` reads ``experiment.json``, each stage's ``evaluation/`` and ``stage.json``
-and its ``metrics.csv``, and writes ``report.md``, a self-contained ``report.html`` (figures
-embedded, no network needed) and ``figures/*.png``. Nothing is retrained or re-evaluated.
+:func:`build_report` reads the run directory (:mod:`kdrecon.report.results`), and writes
+``report.md``, a self-contained ``report.html`` (figures embedded, no network needed) and
+``figures/*.png``. Nothing is retrained or re-evaluated; only the speed claim is measured anew
+(teacher and student in alternation, :mod:`kdrecon.report.speed`). Each section is one function
+returning typed blocks (:mod:`kdrecon.report.document`). A study still running gets a report of
+its complete stages, with the pending ones listed.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import html
-import json
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
+import numpy as np
 import yaml
 
 from kdrecon.data.dataset import load_split
 from kdrecon.data.layout import atomic_path
-from kdrecon.evaluation.statistics import paired_wilcoxon
+from kdrecon.evaluation.statistics import CONTRADICTED, NOT_RESOLVED, REPRODUCED, paired_wilcoxon, verdict
 from kdrecon.report import figures
+from kdrecon.report.claims import EffectRow, all_comparisons, effect_row, paper_claims, published_effect, published_gap
+from kdrecon.report.document import Block, Code, Document, Heading, Image, Paragraph, Table
+from kdrecon.report.published import PUBLISHED_INFERENCE_MS, published_psnr, published_ssim
+from kdrecon.report.results import ExperimentResults, StageResult, load_results
+from kdrecon.report.run_layout import read_history
+from kdrecon.report.speed import SpeedComparison, time_teacher_and_student
+from kdrecon.training.trainer import resolve_device
 
-ROLE_ORDER = ("teacher", "sft-teacher", "student", "std-kd", "sft-kd", "sft-kd-random", "sweep")
-
-
-@dataclass
-class StageResult:
-    name: str
-    role: str
-    label: str
-    method: str | None
-    model: str
-    directory: Path
-    state: dict[str, Any]
-    summary: dict[str, Any]
-    per_slice: dict[tuple[str, int], dict[str, float]]
-    zero_filled: dict[tuple[str, int], dict[str, float]]
+SEED_VARIANCE_NOT_COVERED = "1 seed: training variance not covered"
 
 
-# --- a minimal document model rendered both as Markdown and as HTML ---------------------------
+# --- numbers over seeds ------------------------------------------------------------------------
 
 
-class Document:
-    def __init__(self) -> None:
-        self.blocks: list[tuple] = []
-
-    def heading(self, text: str, level: int = 2) -> None:
-        self.blocks.append(("heading", level, text))
-
-    def paragraph(self, text: str) -> None:
-        self.blocks.append(("paragraph", text))
-
-    def table(self, header: list[str], rows: Iterable[list[Any]]) -> None:
-        self.blocks.append(("table", header, [[str(c) for c in row] for row in rows]))
-
-    def image(self, path: Path, caption: str) -> None:
-        self.blocks.append(("image", path, caption))
-
-    def code(self, text: str) -> None:
-        self.blocks.append(("code", text))
-
-    def markdown(self, root: Path) -> str:
-        out = []
-        for block in self.blocks:
-            kind = block[0]
-            if kind == "heading":
-                out.append("#" * block[1] + " " + block[2])
-            elif kind == "paragraph":
-                out.append(block[1])
-            elif kind == "table":
-                header, rows = block[1], block[2]
-                out.append("\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                                     + ["| " + " | ".join(row) + " |" for row in rows]))
-            elif kind == "image":
-                out.append(f"![{block[2]}]({block[1].relative_to(root).as_posix()})\n\n*{block[2]}*")
-            elif kind == "code":
-                out.append("```yaml\n" + block[1].rstrip() + "\n```")
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title: str) -> str:
-        out = [
-            "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-            f"<title>{html.escape(title)}</title><style>"
-            "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-            "table{border-collapse:collapse;margin:0.8em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
-            "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#eee}"
-            "img{max-width:100%}pre{background:#f6f6f6;padding:0.8em;overflow:auto}figcaption{font-style:italic}"
-            "</style></head><body>",
-        ]
-        for block in self.blocks:
-            kind = block[0]
-            if kind == "heading":
-                out.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
-            elif kind == "paragraph":
-                out.append(f"<p>{html.escape(block[1])}</p>")
-            elif kind == "table":
-                head = "".join(f"<th>{html.escape(c)}</th>" for c in block[1])
-                body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block[2])
-                out.append(f"<table><tr>{head}</tr>{body}</table>")
-            elif kind == "image":
-                data = base64.b64encode(block[1].read_bytes()).decode("ascii")
-                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block[2])}'>"
-                           f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
-            elif kind == "code":
-                out.append(f"<pre>{html.escape(block[1])}</pre>")
-        out.append("</body></html>")
-        return "\n".join(out)
+def _seed_values(results: dict[int, StageResult], metric: str) -> list[float]:
+    """The volume-mean of ``metric`` for each seed."""
+    return [results[seed].metrics[metric]["mean"] for seed in sorted(results)]
 
 
-# --- reading a run directory ------------------------------------------------------------------
+def _over_seeds(results: dict[int, StageResult], metric: str, digits: int) -> str:
+    """Mean over seeds (± sd over seeds when there are several), e.g. ``32.10 ± 0.08 (3)``."""
+    values = _seed_values(results, metric)
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f} (1)"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f} ({len(values)})"
 
 
-def _read_per_slice(path: Path) -> tuple[dict, dict]:
-    model, zero_filled = {}, {}
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            key = (row["volume"], int(row["slice"]))
-            values = {m: float(row[m]) for m in ("psnr", "ssim", "nmse", "hfn", "vif")}
-            (model if row["reconstruction"] == "model" else zero_filled)[key] = values
-    return model, zero_filled
+def _interval(interval: tuple[float, float] | None, digits: int) -> str:
+    return SEED_VARIANCE_NOT_COVERED if interval is None else f"[{interval[0]:+.{digits}f}, {interval[1]:+.{digits}f}]"
 
 
-def load_results(run_dir: Path) -> tuple[dict[str, Any], list[StageResult]]:
-    """The manifest and every completed stage's results, in report order."""
-    run_dir = Path(run_dir)
-    manifest_path = run_dir / "experiment.json"
-    if not manifest_path.is_file():
-        raise ValueError(f"{run_dir}: no experiment.json (run 'kdrecon run' first)")
-    manifest = json.loads(manifest_path.read_text())
-    results = []
-    for stage in manifest["stages"]:
-        directory = run_dir / stage["directory"]
-        state = json.loads((directory / "stage.json").read_text()) if (directory / "stage.json").is_file() else {}
-        if state.get("status") != "complete" or state.get("fingerprint") != stage["fingerprint"]:
-            raise ValueError(f"{directory}: stage {stage['name']} is not complete; run 'kdrecon run' again")
-        model, zero_filled = _read_per_slice(directory / "evaluation" / "per_slice.csv")
-        summary = json.loads((directory / "evaluation" / "summary.json").read_text())
-        results.append(StageResult(stage["name"], stage["role"], stage["label"], stage["method"], stage["model"],
-                                   directory, state, summary, model, zero_filled))
-    results.sort(key=lambda r: ROLE_ORDER.index(r.role))
-    return manifest, results
+def _digits(metric: str) -> int:
+    return 2 if metric == "psnr" else 4
 
 
-def _history(path: Path) -> tuple[list[int], list[float]]:
-    epochs, losses = [], []
-    if path.is_file():
-        with open(path, newline="") as handle:
-            for row in csv.DictReader(handle):
-                epochs.append(int(row["epoch"]))
-                losses.append(float(row["validation_loss"]))
-    return epochs, losses
+def _effects(results: ExperimentResults, comparisons: list, metric: str) -> list[EffectRow]:
+    resamples = results.manifest["config"]["report"]["bootstrap_resamples"]
+    return [effect_row(results, comparison, metric, resamples) for comparison in comparisons]
 
 
-def _mean_std(metrics: dict[str, dict[str, float]], name: str, digits: int) -> str:
-    return f"{metrics[name]['mean']:.{digits}f} ± {metrics[name]['std']:.{digits}f}"
+# --- sections ----------------------------------------------------------------------------------
 
 
-def _paired(a: StageResult, b: StageResult, metric: str) -> dict[str, Any]:
-    keys = sorted(set(a.per_slice) & set(b.per_slice))
-    return paired_wilcoxon([a.per_slice[k][metric] for k in keys], [b.per_slice[k][metric] for k in keys])
+def _header(results: ExperimentResults) -> list[Block]:
+    manifest, first = results.manifest, results.stages[0].summary
+    config = manifest["config"]
+    blocks: list[Block] = [
+        Heading(f"kdrecon report: {manifest['name']}", 1),
+        Paragraph(
+            f"Dataset {first['dataset']}, {first['acceleration']} undersampling, {first['split']} split: "
+            f"{first['volumes']} volumes, {first['slices']} slices. Metrics: {first['conventions']}. "
+            f"Device {manifest['device']}, precision {config['precision']}, seeds {', '.join(map(str, results.seeds))}; "
+            "every number below says how many seeds it rests on, in brackets."
+        ),
+    ]
+    if results.pending:
+        blocks.append(Paragraph(
+            f"Incomplete: {len(results.pending)} of {len(manifest['stages'])} stages are not finished "
+            f"({', '.join(results.pending)}); this report covers the complete ones. Run 'kdrecon run' again to continue."
+        ))
+    return blocks
 
 
-# --- the report --------------------------------------------------------------------------------
+def _claim_cells(row: EffectRow, setting: str) -> list[str]:
+    comparison, effect = row.comparison, row.effect
+    paper = published_effect(setting, comparison)
+    paper_text = "—" if paper is None else f"{paper:+.2f}"
+    gaps = [published_gap(setting, comparison.baseline), published_gap(setting, comparison.other)]
+    if comparison.other.startswith("sft-kd-") and None not in gaps:
+        paper_text += f" (gap {gaps[0]:.2f} → {gaps[1]:.2f})"
+    detectable = "—" if effect.detectable is None else f"{effect.detectable:.2f}"
+    return [comparison.text, paper_text, f"{effect.mean:+.2f} ({effect.seeds})", _interval(effect.interval, 2),
+            _interval(effect.bootstrap_interval, 2), detectable, _verdict_text(row)]
+
+
+def _verdict_text(row: EffectRow) -> str:
+    if row.effect.interval is None:
+        return f"{NOT_RESOLVED} ({SEED_VARIANCE_NOT_COVERED})"
+    return row.verdict if row.verdict != NOT_RESOLVED else f"{NOT_RESOLVED} at this budget"
+
+
+def _gap_text(results: ExperimentResults, row: EffectRow) -> str:
+    """Our teacher − Std-KD and teacher − SFT-KD gaps, mean over the seeds that have all three."""
+    teacher = results.by_name("teacher")
+    std, sft = results.by_name(row.comparison.baseline), results.by_name(row.comparison.other)
+    seeds = sorted(set(teacher) & set(std) & set(sft))
+    if not seeds:
+        return ""
+    gap = lambda stage: np.mean([teacher[s].metrics["psnr"]["mean"] - stage[s].metrics["psnr"]["mean"] for s in seeds])  # noqa: E731
+    return f" (gap {gap(std):.2f} → {gap(sft):.2f})"
+
+
+def _claims_section(results: ExperimentResults, speed: SpeedComparison | None) -> list[Block]:
+    setting = results.manifest["config"]["report"].get("paper_setting") or f"cardiac-{results.stages[0].summary['acceleration']}"
+    rows = []
+    for row in _effects(results, paper_claims(results), "psnr"):
+        cells = _claim_cells(row, setting)
+        if row.comparison.other.startswith("sft-kd-"):
+            cells[2] += _gap_text(results, row)
+        rows.append(cells)
+    if speed is not None:
+        rows.append(_speed_row(speed))
+    blocks: list[Block] = [Heading("Claims of the papers: reproduced, contradicted or not resolved")]
+    if not rows:
+        return blocks + [Paragraph("This experiment has no pair of stages that a claim of the papers compares.")]
+    blocks.append(Table(
+        ["claim", f"paper ({setting}, dB)", "ours: mean effect (seeds)", "95% CI over seeds (t)",
+         "95% CI, hierarchical bootstrap", "smallest detectable effect", "verdict"], rows,
+    ))
+    blocks.append(Paragraph(
+        "Effect = PSNR of the better-claimed model minus the other, per validation volume, averaged per seed, "
+        "then over seeds (paired by seed: a distilled student of seed s learned from the teacher of seed s). "
+        f"Verdict: {REPRODUCED} when the t interval over seeds excludes 0 in the papers' direction, {CONTRADICTED} "
+        f"when it excludes 0 in the other direction, {NOT_RESOLVED} when it contains 0. The bootstrap resamples "
+        "seeds, then volumes within each seed. Smallest detectable effect: two-sided α = 0.05 at power 0.8 for the "
+        "observed spread between seeds. The SFT-KD row's gap is teacher − student for Std-KD → SFT-KD, the same "
+        "difference seen from the teacher."
+    ))
+    return blocks
+
+
+def _speed_row(speed: SpeedComparison) -> list[str]:
+    paper = PUBLISHED_INFERENCE_MS["teacher"] / PUBLISHED_INFERENCE_MS["student"]
+    interval = (speed.ratio_range[0] - 1, speed.ratio_range[1] - 1)
+    return [
+        "the student is faster than the teacher at inference (teacher time / student time)",
+        f"{paper:.2f}× ({PUBLISHED_INFERENCE_MS['teacher']} vs {PUBLISHED_INFERENCE_MS['student']} ms, GPU)",
+        f"{speed.ratio:.2f}× ({speed.teacher_ms:.2f} vs {speed.student_ms:.2f} ms)",
+        f"rounds 2.5–97.5%: {speed.ratio_range[0]:.2f}–{speed.ratio_range[1]:.2f}×", "—", "—",
+        verdict(interval, 1) + f" ({speed.rounds} alternating rounds)",
+    ]
+
+
+def _effects_section(results: ExperimentResults) -> list[Block]:
+    comparisons = all_comparisons(results)
+    if not comparisons:
+        return []
+    rows, figure_rows = [], []
+    for metric in ("psnr", "ssim"):
+        for row in _effects(results, comparisons, metric):
+            digits = _digits(metric)
+            rows.append([f"{row.labels[1]} − {row.labels[0]}", metric.upper(), f"{row.effect.mean:+.{digits}f}",
+                         row.effect.seeds, ", ".join(f"{x:+.{digits}f}" for x in row.effect.per_seed),
+                         _interval(row.effect.interval, digits), _interval(row.effect.bootstrap_interval, digits)])
+            if metric == "psnr":
+                figure_rows.append(row)
+    path = results.layout.figures / "seed-effects.png"
+    figures.seed_effects(path, [(f"{r.labels[1]} − {r.labels[0]}", r.effect) for r in figure_rows])
+    return [
+        Heading("Effects over seeds (model B − model A)"),
+        Table(["B − A", "metric", "mean over seeds", "seeds", "per seed", "95% CI over seeds (t)",
+               "95% CI, hierarchical bootstrap"], rows),
+        Image(path, "PSNR effect of every comparison: one dot per seed, the t interval over seeds as a bar "
+                    "(none with one seed), zero dashed"),
+    ]
+
+
+def _main_table(results: ExperimentResults) -> list[Block]:
+    setting = results.manifest["config"]["report"].get("paper_setting") or f"cardiac-{results.stages[0].summary['acceleration']}"
+    zero_filled = results.stages[0].summary["zero_filled_metrics"]
+    teacher = results.by_name("teacher")
+    rows = [["Zero-filled", f"{zero_filled['psnr']['mean']:.2f}", f"{zero_filled['ssim']['mean']:.4f}", "", "—"]]
+    for name in results.names(variants=True):
+        stage = results.by_name(name)
+        if results.first(name).role == "sweep":
+            continue
+        seeds = sorted(set(stage) & set(teacher))
+        gap = "" if not seeds or name == "teacher" else f"{np.mean([teacher[s].metrics['psnr']['mean'] - stage[s].metrics['psnr']['mean'] for s in seeds]):+.2f}"
+        paper = published_psnr(setting, name)
+        paper_text = "—" if paper is None or results.first(name).variant else f"{paper:.2f} / {published_ssim(setting, name):.4f}"
+        rows.append([results.first(name).label, _over_seeds(stage, "psnr", 2), _over_seeds(stage, "ssim", 4), gap, paper_text])
+    return [
+        Heading("Reconstruction quality (papers' Table 1)"),
+        Table(["model", "PSNR (dB)", "SSIM", "teacher − model PSNR (dB)", f"paper PSNR / SSIM ({setting})"], rows),
+        Paragraph("Each cell: mean over seeds of the mean over validation volumes, ± the standard deviation between "
+                  "seeds, (number of seeds). The zero-filled input is the same for every seed."),
+    ]
+
+
+def _quality_table(results: ExperimentResults) -> list[Block]:
+    zero_filled = results.stages[0].summary["zero_filled_metrics"]
+    rows = [["Zero-filled"] + [f"{zero_filled[m]['mean']:.4f}" for m in ("hfn", "vif", "nmse")]]
+    for name in results.names(variants=True):
+        if results.first(name).role != "sweep":
+            rows.append([results.first(name).label] + [_over_seeds(results.by_name(name), m, 4) for m in ("hfn", "vif", "nmse")])
+    return [Heading("High-frequency error and visual information fidelity (papers' Tables 3 and 5)"),
+            Table(["model", "HFN (lower is better)", "VIF", "NMSE"], rows)]
+
+
+def _size_table(results: ExperimentResults, speed: SpeedComparison | None) -> list[Block]:
+    names = [n for n in results.names(("teacher", "student", "sweep"), variants=False)]
+    firsts = sorted((results.first(n) for n in names), key=lambda r: -r.state["parameters"])
+    rows = [[r.label, f"{r.state['parameters']:,}", f"{r.state['macs_per_slice'] / 1e9:.3f}",
+             f"{r.state['inference_ms_per_slice']:.2f}", _over_seeds(results.by_name(r.name), "psnr", 2),
+             _over_seeds(results.by_name(r.name), "ssim", 4)] for r in firsts]
+    blocks: list[Block] = [
+        Heading("Size, cost and quality per network (papers' Table 8)"),
+        Table(["network", "parameters", "GMAC per slice", "inference at the end of its stage (ms per slice)", "PSNR (dB)", "SSIM"], rows),
+        Paragraph("MACs count the convolutions (the FFTs of data consistency are left out). The inference column times "
+                  "each network once, at the end of its own stage, so it depends on what else the machine did then; "
+                  "compare networks with the alternated measurement below."),
+    ]
+    if speed is not None:
+        blocks.append(Paragraph(
+            f"Teacher and student timed in alternation now ({speed.setting}): teacher {speed.teacher_ms:.2f} ms, "
+            f"student {speed.student_ms:.2f} ms per slice (medians); teacher/student ratio {speed.ratio:.2f}× "
+            f"(2.5–97.5 percentiles over rounds {speed.ratio_range[0]:.2f}–{speed.ratio_range[1]:.2f}×)."
+        ))
+    return blocks
+
+
+def _wilcoxon_section(results: ExperimentResults) -> list[Block]:
+    rows = []
+    for comparison in paper_claims(results):
+        other, baseline = results.by_name(comparison.other), results.by_name(comparison.baseline)
+        for seed in sorted(set(other) & set(baseline)):
+            keys = sorted(set(other[seed].per_slice) & set(baseline[seed].per_slice))
+            test = paired_wilcoxon([other[seed].per_slice[k]["psnr"] for k in keys],
+                                   [baseline[seed].per_slice[k]["psnr"] for k in keys])
+            rows.append([f"{other[seed].label} vs {baseline[seed].label}", seed, f"{test['mean_difference']:+.4f}",
+                         f"{test['p_value']:.3g}", "yes" if test["significant"] else "no", test["slices"]])
+    if not rows:
+        return []
+    return [
+        Heading("Within-run tests: paired Wilcoxon signed-rank per slice (α = 0.05)"),
+        Table(["comparison (PSNR)", "seed", "mean difference (a − b)", "p-value", "p < 0.05", "slices"], rows),
+        Paragraph("Each test takes the slices of one training run per stage as its sample, as the papers do: it says "
+                  "whether two networks of one seed differ on these slices, not whether retraining with another seed "
+                  "would give the same difference. The effects over seeds above answer that question."),
+    ]
+
+
+def _figures_section(results: ExperimentResults) -> list[Block]:
+    config, first = results.manifest["config"], results.stages[0].summary
+    seed = results.stages[0].seed
+    shown = [results.by_name(n)[seed] for n in results.names(("teacher", "student", "std-kd", "sft-kd"), variants=False)
+             if seed in results.by_name(n)][:6]
+    data = load_split(first["dataset"], first["split"], first["acceleration"])
+    blocks: list[Block] = [Heading(f"Reconstructions, seed {seed} (papers' Figure 3)")]
+    for volume in data.volumes[: config["report"]["figure_slices"]]:
+        index = (volume.start + volume.stop) // 2
+        images = {"zero-filled": data.zero_filled[index, 0].numpy()}
+        images.update({r.label: r.files.reconstruction(volume.name)[index - volume.start] for r in shown})
+        path = results.layout.figures / f"reconstruction-{volume.name}.png"
+        title = f"{volume.name}, slice {index - volume.start}"
+        figures.reconstruction_figure(path, data.target[index, 0].numpy(), images, title, config["report"]["zoom"])
+        blocks.append(Image(path, f"{title} (middle slice): images, zoomed inset and |error| on a shared scale"))
+    return blocks + _distribution_figures(results, seed)
+
+
+def _distribution_figures(results: ExperimentResults, seed: int) -> list[Block]:
+    stages = [r for r in results.stages if r.seed == seed]
+    keys = sorted(stages[0].per_slice)
+    values: dict[str, dict[str, list[float]]] = {m: {} for m in ("psnr", "ssim")}
+    curves, feature_curves = {}, {}
+    for result in stages:
+        for metric in values:
+            values[metric][result.label] = [result.per_slice[k][metric] for k in keys]
+        if result.files.feature_history.is_file():
+            feature_curves[result.label] = read_history(result.files.feature_history)
+        curves[result.label] = read_history(result.files.history)
+    figures.metric_boxplots(results.layout.figures / "per-slice-metrics.png", values)
+    figures.validation_curves(results.layout.figures / "validation-curves.png", curves, feature_curves)
+    return [
+        Heading(f"Per-slice distributions and training curves, seed {seed} (papers' Figure 4)"),
+        Image(results.layout.figures / "per-slice-metrics.png", "PSNR and SSIM of every validation slice (box: quartiles; triangle: mean)"),
+        Image(results.layout.figures / "validation-curves.png",
+              "Validation loss per epoch of every stage: L1 of the trained network (for a distilled student, of its "
+              "final stage) and, for KD-MRI's feature stages, the feature loss relative to its first epoch"),
+    ]
+
+
+def _provenance(results: ExperimentResults) -> list[Block]:
+    manifest = results.manifest
+    rows = [[r.id, r.state["fingerprint"], r.state.get("best_epoch", ""), len(read_history(r.files.history)[0]),
+             f"{r.state.get('wall_seconds', 0):.0f}", r.state.get("device", ""), r.state.get("finished", "")]
+            for r in results.stages]
+    return [
+        Heading("How these numbers were made"),
+        Paragraph(f"kdrecon {manifest['kdrecon']}, PyTorch {manifest['torch']}, Python {manifest['python']}, "
+                  f"{manifest['platform']}. Checkpoint selection: {manifest['checkpoint_selection']}."),
+        Table(["stage", "fingerprint", "best epoch", "final-stage epochs", "training wall time, all stages (s)", "device", "finished"], rows),
+        Code(yaml.safe_dump(manifest["config"], sort_keys=False)),
+    ]
+
+
+def _speed(results: ExperimentResults) -> SpeedComparison | None:
+    teacher, student = results.first("teacher"), results.first("student")
+    if teacher is None or student is None:
+        return None
+    config, first = results.manifest["config"], results.stages[0].summary
+    data = load_split(first["dataset"], first["split"], first["acceleration"])
+    report = config["report"]
+    return time_teacher_and_student(teacher.files, student.files, data, report["timing_batch_size"],
+                                    report["timing_rounds"], resolve_device(config["device"]))
 
 
 def build_report(run_dir: Path) -> Path:
     """Write ``report.md``, ``report.html`` and ``figures/`` for the experiment in ``run_dir``."""
-    run_dir = Path(run_dir)
-    manifest, results = load_results(run_dir)
-    by_name = {r.name: r for r in results}
-    config = manifest["config"]
-    zero_filled = results[0].summary["zero_filled_metrics"]
-    first = results[0].summary
+    results = load_results(Path(run_dir))
+    speed = _speed(results)
     document = Document()
-    document.heading(f"kdrecon report: {manifest['name']}", 1)
-    document.paragraph(
-        f"Dataset {first['dataset']}, {first['acceleration']} undersampling, {first['split']} split: "
-        f"{first['volumes']} volumes, {first['slices']} slices. Metrics: {first['conventions']}. "
-        f"Device {manifest['device']}, seed {manifest['seed']}, precision {config['precision']}."
-    )
+    for section in (_header(results), _claims_section(results, speed), _main_table(results), _effects_section(results),
+                    _quality_table(results), _size_table(results, speed), _wilcoxon_section(results),
+                    _figures_section(results), _provenance(results)):
+        document.extend(section)
+    layout = results.layout
+    with atomic_path(layout.report_markdown) as temporary:
+        temporary.write_text(document.markdown(layout.root))
+    with atomic_path(layout.report_html) as temporary:
+        temporary.write_text(document.html(f"kdrecon report: {results.manifest['name']}"))
+    return layout.report_markdown
 
-    # Table 1: PSNR / SSIM
-    teacher = by_name.get("teacher")
-    document.heading("Reconstruction quality (papers' Table 1)")
-    rows = [["Zero-filled", _mean_std(zero_filled, "psnr", 2), _mean_std(zero_filled, "ssim", 4), ""]]
-    for result in results:
-        if result.role == "sweep":
-            continue
-        metrics = result.summary["model_metrics"]
-        gap = f"{teacher.summary['model_metrics']['psnr']['mean'] - metrics['psnr']['mean']:+.2f}" if teacher else ""
-        rows.append([result.label, _mean_std(metrics, "psnr", 2), _mean_std(metrics, "ssim", 4), gap if result is not teacher else ""])
-    document.table(["model", "PSNR (dB)", "SSIM", "teacher − model PSNR (dB)"], rows)
-    methods = [r.method for r in results if r.role == "std-kd"]
-    if methods:
-        compact = []
-        for method in methods:
-            std, sft = by_name[f"std-kd-{method}"], by_name[f"sft-kd-{method}"]
-            cells = [std.label.replace(" Std-KD", "")]
-            for result in (std, sft):
-                metrics = result.summary["model_metrics"]
-                cells.append(f"{metrics['psnr']['mean']:.2f} / {metrics['ssim']['mean']:.4f}")
-            compact.append(cells)
-        document.paragraph("Std-KD against SFT-KD, PSNR / SSIM (mean over volumes):")
-        document.table(["method", "Std-KD", "SFT-KD"], compact)
 
-    # Tables 3 / 5: HFN and VIF (and the random-initialisation ablation, when run)
-    document.heading("High-frequency error and visual information fidelity (papers' Tables 3 and 5)")
-    rows = [["Zero-filled", _mean_std(zero_filled, "hfn", 4), _mean_std(zero_filled, "vif", 4), _mean_std(zero_filled, "nmse", 4)]]
-    for result in results:
-        if result.role != "sweep":
-            metrics = result.summary["model_metrics"]
-            rows.append([result.label, _mean_std(metrics, "hfn", 4), _mean_std(metrics, "vif", 4), _mean_std(metrics, "nmse", 4)])
-    document.table(["model", "HFN (lower is better)", "VIF", "NMSE"], rows)
-
-    # Table 8: model size, cost and quality
-    document.heading("Size, cost and quality per network (papers' Table 8)")
-    sized = [r for r in results if r.role in ("teacher", "student", "sweep")]
-    sized.sort(key=lambda r: -r.state["parameters"])
-    timing = sized[0].state.get("timing", "") if sized else ""
-    document.table(
-        ["network", "parameters", "GMAC per slice", "inference (ms per slice)", "PSNR (dB)", "SSIM"],
-        [[r.label, f"{r.state['parameters']:,}", f"{r.state['macs_per_slice'] / 1e9:.3f}",
-          f"{r.state['inference_ms_per_slice']:.2f}", _mean_std(r.summary["model_metrics"], "psnr", 2),
-          _mean_std(r.summary["model_metrics"], "ssim", 4)] for r in sized],
-    )
-    document.paragraph(f"Inference time: {timing}; MACs count the convolutions (the FFTs of data consistency are left out).")
-
-    # Significance
-    document.heading("Paired Wilcoxon signed-rank tests (per slice, α = 0.05)")
-    student = by_name.get("student")
-    rows = []
-    for method in methods:
-        comparisons = [(by_name[f"sft-kd-{method}"], by_name[f"std-kd-{method}"])]
-        if student is not None:
-            comparisons += [(by_name[f"std-kd-{method}"], student), (by_name[f"sft-kd-{method}"], student)]
-        for a, b in comparisons:
-            for metric in ("psnr", "ssim"):
-                test = _paired(a, b, metric)
-                rows.append([f"{a.label} vs {b.label}", metric.upper(), f"{test['mean_difference']:+.4f}",
-                             f"{test['p_value']:.3g}", "yes" if test["significant"] else "no", test["slices"]])
-    if rows:
-        document.table(["comparison", "metric", "mean difference (a − b)", "p-value", "p < 0.05", "slices"], rows)
-        document.paragraph(
-            "Each test takes the slices of one training run per stage as its sample, as the papers do: "
-            "it says whether the two networks differ on these slices, not whether retraining with another "
-            "seed would give the same difference. On short runs that run-to-run spread can exceed the "
-            "differences tested (docs/benchmarks.md)."
-        )
-    else:
-        document.paragraph("No distillation stages were run, so there is nothing to compare.")
-
-    # Figures
-    figure_dir = run_dir / "figures"
-    document.heading("Reconstructions (papers' Figure 3)")
-    shown = [r for r in results if r.role in ("teacher", "student")] + [
-        r for r in results if r.role in ("std-kd", "sft-kd") and r.method == (methods[0] if methods else None)
-    ]
-    data = load_split(first["dataset"], first["split"], first["acceleration"])
-    for volume in data.volumes[: config["report"]["figure_slices"]]:
-        index = (volume.start + volume.stop) // 2
-        target = data.target[index, 0].numpy()
-        images = {"zero-filled": data.zero_filled[index, 0].numpy()}
-        for result in shown:
-            with h5py.File(result.directory / "evaluation" / "reconstructions" / f"{volume.name}.h5", "r") as file:
-                images[result.label] = file["reconstruction"][index - volume.start]
-        path = figure_dir / f"reconstruction-{volume.name}.png"
-        figures.reconstruction_figure(path, target, images, f"{volume.name}, slice {index - volume.start}", config["report"]["zoom"])
-        document.image(path, f"{volume.name}, slice {index - volume.start} (middle slice): images, zoomed inset and |error| on a shared scale")
-
-    document.heading("Per-slice distributions and training curves (papers' Figure 4)")
-    keys = sorted(results[0].zero_filled)
-    values = {m: {"zero-filled": [results[0].zero_filled[k][m] for k in keys]} for m in ("psnr", "ssim")}
-    for result in results:
-        for metric in values:
-            values[metric][result.label] = [result.per_slice[k][metric] for k in keys]
-    figures.metric_boxplots(figure_dir / "per-slice-metrics.png", values)
-    document.image(figure_dir / "per-slice-metrics.png", "PSNR and SSIM of every validation slice (box: quartiles; triangle: mean)")
-    curves, feature_curves = {}, {}
-    for result in results:
-        if (result.directory / "feature-stage" / "metrics.csv").is_file():
-            feature_curves[result.label] = _history(result.directory / "feature-stage" / "metrics.csv")
-        curves[result.label] = _history(result.directory / "metrics.csv")
-    figures.validation_curves(figure_dir / "validation-curves.png", curves, feature_curves)
-    document.image(
-        figure_dir / "validation-curves.png",
-        "Validation loss per epoch of every stage: L1 of the trained network (for a distilled student, of its "
-        "final stage) and, for KD-MRI's feature stages, the feature loss relative to its first epoch",
-    )
-
-    # Provenance
-    document.heading("How these numbers were made")
-    document.paragraph(
-        f"kdrecon {manifest['kdrecon']}, PyTorch {manifest['torch']}, Python {manifest['python']}, {manifest['platform']}. "
-        f"Checkpoint selection: {manifest['checkpoint_selection']}."
-    )
-    document.table(
-        ["stage", "fingerprint", "best epoch", "epochs", "training wall time (s)", "device", "finished"],
-        [[r.name, r.state["fingerprint"], r.state.get("best_epoch", ""),
-          len(_history(r.directory / "metrics.csv")[0]),
-          f"{r.state.get('wall_seconds', 0):.0f}", r.state.get("device", ""), r.state.get("finished", "")] for r in results],
-    )
-    document.code(yaml.safe_dump(config, sort_keys=False))
-
-    with atomic_path(run_dir / "report.md") as temporary:
-        temporary.write_text(document.markdown(run_dir))
-    with atomic_path(run_dir / "report.html") as temporary:
-        temporary.write_text(document.html(f"kdrecon report: {manifest['name']}"))
-    return run_dir / "report.md"
+def summary_rows(results: ExperimentResults) -> dict[str, dict[str, Any]]:
+    """``{label: model_metrics}`` of the first seed of every stage, for a plain-text table."""
+    rows = {"zero-filled": results.stages[0].summary["zero_filled_metrics"]}
+    rows.update({results.first(name).label: results.first(name).metrics for name in results.names()})
+    return rows

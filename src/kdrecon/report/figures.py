@@ -3,7 +3,8 @@
 * :func:`reconstruction_figure` — papers' Figure 3: target, a zoomed inset, zero-filled and each
   model's reconstruction, with absolute error maps on one shared scale;
 * :func:`metric_boxplots` — papers' Figure 4: per-slice PSNR and SSIM per model;
-* :func:`validation_curves` — validation loss per epoch of every stage.
+* :func:`validation_curves` — validation loss per epoch of every stage;
+* :func:`seed_effects` — each comparison's effect per seed with its interval over seeds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from kdrecon.data.layout import atomic_path  # noqa: E402
+from kdrecon.evaluation.statistics import SeedEffect  # noqa: E402
 
 
 def _save(figure: plt.Figure, path: Path) -> None:
@@ -106,4 +108,19 @@ def validation_curves(
         axis.grid(alpha=0.3)
         axis.xaxis.get_major_locator().set_params(integer=True)
         axis.legend(fontsize=7, ncol=2)
+    _save(figure, path)
+
+
+def seed_effects(path: Path, rows: list[tuple[str, SeedEffect]]) -> None:
+    """One row per comparison: its per-seed effects as dots, the t interval over seeds as a bar."""
+    figure, axis = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    for position, (label, effect) in enumerate(reversed(rows)):
+        if effect.interval is not None:
+            axis.plot(effect.interval, [position, position], color="tab:blue", linewidth=2, alpha=0.6)
+        axis.scatter(effect.per_seed, [position] * len(effect.per_seed), color="black", s=14, zorder=3)
+        axis.scatter([effect.mean], [position], marker="|", color="tab:red", s=200, zorder=4)
+    axis.axvline(0, color="gray", linestyle="--", linewidth=1)
+    axis.set_yticks(range(len(rows)), [label for label, _ in reversed(rows)], fontsize=8)
+    axis.set_xlabel("PSNR difference B − A (dB): dots = seeds, red = mean, bar = 95% t interval over seeds")
+    axis.grid(axis="x", alpha=0.3)
     _save(figure, path)

@@ -148,8 +148,10 @@ class StageConfig(StrictModel):
     name: str = "run"
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = Field(
-        "bf16", description="bf16: convolutions under bf16 autocast (FFTs and data consistency stay float32)"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="bf16: convolutions under bf16 autocast (FFTs and data consistency stay float32); "
+        "auto: bf16 where the device runs it natively, float32 elsewhere",
     )
     channels_last: bool = Field(True, description="convolutions in channels-last memory layout")
     compile: bool = Field(False, description="torch.compile the networks (falls back to eager when unsupported)")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,8 @@ def distill_student(
     validation_data: SliceData | None = None,
     on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None = None,
 ) -> FitResult:
-    """Run the distillation ``config`` describes in ``run_dir``; returns the final stage's result.
+    """Run the distillation ``config`` describes in ``run_dir``; returns the final stage's result
+    (best epoch and loss) with the wall time of both stages.
 
     ``train_data``/``validation_data`` replace the configured dataset (for notebooks and tests);
     ``on_epoch_end(stage, epoch, row)`` is called after every epoch of every stage.
@@ -143,10 +144,12 @@ def distill_student(
     alpha = config.alpha
     if config.has_feature_stage:
         epochs = config.feature_epochs or config.optimization.epochs
-        run_stage(run_dir / FEATURE_STAGE, "feature", LossWeights(0.0, 0.0, feature_weight), feature_loss, epochs)
+        feature = run_stage(run_dir / FEATURE_STAGE, "feature", LossWeights(0.0, 0.0, feature_weight), feature_loss, epochs)
         best = load_checkpoint(resolve_checkpoint(run_dir / FEATURE_STAGE, "best"), device)
         student.load_state_dict(best["modules"]["model"])
-        return run_stage(run_dir, "fine-tune", LossWeights(alpha, 1 - alpha, 0.0), None, config.optimization.epochs)
+        final = run_stage(run_dir, "fine-tune", LossWeights(alpha, 1 - alpha, 0.0), None, config.optimization.epochs)
+        # The distillation's training time is both stages'.
+        return replace(final, wall_seconds=final.wall_seconds + feature.wall_seconds)
     if config.method == "imitation":
         weights = LossWeights(alpha, 1 - alpha, 0.0)
     else:

@@ -99,6 +99,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 convolutions natively: a CUDA GPU with bf16 support, or a CPU
+    that oneDNN can run them on (AVX-512 BF16 or AMX). Elsewhere bf16 is emulated and far slower
+    than float32 (docs/benchmarks.md)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` becomes ``bf16`` where :func:`native_bf16` holds and ``fp32`` elsewhere."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast for the convolutions (AMX on CPU, tensor cores on GPU); FFTs stay float32."""
     if precision == "fp32":
@@ -218,10 +235,13 @@ def fit(
             config) so a checkpoint can be rebuilt and traced on its own.
         on_epoch_end: called with the epoch number and its history row (for progress displays).
         channels_last, compile: see :func:`prepare_module` and :func:`compile_forward`.
+        precision: ``fp32``, ``bf16`` or ``auto`` (:func:`resolve_precision`); checkpoints record
+            the precision used.
     """
     if len(train_data) == 0 or len(validation_data) == 0:
         raise ValueError("training needs non-empty train and validation splits")
     run_dir = Path(run_dir)
+    precision = resolve_precision(precision, device)
     world = current_world()
     checkpoints = run_dir / CHECKPOINTS
     if world.is_main:

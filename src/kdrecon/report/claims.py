@@ -1,0 +1,122 @@
+"""The comparisons a report makes, their seed-level effects, and a verdict on each paper claim.
+
+A :class:`Comparison` is ``B − A`` between two stages (by name), paired by seed and volume. The
+papers' claims (SFT-KD-Recon §4.3 and spec §6) are comparisons with a direction:
+
+* the student trails the teacher (teacher − student > 0);
+* Std-KD improves on the student, per method (Std-KD − student > 0);
+* the SFT teacher is at least as good as the teacher (SFT teacher − teacher > 0);
+* SFT-KD beats Std-KD, per method (SFT-KD − Std-KD > 0), which is the same as SFT-KD shrinking
+  the gap to the teacher: ``(teacher − Std-KD) − (teacher − SFT-KD) = SFT-KD − Std-KD``.
+
+The speed claim (the student is faster at inference) is timed, not trained: see
+:mod:`kdrecon.report.speed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kdrecon.evaluation.statistics import SeedEffect, seed_effect, verdict
+from kdrecon.report.published import published_psnr
+from kdrecon.report.results import ExperimentResults
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``other − baseline``; ``expected_sign`` is the papers' direction (+1: other is better)."""
+
+    baseline: str
+    other: str
+    text: str
+    expected_sign: int = 1
+    is_claim: bool = False
+
+
+@dataclass(frozen=True)
+class EffectRow:
+    comparison: Comparison
+    metric: str
+    effect: SeedEffect
+    labels: tuple[str, str]
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.effect.interval, self.comparison.expected_sign)
+
+
+def _present(results: ExperimentResults, *names: str) -> bool:
+    return all(results.by_name(name) for name in names)
+
+
+def paper_claims(results: ExperimentResults) -> list[Comparison]:
+    """The claims this experiment can test, in the papers' order."""
+    claims = []
+    if _present(results, "teacher", "student"):
+        claims.append(Comparison("student", "teacher", "the student trails the teacher", 1, True))
+    methods = [r.method for r in results.stages if r.role == "std-kd" and not r.variant]
+    methods = list(dict.fromkeys(methods))
+    for method in methods:
+        if _present(results, "student", f"std-kd-{method}"):
+            label = results.first(f"std-kd-{method}").label
+            claims.append(Comparison("student", f"std-kd-{method}", f"{label} improves on the student", 1, True))
+    if _present(results, "teacher", "sft-teacher"):
+        claims.append(Comparison("teacher", "sft-teacher", "the SFT teacher is at least as good as the teacher", 1, True))
+    for method in methods:
+        if _present(results, f"std-kd-{method}", f"sft-kd-{method}"):
+            std, sft = results.first(f"std-kd-{method}").label, results.first(f"sft-kd-{method}").label
+            claims.append(Comparison(
+                f"std-kd-{method}", f"sft-kd-{method}", f"{sft} beats {std} and shrinks the teacher–student gap", 1, True,
+            ))
+    return claims
+
+
+def _ablation_comparisons(results: ExperimentResults) -> list[Comparison]:
+    """Each variant (another procedure or SFT loss) against the stage it varies, and more."""
+    comparisons = []
+    for result in results.stages:
+        if not result.variant or result.seed != min(results.by_name(result.name)):
+            continue
+        main = result.name.removesuffix("-" + result.variant.removeprefix("sft-"))
+        if _present(results, main):
+            comparisons.append(Comparison(main, result.name, f"{result.variant} instead of the main setting"))
+        if result.role == "sft-kd" and result.method:
+            std = f"std-kd-{result.method}" + (f"-{result.variant}" if _present(results, f"std-kd-{result.method}-{result.variant}") else "")
+            if _present(results, std):
+                comparisons.append(Comparison(std, result.name, f"SFT-KD over Std-KD, {result.variant}"))
+    return comparisons
+
+
+def all_comparisons(results: ExperimentResults) -> list[Comparison]:
+    """The claims, then SFT-KD against the student and its random-init ablation, then the variants."""
+    comparisons = paper_claims(results)
+    for name in results.names(("sft-kd",), variants=False):
+        label = results.first(name).label
+        if _present(results, "student"):
+            comparisons.append(Comparison("student", name, f"{label} improves on the student"))
+        if _present(results, f"{name}-random"):
+            comparisons.append(Comparison(f"{name}-random", name, f"{label}: SFT initialisation over a random one"))
+    return comparisons + _ablation_comparisons(results)
+
+
+def effect_row(results: ExperimentResults, comparison: Comparison, metric: str, resamples: int) -> EffectRow:
+    """``other − baseline`` of per-volume ``metric`` over the seeds both stages have."""
+    baseline, other = results.by_name(comparison.baseline), results.by_name(comparison.other)
+    seeds = sorted(set(baseline) & set(other))
+    volumes = sorted(set.intersection(*(set(r.per_volume) for r in [*baseline.values(), *other.values()])))
+    a = [[baseline[s].per_volume[v][metric] for v in volumes] for s in seeds]
+    b = [[other[s].per_volume[v][metric] for v in volumes] for s in seeds]
+    labels = (baseline[seeds[0]].label, other[seeds[0]].label)
+    return EffectRow(comparison, metric, seed_effect(a, b, resamples), labels)
+
+
+def published_effect(setting: str, comparison: Comparison) -> float | None:
+    """The papers' PSNR difference for ``comparison`` in ``setting``, when both are published."""
+    other, baseline = published_psnr(setting, comparison.other), published_psnr(setting, comparison.baseline)
+    return None if other is None or baseline is None else other - baseline
+
+
+def published_gap(setting: str, stage: str) -> float | None:
+    """The papers' teacher − ``stage`` PSNR gap."""
+    teacher, value = published_psnr(setting, "teacher"), published_psnr(setting, stage)
+    return None if teacher is None or value is None else teacher - value

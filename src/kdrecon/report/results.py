@@ -1,0 +1,125 @@
+"""What an experiment's run directory holds, read once for the report: stages by name and seed.
+
+:func:`load_results` reads the manifest and every complete stage's evaluation (per slice and per
+volume) through :mod:`kdrecon.report.run_layout`. Stages not complete yet are listed in
+:attr:`ExperimentResults.pending`, so a report of a study still running shows what is done.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdrecon.evaluation.evaluate import METRICS
+from kdrecon.report.run_layout import RunLayout, StageFiles, read_json
+
+ROLE_ORDER = ("teacher", "sft-teacher", "student", "std-kd", "sft-kd", "sft-kd-random", "sweep")
+
+#: ``(volume, slice)`` → metric → value
+SliceMetrics = dict[tuple[str, int], dict[str, float]]
+#: volume → metric → value
+VolumeMetrics = dict[str, dict[str, float]]
+
+
+@dataclass
+class StageResult:
+    """One complete stage of one seed."""
+
+    id: str
+    name: str
+    seed: int
+    role: str
+    label: str
+    method: str | None
+    model: str
+    variant: str
+    files: StageFiles
+    state: dict[str, Any]
+    summary: dict[str, Any]
+    per_slice: SliceMetrics
+    per_volume: VolumeMetrics
+    zero_filled_per_volume: VolumeMetrics = field(repr=False, default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Mean ± std over volumes of each metric (``summary.json``)."""
+        return self.summary["model_metrics"]
+
+
+def _read_rows(path: Path, key: str) -> tuple[dict, dict]:
+    """Model and zero-filled rows of an evaluation CSV, keyed by ``key``'s columns."""
+    model, zero_filled = {}, {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            index = (row["volume"], int(row["slice"])) if key == "slice" else row["volume"]
+            values = {m: float(row[m]) for m in METRICS}
+            (model if row["reconstruction"] == "model" else zero_filled)[index] = values
+    return model, zero_filled
+
+
+@dataclass
+class ExperimentResults:
+    """The manifest, the complete stages (report order, then seed) and the ids still pending."""
+
+    layout: RunLayout
+    manifest: dict[str, Any]
+    stages: list[StageResult]
+    pending: list[str]
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.manifest["seeds"])
+
+    def by_name(self, name: str) -> dict[int, StageResult]:
+        """Seed → result of stage ``name`` (complete seeds only)."""
+        return {r.seed: r for r in self.stages if r.name == name}
+
+    def names(self, roles: tuple[str, ...] = ROLE_ORDER, variants: bool = True) -> list[str]:
+        """Stage names in report order, each once."""
+        seen: dict[str, None] = {}
+        for result in self.stages:
+            if result.role in roles and (variants or not result.variant):
+                seen.setdefault(result.name)
+        return list(seen)
+
+    def first(self, name: str) -> StageResult | None:
+        """The result of ``name`` for the first seed that has it."""
+        results = self.by_name(name)
+        return results[min(results)] if results else None
+
+
+def _stage_result(layout: RunLayout, entry: dict[str, Any]) -> StageResult | None:
+    files = layout.stage(entry["id"])
+    state = files.state()
+    if state.get("status") != "complete" or state.get("fingerprint") != entry["fingerprint"]:
+        return None
+    per_slice, _ = _read_rows(files.per_slice, "slice")
+    per_volume, zero_filled = _read_rows(files.per_volume, "volume")
+    summary = json.loads(files.summary.read_text())
+    return StageResult(entry["id"], entry["name"], entry["seed"], entry["role"], entry["label"], entry["method"],
+                       entry["model"], entry.get("variant", ""), files, state, summary, per_slice, per_volume, zero_filled)
+
+
+def load_results(run_dir: Path) -> ExperimentResults:
+    """Every complete stage of the experiment in ``run_dir``; fails when none is complete."""
+    layout = RunLayout(Path(run_dir))
+    manifest = read_json(layout.manifest)
+    if manifest is None:
+        raise ValueError(f"{layout.manifest}: missing or not valid JSON (run 'kdrecon run' first)")
+    if "seeds" not in manifest or any("id" not in entry for entry in manifest.get("stages", [])):
+        raise ValueError(f"{layout.manifest}: written by an older kdrecon without seeds; run 'kdrecon run' again")
+    results, pending = [], []
+    for entry in manifest["stages"]:
+        result = _stage_result(layout, entry)
+        if result is None:
+            pending.append(entry["id"])
+        else:
+            results.append(result)
+    if not results:
+        raise ValueError(f"{layout.root}: no stage is complete yet; run 'kdrecon run' again")
+    order = {name: index for index, name in enumerate(e["name"] for e in manifest["stages"])}
+    results.sort(key=lambda r: (ROLE_ORDER.index(r.role), order[r.name], r.seed))
+    return ExperimentResults(layout, manifest, results, pending)

@@ -1,0 +1,162 @@
+"""Where an experiment keeps what: the one place that knows a run directory's file names.
+
+``RUN/`` holds::
+
+    experiment.yaml            the validated experiment config
+    experiment.json            the manifest: stages, seeds, fingerprints, where each stage is
+    stages/seed-{s}/{stage}/   one training or distillation run directory per (stage, seed)
+        stage.json             fingerprint, status, wall time, parameters, MACs
+        metrics.csv            the final (or only) training stage's history
+        feature-stage/         KD-MRI's first distillation stage, when the procedure has one
+        evaluation/            what :func:`kdrecon.evaluation.evaluate.evaluate` writes
+    report.md, report.html, figures/
+
+The runner writes through :class:`RunLayout` and the report reads through it, so neither spells
+a file name. A stage is identified by its ``id``, ``seed-{s}/{name}``, which is also its path
+below ``stages/``.
+
+Example:
+    >>> stage_id("teacher", 42)
+    'seed-42/teacher'
+    >>> split_stage_id("seed-42/sft-kd-at")
+    ('sft-kd-at', 42)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from kdrecon.evaluation.evaluate import PER_SLICE, PER_VOLUME, RECONSTRUCTIONS, SUMMARY
+
+EXPERIMENT_CONFIG = "experiment.yaml"
+MANIFEST = "experiment.json"
+STAGES = "stages"
+STAGE_FILE = "stage.json"
+EVALUATION = "evaluation"
+HISTORY = "metrics.csv"
+FEATURE_STAGE = "feature-stage"
+REPORT_MARKDOWN = "report.md"
+REPORT_HTML = "report.html"
+FIGURES = "figures"
+_SEED_PREFIX = "seed-"
+
+
+def stage_id(name: str, seed: int) -> str:
+    """The identifier (and relative directory below ``stages/``) of stage ``name`` for ``seed``."""
+    return f"{_SEED_PREFIX}{seed}/{name}"
+
+
+def split_stage_id(identifier: str) -> tuple[str, int]:
+    """``(name, seed)`` of a stage identifier made by :func:`stage_id`."""
+    seed_part, separator, name = identifier.partition("/")
+    if not separator or not seed_part.startswith(_SEED_PREFIX) or not seed_part[len(_SEED_PREFIX):].lstrip("-").isdigit():
+        raise ValueError(f"{identifier!r} is not a stage id such as 'seed-42/teacher'")
+    return name, int(seed_part[len(_SEED_PREFIX):])
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None when it is missing or unreadable (a stage never started)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_history(path: Path) -> tuple[list[int], list[float]]:
+    """Epochs and validation losses of a training run's ``metrics.csv`` (empty when absent)."""
+    epochs, losses = [], []
+    if Path(path).is_file():
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                epochs.append(int(row["epoch"]))
+                losses.append(float(row["validation_loss"]))
+    return epochs, losses
+
+
+@dataclass(frozen=True)
+class StageFiles:
+    """The files of one stage's run directory."""
+
+    directory: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.directory / STAGE_FILE
+
+    @property
+    def evaluation(self) -> Path:
+        return self.directory / EVALUATION
+
+    @property
+    def history(self) -> Path:
+        return self.directory / HISTORY
+
+    @property
+    def feature_history(self) -> Path:
+        return self.directory / FEATURE_STAGE / HISTORY
+
+    @property
+    def summary(self) -> Path:
+        return self.evaluation / SUMMARY
+
+    @property
+    def per_slice(self) -> Path:
+        return self.evaluation / PER_SLICE
+
+    @property
+    def per_volume(self) -> Path:
+        return self.evaluation / PER_VOLUME
+
+    def state(self) -> dict[str, Any]:
+        return read_json(self.state_file) or {}
+
+    def reconstruction(self, volume: str) -> np.ndarray:
+        """The stored reconstruction ``(S, H, W)`` of ``volume``."""
+        with h5py.File(self.evaluation / RECONSTRUCTIONS / f"{volume}.h5", "r") as file:
+            return file["reconstruction"][()]
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The paths of an experiment's run directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / EXPERIMENT_CONFIG
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def stages(self) -> Path:
+        return self.root / STAGES
+
+    @property
+    def report_markdown(self) -> Path:
+        return self.root / REPORT_MARKDOWN
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / REPORT_HTML
+
+    @property
+    def figures(self) -> Path:
+        return self.root / FIGURES
+
+    def stage(self, identifier: str) -> StageFiles:
+        return StageFiles(self.stages / identifier)
+
+    def stage_ids_on_disk(self) -> list[str]:
+        """Every ``seed-{s}/{name}`` directory below ``stages/`` holding a ``stage.json``."""
+        return sorted(p.parent.relative_to(self.stages).as_posix() for p in self.stages.glob(f"*/*/{STAGE_FILE}"))
