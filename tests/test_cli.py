@@ -111,3 +111,17 @@ def test_sft_teacher_then_sft_kd_from_the_command_line(tmp_path):
 def test_bad_distillation_input_is_one_line(tmp_path, args, message):
     test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "demo", "--run-dir", "RUN", "--seeds", "1", "1"], "seeds: a seed is listed twice"),
+        (["run", "demo", "--run-dir", "RUN", "--seeds", "1", "--set", "seed=2"], "give either seed (one run) or seeds"),
+    ],
+)
+def test_bad_seeds_are_one_line_and_leave_nothing(tmp_path, capsys, args, message):
+    args = [a.replace("RUN", str(tmp_path / "run")) for a in args]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

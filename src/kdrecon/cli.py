@@ -305,6 +305,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("experiment", help="an experiment YAML file, or a preset: " + ", ".join(_presets()))
     run.add_argument("--run-dir", type=Path, help="default runs/NAME; rerun to continue or update")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any experiment key")
+    run.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="replicates: run every stage once per seed")
     run.add_argument("--parallel", type=int, default=1, help="run up to N independent stages at once (one per GPU)")
     run.add_argument("--only", action="append", default=[], metavar="STAGE", help="run just this stage")
     run.add_argument("--no-report", action="store_true", help="skip writing the report")
@@ -321,7 +322,10 @@ def _run_run(args: argparse.Namespace) -> None:
     from kdrecon.experiment.config import load_experiment
     from kdrecon.experiment.runner import run_experiment
 
-    config = load_experiment(args.experiment, _key_values(args.set))
+    overrides = _key_values(args.set)
+    if args.seeds:
+        overrides["seeds"] = args.seeds
+    config = load_experiment(args.experiment, overrides)
     run_dir = args.run_dir or Path("runs") / config.name
     if args.parallel < 1:
         raise ValueError(f"--parallel {args.parallel}: must be at least 1")
