@@ -215,3 +215,17 @@ def test_claims_section_interval_equals_scipys_from_the_per_volume_files(tiny_ru
     for claim in ("the student trails the teacher", "AT Std-KD improves on the student",
                   "the SFT teacher is at least as good as the teacher", "the student is faster than the teacher"):
         assert f"| {claim}" in claims, claim
+
+
+def test_recorded_study_keeps_its_fingerprints():
+    """The recorded study (docs/results.md) resumes only while its stages' fingerprints stay the same:
+    a change to how stage configs are built would make 'kdrecon run' rerun every finished stage.
+    Change this value only together with a note that recorded run directories must be rerun."""
+    import hashlib
+
+    from kdrecon.experiment.stages import fingerprints
+
+    prints = fingerprints(build_stages(load_experiment("study-sunnybrook-4x")))
+    assert prints["seed-42/teacher"] == "1e40a6e0bd1de138"
+    digest = hashlib.sha256(" ".join(f"{k}={v}" for k, v in prints.items()).encode()).hexdigest()[:16]
+    assert digest == "4aeb6db0264e4b8a"

@@ -207,7 +207,7 @@ def _add_distill(subparsers: argparse._SubParsersAction) -> None:
     distill = subparsers.add_parser("distill", help="distil a student from a trained teacher (Std-KD or SFT-KD)")
     _add_stage_options(distill)
     distill.add_argument("--teacher", help="the teacher's run directory or checkpoint (an SFT teacher for --init sft)")
-    distill.add_argument("--method", help="at | fitnets | sp | fsp | cc | at-paper | nst | ft | pkt | imitation")
+    distill.add_argument("--method", help=" | ".join(_methods()))
     distill.add_argument("--student", help="the student's DnCm (default D3C5)")
     distill.add_argument("--procedure", choices=("two-stage", "single-stage"), help="default two-stage (KD-MRI)")
     distill.add_argument("--init", choices=("random", "sft"), help="sft: start S2..SN from the SFT teacher's branches")
@@ -310,6 +310,13 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--only", action="append", default=[], metavar="STAGE", help="run just this stage")
     run.add_argument("--no-report", action="store_true", help="skip writing the report")
     run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def _methods() -> tuple[str, ...]:
+    from kdrecon.distillation.losses import METHOD_NAMES
+    from kdrecon.training.config import IMITATION
+
+    return (*METHOD_NAMES, IMITATION)
 
 
 def _presets() -> tuple[str, ...]:

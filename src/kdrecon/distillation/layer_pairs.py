@@ -3,8 +3,8 @@
 The papers pair the 3rd convolution of every teacher cascade with the 2nd of the student's
 (D5C5 ↔ D3C5: ``blocks.{i}.layers.2`` ↔ ``blocks.{i}.layers.1``, spec §4): the middle hidden
 layer of each block. For other depths the same rule picks hidden layer ``(n − 1) // 2`` of a
-block of ``n`` convolutions. FSP compares the *flow* between two layers of one network, so its
-pairs are (the layer before the middle one, the middle one) of every cascade.
+block of ``n`` convolutions. A method that compares the *flow* between k layers of one network
+(FSP, ``layers_per_pair = 2``) takes the k layers ending at the middle one in every cascade.
 
 Any other pairing is configuration (``layers`` in a distillation config): module paths, tapped
 with forward hooks, so a model need not be edited to be distilled.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from kdrecon.distillation.losses import FEATURE_LOSSES
 from kdrecon.models.dccnn import DCCNN
 
 
@@ -36,11 +37,12 @@ def default_layer_pairs(method: str, teacher: nn.Module, student: nn.Module) -> 
             f"default layer pairs need as many teacher as student cascades ({len(teacher.blocks)} vs "
             f"{len(student.blocks)}); give 'layers' in the config"
         )
+    layers = FEATURE_LOSSES[method].layers_per_pair if method in FEATURE_LOSSES else 1
     pairs: tuple[list[str], list[str]] = ([], [])
     for cascade in range(len(teacher.blocks)):
         for paths, model in zip(pairs, (teacher, student)):
             middle = (len(model.blocks[cascade].layers) - 1) // 2  # a hidden (conv + ReLU) layer
-            chosen = [max(middle - 1, 0), middle] if method == "fsp" else [middle]
+            chosen = [max(middle - offset, 0) for offset in reversed(range(layers))]
             paths += [f"blocks.{cascade}.layers.{index}" for index in chosen]
     return pairs
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from kdrecon.distillation.losses import METHOD_NAMES
 from kdrecon.models.dccnn import parse_dncm
 from kdrecon.report.published import PUBLISHED
 from kdrecon.training.config import (
@@ -38,7 +39,7 @@ from kdrecon.training.config import (
     load_config,
 )
 
-METHODS = ("at", "fitnets", "sp", "fsp", "cc", "at-paper", "nst", "ft", "pkt")
+METHODS = METHOD_NAMES
 PRESETS = ("demo", "study-sunnybrook-4x", "paper-cardiac-4x", "paper-cardiac-5x", "paper-brain-4x", "paper-brain-5x")
 
 

@@ -243,11 +243,13 @@ def _manifest(config: ExperimentConfig, stages: list[Stage], prints: dict[str, s
         "platform": platform.platform(),
         "device": str(resolve_device(config.device)),
         "seeds": config.replicate_seeds,
+        "paper_setting": config.paper_column,
         "checkpoint_selection": SELECTION_RULE,
         "config": config_data(config),
         "stages": [
             {"id": s.id, "name": s.name, "seed": s.seed, "role": s.role, "label": s.label, "kind": s.kind,
-             "method": s.method, "model": s.model, "variant": s.variant, "fingerprint": prints[s.id],
+             "method": s.method, "model": s.model, "variant": s.variant, "ablation_of": s.ablation_of,
+             "fingerprint": prints[s.id],
              "directory": layout.stage(s.id).directory.relative_to(layout.root).as_posix(),
              "depends_on": list(s.depends_on), "config": config_data(configs[s.id])}
             for s in stages

@@ -33,14 +33,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from kdrecon.distillation.losses import method_label
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.report.run_layout import stage_id
 
 #: Placeholder for a dependency's run directory inside a stage config (resolved when run).
 STAGE_REFERENCE = "stage:"
 
-METHOD_LABELS = {"at": "AT", "fitnets": "FitNets", "sp": "SP", "fsp": "FSP", "cc": "CC",
-                 "at-paper": "AT (KD-MRI code)", "nst": "NST", "ft": "FT", "pkt": "PKT"}
 PROCEDURES = ("two-stage", "single-stage")
 
 
@@ -55,7 +54,8 @@ class Stage:
     depends_on: tuple[str, ...] = ()  # stage ids
     method: str | None = None
     model: str = ""
-    variant: str = ""
+    variant: str = ""  # the procedure or SFT loss an ablation stage changes
+    ablation_of: str = ""  # the name of the main stage it varies
 
     @property
     def id(self) -> str:
@@ -85,10 +85,11 @@ class _SeedGraph:
         return {**self.config.optimization.model_dump(mode="json"), "epochs": epochs or self.config.optimization.epochs}
 
     def train(self, name: str, role: str, label: str, model: dict[str, Any], epochs: int | None,
-              variant: str = "", **more: Any) -> Stage:
+              variant: str = "", ablation_of: str = "", **more: Any) -> Stage:
         data = {"name": name, **self.common(), "model": {"channels": self.config.channels, **model},
                 "optimization": self.optimization(epochs), **more}
-        stage = Stage(name, self.seed, "train", role, label, data, model=model["name"], variant=variant)
+        stage = Stage(name, self.seed, "train", role, label, data, model=model["name"], variant=variant,
+                      ablation_of=ablation_of)
         self.stages.append(stage)
         return stage
 
@@ -99,7 +100,7 @@ class _SeedGraph:
         return self.train(
             f"sft-teacher{suffix}", "sft-teacher", f"SFT teacher {config.teacher}{_label(variant)}",
             {"name": "sft-teacher", "teacher": config.teacher, "student": config.student},
-            config.epochs.sft_teacher, variant, sft=sft,
+            config.epochs.sft_teacher, variant, "sft-teacher" if variant else "", sft=sft,
         )
 
     def distill(self, role: str, method: str, teacher: Stage, init: str, procedure: str,
@@ -120,11 +121,11 @@ class _SeedGraph:
                 data["optimization"] = self.optimization(total - epochs.feature_stage)
         elif procedure == "single-stage" and config.procedure == "two-stage":
             data["optimization"] = self.optimization(total + (epochs.feature_stage or total))
-        label = f"{METHOD_LABELS[method]} {'Std-KD' if role == 'std-kd' else 'SFT-KD'}"
+        label = f"{method_label(method)} {'Std-KD' if role == 'std-kd' else 'SFT-KD'}"
         if role == "sft-kd-random":
             label += " (random init)"
         stage = Stage(name, self.seed, "distill", role, label + _label(variant), data, (teacher.id,), method,
-                      config.student, variant)
+                      config.student, variant, f"{kind}-{method}" if variant else "")
         self.stages.append(stage)
         return stage
 

@@ -108,12 +108,15 @@ def _gap_text(results: ExperimentResults, row: EffectRow) -> str:
     seeds = sorted(set(teacher) & set(std) & set(sft))
     if not seeds:
         return ""
-    gap = lambda stage: np.mean([teacher[s].metrics["psnr"]["mean"] - stage[s].metrics["psnr"]["mean"] for s in seeds])  # noqa: E731
+
+    def gap(stage: dict[int, StageResult]) -> float:
+        return float(np.mean([teacher[s].metrics["psnr"]["mean"] - stage[s].metrics["psnr"]["mean"] for s in seeds]))
+
     return f" (gap {gap(std):.2f} → {gap(sft):.2f})"
 
 
 def _claims_section(results: ExperimentResults, speed: SpeedComparison | None) -> list[Block]:
-    setting = results.manifest["config"]["report"].get("paper_setting") or f"cardiac-{results.stages[0].summary['acceleration']}"
+    setting = results.paper_setting
     rows = []
     for row in _effects(results, paper_claims(results), "psnr"):
         cells = _claim_cells(row, setting)
@@ -178,7 +181,7 @@ def _effects_section(results: ExperimentResults) -> list[Block]:
 
 
 def _main_table(results: ExperimentResults) -> list[Block]:
-    setting = results.manifest["config"]["report"].get("paper_setting") or f"cardiac-{results.stages[0].summary['acceleration']}"
+    setting = results.paper_setting
     zero_filled = results.stages[0].summary["zero_filled_metrics"]
     teacher = results.by_name("teacher")
     rows = [["Zero-filled", f"{zero_filled['psnr']['mean']:.2f}", f"{zero_filled['ssim']['mean']:.4f}", "", "—"]]

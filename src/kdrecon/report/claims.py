@@ -72,16 +72,16 @@ def paper_claims(results: ExperimentResults) -> list[Comparison]:
 
 
 def _ablation_comparisons(results: ExperimentResults) -> list[Comparison]:
-    """Each variant (another procedure or SFT loss) against the stage it varies, and more."""
+    """Each ablation (another procedure or SFT loss) against the main stage it varies, and an
+    SFT-KD ablation against the Std-KD of the same procedure (or the main Std-KD)."""
     comparisons = []
-    for result in results.stages:
-        if not result.variant or result.seed != min(results.by_name(result.name)):
-            continue
-        main = result.name.removesuffix("-" + result.variant.removeprefix("sft-"))
-        if _present(results, main):
-            comparisons.append(Comparison(main, result.name, f"{result.variant} instead of the main setting"))
-        if result.role == "sft-kd" and result.method:
-            std = f"std-kd-{result.method}" + (f"-{result.variant}" if _present(results, f"std-kd-{result.method}-{result.variant}") else "")
+    variants = [r for r in results.stages if r.ablation_of and r.seed == min(results.by_name(r.name))]
+    for result in variants:
+        if _present(results, result.ablation_of):
+            comparisons.append(Comparison(result.ablation_of, result.name, f"{result.variant} instead of the main setting"))
+        if result.role == "sft-kd":
+            same = [v.name for v in variants if v.role == "std-kd" and v.variant == result.variant and v.method == result.method]
+            std = same[0] if same else f"std-kd-{result.method}"
             if _present(results, std):
                 comparisons.append(Comparison(std, result.name, f"SFT-KD over Std-KD, {result.variant}"))
     return comparisons

@@ -36,6 +36,7 @@ class StageResult:
     method: str | None
     model: str
     variant: str
+    ablation_of: str
     files: StageFiles
     state: dict[str, Any]
     summary: dict[str, Any]
@@ -73,6 +74,11 @@ class ExperimentResults:
     def seeds(self) -> list[int]:
         return list(self.manifest["seeds"])
 
+    @property
+    def paper_setting(self) -> str:
+        """The papers' column shown beside ours, e.g. ``cardiac-4x``."""
+        return self.manifest["paper_setting"]
+
     def by_name(self, name: str) -> dict[int, StageResult]:
         """Seed → result of stage ``name`` (complete seeds only)."""
         return {r.seed: r for r in self.stages if r.name == name}
@@ -100,7 +106,8 @@ def _stage_result(layout: RunLayout, entry: dict[str, Any]) -> StageResult | Non
     per_volume, zero_filled = _read_rows(files.per_volume, "volume")
     summary = json.loads(files.summary.read_text())
     return StageResult(entry["id"], entry["name"], entry["seed"], entry["role"], entry["label"], entry["method"],
-                       entry["model"], entry.get("variant", ""), files, state, summary, per_slice, per_volume, zero_filled)
+                       entry["model"], entry["variant"], entry["ablation_of"], files, state, summary, per_slice,
+                       per_volume, zero_filled)
 
 
 def load_results(run_dir: Path) -> ExperimentResults:
@@ -109,7 +116,7 @@ def load_results(run_dir: Path) -> ExperimentResults:
     manifest = read_json(layout.manifest)
     if manifest is None:
         raise ValueError(f"{layout.manifest}: missing or not valid JSON (run 'kdrecon run' first)")
-    if "seeds" not in manifest or any("id" not in entry for entry in manifest.get("stages", [])):
+    if "paper_setting" not in manifest or any("ablation_of" not in entry for entry in manifest.get("stages", [])):
         raise ValueError(f"{layout.manifest}: written by an older kdrecon without seeds; run 'kdrecon run' again")
     results, pending = [], []
     for entry in manifest["stages"]:

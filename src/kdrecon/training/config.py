@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from kdrecon.data.layout import atomic_path, parse_acceleration
+from kdrecon.distillation.losses import METHOD_NAMES
 from kdrecon.models.dccnn import parse_dncm
 
 
@@ -41,6 +42,8 @@ class DataConfig(StrictModel):
 
 
 SFT_TEACHER = "sft-teacher"
+#: Distillation by the student's output alone (KD-MRI's imitation loss), no feature loss.
+IMITATION = "imitation"
 
 
 def _dncm_name(value: str, key: str = "model") -> str:
@@ -206,7 +209,7 @@ class DistillConfig(StageConfig):
     teacher: str = Field(description="the teacher's run directory or checkpoint")
     teacher_checkpoint: Literal["best", "last"] = "best"
     student: ModelConfig = ModelConfig(name="D3C5")
-    method: Literal["at", "at-paper", "fitnets", "sp", "fsp", "cc", "nst", "ft", "pkt", "imitation"] = "at"
+    method: str = Field("at", description=f"a feature loss ({', '.join(METHOD_NAMES)}) or {IMITATION}")
     method_options: dict[str, Any] = Field(default_factory=dict, description="options of the feature loss")
     feature_weight: float | None = Field(None, gt=0, description="β; default: the method's published weight")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of L1 to the target against imitation")
@@ -219,6 +222,13 @@ class DistillConfig(StageConfig):
     teacher_cache_gib: float = Field(
         4.0, ge=0, description="memory for the teacher's features computed once per run (0: run the teacher every step)"
     )
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in (*METHOD_NAMES, IMITATION):
+            raise ValueError(f"unknown method {value!r}; choose from {', '.join(METHOD_NAMES)} or {IMITATION}")
+        return value
 
     @field_validator("student")
     @classmethod
@@ -237,7 +247,7 @@ class DistillConfig(StageConfig):
 
     @property
     def has_feature_stage(self) -> bool:
-        return self.method != "imitation" and self.procedure == "two-stage"
+        return self.method != IMITATION and self.procedure == "two-stage"
 
 
 Config = TypeVar("Config", bound=BaseModel)

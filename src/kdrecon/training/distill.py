@@ -43,7 +43,7 @@ from kdrecon.distillation.losses import FEATURE_LOSSES, FeatureLoss, build_featu
 from kdrecon.models import build_model
 from kdrecon.models.sft import StudentFriendlyTeacher
 from kdrecon.training.checkpoint import load_checkpoint, load_model, resolve_checkpoint
-from kdrecon.training.config import ConfigError, DataConfig, DistillConfig, config_data, validate, write_config
+from kdrecon.training.config import IMITATION, ConfigError, DataConfig, DistillConfig, config_data, validate, write_config
 from kdrecon.training.supervised import CONFIG_FILE, claim_run_directory, load_splits
 from kdrecon.training.distributed import barrier, current_world, local_device
 from kdrecon.training.trainer import FitResult, fit, prepare_module, resolve_device
@@ -83,7 +83,7 @@ def distill_student(
     torch.manual_seed(config.seed)
     student = build_model(config.student.name, **config.student.options())
     initialised = _initialise(student, config, teacher_model, teacher_payload)
-    if config.method == "imitation":
+    if config.method == IMITATION:
         teacher_layers, student_layers, feature_loss = [], [], None
     else:
         teacher_layers, student_layers = (
@@ -150,7 +150,7 @@ def distill_student(
         final = run_stage(run_dir, "fine-tune", LossWeights(alpha, 1 - alpha, 0.0), None, config.optimization.epochs)
         # The distillation's training time is both stages'.
         return replace(final, wall_seconds=final.wall_seconds + feature.wall_seconds)
-    if config.method == "imitation":
+    if config.method == IMITATION:
         weights = LossWeights(alpha, 1 - alpha, 0.0)
     else:
         weights = LossWeights(alpha, 1 - alpha, feature_weight)

@@ -2,7 +2,9 @@
 
 Every loss is a :class:`FeatureLoss`: built from the channel counts of the paired layers,
 called as ``loss(student_features, teacher_features) -> scalar``, with a published default
-weight ``default_weight`` and ``connector_parameter_count()``. Names in :data:`FEATURE_LOSSES`:
+weight ``default_weight``, a ``label`` for reports and ``connector_parameter_count()``. A method is
+one module and one entry in :data:`FEATURE_LOSSES`; every list of method names (configs, the CLI,
+the experiment graph, the report) derives from it. Names:
 
 ========  ==========================================================  ==============
 name      method (module)                                             default weight
@@ -62,6 +64,15 @@ FEATURE_LOSSES: dict[str, type[FeatureLoss]] = {
 }
 
 
+#: The method names, in the registry's order; every other list of methods derives from it.
+METHOD_NAMES: tuple[str, ...] = tuple(FEATURE_LOSSES)
+
+
+def method_label(name: str) -> str:
+    """How reports name method ``name``, e.g. ``AT`` for ``at``."""
+    return FEATURE_LOSSES[name].label
+
+
 def build_feature_loss(
     name: str, student_channels: Sequence[int], teacher_channels: Sequence[int], **options: Any
 ) -> FeatureLoss:
@@ -74,6 +85,7 @@ def build_feature_loss(
 
 __all__ = [
     "FEATURE_LOSSES",
+    "METHOD_NAMES",
     "AttentionTransfer",
     "CorrelationCongruence",
     "FactorTransfer",
@@ -85,4 +97,5 @@ __all__ = [
     "ProbabilisticTransfer",
     "SimilarityPreserving",
     "build_feature_loss",
+    "method_label",
 ]

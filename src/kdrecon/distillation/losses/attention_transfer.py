@@ -59,6 +59,7 @@ class AttentionTransfer(FeatureLoss):
     """AT loss summed over layer pairs. Option ``p`` (default 2), the power of ``|F|``."""
 
     name: ClassVar[str] = "at"
+    label: ClassVar[str] = "AT"
     default_weight: ClassVar[float] = 1000.0
 
     def __init__(self, student_channels, teacher_channels, *, p: float = 2.0, **options: Any) -> None:

@@ -62,6 +62,7 @@ class PaperAttentionTransfer(FeatureLoss):
     """KD-MRI code's AT: batch-axis normalised channel-sum maps, L1, averaged over pairs."""
 
     name: ClassVar[str] = "at-paper"
+    label: ClassVar[str] = "AT (KD-MRI code)"
     default_weight: ClassVar[float] = 1.0
 
     def __init__(self, student_channels, teacher_channels, **options: Any) -> None:

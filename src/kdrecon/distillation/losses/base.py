@@ -49,15 +49,19 @@ class FeatureLoss(nn.Module):
         **options: method-specific options; subclasses consume theirs by keyword and pass the
             rest here, where any leftover is rejected with :class:`ValueError`.
 
-    Subclasses set ``name`` and ``default_weight`` and implement :meth:`compute`, which receives
+    Subclasses set ``name``, ``label`` and ``default_weight`` and implement :meth:`compute`, which receives
     validated lists of tensors.
     """
 
     name: ClassVar[str] = "feature-loss"
+    #: how reports and tables name the method
+    label: ClassVar[str] = "feature loss"
     default_weight: ClassVar[float] = 1.0
     #: whether the features of a pair must share (H, W); methods that flatten or pool each
     #: feature to a vector (SP, PKT, CC) do not need it.
     requires_equal_spatial_size: ClassVar[bool] = True
+    #: consecutive layers per network that one comparison takes (FSP's flow between two layers: 2)
+    layers_per_pair: ClassVar[int] = 1
 
     def __init__(
         self, student_channels: Sequence[int], teacher_channels: Sequence[int], **options: Any

@@ -93,6 +93,7 @@ class CorrelationCongruence(FeatureLoss):
     ``normalize``, ``squared`` (see the module docstring)."""
 
     name: ClassVar[str] = "cc"
+    label: ClassVar[str] = "CC"
     default_weight: ClassVar[float] = 0.003
     requires_equal_spatial_size: ClassVar[bool] = False
 

@@ -94,6 +94,7 @@ class FactorTransfer(FeatureLoss):
     """FT loss summed over pairs; options ``rate`` (0.5), ``p`` (1), ``train_paraphraser`` (False)."""
 
     name: ClassVar[str] = "ft"
+    label: ClassVar[str] = "FT"
     default_weight: ClassVar[float] = 200.0
 
     def __init__(

@@ -52,6 +52,7 @@ class FitNets(FeatureLoss):
     """Hint loss with 1×1-conv regressors where widths differ (``regressor`` option: None/True/False)."""
 
     name: ClassVar[str] = "fitnets"
+    label: ClassVar[str] = "FitNets"
     default_weight: ClassVar[float] = 100.0
 
     def __init__(

@@ -63,6 +63,8 @@ class FlowOfSolution(FeatureLoss):
     """FSP loss over consecutive feature pairs (option ``chain``: overlapping pairs)."""
 
     name: ClassVar[str] = "fsp"
+    label: ClassVar[str] = "FSP"
+    layers_per_pair: ClassVar[int] = 2
     default_weight: ClassVar[float] = 50.0
 
     def __init__(self, student_channels, teacher_channels, *, chain: bool = False, **options: Any) -> None:

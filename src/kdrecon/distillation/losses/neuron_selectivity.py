@@ -57,6 +57,7 @@ class NeuronSelectivity(FeatureLoss):
     """NST loss summed over layer pairs; options ``degree`` (2) and ``constant`` (0)."""
 
     name: ClassVar[str] = "nst"
+    label: ClassVar[str] = "NST"
     default_weight: ClassVar[float] = 50.0
 
     def __init__(

@@ -53,6 +53,7 @@ class ProbabilisticTransfer(FeatureLoss):
     """PKT loss summed over layer pairs; options ``pool`` (False) and ``eps`` (1e-7)."""
 
     name: ClassVar[str] = "pkt"
+    label: ClassVar[str] = "PKT"
     default_weight: ClassVar[float] = 30000.0
     requires_equal_spatial_size: ClassVar[bool] = False
 

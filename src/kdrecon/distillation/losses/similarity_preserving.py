@@ -52,6 +52,7 @@ class SimilarityPreserving(FeatureLoss):
     """SP loss summed over layer pairs; no options, no connectors."""
 
     name: ClassVar[str] = "sp"
+    label: ClassVar[str] = "SP"
     default_weight: ClassVar[float] = 3000.0
     requires_equal_spatial_size: ClassVar[bool] = False
 
