@@ -86,6 +86,9 @@ def test_changed_setting_reruns_exactly_the_dependent_stages(tmp_path, tiny_run,
     after = finished(run_dir)
     rerun = {stage for stage in after if after[stage] != before[stage]}
     assert rerun == {f"seed-{seed}/{stage}" for seed in SEEDS for stage in ("sft-teacher", "sft-kd-at")}
+    (moved,) = (run_dir / "superseded").iterdir()  # the previous runs are kept, not deleted
+    kept = {p.parent.relative_to(moved).as_posix(): json.loads(p.read_text())["finished"] for p in moved.glob("*/*/stage.json")}
+    assert kept == {stage: before[stage] for stage in rerun}
 
 
 def test_adding_a_seed_trains_only_that_seeds_stages(tmp_path, tiny_run, tiny_overrides):

@@ -5,13 +5,14 @@ seeds, fingerprints and where they are), ``stages/seed-{s}/{name}/`` (each a tra
 distillation run directory plus ``evaluation/`` and ``stage.json``), and the report; the layout
 is :mod:`kdrecon.report.run_layout`'s.
 
-Stages are identified by ``seed-{s}/{name}``. A stage is complete when its ``stage.json`` says so with the current fingerprint; such a stage
-is reused. A stage with another fingerprint (its config or something upstream changed) is
-deleted and run again. An interrupted stage resumes from its last checkpoint.
+Stages are identified by ``seed-{s}/{name}``. A stage is complete when its ``stage.json`` says
+so with the current fingerprint; such a stage is reused. A stage with another fingerprint (its
+config or something upstream changed) is moved to ``RUN/superseded/{time}/`` (never deleted) and
+run again. An interrupted stage resumes from its last checkpoint.
 
 Under ``torchrun`` every process runs the graph: rank 0 decides which stages are pending, each
-of those trains on all processes through DistributedDataParallel, and rank 0 alone deletes stale
-stages, writes the stage files, evaluates, measures and writes the report; the others wait for
+of those trains on all processes through DistributedDataParallel, and rank 0 alone moves stale
+stages aside, writes the stage files, evaluates, measures and writes the report; the others wait for
 it at the end of each stage.
 """
 
@@ -219,7 +220,7 @@ def _select(stages: list[Stage], only: Sequence[str]) -> set[str]:
 
 
 def _pending(stages: list[Stage], prints: dict[str, str], layout: RunLayout, only: set[str]) -> tuple[set[str], list[Path]]:
-    """Stages to run, and the directories of those whose settings changed (to be rerun afresh)."""
+    """Stages to run, and the directories of those whose settings changed (moved aside, then rerun)."""
     pending, stale = set(), []
     for stage in stages:
         files = layout.stage(stage.id)
@@ -231,6 +232,20 @@ def _pending(stages: list[Stage], prints: dict[str, str], layout: RunLayout, onl
         elif state.get("status") != "complete":
             pending.add(stage.id)
     return pending, stale
+
+
+def _move_aside(stale: list[Path], layout: RunLayout, display_enabled: bool) -> None:
+    """Move stages whose settings changed to ``RUN/superseded/{time}/``, never deleting them."""
+    if not stale:
+        return
+    target = layout.superseded / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    for directory in stale:
+        destination = target / directory.relative_to(layout.stages)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(directory), str(destination))
+    if display_enabled:
+        names = ", ".join(d.relative_to(layout.stages).as_posix() for d in stale)
+        print(f"settings changed for {names}: rerunning; the previous runs are in {target}", flush=True)
 
 
 def _manifest(config: ExperimentConfig, stages: list[Stage], prints: dict[str, str], configs: dict[str, Any],
@@ -291,8 +306,7 @@ def run_experiment(
             write_config(config, layout.config)
             # Written now too, so 'kdrecon report' can report the finished stages of a study still running.
             write_json(layout.manifest, _manifest(config, stages, prints, configs, layout, None))
-        for directory in stale:
-            shutil.rmtree(directory)
+        _move_aside(stale, layout, display_enabled=progress)
     barrier()
     if selected:
         blocked = sorted(d for name in selected for d in build_dependencies(stages, name) if d in pending and d not in selected)

@@ -9,6 +9,7 @@
         metrics.csv            the final (or only) training stage's history
         feature-stage/         KD-MRI's first distillation stage, when the procedure has one
         evaluation/            what :func:`kdrecon.evaluation.evaluate.evaluate` writes
+    superseded/{time}/seed-{s}/{stage}/   stages whose settings changed, moved aside (restorable)
     report.md, report.html, figures/
 
 The runner writes through :class:`RunLayout` and the report reads through it, so neither spells
@@ -42,6 +43,7 @@ STAGE_FILE = "stage.json"
 EVALUATION = "evaluation"
 HISTORY = "metrics.csv"
 FEATURE_STAGE = "feature-stage"
+SUPERSEDED = "superseded"
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"
 FIGURES = "figures"
@@ -141,6 +143,10 @@ class RunLayout:
     @property
     def stages(self) -> Path:
         return self.root / STAGES
+
+    @property
+    def superseded(self) -> Path:
+        return self.root / SUPERSEDED
 
     @property
     def report_markdown(self) -> Path:
