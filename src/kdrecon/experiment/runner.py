@@ -40,7 +40,7 @@ from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fingerprints
 from kdrecon.models import count_parameters
 from kdrecon.report.build import build_report
-from kdrecon.report.run_layout import RunLayout
+from kdrecon.report.run_layout import RunLayout, read_history
 from kdrecon.training.checkpoint import load_model
 from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, config_data, validate, write_config
 from kdrecon.training.distill import distill_student
@@ -59,13 +59,14 @@ class Progress:
     """One line per epoch: the stage, its epoch, and the time left in it and in the experiment.
 
     The time left in a stage comes from its own recent epochs; a stage not started yet is
-    assumed to take as long per epoch as the stages measured so far do on average.
+    assumed to take as long per epoch as the stages measured so far do on average. ``done``
+    counts the epochs an interrupted stage finished before this session.
     """
 
-    def __init__(self, stages: list[Stage], pending: set[str], enabled: bool) -> None:
+    def __init__(self, stages: list[Stage], pending: set[str], enabled: bool, done: dict[str, int] | None = None) -> None:
         self.stages = stages
         self.planned = {s.id: s.planned_epochs() for s in stages if s.id in pending}
-        self.done: dict[str, int] = {}
+        self.done: dict[str, int] = dict(done or {})
         self.epoch_seconds: dict[str, list[float]] = {}
         self.enabled = enabled
 
@@ -234,6 +235,15 @@ def _pending(stages: list[Stage], prints: dict[str, str], layout: RunLayout, onl
     return pending, stale
 
 
+def _epochs_done(layout: RunLayout, pending: set[str]) -> dict[str, int]:
+    """Epochs each pending stage finished before (its feature stage's included)."""
+    done = {}
+    for identifier in pending:
+        files = layout.stage(identifier)
+        done[identifier] = len(read_history(files.history)[0]) + len(read_history(files.feature_history)[0])
+    return done
+
+
 def _move_aside(stale: list[Path], layout: RunLayout, display_enabled: bool) -> None:
     """Move stages whose settings changed to ``RUN/superseded/{time}/``, never deleting them."""
     if not stale:
@@ -315,7 +325,7 @@ def run_experiment(
     started_all = time.perf_counter()
     if parallel > 1 and not only:
         _run_in_parallel(stages, pending, layout.root, parallel, progress)
-    display = Progress(stages, pending, progress and main)
+    display = Progress(stages, pending, progress and main, _epochs_done(layout, pending))
     for index, stage in enumerate(stages, start=1):
         if selected and stage.id not in selected:
             continue
