@@ -13,14 +13,12 @@ from kdrecon.training.config import ConfigError, DistillConfig, validate
 
 
 def test_every_registered_method_is_accepted_everywhere_and_labelled():
-    help_text = " ".join(build_parser().format_help().split())
     distill_help = build_parser()._subparsers._group_actions[0].choices["distill"].format_help()
     for name, cls in FEATURE_LOSSES.items():
         assert cls.name == name and method_label(name) not in ("", "feature loss"), name
         assert validate(DistillConfig, {"teacher": "t", "method": name}).method == name
         assert load_experiment("demo", {"methods": [name]}).methods == [name]
         assert name in distill_help, name
-    assert "distill" in help_text
     with pytest.raises(ConfigError, match="method: unknown method 'kd'"):
         validate(DistillConfig, {"teacher": "t", "method": "kd"})
 

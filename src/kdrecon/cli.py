@@ -307,7 +307,8 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any experiment key")
     run.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="replicates: run every stage once per seed")
     run.add_argument("--parallel", type=int, default=1, help="run up to N independent stages at once (one per GPU)")
-    run.add_argument("--only", action="append", default=[], metavar="STAGE", help="run just this stage")
+    run.add_argument("--only", action="append", default=[], metavar="STAGE",
+                     help="run just this stage: seed-42/teacher, or a name (teacher) for every seed")
     run.add_argument("--no-report", action="store_true", help="skip writing the report")
     run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 

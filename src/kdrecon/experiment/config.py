@@ -33,6 +33,7 @@ from kdrecon.report.published import PUBLISHED
 from kdrecon.training.config import (
     DataConfig,
     OptimizationConfig,
+    DEFAULT_SEED,
     SFT_PRESETS,
     StrictModel,
     StudentFriendlyLossConfig,
@@ -73,7 +74,7 @@ class ReportConfig(StrictModel):
 
 class ExperimentConfig(StrictModel):
     name: str = "experiment"
-    seed: int = Field(42, description="the one seed of an unreplicated experiment")
+    seed: int | None = Field(None, description=f"the one seed of an unreplicated experiment (default {DEFAULT_SEED})")
     seeds: list[int] | None = Field(None, min_length=1, description="replicates: every stage once per seed")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -143,7 +144,7 @@ class ExperimentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
-        if self.seeds is not None and "seed" in self.model_fields_set:
+        if self.seeds is not None and self.seed is not None:
             raise ValueError("give either seed (one run) or seeds (replicates), not both")
         if self.sft.preset in self.sft_preset_ablation:
             raise ValueError(f"sft_preset_ablation: {self.sft.preset} is already the main SFT loss (sft.preset)")
@@ -159,7 +160,9 @@ class ExperimentConfig(StrictModel):
     @property
     def replicate_seeds(self) -> list[int]:
         """The seeds every stage runs with, the first of which also runs the ablations."""
-        return list(self.seeds) if self.seeds is not None else [self.seed]
+        if self.seeds is not None:
+            return list(self.seeds)
+        return [DEFAULT_SEED if self.seed is None else self.seed]
 
     @property
     def paper_column(self) -> str:

@@ -46,7 +46,7 @@ from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, con
 from kdrecon.training.distill import distill_student
 from kdrecon.training.distributed import barrier, current_world, from_main
 from kdrecon.training.supervised import train_model
-from kdrecon.training.trainer import prepare_module, resolve_device
+from kdrecon.training.trainer import prepare_module, resolve_device, resolve_precision
 
 SELECTION_RULE = "checkpoint with the lowest validation loss (student L1; teacher L1 for the SFT teacher; feature loss in KD-MRI's feature stage)"
 
@@ -162,6 +162,7 @@ def _run_stage(
         session_seconds=time.perf_counter() - began,
         best_epoch=result.best_epoch,
         device=str(device),
+        precision=resolve_precision(stage_config.precision, device),
         metrics=evaluation.summary["model_metrics"],
         **measured,
     )
@@ -248,7 +249,10 @@ def _move_aside(stale: list[Path], layout: RunLayout, display_enabled: bool) -> 
     """Move stages whose settings changed to ``RUN/superseded/{time}/``, never deleting them."""
     if not stale:
         return
-    target = layout.superseded / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    target, count = layout.superseded / stamp, 1
+    while target.exists():  # two changes within one second
+        target, count = layout.superseded / f"{stamp}-{count}", count + 1
     for directory in stale:
         destination = target / directory.relative_to(layout.stages)
         destination.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ sft-kd-{method}-random                    sft-kd-random   the same with a random
 student-{DnCm}                            sweep           more baseline students (compression sweep)
 std-kd-{method}-{procedure}               std-kd          first seed: the other procedure (ablation)
 sft-kd-{method}-{procedure}               sft-kd          first seed: the other procedure (ablation)
-sft-teacher-{preset}, sft-kd-{m}-{preset} sft-teacher/..  first seed: another SFT loss (ablation)
+sft-teacher-{p}, sft-kd-{method}-{p}     sft-teacher/..  first seed: SFT loss preset sft-{p} (ablation)
 ========================================  ==============  =========================================
 
 An ablation stage carries its ``variant`` (the procedure or SFT preset it changes). A stage's
@@ -81,8 +81,11 @@ class _SeedGraph:
         return {"seed": self.seed, "device": config.device, "precision": config.precision,
                 "channels_last": config.channels_last, "data": config.data.model_dump(mode="json")}
 
-    def optimization(self, epochs: int | None) -> dict[str, Any]:
-        return {**self.config.optimization.model_dump(mode="json"), "epochs": epochs or self.config.optimization.epochs}
+    def optimization(self, epochs: int | None, lr_step_shift: int = 0) -> dict[str, Any]:
+        """The optimisation settings for ``epochs``; ``lr_step_shift`` moves the learning-rate decay."""
+        settings = {**self.config.optimization.model_dump(mode="json"), "epochs": epochs or self.config.optimization.epochs}
+        settings["lr_step_epochs"] = max(1, settings["lr_step_epochs"] + lr_step_shift)
+        return settings
 
     def train(self, name: str, role: str, label: str, model: dict[str, Any], epochs: int | None,
               variant: str = "", ablation_of: str = "", **more: Any) -> Stage:
@@ -115,12 +118,15 @@ class _SeedGraph:
             "method": method, "procedure": procedure, "alpha": config.alpha, "init": init,
             "optimization": self.optimization(total),
         }
+        # The procedure ablation trains as many epochs in all as the main procedure, and its last
+        # stage decays the learning rate with as many epochs left as the main one does.
         if procedure == "two-stage" and epochs.feature_stage is not None:
             data["feature_epochs"] = epochs.feature_stage
-            if config.procedure == "single-stage":  # the ablation: same total epochs as the main procedure
-                data["optimization"] = self.optimization(total - epochs.feature_stage)
+            if config.procedure == "single-stage":
+                data["optimization"] = self.optimization(total - epochs.feature_stage, -epochs.feature_stage)
         elif procedure == "single-stage" and config.procedure == "two-stage":
-            data["optimization"] = self.optimization(total + (epochs.feature_stage or total))
+            feature = epochs.feature_stage or total
+            data["optimization"] = self.optimization(total + feature, feature)
         label = f"{method_label(method)} {'Std-KD' if role == 'std-kd' else 'SFT-KD'}"
         if role == "sft-kd-random":
             label += " (random init)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,6 @@ class StageResult:
     summary: dict[str, Any]
     per_slice: SliceMetrics
     per_volume: VolumeMetrics
-    zero_filled_per_volume: VolumeMetrics = field(repr=False, default_factory=dict)
 
     @property
     def metrics(self) -> dict[str, dict[str, float]]:
@@ -103,11 +102,11 @@ def _stage_result(layout: RunLayout, entry: dict[str, Any]) -> StageResult | Non
     if state.get("status") != "complete" or state.get("fingerprint") != entry["fingerprint"]:
         return None
     per_slice, _ = _read_rows(files.per_slice, "slice")
-    per_volume, zero_filled = _read_rows(files.per_volume, "volume")
+    per_volume, _ = _read_rows(files.per_volume, "volume")
     summary = json.loads(files.summary.read_text())
     return StageResult(entry["id"], entry["name"], entry["seed"], entry["role"], entry["label"], entry["method"],
                        entry["model"], entry["variant"], entry["ablation_of"], files, state, summary, per_slice,
-                       per_volume, zero_filled)
+                       per_volume)
 
 
 def load_results(run_dir: Path) -> ExperimentResults:

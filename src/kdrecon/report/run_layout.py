@@ -19,8 +19,6 @@ below ``stages/``.
 Example:
     >>> stage_id("teacher", 42)
     'seed-42/teacher'
-    >>> split_stage_id("seed-42/sft-kd-at")
-    ('sft-kd-at', 42)
 """
 
 from __future__ import annotations
@@ -47,20 +45,11 @@ SUPERSEDED = "superseded"
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"
 FIGURES = "figures"
-_SEED_PREFIX = "seed-"
 
 
 def stage_id(name: str, seed: int) -> str:
     """The identifier (and relative directory below ``stages/``) of stage ``name`` for ``seed``."""
-    return f"{_SEED_PREFIX}{seed}/{name}"
-
-
-def split_stage_id(identifier: str) -> tuple[str, int]:
-    """``(name, seed)`` of a stage identifier made by :func:`stage_id`."""
-    seed_part, separator, name = identifier.partition("/")
-    if not separator or not seed_part.startswith(_SEED_PREFIX) or not seed_part[len(_SEED_PREFIX):].lstrip("-").isdigit():
-        raise ValueError(f"{identifier!r} is not a stage id such as 'seed-42/teacher'")
-    return name, int(seed_part[len(_SEED_PREFIX):])
+    return f"seed-{seed}/{name}"
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -162,7 +151,3 @@ class RunLayout:
 
     def stage(self, identifier: str) -> StageFiles:
         return StageFiles(self.stages / identifier)
-
-    def stage_ids_on_disk(self) -> list[str]:
-        """Every ``seed-{s}/{name}`` directory below ``stages/`` holding a ``stage.json``."""
-        return sorted(p.parent.relative_to(self.stages).as_posix() for p in self.stages.glob(f"*/*/{STAGE_FILE}"))

@@ -31,12 +31,6 @@ class SpeedComparison:
     rounds: int
     setting: str
 
-    @property
-    def student_faster(self) -> bool | None:
-        """True/False when the whole range is above/below 1, None when it straddles 1."""
-        low, high = self.ratio_range
-        return True if low > 1 else False if high < 1 else None
-
 
 def time_teacher_and_student(
     teacher: StageFiles, student: StageFiles, data: SliceData, batch_size: int, rounds: int, device: torch.device

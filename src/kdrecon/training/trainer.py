@@ -101,8 +101,8 @@ def resolve_device(name: str) -> torch.device:
 
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` runs bf16 convolutions natively: a CUDA GPU with bf16 support, or a CPU
-    that oneDNN can run them on (AVX-512 BF16 or AMX). Elsewhere bf16 is emulated and far slower
-    than float32 (docs/benchmarks.md)."""
+    with the AVX-512 subsets (BW, VL, DQ) that oneDNN's bf16 kernels need (AMX included).
+    Elsewhere bf16 is emulated and far slower than float32 (docs/benchmarks.md)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
