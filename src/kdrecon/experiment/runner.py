@@ -322,10 +322,7 @@ def run_experiment(
             write_json(layout.manifest, _manifest(config, stages, prints, configs, layout, None))
         _move_aside(stale, layout, display_enabled=progress)
     barrier()
-    if selected:
-        blocked = sorted(d for name in selected for d in build_dependencies(stages, name) if d in pending and d not in selected)
-        if blocked:
-            raise ConfigError(f"--only: stage {blocked[0]!r}, an input of {', '.join(sorted(selected))}, is not complete")
+    _check_inputs(stages, selected, pending)
     started_all = time.perf_counter()
     if parallel > 1 and not only:
         _run_in_parallel(stages, pending, layout.root, parallel, progress)
@@ -333,11 +330,11 @@ def run_experiment(
     for index, stage in enumerate(stages, start=1):
         if selected and stage.id not in selected:
             continue
-        if stage.id not in pending:
-            if display.enabled:
-                print(f"[stage {index}/{len(stages)} {stage.id}] complete, reused", flush=True)
-            continue
-        _run_stage(stage, index, len(stages), layout.root, config, configs[stage.id], prints[stage.id], display, validation_data)
+        if stage.id in pending:
+            _run_stage(stage, index, len(stages), layout.root, config, configs[stage.id], prints[stage.id], display,
+                       validation_data)
+        elif display.enabled:
+            print(f"[stage {index}/{len(stages)} {stage.id}] complete, reused", flush=True)
     if only or not main:
         return None
     manifest = _manifest(config, stages, prints, configs, layout, time.perf_counter() - started_all)
@@ -345,6 +342,13 @@ def run_experiment(
     if report:
         build_report(layout.root)
     return manifest
+
+
+def _check_inputs(stages: list[Stage], selected: set[str], pending: set[str]) -> None:
+    """With ``--only``, refuse stages whose inputs are not complete."""
+    blocked = sorted(d for name in selected for d in build_dependencies(stages, name) if d in pending and d not in selected)
+    if blocked:
+        raise ConfigError(f"--only: stage {blocked[0]!r}, an input of {', '.join(sorted(selected))}, is not complete")
 
 
 def build_dependencies(stages: list[Stage], stage: str) -> set[str]:
