@@ -124,7 +124,7 @@ def _gap_text(results: ExperimentResults, row: EffectRow) -> str:
     def gap(stage: dict[int, StageResult]) -> float:
         return float(np.mean([teacher[s].metrics["psnr"]["mean"] - stage[s].metrics["psnr"]["mean"] for s in seeds]))
 
-    return f" (gap {gap(std):.2f} → {gap(sft):.2f}, {len(seeds)} seeds)"
+    return f" (gap {gap(std):.2f} → {gap(sft):.2f}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''})"
 
 
 def _claims_section(results: ExperimentResults, speed: SpeedComparison | None) -> list[Block]:
