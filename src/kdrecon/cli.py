@@ -111,6 +111,8 @@ def _run_prepare(args: argparse.Namespace) -> None:
 
 def _add_stage_options(parser: argparse.ArgumentParser) -> None:
     """Options every training stage shares; each overrides the same key of --config."""
+    from kdrecon.training.config import PRECISIONS
+
     parser.add_argument("--config", type=Path, help="YAML config (see configs/); options below override it")
     parser.add_argument("--run-dir", type=Path, required=True, help="run directory (resumes if it holds a run)")
     parser.add_argument("--dataset", help="dataset directory or 'sample'")
@@ -121,7 +123,7 @@ def _add_stage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16"),
+        "--precision", choices=PRECISIONS,
         help="default auto: bf16 autocast where the device runs bf16 natively, else float32 (FFTs stay float32)",
     )
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks")
@@ -204,12 +206,14 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _add_distill(subparsers: argparse._SubParsersAction) -> None:
+    from kdrecon.training.config import DEFAULT_PROCEDURE, PROCEDURES
+
     distill = subparsers.add_parser("distill", help="distil a student from a trained teacher (Std-KD or SFT-KD)")
     _add_stage_options(distill)
     distill.add_argument("--teacher", help="the teacher's run directory or checkpoint (an SFT teacher for --init sft)")
     distill.add_argument("--method", help=" | ".join(_methods()))
     distill.add_argument("--student", help="the student's DnCm (default D3C5)")
-    distill.add_argument("--procedure", choices=("two-stage", "single-stage"), help="default two-stage (KD-MRI)")
+    distill.add_argument("--procedure", choices=PROCEDURES, help=f"default {DEFAULT_PROCEDURE} (KD-MRI)")
     distill.add_argument("--init", choices=("random", "sft"), help="sft: start S2..SN from the SFT teacher's branches")
     distill.add_argument("--baseline", help="with --init sft: take S1 from this trained baseline student")
     distill.add_argument("--alpha", type=float, help="weight of L1 to the target against imitation (default 0.5)")

@@ -33,8 +33,11 @@ from kdrecon.report.published import PUBLISHED
 from kdrecon.training.config import (
     DataConfig,
     OptimizationConfig,
+    DEFAULT_PROCEDURE,
     DEFAULT_SEED,
     SFT_PRESETS,
+    Precision,
+    Procedure,
     StrictModel,
     StudentFriendlyLossConfig,
     load_config,
@@ -77,14 +80,14 @@ class ExperimentConfig(StrictModel):
     seed: int | None = Field(None, description=f"the one seed of an unreplicated experiment (default {DEFAULT_SEED})")
     seeds: list[int] | None = Field(None, min_length=1, description="replicates: every stage once per seed")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Precision = "auto"
     channels_last: bool = True
     data: DataConfig = DataConfig()
     teacher: str = "D5C5"
     student: str = "D3C5"
     channels: int = Field(32, gt=0)
     methods: list[str] = Field(default_factory=lambda: ["at"], min_length=1)
-    procedure: Literal["two-stage", "single-stage"] = "two-stage"
+    procedure: Procedure = DEFAULT_PROCEDURE
     alpha: float = Field(0.5, ge=0, le=1)
     sft: StudentFriendlyLossConfig = StudentFriendlyLossConfig()
     procedure_ablation: bool = Field(

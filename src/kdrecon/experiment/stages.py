@@ -35,12 +35,12 @@ from typing import Any, Literal
 
 from kdrecon.distillation.losses import method_label
 from kdrecon.experiment.config import ExperimentConfig
+from kdrecon.training.config import PROCEDURES
 from kdrecon.report.run_layout import stage_id
 
 #: Placeholder for a dependency's run directory inside a stage config (resolved when run).
 STAGE_REFERENCE = "stage:"
 
-PROCEDURES = ("two-stage", "single-stage")
 
 
 @dataclass(frozen=True)

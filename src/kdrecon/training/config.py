@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -25,6 +25,14 @@ from kdrecon.models.dccnn import parse_dncm
 
 #: The papers' seed, every run's default.
 DEFAULT_SEED = 42
+#: Distillation procedures: KD-MRI's two stages (feature loss alone, then L1 + imitation), or
+#: SFT-KD-Recon's Algorithm 1 in one stage (L1 + imitation + feature loss together).
+Procedure = Literal["two-stage", "single-stage"]
+PROCEDURES: tuple[str, ...] = get_args(Procedure)
+DEFAULT_PROCEDURE: Procedure = "two-stage"
+#: ``auto``: bf16 autocast where the device runs bf16 natively, float32 elsewhere.
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 class ConfigError(ValueError):
@@ -155,7 +163,7 @@ class StageConfig(StrictModel):
     name: str = "run"
     seed: int = DEFAULT_SEED
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Precision = Field(
         "auto",
         description="bf16: convolutions under bf16 autocast (FFTs and data consistency stay float32); "
         "auto: bf16 where the device runs it natively, float32 elsewhere",
@@ -217,7 +225,7 @@ class DistillConfig(StageConfig):
     method_options: dict[str, Any] = Field(default_factory=dict, description="options of the feature loss")
     feature_weight: float | None = Field(None, gt=0, description="β; default: the method's published weight")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of L1 to the target against imitation")
-    procedure: Literal["two-stage", "single-stage"] = "two-stage"
+    procedure: Procedure = DEFAULT_PROCEDURE
     feature_epochs: int | None = Field(None, gt=0, description="epochs of the feature stage (default: optimization.epochs)")
     layers: LayerPairsConfig | None = Field(None, description="default: the papers' pairs")
     init: Literal["random", "sft"] = "random"
