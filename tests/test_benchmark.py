@@ -31,10 +31,13 @@ def test_reference_path_reads_the_same_slices_from_h5(tmp_path, small_train):
 
 
 def test_training_flops_count_a_backward_pass_as_two_forwards():
-    result = {"models": {"teacher": {"macs_per_slice": 100}, "student": {"macs_per_slice": 40}}}
+    result = {"models": {"teacher": {"macs_per_slice": 100, "cascades": 5}, "student": {"macs_per_slice": 40, "cascades": 5}}}
     assert training_flops_per_slice(result, "train") == 600
     assert training_flops_per_slice(result, "distill") == 3 * 80 + 200
     assert training_flops_per_slice(result, "sft-teacher") == pytest.approx(3 * (200 + 80 * 10 / 5))
+    # Three cascades: the branches run 2 + 1 student blocks, 3/3 of one student forward.
+    three = {"models": {"teacher": {"macs_per_slice": 100, "cascades": 3}, "student": {"macs_per_slice": 30, "cascades": 3}}}
+    assert training_flops_per_slice(three, "sft-teacher") == pytest.approx(3 * (200 + 60))
 
 
 def test_bench_command_writes_json_and_markdown(tmp_path):

@@ -153,7 +153,7 @@ def test_bad_distillation_settings_leave_no_run_directory(tmp_path, teachers, sm
         ({"teacher": "t", "method": "kd"}, r"^config: method: "),
         ({"teacher": "t", "first_block": "baseline"}, r"^config: first_block: baseline needs init: sft"),
         ({"teacher": "t", "init": "sft", "first_block": "baseline"}, r"^config: baseline: give it"),
-        ({"teacher": "t", "student": {"name": "sft-teacher"}}, r"^config: student: the student must be a DnCm"),
+        ({"teacher": "t", "student": {"name": "sft-teacher"}}, r"^config: student: the student must be a network such as D3C5, not sft-teacher"),
         ({"teacher": "t", "alpha": 1.5}, r"^config: alpha: "),
         ({"teacher": "t", "layers": {"teacher": ["a", "b"], "student": ["a"]}}, r"^config: layers: 2 teacher layers"),
     ],

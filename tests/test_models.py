@@ -46,7 +46,7 @@ def test_hook_paths_name_post_relu_features():
 
 
 def test_unknown_model_name():
-    with pytest.raises(ValueError, match="DnCm"):
+    with pytest.raises(ValueError, match=r"unknown model .resnet.: expected a name such as D5C5 \(DC-CNN\)"):
         build_model("resnet")
 
 

@@ -178,12 +178,14 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train a teacher or student on L1, or a student-friendly teacher (--model sft-teacher)"
     )
     _add_stage_options(train)
-    train.add_argument("--model", help="DnCm, e.g. D5C5 (teacher) or D3C5 (student), or sft-teacher")
+    train.add_argument("--model", help=f"a network, e.g. {_model_names()}, or sft-teacher")
     train.add_argument("--residual", action="store_true", default=None, help="add each block's input to its output")
     train.add_argument("--padding", type=int, help="zero-pad block inputs by this many pixels (SFT-KD-Recon code: 5)")
+    from kdrecon.training.config import SFT_PRESETS
+
     train.add_argument(
         "--sft-preset",
-        choices=("sft-code", "sft-paper-equations"),
+        choices=tuple(SFT_PRESETS),
         help="SFT loss weights: sft-code (imitation 0, default) or sft-paper-equations (all 1)",
     )
 
@@ -212,7 +214,7 @@ def _add_distill(subparsers: argparse._SubParsersAction) -> None:
     _add_stage_options(distill)
     distill.add_argument("--teacher", help="the teacher's run directory or checkpoint (an SFT teacher for --init sft)")
     distill.add_argument("--method", help=" | ".join(_methods()))
-    distill.add_argument("--student", help="the student's DnCm (default D3C5)")
+    distill.add_argument("--student", help=f"the student network, e.g. {_model_names()} (default D3C5)")
     distill.add_argument("--procedure", choices=PROCEDURES, help=f"default {DEFAULT_PROCEDURE} (KD-MRI)")
     distill.add_argument("--init", choices=("random", "sft"), help="sft: start S2..SN from the SFT teacher's branches")
     distill.add_argument("--baseline", help="with --init sft: take S1 from this trained baseline student")
@@ -287,11 +289,10 @@ def _run_bench(args: argparse.Namespace) -> None:
     from kdrecon.data.layout import atomic_path
     from kdrecon.evaluation.benchmark import format_markdown, run_benchmark
 
-    for name in (args.teacher, args.student):
-        from kdrecon.models.dccnn import parse_dncm
+    from kdrecon.models.registry import canonical_model_name
 
-        if parse_dncm(name) is None:
-            raise ValueError(f"{name!r}: expected DnCm such as D5C5 or D3C5")
+    for name in (args.teacher, args.student):
+        canonical_model_name(name)
     result = run_benchmark(
         args.teacher, args.student, args.size, args.device, args.steps, args.repeats,
         progress=lambda message: print(f"measuring {message} ...", file=sys.stderr, flush=True),
@@ -315,6 +316,12 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
                      help="run just this stage: seed-42/teacher, or a name (teacher) for every seed")
     run.add_argument("--no-report", action="store_true", help="skip writing the report")
     run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def _model_names() -> str:
+    from kdrecon.models.registry import model_name_help
+
+    return model_name_help()
 
 
 def _methods() -> tuple[str, ...]:

@@ -1,10 +1,13 @@
 """Which teacher and student layers a feature loss compares, by default.
 
-The papers pair the 3rd convolution of every teacher cascade with the 2nd of the student's
-(D5C5 ↔ D3C5: ``blocks.{i}.layers.2`` ↔ ``blocks.{i}.layers.1``, spec §4): the middle hidden
-layer of each block. For other depths the same rule picks hidden layer ``(n − 1) // 2`` of a
-block of ``n`` convolutions. A method that compares the *flow* between k layers of one network
-(FSP, ``layers_per_pair = 2``) takes the k layers ending at the middle one in every cascade.
+Cascade networks pair block by block: cascade ``i`` of the teacher with cascade ``i`` of the
+student, each represented by the layer its family names
+(:meth:`~kdrecon.models.cascade.CascadeNetwork.feature_layers`). For the papers' pair that is
+the 3rd convolution of every D5C5 cascade with the 2nd of the D3C5's (``blocks.{i}.layers.2`` ↔
+``blocks.{i}.layers.1``, spec §4), the middle hidden layer of each block; a DC-UNet teacher
+offers its last full-resolution decoder layer, so the maps compared have the student's
+resolution. A method that compares the *flow* between k layers of one network (FSP,
+``layers_per_pair = 2``) takes the k layers ending at that one in every cascade.
 
 Any other pairing is configuration (``layers`` in a distillation config): module paths, tapped
 with forward hooks, so a model need not be edited to be distilled.
@@ -22,28 +25,26 @@ from __future__ import annotations
 from torch import nn
 
 from kdrecon.distillation.losses import FEATURE_LOSSES
-from kdrecon.models.dccnn import DCCNN
+from kdrecon.models.cascade import CascadeNetwork
 
 
 def default_layer_pairs(method: str, teacher: nn.Module, student: nn.Module) -> tuple[list[str], list[str]]:
-    """The papers' default ``(teacher_paths, student_paths)`` for DC-CNN teacher and student."""
-    if not isinstance(teacher, DCCNN) or not isinstance(student, DCCNN):
+    """The default ``(teacher_paths, student_paths)``: one layer (or ``layers_per_pair``) per cascade."""
+    if not isinstance(teacher, CascadeNetwork) or not isinstance(student, CascadeNetwork):
         raise ValueError(
             f"no default layer pairs for {type(teacher).__name__} → {type(student).__name__}; "
             "give 'layers' (teacher and student module paths) in the config"
         )
-    if len(teacher.blocks) != len(student.blocks):
+    if teacher.cascades != student.cascades:
         raise ValueError(
-            f"default layer pairs need as many teacher as student cascades ({len(teacher.blocks)} vs "
-            f"{len(student.blocks)}); give 'layers' in the config"
+            f"default layer pairs need as many teacher as student cascades ({teacher.cascades} vs "
+            f"{student.cascades}); give 'layers' in the config"
         )
     layers = FEATURE_LOSSES[method].layers_per_pair if method in FEATURE_LOSSES else 1
     pairs: tuple[list[str], list[str]] = ([], [])
-    for cascade in range(len(teacher.blocks)):
+    for cascade in range(teacher.cascades):
         for paths, model in zip(pairs, (teacher, student)):
-            middle = (len(model.blocks[cascade].layers) - 1) // 2  # a hidden (conv + ReLU) layer
-            chosen = [max(middle - offset, 0) for offset in reversed(range(layers))]
-            paths += [f"blocks.{cascade}.layers.{index}" for index in chosen]
+            paths += model.feature_layers(cascade, layers)
     return pairs
 
 

@@ -340,7 +340,8 @@ def run_benchmark(
     result["convolution_peak_flops"] = convolution_peak(target_device, size)
     for role, name in (("teacher", teacher), ("student", student)):
         model = build_model(name).to(target_device)
-        result["models"][role] = {"name": name, "parameters": count_parameters(model), "macs_per_slice": count_macs(model, example)}
+        result["models"][role] = {"name": name, "parameters": count_parameters(model), "macs_per_slice": count_macs(model, example),
+                                  "cascades": model.cascades}
     for batch_size in (1, 16):
         progress(f"inference batch {batch_size}")
         seconds = inference_seconds_per_slice(teacher, student, data, target_device, batch_size, repeats)
@@ -391,8 +392,8 @@ def training_flops_per_slice(result: dict[str, Any], kind: str) -> float:
     if kind == "train":
         return 3 * teacher
     if kind == "sft-teacher":
-        cascades = 5
-        branch_blocks = sum(range(1, cascades))  # 4 + 3 + 2 + 1 student blocks
+        cascades = result["models"]["student"]["cascades"]
+        branch_blocks = sum(range(1, cascades))  # branch j runs N − j student blocks: 4 + 3 + 2 + 1 for N = 5
         return 3 * (teacher + student * branch_blocks / cascades)
     return 3 * student + teacher
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from kdrecon.distillation.losses import METHOD_NAMES
-from kdrecon.models.dccnn import parse_dncm
+from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, canonical_model_name, cascades_of
 from kdrecon.report.published import PUBLISHED
 from kdrecon.training.config import (
     DataConfig,
@@ -83,8 +83,8 @@ class ExperimentConfig(StrictModel):
     precision: Precision = "auto"
     channels_last: bool = True
     data: DataConfig = DataConfig()
-    teacher: str = "D5C5"
-    student: str = "D3C5"
+    teacher: str = DEFAULT_TEACHER
+    student: str = DEFAULT_STUDENT
     channels: int = Field(32, gt=0)
     methods: list[str] = Field(default_factory=lambda: ["at"], min_length=1)
     procedure: Procedure = DEFAULT_PROCEDURE
@@ -104,15 +104,13 @@ class ExperimentConfig(StrictModel):
 
     @field_validator("teacher", "student")
     @classmethod
-    def _dncm(cls, value: str) -> str:
-        if parse_dncm(value) is None:
-            raise ValueError(f"unknown model {value!r}: expected DnCm such as D5C5 or D3C5")
-        return value.upper()
+    def _model(cls, value: str) -> str:
+        return canonical_model_name(value)
 
     @field_validator("compression_sweep")
     @classmethod
     def _sweep(cls, values: list[str]) -> list[str]:
-        names = [cls._dncm(value) for value in values]
+        names = [canonical_model_name(value) for value in values]
         if len(set(names)) != len(names):
             raise ValueError("a model is listed twice")
         return names
@@ -147,6 +145,12 @@ class ExperimentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
+        for student in [self.student, *self.compression_sweep]:
+            if cascades_of(student) != cascades_of(self.teacher):
+                raise ValueError(
+                    f"the SFT teacher pairs blocks one to one: teacher {self.teacher} and student {student} "
+                    "need the same number of cascades"
+                )
         if self.seeds is not None and self.seed is not None:
             raise ValueError("give either seed (one run) or seeds (replicates), not both")
         if self.sft.preset in self.sft_preset_ablation:

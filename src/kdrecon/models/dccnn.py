@@ -20,13 +20,12 @@ Example:
 
 from __future__ import annotations
 
-import re
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdrecon.mri.undersample import data_consistency
+from kdrecon.models.cascade import CascadeNetwork
+from kdrecon.models.family import ModelFamily
 
 
 class Conv3x3(nn.Conv2d):
@@ -115,7 +114,7 @@ class CNNBlock(nn.Module):
         return out + image if self.residual else out
 
 
-class DCCNN(nn.Module):
+class DCCNN(CascadeNetwork):
     """Cascade of CNN blocks, each followed by hard data consistency.
 
     ``forward(zero_filled (B,1,H,W), kspace (B,H,W) complex, mask (H,W)) → (B,1,H,W)``.
@@ -134,22 +133,20 @@ class DCCNN(nn.Module):
             CNNBlock(convs_per_block, channels, residual, padding) for _ in range(cascades)
         )
 
-    def forward(self, zero_filled: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        image = zero_filled
-        for block in self.blocks:
-            image = self.cascade(block, image, kspace, mask)
-        return image
+    def feature_layers(self, cascade: int, count: int = 1) -> list[str]:
+        """The middle hidden layer ``(n − 1) // 2`` of a block of ``n`` convolutions, and the ones before it.
 
-    @staticmethod
-    def cascade(block: nn.Module, image: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One cascade: CNN block then data consistency (kept in float32)."""
-        return data_consistency(block(image), kspace, mask)
+        D5C5 → ``blocks.{i}.layers.2``, D3C5 → ``blocks.{i}.layers.1``: the papers' pairs (spec §4).
+        """
+        middle = (len(self.blocks[cascade].layers) - 1) // 2
+        return [f"blocks.{cascade}.layers.{max(middle - offset, 0)}" for offset in reversed(range(count))]
 
 
-_DNCM = re.compile(r"^D(\d+)C(\d+)$", re.IGNORECASE)
-
-
-def parse_dncm(name: str) -> tuple[int, int] | None:
-    """``"D5C5"`` → ``(5, 5)`` (convolutions per block, cascades); ``None`` if not DnCm."""
-    match = _DNCM.match(name)
-    return (int(match.group(1)), int(match.group(2))) if match else None
+FAMILY = ModelFamily(
+    name="DC-CNN",
+    pattern=r"D(?P<convs_per_block>\d+)C(?P<cascades>\d+)",
+    example="D5C5",
+    build=DCCNN,
+    options=("channels", "residual", "padding"),
+    summary="DnCm: m cascades of n 3×3 convolutions (Schlemper et al. 2017)",
+)

@@ -1,4 +1,19 @@
-"""Build models from a name and options, as stored in configs and checkpoints."""
+"""The one registry of model families: build, validate and describe networks by name.
+
+A model name carries its family and shape (``D5C5``: DC-CNN, 5 convolutions per block, 5
+cascades; ``U2C5``: DC-UNet with 2 down-samplings, 5 cascades). ``sft-teacher`` is the
+student-friendly teacher built from a ``teacher`` and a ``student`` name of any families with
+the same number of cascades.
+
+Adding a family: write its module with a :class:`~kdrecon.models.cascade.CascadeNetwork` and a
+``FAMILY`` declaration, and add that ``FAMILY`` to :data:`MODEL_FAMILIES` below.
+
+Example:
+    >>> canonical_model_name("d3c5"), family_of("U2C5").name
+    ('D3C5', 'DC-UNet')
+    >>> count_parameters(build_model("D3C5"))
+    49285
+"""
 
 from __future__ import annotations
 
@@ -6,39 +21,59 @@ from typing import Any
 
 from torch import nn
 
-from kdrecon.models.dccnn import DCCNN, parse_dncm
+from kdrecon.models import dc_unet, dccnn
+from kdrecon.models.cascade import CascadeNetwork
+from kdrecon.models.family import ModelFamily
 from kdrecon.models.sft import StudentFriendlyTeacher
 
+#: Every model family kdrecon can build, by name.
+MODEL_FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (dccnn.FAMILY, dc_unet.FAMILY)}
+#: The student-friendly teacher, built from a teacher and a student name.
 SFT_TEACHER = "sft-teacher"
+#: The papers' pair, every default teacher and student.
+DEFAULT_TEACHER, DEFAULT_STUDENT = "D5C5", "D3C5"
+
+
+def model_name_help() -> str:
+    """The accepted names for messages and ``--help``: ``D5C5 (DC-CNN) or U2C5 (DC-UNet)``."""
+    return " or ".join(f"{family.example} ({family.name})" for family in MODEL_FAMILIES.values())
+
+
+def family_of(name: str) -> ModelFamily:
+    """The family whose names ``name`` matches; an unknown name is an error listing the families."""
+    for family in MODEL_FAMILIES.values():
+        if family.parse(name) is not None:
+            return family
+    raise ValueError(f"unknown model {name!r}: expected a name such as {model_name_help()}")
+
+
+def canonical_model_name(name: str) -> str:
+    """``name`` as stored in configs and checkpoints (upper case); raises for unknown names."""
+    family_of(name)
+    return name.upper()
+
+
+def cascades_of(name: str) -> int:
+    """The number of cascades (blocks) of the network ``name``, without building it."""
+    return family_of(name).parse(name)["cascades"]
 
 
 def build_model(name: str, **options: Any) -> nn.Module:
-    """Build a reconstruction network by name.
+    """Build a network by name; ``options`` go to its family's constructor.
 
-    ``DnCm`` (e.g. ``D5C5`` teacher, ``D3C5`` student) builds a :class:`DCCNN` with ``n``
-    convolutions per block and ``m`` cascades; ``options`` go to its constructor
-    (``channels``, ``residual``, ``padding``). ``sft-teacher`` builds a
-    :class:`StudentFriendlyTeacher` from ``teacher`` and ``student`` DnCm names plus the same
-    options.
+    ``sft-teacher`` takes ``teacher`` and ``student`` names (default D5C5 and D3C5); each of the
+    two networks receives the options its family has.
     """
     if name == SFT_TEACHER:
-        teacher, student = options.pop("teacher", "D5C5"), options.pop("student", "D3C5")
-        (teacher_convs, cascades), (student_convs, student_cascades) = _dncm(teacher), _dncm(student)
-        if cascades != student_cascades:
-            raise ValueError(f"sft-teacher: teacher {teacher} and student {student} need the same number of cascades")
-        return StudentFriendlyTeacher(teacher_convs, student_convs, cascades, **options)
-    shape = parse_dncm(name)
-    if shape is not None:
-        convs, cascades = shape
-        return DCCNN(convs_per_block=convs, cascades=cascades, **options)
-    raise ValueError(f"model {name!r}: expected DnCm such as D5C5 or D3C5, or {SFT_TEACHER}")
+        teacher = options.pop("teacher", DEFAULT_TEACHER)
+        student = options.pop("student", DEFAULT_STUDENT)
+        return StudentFriendlyTeacher(_build_part(teacher, options), _build_part(student, options))
+    return family_of(name).create(name, **options)
 
 
-def _dncm(name: str) -> tuple[int, int]:
-    shape = parse_dncm(name)
-    if shape is None:
-        raise ValueError(f"model {name!r}: expected DnCm such as D5C5 or D3C5")
-    return shape
+def _build_part(name: str, options: dict[str, Any]) -> CascadeNetwork:
+    family = family_of(name)
+    return family.create(name, **{key: value for key, value in options.items() if key in family.options})
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -1,17 +1,20 @@
 """The student-friendly teacher of SFT-KD-Recon (Gayathri et al., MIDL 2023, Fig. 2).
 
-A teacher DC-CNN (blocks T1..TN) trained jointly with branches of the student DC-CNN: branch
-``j`` (j = 1..N−1) takes the teacher's image after block ``T_j`` (after its data consistency)
-and runs student blocks ``S_{j+1}..S_N``, each followed by data consistency. ``S_N`` is shared
-by all N−1 branches, ``S_{N−1}`` by N−2, and so on; ``S_1`` belongs to no branch and is not
-trained here (its parameters are frozen so the optimiser never touches them).
+A teacher cascade network (blocks T1..TN: a DC-CNN in the paper, a DC-UNet in its Table 6)
+trained jointly with branches of the student: branch ``j`` (j = 1..N−1) takes the teacher's
+image after block ``T_j`` (after its data consistency) and runs student blocks
+``S_{j+1}..S_N``, each followed by data consistency. ``S_N`` is shared by all N−1 branches,
+``S_{N−1}`` by N−2, and so on; ``S_1`` belongs to no branch and is not trained here (its
+parameters are frozen so the optimiser never touches them). Blocks pair one to one, so any
+two cascade networks with the same number of cascades can be teacher and student.
 
-The student blocks live in a complete student :class:`DCCNN` (``student.blocks.{i}``), so after
+The student blocks live in a complete student network (``student.blocks.{i}``), so after
 training they load by name into a fresh student (``student.blocks.1`` … ``student.blocks.4``).
 
 Example:
     >>> import torch
-    >>> sft = StudentFriendlyTeacher(teacher_convs=5, student_convs=3, cascades=5)
+    >>> from kdrecon.models.dccnn import DCCNN
+    >>> sft = StudentFriendlyTeacher(DCCNN(convs_per_block=5), DCCNN(convs_per_block=3))
     >>> x, k, m = torch.rand(1, 1, 8, 8), torch.zeros(1, 8, 8, dtype=torch.complex64), torch.zeros(8, 8)
     >>> teacher_output, branch_outputs = sft.forward_with_branches(x, k, m)
     >>> len(branch_outputs)
@@ -23,26 +26,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdrecon.models.dccnn import DCCNN
+from kdrecon.models.cascade import CascadeNetwork
 
 
 class StudentFriendlyTeacher(nn.Module):
-    """Teacher DnCm plus student branches; ``forward`` returns the teacher's reconstruction."""
+    """Teacher plus student branches; ``forward`` returns the teacher's reconstruction.
 
-    def __init__(
-        self,
-        teacher_convs: int = 5,
-        student_convs: int = 3,
-        cascades: int = 5,
-        channels: int = 32,
-        residual: bool = False,
-        padding: int = 0,
-    ) -> None:
+    Args:
+        teacher: the teacher network (any :class:`CascadeNetwork`).
+        student: a complete student network with as many cascades; its first block is frozen.
+    """
+
+    def __init__(self, teacher: CascadeNetwork, student: CascadeNetwork) -> None:
         super().__init__()
-        if cascades < 2:
-            raise ValueError(f"a student-friendly teacher needs at least 2 cascades, got {cascades}")
-        self.teacher = DCCNN(teacher_convs, cascades, channels, residual, padding)
-        self.student = DCCNN(student_convs, cascades, channels, residual, padding)
+        if teacher.cascades != student.cascades:
+            raise ValueError(
+                f"a student-friendly teacher pairs blocks one to one: the teacher has {teacher.cascades} "
+                f"cascades, the student {student.cascades}"
+            )
+        if teacher.cascades < 2:
+            raise ValueError(f"a student-friendly teacher needs at least 2 cascades, got {teacher.cascades}")
+        self.teacher = teacher
+        self.student = student
         self.student.blocks[0].requires_grad_(False)
 
     def forward(
@@ -61,14 +66,14 @@ class StudentFriendlyTeacher(nn.Module):
         branch_outputs = []
         cascades = len(self.teacher.blocks)
         for index, block in enumerate(self.teacher.blocks):
-            image = DCCNN.cascade(block, image, kspace, mask)
+            image = self.teacher.cascade(block, image, kspace, mask)
             if index < cascades - 1:
                 branch = image
                 for student_block in self.student.blocks[index + 1 :]:
-                    branch = DCCNN.cascade(student_block, branch, kspace, mask)
+                    branch = self.student.cascade(student_block, branch, kspace, mask)
                 branch_outputs.append(branch)
         return image, branch_outputs
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trained student blocks S2..SN, named as in a plain student :class:`DCCNN`."""
+        """The trained student blocks S2..SN, named as in a plain student network."""
         return {name: tensor for name, tensor in self.student.state_dict().items() if not name.startswith("blocks.0.")}

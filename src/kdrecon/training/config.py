@@ -20,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from kdrecon.data.layout import atomic_path, parse_acceleration
 from kdrecon.distillation.losses import METHOD_NAMES
-from kdrecon.models.dccnn import parse_dncm
+from kdrecon.models.registry import (
+    DEFAULT_STUDENT,
+    DEFAULT_TEACHER,
+    SFT_TEACHER,
+    canonical_model_name,
+    cascades_of,
+    family_of,
+    model_name_help,
+)
 
 
 #: The papers' seed, every run's default.
@@ -53,35 +61,31 @@ class DataConfig(StrictModel):
         return parse_acceleration(value)
 
 
-SFT_TEACHER = "sft-teacher"
 #: Distillation by the student's output alone (KD-MRI's imitation loss), no feature loss.
 IMITATION = "imitation"
-
-
-def _dncm_name(value: str, key: str = "model") -> str:
-    if parse_dncm(value) is None:
-        raise ValueError(f"unknown {key} {value!r}: expected DnCm such as D5C5 or D3C5")
-    return value.upper()
+#: Constructor options a model config can set; each family takes the ones it declares.
+MODEL_OPTIONS = ("channels", "residual", "padding")
 
 
 class ModelConfig(StrictModel):
-    """A DnCm network, or the student-friendly teacher built from a teacher and a student DnCm."""
+    """A registered network (``D5C5``, ``U2C5``, …), or the student-friendly teacher of a teacher and a student."""
 
-    name: str = "D5C5"
-    channels: int = Field(32, gt=0)
+    name: str = DEFAULT_TEACHER
+    channels: int = Field(32, gt=0, description="width of the hidden layers (a DC-UNet's full-resolution level)")
     residual: bool = False
-    padding: int = Field(0, ge=0)
-    teacher: str | None = Field(None, description="sft-teacher only: the teacher's DnCm (default D5C5)")
-    student: str | None = Field(None, description="sft-teacher only: the student's DnCm (default D3C5)")
+    padding: int = Field(0, ge=0, description="DC-CNN: zero-pad each block's input by this many pixels")
+    teacher: str | None = Field(None, description=f"{SFT_TEACHER} only: the teacher (default {DEFAULT_TEACHER})")
+    student: str | None = Field(None, description=f"{SFT_TEACHER} only: the student (default {DEFAULT_STUDENT})")
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, value: str) -> str:
         if value.lower() == SFT_TEACHER:
             return SFT_TEACHER
-        if parse_dncm(value) is None:
-            raise ValueError(f"unknown model {value!r}: expected DnCm such as D5C5 or D3C5, or {SFT_TEACHER}")
-        return value.upper()
+        try:
+            return canonical_model_name(value)
+        except ValueError:
+            raise ValueError(f"unknown model {value!r}: expected a name such as {model_name_help()}, or {SFT_TEACHER}") from None
 
     @field_validator("teacher", "student")
     @classmethod
@@ -90,28 +94,37 @@ class ModelConfig(StrictModel):
             return None
         if info.data.get("name") != SFT_TEACHER:
             raise ValueError(f"only for model {SFT_TEACHER}")
-        return _dncm_name(value)
+        return canonical_model_name(value)
 
     @model_validator(mode="after")
     def _sft_defaults(self) -> ModelConfig:
         if self.name == SFT_TEACHER:
             # Stored explicitly so the run's config.yaml says which networks were trained.
-            object.__setattr__(self, "teacher", self.teacher or "D5C5")
-            object.__setattr__(self, "student", self.student or "D3C5")
-            teacher_cascades, student_cascades = parse_dncm(self.teacher)[1], parse_dncm(self.student)[1]
-            if teacher_cascades != student_cascades:
+            object.__setattr__(self, "teacher", self.teacher or DEFAULT_TEACHER)
+            object.__setattr__(self, "student", self.student or DEFAULT_STUDENT)
+            if cascades_of(self.teacher) != cascades_of(self.student):
                 raise ValueError(
                     f"{SFT_TEACHER}: teacher {self.teacher} and student {self.student} need the same number of cascades"
                 )
+        for key in MODEL_OPTIONS:
+            if getattr(self, key) != type(self).model_fields[key].default and key not in self._accepted_options():
+                raise ValueError(f"{key}: {' and '.join(self._networks())} {'have' if len(self._networks()) > 1 else 'has'} no such option")
         return self
+
+    def _networks(self) -> list[str]:
+        return [self.teacher, self.student] if self.is_student_friendly_teacher else [self.name]
+
+    def _accepted_options(self) -> set[str]:
+        return {option for name in self._networks() for option in family_of(name).options}
 
     @property
     def is_student_friendly_teacher(self) -> bool:
         return self.name == SFT_TEACHER
 
     def options(self) -> dict[str, Any]:
-        """Constructor options for :func:`kdrecon.models.build_model`."""
-        options = {"channels": self.channels, "residual": self.residual, "padding": self.padding}
+        """Constructor options for :func:`kdrecon.models.build_model` (those its families have)."""
+        accepted = self._accepted_options()
+        options = {key: getattr(self, key) for key in MODEL_OPTIONS if key in accepted}
         if self.is_student_friendly_teacher:
             options.update(teacher=self.teacher, student=self.student)
         return options
@@ -141,10 +154,17 @@ class StudentFriendlyLossConfig(StrictModel):
     ``preset`` fills the weights that are not given explicitly.
     """
 
-    preset: Literal["sft-code", "sft-paper-equations"] = "sft-code"
+    preset: str = "sft-code"
     teacher_weight: float | None = Field(None, ge=0)
     branch_weight: float | None = Field(None, ge=0)
     imitation_weight: float | None = Field(None, ge=0)
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in SFT_PRESETS:
+            raise ValueError(f"unknown SFT preset {value!r}; choose from {', '.join(SFT_PRESETS)}")
+        return value
 
     @model_validator(mode="after")
     def _fill_from_preset(self) -> StudentFriendlyLossConfig:
@@ -220,7 +240,7 @@ class DistillConfig(StageConfig):
     data: DataConfig | None = None
     teacher: str = Field(description="the teacher's run directory or checkpoint")
     teacher_checkpoint: Literal["best", "last"] = "best"
-    student: ModelConfig = ModelConfig(name="D3C5")
+    student: ModelConfig = ModelConfig(name=DEFAULT_STUDENT)
     method: str = Field("at", description=f"a feature loss ({', '.join(METHOD_NAMES)}) or {IMITATION}")
     method_options: dict[str, Any] = Field(default_factory=dict, description="options of the feature loss")
     feature_weight: float | None = Field(None, gt=0, description="β; default: the method's published weight")
@@ -244,9 +264,9 @@ class DistillConfig(StageConfig):
 
     @field_validator("student")
     @classmethod
-    def _student_is_dncm(cls, value: ModelConfig) -> ModelConfig:
+    def _student_is_a_network(cls, value: ModelConfig) -> ModelConfig:
         if value.is_student_friendly_teacher:
-            raise ValueError("the student must be a DnCm network such as D3C5")
+            raise ValueError(f"the student must be a network such as {DEFAULT_STUDENT}, not {SFT_TEACHER}")
         return value
 
     @model_validator(mode="after")

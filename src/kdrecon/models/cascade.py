@@ -1,0 +1,54 @@
+"""What every cascaded reconstruction network shares: blocks, each followed by data consistency.
+
+A cascade network maps ``(zero_filled (B,1,H,W), kspace (B,H,W) complex, mask (H,W))`` to an
+image ``(B,1,H,W)`` by alternating an image-to-image block ``f_i`` and hard data consistency:
+
+.. math::
+
+    x_0 = x_{ZF}, \\qquad x_i = \\mathrm{DC}(f_i(x_{i-1})), \\quad i = 1..N.
+
+Families differ only in their blocks (a plain CNN in the DC-CNN, a U-Net in the DC-UNet).
+Because every block returns an image, any two cascade networks with the same number of
+cascades can be paired block by block: a student-friendly teacher branches into the student
+after any teacher block, and a feature loss compares one chosen layer per block.
+
+A family says which layer of a block stands for it in feature distillation
+(:meth:`CascadeNetwork.feature_layers`); module paths are ``blocks.{i}.…`` so forward hooks
+can tap them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kdrecon.mri.undersample import data_consistency
+
+
+class CascadeNetwork(nn.Module):
+    """Base of the cascaded networks: ``blocks`` (an :class:`~torch.nn.ModuleList`) with DC after each."""
+
+    blocks: nn.ModuleList
+
+    def forward(self, zero_filled: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        image = zero_filled
+        for block in self.blocks:
+            image = self.cascade(block, image, kspace, mask)
+        return image
+
+    @staticmethod
+    def cascade(block: nn.Module, image: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One cascade: the block then data consistency (kept in float32)."""
+        return data_consistency(block(image), kspace, mask)
+
+    @property
+    def cascades(self) -> int:
+        return len(self.blocks)
+
+    def feature_layers(self, cascade: int, count: int = 1) -> list[str]:
+        """Module paths of ``count`` consecutive layers of block ``cascade`` used by feature losses.
+
+        The last of them is the block's representative layer; a loss over the flow between
+        layers (FSP) takes ``count = 2``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} declares no feature layers")
