@@ -149,6 +149,14 @@ def test_presets_are_valid_and_bad_keys_are_named():
         load_experiment("demo", {"seeds": [1, 1]})
     with pytest.raises(ConfigError, match="sft_preset_ablation: unknown SFT preset 'sft-x'"):
         load_experiment("demo", {"sft_preset_ablation": ["sft-x"]})
+    with pytest.raises(ConfigError, match="compression_sweep: D5C5 is already the teacher"):
+        load_experiment("demo", {"compression_sweep": ["D4C5", "D5C5"]})
+    with pytest.raises(ConfigError, match="the SFT teacher pairs blocks one to one: teacher D5C5 and student D3C4"):
+        load_experiment("demo", {"compression_sweep": ["D3C4"]})
+    with pytest.raises(ConfigError, match="method_settings: unknown method 'kd'"):
+        load_experiment("demo", {"method_settings": {"kd": {"feature_weight": 1}}})
+    with pytest.raises(ConfigError, match=r"method_settings.at.feature_weight: Input should be greater than 0"):
+        load_experiment("demo", {"method_settings": {"at": {"feature_weight": 0}}})
     with pytest.raises(ConfigError, match="procedure_ablation: .*epochs.feature_stage below"):
         load_experiment("demo", {"procedure": "single-stage", "procedure_ablation": True, "epochs.feature_stage": 10})
 
@@ -189,15 +197,19 @@ def test_ablations_run_on_the_first_seed_only():
 
 def test_ablations_and_compression_sweep_reach_the_report(tmp_path, tiny_overrides):
     config = load_experiment("demo", {
-        **tiny_overrides, "random_init_ablation": True, "compression_sweep": ["D4C3", "D3C3"],
+        **tiny_overrides, "random_init_ablation": True, "compression_sweep": ["D4C3"],
         "optimization.epochs": 1, "epochs.distillation": 2, "procedure": "single-stage", "procedure_ablation": True,
         "sft_preset_ablation": ["sft-paper-equations"],
     })
     run_experiment(config, tmp_path / "run", progress=False)
     stages = set(finished(tmp_path / "run"))
-    assert {"seed-42/sft-kd-at-random", "seed-42/student-D4C3", "seed-42/sft-kd-at-two-stage", "seed-42/std-kd-at-two-stage",
-            "seed-42/sft-teacher-paper-equations", "seed-42/sft-kd-at-paper-equations"} <= stages
-    assert "seed-42/student-D3C3" not in stages  # D3C3 is the teacher
+    assert {"seed-42/sft-kd-at-random", "seed-42/sft-kd-at-two-stage", "seed-42/std-kd-at-two-stage",
+            "seed-42/sft-teacher-paper-equations", "seed-42/sft-kd-at-paper-equations", "seed-42/student-D4C3",
+            "seed-42/sft-teacher-D4C3", "seed-42/std-kd-at-D4C3", "seed-42/sft-kd-at-D4C3"} <= stages
+    sweep_sft = json.loads((tmp_path / "run" / "stages" / "seed-42" / "sft-kd-at-D4C3" / "stage.json").read_text())
+    assert sweep_sft["status"] == "complete"
+    trained_from = (tmp_path / "run" / "stages" / "seed-42" / "sft-teacher-D4C3" / "config.yaml").read_text()
+    assert "student: D4C3" in trained_from  # its own SFT teacher, with D4C3 branches
     two_stage = tmp_path / "run" / "stages" / "seed-42" / "sft-kd-at-two-stage"
     trained = [len(read_rows(two_stage / part / "metrics.csv")) for part in ("feature-stage", ".")]
     assert trained == [1, 1]  # equal total epochs: 1 + 1 against the single stage's 2
@@ -208,8 +220,9 @@ def test_ablations_and_compression_sweep_reach_the_report(tmp_path, tiny_overrid
     assert "not resolved (1 seed: training variance not covered)" in claims  # computed, in the table itself
     table8 = report.split("papers' Table 8")[1].split("##")[0]
     assert [line.split("|")[1].strip() for line in table8.splitlines() if line.startswith("| ") and "network" not in line] == [
-        "Student D4C3", "Teacher D3C3", "Student D2C3"
+        "Teacher D3C3", "Student D4C3", "AT Std-KD D4C3", "AT SFT-KD D4C3", "Student D2C3", "AT Std-KD", "AT SFT-KD",
     ]
+    assert "AT SFT-KD D4C3 − AT Std-KD D4C3 | PSNR" in report and "AT Std-KD D4C3 − Student D4C3 | PSNR" in report
 
 
 def test_claims_section_interval_equals_scipys_from_the_per_volume_files(tiny_run):
@@ -246,3 +259,15 @@ def test_recorded_study_keeps_its_fingerprints():
     assert prints["seed-42/teacher"] == "1e40a6e0bd1de138"
     digest = hashlib.sha256(" ".join(f"{k}={v}" for k, v in prints.items()).encode()).hexdigest()[:16]
     assert digest == "a687e592846d3b29"
+
+
+def test_method_settings_reach_every_distillation_of_that_method_only():
+    layers = {"teacher": ["blocks.0.layers.1"], "student": ["blocks.0.layers.0"]}
+    config = load_experiment("demo", {"methods": ["at", "sp"], "compression_sweep": ["D2C5"],
+                                      "method_settings": {"at": {"feature_weight": 250, "layers": layers}}})
+    distills = {stage.name: stage.config for stage in build_stages(config) if stage.kind == "distill"}
+    assert set(distills) == {"std-kd-at", "sft-kd-at", "std-kd-sp", "sft-kd-sp", "std-kd-at-D2C5", "sft-kd-at-D2C5"}
+    for name, stage in distills.items():
+        expected = ({"feature_weight": 250, "layers": layers} if "-at" in name else {})
+        assert {k: stage[k] for k in ("feature_weight", "layers") if k in stage} == expected, name
+    assert distills["sft-kd-at-D2C5"]["student"]["name"] == "D2C5"

@@ -12,7 +12,10 @@ Example (``kdrecon run study.yaml``)::
     procedure_ablation: true            # first seed: also the other procedure, equal total epochs
     sft_preset_ablation: [sft-paper-equations]   # first seed: SFT teacher and SFT-KD with this loss
     random_init_ablation: true          # SFT-KD with the student initialised at random (Table 5)
-    compression_sweep: [D4C5, D2C5]     # more baseline students for the size table (Table 8)
+    compression_sweep: [D4C5, D2C5]     # more student sizes for the size table (Table 8) ...
+    compression_methods: [at]           # ... each distilled (Std-KD, SFT-KD) with these methods
+    method_settings:                    # per method, what `kdrecon distill` can set
+      at: {feature_weight: 1000, layers: {teacher: [...], student: [...]}}
     optimization: {epochs: 150}         # every stage; `epochs` below overrides per stage kind
 
 Presets shipped with the package (:data:`PRESETS`) are such files; ``kdrecon run demo`` or
@@ -37,6 +40,7 @@ from kdrecon.training.config import (
     DEFAULT_SEED,
     SFT_PRESETS,
     Precision,
+    LayerPairsConfig,
     Procedure,
     StrictModel,
     StudentFriendlyLossConfig,
@@ -55,6 +59,14 @@ class StageEpochs(StrictModel):
     sft_teacher: int | None = Field(None, gt=0)
     feature_stage: int | None = Field(None, gt=0, description="KD-MRI's first distillation stage")
     distillation: int | None = Field(None, gt=0, description="the (final) distillation stage")
+
+
+class MethodSettings(StrictModel):
+    """What a distillation stage of one method may set besides the defaults."""
+
+    feature_weight: float | None = Field(None, gt=0, description="β; default: the method's published weight")
+    method_options: dict[str, Any] = Field(default_factory=dict, description="options of the feature loss")
+    layers: LayerPairsConfig | None = Field(None, description="teacher and student module paths; default: one per cascade")
 
 
 class ReportConfig(StrictModel):
@@ -98,6 +110,10 @@ class ExperimentConfig(StrictModel):
     )
     random_init_ablation: bool = False
     compression_sweep: list[str] = Field(default_factory=list, description="more student sizes, e.g. [D4C5, D2C5]")
+    compression_methods: list[str] | None = Field(
+        None, description="methods each sweep student is distilled with (default: the first of methods; [] for none)"
+    )
+    method_settings: dict[str, MethodSettings] = Field(default_factory=dict, description="per method: feature_weight, ...")
     optimization: OptimizationConfig = OptimizationConfig()
     epochs: StageEpochs = StageEpochs()
     report: ReportConfig = ReportConfig()
@@ -115,14 +131,22 @@ class ExperimentConfig(StrictModel):
             raise ValueError("a model is listed twice")
         return names
 
-    @field_validator("methods")
+    @field_validator("methods", "compression_methods")
     @classmethod
-    def _methods(cls, values: list[str]) -> list[str]:
-        for value in values:
+    def _methods(cls, values: list[str] | None) -> list[str] | None:
+        for value in values or []:
             if value not in METHODS:
                 raise ValueError(f"unknown method {value!r}; choose from {', '.join(METHODS)}")
-        if len(set(values)) != len(values):
+        if values is not None and len(set(values)) != len(values):
             raise ValueError("a method is listed twice")
+        return values
+
+    @field_validator("method_settings")
+    @classmethod
+    def _method_settings(cls, values: dict[str, MethodSettings]) -> dict[str, MethodSettings]:
+        for method in values:
+            if method not in METHODS:
+                raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
         return values
 
 
@@ -145,6 +169,10 @@ class ExperimentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
+        if self.compression_methods is None:
+            object.__setattr__(self, "compression_methods", self.methods[:1])
+        for model in set(self.compression_sweep) & {self.teacher, self.student}:
+            raise ValueError(f"compression_sweep: {model} is already the {'teacher' if model == self.teacher else 'student'}")
         for student in [self.student, *self.compression_sweep]:
             if cascades_of(student) != cascades_of(self.teacher):
                 raise ValueError(
@@ -170,6 +198,11 @@ class ExperimentConfig(StrictModel):
         if self.seeds is not None:
             return list(self.seeds)
         return [DEFAULT_SEED if self.seed is None else self.seed]
+
+    def method_settings_of(self, method: str) -> dict[str, Any]:
+        """The distillation config keys ``method_settings`` sets for ``method`` (none when not given)."""
+        settings = self.method_settings.get(method)
+        return {} if settings is None else settings.model_dump(mode="json", exclude_defaults=True)
 
     @property
     def paper_column(self) -> str:

@@ -14,7 +14,9 @@ sft-teacher                               sft-teacher     the student-friendly t
 std-kd-{method}                           std-kd          student distilled from ``teacher``
 sft-kd-{method}                           sft-kd          initialised from and distilled by ``sft-teacher``
 sft-kd-{method}-random                    sft-kd-random   the same with a random initialisation (ablation)
-student-{DnCm}                            sweep           more baseline students (compression sweep)
+student-{M}                               sweep           more student sizes M (compression sweep, Table 8)
+sft-teacher-{M}                           sweep-sft-te..  the SFT teacher of student M
+std-kd-{method}-{M}, sft-kd-{method}-{M}  sweep-std-kd/.. student M distilled (``compression_methods``)
 std-kd-{method}-{procedure}               std-kd          first seed: the other procedure (ablation)
 sft-kd-{method}-{procedure}               sft-kd          first seed: the other procedure (ablation)
 sft-teacher-{p}, sft-kd-{method}-{p}     sft-teacher/..  first seed: SFT loss preset sft-{p} (ablation)
@@ -96,27 +98,31 @@ class _SeedGraph:
         self.stages.append(stage)
         return stage
 
-    def sft_teacher(self, preset: str, variant: str = "") -> Stage:
+    def sft_teacher(self, preset: str, variant: str = "", student: str | None = None) -> Stage:
+        """The SFT teacher with the main SFT loss, an SFT loss ablation (``variant``), or for a sweep student."""
         config = self.config
         sft = config.sft.model_dump(mode="json") if not variant else {"preset": preset}
-        suffix = f"-{_short(variant)}" if variant else ""
+        suffix = f"-{_short(variant)}" if variant else (f"-{student}" if student else "")
+        role = "sweep-sft-teacher" if student else "sft-teacher"
+        label = f"SFT teacher {config.teacher}{_label(variant)}" + (f" for {student}" if student else "")
         return self.train(
-            f"sft-teacher{suffix}", "sft-teacher", f"SFT teacher {config.teacher}{_label(variant)}",
-            {"name": "sft-teacher", "teacher": config.teacher, "student": config.student},
+            f"sft-teacher{suffix}", role, label,
+            {"name": "sft-teacher", "teacher": config.teacher, "student": student or config.student},
             config.epochs.sft_teacher, variant, "sft-teacher" if variant else "", sft=sft,
         )
 
     def distill(self, role: str, method: str, teacher: Stage, init: str, procedure: str,
-                suffix: str = "", variant: str = "") -> Stage:
+                suffix: str = "", variant: str = "", student: str | None = None) -> Stage:
         config, epochs = self.config, self.config.epochs
-        kind = "std-kd" if role == "std-kd" else "sft-kd"
+        kind = "std-kd" if role.endswith("std-kd") else "sft-kd"
         name = f"{kind}-{method}{suffix}"
+        student = student or config.student
         total = epochs.distillation or config.optimization.epochs
         data = {
             "name": name, **self.common(), "teacher": STAGE_REFERENCE + teacher.id,
-            "student": {"name": config.student, "channels": config.channels},
+            "student": {"name": student, "channels": config.channels},
             "method": method, "procedure": procedure, "alpha": config.alpha, "init": init,
-            "optimization": self.optimization(total),
+            "optimization": self.optimization(total), **config.method_settings_of(method),
         }
         # The procedure ablation trains as many epochs in all as the main procedure, and its last
         # stage decays the learning rate with as many epochs left as the main one does.
@@ -127,11 +133,13 @@ class _SeedGraph:
         elif procedure == "single-stage" and config.procedure == "two-stage":
             feature = epochs.feature_stage or total
             data["optimization"] = self.optimization(total + feature, feature)
-        label = f"{method_label(method)} {'Std-KD' if role == 'std-kd' else 'SFT-KD'}"
+        label = f"{method_label(method)} {'Std-KD' if kind == 'std-kd' else 'SFT-KD'}"
         if role == "sft-kd-random":
             label += " (random init)"
+        if student != config.student:
+            label += f" {student}"
         stage = Stage(name, self.seed, "distill", role, label + _label(variant), data, (teacher.id,), method,
-                      config.student, variant, f"{kind}-{method}" if variant else "")
+                      student, variant, f"{kind}-{method}" if variant else "")
         self.stages.append(stage)
         return stage
 
@@ -146,9 +154,19 @@ class _SeedGraph:
             if config.random_init_ablation:
                 self.distill("sft-kd-random", method, sft_teacher, "random", config.procedure, "-random")
         for model in config.compression_sweep:
-            if model not in (config.teacher, config.student):
-                self.train(f"student-{model}", "sweep", f"Student {model}", {"name": model}, config.epochs.student)
+            self.compression(model, teacher)
         return teacher, sft_teacher
+
+    def compression(self, student: str, teacher: Stage) -> None:
+        """Table 8 for one more student size: its baseline and, per method, Std-KD and SFT-KD (own SFT teacher)."""
+        config = self.config
+        self.train(f"student-{student}", "sweep", f"Student {student}", {"name": student}, config.epochs.student)
+        if not config.compression_methods:
+            return
+        sft_teacher = self.sft_teacher(config.sft.preset, student=student)
+        for method in config.compression_methods:
+            self.distill("sweep-std-kd", method, teacher, "random", config.procedure, f"-{student}", student=student)
+            self.distill("sweep-sft-kd", method, sft_teacher, "sft", config.procedure, f"-{student}", student=student)
 
     def ablations(self, teacher: Stage, sft_teacher: Stage) -> None:
         config = self.config

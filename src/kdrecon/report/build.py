@@ -23,7 +23,7 @@ from kdrecon.report import figures
 from kdrecon.report.claims import EffectRow, all_comparisons, effect_row, paper_claims, published_effect, published_gap
 from kdrecon.report.document import Block, Code, Document, Heading, Image, Paragraph, Table
 from kdrecon.report.published import PUBLISHED_INFERENCE_MS, published_psnr, published_ssim
-from kdrecon.report.results import ExperimentResults, StageResult, load_results
+from kdrecon.report.results import MAIN_ROLES, ExperimentResults, StageResult, load_results
 from kdrecon.report.run_layout import read_history
 from kdrecon.report.speed import SpeedComparison, time_teacher_and_student
 from kdrecon.training.trainer import resolve_device
@@ -199,10 +199,8 @@ def _main_table(results: ExperimentResults) -> list[Block]:
     zero_filled = results.stages[0].summary["zero_filled_metrics"]
     teacher = results.by_name("teacher")
     rows = [["Zero-filled", f"{zero_filled['psnr']['mean']:.2f}", f"{zero_filled['ssim']['mean']:.4f}", "", "—"]]
-    for name in results.names(variants=True):
+    for name in results.names(MAIN_ROLES, variants=True):
         stage = results.by_name(name)
-        if results.first(name).role == "sweep":
-            continue
         seeds = sorted(set(stage) & set(teacher))
         gap = "" if not seeds or name == "teacher" else f"{np.mean([teacher[s].metrics['psnr']['mean'] - stage[s].metrics['psnr']['mean'] for s in seeds]):+.2f}"
         paper = published_psnr(setting, name)
@@ -220,25 +218,41 @@ def _main_table(results: ExperimentResults) -> list[Block]:
 def _quality_table(results: ExperimentResults) -> list[Block]:
     zero_filled = results.stages[0].summary["zero_filled_metrics"]
     rows = [["Zero-filled"] + [f"{zero_filled[m]['mean']:.4f}" for m in ("hfn", "vif", "nmse")]]
-    for name in results.names(variants=True):
-        if results.first(name).role != "sweep":
-            rows.append([results.first(name).label] + [_over_seeds(results.by_name(name), m, 4) for m in ("hfn", "vif", "nmse")])
+    for name in results.names(MAIN_ROLES, variants=True):
+        rows.append([results.first(name).label] + [_over_seeds(results.by_name(name), m, 4) for m in ("hfn", "vif", "nmse")])
     return [Heading("High-frequency error and visual information fidelity (papers' Tables 3 and 5)"),
             Table(["model", "HFN (lower is better)", "VIF", "NMSE"], rows)]
 
 
+def _compression_names(results: ExperimentResults) -> list[str]:
+    """Table 8's rows: the teacher, then per student size (largest first) its baseline and distilled students."""
+    students = [r for r in (results.first(n) for n in results.names(("student", "sweep"), variants=False))]
+    names = ["teacher"] if results.first("teacher") else []
+    for student in sorted(students, key=lambda r: -r.state["parameters"]):
+        distilled = ("std-kd", "sft-kd") if student.role == "student" else ("sweep-std-kd", "sweep-sft-kd")
+        names.append(student.name)
+        names += [n for n in results.names(distilled, variants=False) if results.first(n).model == student.model]
+    return names
+
+
 def _size_table(results: ExperimentResults, speed: SpeedComparison | None) -> list[Block]:
-    names = [n for n in results.names(("teacher", "student", "sweep"), variants=False)]
-    firsts = sorted((results.first(n) for n in names), key=lambda r: -r.state["parameters"])
-    rows = [[r.label, f"{r.state['parameters']:,}", f"{r.state['macs_per_slice'] / 1e9:.3f}",
-             f"{r.state['inference_ms_per_slice']:.2f}", _over_seeds(results.by_name(r.name), "psnr", 2),
-             _over_seeds(results.by_name(r.name), "ssim", 4)] for r in firsts]
+    teacher = results.first("teacher")
+    rows = []
+    for name in _compression_names(results):
+        first, stage = results.first(name), results.by_name(name)
+        compression = "" if teacher is None else f"{1 - first.state['parameters'] / teacher.state['parameters']:.0%}"
+        rows.append([first.label, f"{first.state['parameters']:,}", compression, f"{first.state['macs_per_slice'] / 1e9:.3f}",
+                     f"{first.state['inference_ms_per_slice']:.2f}", _over_seeds(stage, "psnr", 2),
+                     _over_seeds(stage, "ssim", 4), _over_seeds(stage, "hfn", 4), _over_seeds(stage, "vif", 4)])
     blocks: list[Block] = [
         Heading("Size, cost and quality per network (papers' Table 8)"),
-        Table(["network", "parameters", "GMAC per slice", "inference at the end of its stage (ms per slice)", "PSNR (dB)", "SSIM"], rows),
-        Paragraph("MACs count the convolutions (the FFTs of data consistency are left out). The inference column times "
-                  "each network once, at the end of its own stage, so it depends on what else the machine did then; "
-                  "compare networks with the alternated measurement below."),
+        Table(["network", "parameters", "compression (parameters saved)", "GMAC per slice",
+               "inference at the end of its stage (ms per slice)", "PSNR (dB)", "SSIM", "HFN", "VIF"], rows),
+        Paragraph("Per student size: the baseline, then each distilled student (Std-KD from the teacher, SFT-KD from "
+                  "an SFT teacher trained with that student's branches). MACs count the convolutions (the FFTs of data "
+                  "consistency are left out). The inference column times each network once, at the end of its own "
+                  "stage, so it depends on what else the machine did then; compare networks with the alternated "
+                  "measurement below."),
     ]
     if speed is not None:
         blocks.append(Paragraph(

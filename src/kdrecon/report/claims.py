@@ -98,7 +98,22 @@ def all_comparisons(results: ExperimentResults) -> list[Comparison]:
             comparisons.append(Comparison("student", name, f"{label} improves on the student"))
         if _present(results, f"{name}-random"):
             comparisons.append(Comparison(f"{name}-random", name, f"{label}: SFT initialisation over a random one"))
-    return comparisons + _ablation_comparisons(results)
+    return comparisons + _compression_comparisons(results) + _ablation_comparisons(results)
+
+
+def _compression_comparisons(results: ExperimentResults) -> list[Comparison]:
+    """Per sweep student size: each distilled student against its baseline, and SFT-KD against Std-KD."""
+    comparisons = []
+    for name in results.names(("sweep-std-kd", "sweep-sft-kd"), variants=False):
+        result = results.first(name)
+        baseline = f"student-{result.model}"
+        if result.role == "sweep-sft-kd":
+            std = name.replace("sft-kd-", "std-kd-", 1)
+            if _present(results, std, name):
+                comparisons.append(Comparison(std, name, f"{result.label} beats Std-KD"))
+        if _present(results, baseline, name):
+            comparisons.append(Comparison(baseline, name, f"{result.label} improves on the {result.model} student"))
+    return comparisons
 
 
 def effect_row(results: ExperimentResults, comparison: Comparison, metric: str, resamples: int) -> EffectRow:

@@ -16,7 +16,11 @@ from typing import Any
 from kdrecon.evaluation.evaluate import METRICS
 from kdrecon.report.run_layout import RunLayout, StageFiles, read_json
 
-ROLE_ORDER = ("teacher", "sft-teacher", "student", "std-kd", "sft-kd", "sft-kd-random", "sweep")
+#: Roles in report order; those of the compression sweep (Table 8) start with ``sweep``.
+ROLE_ORDER = ("teacher", "sft-teacher", "student", "std-kd", "sft-kd", "sft-kd-random",
+              "sweep", "sweep-sft-teacher", "sweep-std-kd", "sweep-sft-kd")
+SWEEP_ROLES = tuple(role for role in ROLE_ORDER if role.startswith("sweep"))
+MAIN_ROLES = tuple(role for role in ROLE_ORDER if role not in SWEEP_ROLES)
 
 #: ``(volume, slice)`` → metric → value
 SliceMetrics = dict[tuple[str, int], dict[str, float]]
