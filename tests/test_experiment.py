@@ -271,3 +271,27 @@ def test_method_settings_reach_every_distillation_of_that_method_only():
         expected = ({"feature_weight": 250, "layers": layers} if "-at" in name else {})
         assert {k: stage[k] for k in ("feature_weight", "layers") if k in stage} == expected, name
     assert distills["sft-kd-at-D2C5"]["student"]["name"] == "D2C5"
+
+
+#: The new presets' networks shrunk to seconds, their structure (families, sweep, methods, paper column) kept.
+SHRUNK_PRESETS = {
+    "heterogeneous-sunnybrook-4x": {"teacher": "U1C3", "student": "D2C3"},
+    "paper-heterogeneous-brain-4x": {"teacher": "U1C3", "student": "D2C3"},
+    "compression-sunnybrook-4x": {"teacher": "D4C3", "student": "D3C3", "compression_sweep": ["D2C3"]},
+}
+
+
+@pytest.mark.parametrize("preset", sorted(SHRUNK_PRESETS))
+def test_table_presets_run_end_to_end_on_a_tiny_setting(tmp_path, tiny_overrides, preset):
+    overrides = {**tiny_overrides, **SHRUNK_PRESETS[preset], "name": preset, "seeds": [1],
+                 "optimization.epochs": 1, "epochs.distillation": 1}
+    config = load_experiment(preset, overrides)
+    run_experiment(config, tmp_path / "run", progress=False)
+    report = (tmp_path / "run" / "report.md").read_text()
+    table8 = report.split("papers' Table 8")[1].split("\n## ")[0]
+    if "heterogeneous" in preset:
+        assert "| Teacher U1C3 |" in report and "| AT SFT-KD | " in report
+        assert "40.11 / 0.9777" in report  # Table 6's teacher beside ours
+    else:
+        assert [line.split("|")[1].strip() for line in table8.splitlines() if line.startswith("| ") and "network" not in line] == [
+            "Teacher D4C3", "Student D3C3", "AT Std-KD", "AT SFT-KD", "Student D2C3", "AT Std-KD D2C3", "AT SFT-KD D2C3"]

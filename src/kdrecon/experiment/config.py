@@ -48,7 +48,10 @@ from kdrecon.training.config import (
 )
 
 METHODS = METHOD_NAMES
-PRESETS = ("demo", "study-sunnybrook-4x", "paper-cardiac-4x", "paper-cardiac-5x", "paper-brain-4x", "paper-brain-5x")
+_PRESET_DIRECTORY = resources.files("kdrecon") / "resources" / "experiments"
+#: The experiment files shipped with the package, by name (``kdrecon run demo``): the demo first.
+PRESETS = tuple(sorted((f.name.removesuffix(".yaml") for f in _PRESET_DIRECTORY.iterdir() if f.name.endswith(".yaml")),
+                       key=lambda name: (name != "demo", name)))
 
 
 class StageEpochs(StrictModel):
@@ -213,7 +216,7 @@ def preset_path(name: str) -> Path:
     """The YAML file of a shipped preset."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
-    return Path(str(resources.files("kdrecon") / "resources" / "experiments" / f"{name}.yaml"))
+    return Path(str(_PRESET_DIRECTORY / f"{name}.yaml"))
 
 
 def load_experiment(source: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:

@@ -203,8 +203,7 @@ def _main_table(results: ExperimentResults) -> list[Block]:
         stage = results.by_name(name)
         seeds = sorted(set(stage) & set(teacher))
         gap = "" if not seeds or name == "teacher" else f"{np.mean([teacher[s].metrics['psnr']['mean'] - stage[s].metrics['psnr']['mean'] for s in seeds]):+.2f}"
-        paper = published_psnr(setting, name)
-        paper_text = "—" if paper is None or results.first(name).variant else f"{paper:.2f} / {published_ssim(setting, name):.4f}"
+        paper_text = "—" if results.first(name).variant else _published_text(setting, name)
         rows.append([results.first(name).label, _over_seeds(stage, "psnr", 2), _over_seeds(stage, "ssim", 4), gap, paper_text])
     return [
         Heading("Reconstruction quality (papers' Table 1)"),
@@ -213,6 +212,11 @@ def _main_table(results: ExperimentResults) -> list[Block]:
         Paragraph("Each cell: mean over seeds of the mean over validation volumes, ± the standard deviation between "
                   "seeds, (number of seeds). The zero-filled input is the same for every seed."),
     ]
+
+
+def _published_text(setting: str, name: str) -> str:
+    psnr = published_psnr(setting, name)
+    return "—" if psnr is None else f"{psnr:.2f} / {published_ssim(setting, name):.4f}"
 
 
 def _quality_table(results: ExperimentResults) -> list[Block]:
@@ -243,11 +247,13 @@ def _size_table(results: ExperimentResults, speed: SpeedComparison | None) -> li
         compression = "" if teacher is None else f"{1 - first.state['parameters'] / teacher.state['parameters']:.0%}"
         rows.append([first.label, f"{first.state['parameters']:,}", compression, f"{first.state['macs_per_slice'] / 1e9:.3f}",
                      f"{first.state['inference_ms_per_slice']:.2f}", _over_seeds(stage, "psnr", 2),
-                     _over_seeds(stage, "ssim", 4), _over_seeds(stage, "hfn", 4), _over_seeds(stage, "vif", 4)])
+                     _over_seeds(stage, "ssim", 4), _over_seeds(stage, "hfn", 4), _over_seeds(stage, "vif", 4),
+                     _published_text(results.paper_setting, name)])
     blocks: list[Block] = [
         Heading("Size, cost and quality per network (papers' Table 8)"),
         Table(["network", "parameters", "compression (parameters saved)", "GMAC per slice",
-               "inference at the end of its stage (ms per slice)", "PSNR (dB)", "SSIM", "HFN", "VIF"], rows),
+               "inference at the end of its stage (ms per slice)", "PSNR (dB)", "SSIM", "HFN", "VIF",
+               f"paper PSNR / SSIM ({results.paper_setting})"], rows),
         Paragraph("Per student size: the baseline, then each distilled student (Std-KD from the teacher, SFT-KD from "
                   "an SFT teacher trained with that student's branches). MACs count the convolutions (the FFTs of data "
                   "consistency are left out). The inference column times each network once, at the end of its own "

@@ -1,9 +1,11 @@
 """The papers' published numbers, shown beside ours in the claims section of a report.
 
 Source: SFT-KD-Recon (MIDL 2023), Table 1 (PSNR dB / SSIM on the validation sets; DC-CNN D5C5
-teacher, D3C5 student, ACDC cardiac and MRBrainS brain, 4x and 5x) and its inference times
-(D5C5 17.4 ms, D3C5 6.6 ms per slice on a GPU, spec §6). Keys of each setting: ``teacher``,
-``sft-teacher``, ``student``, ``std-kd-{method}``, ``sft-kd-{method}``.
+teacher, D3C5 student, ACDC cardiac and MRBrainS brain, 4x and 5x), Table 8 (the other student
+sizes, AT, brain 4x), Table 6 (a DC-UNet teacher, AT, brain 4x: setting ``brain-4x-dc-unet``)
+and its inference times (D5C5 17.4 ms, D3C5 6.6 ms per slice on a GPU, spec §6). Keys of each
+setting are stage names: ``teacher``, ``sft-teacher``, ``student``, ``std-kd-{method}``,
+``sft-kd-{method}``, and for a sweep size M ``student-M``, ``std-kd-at-M``, ``sft-kd-at-M``.
 
 Example:
     >>> round(published_psnr("cardiac-4x", "teacher") - published_psnr("cardiac-4x", "student"), 2)
@@ -47,6 +49,16 @@ PUBLISHED: dict[str, dict[str, PSNR_SSIM]] = {
         "std-kd-fsp": (38.32, 0.9643), "sft-kd-fsp": (38.82, 0.9692),
         "std-kd-sp": (38.46, 0.9661), "sft-kd-sp": (38.81, 0.9692),
     },
+}
+# Table 8 (brain 4x, AT): its D3C5 row repeats Table 1's.
+PUBLISHED["brain-4x"].update({
+    "student-D4C5": (39.98, 0.9785), "std-kd-at-D4C5": (40.19, 0.9791), "sft-kd-at-D4C5": (40.21, 0.9797),
+    "student-D2C5": (39.01, 0.9728), "std-kd-at-D2C5": (38.87, 0.9720), "sft-kd-at-D2C5": (39.17, 0.9739),
+})
+# Table 6 (brain 4x, AT, DC-UNet teacher, D3C5 student).
+PUBLISHED["brain-4x-dc-unet"] = {
+    "teacher": (40.11, 0.9777), "sft-teacher": (40.18, 0.9775), "student": (39.47, 0.9758),
+    "std-kd-at": (39.77, 0.9774), "sft-kd-at": (39.89, 0.9780),
 }
 
 #: Inference time per slice (ms) on the papers' GPU: teacher D5C5, student D3C5 (spec §6).
