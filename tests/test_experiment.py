@@ -295,3 +295,18 @@ def test_table_presets_run_end_to_end_on_a_tiny_setting(tmp_path, tiny_overrides
     else:
         assert [line.split("|")[1].strip() for line in table8.splitlines() if line.startswith("| ") and "network" not in line] == [
             "Teacher D4C3", "Student D3C3", "AT Std-KD", "AT SFT-KD", "Student D2C3", "AT Std-KD D2C3", "AT SFT-KD D2C3"]
+
+
+def test_fine_tuned_stage_starts_from_the_trained_network_and_is_compared_with_scratch(tmp_path, tiny_run, tiny_overrides):
+    source = tiny_run / "stages" / "seed-1" / "teacher"
+    config = load_experiment("demo", {**tiny_overrides, "seeds": [3], "fine_tune.teacher": str(source)})
+    assert [s.id for s in build_stages(config)][-1] == "seed-3/teacher-fine-tuned"
+    run_experiment(config, tmp_path / "run", only=["teacher", "teacher-fine-tuned"], progress=False)
+    histories = {name: read_rows(tmp_path / "run" / "stages" / "seed-3" / name / "metrics.csv")
+                 for name in ("teacher", "teacher-fine-tuned")}
+    # Started from a teacher already trained on these slices, the first epoch ends far lower.
+    assert float(histories["teacher-fine-tuned"][0]["validation_loss"]) < float(histories["teacher"][0]["validation_loss"])
+    with pytest.raises(ConfigError, match=r"stage seed-3/teacher-fine-tuned: init_from: .*no checkpoint found"):
+        run_experiment(load_experiment("demo", {**tiny_overrides, "seeds": [3], "fine_tune.teacher": str(tmp_path)}),
+                       tmp_path / "other", progress=False)
+    assert not (tmp_path / "other").exists()

@@ -175,3 +175,18 @@ def test_compile_uses_cuda_graphs_only_on_a_gpu(monkeypatch, small_train):
     assert compile_forward(build_model("D2C2", channels=4), cpu_batch) is True
     assert compile_forward(build_model("D2C2", channels=4), gpu_batch) is True
     assert modes == [None, "reduce-overhead"]  # CUDA graphs on a GPU only
+
+
+def test_init_from_copies_every_tensor_by_name_or_names_the_one_missing(tmp_path):
+    from kdrecon.training.checkpoint import initialise_from, save_checkpoint
+
+    trained = build_model("D3C3", channels=4)
+    save_checkpoint(tmp_path / "trained.pt", {"modules": {"model": trained.state_dict()}})
+    fresh = build_model("D3C3", channels=4)
+    copied = initialise_from(fresh, tmp_path / "trained.pt")
+    assert len(copied) == len(trained.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values()))
+    with pytest.raises(ValueError, match=r"tensor blocks.0.layers.1.weight is missing \(6 such\)"):
+        initialise_from(build_model("D2C3", channels=4), tmp_path / "trained.pt")
+    with pytest.raises(ValueError, match=r"tensor blocks.0.layers.0.conv.weight has another shape"):
+        initialise_from(build_model("D3C3", channels=8), tmp_path / "trained.pt")

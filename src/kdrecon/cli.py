@@ -181,6 +181,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--model", help=f"a network, e.g. {_model_names()}, or sft-teacher")
     train.add_argument("--residual", action="store_true", default=None, help="add each block's input to its output")
     train.add_argument("--padding", type=int, help="zero-pad block inputs by this many pixels (SFT-KD-Recon code: 5)")
+    train.add_argument("--init-from", help="fine-tune: start from this run directory's or checkpoint's weights")
     from kdrecon.training.config import SFT_PRESETS
 
     train.add_argument(
@@ -198,6 +199,7 @@ def _run_train(args: argparse.Namespace) -> None:
         "model.name": args.model,
         "model.residual": args.residual,
         "model.padding": args.padding,
+        "init_from": args.init_from,
         "sft.preset": args.sft_preset,
         **_stage_overrides(args),
     }

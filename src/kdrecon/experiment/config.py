@@ -72,6 +72,23 @@ class MethodSettings(StrictModel):
     layers: LayerPairsConfig | None = Field(None, description="teacher and student module paths; default: one per cascade")
 
 
+class FineTuneConfig(StrictModel):
+    """Trained networks to fine-tune from (SFT-KD-Recon Figure 7), by the stage they replace.
+
+    Each one given adds a stage ``{stage}-fine-tuned`` on the first seed: the same training,
+    started from those weights (every tensor by name), beside the one trained from scratch.
+    """
+
+    teacher: str | None = Field(None, description="a run directory or checkpoint of the same teacher network")
+    student: str | None = Field(None, description="... of the same student network")
+    sft_teacher: str | None = Field(None, description="... of the same student-friendly teacher")
+
+    def sources(self) -> dict[str, str]:
+        """Stage name → the run or checkpoint it is fine-tuned from."""
+        names = {"teacher": "teacher", "student": "student", "sft_teacher": "sft-teacher"}
+        return {names[key]: value for key, value in self.model_dump().items() if value is not None}
+
+
 class ReportConfig(StrictModel):
     figure_slices: int = Field(2, ge=1, description="slices shown in the reconstruction figure")
     zoom: float = Field(0.35, gt=0, le=1, description="side of the zoomed inset, as a fraction of the image")
@@ -112,6 +129,7 @@ class ExperimentConfig(StrictModel):
         default_factory=list, description="first seed: an SFT teacher and SFT-KD students with each of these SFT losses"
     )
     random_init_ablation: bool = False
+    fine_tune: FineTuneConfig = FineTuneConfig()
     compression_sweep: list[str] = Field(default_factory=list, description="more student sizes, e.g. [D4C5, D2C5]")
     compression_methods: list[str] | None = Field(
         None, description="methods each sweep student is distilled with (default: the first of methods; [] for none)"

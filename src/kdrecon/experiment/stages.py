@@ -20,6 +20,7 @@ std-kd-{method}-{M}, sft-kd-{method}-{M}  sweep-std-kd/.. student M distilled (`
 std-kd-{method}-{procedure}               std-kd          first seed: the other procedure (ablation)
 sft-kd-{method}-{procedure}               sft-kd          first seed: the other procedure (ablation)
 sft-teacher-{p}, sft-kd-{method}-{p}     sft-teacher/..  first seed: SFT loss preset sft-{p} (ablation)
+{stage}-fine-tuned                        as {stage}      first seed: started from a trained network (Figure 7)
 ========================================  ==============  =========================================
 
 An ablation stage carries its ``variant`` (the procedure or SFT preset it changes). A stage's
@@ -30,6 +31,7 @@ downstream of it — and only those are rerun.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -42,6 +44,8 @@ from kdrecon.report.run_layout import stage_id
 
 #: Placeholder for a dependency's run directory inside a stage config (resolved when run).
 STAGE_REFERENCE = "stage:"
+#: The variant of a stage started from a trained network (``fine_tune``).
+FINE_TUNED = "fine-tuned"
 
 
 
@@ -77,6 +81,7 @@ class _SeedGraph:
     config: ExperimentConfig
     seed: int
     stages: list[Stage] = field(default_factory=list)
+    main_student: Stage | None = None
 
     def common(self) -> dict[str, Any]:
         config = self.config
@@ -146,7 +151,8 @@ class _SeedGraph:
     def main(self) -> tuple[Stage, Stage]:
         config = self.config
         teacher = self.train("teacher", "teacher", f"Teacher {config.teacher}", {"name": config.teacher}, config.epochs.teacher)
-        self.train("student", "student", f"Student {config.student}", {"name": config.student}, config.epochs.student)
+        self.main_student = self.train("student", "student", f"Student {config.student}", {"name": config.student},
+                                       config.epochs.student)
         sft_teacher = self.sft_teacher(config.sft.preset)
         for method in config.methods:
             self.distill("std-kd", method, teacher, "random", config.procedure)
@@ -168,8 +174,20 @@ class _SeedGraph:
             self.distill("sweep-std-kd", method, teacher, "random", config.procedure, f"-{student}", student=student)
             self.distill("sweep-sft-kd", method, sft_teacher, "sft", config.procedure, f"-{student}", student=student)
 
+    def fine_tuned(self, main: Stage, source: str) -> Stage:
+        """``main`` again, started from a trained network's weights (Figure 7)."""
+        name = f"{main.name}-fine-tuned"
+        stage = dataclasses.replace(main, name=name, label=f"{main.label}{_label(FINE_TUNED)}",
+                                    config={**main.config, "name": name, "init_from": source},
+                                    variant=FINE_TUNED, ablation_of=main.name)
+        self.stages.append(stage)
+        return stage
+
     def ablations(self, teacher: Stage, sft_teacher: Stage) -> None:
         config = self.config
+        mains = {stage.name: stage for stage in (teacher, sft_teacher)}
+        for name, source in config.fine_tune.sources().items():
+            self.fine_tuned(mains.get(name) or self.main_student, source)
         if config.procedure_ablation:
             other = next(p for p in PROCEDURES if p != config.procedure)
             for method in config.methods:
@@ -193,7 +211,7 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
     """Every stage of ``config`` for every seed, dependencies first; the first seed's ablations last."""
     graphs = [_SeedGraph(config, seed) for seed in config.replicate_seeds]
     mains = [graph.main() for graph in graphs]
-    first = _SeedGraph(config, config.replicate_seeds[0])
+    first = _SeedGraph(config, config.replicate_seeds[0], main_student=graphs[0].main_student)
     first.ablations(*mains[0])
     return [stage for graph in graphs for stage in graph.stages] + first.stages
 

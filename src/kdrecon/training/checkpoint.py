@@ -67,3 +67,27 @@ def load_model(
     except RuntimeError as error:
         raise ValueError(f"{path}: weights do not fit {spec['name']} ({str(error).splitlines()[0]})") from None
     return model.eval(), payload
+
+
+def initialise_from(model: nn.Module, run_or_checkpoint: Path, which: str = "best") -> list[str]:
+    """Copy every tensor of ``model`` from a trained network's checkpoint, by name (fine-tuning).
+
+    Strict, as the SFT initialisation is: a tensor of ``model`` missing from the checkpoint, one
+    of another shape, or one in the checkpoint that ``model`` lacks is an error naming it.
+    Returns the names copied.
+    """
+    path = resolve_checkpoint(run_or_checkpoint, which)
+    source = load_checkpoint(path).get("modules", {}).get("model")
+    if not isinstance(source, dict):
+        raise ValueError(f"{path}: the checkpoint holds no model weights")
+    expected = model.state_dict()
+    missing = [name for name in expected if name not in source]
+    unexpected = sorted(set(source) - set(expected))
+    misshapen = [name for name in expected if name in source and source[name].shape != expected[name].shape]
+    for problem, names in (("is missing", missing), ("is not in the new model", unexpected), ("has another shape", misshapen)):
+        if names:
+            raise ValueError(f"init_from {path}: tensor {names[0]} {problem} ({len(names)} such); is it the same network?")
+    with torch.no_grad():
+        for name, tensor in expected.items():
+            tensor.copy_(source[name])
+    return list(expected)

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from kdrecon.data.layout import atomic_path, parse_acceleration
+from kdrecon.training.checkpoint import resolve_checkpoint
 from kdrecon.distillation.losses import METHOD_NAMES
 from kdrecon.models.registry import (
     DEFAULT_STUDENT,
@@ -199,6 +200,9 @@ class TrainConfig(StageConfig):
 
     model: ModelConfig = ModelConfig()
     sft: StudentFriendlyLossConfig | None = Field(None, description="loss weights of an sft-teacher model")
+    init_from: str | None = Field(
+        None, description="fine-tune: start from this run directory's (or checkpoint's) weights, every tensor by name"
+    )
 
     @field_validator("sft")
     @classmethod
@@ -206,6 +210,13 @@ class TrainConfig(StageConfig):
         model = info.data.get("model")
         if value is not None and model is not None and not model.is_student_friendly_teacher:
             raise ValueError(f"only for model {SFT_TEACHER}")
+        return value
+
+    @field_validator("init_from")
+    @classmethod
+    def _trained_network_exists(cls, value: str | None) -> str | None:
+        if value is not None:
+            resolve_checkpoint(Path(value))
         return value
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ import yaml
 from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model
+from kdrecon.training.checkpoint import initialise_from
 from kdrecon.training.config import ConfigError, DataConfig, TrainConfig, config_data, write_config
 from kdrecon.training.distributed import barrier, current_world, local_device
 from kdrecon.training.trainer import FitResult, ReconstructionObjective, fit, resolve_device
@@ -55,8 +56,10 @@ def train_model(
 ) -> FitResult:
     """Train ``config.model`` on ``config.data``; resumes if ``run_dir`` holds an unfinished run.
 
-    A DnCm network trains on L1 to the target; ``sft-teacher`` runs the SFT step with the
-    loss weights of ``config.sft`` (:class:`StudentFriendlyObjective`).
+    A network trains on L1 to the target; ``sft-teacher`` runs the SFT step with the loss
+    weights of ``config.sft`` (:class:`StudentFriendlyObjective`). With ``config.init_from`` the
+    network starts from a trained one's weights (fine-tuning, e.g. from another acceleration or
+    dataset); a resumed run continues from its own last checkpoint.
     ``train_data``/``validation_data`` replace the configured dataset (for notebooks and tests).
 
     Example (a tiny run on the embedded sample)::
@@ -68,12 +71,14 @@ def train_model(
     run_dir = Path(run_dir)
     device = local_device(resolve_device(config.device))
     train_data, validation_data = load_splits(config.data, train_data, validation_data)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model.name, **config.model.options())
+    if config.init_from is not None:  # before the run directory exists, so a refusal leaves nothing behind
+        initialise_from(model, Path(config.init_from))
     if current_world().is_main:
         claim_run_directory(run_dir, config_data(config))
         write_config(config, run_dir / CONFIG_FILE)
     barrier()
-    torch.manual_seed(config.seed)
-    model = build_model(config.model.name, **config.model.options())
     if config.model.is_student_friendly_teacher:
         weights = config.sft
         objective = StudentFriendlyObjective(model, weights.teacher_weight, weights.branch_weight, weights.imitation_weight)
