@@ -298,14 +298,16 @@ def test_table_presets_run_end_to_end_on_a_tiny_setting(tmp_path, tiny_overrides
 
 
 def test_fine_tuned_stage_starts_from_the_trained_network_and_is_compared_with_scratch(tmp_path, tiny_run, tiny_overrides):
-    source = tiny_run / "stages" / "seed-1" / "teacher"
-    config = load_experiment("demo", {**tiny_overrides, "seeds": [3], "fine_tune.teacher": str(source)})
-    assert [s.id for s in build_stages(config)][-1] == "seed-3/teacher-fine-tuned"
-    run_experiment(config, tmp_path / "run", only=["teacher", "teacher-fine-tuned"], progress=False)
+    source = tiny_run / "stages" / "seed-1" / "sft-teacher"
+    config = load_experiment("fine-tune-sunnybrook-5x", {
+        **tiny_overrides, "data.acceleration": "4x", "seeds": [3], "fine_tune.sft_teacher": str(source)})
+    assert [s.id for s in build_stages(config)][-1] == "seed-3/sft-teacher-fine-tuned"
+    run_experiment(config, tmp_path / "run", progress=False)
     histories = {name: read_rows(tmp_path / "run" / "stages" / "seed-3" / name / "metrics.csv")
-                 for name in ("teacher", "teacher-fine-tuned")}
-    # Started from a teacher already trained on these slices, the first epoch ends far lower.
-    assert float(histories["teacher-fine-tuned"][0]["validation_loss"]) < float(histories["teacher"][0]["validation_loss"])
+                 for name in ("sft-teacher", "sft-teacher-fine-tuned")}
+    # Started from an SFT teacher already trained on these slices, the first epoch ends lower.
+    assert float(histories["sft-teacher-fine-tuned"][0]["validation_loss"]) < float(histories["sft-teacher"][0]["validation_loss"])
+    assert "| SFT teacher D3C3 [fine-tuned] − SFT teacher D3C3 | PSNR" in (tmp_path / "run" / "report.md").read_text()
     with pytest.raises(ConfigError, match=r"stage seed-3/teacher-fine-tuned: init_from: .*no checkpoint found"):
         run_experiment(load_experiment("demo", {**tiny_overrides, "seeds": [3], "fine_tune.teacher": str(tmp_path)}),
                        tmp_path / "other", progress=False)
