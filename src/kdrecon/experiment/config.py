@@ -129,6 +129,9 @@ class ExperimentConfig(StrictModel):
         default_factory=list, description="first seed: an SFT teacher and SFT-KD students with each of these SFT losses"
     )
     random_init_ablation: bool = False
+    kd_mri_ablation: bool = Field(
+        False, description="every seed: Std-KD with attention transfer alone, imitation alone, and both (KD-MRI)"
+    )
     fine_tune: FineTuneConfig = FineTuneConfig()
     compression_sweep: list[str] = Field(default_factory=list, description="more student sizes, e.g. [D4C5, D2C5]")
     compression_methods: list[str] | None = Field(
@@ -204,11 +207,13 @@ class ExperimentConfig(StrictModel):
             raise ValueError("give either seed (one run) or seeds (replicates), not both")
         if self.sft.preset in self.sft_preset_ablation:
             raise ValueError(f"sft_preset_ablation: {self.sft.preset} is already the main SFT loss (sft.preset)")
-        if self.procedure_ablation and self.procedure == "single-stage":
+        for key in ("procedure_ablation", "kd_mri_ablation"):
+            if not getattr(self, key) or self.procedure != "single-stage":
+                continue
             total = self.epochs.distillation or self.optimization.epochs
             if self.epochs.feature_stage is None or self.epochs.feature_stage >= total:
                 raise ValueError(
-                    "procedure_ablation: the two-stage variant splits the single-stage epochs; "
+                    f"{key}: its two-stage distillations split the single-stage epochs; "
                     f"set epochs.feature_stage below the distillation epochs ({total})"
                 )
         return self

@@ -21,6 +21,7 @@ std-kd-{method}-{procedure}               std-kd          first seed: the other 
 sft-kd-{method}-{procedure}               sft-kd          first seed: the other procedure (ablation)
 sft-teacher-{p}, sft-kd-{method}-{p}     sft-teacher/..  first seed: SFT loss preset sft-{p} (ablation)
 {stage}-fine-tuned                        as {stage}      first seed: started from a trained network (Figure 7)
+kd-mri-{at, imitation, at-imitation}      kd-mri          KD-MRI's ablation: AT alone, imitation alone, both
 ========================================  ==============  =========================================
 
 An ablation stage carries its ``variant`` (the procedure or SFT preset it changes). A stage's
@@ -39,7 +40,7 @@ from typing import Any, Literal
 
 from kdrecon.distillation.losses import method_label
 from kdrecon.experiment.config import ExperimentConfig
-from kdrecon.training.config import PROCEDURES
+from kdrecon.training.config import KD_MRI_ABLATION, PROCEDURES
 from kdrecon.report.run_layout import stage_id
 
 #: Placeholder for a dependency's run directory inside a stage config (resolved when run).
@@ -117,16 +118,17 @@ class _SeedGraph:
         )
 
     def distill(self, role: str, method: str, teacher: Stage, init: str, procedure: str,
-                suffix: str = "", variant: str = "", student: str | None = None) -> Stage:
+                suffix: str = "", variant: str = "", student: str | None = None,
+                name: str | None = None, label: str | None = None, alpha: float | None = None) -> Stage:
         config, epochs = self.config, self.config.epochs
-        kind = "std-kd" if role.endswith("std-kd") else "sft-kd"
-        name = f"{kind}-{method}{suffix}"
+        kind = "sft-kd" if role.startswith(("sft-kd", "sweep-sft-kd")) else "std-kd"
+        name = name or f"{kind}-{method}{suffix}"
         student = student or config.student
         total = epochs.distillation or config.optimization.epochs
         data = {
             "name": name, **self.common(), "teacher": STAGE_REFERENCE + teacher.id,
             "student": {"name": student, "channels": config.channels},
-            "method": method, "procedure": procedure, "alpha": config.alpha, "init": init,
+            "method": method, "procedure": procedure, "alpha": config.alpha if alpha is None else alpha, "init": init,
             "optimization": self.optimization(total), **config.method_settings_of(method),
         }
         # The procedure ablation trains as many epochs in all as the main procedure, and its last
@@ -138,7 +140,7 @@ class _SeedGraph:
         elif procedure == "single-stage" and config.procedure == "two-stage":
             feature = epochs.feature_stage or total
             data["optimization"] = self.optimization(total + feature, feature)
-        label = f"{method_label(method)} {'Std-KD' if kind == 'std-kd' else 'SFT-KD'}"
+        label = label or f"{method_label(method)} {'Std-KD' if kind == 'std-kd' else 'SFT-KD'}"
         if role == "sft-kd-random":
             label += " (random init)"
         if student != config.student:
@@ -161,7 +163,15 @@ class _SeedGraph:
                 self.distill("sft-kd-random", method, sft_teacher, "random", config.procedure, "-random")
         for model in config.compression_sweep:
             self.compression(model, teacher)
+        if config.kd_mri_ablation:
+            self.kd_mri(teacher)
         return teacher, sft_teacher
+
+    def kd_mri(self, teacher: Stage) -> None:
+        """KD-MRI's ablation, Std-KD from the teacher: attention transfer alone, imitation alone, both."""
+        for recipe in KD_MRI_ABLATION:
+            self.distill("kd-mri", recipe.method, teacher, "random", recipe.procedure, name=recipe.stage,
+                         label=recipe.label, alpha=recipe.alpha)
 
     def compression(self, student: str, teacher: Stage) -> None:
         """Table 8 for one more student size: its baseline and, per method, Std-KD and SFT-KD (own SFT teacher)."""

@@ -20,7 +20,7 @@ from kdrecon.data.dataset import load_split
 from kdrecon.data.layout import atomic_path
 from kdrecon.evaluation.statistics import CONTRADICTED, NOT_RESOLVED, REPRODUCED, SeedEffect, paired_wilcoxon, verdict
 from kdrecon.report import figures
-from kdrecon.report.claims import EffectRow, all_comparisons, effect_row, paper_claims, published_effect, published_gap
+from kdrecon.report.claims import EffectRow, all_comparisons, effect_row, kd_mri_comparisons, paper_claims, published_effect, published_gap
 from kdrecon.report.document import Block, Code, Document, Heading, Image, Paragraph, Table
 from kdrecon.report.published import PUBLISHED_INFERENCE_MS, published_psnr, published_ssim
 from kdrecon.report.results import MAIN_ROLES, ExperimentResults, StageResult, load_results
@@ -214,6 +214,28 @@ def _main_table(results: ExperimentResults) -> list[Block]:
     ]
 
 
+def _kd_mri_section(results: ExperimentResults) -> list[Block]:
+    parts = results.names(("kd-mri",), variants=False)
+    if not parts:
+        return []
+    effects = {row.comparison.other: row for row in _effects(results, [c for c in kd_mri_comparisons(results) if c.baseline == "student"], "psnr")}
+    rows = []
+    for name in ["student", *parts, "teacher"]:
+        if results.first(name) is None:
+            continue
+        effect = effects.get(name)
+        versus = "" if effect is None else f"{effect.effect.mean:+.2f} {_interval(effect.effect.interval, 2)} ({effect.effect.seeds})"
+        rows.append([results.first(name).label, _over_seeds(results.by_name(name), "psnr", 2),
+                     _over_seeds(results.by_name(name), "ssim", 4), versus, _published_text(results.paper_setting, name)])
+    return [
+        Heading("KD-MRI's ablation: attention transfer, imitation, both"),
+        Table(["model", "PSNR (dB)", "SSIM", "PSNR − student: mean, 95% CI over seeds (seeds)",
+               f"paper PSNR / SSIM ({results.paper_setting})"], rows),
+        Paragraph("Std-KD from the teacher at equal total epochs. AT alone: the feature stage, then L1; imitation "
+                  "alone: half L1 to the target, half L1 to the teacher's output; both: KD-MRI's procedure."),
+    ]
+
+
 def _published_text(setting: str, name: str) -> str:
     psnr = published_psnr(setting, name)
     return "—" if psnr is None else f"{psnr:.2f} / {published_ssim(setting, name):.4f}"
@@ -361,6 +383,7 @@ def build_report(run_dir: Path) -> Path:
     speed = _speed(results)
     document = Document()
     for section in (_header(results), _claims_section(results, speed), _main_table(results), _effects_section(results),
+                    _kd_mri_section(results),
                     _quality_table(results), _size_table(results, speed), _wilcoxon_section(results),
                     _figures_section(results), _provenance(results)):
         document.extend(section)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from kdrecon.evaluation.statistics import SeedEffect, seed_effect, verdict
 from kdrecon.report.published import published_psnr
 from kdrecon.report.results import ExperimentResults
+from kdrecon.training.config import KD_MRI_ABLATION
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,19 @@ def all_comparisons(results: ExperimentResults) -> list[Comparison]:
             comparisons.append(Comparison("student", name, f"{label} improves on the student"))
         if _present(results, f"{name}-random"):
             comparisons.append(Comparison(f"{name}-random", name, f"{label}: SFT initialisation over a random one"))
-    return comparisons + _compression_comparisons(results) + _ablation_comparisons(results)
+    return comparisons + kd_mri_comparisons(results) + _compression_comparisons(results) + _ablation_comparisons(results)
+
+
+def kd_mri_comparisons(results: ExperimentResults) -> list[Comparison]:
+    """KD-MRI's ablation: each part against the student, and both parts against each one alone."""
+    parts = results.names(("kd-mri",), variants=False)
+    comparisons = [Comparison("student", name, f"{results.first(name).label} improves on the student")
+                   for name in parts if _present(results, "student", name)]
+    combined = KD_MRI_ABLATION[-1].stage
+    for alone in (recipe.stage for recipe in KD_MRI_ABLATION[:-1]):
+        if _present(results, alone, combined):
+            comparisons.append(Comparison(alone, combined, f"both parts against {results.first(alone).label}"))
+    return comparisons
 
 
 def _compression_comparisons(results: ExperimentResults) -> list[Comparison]:

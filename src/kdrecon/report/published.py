@@ -55,6 +55,10 @@ PUBLISHED["brain-4x"].update({
     "student-D4C5": (39.98, 0.9785), "std-kd-at-D4C5": (40.19, 0.9791), "sft-kd-at-D4C5": (40.21, 0.9797),
     "student-D2C5": (39.01, 0.9728), "std-kd-at-D2C5": (38.87, 0.9720), "sft-kd-at-D2C5": (39.17, 0.9739),
 })
+# KD-MRI (MIDL 2020), its quantitative table: DC-CNN teacher and student, "Ours" = AT + imitation.
+PUBLISHED["kd-mri-cardiac-4x"] = {
+    "teacher": (32.51, 0.9157), "student": (31.92, 0.9053), "kd-mri-at-imitation": (32.07, 0.9084),
+}
 # Table 6 (brain 4x, AT, DC-UNet teacher, D3C5 student).
 PUBLISHED["brain-4x-dc-unet"] = {
     "teacher": (40.11, 0.9777), "sft-teacher": (40.18, 0.9775), "student": (39.47, 0.9758),

@@ -17,7 +17,7 @@ from kdrecon.evaluation.evaluate import METRICS
 from kdrecon.report.run_layout import RunLayout, StageFiles, read_json
 
 #: Roles in report order; those of the compression sweep (Table 8) start with ``sweep``.
-ROLE_ORDER = ("teacher", "sft-teacher", "student", "std-kd", "sft-kd", "sft-kd-random",
+ROLE_ORDER = ("teacher", "sft-teacher", "student", "std-kd", "sft-kd", "sft-kd-random", "kd-mri",
               "sweep", "sweep-sft-teacher", "sweep-std-kd", "sweep-sft-kd")
 SWEEP_ROLES = tuple(role for role in ROLE_ORDER if role.startswith("sweep"))
 MAIN_ROLES = tuple(role for role in ROLE_ORDER if role not in SWEEP_ROLES)

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
@@ -64,6 +65,26 @@ class DataConfig(StrictModel):
 
 #: Distillation by the student's output alone (KD-MRI's imitation loss), no feature loss.
 IMITATION = "imitation"
+
+
+@dataclass(frozen=True)
+class DistillationRecipe:
+    """One named distillation setting of an ablation: method, procedure and α."""
+
+    stage: str
+    method: str
+    procedure: Procedure
+    alpha: float
+    label: str
+
+
+#: KD-MRI's ablation (Std-KD from the teacher). AT alone: the feature stage, then L1 (α = 1);
+#: imitation alone: ``α·L1 + (1 − α)·L1`` to the teacher's output; the last, both, is KD-MRI.
+KD_MRI_ABLATION = (
+    DistillationRecipe("kd-mri-at", "at", "two-stage", 1.0, "KD-MRI: AT alone"),
+    DistillationRecipe(f"kd-mri-{IMITATION}", IMITATION, "single-stage", 0.5, "KD-MRI: imitation alone"),
+    DistillationRecipe(f"kd-mri-at-{IMITATION}", "at", "two-stage", 0.5, "KD-MRI: AT + imitation (its procedure)"),
+)
 #: Constructor options a model config can set; each family takes the ones it declares.
 MODEL_OPTIONS = ("channels", "residual", "padding")
 
