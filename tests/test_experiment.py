@@ -279,6 +279,7 @@ SHRUNK_PRESETS = {
     "paper-heterogeneous-brain-4x": {"teacher": "U1C3", "student": "D2C3"},
     "compression-sunnybrook-4x": {"teacher": "D4C3", "student": "D3C3", "compression_sweep": ["D2C3"]},
     "kd-mri-sunnybrook-4x": {"epochs.distillation": 2},
+    "conventional-sft-sunnybrook-4x": {"teacher": "R9B3", "student": "R6B3"},
 }
 
 
@@ -299,6 +300,11 @@ def test_table_presets_run_end_to_end_on_a_tiny_setting(tmp_path, tiny_overrides
         assert "KD-MRI: AT + imitation (its procedure) − KD-MRI: AT alone | PSNR" in report
         imitation = tmp_path / "run" / "stages" / "seed-1" / "kd-mri-imitation" / "config.yaml"
         assert "method: imitation" in imitation.read_text() and "alpha: 0.5" in imitation.read_text()
+    elif preset.startswith("conventional-sft"):
+        assert "| Teacher R9B3 |" in report and "| AT SFT-KD | " in report
+        assert "34.06 / 0.9296" in report  # Table 4's SF teacher beside ours
+        branches = tmp_path / "run" / "stages" / "seed-1" / "sft-teacher" / "config.yaml"
+        assert "teacher: R9B3" in branches.read_text() and "student: R6B3" in branches.read_text()
     elif "heterogeneous" in preset:
         assert "| Teacher U1C3 |" in report and "| AT SFT-KD | " in report
         assert "40.11 / 0.9777" in report  # Table 6's teacher beside ours

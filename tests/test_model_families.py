@@ -15,8 +15,8 @@ from kdrecon.training.distill import distill_student
 from kdrecon.training.supervised import train_model
 
 TINY = {"epochs": 1, "batch_size": 8}
-#: A small network of each family with 3 cascades, as the D2C3 student has.
-SMALL = {"DC-CNN": "D3C3", "DC-UNet": "U1C3"}
+#: A small teacher of each family with 3 blocks, and the student it is paired with.
+SMALL = {"DC-CNN": ("D3C3", "D2C3"), "DC-UNet": ("U1C3", "D2C3"), "residual CNN": ("R9B3", "R6B3")}
 
 
 def unet_parameters_by_hand(channels: int, levels: int) -> int:
@@ -42,11 +42,35 @@ def test_dc_unet_parameter_counts_match_the_hand_count():
     assert count_parameters(build_model("U3C2", channels=8)) == 2 * unet_parameters_by_hand(8, 3)
 
 
-def test_the_small_networks_cover_every_family():
+def test_residual_cnn_parameter_counts_match_the_hand_count():
+    # As many convolutions as D5C5 and D3C5 (conv 1→32: 320, 32→32: 9,248, 32→1: 289).
+    assert count_parameters(build_model("R25B5")) == 320 + 23 * 9_248 + 289 == 213_313
+    assert count_parameters(build_model("R15B5")) == 320 + 13 * 9_248 + 289 == 120_833
+
+
+def test_conventional_sft_branches_carry_the_teachers_features(real_slices, cardiac_mask_4x):
+    from kdrecon.mri.undersample import undersample
+
+    torch.manual_seed(0)
+    mask = torch.from_numpy(cardiac_mask_4x).float()
+    kspace, zero_filled = undersample(torch.from_numpy(real_slices[:2]).float(), mask)
+    zero_filled = zero_filled.unsqueeze(1)
+    sft = build_model("sft-teacher", teacher="R10B5", student="R10B5", channels=4)
+    teacher_output, branches = sft.forward_with_branches(zero_filled, kspace, mask)
+    for j in range(1, 5):  # teacher blocks 1..j, then student blocks j+1..5, on features; image residual at the end
+        h = zero_filled
+        for block in list(sft.teacher.blocks[:j]) + list(sft.student.blocks[j:]):
+            out = block.layers(h)
+            h = out + h if out.shape == h.shape and out.shape[1] > 1 else out
+        torch.testing.assert_close(branches[j - 1], zero_filled + h)
+    assert sft.teacher.blocks[1].residual and not sft.teacher.blocks[0].residual and not sft.teacher.blocks[4].residual
+
+
+def test_the_small_networks_cover_every_family():  # so adding a family adds it to every test here
     assert set(SMALL) == set(MODEL_FAMILIES)
 
 
-@pytest.mark.parametrize("name", ["U2C5", "u1c3", "D5C5", "d2c3"])
+@pytest.mark.parametrize("name", ["U2C5", "u1c3", "D5C5", "d2c3", "R25B5", "r6b3"])
 def test_names_are_parsed_by_their_family(name):
     assert canonical_model_name(name) == name.upper()
     assert build_model(name, channels=4).cascades == cascades_of(name) == int(name[-1])
@@ -74,6 +98,10 @@ def test_model_options_a_family_lacks_are_refused():
         validate(TrainConfig, {"model": {"name": "U2C5", "padding": 5}})
     with pytest.raises(ConfigError, match=r"need the same number of cascades"):
         validate(TrainConfig, {"model": {"name": "sft-teacher", "teacher": "U2C4", "student": "D3C5"}})
+    with pytest.raises(ConfigError, match=r"teacher R25B5 passes features between blocks, student D3C5 image"):
+        validate(TrainConfig, {"model": {"name": "sft-teacher", "teacher": "R25B5", "student": "D3C5"}})
+    with pytest.raises(ConfigError, match=r"model: data_consistency: D5C5 has no such option"):
+        validate(TrainConfig, {"model": {"name": "D5C5", "data_consistency": True}})
     config = validate(TrainConfig, {"model": {"name": "sft-teacher", "teacher": "u2c5", "padding": 5}})
     assert config.model.options() == {"channels": 32, "residual": False, "padding": 5, "teacher": "U2C5", "student": "D3C5"}
 
@@ -89,16 +117,17 @@ def test_no_module_outside_the_models_parses_a_model_name():
 
 
 @pytest.mark.parametrize("family", sorted(SMALL))
-def test_any_family_teaches_a_dccnn_student_under_std_kd_and_sft_kd(tmp_path, family, small_train, small_validation):
-    """Each family trains, trains as a student-friendly teacher, and distils (AT, FSP) into D2C3."""
+def test_any_family_teaches_under_std_kd_and_sft_kd(tmp_path, family, small_train, small_validation):
+    """Each family trains, trains as a student-friendly teacher, and distils (AT, FSP) into its student."""
     data = (small_train, small_validation)
-    teacher = {"name": SMALL[family], "channels": 8}
+    teacher_name, student_name = SMALL[family]
+    teacher = {"name": teacher_name, "channels": 8}
     train_model(validate(TrainConfig, {"model": teacher, "optimization": TINY}), tmp_path / "teacher", False, *data)
-    friendly = {"name": "sft-teacher", "teacher": SMALL[family], "student": "D2C3", "channels": 8}
+    friendly = {"name": "sft-teacher", "teacher": teacher_name, "student": student_name, "channels": 8}
     train_model(validate(TrainConfig, {"model": friendly, "optimization": TINY}), tmp_path / "sft", False, *data)
     for method, source, init in (("at", "teacher", "random"), ("fsp", "sft", "sft")):
         config = validate(DistillConfig, {
-            "teacher": str(tmp_path / source), "student": {"name": "D2C3", "channels": 8}, "method": method,
+            "teacher": str(tmp_path / source), "student": {"name": student_name, "channels": 8}, "method": method,
             "init": init, "procedure": "single-stage", "optimization": TINY,
         })
         result = distill_student(config, tmp_path / f"{method}-{source}", False, *data)

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from kdrecon.distillation.losses import METHOD_NAMES
-from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, canonical_model_name, cascades_of
+from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, canonical_model_name, cascades_of, state_kind_of
 from kdrecon.report.published import PUBLISHED
 from kdrecon.training.config import (
     DataConfig,
@@ -203,6 +203,9 @@ class ExperimentConfig(StrictModel):
                     f"the SFT teacher pairs blocks one to one: teacher {self.teacher} and student {student} "
                     "need the same number of cascades"
                 )
+            if state_kind_of(student) != state_kind_of(self.teacher):
+                raise ValueError(f"the SFT teacher branches into the student: teacher {self.teacher} and student "
+                                 f"{student} must pass the same kind of state between blocks (image or features)")
         if self.seeds is not None and self.seed is not None:
             raise ValueError("give either seed (one run) or seeds (replicates), not both")
         if self.sft.preset in self.sft_preset_ablation:

@@ -1,16 +1,18 @@
-"""What every cascaded reconstruction network shares: blocks, each followed by data consistency.
+"""What every block-structured reconstruction network shares: blocks run one after another.
 
 A cascade network maps ``(zero_filled (B,1,H,W), kspace (B,H,W) complex, mask (H,W))`` to an
-image ``(B,1,H,W)`` by alternating an image-to-image block ``f_i`` and hard data consistency:
+image ``(B,1,H,W)`` through ``N`` blocks, one :meth:`CascadeNetwork.step` each. In the cascades
+of the papers every step is an image-to-image block ``f_i`` followed by hard data consistency:
 
 .. math::
 
-    x_0 = x_{ZF}, \\qquad x_i = \\mathrm{DC}(f_i(x_{i-1})), \\quad i = 1..N.
+    x_0 = x_{ZF}, \\qquad x_i = \\mathrm{DC}(f_i(x_{i-1})), \\quad i = 1..N,
 
-Families differ only in their blocks (a plain CNN in the DC-CNN, a U-Net in the DC-UNet).
-Because every block returns an image, any two cascade networks with the same number of
-cascades can be paired block by block: a student-friendly teacher branches into the student
-after any teacher block, and a feature loss compares one chosen layer per block.
+and families differ only in their blocks (a plain CNN in the DC-CNN, a U-Net in the DC-UNet).
+A network whose blocks pass features instead (the residual CNN of conventional SFT) overrides
+:meth:`~CascadeNetwork.step`. Any two networks with the same number of blocks whose steps pass
+the same kind of state can be paired block by block: a student-friendly teacher branches into the
+student after any teacher block, and a feature loss compares one chosen layer per block.
 
 A family says which layer of a block stands for it in feature distillation
 (:meth:`CascadeNetwork.feature_layers`); module paths are ``blocks.{i}.…`` so forward hooks
@@ -31,15 +33,19 @@ class CascadeNetwork(nn.Module):
     blocks: nn.ModuleList
 
     def forward(self, zero_filled: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        image = zero_filled
-        for block in self.blocks:
-            image = self.cascade(block, image, kspace, mask)
-        return image
+        state = zero_filled
+        for index in range(self.cascades):
+            state = self.step(index, state, zero_filled, kspace, mask)
+        return state
 
-    @staticmethod
-    def cascade(block: nn.Module, image: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One cascade: the block then data consistency (kept in float32)."""
-        return data_consistency(block(image), kspace, mask)
+    def step(self, index: int, state: torch.Tensor, zero_filled: torch.Tensor, kspace: torch.Tensor,
+             mask: torch.Tensor) -> torch.Tensor:
+        """Block ``index`` applied to ``state`` (the previous block's output): here the block, then
+        data consistency (kept in float32)."""
+        return data_consistency(self.blocks[index](state), kspace, mask)
+
+    #: What :meth:`step` passes from block to block: ``image`` or ``features``.
+    state_kind = "image"
 
     @property
     def cascades(self) -> int:

@@ -34,6 +34,7 @@ class ModelFamily:
         build: the constructor, called with the parsed groups and the options.
         options: the keyword options ``build`` accepts besides the parsed ones.
         summary: one line for ``--help`` and the README.
+        blocks_group: the group of ``pattern`` that counts the blocks (cascades).
     """
 
     name: str
@@ -42,6 +43,7 @@ class ModelFamily:
     build: Callable[..., nn.Module]
     options: tuple[str, ...]
     summary: str
+    blocks_group: str = "cascades"
 
     def parse(self, model_name: str) -> dict[str, int] | None:
         """The integer shape parameters in ``model_name``, or ``None`` if it is not of this family."""

@@ -1,7 +1,8 @@
 """The one registry of model families: build, validate and describe networks by name.
 
 A model name carries its family and shape (``D5C5``: DC-CNN, 5 convolutions per block, 5
-cascades; ``U2C5``: DC-UNet with 2 down-samplings, 5 cascades). ``sft-teacher`` is the
+cascades; ``U2C5``: DC-UNet with 2 down-samplings, 5 cascades; ``R25B5``: residual CNN of 25
+convolutions in 5 blocks). ``sft-teacher`` is the
 student-friendly teacher built from a ``teacher`` and a ``student`` name of any families with
 the same number of cascades.
 
@@ -21,13 +22,15 @@ from typing import Any
 
 from torch import nn
 
-from kdrecon.models import dc_unet, dccnn
+from kdrecon.models import dc_unet, dccnn, residual_cnn
 from kdrecon.models.cascade import CascadeNetwork
 from kdrecon.models.family import ModelFamily
 from kdrecon.models.sft import StudentFriendlyTeacher
 
 #: Every model family kdrecon can build, by name.
-MODEL_FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (dccnn.FAMILY, dc_unet.FAMILY)}
+MODEL_FAMILIES: dict[str, ModelFamily] = {
+    family.name: family for family in (dccnn.FAMILY, dc_unet.FAMILY, residual_cnn.FAMILY)
+}
 #: The student-friendly teacher, built from a teacher and a student name.
 SFT_TEACHER = "sft-teacher"
 #: The papers' pair, every default teacher and student.
@@ -55,7 +58,13 @@ def canonical_model_name(name: str) -> str:
 
 def cascades_of(name: str) -> int:
     """The number of cascades (blocks) of the network ``name``, without building it."""
-    return family_of(name).parse(name)["cascades"]
+    family = family_of(name)
+    return family.parse(name)[family.blocks_group]
+
+
+def state_kind_of(name: str) -> str:
+    """What the blocks of network ``name`` pass on (``image`` or ``features``); SFT pairs only equal kinds."""
+    return family_of(name).build.state_kind
 
 
 def build_model(name: str, **options: Any) -> nn.Module:

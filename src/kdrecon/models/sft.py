@@ -44,6 +44,11 @@ class StudentFriendlyTeacher(nn.Module):
                 f"a student-friendly teacher pairs blocks one to one: the teacher has {teacher.cascades} "
                 f"cascades, the student {student.cascades}"
             )
+        if teacher.state_kind != student.state_kind:
+            raise ValueError(
+                f"a student-friendly teacher passes the teacher's {teacher.state_kind} to student blocks that "
+                f"take {student.state_kind}"
+            )
         if teacher.cascades < 2:
             raise ValueError(f"a student-friendly teacher needs at least 2 cascades, got {teacher.cascades}")
         self.teacher = teacher
@@ -62,17 +67,17 @@ class StudentFriendlyTeacher(nn.Module):
         self, zero_filled: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Teacher output and the N−1 branch outputs (branch j starts after teacher block j)."""
-        image = zero_filled
+        state = zero_filled
         branch_outputs = []
-        cascades = len(self.teacher.blocks)
-        for index, block in enumerate(self.teacher.blocks):
-            image = self.teacher.cascade(block, image, kspace, mask)
+        cascades = self.teacher.cascades
+        for index in range(cascades):
+            state = self.teacher.step(index, state, zero_filled, kspace, mask)
             if index < cascades - 1:
-                branch = image
-                for student_block in self.student.blocks[index + 1 :]:
-                    branch = self.student.cascade(student_block, branch, kspace, mask)
+                branch = state
+                for student_index in range(index + 1, cascades):
+                    branch = self.student.step(student_index, branch, zero_filled, kspace, mask)
                 branch_outputs.append(branch)
-        return image, branch_outputs
+        return state, branch_outputs
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
         """The trained student blocks S2..SN, named as in a plain student network."""

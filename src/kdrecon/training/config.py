@@ -30,6 +30,7 @@ from kdrecon.models.registry import (
     cascades_of,
     family_of,
     model_name_help,
+    state_kind_of,
 )
 
 
@@ -86,7 +87,7 @@ KD_MRI_ABLATION = (
     DistillationRecipe(f"kd-mri-at-{IMITATION}", "at", "two-stage", 0.5, "KD-MRI: AT + imitation (its procedure)"),
 )
 #: Constructor options a model config can set; each family takes the ones it declares.
-MODEL_OPTIONS = ("channels", "residual", "padding")
+MODEL_OPTIONS = ("channels", "residual", "padding", "data_consistency")
 
 
 class ModelConfig(StrictModel):
@@ -96,6 +97,7 @@ class ModelConfig(StrictModel):
     channels: int = Field(32, gt=0, description="width of the hidden layers (a DC-UNet's full-resolution level)")
     residual: bool = False
     padding: int = Field(0, ge=0, description="DC-CNN: zero-pad each block's input by this many pixels")
+    data_consistency: bool | None = Field(None, description="residual CNN: one DC layer after the last block (default off)")
     teacher: str | None = Field(None, description=f"{SFT_TEACHER} only: the teacher (default {DEFAULT_TEACHER})")
     student: str | None = Field(None, description=f"{SFT_TEACHER} only: the student (default {DEFAULT_STUDENT})")
 
@@ -128,8 +130,11 @@ class ModelConfig(StrictModel):
                 raise ValueError(
                     f"{SFT_TEACHER}: teacher {self.teacher} and student {self.student} need the same number of cascades"
                 )
+            if state_kind_of(self.teacher) != state_kind_of(self.student):
+                raise ValueError(f"{SFT_TEACHER}: teacher {self.teacher} passes {state_kind_of(self.teacher)} between blocks, "
+                                 f"student {self.student} {state_kind_of(self.student)}")
         for key in MODEL_OPTIONS:
-            if getattr(self, key) != type(self).model_fields[key].default and key not in self._accepted_options():
+            if getattr(self, key) not in (None, type(self).model_fields[key].default) and key not in self._accepted_options():
                 raise ValueError(f"{key}: {' and '.join(self._networks())} {'have' if len(self._networks()) > 1 else 'has'} no such option")
         return self
 
@@ -146,7 +151,7 @@ class ModelConfig(StrictModel):
     def options(self) -> dict[str, Any]:
         """Constructor options for :func:`kdrecon.models.build_model` (those its families have)."""
         accepted = self._accepted_options()
-        options = {key: getattr(self, key) for key in MODEL_OPTIONS if key in accepted}
+        options = {key: getattr(self, key) for key in MODEL_OPTIONS if key in accepted and getattr(self, key) is not None}
         if self.is_student_friendly_teacher:
             options.update(teacher=self.teacher, student=self.student)
         return options
