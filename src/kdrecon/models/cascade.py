@@ -58,3 +58,9 @@ class CascadeNetwork(nn.Module):
         layers (FSP) takes ``count = 2``.
         """
         raise NotImplementedError(f"{type(self).__name__} declares no feature layers")
+
+
+def middle_layer_paths(network: CascadeNetwork, cascade: int, count: int) -> list[str]:
+    """``blocks.{cascade}.layers.{j}`` for the middle layer ``(n − 1) // 2`` of a block of ``n`` and the ``count − 1`` before it."""
+    middle = (len(network.blocks[cascade].layers) - 1) // 2
+    return [f"blocks.{cascade}.layers.{max(middle - offset, 0)}" for offset in reversed(range(count))]

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdrecon.models.cascade import CascadeNetwork
+from kdrecon.models.cascade import CascadeNetwork, middle_layer_paths
 from kdrecon.models.family import ModelFamily
 
 
@@ -138,8 +138,7 @@ class DCCNN(CascadeNetwork):
 
         D5C5 → ``blocks.{i}.layers.2``, D3C5 → ``blocks.{i}.layers.1``: the papers' pairs (spec §4).
         """
-        middle = (len(self.blocks[cascade].layers) - 1) // 2
-        return [f"blocks.{cascade}.layers.{max(middle - offset, 0)}" for offset in reversed(range(count))]
+        return middle_layer_paths(self, cascade, count)
 
 
 FAMILY = ModelFamily(

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdrecon.models.cascade import CascadeNetwork
+from kdrecon.models.cascade import CascadeNetwork, middle_layer_paths
 from kdrecon.models.dccnn import Conv3x3, ConvReLU
 from kdrecon.models.family import ModelFamily
 from kdrecon.mri.undersample import data_consistency
@@ -81,8 +81,7 @@ class ResidualCNN(CascadeNetwork):
 
     def feature_layers(self, cascade: int, count: int = 1) -> list[str]:
         """The middle layer of each block and the ones before it, as for the DC-CNN."""
-        middle = (len(self.blocks[cascade].layers) - 1) // 2
-        return [f"blocks.{cascade}.layers.{max(middle - offset, 0)}" for offset in reversed(range(count))]
+        return middle_layer_paths(self, cascade, count)
 
 
 FAMILY = ModelFamily(
