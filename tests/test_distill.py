@@ -161,3 +161,30 @@ def test_bad_distillation_settings_leave_no_run_directory(tmp_path, teachers, sm
 def test_bad_distillation_config_names_the_key(data, message):
     with pytest.raises(ConfigError, match=message):
         validate(DistillConfig, data)
+
+
+def test_factor_transfer_trains_its_paraphraser_first_then_keeps_it_fixed(tmp_path, teachers, small_train, small_validation):
+    from kdrecon.distillation.hooks import FeatureTap
+    from kdrecon.distillation.losses import build_feature_loss
+
+    settings = {"method": "ft", "procedure": "single-stage", "method_options": {"paraphraser_epochs": 3},
+                "optimization": {"epochs": 2, "batch_size": 8}}
+    distill(tmp_path / "run", (small_train, small_validation), teacher=str(teachers / "teacher"), **settings)
+    final = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    losses = final["distillation"]["preparation_losses"]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    # The saved paraphraser reconstructs the teacher's features far better than an untrained one,
+    # and distillation left it as the preparatory step did: its loss now is the last epoch's level.
+    teacher, _ = load_model(teachers / "teacher")
+    layers = [f"blocks.{i}.layers.1" for i in range(3)]
+    tap = FeatureTap(teacher, layers)
+    batch = small_train.batch(torch.arange(len(small_train)))
+    with torch.no_grad():
+        teacher(batch.zero_filled, batch.kspace, batch.mask)
+        features = tap.features()
+        trained, untrained = (build_feature_loss("ft", [8] * 3, [8] * 3) for _ in range(2))
+        trained.load_state_dict(final["modules"]["connectors"])
+        assert trained.paraphraser_reconstruction_loss(features) < 0.5 * untrained.paraphraser_reconstruction_loss(features)
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    paraphrasers = [k for k in final["modules"]["connectors"] if k.startswith("paraphrasers.")]
+    assert paraphrasers and all(torch.equal(final["modules"]["connectors"][k], best["modules"]["connectors"][k]) for k in paraphrasers)

@@ -40,6 +40,7 @@ from kdrecon.distillation.distiller import Distiller, LossWeights
 from kdrecon.distillation.initialisation import initialise_from_student_friendly_teacher
 from kdrecon.distillation.layer_pairs import default_layer_pairs, feature_channels
 from kdrecon.distillation.losses import FEATURE_LOSSES, FeatureLoss, build_feature_loss
+from kdrecon.distillation.preparation import prepare_feature_loss
 from kdrecon.models import build_model
 from kdrecon.models.sft import StudentFriendlyTeacher
 from kdrecon.training.checkpoint import load_checkpoint, load_model, resolve_checkpoint
@@ -109,6 +110,8 @@ def distill_student(
     }
 
     def run_stage(directory: Path, stage: str, weights: LossWeights, loss: FeatureLoss | None, epochs: int):
+        if loss is not None and loss.preparation_epochs:
+            record["preparation_losses"] = _prepare(loss, directory)
         distiller = Distiller(
             student, teacher, weights, loss, student_layers, teacher_layers, int(config.teacher_cache_gib * 2**30)
         )
@@ -141,6 +144,15 @@ def distill_student(
         finally:
             distiller.close()
 
+    def _prepare(loss: FeatureLoss, directory: Path) -> list[float]:
+        """The method's preparatory step (FT's paraphraser), unless a resumed stage restores it."""
+        history = []
+        if not _has_checkpoint(directory):
+            history = prepare_feature_loss(loss.to(device), teacher, teacher_layers, train_data.to(device),
+                                           config.optimization.batch_size, config.seed)
+        loss.finish_preparation()
+        return history
+
     alpha = config.alpha
     if config.has_feature_stage:
         epochs = config.feature_epochs or config.optimization.epochs
@@ -155,6 +167,14 @@ def distill_student(
     else:
         weights = LossWeights(alpha, 1 - alpha, feature_weight)
     return run_stage(run_dir, "distill", weights, feature_loss, config.optimization.epochs)
+
+
+def _has_checkpoint(directory: Path) -> bool:
+    try:
+        resolve_checkpoint(directory, "last")
+    except ValueError:
+        return False
+    return True
 
 
 def _initialise(

@@ -89,6 +89,20 @@ class FeatureLoss(nn.Module):
         """The loss on validated features; implemented by each method."""
         raise NotImplementedError
 
+    #: epochs of a preparatory step on the teacher's features alone, run before distillation
+    #: (:mod:`kdrecon.distillation.preparation`); 0 for methods without one
+    preparation_epochs: int = 0
+
+    def preparation_loss(self, teacher_features: Sequence[Tensor]) -> Tensor:
+        """The loss the preparatory step minimises over :meth:`preparation_parameters`."""
+        raise NotImplementedError(f"{self.name} has no preparatory step")
+
+    def preparation_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def finish_preparation(self) -> None:
+        """Called once the preparatory step is done (or restored on resume), e.g. to freeze its part."""
+
     def connector_parameter_count(self) -> int:
         """Number of parameters this method adds to training (0 without connectors)."""
         return sum(p.numel() for p in self.parameters())

@@ -15,11 +15,12 @@ summed over layer pairs::
 
     L_FT = Σ_pairs mean | F_T/‖F_T‖₂ − F_S/‖F_S‖₂ |          (p = 1, the paper's choice)
 
-Procedure: the paraphraser is normally **pretrained on the teacher first** by reconstruction,
-``L_rec = Σ_pairs mean (dec(enc(T)) − T)²`` (:meth:`FactorTransfer.paraphraser_reconstruction_loss`;
-optimise :meth:`FactorTransfer.paraphraser_parameters` only; RepDistiller uses MSE for this
-init stage) and then kept fixed while the student and translator learn: with the default
-``train_paraphraser=False`` the teacher factor is detached, so the FT loss trains only the
+Procedure: the paraphraser is **pretrained on the teacher first** by reconstruction,
+``L_rec = Σ_pairs mean (dec(enc(T)) − T)²`` (:meth:`FactorTransfer.paraphraser_reconstruction_loss`,
+over :meth:`FactorTransfer.paraphraser_parameters` only; RepDistiller uses MSE for this init
+stage). The distillation pipeline runs this step for ``paraphraser_epochs`` epochs over the
+training set before the student learns (:mod:`kdrecon.distillation.preparation`); then, with the
+default ``train_paraphraser=False``, the paraphraser is frozen and the FT loss trains only the
 translator (and the student). These connectors are scaled down from the paper's (3 conv + 3
 transposed-conv layers with BN) to two convolutions each, enough for DC-CNN's 32-wide features.
 Spatial sizes of a pair must match.
@@ -91,7 +92,8 @@ class Translator(nn.Sequential):
 
 
 class FactorTransfer(FeatureLoss):
-    """FT loss summed over pairs; options ``rate`` (0.5), ``p`` (1), ``train_paraphraser`` (False)."""
+    """FT loss summed over pairs; options ``rate`` (0.5), ``p`` (1), ``train_paraphraser`` (False),
+    ``paraphraser_epochs`` (10: the preparatory step's epochs over the training set)."""
 
     name: ClassVar[str] = "ft"
     label: ClassVar[str] = "FT"
@@ -105,12 +107,15 @@ class FactorTransfer(FeatureLoss):
         rate: float = 0.5,
         p: int = 1,
         train_paraphraser: bool = False,
+        paraphraser_epochs: int = 10,
         **options: Any,
     ) -> None:
         super().__init__(student_channels, teacher_channels, **options)
-        if rate <= 0 or p not in (1, 2):
-            raise ValueError(f"{self.name}: need rate > 0 and p in (1, 2), got rate={rate}, p={p}")
+        if rate <= 0 or p not in (1, 2) or paraphraser_epochs < 0:
+            raise ValueError(f"{self.name}: need rate > 0, p in (1, 2) and paraphraser_epochs ≥ 0, got rate={rate}, "
+                             f"p={p}, paraphraser_epochs={paraphraser_epochs}")
         self.rate, self.p, self.train_paraphraser = float(rate), int(p), bool(train_paraphraser)
+        self.preparation_epochs = int(paraphraser_epochs)
         factors = [max(1, round(rate * ct)) for ct in self.teacher_channels]
         self.paraphrasers = nn.ModuleList(Paraphraser(ct, m) for ct, m in zip(self.teacher_channels, factors))
         self.translators = nn.ModuleList(Translator(cs, m) for cs, m in zip(self.student_channels, factors))
@@ -124,6 +129,16 @@ class FactorTransfer(FeatureLoss):
         teacher = self.validate_side(teacher_features, "teacher")
         terms = [F.mse_loss(paraphraser(t), t) for paraphraser, t in zip(self.paraphrasers, teacher)]
         return torch.stack(terms).sum()
+
+    def preparation_loss(self, teacher_features: Sequence[Tensor]) -> Tensor:
+        return self.paraphraser_reconstruction_loss(teacher_features)
+
+    def preparation_parameters(self) -> list[nn.Parameter]:
+        return list(self.paraphraser_parameters())
+
+    def finish_preparation(self) -> None:
+        if not self.train_paraphraser:
+            self.paraphrasers.requires_grad_(False)
 
     def compute(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
         terms = []
