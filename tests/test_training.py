@@ -190,3 +190,39 @@ def test_init_from_copies_every_tensor_by_name_or_names_the_one_missing(tmp_path
         initialise_from(build_model("D2C3", channels=4), tmp_path / "trained.pt")
     with pytest.raises(ValueError, match=r"tensor blocks.0.layers.0.conv.weight has another shape"):
         initialise_from(build_model("D3C3", channels=8), tmp_path / "trained.pt")
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_keeps_its_last_good_checkpoint(tmp_path, small_train, small_validation):
+    from kdrecon.training.trainer import TrainingDiverged
+
+    model = build_model("D2C3", channels=4)
+
+    def poison_after_first_epoch(epoch, row):
+        with torch.no_grad():
+            model.blocks[0].layers[0].conv.weight.fill_(float("nan"))  # as a weight blown up by a bad step
+
+    with pytest.raises(TrainingDiverged, match=r"training diverged: the training loss is nan at epoch 2, step 1 of \d+; "
+                       r"likely causes: a learning rate too high \(0.001\).*the last good checkpoint .*last.pt is kept"):
+        fit(ReconstructionObjective(model), small_train, small_validation, tmp_path / "run",
+            OptimizationConfig(epochs=3, batch_size=8), seed=0, device=torch.device("cpu"), progress=False,
+            on_epoch_end=poison_after_first_epoch)
+    last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert last["epoch"] == 1 and all(torch.isfinite(t).all() for t in last["modules"]["model"].values())
+
+
+def test_a_diverging_learning_rate_fails_the_command_and_the_experiment_stage(tmp_path, tiny_overrides, capsys):
+    import json
+
+    from kdrecon.cli import main
+    from kdrecon.experiment.config import load_experiment
+    from kdrecon.experiment.runner import StageFailed, run_experiment
+
+    code = main(["train", "--model", "D2C3", "--set", "model.channels=4", "--learning-rate", "1e8", "--epochs", "2",
+                 "--set", f"data.dataset={tiny_overrides['data.dataset']}", "--run-dir", str(tmp_path / "train"), "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and error.startswith("kdrecon: error: ") and "training diverged" in error
+    config = load_experiment("demo", {**tiny_overrides, "optimization.learning_rate": 1e8})
+    with pytest.raises(StageFailed, match=r"stage seed-42/teacher failed: .*training diverged: the training loss is nan"):
+        run_experiment(config, tmp_path / "run", progress=False)
+    state = json.loads((tmp_path / "run" / "stages" / "seed-42" / "teacher" / "stage.json").read_text())
+    assert state["status"] == "failed" and "diverged" in state["error"]

@@ -46,7 +46,7 @@ from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, con
 from kdrecon.training.distill import distill_student
 from kdrecon.training.distributed import barrier, current_world, from_main
 from kdrecon.training.supervised import train_model
-from kdrecon.training.trainer import prepare_module, resolve_device, resolve_precision
+from kdrecon.training.trainer import TrainingDiverged, prepare_module, resolve_device, resolve_precision
 
 SELECTION_RULE = "checkpoint with the lowest validation loss (student L1; teacher L1 for the SFT teacher; feature loss in KD-MRI's feature stage)"
 
@@ -145,10 +145,15 @@ def _run_stage(
     barrier()
     began = time.perf_counter()
     callback = display.callback(stage, index)
-    if stage.kind == "train":
-        result = train_model(stage_config, stage_dir, progress=False, on_epoch_end=callback)
-    else:
-        result = distill_student(stage_config, stage_dir, progress=False, on_epoch_end=callback)
+    try:
+        if stage.kind == "train":
+            result = train_model(stage_config, stage_dir, progress=False, on_epoch_end=callback)
+        else:
+            result = distill_student(stage_config, stage_dir, progress=False, on_epoch_end=callback)
+    except TrainingDiverged as error:
+        if main:
+            write_json(files.state_file, {**state, "status": "failed", "error": str(error)})
+        raise StageFailed(f"stage {stage.id} failed: {error}") from None
     if not main:
         barrier()  # wait for rank 0 to finish the stage: the next one may read its checkpoint
         return

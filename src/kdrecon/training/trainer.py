@@ -212,6 +212,21 @@ def _local_batches(data: SliceData, batch_size: int, generator: torch.Generator,
             yield data.batch(local), len(local) / len(global_batch)
 
 
+class TrainingDiverged(ValueError):
+    """A loss became non-finite: the run stops, keeping its last good checkpoint."""
+
+
+def _check_finite(value: float, which: str, run_dir: Path, epoch: int, where: str, learning_rate: float, last: Path) -> None:
+    """Stop at the first non-finite loss, before it reaches the weights or a checkpoint."""
+    if math.isfinite(value):
+        return
+    kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was written yet"
+    raise TrainingDiverged(
+        f"{run_dir}: training diverged: the {which} loss is {value} at epoch {epoch}, {where}; likely causes: a "
+        f"learning rate too high ({learning_rate:g}) or non-finite values in the data; {kept}"
+    )
+
+
 def fit(
     objective: Objective,
     train_data: SliceData,
@@ -290,9 +305,11 @@ def fit(
                 disable=None if progress else True,  # None: off when not a terminal
                 leave=False,
             )
-            for batch, share in bar:
+            for step, (batch, share) in enumerate(bar, start=1):
                 with autocast(device, precision):
                     losses = objective.training_losses(batch)
+                _check_finite(float(losses["total"].detach()), "training", run_dir, epoch + 1, f"step {step} of {steps}",
+                              optimizer.param_groups[0]["lr"], last)
                 optimizer.zero_grad(set_to_none=True)
                 # DDP averages gradients over ranks; scaling by share·ranks makes that the
                 # gradient of the mean over the global batch.
@@ -310,6 +327,7 @@ def fit(
             train_seconds = time.perf_counter() - started
             validation_loss = validate(objective, validation_data, optimization.validation_batch_size, device, precision)
             learning_rate = optimizer.param_groups[0]["lr"]
+            _check_finite(validation_loss, "validation", run_dir, epoch + 1, "its end", learning_rate, last)
             scheduler.step()
             elapsed += time.perf_counter() - started
             row = {
