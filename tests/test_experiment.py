@@ -328,3 +328,14 @@ def test_fine_tuned_stage_starts_from_the_trained_network_and_is_compared_with_s
         run_experiment(load_experiment("demo", {**tiny_overrides, "seeds": [3], "fine_tune.teacher": str(tmp_path)}),
                        tmp_path / "other", progress=False)
     assert not (tmp_path / "other").exists()
+
+
+def test_a_study_is_built_stage_by_stage_from_a_new_directory(tmp_path, tiny_overrides):
+    config = tiny_experiment(tiny_overrides, seeds=[5], **{"optimization.epochs": 1, "epochs.distillation": 1})
+    run_experiment(config, tmp_path / "run", only=["teacher"], progress=False)
+    run_experiment(config, tmp_path / "run", only=["student"], progress=False)
+    first = finished(tmp_path / "run")
+    assert set(first) == {"seed-5/teacher", "seed-5/student"}
+    run_experiment(config, tmp_path / "run", progress=False)
+    after = finished(tmp_path / "run")
+    assert {k: after[k] for k in first} == first and len(after) == 5  # the two reused, the rest trained

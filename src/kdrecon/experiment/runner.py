@@ -321,7 +321,9 @@ def run_experiment(
     pending, stale = from_main(_pending(stages, prints, layout, selected))
     if main:
         layout.root.mkdir(parents=True, exist_ok=True)
-        if not only:
+        # --only on a new directory still makes it an experiment run directory, so the study can
+        # be built stage by stage; on an existing one it leaves the recorded experiment as it is.
+        if not only or not layout.config.is_file():
             write_config(config, layout.config)
             # Written now too, so 'kdrecon report' can report the finished stages of a study still running.
             write_json(layout.manifest, _manifest(config, stages, prints, configs, layout, None))
