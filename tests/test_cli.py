@@ -125,3 +125,17 @@ def test_bad_seeds_are_one_line_and_leave_nothing(tmp_path, capsys, args, messag
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unexpected_exception_is_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
+    import kdrecon.cli as cli
+
+    def broken(args):
+        raise RuntimeError("something unforeseen")
+
+    monkeypatch.setitem(cli.COMMANDS, "report", (cli.COMMANDS["report"][0], broken))
+    assert cli.main(["report", "anything"]) == 1
+    assert capsys.readouterr().err == (
+        "kdrecon: internal error: RuntimeError: something unforeseen (run with --debug for the traceback)\n")
+    with pytest.raises(RuntimeError, match="something unforeseen"):
+        cli.main(["--debug", "report", "anything"])

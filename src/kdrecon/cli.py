@@ -400,6 +400,7 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdrecon", description="Knowledge distillation for MRI reconstruction.")
     parser.add_argument("--version", action="version", version=f"kdrecon {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add, _ in COMMANDS.values():
         add(subparsers)
@@ -420,8 +421,16 @@ def main(argv: list[str] | None = None) -> int:
             initialise_from_environment()  # torchrun: join the other processes
         COMMANDS[args.command][1](args)
     except (ValueError, OSError) as error:
+        if args.debug:
+            raise
         print(f"kdrecon: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a bug, not bad input: still one line, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"kdrecon: internal error: {type(error).__name__}: {error} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("kdrecon: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
