@@ -41,6 +41,8 @@ from typing import Any, Literal
 from kdrecon.distillation.losses import method_label
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.training.config import KD_MRI_ABLATION, PROCEDURES
+from kdrecon.models.registry import SFT_TEACHER as SFT_TEACHER_MODEL
+from kdrecon.report import stage_names as names
 from kdrecon.report.run_layout import stage_id
 
 #: Placeholder for a dependency's run directory inside a stage config (resolved when run).
@@ -108,21 +110,21 @@ class _SeedGraph:
         """The SFT teacher with the main SFT loss, an SFT loss ablation (``variant``), or for a sweep student."""
         config = self.config
         sft = config.sft.model_dump(mode="json") if not variant else {"preset": preset}
-        suffix = f"-{_short(variant)}" if variant else (f"-{student}" if student else "")
+        suffix = _short(variant) if variant else (student or "")
         role = "sweep-sft-teacher" if student else "sft-teacher"
         label = f"SFT teacher {config.teacher}{_label(variant)}" + (f" for {student}" if student else "")
         return self.train(
-            f"sft-teacher{suffix}", role, label,
-            {"name": "sft-teacher", "teacher": config.teacher, "student": student or config.student},
-            config.epochs.sft_teacher, variant, "sft-teacher" if variant else "", sft=sft,
+            names.sft_teacher(suffix), role, label,
+            {"name": SFT_TEACHER_MODEL, "teacher": config.teacher, "student": student or config.student},
+            config.epochs.sft_teacher, variant, names.SFT_TEACHER if variant else "", sft=sft,
         )
 
     def distill(self, role: str, method: str, teacher: Stage, init: str, procedure: str,
                 suffix: str = "", variant: str = "", student: str | None = None,
                 name: str | None = None, label: str | None = None, alpha: float | None = None) -> Stage:
         config, epochs = self.config, self.config.epochs
-        kind = "sft-kd" if role.startswith(("sft-kd", "sweep-sft-kd")) else "std-kd"
-        name = name or f"{kind}-{method}{suffix}"
+        sft = role.startswith(("sft-kd", "sweep-sft-kd"))
+        name = name or (names.sft_kd if sft else names.std_kd)(method, suffix)
         student = student or config.student
         total = epochs.distillation or config.optimization.epochs
         data = {
@@ -140,27 +142,28 @@ class _SeedGraph:
         elif procedure == "single-stage" and config.procedure == "two-stage":
             feature = epochs.feature_stage or total
             data["optimization"] = self.optimization(total + feature, feature)
-        label = label or f"{method_label(method)} {'Std-KD' if kind == 'std-kd' else 'SFT-KD'}"
+        label = label or f"{method_label(method)} {'SFT-KD' if sft else 'Std-KD'}"
         if role == "sft-kd-random":
             label += " (random init)"
         if student != config.student:
             label += f" {student}"
         stage = Stage(name, self.seed, "distill", role, label + _label(variant), data, (teacher.id,), method,
-                      student, variant, f"{kind}-{method}" if variant else "")
+                      student, variant, (names.sft_kd if sft else names.std_kd)(method) if variant else "")
         self.stages.append(stage)
         return stage
 
     def main(self) -> tuple[Stage, Stage]:
         config = self.config
-        teacher = self.train("teacher", "teacher", f"Teacher {config.teacher}", {"name": config.teacher}, config.epochs.teacher)
-        self.main_student = self.train("student", "student", f"Student {config.student}", {"name": config.student},
+        teacher = self.train(names.TEACHER, "teacher", f"Teacher {config.teacher}", {"name": config.teacher},
+                             config.epochs.teacher)
+        self.main_student = self.train(names.STUDENT, "student", f"Student {config.student}", {"name": config.student},
                                        config.epochs.student)
         sft_teacher = self.sft_teacher(config.sft.preset)
         for method in config.methods:
             self.distill("std-kd", method, teacher, "random", config.procedure)
             self.distill("sft-kd", method, sft_teacher, "sft", config.procedure)
             if config.random_init_ablation:
-                self.distill("sft-kd-random", method, sft_teacher, "random", config.procedure, "-random")
+                self.distill("sft-kd-random", method, sft_teacher, "random", config.procedure, "random")
         for model in config.compression_sweep:
             self.compression(model, teacher)
         if config.kd_mri_ablation:
@@ -176,13 +179,13 @@ class _SeedGraph:
     def compression(self, student: str, teacher: Stage) -> None:
         """Table 8 for one more student size: its baseline and, per method, Std-KD and SFT-KD (own SFT teacher)."""
         config = self.config
-        self.train(f"student-{student}", "sweep", f"Student {student}", {"name": student}, config.epochs.student)
+        self.train(names.student(student), "sweep", f"Student {student}", {"name": student}, config.epochs.student)
         if not config.compression_methods:
             return
         sft_teacher = self.sft_teacher(config.sft.preset, student=student)
         for method in config.compression_methods:
-            self.distill("sweep-std-kd", method, teacher, "random", config.procedure, f"-{student}", student=student)
-            self.distill("sweep-sft-kd", method, sft_teacher, "sft", config.procedure, f"-{student}", student=student)
+            self.distill("sweep-std-kd", method, teacher, "random", config.procedure, student, student=student)
+            self.distill("sweep-sft-kd", method, sft_teacher, "sft", config.procedure, student, student=student)
 
     def fine_tuned(self, main: Stage, source: str) -> Stage:
         """``main`` again, started from a trained network's weights (Figure 7)."""
@@ -201,12 +204,12 @@ class _SeedGraph:
         if config.procedure_ablation:
             other = next(p for p in PROCEDURES if p != config.procedure)
             for method in config.methods:
-                self.distill("std-kd", method, teacher, "random", other, f"-{other}", other)
-                self.distill("sft-kd", method, sft_teacher, "sft", other, f"-{other}", other)
+                self.distill("std-kd", method, teacher, "random", other, other, other)
+                self.distill("sft-kd", method, sft_teacher, "sft", other, other, other)
         for preset in config.sft_preset_ablation:
             variant_teacher = self.sft_teacher(preset, preset)
             for method in config.methods:
-                self.distill("sft-kd", method, variant_teacher, "sft", config.procedure, f"-{_short(preset)}", preset)
+                self.distill("sft-kd", method, variant_teacher, "sft", config.procedure, _short(preset), preset)
 
 
 def _short(variant: str) -> str:

@@ -26,6 +26,7 @@ from kdrecon.report.published import PUBLISHED_INFERENCE_MS, published_psnr, pub
 from kdrecon.report.results import MAIN_ROLES, ExperimentResults, StageResult, load_results
 from kdrecon.report.run_layout import read_history
 from kdrecon.report.speed import SpeedComparison, time_teacher_and_student
+from kdrecon.report.stage_names import STUDENT, TEACHER, is_sft_kd
 from kdrecon.training.trainer import resolve_device
 
 SEED_VARIANCE_NOT_COVERED = "1 seed: training variance not covered"
@@ -100,7 +101,7 @@ def _claim_cells(row: EffectRow, setting: str) -> list[str]:
     paper = published_effect(setting, comparison)
     paper_text = "—" if paper is None else f"{paper:+.2f}"
     gaps = [published_gap(setting, comparison.baseline), published_gap(setting, comparison.other)]
-    if comparison.other.startswith("sft-kd-") and None not in gaps:
+    if is_sft_kd(comparison.other) and None not in gaps:
         paper_text += f" (gap {gaps[0]:.2f} → {gaps[1]:.2f})"
     detectable = "—" if effect.detectable is None else f"{effect.detectable:.2f}"
     return [comparison.text, paper_text, f"{effect.mean:+.2f} ({effect.seeds})", _interval(effect.interval, 2),
@@ -115,7 +116,7 @@ def _verdict_text(row: EffectRow) -> str:
 
 def _gap_text(results: ExperimentResults, row: EffectRow) -> str:
     """Our teacher − Std-KD and teacher − SFT-KD gaps, mean over the seeds that have all three."""
-    teacher = results.by_name("teacher")
+    teacher = results.by_name(TEACHER)
     std, sft = results.by_name(row.comparison.baseline), results.by_name(row.comparison.other)
     seeds = sorted(set(teacher) & set(std) & set(sft))
     if not seeds:
@@ -132,7 +133,7 @@ def _claims_section(results: ExperimentResults, speed: SpeedComparison | None) -
     rows = []
     for row in _effects(results, paper_claims(results), "psnr"):
         cells = _claim_cells(row, setting)
-        if row.comparison.other.startswith("sft-kd-"):
+        if is_sft_kd(row.comparison.other):
             cells[2] += _gap_text(results, row)
         rows.append(cells)
     if speed is not None:
@@ -197,12 +198,12 @@ def _effects_section(results: ExperimentResults) -> list[Block]:
 def _main_table(results: ExperimentResults) -> list[Block]:
     setting = results.paper_setting
     zero_filled = results.stages[0].summary["zero_filled_metrics"]
-    teacher = results.by_name("teacher")
+    teacher = results.by_name(TEACHER)
     rows = [["Zero-filled", f"{zero_filled['psnr']['mean']:.2f}", f"{zero_filled['ssim']['mean']:.4f}", "", "—"]]
     for name in results.names(MAIN_ROLES, variants=True):
         stage = results.by_name(name)
         seeds = sorted(set(stage) & set(teacher))
-        gap = "" if not seeds or name == "teacher" else f"{np.mean([teacher[s].metrics['psnr']['mean'] - stage[s].metrics['psnr']['mean'] for s in seeds]):+.2f}"
+        gap = "" if not seeds or name == TEACHER else f"{np.mean([teacher[s].metrics['psnr']['mean'] - stage[s].metrics['psnr']['mean'] for s in seeds]):+.2f}"
         paper_text = "—" if results.first(name).variant else _published_text(setting, name)
         rows.append([results.first(name).label, _over_seeds(stage, "psnr", 2), _over_seeds(stage, "ssim", 4), gap, paper_text])
     return [
@@ -218,9 +219,9 @@ def _kd_mri_section(results: ExperimentResults) -> list[Block]:
     parts = results.names(("kd-mri",), variants=False)
     if not parts:
         return []
-    effects = {row.comparison.other: row for row in _effects(results, [c for c in kd_mri_comparisons(results) if c.baseline == "student"], "psnr")}
+    effects = {row.comparison.other: row for row in _effects(results, [c for c in kd_mri_comparisons(results) if c.baseline == STUDENT], "psnr")}
     rows = []
-    for name in ["student", *parts, "teacher"]:
+    for name in [STUDENT, *parts, TEACHER]:
         if results.first(name) is None:
             continue
         effect = effects.get(name)
@@ -253,7 +254,7 @@ def _quality_table(results: ExperimentResults) -> list[Block]:
 def _compression_names(results: ExperimentResults) -> list[str]:
     """Table 8's rows: the teacher, then per student size (largest first) its baseline and distilled students."""
     students = [r for r in (results.first(n) for n in results.names(("student", "sweep"), variants=False))]
-    names = ["teacher"] if results.first("teacher") else []
+    names = [TEACHER] if results.first(TEACHER) else []
     for student in sorted(students, key=lambda r: -r.state["parameters"]):
         distilled = ("std-kd", "sft-kd") if student.role == "student" else ("sweep-std-kd", "sweep-sft-kd")
         names.append(student.name)
@@ -262,7 +263,7 @@ def _compression_names(results: ExperimentResults) -> list[str]:
 
 
 def _size_table(results: ExperimentResults, speed: SpeedComparison | None) -> list[Block]:
-    teacher = results.first("teacher")
+    teacher = results.first(TEACHER)
     rows = []
     for name in _compression_names(results):
         first, stage = results.first(name), results.by_name(name)
@@ -367,7 +368,7 @@ def _provenance(results: ExperimentResults) -> list[Block]:
 
 
 def _speed(results: ExperimentResults) -> SpeedComparison | None:
-    teacher, student = results.first("teacher"), results.first("student")
+    teacher, student = results.first(TEACHER), results.first(STUDENT)
     if teacher is None or student is None:
         return None
     config, first = results.manifest["config"], results.stages[0].summary

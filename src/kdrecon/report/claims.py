@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from kdrecon.evaluation.statistics import SeedEffect, seed_effect, verdict
 from kdrecon.report.published import published_psnr
 from kdrecon.report.results import ExperimentResults
+from kdrecon.report.stage_names import SFT_TEACHER, STUDENT, TEACHER, other_distillation, sft_kd, std_kd, student
 from kdrecon.training.config import KD_MRI_ABLATION
 
 
@@ -55,21 +56,21 @@ def _present(results: ExperimentResults, *names: str) -> bool:
 def paper_claims(results: ExperimentResults) -> list[Comparison]:
     """The claims this experiment can test, in the papers' order."""
     claims = []
-    if _present(results, "teacher", "student"):
-        claims.append(Comparison("student", "teacher", "the student trails the teacher", 1, True))
+    if _present(results, TEACHER, STUDENT):
+        claims.append(Comparison(STUDENT, TEACHER, "the student trails the teacher", 1, True))
     methods = [r.method for r in results.stages if r.role == "std-kd" and not r.variant]
     methods = list(dict.fromkeys(methods))
     for method in methods:
-        if _present(results, "student", f"std-kd-{method}"):
-            label = results.first(f"std-kd-{method}").label
-            claims.append(Comparison("student", f"std-kd-{method}", f"{label} improves on the student", 1, True))
-    if _present(results, "teacher", "sft-teacher"):
-        claims.append(Comparison("teacher", "sft-teacher", "the SFT teacher is at least as good as the teacher", 1, True))
+        if _present(results, STUDENT, std_kd(method)):
+            label = results.first(std_kd(method)).label
+            claims.append(Comparison(STUDENT, std_kd(method), f"{label} improves on the student", 1, True))
+    if _present(results, TEACHER, SFT_TEACHER):
+        claims.append(Comparison(TEACHER, SFT_TEACHER, "the SFT teacher is at least as good as the teacher", 1, True))
     for method in methods:
-        if _present(results, f"std-kd-{method}", f"sft-kd-{method}"):
-            std, sft = results.first(f"std-kd-{method}").label, results.first(f"sft-kd-{method}").label
+        if _present(results, std_kd(method), sft_kd(method)):
+            std, sft = results.first(std_kd(method)).label, results.first(sft_kd(method)).label
             claims.append(Comparison(
-                f"std-kd-{method}", f"sft-kd-{method}", f"{sft} beats {std} and shrinks the teacher–student gap", 1, True,
+                std_kd(method), sft_kd(method), f"{sft} beats {std} and shrinks the teacher–student gap", 1, True,
             ))
     return claims
 
@@ -84,7 +85,7 @@ def _ablation_comparisons(results: ExperimentResults) -> list[Comparison]:
             comparisons.append(Comparison(result.ablation_of, result.name, f"{result.variant} instead of the main setting"))
         if result.role == "sft-kd":
             same = [v.name for v in variants if v.role == "std-kd" and v.variant == result.variant and v.method == result.method]
-            std = same[0] if same else f"std-kd-{result.method}"
+            std = same[0] if same else std_kd(result.method)
             if _present(results, std):
                 comparisons.append(Comparison(std, result.name, f"SFT-KD over Std-KD, {result.variant}"))
     return comparisons
@@ -95,18 +96,19 @@ def all_comparisons(results: ExperimentResults) -> list[Comparison]:
     comparisons = paper_claims(results)
     for name in results.names(("sft-kd",), variants=False):
         label = results.first(name).label
-        if _present(results, "student"):
-            comparisons.append(Comparison("student", name, f"{label} improves on the student"))
-        if _present(results, f"{name}-random"):
-            comparisons.append(Comparison(f"{name}-random", name, f"{label}: SFT initialisation over a random one"))
+        if _present(results, STUDENT):
+            comparisons.append(Comparison(STUDENT, name, f"{label} improves on the student"))
+        random = sft_kd(results.first(name).method, "random")
+        if _present(results, random):
+            comparisons.append(Comparison(random, name, f"{label}: SFT initialisation over a random one"))
     return comparisons + kd_mri_comparisons(results) + _compression_comparisons(results) + _ablation_comparisons(results)
 
 
 def kd_mri_comparisons(results: ExperimentResults) -> list[Comparison]:
     """KD-MRI's ablation: each part against the student, and both parts against each one alone."""
     parts = results.names(("kd-mri",), variants=False)
-    comparisons = [Comparison("student", name, f"{results.first(name).label} improves on the student")
-                   for name in parts if _present(results, "student", name)]
+    comparisons = [Comparison(STUDENT, name, f"{results.first(name).label} improves on the student")
+                   for name in parts if _present(results, STUDENT, name)]
     combined = KD_MRI_ABLATION[-1].stage
     for alone in (recipe.stage for recipe in KD_MRI_ABLATION[:-1]):
         if _present(results, alone, combined):
@@ -119,9 +121,9 @@ def _compression_comparisons(results: ExperimentResults) -> list[Comparison]:
     comparisons = []
     for name in results.names(("sweep-std-kd", "sweep-sft-kd"), variants=False):
         result = results.first(name)
-        baseline = f"student-{result.model}"
+        baseline = student(result.model)
         if result.role == "sweep-sft-kd":
-            std = name.replace("sft-kd-", "std-kd-", 1)
+            std = other_distillation(name)
             if _present(results, std, name):
                 comparisons.append(Comparison(std, name, f"{result.label} beats Std-KD"))
         if _present(results, baseline, name):
@@ -148,5 +150,5 @@ def published_effect(setting: str, comparison: Comparison) -> float | None:
 
 def published_gap(setting: str, stage: str) -> float | None:
     """The papers' teacher − ``stage`` PSNR gap."""
-    teacher, value = published_psnr(setting, "teacher"), published_psnr(setting, stage)
+    teacher, value = published_psnr(setting, TEACHER), published_psnr(setting, stage)
     return None if teacher is None or value is None else teacher - value
