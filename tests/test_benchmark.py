@@ -49,3 +49,17 @@ def test_bench_command_writes_json_and_markdown(tmp_path):
     assert set(result["training"]) == {f"{k}/{p}" for k in ("train", "sft-teacher", "distill") for p in ("fast", "reference")}
     assert all(rate > 0 for rate in result["training"].values())
     assert "| teacher D5C5 (L1) |" in (output / "bench.md").read_text()
+
+
+def test_macs_of_a_u_net_block_match_the_hand_count():
+    import torch
+
+    from kdrecon.data.dataset import Batch
+    from kdrecon.models import build_model
+
+    # U1C1, 2 channels, on 8×8 (64 px; the bottom level 4×4, 16 px), per layer: encoder 64·2·9·1 +
+    # 64·2·9·2, bottom 16·4·9·2 + 16·4·9·4, up (2×2, stride 2) 16·4·2·4, decoder 64·2·9·4 +
+    # 64·2·9·2, output (1×1) 64·1·2.
+    expected = 1152 + 2304 + 1152 + 2304 + 512 + 4608 + 2304 + 128
+    batch = Batch(torch.rand(1, 1, 8, 8), torch.zeros(1, 8, 8, dtype=torch.complex64), torch.zeros(8, 8), torch.rand(1, 1, 8, 8))
+    assert count_macs(build_model("U1C1", channels=2), batch) == expected == 14_464

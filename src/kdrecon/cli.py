@@ -276,8 +276,10 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser("bench", help="measure speed: parameters, MACs, latency, training throughput")
-    bench.add_argument("--teacher", default="D5C5")
-    bench.add_argument("--student", default="D3C5")
+    from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
+
+    bench.add_argument("--teacher", default=DEFAULT_TEACHER, help=f"any network, e.g. {_model_names()}")
+    bench.add_argument("--student", default=DEFAULT_STUDENT)
     bench.add_argument("--size", type=int, default=150, help="image size (a centre crop of the sample; default 150)")
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     bench.add_argument("--steps", type=int, default=8, help="timed training steps per measurement")

@@ -49,19 +49,28 @@ from kdrecon.distillation.layer_pairs import default_layer_pairs, feature_channe
 from kdrecon.distillation.losses import build_feature_loss
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model, count_parameters
+from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 from kdrecon.training.trainer import ReconstructionObjective, autocast, prepare_module, resolve_device
 
 
 def count_macs(model: nn.Module, batch: Batch) -> int:
-    """Multiply–accumulates per slice of every convolution in one forward pass."""
+    """Multiply–accumulates per slice of every convolution (and transposed convolution) in one forward pass.
+
+    A convolution does ``k_h·k_w·C_in/groups`` per output element; a transposed one spreads each
+    input element over ``k_h·k_w·C_out/groups`` outputs.
+    """
     total = 0
 
-    def count(module: nn.Conv2d, inputs: tuple, output: torch.Tensor) -> None:
+    def count(module: nn.Conv2d | nn.ConvTranspose2d, inputs: tuple, output: torch.Tensor) -> None:
         nonlocal total
-        kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-        total += output[0].numel() * kernel
+        kernel = module.kernel_size[0] * module.kernel_size[1] // module.groups
+        if isinstance(module, nn.ConvTranspose2d):
+            total += inputs[0][0].numel() * kernel * module.out_channels
+        else:
+            total += output[0].numel() * kernel * module.in_channels
 
-    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    convolutions = (nn.Conv2d, nn.ConvTranspose2d)
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, convolutions)]
     try:
         with torch.no_grad():
             model(batch.zero_filled[:1], batch.kspace[:1], batch.mask)
@@ -310,8 +319,8 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 def run_benchmark(
-    teacher: str = "D5C5",
-    student: str = "D3C5",
+    teacher: str = DEFAULT_TEACHER,
+    student: str = DEFAULT_STUDENT,
     size: int = 150,
     device: str = "auto",
     steps: int = 8,
