@@ -139,3 +139,18 @@ def test_an_unexpected_exception_is_one_line_and_debug_shows_the_traceback(monke
         "kdrecon: internal error: RuntimeError: something unforeseen (run with --debug for the traceback)\n")
     with pytest.raises(RuntimeError, match="something unforeseen"):
         cli.main(["--debug", "report", "anything"])
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--steps", "0"], "--steps 0: must be at least 1"),
+    (["--size", "4"], "--size 4: must be at least 16"),
+    (["--teacher", "resnet"], "unknown model 'resnet'"),
+    (["--output", "{file}/bench"], "--output {file}/bench: cannot write there ({file} is not a writable directory)"),
+])
+def test_bench_refuses_bad_options_before_measuring(tmp_path, capsys, arguments, message):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    arguments = [a.replace("{file}", str(blocker)) for a in arguments]
+    assert main(["bench", *arguments]) == 2
+    assert message.replace("{file}", str(blocker)) in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]

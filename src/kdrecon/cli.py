@@ -266,6 +266,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     from kdrecon.evaluation.evaluate import evaluate, format_table
 
     output = args.output or (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent) / "evaluation"
+    _check_writable(output, "--output")
     result = evaluate(args.checkpoint, output, args.dataset, args.split, args.acceleration, args.device, args.which)
     summary = result.summary
     run_name = (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent.parent).name
@@ -292,11 +293,17 @@ def _run_bench(args: argparse.Namespace) -> None:
 
     from kdrecon.data.layout import atomic_path
     from kdrecon.evaluation.benchmark import format_markdown, run_benchmark
-
     from kdrecon.models.registry import canonical_model_name
+    from kdrecon.training.trainer import resolve_device
 
+    # Everything that can be refused is checked before minutes of measuring.
     for name in (args.teacher, args.student):
         canonical_model_name(name)
+    for option, value, least in (("--steps", args.steps, 1), ("--repeats", args.repeats, 1), ("--size", args.size, 16)):
+        if value < least:
+            raise ValueError(f"{option} {value}: must be at least {least}")
+    resolve_device(args.device)
+    _check_writable(args.output, "--output")
     result = run_benchmark(
         args.teacher, args.student, args.size, args.device, args.steps, args.repeats,
         progress=lambda message: print(f"measuring {message} ...", file=sys.stderr, flush=True),
@@ -320,6 +327,15 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
                      help="run just this stage: seed-42/teacher, or a name (teacher) for every seed")
     run.add_argument("--no-report", action="store_true", help="skip writing the report")
     run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def _check_writable(directory: Path, option: str) -> None:
+    """Refuse an output directory that cannot be created or written, before any work."""
+    import os
+
+    existing = next(path for path in (directory, *directory.parents) if path.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ValueError(f"{option} {directory}: cannot write there ({existing} is not a writable directory)")
 
 
 def _model_names() -> str:
