@@ -339,3 +339,15 @@ def test_a_study_is_built_stage_by_stage_from_a_new_directory(tmp_path, tiny_ove
     run_experiment(config, tmp_path / "run", progress=False)
     after = finished(tmp_path / "run")
     assert {k: after[k] for k in first} == first and len(after) == 5  # the two reused, the rest trained
+
+
+def test_stages_with_the_same_settings_and_inputs_are_copied_from_another_run(tmp_path, tiny_run, tiny_overrides):
+    # Another experiment sharing seed 1's teacher and student (same settings), with a new student-side setting.
+    config = tiny_experiment(tiny_overrides, seeds=[1], kd_mri_ablation=True)
+    run_experiment(config, tmp_path / "run", only=["teacher", "student", "sft-teacher"], reuse_from=tiny_run, progress=False)
+    copied = finished(tmp_path / "run")
+    assert copied == {k: v for k, v in finished(tiny_run).items() if k in copied}  # copied, not retrained
+    assert set(copied) == {f"seed-1/{name}" for name in STAGES}  # every shared stage; the KD-MRI ones are new
+    assert not list((tmp_path / "run" / "stages" / "seed-1").glob("*.copying"))
+    with pytest.raises(ConfigError, match="--reuse-from .*: not an experiment run directory"):
+        run_experiment(config, tmp_path / "other", reuse_from=tmp_path / "nowhere")

@@ -325,6 +325,8 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--parallel", type=int, default=1, help="run up to N independent stages at once (one per GPU)")
     run.add_argument("--only", action="append", default=[], metavar="STAGE",
                      help="run just this stage: seed-42/teacher, or a name (teacher) for every seed")
+    run.add_argument("--reuse-from", type=Path, metavar="RUN",
+                     help="copy in this run directory's finished stages that have the same settings and inputs")
     run.add_argument("--no-report", action="store_true", help="skip writing the report")
     run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
@@ -369,7 +371,8 @@ def _run_run(args: argparse.Namespace) -> None:
     if args.parallel < 1:
         raise ValueError(f"--parallel {args.parallel}: must be at least 1")
     manifest = run_experiment(
-        config, run_dir, progress=not args.quiet, report=not args.no_report, only=args.only, parallel=args.parallel
+        config, run_dir, progress=not args.quiet, report=not args.no_report, only=args.only, parallel=args.parallel,
+        reuse_from=args.reuse_from,
     )
     if not _is_main_process():
         return

@@ -241,6 +241,22 @@ def _pending(stages: list[Stage], prints: dict[str, str], layout: RunLayout, onl
     return pending, stale
 
 
+def _copy_reusable(stages: list[Stage], prints: dict[str, str], layout: RunLayout, source: RunLayout,
+                   display_enabled: bool) -> None:
+    """Copy in ``source``'s complete stages whose fingerprint equals ours, where we have none yet."""
+    for stage in stages:
+        here, there = layout.stage(stage.id), source.stage(stage.id)
+        state = there.state()
+        if here.directory.exists() or state.get("status") != "complete" or state.get("fingerprint") != prints[stage.id]:
+            continue
+        staging = here.directory.with_name(here.directory.name + ".copying")
+        shutil.rmtree(staging, ignore_errors=True)  # debris of an interrupted copy
+        shutil.copytree(there.directory, staging)
+        staging.rename(here.directory)
+        if display_enabled:
+            print(f"[reuse] {stage.id}: copied from {source.root} (same settings and inputs)", flush=True)
+
+
 def _epochs_done(layout: RunLayout, pending: set[str]) -> dict[str, int]:
     """Epochs each pending stage finished before (its feature stage's included)."""
     done = {}
@@ -299,6 +315,7 @@ def run_experiment(
     report: bool = True,
     only: Sequence[str] = (),
     parallel: int = 1,
+    reuse_from: Path | None = None,
 ) -> dict[str, Any] | None:
     """Run (or continue) ``config`` in ``run_dir``; returns the manifest written to ``experiment.json``.
 
@@ -306,9 +323,15 @@ def run_experiment(
         only: run just these stages (ids ``seed-42/teacher``, or names for every seed; their
             inputs must be complete); no manifest or report.
         parallel: run up to this many independent stages at once, in separate processes.
+        reuse_from: another experiment's run directory; its complete stages with the same
+            fingerprint as one of ours (same settings, same inputs) are copied in, not retrained.
     """
     layout = RunLayout(Path(run_dir))
     check_run_directory(layout.root)
+    if reuse_from is not None:
+        check_run_directory(Path(reuse_from))
+        if not RunLayout(Path(reuse_from)).config.is_file():
+            raise ConfigError(f"--reuse-from {reuse_from}: not an experiment run directory")
     main = current_world().is_main
     if parallel > 1 and current_world().distributed:
         raise ConfigError("--parallel: stages already share the processes started by torchrun; leave it at 1")
@@ -317,6 +340,9 @@ def run_experiment(
     configs = {stage.id: _stage_config(stage, layout) for stage in stages}  # validate all up front
     selected = _select(stages, only)
     validation_data = load_split(config.data.dataset, "validation", config.data.acceleration)
+    if reuse_from is not None and main:
+        _copy_reusable(stages, prints, layout, RunLayout(Path(reuse_from)), progress)
+    barrier()
     # Every rank must run the same stages (each one's collectives and barriers): rank 0 decides.
     pending, stale = from_main(_pending(stages, prints, layout, selected))
     if main:
