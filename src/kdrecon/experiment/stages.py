@@ -119,9 +119,11 @@ class _SeedGraph:
             config.epochs.sft_teacher, variant, names.SFT_TEACHER if variant else "", sft=sft,
         )
 
-    def distill(self, role: str, method: str, teacher: Stage, init: str, procedure: str,
+    def distill(self, role: str, method: str, teacher: Stage, init: str, procedure: str, *,
                 suffix: str = "", variant: str = "", student: str | None = None,
                 name: str | None = None, label: str | None = None, alpha: float | None = None) -> Stage:
+        """A distilled student: ``role`` (std-kd, sft-kd, …), ``init`` (random or sft); ``suffix``
+        names a variant or another student size; ``name``, ``label`` and ``alpha`` override the defaults."""
         config, epochs = self.config, self.config.epochs
         sft = role.startswith(("sft-kd", "sweep-sft-kd"))
         name = name or (names.sft_kd if sft else names.std_kd)(method, suffix)
@@ -163,7 +165,7 @@ class _SeedGraph:
             self.distill("std-kd", method, teacher, "random", config.procedure)
             self.distill("sft-kd", method, sft_teacher, "sft", config.procedure)
             if config.random_init_ablation:
-                self.distill("sft-kd-random", method, sft_teacher, "random", config.procedure, "random")
+                self.distill("sft-kd-random", method, sft_teacher, "random", config.procedure, suffix="random")
         for model in config.compression_sweep:
             self.compression(model, teacher)
         if config.kd_mri_ablation:
@@ -184,8 +186,8 @@ class _SeedGraph:
             return
         sft_teacher = self.sft_teacher(config.sft.preset, student=student)
         for method in config.compression_methods:
-            self.distill("sweep-std-kd", method, teacher, "random", config.procedure, student, student=student)
-            self.distill("sweep-sft-kd", method, sft_teacher, "sft", config.procedure, student, student=student)
+            self.distill("sweep-std-kd", method, teacher, "random", config.procedure, suffix=student, student=student)
+            self.distill("sweep-sft-kd", method, sft_teacher, "sft", config.procedure, suffix=student, student=student)
 
     def fine_tuned(self, main: Stage, source: str) -> Stage:
         """``main`` again, started from a trained network's weights (Figure 7)."""
@@ -204,12 +206,13 @@ class _SeedGraph:
         if config.procedure_ablation:
             other = next(p for p in PROCEDURES if p != config.procedure)
             for method in config.methods:
-                self.distill("std-kd", method, teacher, "random", other, other, other)
-                self.distill("sft-kd", method, sft_teacher, "sft", other, other, other)
+                self.distill("std-kd", method, teacher, "random", other, suffix=other, variant=other)
+                self.distill("sft-kd", method, sft_teacher, "sft", other, suffix=other, variant=other)
         for preset in config.sft_preset_ablation:
             variant_teacher = self.sft_teacher(preset, preset)
             for method in config.methods:
-                self.distill("sft-kd", method, variant_teacher, "sft", config.procedure, _short(preset), preset)
+                self.distill("sft-kd", method, variant_teacher, "sft", config.procedure, suffix=_short(preset),
+                             variant=preset)
 
 
 def _short(variant: str) -> str:
