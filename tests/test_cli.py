@@ -52,6 +52,21 @@ def test_evaluate_writes_reconstructions_csvs_and_summary(trained_run, tmp_path)
         assert sum(1 for r in csv.DictReader(handle) if r["reconstruction"] == "model") == 44
 
 
+def test_evaluation_replaces_a_previous_one_whole_and_refuses_other_folders(trained_run, tmp_path, capsys):
+    output = tmp_path / "evaluation"
+    assert main(["evaluate", str(trained_run), "--output", str(output)]) == 0
+    (output / "reconstructions" / "another_model_volume.h5").write_bytes(b"")  # as left by an older evaluation
+    assert main(["evaluate", str(trained_run), "--output", str(output)]) == 0
+    assert not (output / "reconstructions" / "another_model_volume.h5").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evaluation"]  # no staging or previous copies left
+    elsewhere = tmp_path / "notes"
+    elsewhere.mkdir()
+    (elsewhere / "mine.txt").write_text("keep me")
+    assert main(["evaluate", str(trained_run), "--output", str(elsewhere)]) == 2
+    assert "exists and is not an evaluation directory" in capsys.readouterr().err
+    assert [p.name for p in elsewhere.iterdir()] == ["mine.txt"]
+
+
 def test_rerunning_a_finished_run_is_a_no_op(trained_run):
     before = (trained_run / "checkpoints/last.pt").stat().st_mtime_ns
     assert main(["train", "--config", str(trained_run / "config.yaml"), "--run-dir", str(trained_run), "--quiet"]) == 0

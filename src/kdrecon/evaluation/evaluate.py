@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,12 @@ def evaluate(
     device: str = "auto",
     which: str = "best",
 ) -> Evaluation:
-    """Evaluate a checkpoint on a split; dataset and acceleration default to those it was trained on."""
+    """Evaluate a checkpoint on a split; dataset and acceleration default to those it was trained on.
+
+    ``output_dir`` is written whole or not at all; an existing evaluation there is replaced.
+    """
+    output_dir = Path(output_dir)
+    _check_replaceable(output_dir)
     model, payload = load_model(run_or_checkpoint, which)
     trained_on = payload.get("config", {}).get("data", {})
     dataset = dataset if dataset is not None else trained_on.get("dataset", "sample")
@@ -115,22 +121,6 @@ def evaluate(
     prediction = reconstruct(model, data, resolve_device(device))
     if not np.isfinite(prediction).all():
         raise ValueError(f"{run_or_checkpoint}: the model produced non-finite values")
-    zero_filled = data.zero_filled[:, 0].numpy()
-
-    output_dir = Path(output_dir)
-    (output_dir / RECONSTRUCTIONS).mkdir(parents=True, exist_ok=True)
-    for volume in data.volumes:
-        write_reconstruction(output_dir / RECONSTRUCTIONS / f"{volume.name}.h5", prediction[volume.start : volume.stop])
-    model_slices, model_volumes = score(data, prediction)
-    zero_filled_slices, zero_filled_volumes = score(data, zero_filled)
-    for rows, kind in (
-        (model_slices + model_volumes, "model"),
-        (zero_filled_slices + zero_filled_volumes, "zero_filled"),
-    ):
-        for row in rows:
-            row["reconstruction"] = kind
-    write_csv(output_dir / PER_SLICE, model_slices + zero_filled_slices)
-    write_csv(output_dir / PER_VOLUME, model_volumes + zero_filled_volumes)
     summary = {
         "checkpoint": str(resolve_checkpoint(run_or_checkpoint, which)),
         "model": payload["model"],
@@ -141,11 +131,47 @@ def evaluate(
         "volumes": len(data.volumes),
         "slices": len(data),
         "conventions": "per volume, data_range = volume target max (fastMRI); mean ± std over volumes",
-        "model_metrics": summarise(model_volumes),
-        "zero_filled_metrics": summarise(zero_filled_volumes),
     }
-    write_json(output_dir / SUMMARY, summary)
+    # Written whole into a staging directory, then swapped in: an interrupted evaluation leaves no
+    # reconstructions without their summary, and old and new results never mix.
+    staging = output_dir.with_name(f".{output_dir.name}.writing")
+    shutil.rmtree(staging, ignore_errors=True)
+    summary = _write_evaluation(staging, data, prediction, summary)
+    _replace_directory(staging, output_dir)
     return Evaluation(output_dir, summary)
+
+
+def _write_evaluation(directory: Path, data: SliceData, prediction: np.ndarray, summary: dict[str, Any]) -> dict[str, Any]:
+    """Reconstructions, per-slice and per-volume scores of the model and the zero-filled input, summary."""
+    (directory / RECONSTRUCTIONS).mkdir(parents=True)
+    for volume in data.volumes:
+        write_reconstruction(directory / RECONSTRUCTIONS / f"{volume.name}.h5", prediction[volume.start : volume.stop])
+    model_slices, model_volumes = score(data, prediction)
+    zero_filled_slices, zero_filled_volumes = score(data, data.zero_filled[:, 0].numpy())
+    for rows, kind in ((model_slices + model_volumes, "model"), (zero_filled_slices + zero_filled_volumes, "zero_filled")):
+        for row in rows:
+            row["reconstruction"] = kind
+    write_csv(directory / PER_SLICE, model_slices + zero_filled_slices)
+    write_csv(directory / PER_VOLUME, model_volumes + zero_filled_volumes)
+    summary = {**summary, "model_metrics": summarise(model_volumes), "zero_filled_metrics": summarise(zero_filled_volumes)}
+    write_json(directory / SUMMARY, summary)
+    return summary
+
+
+def _check_replaceable(output_dir: Path) -> None:
+    """An existing output directory is replaced only if it holds an evaluation (or nothing)."""
+    if output_dir.exists() and (not output_dir.is_dir() or (any(output_dir.iterdir()) and not (output_dir / SUMMARY).is_file())):
+        raise ValueError(f"{output_dir}: exists and is not an evaluation directory; choose another output")
+
+
+def _replace_directory(new: Path, target: Path) -> None:
+    """Put ``new`` where ``target`` is, removing the previous evaluation only once the new one is in place."""
+    previous = target.with_name(f".{target.name}.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if target.exists():
+        target.rename(previous)
+    new.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def format_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
