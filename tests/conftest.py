@@ -97,3 +97,15 @@ def tiny_overrides(tiny_dataset) -> dict:
         "epochs.distillation": 2, "report.figure_slices": 1, "precision": "fp32", "report.timing_rounds": 5,
         "report.bootstrap_resamples": 1000,
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_super_resolution_dataset(tmp_path_factory):
+    """The same real slices as ``tiny_dataset`` (48×48) prepared for 4x super-resolution (12×12 kept)."""
+    from kdrecon.data.dataset import sample_directory
+    from kdrecon.data.prepare import PrepareOptions, prepare_dataset
+    from kdrecon.data.sources import sunnybrook
+
+    volumes = sunnybrook.read_volumes(sample_directory(), phases=[0])
+    options = PrepareOptions(crop=48, validation_subjects=["SCD0000401"], task="super-resolution")
+    return prepare_dataset(volumes, tmp_path_factory.mktemp("data") / "tiny-sr", options)

@@ -16,7 +16,8 @@ from kdrecon.training.supervised import train_model
 
 TINY = {"epochs": 1, "batch_size": 8}
 #: A small teacher of each family with 3 blocks, and the student it is paired with.
-SMALL = {"DC-CNN": ("D3C3", "D2C3"), "DC-UNet": ("U1C3", "D2C3"), "residual CNN": ("R9B3", "R6B3")}
+SMALL = {"DC-CNN": ("D3C3", "D2C3"), "DC-UNet": ("U1C3", "D2C3"), "residual CNN": ("R9B3", "R6B3"),
+         "VDSR": ("VDSR6B3", "VDSR3B3")}
 
 
 def unet_parameters_by_hand(channels: int, levels: int) -> int:
@@ -70,7 +71,7 @@ def test_the_small_networks_cover_every_family():  # so adding a family adds it 
     assert set(SMALL) == set(MODEL_FAMILIES)
 
 
-@pytest.mark.parametrize("name", ["U2C5", "u1c3", "D5C5", "d2c3", "R25B5", "r6b3"])
+@pytest.mark.parametrize("name", ["U2C5", "u1c3", "D5C5", "d2c3", "R25B5", "r6b3", "VDSR12B4", "vdsr4b4"])
 def test_names_are_parsed_by_their_family(name):
     assert canonical_model_name(name) == name.upper()
     assert build_model(name, channels=4).cascades == cascades_of(name) == int(name[-1])

@@ -18,12 +18,23 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     prepare = subparsers.add_parser("prepare", help="prepare a dataset directory from real data")
     formats = prepare.add_subparsers(dest="format", required=True, metavar="FORMAT")
 
+    from kdrecon.data.task import RECONSTRUCTION, TASKS
+
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("output", type=Path, help="new dataset directory")
-        parser.add_argument("--acceleration", action="append", help="e.g. 4x (repeat for several; default 4x)")
-        parser.add_argument("--crop", type=int, default=150, help="centre crop size in pixels, 0 for none (default 150)")
         parser.add_argument(
-            "--mask", default="papers", help="papers | recipe | random | equispaced | PATH.npy (default papers)"
+            "--task", choices=TASKS, default=RECONSTRUCTION,
+            help="reconstruction (undersampled lines) or super-resolution (central 1/r of k-space per axis)",
+        )
+        parser.add_argument(
+            "--acceleration", action="append",
+            help="e.g. 4x (repeat for several; default 4x); for super-resolution the factor per axis",
+        )
+        parser.add_argument(
+            "--crop", type=int, help="centre crop size in pixels, 0 for none (default 150; super-resolution: none)"
+        )
+        parser.add_argument(
+            "--mask", help="papers | recipe | random | equispaced | PATH.npy (default papers; not for super-resolution)"
         )
         parser.add_argument("--mask-seed", type=int, default=42)
         parser.add_argument("--center-fraction", type=float, default=0.08, help="for random/equispaced masks")
@@ -50,7 +61,7 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     fastmri.add_argument("source", type=Path)
     fastmri.add_argument("--image-source", choices=("reconstruction", "kspace"), default="reconstruction")
     common(fastmri)
-    fastmri.set_defaults(crop=None)
+    fastmri.set_defaults(crop=0)
 
     papers = formats.add_parser("papers-h5", help="existing files in the papers' h5 layout (read in place)")
     papers.add_argument("output", type=Path, help="new dataset directory (holds only a manifest and masks)")
@@ -95,10 +106,16 @@ def _run_prepare(args: argparse.Namespace) -> None:
         from kdrecon.data.sources import fastmri
 
         volumes = fastmri.read_volumes(args.source, image_source=args.image_source)
+    from kdrecon.data.task import SUPER_RESOLUTION
+
+    if args.task == SUPER_RESOLUTION and args.mask is not None:
+        raise ValueError("--mask: super-resolution keeps the central block of k-space; it takes no mask")
+    crop = args.crop if args.crop is not None else (0 if args.task == SUPER_RESOLUTION else 150)
     options = prepare.PrepareOptions(
         accelerations=args.acceleration or ["4x"],
-        crop=args.crop or None,
-        mask=args.mask,
+        crop=crop or None,
+        mask=args.mask or "papers",
+        task=args.task,
         mask_seed=args.mask_seed,
         center_fraction=args.center_fraction,
         validation_subjects=args.validation_subjects,
@@ -117,6 +134,7 @@ def _add_stage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, required=True, help="run directory (resumes if it holds a run)")
     parser.add_argument("--dataset", help="dataset directory or 'sample'")
     parser.add_argument("--acceleration")
+    parser.add_argument("--task", help="reconstruction or super-resolution (must match the dataset)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
@@ -142,6 +160,7 @@ def _stage_overrides(args: argparse.Namespace) -> dict:
         "name": args.run_dir.name,
         "data.dataset": args.dataset,
         "data.acceleration": args.acceleration,
+        "data.task": args.task,
         "optimization.epochs": args.epochs,
         "optimization.batch_size": args.batch_size,
         "optimization.learning_rate": args.learning_rate,
@@ -263,7 +282,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from kdrecon.evaluation.evaluate import evaluate, format_table
+    from kdrecon.evaluation.evaluate import MODEL, evaluate, format_table, metrics_key
 
     output = args.output or (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent) / "evaluation"
     _check_writable(output, "--output")
@@ -271,7 +290,9 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     summary = result.summary
     run_name = (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent.parent).name
     label = f"{run_name} ({summary['model']['name']})"
-    print(format_table({"zero-filled": summary["zero_filled_metrics"], label: summary["model_metrics"]}))
+    baselines = [key.removesuffix("_metrics") for key in summary if key.endswith("_metrics") and key != metrics_key(MODEL)]
+    rows = {name.replace("_", "-"): summary[metrics_key(name)] for name in baselines}
+    print(format_table({**rows, label: summary[metrics_key(MODEL)]}))
     print(f"({summary['volumes']} volumes, {summary['slices']} slices, {summary['conventions']}); written to {output}")
 
 

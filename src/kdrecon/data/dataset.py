@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from kdrecon.data import layout
-from kdrecon.data.prepare import MANIFEST, make_mask, prepare_volume
+from kdrecon.data.prepare import MANIFEST, PrepareOptions, prepare_volume
 from kdrecon.data.sources import sunnybrook
+from kdrecon.data.task import RECONSTRUCTION, SAMPLE_SUPER_RESOLUTION_SIZE, SUPER_RESOLUTION, check_task, task_of
 
 SAMPLE = "sample"
 SAMPLE_VALIDATION_SUBJECTS = ("SCD0000401",)
@@ -52,7 +53,11 @@ class Batch:
 
 @dataclass(frozen=True)
 class SliceData:
-    """All slices of one split at one acceleration, stacked (see :class:`Batch` for shapes)."""
+    """All slices of one split at one acceleration, stacked (see :class:`Batch` for shapes).
+
+    For ``task`` super-resolution, ``zero_filled`` is the low-resolution input on the full grid
+    and ``mask`` the low-pass box (:mod:`kdrecon.data.task`).
+    """
 
     zero_filled: torch.Tensor
     kspace: torch.Tensor
@@ -60,6 +65,7 @@ class SliceData:
     target: torch.Tensor
     volumes: tuple[VolumeIndex, ...]
     acceleration: str
+    task: str = RECONSTRUCTION
 
     def __len__(self) -> int:
         return self.target.shape[0]
@@ -93,7 +99,8 @@ class SliceData:
             yield self.batch(order[start : start + batch_size])
 
 
-def _stack(volumes: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], mask: np.ndarray, acceleration: str) -> SliceData:
+def _stack(volumes: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], mask: np.ndarray, acceleration: str,
+           task: str) -> SliceData:
     index, start = [], 0
     for name, target, _, _ in volumes:
         index.append(VolumeIndex(name, start, start + len(target)))
@@ -105,6 +112,7 @@ def _stack(volumes: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], mask: 
         target=torch.from_numpy(np.concatenate([v[1] for v in volumes])).unsqueeze(1),
         volumes=tuple(index),
         acceleration=acceleration,
+        task=task,
     )
 
 
@@ -113,25 +121,29 @@ def sample_directory() -> Path:
     return Path(str(resources.files("kdrecon") / "resources" / "sunnybrook_sample"))
 
 
-def load_sample(split: str, acceleration: str = "4x", mask_kind: str = "papers", mask_seed: int = 42) -> SliceData:
+def load_sample(split: str, acceleration: str = "4x", mask_kind: str = "papers", mask_seed: int = 42,
+                task: str = RECONSTRUCTION) -> SliceData:
     """The embedded real sample, prepared in memory like ``kdrecon prepare sunnybrook``.
 
     Train: subjects SCD0000101, SCD0000201, SCD0000301; validation: SCD0000401. 150×150
     slices scaled to max 1, undersampled with the papers' cardiac mask (4x or 5x) or any other
-    mask kind of :func:`kdrecon.data.prepare.make_mask`.
+    mask kind of :func:`kdrecon.data.prepare.make_mask`; for super-resolution, centre-cropped to
+    128×128 and low-passed.
     """
     acceleration = layout.parse_acceleration(acceleration)
     if split not in ("train", "validation"):
         raise ValueError(f"split {split!r}: expected 'train' or 'validation'")
-    mask = make_mask(mask_kind, acceleration, (150, 150), seed=mask_seed)
+    size = SAMPLE_SUPER_RESOLUTION_SIZE if task == SUPER_RESOLUTION else 150
+    options = PrepareOptions(mask=mask_kind, mask_seed=mask_seed, task=task)
+    mask = options.make_mask(acceleration, (size, size))
     volumes = []
     for volume in sunnybrook.read_volumes(sample_directory()):
         if (volume.subject in SAMPLE_VALIDATION_SUBJECTS) != (split == "validation"):
             continue
-        target, undersampled, _ = prepare_volume(volume, 150, {acceleration: mask})
+        target, undersampled, _ = prepare_volume(volume, size, {acceleration: mask})
         zero_filled, kspace = undersampled[acceleration]
         volumes.append((volume.name, target, zero_filled, kspace))
-    return _stack(volumes, mask, acceleration)
+    return _stack(volumes, mask, acceleration, task)
 
 
 def read_manifest(dataset: Path) -> dict:
@@ -151,17 +163,18 @@ def read_manifest(dataset: Path) -> dict:
     return manifest
 
 
-def load_split(dataset: str | Path, split: str, acceleration: str = "4x") -> SliceData:
+def load_split(dataset: str | Path, split: str, acceleration: str = "4x", task: str = RECONSTRUCTION) -> SliceData:
     """Load every slice of ``split`` ('train' or 'validation') of a dataset into memory.
 
     ``dataset`` is a directory made by ``kdrecon prepare`` or the word ``"sample"`` for the
-    embedded sample.
+    embedded sample; data prepared for another ``task`` is refused.
     """
     if str(dataset) == SAMPLE:
-        return load_sample(split, acceleration)
+        return load_sample(split, acceleration, task=task)
     acceleration = layout.parse_acceleration(acceleration)
     dataset = Path(dataset)
     manifest = read_manifest(dataset)
+    check_task(dataset, task_of(manifest), task)
     if split not in manifest["splits"]:
         raise ValueError(f"{dataset}: no split {split!r} (has: {', '.join(manifest['splits'])})")
     if acceleration not in manifest["masks"]:
@@ -180,4 +193,4 @@ def load_split(dataset: str | Path, split: str, acceleration: str = "4x") -> Sli
         if arrays.target.shape[1:] != mask.shape:
             raise ValueError(f"{file}: slices are {arrays.target.shape[1:]}, the {acceleration} mask is {mask.shape}")
         volumes.append((file.stem, arrays.target, arrays.zero_filled, arrays.kspace))
-    return _stack(volumes, mask, acceleration)
+    return _stack(volumes, mask, acceleration, task)

@@ -28,13 +28,17 @@ import torch
 from tqdm.auto import tqdm
 
 from kdrecon.data import layout
+from kdrecon.data.task import MANIFEST_KEY, RECONSTRUCTION, SUPER_RESOLUTION, TASKS, factor_of
 from kdrecon.data.volume import Volume
 from kdrecon.mri import masks as mask_generators
+from kdrecon.mri.resolution import low_pass_mask
 from kdrecon.mri.undersample import undersample
 
 MANIFEST = "dataset.json"
 SPLITS = ("train", "validation")
 MASK_KINDS = ("papers", "recipe", "random", "equispaced")
+#: The mask kind of a super-resolution dataset: the central block of k-space.
+LOW_PASS = "low-pass"
 
 
 def papers_mask_file(size: int, acceleration: str) -> Path:
@@ -154,7 +158,26 @@ class PrepareOptions:
     validation_subjects: Sequence[str] = ()
     validation_fraction: float = 0.25
     source: str = "unknown"
+    task: str = RECONSTRUCTION
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task {self.task!r}: expected one of {', '.join(TASKS)}")
+        if self.task == SUPER_RESOLUTION and self.mask != "papers":
+            raise ValueError(f"mask {self.mask!r}: super-resolution keeps the central block of k-space; it takes no mask")
+
+    def make_mask(self, acceleration: str, shape: tuple[int, int]) -> np.ndarray:
+        """The un-centred mask of one acceleration: a line mask, or the low-pass box of super-resolution."""
+        if self.task == SUPER_RESOLUTION:
+            return low_pass_mask(shape, factor_of(acceleration))
+        return make_mask(self.mask, acceleration, shape, self.mask_seed, self.center_fraction)
+
+    def mask_description(self) -> dict:
+        """How the masks were made, for the manifest."""
+        if self.task == SUPER_RESOLUTION:
+            return {"kind": LOW_PASS}
+        return {"kind": self.mask, "seed": self.mask_seed, "center_fraction": self.center_fraction}
 
 
 def split_subjects(subjects: Iterable[str], options: PrepareOptions) -> dict[str, list[str]]:
@@ -231,9 +254,7 @@ def prepare_dataset(volumes: Iterable[Volume], destination: Path, options: Prepa
                 raise ValueError(f"volume name {volume.name!r} appears twice")
             if not masks:
                 shape = crop_volume(volume, options.crop).shape[1:]
-                masks = {
-                    a: make_mask(options.mask, a, shape, options.mask_seed, options.center_fraction) for a in accelerations
-                }
+                masks = {a: options.make_mask(a, shape) for a in accelerations}
             target, undersampled, skipped = prepare_volume(volume, options.crop, masks)
             skipped_slices += skipped
             layout.write_volume(staging / "volumes" / f"{volume.name}.h5", target, undersampled)
@@ -254,9 +275,10 @@ def prepare_dataset(volumes: Iterable[Volume], destination: Path, options: Prepa
             "format": "kdrecon-dataset",
             "version": 1,
             "source": options.source,
+            MANIFEST_KEY: options.task,
             "accelerations": accelerations,
             "crop": options.crop,
-            "mask": {"kind": options.mask, "seed": options.mask_seed, "center_fraction": options.center_fraction},
+            "mask": options.mask_description(),
             "masks": {a: f"masks/mask_{a}.npy" for a in accelerations},
             "splits": {split: {"directory": split, "subjects": subjects} for split, subjects in splits.items()},
             "skipped_empty_slices": skipped_slices,

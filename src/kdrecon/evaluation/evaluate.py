@@ -7,7 +7,12 @@ Outputs in the evaluation directory:
   target max, for the model and the zero-filled input;
 * ``per_volume.csv`` — the same per volume with fastMRI's conventions (data_range = the
   volume's target max; SSIM averaged over slices; NMSE and PSNR over the whole volume);
-* ``summary.json`` — mean ± std over volumes for the model and the zero-filled baseline.
+* ``summary.json`` — mean ± std over volumes for the model and each baseline
+  (``{baseline}_metrics``).
+
+The baselines are the network's input (``zero_filled``: the zero-filled image, or in
+super-resolution the low-resolution image on the full grid) and, in super-resolution, the
+classical ``bicubic`` upsampling of the low-resolution image.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from tqdm.auto import tqdm
 
 from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.data.layout import atomic_path, write_reconstruction
+from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION, factor_of
 from kdrecon.evaluation import metrics
+from kdrecon.mri.resolution import bicubic_upsampling
 from kdrecon.training.checkpoint import load_model, resolve_checkpoint
 from kdrecon.training.trainer import autocast, prepare_module, resolve_device
 
@@ -38,6 +45,22 @@ RECONSTRUCTIONS = "reconstructions"
 PER_SLICE = "per_slice.csv"
 PER_VOLUME = "per_volume.csv"
 SUMMARY = "summary.json"
+#: ``reconstruction`` column of the CSV files for the network's own rows.
+MODEL = "model"
+ZERO_FILLED, BICUBIC = "zero_filled", "bicubic"
+
+
+def baselines(data: SliceData) -> dict[str, np.ndarray]:
+    """What every network is compared against, ``(N, H, W)``: its input and, in super-resolution, bicubic upsampling."""
+    images = {ZERO_FILLED: data.zero_filled[:, 0].cpu().numpy()}
+    if data.task == SUPER_RESOLUTION:
+        images[BICUBIC] = bicubic_upsampling(data.kspace.cpu().numpy(), factor_of(data.acceleration))
+    return images
+
+
+def metrics_key(reconstruction: str) -> str:
+    """The key of ``summary.json`` holding mean ± std of a baseline or the model (``model_metrics``)."""
+    return f"{reconstruction}_metrics"
 
 
 @torch.no_grad()
@@ -115,7 +138,7 @@ def evaluate(
     trained_on = payload.get("config", {}).get("data", {})
     dataset = dataset if dataset is not None else trained_on.get("dataset", "sample")
     acceleration = acceleration or trained_on.get("acceleration", "4x")
-    data = load_split(dataset, split, acceleration)
+    data = load_split(dataset, split, acceleration, trained_on.get("task", RECONSTRUCTION))
     if len(data) == 0:
         raise ValueError(f"{dataset}: the {split} split is empty")
     prediction = reconstruct(model, data, resolve_device(device))
@@ -128,6 +151,7 @@ def evaluate(
         "dataset": str(dataset),
         "split": split,
         "acceleration": data.acceleration,
+        "task": data.task,
         "volumes": len(data.volumes),
         "slices": len(data),
         "conventions": "per volume, data_range = volume target max (fastMRI); mean ± std over volumes",
@@ -142,18 +166,20 @@ def evaluate(
 
 
 def _write_evaluation(directory: Path, data: SliceData, prediction: np.ndarray, summary: dict[str, Any]) -> dict[str, Any]:
-    """Reconstructions, per-slice and per-volume scores of the model and the zero-filled input, summary."""
+    """Reconstructions, per-slice and per-volume scores of the model and each baseline, summary."""
     (directory / RECONSTRUCTIONS).mkdir(parents=True)
     for volume in data.volumes:
         write_reconstruction(directory / RECONSTRUCTIONS / f"{volume.name}.h5", prediction[volume.start : volume.stop])
-    model_slices, model_volumes = score(data, prediction)
-    zero_filled_slices, zero_filled_volumes = score(data, data.zero_filled[:, 0].numpy())
-    for rows, kind in ((model_slices + model_volumes, "model"), (zero_filled_slices + zero_filled_volumes, "zero_filled")):
-        for row in rows:
+    slice_rows, volume_rows = [], []
+    for kind, images in {MODEL: prediction, **baselines(data)}.items():
+        slices, volumes = score(data, images)
+        for row in slices + volumes:
             row["reconstruction"] = kind
-    write_csv(directory / PER_SLICE, model_slices + zero_filled_slices)
-    write_csv(directory / PER_VOLUME, model_volumes + zero_filled_volumes)
-    summary = {**summary, "model_metrics": summarise(model_volumes), "zero_filled_metrics": summarise(zero_filled_volumes)}
+        slice_rows += slices
+        volume_rows += volumes
+        summary[metrics_key(kind)] = summarise(volumes)
+    write_csv(directory / PER_SLICE, slice_rows)
+    write_csv(directory / PER_VOLUME, volume_rows)
     write_json(directory / SUMMARY, summary)
     return summary
 

@@ -31,7 +31,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from kdrecon.distillation.losses import METHOD_NAMES
-from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, canonical_model_name, cascades_of, state_kind_of
+from kdrecon.data.task import RECONSTRUCTION
+from kdrecon.models.registry import (DEFAULT_STUDENT, DEFAULT_TEACHER, canonical_model_name, cascades_of,
+                                     default_channels_of, state_kind_of)
 from kdrecon.report.published import PUBLISHED
 from kdrecon.training.config import (
     DataConfig,
@@ -117,7 +119,7 @@ class ExperimentConfig(StrictModel):
     data: DataConfig = DataConfig()
     teacher: str = DEFAULT_TEACHER
     student: str = DEFAULT_STUDENT
-    channels: int = Field(32, gt=0)
+    channels: int = Field(gt=0, description="width of teacher and student (default: the teacher family's)")
     methods: list[str] = Field(default_factory=lambda: ["at"], min_length=1)
     procedure: Procedure = DEFAULT_PROCEDURE
     alpha: float = Field(0.5, ge=0, le=1)
@@ -146,6 +148,17 @@ class ExperimentConfig(StrictModel):
     @classmethod
     def _model(cls, value: str) -> str:
         return canonical_model_name(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_width(cls, data: Any) -> Any:
+        """Unset ``channels`` becomes the teacher family's width (32 for the DC-CNN, 64 for VDSR)."""
+        if isinstance(data, dict) and "channels" not in data:
+            try:
+                data = {**data, "channels": default_channels_of(str(data.get("teacher", DEFAULT_TEACHER)))}
+            except ValueError:
+                pass  # an unknown teacher is reported by its own validator
+        return data
 
     @field_validator("compression_sweep")
     @classmethod
@@ -235,7 +248,10 @@ class ExperimentConfig(StrictModel):
 
     @property
     def paper_column(self) -> str:
-        return self.report.paper_setting or f"cardiac-{self.data.acceleration}"
+        if self.report.paper_setting:
+            return self.report.paper_setting
+        anatomy = "cardiac" if self.data.task == RECONSTRUCTION else "calgary-super-resolution"
+        return f"{anatomy}-{self.data.acceleration}"
 
 
 def preset_path(name: str) -> Path:

@@ -2,7 +2,8 @@
 
 A model name carries its family and shape (``D5C5``: DC-CNN, 5 convolutions per block, 5
 cascades; ``U2C5``: DC-UNet with 2 down-samplings, 5 cascades; ``R25B5``: residual CNN of 25
-convolutions in 5 blocks). ``sft-teacher`` is the
+convolutions in 5 blocks; ``VDSR12B4``: super-resolution VDSR of 12 convolutions in 4 blocks).
+``sft-teacher`` is the
 student-friendly teacher built from a ``teacher`` and a ``student`` name of any families with
 the same number of cascades.
 
@@ -18,18 +19,19 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import nn
 
-from kdrecon.models import dc_unet, dccnn, residual_cnn
+from kdrecon.models import dc_unet, dccnn, residual_cnn, vdsr
 from kdrecon.models.cascade import CascadeNetwork
 from kdrecon.models.family import ModelFamily
 from kdrecon.models.sft import StudentFriendlyTeacher
 
 #: Every model family kdrecon can build, by name.
 MODEL_FAMILIES: dict[str, ModelFamily] = {
-    family.name: family for family in (dccnn.FAMILY, dc_unet.FAMILY, residual_cnn.FAMILY)
+    family.name: family for family in (dccnn.FAMILY, dc_unet.FAMILY, residual_cnn.FAMILY, vdsr.FAMILY)
 }
 #: The student-friendly teacher, built from a teacher and a student name.
 SFT_TEACHER = "sft-teacher"
@@ -65,6 +67,11 @@ def cascades_of(name: str) -> int:
 def state_kind_of(name: str) -> str:
     """What the blocks of network ``name`` pass on (``image`` or ``features``); SFT pairs only equal kinds."""
     return family_of(name).build.state_kind
+
+
+def default_channels_of(name: str) -> int:
+    """The width network ``name`` is built with when none is given (its constructor's default)."""
+    return inspect.signature(family_of(name).build).parameters["channels"].default
 
 
 def build_model(name: str, **options: Any) -> nn.Module:

@@ -58,8 +58,7 @@ def paper_claims(results: ExperimentResults) -> list[Comparison]:
     claims = []
     if _present(results, TEACHER, STUDENT):
         claims.append(Comparison(STUDENT, TEACHER, "the student trails the teacher", 1, True))
-    methods = [r.method for r in results.stages if r.role == "std-kd" and not r.variant]
-    methods = list(dict.fromkeys(methods))
+    methods = results.methods
     for method in methods:
         if _present(results, STUDENT, std_kd(method)):
             label = results.first(std_kd(method)).label

@@ -3,7 +3,8 @@
 Source: SFT-KD-Recon (MIDL 2023), Table 1 (PSNR dB / SSIM on the validation sets; DC-CNN D5C5
 teacher, D3C5 student, ACDC cardiac and MRBrainS brain, 4x and 5x), Table 8 (the other student
 sizes, AT, brain 4x), Table 6 (a DC-UNet teacher, AT, brain 4x: setting ``brain-4x-dc-unet``),
-Table 4 (conventional SFT with residual CNNs: ``brain-4x-conventional-sft``), KD-MRI's results
+Table 4 (conventional SFT with residual CNNs: ``brain-4x-conventional-sft``), Table 9
+(super-resolution with VDSR, Calgary brain: ``calgary-super-resolution-4x``), KD-MRI's results
 table (``kd-mri-cardiac-4x``)
 and its inference times (D5C5 17.4 ms, D3C5 6.6 ms per slice on a GPU, spec §6). Keys of each
 setting are stage names: ``teacher``, ``sft-teacher``, ``student``, ``std-kd-{method}``,
@@ -71,6 +72,19 @@ PUBLISHED["brain-4x-conventional-sft"] = {
 PUBLISHED["brain-4x-dc-unet"] = {
     "teacher": (40.11, 0.9777), "sft-teacher": (40.18, 0.9775), "student": (39.47, 0.9758),
     "std-kd-at": (39.77, 0.9774), "sft-kd-at": (39.89, 0.9780),
+}
+
+# Table 9 (super-resolution 4x, VDSR teacher 12 layers, student 4, Calgary brain; its caption says
+# MRBrainS, its rows Calgary, and appendix B.2.1 describes Calgary). The SFT-KD column's teacher row
+# is the SFT teacher.
+PUBLISHED["calgary-super-resolution-4x"] = {
+    "teacher": (30.40, 0.8753), "sft-teacher": (30.49, 0.8767), "student": (29.94, 0.8656),
+    "std-kd-at": (29.97, 0.8662), "sft-kd-at": (30.02, 0.8673),
+    "std-kd-fitnets": (29.95, 0.8658), "sft-kd-fitnets": (30.01, 0.8672),
+    "std-kd-cc": (29.98, 0.8730), "sft-kd-cc": (29.99, 0.8663),
+    "std-kd-pkt": (29.95, 0.8659), "sft-kd-pkt": (30.01, 0.8676),
+    "std-kd-ft": (29.99, 0.8665), "sft-kd-ft": (30.04, 0.8677),
+    "std-kd-nst": (29.98, 0.8662), "sft-kd-nst": (29.99, 0.8663),
 }
 
 #: Inference time per slice (ms) on the papers' GPU: teacher D5C5, student D3C5 (spec §6).

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdrecon.evaluation.evaluate import METRICS
+from kdrecon.data.task import RECONSTRUCTION
+from kdrecon.evaluation.evaluate import BICUBIC, METRICS, MODEL, ZERO_FILLED, metrics_key
 from kdrecon.report.run_layout import RunLayout, StageFiles, read_json
 
 #: Roles in report order; those of the compression sweep (Table 8) start with ``sweep``.
@@ -26,6 +27,13 @@ MAIN_ROLES = tuple(role for role in ROLE_ORDER if role not in SWEEP_ROLES)
 SliceMetrics = dict[tuple[str, int], dict[str, float]]
 #: volume → metric → value
 VolumeMetrics = dict[str, dict[str, float]]
+
+
+def baseline_label(kind: str, task: str) -> str:
+    """How a report names a baseline of :func:`kdrecon.evaluation.evaluate.baselines`."""
+    if kind == BICUBIC:
+        return "Bicubic upsampling"
+    return "Zero-filled" if task == RECONSTRUCTION else "LR input (zero-padded spectrum)"
 
 
 @dataclass
@@ -60,7 +68,8 @@ def _read_rows(path: Path, key: str) -> tuple[dict, dict]:
         for row in csv.DictReader(handle):
             index = (row["volume"], int(row["slice"])) if key == "slice" else row["volume"]
             values = {m: float(row[m]) for m in METRICS}
-            (model if row["reconstruction"] == "model" else zero_filled)[index] = values
+            if row["reconstruction"] in (MODEL, ZERO_FILLED):
+                (model if row["reconstruction"] == MODEL else zero_filled)[index] = values
     return model, zero_filled
 
 
@@ -76,6 +85,22 @@ class ExperimentResults:
     @property
     def seeds(self) -> list[int]:
         return list(self.manifest["seeds"])
+
+    @property
+    def task(self) -> str:
+        """``reconstruction`` or ``super-resolution`` (evaluations written before tasks: reconstruction)."""
+        return self.stages[0].summary.get("task", RECONSTRUCTION)
+
+    def baselines(self) -> list[tuple[str, dict[str, dict[str, float]]]]:
+        """``(label, mean ± std over volumes)`` of each baseline, the same for every stage and seed."""
+        summary = self.stages[0].summary
+        return [(baseline_label(kind, self.task), summary[metrics_key(kind)])
+                for kind in (ZERO_FILLED, BICUBIC) if metrics_key(kind) in summary]
+
+    @property
+    def methods(self) -> list[str]:
+        """The KD methods of the main Std-KD stages, in the experiment's order."""
+        return list(dict.fromkeys(r.method for r in self.stages if r.role == "std-kd" and not r.variant))
 
     @property
     def paper_setting(self) -> str:

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_serializer,
+                      model_validator)
 
 from kdrecon.data.layout import atomic_path, parse_acceleration
+from kdrecon.data.task import RECONSTRUCTION, Task
 from kdrecon.training.checkpoint import resolve_checkpoint
 from kdrecon.distillation.losses import METHOD_NAMES
 from kdrecon.models.registry import (
@@ -56,12 +58,22 @@ class StrictModel(BaseModel):
 
 class DataConfig(StrictModel):
     dataset: str = Field("sample", description="a directory made by 'kdrecon prepare', or 'sample'")
-    acceleration: str = "4x"
+    acceleration: str = Field("4x", description="undersampling, or for super-resolution the factor per axis")
+    task: Task = Field(RECONSTRUCTION, description="reconstruction or super-resolution; must match the dataset")
 
     @field_validator("acceleration", mode="before")
     @classmethod
     def _acceleration(cls, value: Any) -> str:
         return parse_acceleration(value)
+
+    @model_serializer(mode="wrap")
+    def _without_default_task(self, handler: Any) -> dict[str, Any]:
+        # Configs written before tasks existed have no ``task``; leaving the default out keeps
+        # their files and stage fingerprints unchanged, so recorded runs still resume.
+        data = handler(self)
+        if data.get("task") == RECONSTRUCTION:
+            data.pop("task")
+        return data
 
 
 #: Distillation by the student's output alone (KD-MRI's imitation loss), no feature loss.

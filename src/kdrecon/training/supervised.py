@@ -40,9 +40,9 @@ def load_splits(
 ) -> tuple[SliceData, SliceData]:
     """The configured train and validation splits, unless given already."""
     if train_data is None:
-        train_data = load_split(data.dataset, "train", data.acceleration)
+        train_data = load_split(data.dataset, "train", data.acceleration, data.task)
     if validation_data is None:
-        validation_data = load_split(data.dataset, "validation", data.acceleration)
+        validation_data = load_split(data.dataset, "validation", data.acceleration, data.task)
     return train_data, validation_data
 
 

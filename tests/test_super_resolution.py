@@ -1,0 +1,165 @@
+"""Super-resolution (issue 12): the low-resolution degradation, bicubic baseline, VDSR and its SFT
+grouping, the feature losses on VDSR features, and `demo-sr` end to end on real data."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_feature_losses import ref_ft, ref_nst, ref_pkt, _conv_params
+
+from kdrecon.data.dataset import load_split
+from kdrecon.data.prepare import PrepareOptions, prepare_dataset
+from kdrecon.data.sources import sunnybrook
+from kdrecon.distillation.layer_pairs import default_layer_pairs
+from kdrecon.distillation.losses import build_feature_loss
+from kdrecon.experiment.config import load_experiment
+from kdrecon.experiment.runner import run_experiment
+from kdrecon.models import build_model
+from kdrecon.models.registry import count_parameters
+from kdrecon.mri.resolution import bicubic_upsampling, low_pass_mask
+
+
+def numpy_low_resolution(image: np.ndarray, kept: int) -> np.ndarray:
+    """|ifft2(central kept×kept block of the centred spectrum, zero-padded)|, written out in NumPy."""
+    size = image.shape[0]
+    spectrum = np.fft.fftshift(np.fft.fft2(image, norm="ortho"))
+    start = size // 2 - kept // 2
+    block = np.zeros_like(spectrum)
+    block[start : start + kept, start : start + kept] = spectrum[start : start + kept, start : start + kept]
+    return np.abs(np.fft.ifft2(np.fft.ifftshift(block), norm="ortho"))
+
+
+@pytest.fixture(scope="module")
+def prepared(shared_dir, tmp_path_factory):
+    """Two real Sunnybrook subjects at their original 256×256, one phase, prepared for 4x super-resolution."""
+    files = [shared_dir / "data/sunnybrook/SCD0000101.npz", shared_dir / "data/sunnybrook/SCD0000201.npz"]
+    volumes = [v for f in files for v in sunnybrook.read_volumes(f, phases=[0])]
+    options = PrepareOptions(crop=None, validation_subjects=["SCD0000201"], task="super-resolution")
+    return prepare_dataset(volumes, tmp_path_factory.mktemp("sr") / "data", options), volumes
+
+
+def test_prepared_input_is_the_central_64x64_of_the_spectrum_on_real_256_slices(prepared):
+    dataset, volumes = prepared
+    manifest = json.loads((dataset / "dataset.json").read_text())
+    assert manifest["task"] == "super-resolution" and manifest["mask"] == {"kind": "low-pass"} and manifest["crop"] is None
+    data = load_split(dataset, "validation", "4x", task="super-resolution")
+    assert data.image_shape == (256, 256) and data.task == "super-resolution"
+    images = volumes[1].images.astype(np.float64)
+    kept = [i for i in range(len(images)) if images[i].max() > 0]
+    for position, index in enumerate(kept[:4]):
+        target = images[index] / images[index].max()
+        np.testing.assert_allclose(data.target[position, 0].numpy(), target, atol=1e-6)
+        np.testing.assert_allclose(data.zero_filled[position, 0].numpy(), numpy_low_resolution(target, 64), atol=1e-5)
+    assert data.mask.sum().item() == 64 * 64
+
+
+def test_a_dataset_is_refused_for_another_task(prepared, tiny_dataset):
+    dataset, _ = prepared
+    with pytest.raises(ValueError, match="prepared for super-resolution, but the configuration's data.task is reconstruction"):
+        load_split(dataset, "train", "4x")
+    with pytest.raises(ValueError, match="prepared for reconstruction"):
+        load_split(tiny_dataset, "train", "4x", task="super-resolution")
+    with pytest.raises(ValueError, match="takes no mask"):
+        PrepareOptions(mask="random", task="super-resolution")
+    with pytest.raises(ValueError, match="must be a whole number of pixels"):
+        low_pass_mask((150, 150), 4)
+
+
+def test_bicubic_passes_through_the_low_resolution_pixels_and_follows_a_smooth_image():
+    size, factor = 64, 4
+    rows = np.arange(size)[:, None] * np.ones(size)[None]
+    smooth = 1 + 0.5 * np.cos(2 * np.pi * 2 * rows / size) + 0.25 * np.sin(2 * np.pi * 3 * rows.T / size)
+    kspace = np.fft.fft2(smooth, norm="ortho") * low_pass_mask((size, size), factor)
+    upsampled = bicubic_upsampling(kspace, factor)
+    # At full-grid positions r·i the low-resolution pixel is the zero-padded image's (interpolation).
+    np.testing.assert_allclose(upsampled[::factor, ::factor], numpy_low_resolution(smooth, size // factor)[::factor, ::factor], atol=1e-5)
+    # Between them a cubic spline of a slow cosine is close to the cosine itself.
+    assert np.abs(upsampled - smooth).max() < 0.02
+
+
+def test_vdsr_parameter_counts():
+    # 1→64 (640), (n−2) × 64→64 (36,928 each), 64→1 (577): the KD-MRI code's 11 and 7 layers and the paper's 12 and 4.
+    assert count_parameters(build_model("VDSR11B4")) == 333_569
+    assert count_parameters(build_model("VDSR7B4")) == 185_857
+    assert count_parameters(build_model("VDSR12B4")) == 640 + 10 * 36_928 + 577
+    assert count_parameters(build_model("VDSR4B4")) == 640 + 2 * 36_928 + 577
+    assert [len(b.layers) for b in build_model("VDSR11B4").blocks] == [3, 3, 3, 2]
+
+
+def test_sft_teacher_of_vdsr_runs_the_student_layers_after_each_teacher_block():
+    torch.manual_seed(0)
+    sft = build_model("sft-teacher", teacher="VDSR12B4", student="VDSR4B4", channels=8).double()
+    teacher, student = sft.teacher, sft.student
+    assert [len(b.layers) for b in teacher.blocks] == [3, 3, 3, 3] and [len(b.layers) for b in student.blocks] == [1] * 4
+    calls = [0] * 4
+    for index, block in enumerate(student.blocks):
+        block.register_forward_hook(lambda m, i, o, index=index: calls.__setitem__(index, calls[index] + 1))
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    kspace, mask = torch.zeros(2, 16, 16, dtype=torch.complex128), torch.zeros(16, 16)
+    output, branches = sft.forward_with_branches(x, kspace, mask)
+    assert calls == [0, 1, 2, 3]  # S1 in no branch, S4 shared by all three
+    assert not any(p.requires_grad for p in student.blocks[0].parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(output, teacher(x, kspace, mask))
+        for j, branch in enumerate(branches, start=1):  # branch j: teacher layers 1..3j, then student layers j+1..4
+            features = x
+            for block in teacher.blocks[:j]:
+                features = block(features)
+            for block in student.blocks[j:]:
+                features = block(features)
+            torch.testing.assert_close(branch, features + x)
+
+
+@pytest.fixture(scope="module")
+def vdsr_features(real_slices):
+    """Default-pair features of a VDSR12B4 teacher and VDSR4B4 student (64 channels) on real 4x LR inputs."""
+    image = real_slices[:4, 11:43, 11:43]
+    kspace = np.fft.fft2(image, norm="ortho") * low_pass_mask((32, 32), 4)
+    low_resolution = torch.from_numpy(np.abs(np.fft.ifft2(kspace, norm="ortho")))[:, None]
+    torch.manual_seed(0)
+    teacher, student = build_model("VDSR12B4").double(), build_model("VDSR4B4").double()
+    pairs = default_layer_pairs("at", teacher, student)
+    features = []
+    for model, paths in zip((teacher, student), pairs):
+        modules, taken = dict(model.named_modules()), {}
+        for path in paths:
+            modules[path].register_forward_hook(lambda m, i, o, path=path: taken.__setitem__(path, o.detach()))
+        with torch.no_grad():
+            model(low_resolution, torch.zeros(4, 32, 32, dtype=torch.complex128), torch.zeros(32, 32))
+        features.append([taken[p] for p in paths])
+    assert len(features[0]) == 3 and features[0][0].shape == features[1][0].shape == (4, 64, 32, 32)
+    return features
+
+
+@pytest.mark.parametrize("method", ["nst", "ft", "pkt"])
+def test_sr_feature_losses_match_numpy_on_vdsr_features(vdsr_features, method):
+    teacher, student = vdsr_features
+    torch.manual_seed(3)
+    loss = build_feature_loss(method, [64] * 3, [64] * 3).double()
+    S, T = [f.numpy() for f in student], [f.numpy() for f in teacher]
+    if method == "nst":
+        expected = ref_nst(S, T)
+    elif method == "pkt":
+        expected = ref_pkt(S, T)
+    else:
+        expected = ref_ft(S, T, [_conv_params(t) for t in loss.translators], [_conv_params(p.encoder) for p in loss.paraphrasers])
+    np.testing.assert_allclose(loss(student, teacher).item(), expected, rtol=1e-9)
+
+
+def test_demo_sr_runs_end_to_end_with_the_table_9_layout(tmp_path, tiny_overrides, tiny_super_resolution_dataset):
+    overrides = {**tiny_overrides, "name": "tiny-sr", "data.dataset": str(tiny_super_resolution_dataset),
+                 "teacher": "VDSR6B3", "student": "VDSR3B3", "seeds": [1], "optimization.epochs": 1,
+                 "epochs.distillation": 1}
+    config = load_experiment("demo-sr", overrides)
+    assert config.data.task == "super-resolution" and config.methods == ["at", "fitnets", "cc", "nst", "ft", "pkt"]
+    run_experiment(config, tmp_path / "run", progress=False)
+    report = (tmp_path / "run" / "report.md").read_text()
+    table = report.split("papers' Table 9")[1].split("\n## ")[0]
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "method" not in line]
+    assert rows == ["Teacher", "Student", "AT", "FitNets", "CC", "NST", "FT", "PKT"]
+    assert "30.02 / 0.8673" in table  # Table 9's AT SFT-KD beside ours
+    assert "| LR input (zero-padded spectrum) |" in report and "| Bicubic upsampling |" in report
+    summary = json.loads((tmp_path / "run/stages/seed-1/std-kd-ft/evaluation/summary.json").read_text())
+    assert summary["task"] == "super-resolution" and {"model_metrics", "zero_filled_metrics", "bicubic_metrics"} <= set(summary)
+    assert (tmp_path / "run/figures").is_dir() and any((tmp_path / "run/figures").glob("reconstruction-*.png"))
