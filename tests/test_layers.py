@@ -1,11 +1,12 @@
-"""Imports go one way: mri → data → models → distillation → training → evaluation → report → experiment → demo → cli."""
+"""Imports go one way: mri → data → models → distillation → training → evaluation → report → experiment → deployment → demo → cli."""
 
 import ast
 from pathlib import Path
 
 import kdrecon
 
-ORDER = ["mri", "data", "models", "distillation", "training", "evaluation", "report", "experiment", "demo", "cli"]
+ORDER = ["mri", "data", "models", "distillation", "training", "evaluation", "report", "experiment", "deployment", "demo",
+         "cli"]
 
 
 def layer_of(module: str) -> int | None:

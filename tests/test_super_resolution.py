@@ -159,7 +159,7 @@ def test_demo_sr_runs_end_to_end_with_the_table_9_layout(tmp_path, tiny_override
     rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "method" not in line]
     assert rows == ["Teacher", "Student", "AT", "FitNets", "CC", "NST", "FT", "PKT"]
     assert "30.02 / 0.8673" in table  # Table 9's AT SFT-KD beside ours
-    assert "| LR input (zero-padded spectrum) |" in report and "| Bicubic upsampling |" in report
+    assert "| LR input |" in report and "| Bicubic upsampling |" in report
     summary = json.loads((tmp_path / "run/stages/seed-1/std-kd-ft/evaluation/summary.json").read_text())
     assert summary["task"] == "super-resolution" and {"model_metrics", "zero_filled_metrics", "bicubic_metrics"} <= set(summary)
     assert (tmp_path / "run/figures").is_dir() and any((tmp_path / "run/figures").glob("reconstruction-*.png"))

@@ -414,6 +414,60 @@ def _run_report(args: argparse.Namespace) -> None:
     print(f"report written: {build_report(args.run_dir)} and {args.run_dir / 'report.html'}")
 
 
+def _add_models(subparsers: argparse._SubParsersAction) -> None:
+    subparsers.add_parser("models", help="list the trained models shipped with kdrecon")
+
+
+def _run_models(args: argparse.Namespace) -> None:
+    from kdrecon.deployment.shipped import model_card, shipped_models, shipped_weights
+    from kdrecon.models.weights import read_weights
+
+    for name in shipped_models():
+        _, info = read_weights(shipped_weights(name))
+        psnr = info.provenance.get("study_validation_psnr")
+        quality = f", validation PSNR {psnr:.2f} dB (seed {info.provenance.get('seed')})" if psnr is not None else ""
+        print(f"{name:<28} {info.model['name']}, {info.data['task']} {info.data['acceleration']}{quality}; card: {model_card(name)}")
+
+
+def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
+    reconstruct = subparsers.add_parser("reconstruct", help="apply a trained network to new data (NIfTI, papers' h5)")
+    reconstruct.add_argument("--model", required=True, help="a shipped model (kdrecon models), .safetensors, run directory or .pt")
+    reconstruct.add_argument("--input", type=Path, required=True, help="a file or a directory of .nii/.nii.gz/.h5 files")
+    reconstruct.add_argument("--output", type=Path, required=True, help="directory for the reconstructions (same names)")
+    reconstruct.add_argument("--mask", help="for images of another size than the model's mask: recipe | random | equispaced | PATH.npy")
+    reconstruct.add_argument("--batch-size", type=int, default=8)
+    reconstruct.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def _run_reconstruct(args: argparse.Namespace) -> None:
+    from kdrecon.deployment.reconstruct import reconstruct_files
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.output.resolve() == args.input.resolve() or args.input.resolve() in args.output.resolve().parents:
+        raise ValueError(f"--output {args.output}: must not be the input or inside it")
+    written = reconstruct_files(args.model, args.input, args.output, args.batch_size, args.device, args.mask)
+    print(f"{len(written)} reconstruction(s) written to {args.output}")
+
+
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
+    export = subparsers.add_parser("export", help="export a network with its data-consistency layer (ONNX, torch.export)")
+    export.add_argument("--model", required=True, help="a shipped model (kdrecon models), .safetensors, run directory or .pt")
+    export.add_argument("--format", default="onnx", choices=("onnx", "torch-export"))
+    export.add_argument("--output", type=Path, required=True, help="the file to write (.onnx or .pt2)")
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from kdrecon.deployment.export import SUFFIXES, export_and_check
+
+    if args.output.suffix != SUFFIXES[args.format]:
+        raise ValueError(f"--output {args.output}: a {args.format} file must end in {SUFFIXES[args.format]}")
+    _check_writable(args.output.parent if str(args.output.parent) else Path("."), "--output")
+    check = export_and_check(args.model, args.output, args.format)
+    print(f"{args.output} written; checked on {check.slices} real slices against PyTorch: max |difference| "
+          f"{check.max_abs_difference:.2g} (output max {check.max_reference:.2g})")
+
+
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser("demo", help="the 'demo' experiment on the embedded sample (about 15 min on 2 CPU cores)")
     demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
@@ -435,6 +489,9 @@ COMMANDS = {
     "bench": (_add_bench, _run_bench),
     "run": (_add_run, _run_run),
     "report": (_add_report, _run_report),
+    "models": (_add_models, _run_models),
+    "reconstruct": (_add_reconstruct, _run_reconstruct),
+    "export": (_add_export, _run_export),
     "demo": (_add_demo, _run_demo),
 }
 

@@ -11,12 +11,14 @@
 * training throughput (slices/s) of each stage kind — plain L1 training of the teacher, the
   SFT teacher step, and distillation (AT, teacher → student) — for two paths:
 
-  - **fast** (kdrecon's default): slices held in memory, bf16 autocast, channels-last, the
+  - **fast** (kdrecon's default): slices held in memory, ``precision: auto`` (bf16 autocast where
+    the device runs bf16 natively, float32 elsewhere), channels-last, the
     frozen teacher's outputs and features computed once per stage and looked up;
   - **reference** (how the papers' code ran): float32, NCHW, each item read from its h5 file
     with the mask reloaded from disk, the teacher run every step with autograd on;
 
-* the peak rate of one bf16 channels-last 32→32 3×3 convolution on this device, so that each
+* the peak rate of one channels-last 32→32 3×3 convolution in the fast path's precision on this
+  device, so that each
   throughput can be stated as a fraction of what the hardware does on the network's main op.
 
 Example::
@@ -50,7 +52,7 @@ from kdrecon.distillation.losses import build_feature_loss
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model, count_parameters
 from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
-from kdrecon.training.trainer import ReconstructionObjective, autocast, prepare_module, resolve_device
+from kdrecon.training.trainer import ReconstructionObjective, autocast, prepare_module, resolve_device, resolve_precision
 
 
 def count_macs(model: nn.Module, batch: Batch) -> int:
@@ -121,13 +123,14 @@ def median_seconds(function: Callable[[], Any], device: torch.device, repeats: i
     return interleaved_median_seconds({"only": function}, device, repeats, warmup)["only"]
 
 
-def convolution_peak(device: torch.device, size: int, repeats: int = 10) -> float:
-    """FLOP/s (2 per MAC) of one 32→32 3×3 convolution on bf16 channels-last tensors: the
-    network's main operation at its best here (the fastest of batch 1, 4 and 16)."""
-    conv = prepare_module(nn.Conv2d(32, 32, 3, padding=1), device, channels_last=True).to(torch.bfloat16)
+def convolution_peak(device: torch.device, size: int, repeats: int = 10, precision: str = "bf16") -> float:
+    """FLOP/s (2 per MAC) of one 32→32 3×3 convolution on channels-last tensors of ``precision``:
+    the network's main operation at its best here (the fastest of batch 1, 4 and 16)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    conv = prepare_module(nn.Conv2d(32, 32, 3, padding=1), device, channels_last=True).to(dtype)
     rates = []
     for batch_size in (1, 4, 16):
-        x = torch.randn(batch_size, 32, size, size, device=device, dtype=torch.bfloat16)
+        x = torch.randn(batch_size, 32, size, size, device=device, dtype=dtype)
         x = x.contiguous(memory_format=torch.channels_last)
 
         def run() -> None:
@@ -218,7 +221,7 @@ def _training_step(
     """One training step of stage ``kind`` (the batch read included) and the seconds spent once
     per stage before the first step (the fast path's teacher cache; 0 for the reference)."""
     reference = h5_slices is not None
-    precision = "fp32" if reference else "bf16"
+    precision = "fp32" if reference else resolve_precision("auto", device)
     objective = _objective(kind, teacher, student, device, channels_last=not reference, reference=reference)
     cache_seconds = 0.0
     if not reference and hasattr(objective, "before_training"):
@@ -306,7 +309,7 @@ def inference_seconds_per_slice(
     for role, name in (("teacher", teacher), ("student", student)):
         for path, fast in (("fast", True), ("reference", False)):
             model = prepare_module(build_model(name), device, channels_last=fast).eval()
-            runs[f"{role}/{path}"] = inference_call(model, batch, device, "bf16" if fast else "fp32")
+            runs[f"{role}/{path}"] = inference_call(model, batch, device, resolve_precision("auto", device) if fast else "fp32")
     seconds = interleaved_median_seconds(runs, device, repeats, warmup=3)
     return {key: value / batch_size for key, value in seconds.items()}
 
@@ -346,7 +349,8 @@ def run_benchmark(
         "training": {},
     }
     progress("convolution peak")
-    result["convolution_peak_flops"] = convolution_peak(target_device, size)
+    result["fast_precision"] = resolve_precision("auto", target_device)
+    result["convolution_peak_flops"] = convolution_peak(target_device, size, precision=result["fast_precision"])
     for role, name in (("teacher", teacher), ("student", student)):
         model = build_model(name).to(target_device)
         result["models"][role] = {"name": name, "parameters": count_parameters(model), "macs_per_slice": count_macs(model, example),
@@ -411,12 +415,13 @@ def format_markdown(result: dict[str, Any]) -> str:
     """The benchmark as Markdown tables, speed-ups as fast/reference ratios from the same run."""
     peak = result["convolution_peak_flops"]
     teacher, student = result["models"]["teacher"], result["models"]["student"]
+    precision = result.get("fast_precision", "bf16")  # results written before it was recorded ran bf16
     lines = [
         f"Device: {result['device']} ({result['device_type']}, {result['threads']} threads), torch {result['torch']}; "
-        f"{result['image_size']}×{result['image_size']} slices; fast = bf16 autocast + channels-last (+ in-memory "
+        f"{result['image_size']}×{result['image_size']} slices; fast = {precision} + channels-last (+ in-memory "
         "data and a cached teacher for training); reference = float32 NCHW (+ per-item h5 reads, mask reloaded, "
         "teacher with autograd). "
-        f"Peak of one bf16 channels-last 32→32 3×3 convolution here: {peak / 1e12:.2f} TFLOP/s.",
+        f"Peak of one {precision} channels-last 32→32 3×3 convolution here: {peak / 1e12:.2f} TFLOP/s.",
         "",
         "| model | parameters | GMAC per slice |",
         "|---|---|---|",

@@ -42,7 +42,11 @@ class CascadeNetwork(nn.Module):
              mask: torch.Tensor) -> torch.Tensor:
         """Block ``index`` applied to ``state`` (the previous block's output): here the block, then
         data consistency (kept in float32)."""
-        return data_consistency(self.blocks[index](state), kspace, mask)
+        return self.consistency(self.blocks[index](state), kspace, mask)
+
+    #: The data-consistency operator every step calls, ``(image, kspace, mask) → image``: the FFT
+    #: one here; an export replaces it by one in real arithmetic (:mod:`kdrecon.deployment.export`).
+    consistency = staticmethod(data_consistency)
 
     #: What :meth:`step` passes from block to block: ``image`` or ``features``.
     state_kind = "image"

@@ -36,7 +36,6 @@ from torch import nn
 from kdrecon.models.cascade import CascadeNetwork, middle_layer_paths
 from kdrecon.models.dccnn import Conv3x3, ConvReLU
 from kdrecon.models.family import ModelFamily
-from kdrecon.mri.undersample import data_consistency
 
 
 class FeatureBlock(nn.Module):
@@ -77,7 +76,7 @@ class ResidualCNN(CascadeNetwork):
         if index < self.cascades - 1:
             return out
         image = zero_filled + out
-        return data_consistency(image, kspace, mask) if self.data_consistency else image
+        return self.consistency(image, kspace, mask) if self.data_consistency else image
 
     def feature_layers(self, cascade: int, count: int = 1) -> list[str]:
         """The middle layer of each block and the ones before it, as for the DC-CNN."""

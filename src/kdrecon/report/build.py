@@ -214,7 +214,9 @@ def _main_table(results: ExperimentResults) -> list[Block]:
         Table(["model", "PSNR (dB)", "SSIM", "teacher − model PSNR (dB), mean over the seeds both have",
                f"paper PSNR / SSIM ({setting})"], rows),
         Paragraph("Each cell: mean over seeds of the mean over validation volumes, ± the standard deviation between "
-                  "seeds, (number of seeds). The baselines above the networks are the same for every seed."),
+                  "seeds, (number of seeds). The baselines above the networks are the same for every seed (in "
+                  "super-resolution the LR input is the low-resolution image on the full grid, its spectrum "
+                  "zero-padded)."),
     ]
 
 

@@ -33,7 +33,7 @@ def baseline_label(kind: str, task: str) -> str:
     """How a report names a baseline of :func:`kdrecon.evaluation.evaluate.baselines`."""
     if kind == BICUBIC:
         return "Bicubic upsampling"
-    return "Zero-filled" if task == RECONSTRUCTION else "LR input (zero-padded spectrum)"
+    return "Zero-filled" if task == RECONSTRUCTION else "LR input"
 
 
 @dataclass

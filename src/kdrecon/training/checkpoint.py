@@ -14,6 +14,7 @@ from torch import nn
 
 from kdrecon.data.layout import atomic_path
 from kdrecon.models import build_model
+from kdrecon.models.weights import load_by_name
 
 FORMAT = "kdrecon-checkpoint"
 VERSION = 1
@@ -80,14 +81,4 @@ def initialise_from(model: nn.Module, run_or_checkpoint: Path, which: str = "bes
     source = load_checkpoint(path).get("modules", {}).get("model")
     if not isinstance(source, dict):
         raise ValueError(f"{path}: the checkpoint holds no model weights")
-    expected = model.state_dict()
-    missing = [name for name in expected if name not in source]
-    unexpected = sorted(set(source) - set(expected))
-    misshapen = [name for name in expected if name in source and source[name].shape != expected[name].shape]
-    for problem, names in (("is missing", missing), ("is not in the new model", unexpected), ("has another shape", misshapen)):
-        if names:
-            raise ValueError(f"init_from {path}: tensor {names[0]} {problem} ({len(names)} such); is it the same network?")
-    with torch.no_grad():
-        for name, tensor in expected.items():
-            tensor.copy_(source[name])
-    return list(expected)
+    return load_by_name(model, source, f"init_from {path}")

@@ -1,0 +1,153 @@
+"""Deployment (issue 13): safetensors weights, shipped models and their cards, `kdrecon reconstruct`
+round trips on real slices (NIfTI and papers' h5), the inputs it refuses, and export with data consistency."""
+
+import pickle
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from kdrecon.cli import main
+from kdrecon.data import layout
+from kdrecon.data.dataset import load_sample, sample_directory
+from kdrecon.data.prepare import make_mask
+from kdrecon.data.sources import sunnybrook
+from kdrecon.deployment.export import SUFFIXES, RealDataConsistency, export_and_check, run_exported
+from kdrecon.deployment.package import NORMALISATION, describe_mask, mask_from_description
+from kdrecon.deployment.reconstruct import reconstruct_files
+from kdrecon.deployment.shipped import model_card, shipped_models, shipped_weights
+from kdrecon.evaluation.evaluate import reconstruct, score, summarise
+from kdrecon.models import build_model
+from kdrecon.models.weights import load_weights, read_weights, save_weights
+from kdrecon.mri.resolution import low_pass_mask
+from kdrecon.mri.undersample import data_consistency, undersample
+
+SHIPPED = ["sunnybrook-4x-sft-kd-at", "sunnybrook-4x-std-kd-at", "sunnybrook-4x-student", "sunnybrook-4x-teacher"]
+
+
+def psnr(target, prediction):
+    """fastMRI's PSNR of one volume, written out: data range = the volume's maximum."""
+    return 10 * np.log10(target.max() ** 2 / np.mean((target - prediction) ** 2))
+
+
+@pytest.fixture(scope="module")
+def validation_volume():
+    """The embedded sample's validation subject, phase of its first volume, as stored (uint16 scale)."""
+    return next(sunnybrook.read_volumes(sample_directory() / "SCD0000401.npz")).images
+
+
+def test_the_four_models_are_shipped_with_cards():
+    assert shipped_models() == SHIPPED
+    for name in SHIPPED:
+        card = model_card(name).read_text()
+        assert "CC0" in card and "seed" in card and f"--model {name}" in card
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_reproduces_the_psnr_its_card_states(name):
+    model, info = load_weights(shipped_weights(name))
+    data = load_sample("validation", "4x")
+    _, volumes = score(data, reconstruct(model, data, torch.device("cpu")))
+    stated = info.provenance["sample_validation_psnr"]
+    assert abs(summarise(volumes)["psnr"]["mean"] - stated) < 0.01
+    assert f"{stated:.4f} dB" in model_card(name).read_text()
+    assert np.array_equal(mask_from_description(info.data["mask"]), make_mask("papers", "4x", (150, 150)))
+
+
+def test_nifti_round_trip_keeps_geometry_and_reconstructs_in_the_input_scale(tmp_path, validation_volume):
+    affine = np.array([[0, -1.37, 0, 90.0], [1.37, 0, 0, -80.0], [0, 0, 8.0, 12.5], [0, 0, 0, 1]])
+    stored = np.moveaxis(validation_volume, 0, -1)  # (150, 150, S), the scanner's intensities
+    source = nib.Nifti1Image(stored, affine)
+    source.header["descrip"] = b"kdrecon test"
+    nib.save(source, tmp_path / "volume.nii.gz")
+    code = main(["reconstruct", "--model", "sunnybrook-4x-sft-kd-at", "--input", str(tmp_path / "volume.nii.gz"),
+                 "--output", str(tmp_path / "out")])
+    assert code == 0
+    result = nib.load(tmp_path / "out" / "volume.nii.gz")
+    np.testing.assert_allclose(result.affine, affine, atol=1e-5)  # the header stores float32
+    assert result.shape == stored.shape and result.header["descrip"] == b"kdrecon test"
+    mask = torch.from_numpy(make_mask("papers", "4x", (150, 150)))
+    output = result.get_fdata()
+    for index in range(3, 6):  # each slice beats its own zero-filled input, in the input's scale
+        target = stored[..., index]
+        zero_filled = undersample(torch.from_numpy(target / target.max()), mask)[1].numpy() * target.max()
+        assert psnr(target, output[..., index]) > psnr(target, zero_filled) + 3
+
+
+def test_papers_h5_kspace_is_reconstructed_as_acquired(tmp_path):
+    data = load_sample("validation", "4x")
+    first = data.volumes[0]
+    target, zero_filled, kspace = (t[first.start : first.stop] for t in (data.target[:, 0], data.zero_filled[:, 0], data.kspace))
+    layout.write_volume(tmp_path / "in" / f"{first.name}.h5", target.numpy(), {"4x": (zero_filled.numpy(), kspace.numpy())})
+    reconstruct_files("sunnybrook-4x-teacher", tmp_path / "in", tmp_path / "out", progress=False)
+    with h5py.File(tmp_path / "out" / f"{first.name}.h5") as file:
+        ours = file["reconstruction"][()]
+    model, _ = load_weights(shipped_weights("sunnybrook-4x-teacher"))
+    expected = reconstruct(model, data, torch.device("cpu"))[first.start : first.stop]
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def test_refused_inputs_name_the_problem_and_write_nothing(tmp_path, validation_volume):
+    pickled = tmp_path / "evil.safetensors"
+    pickled.write_bytes(pickle.dumps({"weights": torch.zeros(3)}))
+    with pytest.raises(ValueError, match="not a safetensors weights file"):
+        load_weights(pickled)
+    tensors = load_file(shipped_weights("sunnybrook-4x-student"))
+    _, info = read_weights(shipped_weights("sunnybrook-4x-student"))
+    tensors.pop("blocks.2.layers.0.conv.weight")
+    with safe_open(str(shipped_weights("sunnybrook-4x-student")), "pt") as handle:
+        save_file(tensors, tmp_path / "partial.safetensors", metadata=handle.metadata())
+    with pytest.raises(ValueError, match="blocks.2.layers.0.conv.weight is missing"):
+        load_weights(tmp_path / "partial.safetensors")
+    nib.save(nib.Nifti1Image(np.moveaxis(validation_volume[:, :128, :128], 0, -1), np.eye(4)), tmp_path / "small.nii")
+    with pytest.raises(ValueError, match="give --mask"):
+        reconstruct_files("sunnybrook-4x-student", tmp_path / "small.nii", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.nii*"))
+    reconstruct_files("sunnybrook-4x-student", tmp_path / "small.nii", tmp_path / "out", mask_kind="recipe", progress=False)
+    assert nib.load(tmp_path / "out" / "small.nii").shape == (128, 128, validation_volume.shape[0])
+    data = load_sample("validation", "4x")
+    wrong = torch.fft.fft2(data.target[:5, 0], norm="ortho").numpy()  # fully sampled: energy outside the mask
+    layout.write_volume(tmp_path / "h5" / "wrong.h5", data.target[:5, 0].numpy(), {"4x": (data.zero_filled[:5, 0].numpy(), wrong)})
+    with pytest.raises(ValueError, match="energy outside the model's 4x mask"):
+        reconstruct_files("sunnybrook-4x-student", tmp_path / "h5", tmp_path / "out-h5", progress=False)
+    assert not (tmp_path / "out-h5" / "wrong.h5").exists()
+    assert info.model["name"] == "D3C5" and describe_mask(mask_from_description(info.data["mask"])) == info.data["mask"]
+
+
+@pytest.mark.parametrize("name,export_format", [("sunnybrook-4x-teacher", "onnx"), ("sunnybrook-4x-student", "onnx"),
+                                                ("sunnybrook-4x-sft-kd-at", "torch-export")])
+def test_exported_network_with_data_consistency_equals_pytorch_on_real_slices(tmp_path, name, export_format):
+    output = tmp_path / f"model{SUFFIXES[export_format]}"
+    check = export_and_check(name, output, export_format)
+    assert output.is_file() and check.slices == 8 and check.max_abs_difference < 1e-5
+    # Independently of the check: the exported graph on the k-space of the embedded sample's slices
+    # equals the network evaluated by kdrecon's own evaluation path.
+    data = load_sample("validation", "4x")
+    batch = data.batch(torch.arange(20, 23))
+    exported = run_exported(output, export_format, (batch.zero_filled, batch.kspace.real.contiguous(), batch.kspace.imag.contiguous()))
+    model, _ = load_weights(shipped_weights(name))
+    np.testing.assert_allclose(exported[:, 0], reconstruct(model, data, torch.device("cpu"))[20:23], atol=1e-5)
+
+
+def test_exported_network_without_data_consistency(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("VDSR4B4", channels=8)
+    mask = low_pass_mask((64, 64), 4)
+    data = {"task": "super-resolution", "acceleration": "4x", "image_shape": [64, 64], "mask": describe_mask(mask),
+            "normalisation": NORMALISATION}
+    save_weights(tmp_path / "vdsr.safetensors", model, {"name": "VDSR4B4", "options": {"channels": 8}}, data)
+    check = export_and_check(tmp_path / "vdsr.safetensors", tmp_path / "vdsr.onnx", "onnx")
+    assert check.max_abs_difference < 1e-5 and check.max_reference > 0
+
+
+def test_real_arithmetic_data_consistency_equals_the_fft_one_on_real_slices(real_slices, cardiac_mask_4x):
+    image = torch.from_numpy(real_slices[:3]).float()
+    mask = torch.from_numpy(cardiac_mask_4x).float()
+    kspace, zero_filled = undersample(image, mask)
+    layer = RealDataConsistency(150, 150)
+    ours = layer(zero_filled[:, None] * 0.9, (kspace.real, kspace.imag), mask)
+    torch.testing.assert_close(ours, data_consistency(zero_filled[:, None] * 0.9, kspace, mask), atol=2e-6, rtol=0)
