@@ -52,17 +52,18 @@ def test_evaluate_writes_reconstructions_csvs_and_summary(trained_run, tmp_path)
         assert sum(1 for r in csv.DictReader(handle) if r["reconstruction"] == "model") == 44
 
 
-def test_evaluation_replaces_a_previous_one_whole_and_refuses_other_folders(trained_run, tmp_path, capsys):
+def test_evaluation_replaces_a_previous_one_whole_and_refuses_other_folders(trained_run, tiny_dataset, tmp_path, capsys):
     output = tmp_path / "evaluation"
-    assert main(["evaluate", str(trained_run), "--output", str(output)]) == 0
+    small = ["--dataset", str(tiny_dataset)]  # 48×48 slices: this test is about files, not scores
+    assert main(["evaluate", str(trained_run), "--output", str(output), *small]) == 0
     (output / "reconstructions" / "another_model_volume.h5").write_bytes(b"")  # as left by an older evaluation
-    assert main(["evaluate", str(trained_run), "--output", str(output)]) == 0
+    assert main(["evaluate", str(trained_run), "--output", str(output), *small]) == 0
     assert not (output / "reconstructions" / "another_model_volume.h5").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evaluation"]  # no staging or previous copies left
     elsewhere = tmp_path / "notes"
     elsewhere.mkdir()
     (elsewhere / "mine.txt").write_text("keep me")
-    assert main(["evaluate", str(trained_run), "--output", str(elsewhere)]) == 2
+    assert main(["evaluate", str(trained_run), "--output", str(elsewhere), *small]) == 2
     assert "exists and is not an evaluation directory" in capsys.readouterr().err
     assert [p.name for p in elsewhere.iterdir()] == ["mine.txt"]
 

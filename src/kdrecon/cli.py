@@ -430,9 +430,11 @@ def _run_models(args: argparse.Namespace) -> None:
 
 
 def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
-    reconstruct = subparsers.add_parser("reconstruct", help="apply a trained network to new data (NIfTI, papers' h5)")
+    reconstruct = subparsers.add_parser(
+        "reconstruct", help="apply a trained network to new data (NIfTI, papers' or fastMRI h5, DICOM)"
+    )
     reconstruct.add_argument("--model", required=True, help="a shipped model (kdrecon models), .safetensors, run directory or .pt")
-    reconstruct.add_argument("--input", type=Path, required=True, help="a file or a directory of .nii/.nii.gz/.h5 files")
+    reconstruct.add_argument("--input", type=Path, required=True, help="a file or a directory of .nii/.nii.gz/.h5/DICOM files")
     reconstruct.add_argument("--output", type=Path, required=True, help="directory for the reconstructions (same names)")
     reconstruct.add_argument("--mask", help="for images of another size than the model's mask: recipe | random | equispaced | PATH.npy")
     reconstruct.add_argument("--batch-size", type=int, default=8)
@@ -458,7 +460,8 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> None:
-    from kdrecon.deployment.export import SUFFIXES, export_and_check
+    from kdrecon.deployment.export import export_and_check
+    from kdrecon.models.export import SUFFIXES
 
     if args.output.suffix != SUFFIXES[args.format]:
         raise ValueError(f"--output {args.output}: a {args.format} file must end in {SUFFIXES[args.format]}")

@@ -1,99 +1,24 @@
-"""Export a network with its data-consistency layer for other runtimes (ONNX, ``torch.export``).
+"""``kdrecon export``: a deployable model written for another runtime and checked before it is kept.
 
-Complex tensors cannot cross an ONNX graph's boundary and the FFT has no portable ONNX form
-(opset 17's ``DFT`` is slow at sizes such as 150 in ONNX Runtime), so the exported graph computes
-the orthonormal DFT exactly in real arithmetic, as products with precomputed matrices of the
-image size. With ``W_N = C_N − i S_N``, ``C_N[k, n] = cos(2πkn/N)/√N``, ``S_N[k, n] = sin(2πkn/N)/√N``
-(both symmetric) and a real image ``x``:
-
-.. math::
-
-    F x = (C_H x C_W − S_H x S_W) − i (S_H x C_W + C_H x S_W), \\qquad
-    \\mathrm{Re}\\, F^{-1} K = C_H K_r C_W − S_H K_i C_W − C_H K_i S_W − S_H K_r S_W,
-
-and hard data consistency merges ``K = M ⊙ k₀ + (1 − M) ⊙ F x`` before the inverse, as
-:func:`kdrecon.mri.undersample.data_consistency` does with the FFT. The exported graph takes
-``zero_filled (B, 1, H, W)``, ``kspace_real`` and ``kspace_imag (B, H, W)`` (un-centred) and
-returns the image ``(B, 1, H, W)``; the mask is built in. Its size is fixed to the model's image size.
-
-Example:
-    >>> import torch
-    >>> from kdrecon.mri.undersample import data_consistency
-    >>> layer = RealDataConsistency(6, 4)
-    >>> x, k, m = torch.rand(2, 1, 6, 4), torch.randn(2, 6, 4, dtype=torch.complex64), (torch.rand(6, 1) > 0.5).float()
-    >>> expected = data_consistency(x, k * m, m)
-    >>> torch.allclose(layer(x, (k.real * m, k.imag * m), m), expected, atol=1e-5)
-    True
+The graph and its real-arithmetic data consistency are :mod:`kdrecon.models.export`; here the
+model is resolved by name or path, exported with its own mask, and its output on real slices is
+compared with PyTorch's network with the FFT data consistency.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from kdrecon.data.dataset import load_sample
-from kdrecon.data.layout import atomic_path
 from kdrecon.deployment.package import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
-from kdrecon.models.cascade import CascadeNetwork
+from kdrecon.models.export import export_network, run_exported
 from kdrecon.models.weights import WeightsInfo
 from kdrecon.mri.undersample import undersample
-
-FORMATS = ("onnx", "torch-export")
-SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2"}
-#: ONNX opset of the exported graphs (MatMul, Conv, Relu, Where: any runtime of the last years).
-OPSET = 17
-
-
-def dft_matrices(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(C, S)``: the real and negated imaginary parts of the orthonormal DFT matrix of ``size``."""
-    index = np.arange(size)
-    angle = 2 * np.pi * np.outer(index, index) / size
-    scale = 1 / math.sqrt(size)
-    return (torch.from_numpy(np.cos(angle) * scale).float(), torch.from_numpy(np.sin(angle) * scale).float())
-
-
-class RealDataConsistency(nn.Module):
-    """Hard data consistency of a real image with k-space given as ``(real, imaginary)``, in matrix products."""
-
-    def __init__(self, height: int, width: int) -> None:
-        super().__init__()
-        for name, size in (("h", height), ("w", width)):
-            cos, sin = dft_matrices(size)
-            self.register_buffer(f"cos_{name}", cos)
-            self.register_buffer(f"sin_{name}", sin)
-
-    def forward(self, image: torch.Tensor, kspace: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        x = image[:, 0].float()
-        ch, sh, cw, sw = self.cos_h, self.sin_h, self.cos_w, self.sin_w
-        real = ch @ x @ cw - sh @ x @ sw
-        imaginary = -(sh @ x @ cw + ch @ x @ sw)
-        sampled = mask > 0
-        real, imaginary = torch.where(sampled, kspace[0], real), torch.where(sampled, kspace[1], imaginary)
-        out = ch @ real @ cw - sh @ imaginary @ cw - ch @ imaginary @ sw - sh @ real @ sw
-        return out.unsqueeze(1)
-
-
-class ExportableNetwork(nn.Module):
-    """A cascade network whose data consistency runs in real arithmetic, with its mask built in."""
-
-    def __init__(self, network: CascadeNetwork, mask: np.ndarray) -> None:
-        super().__init__()
-        self.network = copy.deepcopy(network).eval()
-        self.data_consistency = RealDataConsistency(*mask.shape)
-        # An instance attribute, so it shadows the class's FFT operator (a module assignment
-        # would only register it); the layer's matrices are registered on this wrapper.
-        object.__setattr__(self.network, "consistency", self.data_consistency)
-        self.register_buffer("mask", torch.from_numpy(mask).float())
-
-    def forward(self, zero_filled: torch.Tensor, kspace_real: torch.Tensor, kspace_imag: torch.Tensor) -> torch.Tensor:
-        return self.network(zero_filled, (kspace_real, kspace_imag), self.mask)
 
 
 @dataclass(frozen=True)
@@ -103,24 +28,6 @@ class ExportCheck:
     slices: int
     max_abs_difference: float
     max_reference: float
-
-
-def export_network(network: nn.Module, info: WeightsInfo, output: Path, export_format: str, example: tuple) -> None:
-    """Write ``network`` (with DC) as ONNX or a ``torch.export`` program; ``example`` fixes the input shapes."""
-    if export_format not in FORMATS:
-        raise ValueError(f"format {export_format!r}: choose {' or '.join(FORMATS)}")
-    exportable = ExportableNetwork(network, mask_from_description(info.data["mask"]))
-    with atomic_path(Path(output)) as temporary:
-        if export_format == "onnx":
-            torch.onnx.export(exportable, example, str(temporary), input_names=["zero_filled", "kspace_real", "kspace_imag"],
-                              output_names=["image"], opset_version=OPSET, dynamo=False,
-                              dynamic_axes={name: {0: "batch"} for name in ("zero_filled", "kspace_real", "kspace_imag", "image")})
-        else:
-            batch = torch.export.Dim("batch", min=1)
-            program = torch.export.export(exportable, example, dynamic_shapes=({0: batch}, {0: batch}, {0: batch}))
-            named = temporary.with_name(temporary.name + SUFFIXES[export_format])  # torch.export.save wants .pt2
-            torch.export.save(program, str(named))
-            named.replace(temporary)
 
 
 def check_slices(info: WeightsInfo, count: int) -> tuple[torch.Tensor, ...]:
@@ -145,7 +52,7 @@ def export_and_check(model: str | Path, output: Path, export_format: str, slices
     network, info = load_deployable(model)
     inputs = check_slices(info, slices)
     # The example batch is 2: torch.export specialises a batch of 1 to a constant.
-    export_network(network, info, output, export_format, tuple(t[:2] for t in inputs))
+    export_network(network, mask_from_description(info.data["mask"]), output, export_format, tuple(t[:2] for t in inputs))
     exported = run_exported(output, export_format, inputs)
     mask = torch.from_numpy(mask_from_description(info.data["mask"]))
     with torch.no_grad():
@@ -158,13 +65,3 @@ def export_and_check(model: str | Path, output: Path, export_format: str, slices
     return check
 
 
-def run_exported(path: Path, export_format: str, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
-    """The exported network's output: ONNX Runtime for ONNX, the loaded program for ``torch.export``."""
-    if export_format == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
-        return session.run(None, {name: tensor.numpy() for name, tensor in zip(names, inputs)})[0]
-    with torch.no_grad():
-        return torch.export.load(str(path)).module()(*inputs).numpy()

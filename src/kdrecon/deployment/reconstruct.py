@@ -10,6 +10,12 @@ name (:mod:`kdrecon.deployment.shipped`), a ``.safetensors`` weights file, a run
   k-space of the model's acceleration is used **as acquired** (it must hold nothing outside the
   model's mask); otherwise ``volfs`` is undersampled. Written as ``reconstruction`` (S, H, W), the
   papers' results layout, with the input's attributes.
+* **fastMRI single-coil h5** (``kspace``, ``reconstruction_esc``): the magnitude target image
+  (or, in the test split, the cropped image of the fully sampled ``kspace``) is undersampled and
+  reconstructed; written as fastMRI's ``reconstruction`` (S, H, W) with the input's attributes,
+  so fastMRI's ``evaluate.py`` scores it against the original file.
+* **DICOM** (single-frame MR images, found by their ``DICM`` mark): written as a new series, see
+  :func:`reconstruct_dicom`.
 
 A magnitude slice is scaled to max 1 (as in training), undersampled with the model's own mask
 (or, for another image size, a mask of ``--mask`` kind at the model's acceleration; in
@@ -25,12 +31,15 @@ from pathlib import Path
 import h5py
 import nibabel as nib
 import numpy as np
+import pydicom
 import torch
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from torch import nn
 from tqdm.auto import tqdm
 
 from kdrecon.data import layout
 from kdrecon.data.prepare import make_mask
+from kdrecon.data.sources import fastmri
 from kdrecon.data.task import SUPER_RESOLUTION, factor_of
 from kdrecon.deployment.package import describe_run, mask_from_description
 from kdrecon.deployment.shipped import shipped_models, shipped_weights
@@ -41,6 +50,8 @@ from kdrecon.training.trainer import resolve_device
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 H5_SUFFIX = ".h5"
+#: The dataset that marks a fastMRI single-coil file (papers' files hold ``kspace_volus_{acc}``).
+FASTMRI_KSPACE = "kspace"
 
 
 def load_deployable(model: str | Path) -> tuple[nn.Module, WeightsInfo]:
@@ -114,21 +125,70 @@ class Reconstructor:
         return self.run(zero_filled, kspace.astype(np.complex64), mask)
 
 
+def is_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file (the ``DICM`` mark after the 128-byte preamble)."""
+    with open(path, "rb") as handle:
+        return handle.read(132)[128:] == b"DICM"
+
+
+def _supported(path: Path) -> bool:
+    return path.name.endswith((*NIFTI_SUFFIXES, H5_SUFFIX)) or is_dicom(path)
+
+
 def input_files(path: Path) -> list[Path]:
-    """The NIfTI and h5 files at ``path`` (a file, or a directory searched recursively), sorted."""
+    """The NIfTI, h5 and DICOM files at ``path`` (a file, or a directory searched recursively), sorted."""
     path = Path(path)
     if path.is_file():
         files = [path]
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith((*NIFTI_SUFFIXES, H5_SUFFIX)))
+        files = sorted(p for p in path.rglob("*") if p.is_file() and _supported(p))
     else:
         raise ValueError(f"{path}: input not found")
     for file in files:
-        if not file.name.endswith((*NIFTI_SUFFIXES, H5_SUFFIX)):
-            raise ValueError(f"{file}: not a NIfTI (.nii, .nii.gz) or papers' h5 (.h5) file")
+        if not _supported(file):
+            raise ValueError(f"{file}: not a NIfTI (.nii, .nii.gz), h5 (.h5) or DICOM file")
     if not files:
-        raise ValueError(f"{path}: no NIfTI or h5 files")
+        raise ValueError(f"{path}: no NIfTI, h5 or DICOM files")
     return files
+
+
+def reconstruct_dicom(reconstructor: Reconstructor, sources: list[Path], root: Path, output: Path) -> list[Path]:
+    """Single-frame DICOM images, each reconstructed and written as an image of a **new series**:
+    new Series and SOP Instance UIDs, the input's geometry, patient and study tags, its pixel
+    encoding (values rounded and clipped to the stored range, ``RescaleSlope``/``Intercept`` kept)."""
+    datasets = [pydicom.dcmread(str(file)) for file in sources]
+    series = {uid: generate_uid() for uid in dict.fromkeys(str(ds.get("SeriesInstanceUID", "")) for ds in datasets)}
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for index, ds in enumerate(datasets):
+        shapes.setdefault(tuple(ds.pixel_array.shape), []).append(index)
+    written = []
+    for indices in shapes.values():  # slices are reconstructed independently: batch those of one size
+        images = np.stack([_pixel_values(datasets[i]) for i in indices])
+        for index, image in zip(indices, reconstructor.magnitude(images)):
+            ds, destination = datasets[index], output / sources[index].relative_to(root)
+            _encode(ds, image)
+            ds.SeriesInstanceUID = series[str(ds.get("SeriesInstanceUID", ""))]
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.SeriesDescription = f"{ds.get('SeriesDescription', '')} kdrecon {reconstructor.info.model['name']}".strip()
+            with layout.atomic_path(destination) as temporary:
+                ds.save_as(str(temporary), enforce_file_format=True)
+            written.append(destination)
+    return written
+
+
+def _pixel_values(ds: pydicom.Dataset) -> np.ndarray:
+    return (ds.pixel_array * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)).astype(np.float32)
+
+
+def _encode(ds: pydicom.Dataset, image: np.ndarray) -> None:
+    """Store ``image`` in ``ds``'s pixel encoding (uncompressed)."""
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    dtype = ds.pixel_array.dtype
+    limits = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)
+    stored = np.clip(np.round((image - intercept) / slope), limits.min, limits.max).astype(dtype)
+    ds.PixelData = stored.tobytes()
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
 
 def reconstruct_nifti(reconstructor: Reconstructor, source: Path, destination: Path) -> None:
@@ -165,6 +225,27 @@ def reconstruct_papers_h5(reconstructor: Reconstructor, source: Path, destinatio
         file.attrs.update(attributes)
 
 
+def reconstruct_fastmri(reconstructor: Reconstructor, source: Path, destination: Path) -> None:
+    """A fastMRI single-coil file: its magnitude image (``reconstruction_esc``, or the cropped image of
+    ``kspace`` where that is absent) undersampled and reconstructed, written as fastMRI's
+    ``reconstruction`` (S, H, W) with the input's attributes, the file fastMRI's ``evaluate.py`` scores."""
+    with h5py.File(source, "r") as file:
+        attributes = dict(file.attrs)
+        image_source = "reconstruction" if "reconstruction_esc" in file else "kspace"
+    volume = next(fastmri.read_volumes(source, image_source=image_source))
+    result = reconstructor.magnitude(volume.images)
+    with layout.atomic_path(destination) as temporary, h5py.File(temporary, "w") as file:
+        file.create_dataset("reconstruction", data=result.astype(np.float32))
+        file.attrs.update(attributes)
+
+
+def reconstruct_h5(reconstructor: Reconstructor, source: Path, destination: Path) -> None:
+    """A fastMRI file (it has ``kspace``) or a papers'-layout file."""
+    with h5py.File(source, "r") as file:
+        is_fastmri = FASTMRI_KSPACE in file
+    (reconstruct_fastmri if is_fastmri else reconstruct_papers_h5)(reconstructor, source, destination)
+
+
 def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_size: int = 8, device: str = "auto",
                       mask_kind: str | None = None, progress: bool = True) -> list[Path]:
     """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files written."""
@@ -172,12 +253,16 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
     reconstructor = Reconstructor(network, info, resolve_device(device), batch_size, mask_kind)
     files = input_files(input_path)
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
-    written = []
-    for source in tqdm(files, desc="reconstruct", unit="file", disable=None if progress else True):
+    dicom = [file for file in files if is_dicom(file)]
+    try:
+        written = reconstruct_dicom(reconstructor, dicom, root, Path(output)) if dicom else []
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(f"DICOM input under {root}: {error}") from None
+    for source in tqdm([f for f in files if f not in dicom], desc="reconstruct", unit="file", disable=None if progress else True):
         destination = Path(output) / source.relative_to(root)
         try:
             if source.suffix == H5_SUFFIX:
-                reconstruct_papers_h5(reconstructor, source, destination)
+                reconstruct_h5(reconstructor, source, destination)
             else:
                 reconstruct_nifti(reconstructor, source, destination)
         except (OSError, ValueError) as error:

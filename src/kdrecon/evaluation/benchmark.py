@@ -5,7 +5,8 @@
 * parameters and multiply–accumulates (MACs) per slice of the convolutions (the FFTs of data
   consistency are left out: ``O(HW log HW)`` against the convolutions' ``O(HW·C²·9)``);
 * inference latency per slice at batch 1 and batch 16 — median over repeats after warm-up,
-  with the device synchronised around each timed call;
+  with the device synchronised around each timed call — eager, and on CPU also deployed: the
+  network exported with its data consistency and run by ONNX Runtime;
 * every pair that a ratio compares (fast/reference, student/teacher) timed in alternation,
   call by call, so that a machine whose speed drifts slows both sides alike;
 * training throughput (slices/s) of each stage kind — plain L1 training of the teacher, the
@@ -52,6 +53,7 @@ from kdrecon.distillation.losses import build_feature_loss
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model, count_parameters
 from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
+from kdrecon.models.export import export_network
 from kdrecon.training.trainer import ReconstructionObjective, autocast, prepare_module, resolve_device, resolve_precision
 
 
@@ -306,12 +308,30 @@ def inference_seconds_per_slice(
     """
     batch = data.batch(torch.arange(batch_size, device=data.target.device))
     runs = {}
-    for role, name in (("teacher", teacher), ("student", student)):
-        for path, fast in (("fast", True), ("reference", False)):
-            model = prepare_module(build_model(name), device, channels_last=fast).eval()
-            runs[f"{role}/{path}"] = inference_call(model, batch, device, resolve_precision("auto", device) if fast else "fp32")
-    seconds = interleaved_median_seconds(runs, device, repeats, warmup=3)
+    with tempfile.TemporaryDirectory(prefix="kdrecon-bench-") as directory:
+        for role, name in (("teacher", teacher), ("student", student)):
+            for path, fast in (("fast", True), ("reference", False)):
+                model = prepare_module(build_model(name), device, channels_last=fast).eval()
+                runs[f"{role}/{path}"] = inference_call(model, batch, device, resolve_precision("auto", device) if fast else "fp32")
+            if device.type == "cpu":
+                runs[f"{role}/{DEPLOYED}"] = onnxruntime_call(build_model(name), batch, Path(directory) / f"{role}.onnx")
+        seconds = interleaved_median_seconds(runs, device, repeats, warmup=3)
     return {key: value / batch_size for key, value in seconds.items()}
+
+
+#: The deployed path timed beside the eager ones on CPU: the exported graph in ONNX Runtime.
+DEPLOYED = "onnxruntime"
+
+
+def onnxruntime_call(model: nn.Module, batch: Batch, path: Path) -> Callable[[], None]:
+    """One call of ``model`` exported with its data consistency (:mod:`kdrecon.models.export`) in ONNX Runtime."""
+    import onnxruntime
+
+    inputs = (batch.zero_filled.cpu(), batch.kspace.real.contiguous().cpu(), batch.kspace.imag.contiguous().cpu())
+    export_network(model.eval(), batch.mask.cpu().numpy(), path, "onnx", inputs)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {item.name: tensor.numpy() for item, tensor in zip(session.get_inputs(), inputs)}
+    return lambda: session.run(None, feed)
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -442,6 +462,15 @@ def format_markdown(result: dict[str, Any]) -> str:
     for batch_size in (1, 16):
         ratio = result["inference"][f"teacher/batch{batch_size}/fast"] / result["inference"][f"student/batch{batch_size}/fast"]
         lines.append(f"| student speed-up over teacher, batch {batch_size} (fast) | | | {ratio:.2f}× | |")
+    if f"student/batch1/{DEPLOYED}" in result["inference"]:
+        lines += ["", "| deployed: exported with data consistency, ONNX Runtime (ms per slice) | batch 1 | batch 16 |",
+                  "|---|---|---|"]
+        for role, model in (("teacher", teacher), ("student", student)):
+            cells = " | ".join(f"{result['inference'][f'{role}/batch{b}/{DEPLOYED}'] * 1e3:.2f}" for b in (1, 16))
+            lines.append(f"| {role} {model['name']} | {cells} |")
+        ratios = " | ".join(f"{result['inference'][f'teacher/batch{b}/{DEPLOYED}'] / result['inference'][f'student/batch{b}/{DEPLOYED}']:.2f}×"
+                            for b in (1, 16))
+        lines.append(f"| student speed-up over teacher | {ratios} |")
     lines += [
         "",
         f"| training (slices/s, batch {result['training_batch_size']}) | fast | reference | speed-up | fast: % of conv peak |",
