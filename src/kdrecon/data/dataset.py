@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from kdrecon.data import layout
+from kdrecon.data.integrity import check_mask, check_volume
 from kdrecon.data.prepare import MANIFEST, PrepareOptions, prepare_volume
 from kdrecon.data.sources import sunnybrook
 from kdrecon.data.task import RECONSTRUCTION, SAMPLE_SUPER_RESOLUTION_SIZE, SUPER_RESOLUTION, check_task, task_of
@@ -167,7 +168,8 @@ def load_split(dataset: str | Path, split: str, acceleration: str = "4x", task: 
     """Load every slice of ``split`` ('train' or 'validation') of a dataset into memory.
 
     ``dataset`` is a directory made by ``kdrecon prepare`` or the word ``"sample"`` for the
-    embedded sample; data prepared for another ``task`` is refused.
+    embedded sample; data prepared for another ``task`` is refused, and so is a mask or a volume
+    that no longer agrees with the rest (:mod:`kdrecon.data.integrity`).
     """
     if str(dataset) == SAMPLE:
         return load_sample(split, acceleration, task=task)
@@ -182,7 +184,11 @@ def load_split(dataset: str | Path, split: str, acceleration: str = "4x", task: 
     mask_path = dataset / manifest["masks"][acceleration]
     if not mask_path.is_file():
         raise ValueError(f"{mask_path}: the {acceleration} mask named in {MANIFEST} is missing")
-    mask = np.load(mask_path, allow_pickle=False)
+    try:
+        mask = np.load(mask_path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{mask_path}: not a readable .npy mask ({error})") from None
+    check_mask(mask, acceleration, task, mask_path)
     directory = dataset / manifest["splits"][split]["directory"]
     files = sorted(directory.glob("*.h5"))
     if not files:
@@ -192,5 +198,6 @@ def load_split(dataset: str | Path, split: str, acceleration: str = "4x", task: 
         arrays = layout.read_volume(file, acceleration)
         if arrays.target.shape[1:] != mask.shape:
             raise ValueError(f"{file}: slices are {arrays.target.shape[1:]}, the {acceleration} mask is {mask.shape}")
+        check_volume(arrays.target, arrays.zero_filled, arrays.kspace, mask, file)
         volumes.append((file.stem, arrays.target, arrays.zero_filled, arrays.kspace))
     return _stack(volumes, mask, acceleration, task)

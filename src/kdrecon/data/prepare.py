@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kdrecon.data import layout
+from kdrecon.data.integrity import check_mask, check_volume
 from kdrecon.data.task import MANIFEST_KEY, RECONSTRUCTION, SUPER_RESOLUTION, TASKS, factor_of
 from kdrecon.data.volume import Volume
 from kdrecon.mri import masks as mask_generators
@@ -350,6 +351,7 @@ def load_mask_files(mask_files: dict[str, Path]) -> dict[str, tuple[Path, np.nda
         if path.suffix != ".npy":
             raise ValueError(f"mask file {path}: expected a .npy file")
         masks[key] = (path, mask_generators.load_mask(path).uncentred().values.astype(np.float32))
+        check_mask(masks[key][1], key, RECONSTRUCTION, path)
     return masks
 
 
@@ -359,9 +361,4 @@ def check_papers_file(file: Path, acceleration: str, mask: np.ndarray, mask_path
     if arrays.target.shape[1:] != mask.shape:
         shapes = f"slices are {arrays.target.shape[1:]}, mask {mask_path} for {acceleration} is {mask.shape}"
         raise ValueError(f"{file}: {shapes}")
-    outside = np.abs(arrays.kspace * (1 - mask)).max()
-    if outside > 1e-6 * max(np.abs(arrays.kspace).max(), 1e-12):
-        raise ValueError(
-            f"{file}: {layout.kspace_key(acceleration)!r} has energy in rows the {acceleration} mask {mask_path} "
-            "does not sample (wrong mask, or a centred mask where the un-centred layout is expected)"
-        )
+    check_volume(arrays.target, arrays.zero_filled, arrays.kspace, mask, f"{file} ({acceleration}, mask {mask_path})")

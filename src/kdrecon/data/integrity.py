@@ -1,0 +1,77 @@
+"""Checks that a prepared dataset still means what its manifest says, run whenever it is loaded.
+
+A mask edited or swapped, k-space rescaled, or a zero-filled image that no longer follows from
+the k-space would train for hours and give confident, wrong numbers; :func:`check_mask` and
+:func:`check_volume` refuse them with a message naming the file. Tolerances are relative to the
+data's own maximum and sit far above float32 rounding (about 1e-7) and far below any real edit:
+
+* the mask is 0/1, an outer product of sampled rows and columns (rows × all columns for line
+  masks; the central box for super-resolution), samples something but not everything, and samples
+  the k-space centre in the un-centred layout (``mask[0, 0] = 1``: a centred mask has its centre
+  at ``H // 2`` and fails here);
+* its acceleration agrees with the label: ``H / sampled rows`` within 25 % of ``r`` for line masks
+  (fastMRI's random masks vary around ``r``), exactly ``H / r`` rows and ``W / r`` columns for
+  super-resolution;
+* the stored k-space has no energy outside the mask (``≤ 1e-6`` of its maximum) and equals
+  ``M ⊙ F(target)`` (``≤ 1e-4``): the target's scale and normalisation are the k-space's;
+* the zero-filled image is ``|F⁻¹ k|`` (``≤ 1e-4`` of its maximum).
+
+Example:
+    >>> import numpy as np
+    >>> mask = np.zeros((8, 8), np.float32); mask[[0, 1, 7]] = 1
+    >>> check_mask(mask, "3x", "reconstruction", "m.npy")
+    >>> check_mask(np.fft.fftshift(mask, axes=0), "3x", "reconstruction", "m.npy")
+    Traceback (most recent call last):
+    ...
+    ValueError: m.npy: the mask does not sample the k-space centre (row 0 of the un-centred layout); is it a centred mask?
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kdrecon.data.task import SUPER_RESOLUTION, factor_of
+
+#: Relative tolerances of :func:`check_volume` (see the module docstring).
+OUTSIDE_MASK, KSPACE_AGREEMENT, ZERO_FILLED_AGREEMENT = 1e-6, 1e-4, 1e-4
+#: How far ``H / sampled rows`` of a line mask may be from its acceleration label, relatively.
+ACCELERATION_TOLERANCE = 0.25
+
+
+def check_mask(mask: np.ndarray, acceleration: str, task: str, where: object) -> None:
+    """Refuse a mask that is not what a dataset of ``acceleration`` and ``task`` needs."""
+    if mask.ndim != 2 or not np.isin(mask, (0, 1)).all():
+        raise ValueError(f"{where}: the mask must be a 2-D array of 0 and 1")
+    rows, columns = mask.any(axis=1), mask.any(axis=0)
+    if not np.array_equal(mask, np.outer(rows, columns).astype(mask.dtype)):
+        raise ValueError(f"{where}: the mask is not a set of fully sampled lines (or, in super-resolution, a box)")
+    if not rows.any() or mask.all():
+        raise ValueError(f"{where}: the mask samples {'nothing' if not rows.any() else 'everything'}")
+    if not mask[0, 0]:
+        raise ValueError(f"{where}: the mask does not sample the k-space centre (row 0 of the un-centred layout); "
+                         "is it a centred mask?")
+    factor, height, width = factor_of(acceleration), *mask.shape
+    if task == SUPER_RESOLUTION:
+        expected = (round(height / factor), round(width / factor))
+        if (rows.sum(), columns.sum()) != expected:
+            raise ValueError(f"{where}: a {acceleration} super-resolution mask keeps {expected[0]}×{expected[1]}, "
+                             f"this one {rows.sum()}×{columns.sum()}")
+        return
+    measured = height / rows.sum()
+    if not columns.all() or abs(measured / factor - 1) > ACCELERATION_TOLERANCE:
+        raise ValueError(f"{where}: labelled {acceleration} but samples {rows.sum()} of {height} lines "
+                         f"({measured:.2f}x; more than {ACCELERATION_TOLERANCE:.0%} off)")
+
+
+def check_volume(target: np.ndarray, zero_filled: np.ndarray, kspace: np.ndarray, mask: np.ndarray, where: object) -> None:
+    """Refuse a volume ``(S, H, W)`` whose k-space, target and zero-filled image disagree with each other or the mask."""
+    scale = max(float(np.abs(kspace).max()), 1e-12)
+    if np.abs(kspace * (1 - mask)).max() > OUTSIDE_MASK * scale:
+        raise ValueError(f"{where}: the k-space has energy outside the mask (another mask, or a centred mask "
+                         "where the un-centred layout is expected)")
+    simulated = np.fft.fft2(target.astype(np.float64), norm="ortho") * mask
+    if np.abs(simulated - kspace).max() > KSPACE_AGREEMENT * scale:
+        raise ValueError(f"{where}: the k-space is not the masked spectrum of the target (rescaled or edited data?)")
+    recomputed = np.abs(np.fft.ifft2(kspace.astype(np.complex128), norm="ortho"))
+    if np.abs(recomputed - zero_filled).max() > ZERO_FILLED_AGREEMENT * max(float(zero_filled.max()), 1e-12):
+        raise ValueError(f"{where}: the zero-filled image is not |inverse FFT| of the k-space (edited data?)")

@@ -1,0 +1,65 @@
+"""A prepared dataset edited after preparation is refused when it is loaded (issue 14, item 1)."""
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from kdrecon.data.dataset import load_split
+from kdrecon.data.integrity import check_mask
+from kdrecon.data.prepare import make_mask
+from kdrecon.mri.resolution import low_pass_mask
+
+FILE = "train/SCD0000101_phase00.h5"
+
+
+@pytest.fixture()
+def copy(tiny_dataset, tmp_path):
+    target = tmp_path / "dataset"
+    shutil.copytree(tiny_dataset, target)
+    return target
+
+
+def edit(path, key, change):
+    with h5py.File(path, "r+") as file:
+        file[key][...] = change(file[key][()])
+
+
+def test_an_untouched_dataset_loads(copy):
+    assert len(load_split(copy, "train")) > 0
+
+
+def test_a_swapped_mask_is_caught_at_load(copy):
+    np.save(copy / "masks/mask_4x.npy", make_mask("recipe", "4x", (48, 48), seed=7))
+    with pytest.raises(ValueError, match=r"SCD0000101_phase00\.h5: the k-space has energy outside the mask"):
+        load_split(copy, "train")
+
+
+def test_a_centred_mask_is_caught_at_load(copy):
+    mask = np.load(copy / "masks/mask_4x.npy")
+    np.save(copy / "masks/mask_4x.npy", np.fft.fftshift(mask, axes=0))
+    with pytest.raises(ValueError, match=r"mask_4x\.npy: the mask does not sample the k-space centre"):
+        load_split(copy, "train")
+
+
+def test_rescaled_kspace_and_edited_zero_filled_images_are_caught(copy):
+    edit(copy / FILE, "kspace_volus_4x", lambda k: k * 2)
+    with pytest.raises(ValueError, match=r"SCD0000101_phase00\.h5: the k-space is not the masked spectrum of the target"):
+        load_split(copy, "train")
+    edit(copy / FILE, "kspace_volus_4x", lambda k: k / 2)
+    edit(copy / FILE, "img_volus_4x", lambda x: x + 0.01)
+    with pytest.raises(ValueError, match=r"the zero-filled image is not \|inverse FFT\| of the k-space"):
+        load_split(copy, "train")
+
+
+def test_acceleration_label_must_match_the_mask():
+    mask = make_mask("papers", "4x", (150, 150))
+    check_mask(mask, "4x", "reconstruction", "m")
+    with pytest.raises(ValueError, match=r"labelled 8x but samples 37 of 150 lines"):
+        check_mask(mask, "8x", "reconstruction", "m")
+    check_mask(low_pass_mask((48, 48), 4), "4x", "super-resolution", "box")
+    with pytest.raises(ValueError, match=r"a 2x super-resolution mask keeps 24×24, this one 12×12"):
+        check_mask(low_pass_mask((48, 48), 4), "2x", "super-resolution", "box")
+    with pytest.raises(ValueError, match="samples everything"):
+        check_mask(np.ones((8, 8)), "1x", "reconstruction", "m")
