@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 
 from kdrecon.data.dataset import load_sample
-from kdrecon.deployment.package import package_run
+from kdrecon.deployment.package import describe_run, package_run
 from kdrecon.deployment.shipped import CARD_SUFFIX, SHIPPED_DIRECTORY
 from kdrecon.evaluation.evaluate import reconstruct, score, summarise
 from kdrecon.models.registry import count_parameters
-from kdrecon.models.weights import SUFFIX, load_weights
+from kdrecon.models.weights import SUFFIX
 
 SEED = 42
 #: shipped name suffix → (stage, what it is)
@@ -60,9 +60,8 @@ kdrecon reconstruct --model {name} --input volume.nii.gz --output out/
 """
 
 
-def sample_scores(path: Path) -> dict:
-    """PSNR and SSIM of a shipped weights file on the embedded sample's validation subject."""
-    model, _ = load_weights(path)
+def sample_scores(model: torch.nn.Module) -> dict:
+    """PSNR and SSIM of a network on the embedded sample's validation subject."""
     data = load_sample("validation", "4x")
     _, volumes = score(data, reconstruct(model, data, torch.device("cpu")))
     return summarise(volumes)
@@ -78,10 +77,9 @@ def main() -> None:
         name = f"sunnybrook-4x-{suffix}"
         study = json.loads((run / "evaluation" / "summary.json").read_text())["model_metrics"]
         weights = SHIPPED_DIRECTORY / f"{name}{SUFFIX}"
-        package_run(run, weights, {"name": name, "commit": commit, "stage": f"seed-{SEED}/{stage}"})
-        sample = sample_scores(weights)
-        model, info = load_weights(weights)
-        package_run(run, weights, {"name": name, "commit": commit, "stage": f"seed-{SEED}/{stage}",
+        model, info = describe_run(run)  # the network written below, scored before it is written once
+        sample = sample_scores(model)
+        info = package_run(run, weights, {"name": name, "commit": commit, "stage": f"seed-{SEED}/{stage}",
                                    "sample_validation_psnr": sample["psnr"]["mean"],
                                    "sample_validation_ssim": sample["ssim"]["mean"],
                                    "study_validation_psnr": study["psnr"]["mean"], "study_validation_ssim": study["ssim"]["mean"]})
