@@ -435,3 +435,21 @@ def test_load_split_with_missing_mask_file(prepared, tmp_path):
     with pytest.raises(ValueError, match=r"masks/mask_5x\.npy: the 5x mask named in dataset\.json is missing"):
         load_split(copy, "validation", "5x")
     assert len(load_split(copy, "validation", "4x")) == 4 * slice_count("SCD0000401")
+
+
+def test_debris_of_a_killed_write_is_removed_and_nothing_else(tmp_path):
+    from kdrecon.data.layout import atomic_path, remove_debris
+
+    kept = [tmp_path / "best.pt", tmp_path / "notes.partial", tmp_path / "sub" / ".hidden"]
+    debris = [tmp_path / ".best.pt.k2j4.partial", tmp_path / ".volume.nii.gz.x9.partial.nii.gz",
+              tmp_path / "sub" / ".metrics.csv.a1.partial", tmp_path / ".data.q7.partial" / "train" / "v.h5"]
+    for path in kept + debris:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    with atomic_path(tmp_path / "report.md") as temporary:  # the debris pattern is how atomic writes name temporaries
+        assert remove_debris(tmp_path, "report.md", recursive=False) == [temporary]
+        temporary.write_text("y")
+    assert remove_debris(tmp_path, "best.pt", recursive=False) == [debris[0]]  # only that file's
+    removed = remove_debris(tmp_path)
+    assert sorted(removed) == sorted([debris[1], debris[2], tmp_path / ".data.q7.partial"])
+    assert all(path.exists() for path in kept) and not any(path.exists() for path in debris)

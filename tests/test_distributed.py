@@ -98,3 +98,29 @@ def test_torchrun_runs_a_whole_experiment_like_one_process(tmp_path, tiny_overri
         assert state["metrics"]["psnr"]["mean"] > 20
     assert (two / "report.md").is_file() and (two / "experiment.json").is_file()
     assert not list(two.glob("**/*.partial"))
+
+
+POISON_RANK_ONE = """
+import os, sys
+from kdrecon.training import trainer
+if os.environ["RANK"] == "1":  # this rank alone sees a non-finite loss
+    original = trainer.ReconstructionObjective.training_losses
+    def poisoned(self, batch):
+        losses = original(self, batch)
+        return {**losses, "total": losses["total"] * float("nan")}
+    trainer.ReconstructionObjective.training_losses = poisoned
+from kdrecon.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_divergence_on_one_rank_stops_every_rank(tmp_path):
+    script = tmp_path / "poisoned.py"
+    script.write_text(POISON_RANK_ONE)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), str(script), "train", "--run-dir", str(tmp_path / "run"), *SETTINGS]
+    process = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             timeout=300)  # a rank left waiting in an all-reduce would hang until this
+    assert process.returncode != 0
+    assert process.stderr.count("training diverged: the training loss is nan at epoch 1, step 1 of") == 2  # both ranks
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()

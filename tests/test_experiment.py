@@ -2,10 +2,13 @@
 
 import csv
 import json
+import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
+import torch
 from scipy import stats
 
 from kdrecon.experiment.config import PRESETS, load_experiment
@@ -82,7 +85,11 @@ def test_changed_setting_reruns_exactly_the_dependent_stages(tmp_path, tiny_run,
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     before = finished(run_dir)
-    run_experiment(tiny_experiment(tiny_overrides, **{"sft.imitation_weight": 0.5}), run_dir, progress=False)
+    changed = tiny_experiment(tiny_overrides, **{"sft.imitation_weight": 0.5})
+    with pytest.raises(ConfigError, match=r"seed-1/sft-teacher \(sft\.imitation_weight\).*--rerun"):
+        run_experiment(changed, run_dir, progress=False)  # finished work is superseded only when asked
+    assert finished(run_dir) == before and not (run_dir / "superseded").exists()
+    run_experiment(changed, run_dir, progress=False, rerun=True)
     after = finished(run_dir)
     rerun = {stage for stage in after if after[stage] != before[stage]}
     assert rerun == {f"seed-{seed}/{stage}" for seed in SEEDS for stage in ("sft-teacher", "sft-kd-at")}
@@ -101,7 +108,8 @@ def test_adding_a_seed_trains_only_that_seeds_stages(tmp_path, tiny_run, tiny_ov
     assert "(3)" in (run_dir / "report.md").read_text()
 
 
-def test_interrupted_multi_seed_run_resumes_to_the_same_numbers(tmp_path, tiny_run, tiny_overrides, monkeypatch):
+def test_interrupted_multi_seed_run_resumes_to_the_same_numbers_after_its_directory_moved(
+        tmp_path, tiny_run, tiny_overrides, monkeypatch):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     for stage in ("sft-teacher", "sft-kd-at"):  # as if killed before seed 2's SFT stages
@@ -113,7 +121,7 @@ def test_interrupted_multi_seed_run_resumes_to_the_same_numbers(tmp_path, tiny_r
 
         def callback(*args):
             inner(*args)
-            if stage.id == "seed-2/sft-teacher" and args[-2] == 1:
+            if stage.id == "seed-2/sft-kd-at" and args[-2] == 1:
                 raise KeyboardInterrupt
 
         return callback
@@ -121,12 +129,19 @@ def test_interrupted_multi_seed_run_resumes_to_the_same_numbers(tmp_path, tiny_r
     monkeypatch.setattr(Progress, "callback", interrupting)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
-    assert json.loads((run_dir / "stages" / "seed-2" / "sft-teacher" / "stage.json").read_text())["status"] == "running"
+    assert json.loads((run_dir / "stages" / "seed-2" / "sft-kd-at" / "stage.json").read_text())["status"] == "running"
     monkeypatch.setattr(Progress, "callback", original)
-    run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
+    # The run directory moves, and the dataset is named by another spelling of the same path.
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    run_dir.rename(moved)
+    monkeypatch.chdir(tmp_path)
+    dataset = os.path.relpath(tiny_overrides["data.dataset"], tmp_path)
+    run_experiment(tiny_experiment(tiny_overrides, **{"data.dataset": dataset}), Path("elsewhere/run"), progress=False)
+    assert not (moved / "superseded").exists()  # resumed, nothing superseded
     for stage in ("seed-2/sft-teacher", "seed-2/sft-kd-at"):
         a = read_rows(tiny_run / "stages" / stage / "evaluation" / "per_volume.csv")
-        b = read_rows(run_dir / "stages" / stage / "evaluation" / "per_volume.csv")
+        b = read_rows(moved / "stages" / stage / "evaluation" / "per_volume.csv")
         assert a == b, stage
 
 
@@ -159,6 +174,34 @@ def test_presets_are_valid_and_bad_keys_are_named():
         load_experiment("demo", {"method_settings": {"at": {"feature_weight": 0}}})
     with pytest.raises(ConfigError, match="procedure_ablation: .*epochs.feature_stage below"):
         load_experiment("demo", {"procedure": "single-stage", "procedure_ablation": True, "epochs.feature_stage": 10})
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"method_settings": {"at": {"layers": {"teacher": ["blocks.0.layers.9"], "student": ["blocks.0.layers.0"]}}}},
+     r"stage seed-1/std-kd-at: layers.teacher: no module 'blocks.0.layers.9' in the teacher"),
+    ({"method_settings": {"at": {"method_options": {"power": 3}}}}, r"std-kd-at: method_options: at has no option 'power'"),
+    ({"report.timing_batch_size": 500}, r"report.timing_batch_size: 500 is more than the \d+ validation slices"),
+    ({"device": "cuda"}, "device: 'cuda' requested but no CUDA device is available"),
+])
+def test_what_would_fail_hours_later_is_refused_before_anything_is_written(tmp_path, tiny_overrides, changes, message):
+    if changes.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ConfigError, match=message):
+        run_experiment(tiny_experiment(tiny_overrides, **changes), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_damaged_run_directory_files_are_named_not_read_as_absent(tmp_path, tiny_run, tiny_overrides):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    state = run_dir / "stages" / "seed-1" / "teacher" / "stage.json"
+    state.write_text('{"status": "complete", "fingerp')  # as a crashed editor might leave it
+    with pytest.raises(ValueError, match=r"seed-1/teacher/stage\.json: not readable JSON"):
+        run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
+    assert not (run_dir / "superseded").exists()  # the finished stage was not superseded
+    (run_dir / "experiment.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"experiment\.json: expected a JSON object, found list"):
+        build_report(run_dir)
 
 
 def test_independent_stages_of_every_seed_run_in_parallel_processes(tmp_path, tiny_overrides):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from kdrecon import __version__
 
@@ -223,6 +224,7 @@ def _run_train(args: argparse.Namespace) -> None:
         **_stage_overrides(args),
     }
     config = load_config(TrainConfig, args.config, overrides)
+    _check_writable(args.run_dir, "--run-dir")
     result = train_model(config, args.run_dir, progress=not args.quiet)
     if _is_main_process():
         print(f"best validation loss {result.best_validation_loss:.6f} at epoch {result.best_epoch}; run in {result.run_dir}")
@@ -262,6 +264,7 @@ def _run_distill(args: argparse.Namespace) -> None:
         **_stage_overrides(args),
     }
     config = load_config(DistillConfig, args.config, overrides)
+    _check_writable(args.run_dir, "--run-dir")
     result = distill_student(config, args.run_dir, progress=not args.quiet)
     if _is_main_process():
         print(
@@ -312,7 +315,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
 def _run_bench(args: argparse.Namespace) -> None:
     import json
 
-    from kdrecon.data.layout import atomic_path
+    from kdrecon.data.layout import atomic_path, remove_debris
     from kdrecon.evaluation.benchmark import format_markdown, run_benchmark
     from kdrecon.models.registry import canonical_model_name
     from kdrecon.training.trainer import resolve_device
@@ -331,6 +334,7 @@ def _run_bench(args: argparse.Namespace) -> None:
     )
     table = format_markdown(result)
     for name, text in (("bench.json", json.dumps(result, indent=2)), ("bench.md", table + "\n")):
+        remove_debris(args.output, name, recursive=False)  # of an interrupted earlier bench
         with atomic_path(args.output / name) as temporary:
             temporary.write_text(text)
     print(table)
@@ -348,17 +352,28 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
                      help="run just this stage: seed-42/teacher, or a name (teacher) for every seed")
     run.add_argument("--reuse-from", type=Path, metavar="RUN",
                      help="copy in this run directory's finished stages that have the same settings and inputs")
+    run.add_argument("--rerun", action="store_true",
+                     help="stages already run whose settings changed: move them to RUN/superseded/ and run them again")
     run.add_argument("--no-report", action="store_true", help="skip writing the report")
     run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
 def _check_writable(directory: Path, option: str) -> None:
-    """Refuse an output directory that cannot be created or written, before any work."""
-    import os
+    """Refuse an output directory that cannot be created or written, before any work.
 
-    existing = next(path for path in (directory, *directory.parents) if path.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise ValueError(f"{option} {directory}: cannot write there ({existing} is not a writable directory)")
+    A file is created and removed in the nearest existing folder: ``os.access`` says yes to root
+    everywhere, even in ``/proc``.
+    """
+    import tempfile
+
+    existing = next(path for path in (Path(directory).absolute(), *Path(directory).absolute().parents) if path.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(existing)
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError:
+        raise ValueError(f"{option} {directory}: cannot write there ({existing} is not a writable directory)") from None
 
 
 def _model_names() -> str:
@@ -389,11 +404,12 @@ def _run_run(args: argparse.Namespace) -> None:
         overrides["seeds"] = args.seeds
     config = load_experiment(args.experiment, overrides)
     run_dir = args.run_dir or Path("runs") / config.name
+    _check_writable(run_dir, "--run-dir")
     if args.parallel < 1:
         raise ValueError(f"--parallel {args.parallel}: must be at least 1")
     manifest = run_experiment(
         config, run_dir, progress=not args.quiet, report=not args.no_report, only=args.only, parallel=args.parallel,
-        reuse_from=args.reuse_from,
+        reuse_from=args.reuse_from, rerun=args.rerun,
     )
     if not _is_main_process():
         return
@@ -448,6 +464,7 @@ def _run_reconstruct(args: argparse.Namespace) -> None:
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.output.resolve() == args.input.resolve() or args.input.resolve() in args.output.resolve().parents:
         raise ValueError(f"--output {args.output}: must not be the input or inside it")
+    _check_writable(args.output, "--output")
     written = reconstruct_files(args.model, args.input, args.output, args.batch_size, args.device, args.mask)
     print(f"{len(written)} reconstruction(s) written to {args.output}")
 
@@ -499,8 +516,15 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a refusal in one line like every other error (not the usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"kdrecon: error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kdrecon", description="Knowledge distillation for MRI reconstruction.")
+    parser = OneLineParser(prog="kdrecon", description="Knowledge distillation for MRI reconstruction.")
     parser.add_argument("--version", action="version", version=f"kdrecon {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

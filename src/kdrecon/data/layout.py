@@ -14,8 +14,10 @@ papers' results layout: ``reconstruction`` ``(S, H, W)`` float32.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +66,34 @@ def current_umask() -> int:
     return mask
 
 
+#: The suffix of everything written beside its destination before being renamed into place.
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_name(destination: Path) -> str:
+    """The ``mkstemp``/``mkdtemp`` prefix of ``destination``'s temporary: ``.NAME.``."""
+    return f".{Path(destination).name}."
+
+
+def remove_debris(directory: Path, name: str | None = None, recursive: bool = True) -> list[Path]:
+    """Remove the temporaries a killed process left in ``directory`` (those of file ``name``, or all).
+
+    Each command calls it on what it writes before it writes again, so a SIGKILL during an
+    atomic write leaves nothing behind once the command has run again. Returns what it removed.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    pattern = f".{'*' if name is None else glob.escape(name)}.*{PARTIAL_SUFFIX}*"  # NIfTI adds its suffix after
+    found = sorted(directory.rglob(pattern) if recursive else directory.glob(pattern))
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
 @contextmanager
 def atomic_path(destination: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``destination``; move it into place only on success.
@@ -73,7 +103,7 @@ def atomic_path(destination: Path) -> Iterator[Path]:
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
+    handle, temporary = tempfile.mkstemp(prefix=partial_name(destination), suffix=PARTIAL_SUFFIX, dir=destination.parent)
     os.close(handle)
     try:
         os.chmod(temporary, 0o666 & ~current_umask())

@@ -88,6 +88,7 @@ def make_mask(
     values = mask.uncentred().values.astype(np.float32)
     if values.shape != tuple(shape):
         raise ValueError(f"mask {kind!r} for {acceleration} has shape {values.shape}, images are {tuple(shape)}")
+    check_mask(values, acceleration, RECONSTRUCTION, kind if kind.endswith(".npy") else f"the {kind} mask")
     return values
 
 
@@ -167,6 +168,15 @@ class PrepareOptions:
             raise ValueError(f"task {self.task!r}: expected one of {', '.join(TASKS)}")
         if self.task == SUPER_RESOLUTION and self.mask != "papers":
             raise ValueError(f"mask {self.mask!r}: super-resolution keeps the central block of k-space; it takes no mask")
+        # Named as the command line names them: these come from `kdrecon prepare` options.
+        if not 0 <= self.mask_seed < 2**32:
+            raise ValueError(f"--mask-seed {self.mask_seed}: must be between 0 and 2**32 - 1")
+        if not 0 < self.center_fraction < 1:
+            raise ValueError(f"--center-fraction {self.center_fraction}: must be between 0 and 1")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"--validation-fraction {self.validation_fraction}: must be between 0 and 1")
+        if self.crop is not None and self.crop < 1:
+            raise ValueError(f"--crop {self.crop}: must be positive (or 0 on the command line for no crop)")
 
     def make_mask(self, acceleration: str, shape: tuple[int, int]) -> np.ndarray:
         """The un-centred mask of one acceleration: a line mask, or the low-pass box of super-resolution."""
@@ -215,7 +225,9 @@ def staging_directory(destination: Path) -> Iterator[Path]:
     if destination.exists():
         raise ValueError(f"{destination}: already exists; choose a new dataset directory")
     destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent))
+    layout.remove_debris(destination.parent, destination.name, recursive=False)  # of a killed earlier attempt
+    staging = Path(tempfile.mkdtemp(prefix=layout.partial_name(destination), suffix=layout.PARTIAL_SUFFIX,
+                                    dir=destination.parent))
     try:
         os.chmod(staging, 0o777 & ~layout.current_umask())
         yield staging

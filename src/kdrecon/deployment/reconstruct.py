@@ -250,6 +250,7 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
                       mask_kind: str | None = None, progress: bool = True) -> list[Path]:
     """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files written."""
     network, info = load_deployable(model)
+    layout.remove_debris(Path(output))  # of an interrupted earlier run into the same folder
     reconstructor = Reconstructor(network, info, resolve_device(device), batch_size, mask_kind)
     files = input_files(input_path)
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent

@@ -40,6 +40,9 @@ from kdrecon.training.config import (
     OptimizationConfig,
     DEFAULT_PROCEDURE,
     DEFAULT_SEED,
+    MAX_CHANNELS,
+    MAX_EPOCHS,
+    Seed,
     SFT_PRESETS,
     Precision,
     LayerPairsConfig,
@@ -59,11 +62,11 @@ PRESETS = tuple(sorted((f.name.removesuffix(".yaml") for f in _PRESET_DIRECTORY.
 class StageEpochs(StrictModel):
     """Epochs per stage kind; unset ones use ``optimization.epochs``."""
 
-    teacher: int | None = Field(None, gt=0)
-    student: int | None = Field(None, gt=0)
-    sft_teacher: int | None = Field(None, gt=0)
-    feature_stage: int | None = Field(None, gt=0, description="KD-MRI's first distillation stage")
-    distillation: int | None = Field(None, gt=0, description="the (final) distillation stage")
+    teacher: int | None = Field(None, gt=0, le=MAX_EPOCHS)
+    student: int | None = Field(None, gt=0, le=MAX_EPOCHS)
+    sft_teacher: int | None = Field(None, gt=0, le=MAX_EPOCHS)
+    feature_stage: int | None = Field(None, gt=0, le=MAX_EPOCHS, description="KD-MRI's first distillation stage")
+    distillation: int | None = Field(None, gt=0, le=MAX_EPOCHS, description="the (final) distillation stage")
 
 
 class MethodSettings(StrictModel):
@@ -99,7 +102,7 @@ class ReportConfig(StrictModel):
     paper_setting: str | None = Field(
         None, description="the papers' column shown beside ours (default: cardiac at this acceleration)"
     )
-    bootstrap_resamples: int = Field(10000, ge=100, description="resamples of the hierarchical bootstrap")
+    bootstrap_resamples: int = Field(10000, ge=100, le=1_000_000, description="resamples of the hierarchical bootstrap")
 
     @field_validator("paper_setting")
     @classmethod
@@ -111,15 +114,15 @@ class ReportConfig(StrictModel):
 
 class ExperimentConfig(StrictModel):
     name: str = "experiment"
-    seed: int | None = Field(None, description=f"the one seed of an unreplicated experiment (default {DEFAULT_SEED})")
-    seeds: list[int] | None = Field(None, min_length=1, description="replicates: every stage once per seed")
+    seed: Seed | None = Field(None, description=f"the one seed of an unreplicated experiment (default {DEFAULT_SEED})")
+    seeds: list[Seed] | None = Field(None, min_length=1, description="replicates: every stage once per seed")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Precision = "auto"
     channels_last: bool = True
     data: DataConfig = DataConfig()
     teacher: str = DEFAULT_TEACHER
     student: str = DEFAULT_STUDENT
-    channels: int = Field(gt=0, description="width of teacher and student (default: the teacher family's)")
+    channels: int = Field(gt=0, le=MAX_CHANNELS, description="width of teacher and student (default: the teacher family's)")
     methods: list[str] = Field(default_factory=lambda: ["at"], min_length=1)
     procedure: Procedure = DEFAULT_PROCEDURE
     alpha: float = Field(0.5, ge=0, le=1)

@@ -7,8 +7,10 @@ is :mod:`kdrecon.report.run_layout`'s.
 
 Stages are identified by ``seed-{s}/{name}``. A stage is complete when its ``stage.json`` says
 so with the current fingerprint; such a stage is reused. A stage with another fingerprint (its
-config or something upstream changed) is moved to ``RUN/superseded/{time}/`` (never deleted) and
-run again. An interrupted stage resumes from its last checkpoint.
+config or something upstream changed) is rerun only with ``rerun=True``, after being moved to
+``RUN/superseded/{time}/`` (never deleted); :mod:`kdrecon.experiment.resumption` decides which.
+An interrupted stage resumes from its last checkpoint. Everything that could fail later is
+checked first (:mod:`kdrecon.experiment.checks`).
 
 Under ``torchrun`` every process runs the graph: rank 0 decides which stages are pending, each
 of those trains on all processes through DistributedDataParallel, and rank 0 alone moves stale
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,18 +35,22 @@ import torch
 
 from kdrecon import __version__
 from kdrecon.data.dataset import load_split
+from kdrecon.data.layout import remove_debris
 from kdrecon.evaluation.benchmark import count_macs, inference_seconds
 from kdrecon.evaluation.evaluate import evaluate, write_json
+from kdrecon.experiment.checks import check_experiment, check_inputs, check_run_directory
 from kdrecon.experiment.config import ExperimentConfig
+from kdrecon.experiment.resumption import (copy_reusable, epochs_done, follow_moves, move_aside, pending_stages,
+                                          recorded_locations, rerun_refusal)
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fingerprints
 from kdrecon.models import count_parameters
 from kdrecon.report.build import build_report
-from kdrecon.report.run_layout import RunLayout, read_history
+from kdrecon.report.run_layout import RunLayout
 from kdrecon.training.checkpoint import load_model
 from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, config_data, validate, write_config
 from kdrecon.training.distill import distill_student
 from kdrecon.training.distributed import barrier, current_world, from_main
-from kdrecon.training.supervised import train_model
+from kdrecon.training.supervised import CONFIG_FILE, train_model
 from kdrecon.training.trainer import TrainingDiverged, prepare_module, resolve_device, resolve_precision
 
 SELECTION_RULE = "checkpoint with the lowest validation loss (student L1; teacher L1 for the SFT teacher; feature loss in KD-MRI's feature stage)"
@@ -141,6 +146,7 @@ def _run_stage(
     }
     if main:
         stage_dir.mkdir(parents=True, exist_ok=True)
+        follow_moves(stage_dir / CONFIG_FILE, stage_config)
         write_json(files.state_file, state)
     barrier()
     began = time.perf_counter()
@@ -226,63 +232,6 @@ def _select(stages: list[Stage], only: Sequence[str]) -> set[str]:
     return selected
 
 
-def _pending(stages: list[Stage], prints: dict[str, str], layout: RunLayout, only: set[str]) -> tuple[set[str], list[Path]]:
-    """Stages to run, and the directories of those whose settings changed (moved aside, then rerun)."""
-    pending, stale = set(), []
-    for stage in stages:
-        files = layout.stage(stage.id)
-        state = files.state()
-        if state.get("fingerprint") != prints[stage.id]:
-            if files.directory.exists() and (not only or stage.id in only):
-                stale.append(files.directory)  # its config or an upstream stage changed
-            pending.add(stage.id)
-        elif state.get("status") != "complete":
-            pending.add(stage.id)
-    return pending, stale
-
-
-def _copy_reusable(stages: list[Stage], prints: dict[str, str], layout: RunLayout, source: RunLayout,
-                   display_enabled: bool) -> None:
-    """Copy in ``source``'s complete stages whose fingerprint equals ours, where we have none yet."""
-    for stage in stages:
-        here, there = layout.stage(stage.id), source.stage(stage.id)
-        state = there.state()
-        if here.directory.exists() or state.get("status") != "complete" or state.get("fingerprint") != prints[stage.id]:
-            continue
-        staging = here.directory.with_name(here.directory.name + ".copying")
-        shutil.rmtree(staging, ignore_errors=True)  # debris of an interrupted copy
-        shutil.copytree(there.directory, staging)
-        staging.rename(here.directory)
-        if display_enabled:
-            print(f"[reuse] {stage.id}: copied from {source.root} (same settings and inputs)", flush=True)
-
-
-def _epochs_done(layout: RunLayout, pending: set[str]) -> dict[str, int]:
-    """Epochs each pending stage finished before (its feature stage's included)."""
-    done = {}
-    for identifier in pending:
-        files = layout.stage(identifier)
-        done[identifier] = len(read_history(files.history)[0]) + len(read_history(files.feature_history)[0])
-    return done
-
-
-def _move_aside(stale: list[Path], layout: RunLayout, display_enabled: bool) -> None:
-    """Move stages whose settings changed to ``RUN/superseded/{time}/``, never deleting them."""
-    if not stale:
-        return
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    target, count = layout.superseded / stamp, 1
-    while target.exists():  # two changes within one second
-        target, count = layout.superseded / f"{stamp}-{count}", count + 1
-    for directory in stale:
-        destination = target / directory.relative_to(layout.stages)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(directory), str(destination))
-    if display_enabled:
-        names = ", ".join(d.relative_to(layout.stages).as_posix() for d in stale)
-        print(f"settings changed for {names}: rerunning; the previous runs are in {target}", flush=True)
-
-
 def _manifest(config: ExperimentConfig, stages: list[Stage], prints: dict[str, str], configs: dict[str, Any],
               layout: RunLayout, seconds: float | None) -> dict[str, Any]:
     return {
@@ -316,6 +265,7 @@ def run_experiment(
     only: Sequence[str] = (),
     parallel: int = 1,
     reuse_from: Path | None = None,
+    rerun: bool = False,
 ) -> dict[str, Any] | None:
     """Run (or continue) ``config`` in ``run_dir``; returns the manifest written to ``experiment.json``.
 
@@ -325,9 +275,12 @@ def run_experiment(
         parallel: run up to this many independent stages at once, in separate processes.
         reuse_from: another experiment's run directory; its complete stages with the same
             fingerprint as one of ours (same settings, same inputs) are copied in, not retrained.
+        rerun: stages already run whose settings changed are moved to ``RUN/superseded/`` and run
+            again; without it such a run is refused before anything moves, naming what changed.
     """
     layout = RunLayout(Path(run_dir))
     check_run_directory(layout.root)
+    config = recorded_locations(config, layout)
     if reuse_from is not None:
         check_run_directory(Path(reuse_from))
         if not RunLayout(Path(reuse_from)).config.is_file():
@@ -340,26 +293,32 @@ def run_experiment(
     configs = {stage.id: _stage_config(stage, layout) for stage in stages}  # validate all up front
     selected = _select(stages, only)
     validation_data = load_split(config.data.dataset, "validation", config.data.acceleration, config.data.task)
+    check_experiment(config, stages, configs, len(validation_data))
     if reuse_from is not None and main:
-        _copy_reusable(stages, prints, layout, RunLayout(Path(reuse_from)), progress)
+        copy_reusable(stages, prints, layout, RunLayout(Path(reuse_from)), progress)
     barrier()
     # Every rank must run the same stages (each one's collectives and barriers): rank 0 decides.
-    pending, stale = from_main(_pending(stages, prints, layout, selected))
+    pending, stale = from_main(pending_stages(stages, prints, layout, selected))
+    if stale and not rerun:
+        raise ConfigError(from_main(rerun_refusal(stale, layout, configs)))
     if main:
         layout.root.mkdir(parents=True, exist_ok=True)
+        if not only:  # stage processes started with --only share the root with their parent
+            remove_debris(layout.root, recursive=False)
+            remove_debris(layout.figures)
         # --only on a new directory still makes it an experiment run directory, so the study can
         # be built stage by stage; on an existing one it leaves the recorded experiment as it is.
         if not only or not layout.config.is_file():
             write_config(config, layout.config)
             # Written now too, so 'kdrecon report' can report the finished stages of a study still running.
             write_json(layout.manifest, _manifest(config, stages, prints, configs, layout, None))
-        _move_aside(stale, layout, display_enabled=progress)
+        move_aside(stale, layout, display_enabled=progress)
     barrier()
-    _check_inputs(stages, selected, pending)
+    check_inputs(stages, selected, pending)
     started_all = time.perf_counter()
     if parallel > 1 and not only:
         _run_in_parallel(stages, pending, layout.root, parallel, progress)
-    display = Progress(stages, pending, progress and main, _epochs_done(layout, pending))
+    display = Progress(stages, pending, progress and main, epochs_done(layout, pending))
     for index, stage in enumerate(stages, start=1):
         if selected and stage.id not in selected:
             continue
@@ -377,27 +336,3 @@ def run_experiment(
     return manifest
 
 
-def _check_inputs(stages: list[Stage], selected: set[str], pending: set[str]) -> None:
-    """With ``--only``, refuse stages whose inputs are not complete."""
-    blocked = sorted(d for name in selected for d in build_dependencies(stages, name) if d in pending and d not in selected)
-    if blocked:
-        raise ConfigError(f"--only: stage {blocked[0]!r}, an input of {', '.join(sorted(selected))}, is not complete")
-
-
-def build_dependencies(stages: list[Stage], stage: str) -> set[str]:
-    """The id of every stage ``stage`` (an id) needs, directly or through others."""
-    by_id = {s.id: s for s in stages}
-    needed, todo = set(), list(by_id[stage].depends_on)
-    while todo:
-        dependency = todo.pop()
-        if dependency not in needed:
-            needed.add(dependency)
-            todo += by_id[dependency].depends_on
-    return needed
-
-
-def check_run_directory(run_dir: Path) -> None:
-    """Refuse a directory that holds something other than an experiment."""
-    layout = RunLayout(Path(run_dir))
-    if layout.root.is_dir() and any(layout.root.iterdir()) and not layout.config.is_file():
-        raise ConfigError(f"{layout.root}: exists and is not an experiment run directory")

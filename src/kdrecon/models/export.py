@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdrecon.data.layout import atomic_path
+from kdrecon.data.layout import atomic_path, remove_debris
 from kdrecon.models.cascade import CascadeNetwork
 
 FORMATS = ("onnx", "torch-export")
@@ -96,6 +96,7 @@ def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, expo
     if export_format not in FORMATS:
         raise ValueError(f"format {export_format!r}: choose {' or '.join(FORMATS)}")
     exportable = ExportableNetwork(network, mask)
+    remove_debris(Path(output).parent, Path(output).name, recursive=False)  # of an interrupted export
     with atomic_path(Path(output)) as temporary:
         if export_format == "onnx":
             torch.onnx.export(exportable, example, str(temporary), input_names=["zero_filled", "kspace_real", "kspace_imag"],

@@ -19,9 +19,11 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
+import torch
 from torch import nn
 
 from kdrecon.models import dc_unet, dccnn, residual_cnn, vdsr
@@ -52,9 +54,33 @@ def family_of(name: str) -> ModelFamily:
     raise ValueError(f"unknown model {name!r}: expected a name such as {model_name_help()}")
 
 
+#: The largest number a model name may carry (convolutions, cascades, levels): beyond any
+#: network of the papers, and small enough to build in a moment.
+MAX_SHAPE_NUMBER = 100
+
+
 def canonical_model_name(name: str) -> str:
-    """``name`` as stored in configs and checkpoints (upper case); raises for unknown names."""
-    family_of(name)
+    """``name`` as stored in configs and checkpoints (upper case); raises for a name that is
+    unknown or whose network cannot be built (``D0C5``: a block needs two convolutions).
+
+    The network is built on PyTorch's ``meta`` device: its constructor's checks run, nothing is allocated.
+    """
+    return _checked_name(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _checked_name(name: str) -> str:
+    family = family_of(name)
+    shape = family.parse(name)
+    if max(shape.values()) > MAX_SHAPE_NUMBER:
+        raise ValueError(f"model {name}: numbers in a model name go up to {MAX_SHAPE_NUMBER}")
+    if shape[family.blocks_group] < 1:
+        raise ValueError(f"model {name}: needs at least one of its {family.blocks_group}")
+    try:
+        with torch.device("meta"):
+            family.create(name)
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"model {name}: {error}") from None
     return name.upper()
 
 

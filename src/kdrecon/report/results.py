@@ -8,7 +8,6 @@ volume) through :mod:`kdrecon.report.run_layout`. Stages not complete yet are li
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +124,10 @@ class ExperimentResults:
         return results[min(results)] if results else None
 
 
+#: What every stage entry of ``experiment.json`` must have for a report to be built from it.
+_MANIFEST_KEYS = frozenset({"id", "name", "seed", "role", "label", "fingerprint"})
+
+
 def _stage_result(layout: RunLayout, entry: dict[str, Any]) -> StageResult | None:
     files = layout.stage(entry["id"])
     state = files.state()
@@ -132,7 +135,9 @@ def _stage_result(layout: RunLayout, entry: dict[str, Any]) -> StageResult | Non
         return None
     per_slice, _ = _read_rows(files.per_slice, "slice")
     per_volume, _ = _read_rows(files.per_volume, "volume")
-    summary = json.loads(files.summary.read_text())
+    summary = read_json(files.summary)
+    if summary is None:
+        raise ValueError(f"{files.summary}: missing, though {files.state_file} says the stage is complete")
     return StageResult(entry["id"], entry["name"], entry["seed"], entry["role"], entry["label"], entry["method"],
                        entry["model"], entry["variant"], entry["ablation_of"], files, state, summary, per_slice,
                        per_volume)
@@ -144,6 +149,9 @@ def load_results(run_dir: Path) -> ExperimentResults:
     manifest = read_json(layout.manifest)
     if manifest is None:
         raise ValueError(f"{layout.manifest}: missing or not valid JSON (run 'kdrecon run' first)")
+    entries = manifest.get("stages")
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) and _MANIFEST_KEYS <= entry.keys() for entry in entries):
+        raise ValueError(f"{layout.manifest}: 'stages' is not a list of stages with {', '.join(sorted(_MANIFEST_KEYS))}")
     if "paper_setting" not in manifest or any("ablation_of" not in entry for entry in manifest.get("stages", [])):
         raise ValueError(f"{layout.manifest}: written by an older kdrecon without seeds; run 'kdrecon run' again")
     results, pending = [], []

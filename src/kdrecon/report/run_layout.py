@@ -53,12 +53,21 @@ def stage_id(name: str, seed: int) -> str:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON file's object, or None when it is missing or unreadable (a stage never started)."""
-    try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+    """A JSON file's object, or None when the file does not exist (a stage never started).
+
+    A file that exists but is not a JSON object is an error naming it: read as "absent", a
+    damaged ``stage.json`` would have its finished stage silently rerun.
+    """
+    path = Path(path)
+    if not path.exists():
         return None
-    return value if isinstance(value, dict) else None
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not readable JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
 
 
 def read_history(path: Path) -> tuple[list[int], list[float]]:
@@ -66,9 +75,12 @@ def read_history(path: Path) -> tuple[list[int], list[float]]:
     epochs, losses = [], []
     if Path(path).is_file():
         with open(path, newline="") as handle:
-            for row in csv.DictReader(handle):
-                epochs.append(int(row["epoch"]))
-                losses.append(float(row["validation_loss"]))
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                try:
+                    epochs.append(int(row["epoch"]))
+                    losses.append(float(row["validation_loss"]))
+                except (KeyError, TypeError, ValueError):
+                    raise ValueError(f"{path}: line {line} has no numeric epoch and validation_loss") from None
     return epochs, losses
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_serializer,
@@ -38,6 +38,11 @@ from kdrecon.models.registry import (
 
 #: The papers' seed, every run's default.
 DEFAULT_SEED = 42
+#: A seed NumPy and PyTorch both accept (NumPy's legacy seeding stops at 2**32 - 1).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+#: Bounds that catch a typo (an extra digit or three) before it becomes a run of weeks.
+MAX_EPOCHS = 10_000
+MAX_CHANNELS = 1024
 #: Distillation procedures: KD-MRI's two stages (feature loss alone, then L1 + imitation), or
 #: SFT-KD-Recon's Algorithm 1 in one stage (L1 + imitation + feature loss together).
 Procedure = Literal["two-stage", "single-stage"]
@@ -53,7 +58,8 @@ class ConfigError(ValueError):
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Infinity and NaN are never a setting: they would reach the optimiser or the loss weights.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(StrictModel):
@@ -106,7 +112,7 @@ class ModelConfig(StrictModel):
     """A registered network (``D5C5``, ``U2C5``, …), or the student-friendly teacher of a teacher and a student."""
 
     name: str = DEFAULT_TEACHER
-    channels: int = Field(32, gt=0, description="width of the hidden layers (a DC-UNet's full-resolution level)")
+    channels: int = Field(32, gt=0, le=MAX_CHANNELS, description="width of the hidden layers (a DC-UNet's full-resolution level)")
     residual: bool = False
     padding: int = Field(0, ge=0, description="DC-CNN: zero-pad each block's input by this many pixels")
     data_consistency: bool | None = Field(None, description="residual CNN: one DC layer after the last block (default off)")
@@ -170,10 +176,10 @@ class ModelConfig(StrictModel):
 
 
 class OptimizationConfig(StrictModel):
-    epochs: int = Field(150, gt=0)
+    epochs: int = Field(150, gt=0, le=MAX_EPOCHS)
     batch_size: int = Field(4, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
-    lr_step_epochs: int = Field(40, gt=0, description="StepLR step size in epochs")
+    lr_step_epochs: int = Field(40, gt=0, le=MAX_EPOCHS, description="StepLR step size in epochs")
     lr_gamma: float = Field(0.1, gt=0, le=1)
     validation_batch_size: int = Field(16, gt=0)
 
@@ -220,7 +226,7 @@ class StageConfig(StrictModel):
     """What every training stage shares."""
 
     name: str = "run"
-    seed: int = DEFAULT_SEED
+    seed: Seed = DEFAULT_SEED
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Precision = Field(
         "auto",
@@ -295,13 +301,13 @@ class DistillConfig(StageConfig):
     feature_weight: float | None = Field(None, gt=0, description="β; default: the method's published weight")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of L1 to the target against imitation")
     procedure: Procedure = DEFAULT_PROCEDURE
-    feature_epochs: int | None = Field(None, gt=0, description="epochs of the feature stage (default: optimization.epochs)")
+    feature_epochs: int | None = Field(None, gt=0, le=MAX_EPOCHS, description="epochs of the feature stage (default: optimization.epochs)")
     layers: LayerPairsConfig | None = Field(None, description="default: the papers' pairs")
     init: Literal["random", "sft"] = "random"
     first_block: Literal["random", "baseline"] = Field("random", description="S1's source with init sft")
     baseline: str | None = Field(None, description="the trained baseline student, for first_block: baseline")
     teacher_cache_gib: float = Field(
-        4.0, ge=0, description="memory for the teacher's features computed once per run (0: run the teacher every step)"
+        4.0, ge=0, le=1024, description="memory for the teacher's features computed once per run (0: run the teacher every step)"
     )
 
     @field_validator("method")
@@ -396,7 +402,12 @@ def config_data(config: BaseModel) -> dict[str, Any]:
     return config.model_dump(mode="json", exclude_none=True)
 
 
+def write_yaml(data: dict[str, Any], path: Path) -> None:
+    """Write plain data as YAML, atomically."""
+    with atomic_path(Path(path)) as temporary:
+        temporary.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def write_config(config: BaseModel, path: Path) -> None:
     """Write the full config (defaults included) as YAML, atomically."""
-    with atomic_path(Path(path)) as temporary:
-        temporary.write_text(yaml.safe_dump(config_data(config), sort_keys=False))
+    write_yaml(config_data(config), path)

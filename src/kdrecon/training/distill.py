@@ -84,15 +84,7 @@ def distill_student(
     torch.manual_seed(config.seed)
     student = build_model(config.student.name, **config.student.options())
     initialised = _initialise(student, config, teacher_model, teacher_payload)
-    if config.method == IMITATION:
-        teacher_layers, student_layers, feature_loss = [], [], None
-    else:
-        teacher_layers, student_layers = (
-            (config.layers.teacher, config.layers.student)
-            if config.layers is not None
-            else default_layer_pairs(config.method, teacher, student)
-        )
-        feature_loss = _feature_loss(config, teacher, student, teacher_layers, student_layers)
+    teacher_layers, student_layers, feature_loss = plan_feature_loss(config, teacher, student)
     if current_world().is_main:
         claim_run_directory(run_dir, config_data(config))
         write_config(config, run_dir / CONFIG_FILE)
@@ -201,6 +193,36 @@ def _initialise(
             )
         first_block_state = baseline.state_dict()
     return initialise_from_student_friendly_teacher(student, teacher_model.student_state_dict(), first_block_state)
+
+
+def plan_feature_loss(
+    config: DistillConfig, teacher: nn.Module, student: nn.Module
+) -> tuple[list[str], list[str], FeatureLoss | None]:
+    """The paired layers ``(teacher, student)`` and the feature loss built for them (none for imitation).
+
+    Raises :class:`ConfigError` naming the key (``layers``, ``method_options``) that does not fit.
+    """
+    if config.method == IMITATION:
+        return [], [], None
+    try:
+        teacher_layers, student_layers = (
+            (list(config.layers.teacher), list(config.layers.student))
+            if config.layers is not None
+            else default_layer_pairs(config.method, teacher, student)
+        )
+    except ValueError as error:
+        raise ConfigError(f"layers: {error}") from None
+    return teacher_layers, student_layers, _feature_loss(config, teacher, student, teacher_layers, student_layers)
+
+
+def check_distillation(config: DistillConfig, teacher_model: nn.Module) -> None:
+    """Everything :func:`distill_student` checks before it writes, against an untrained ``teacher_model``
+    of the right architecture: so an experiment refuses a bad distillation before its teacher trains."""
+    teacher = teacher_model.teacher if isinstance(teacher_model, StudentFriendlyTeacher) else teacher_model
+    if config.init == "sft" and not isinstance(teacher_model, StudentFriendlyTeacher):
+        raise ConfigError(f"init: sft needs a student-friendly teacher, not {type(teacher_model).__name__}")
+    student = build_model(config.student.name, **config.student.options())
+    plan_feature_loss(config, teacher, student)
 
 
 def _feature_loss(

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model
 from kdrecon.training.checkpoint import initialise_from
-from kdrecon.training.config import ConfigError, DataConfig, TrainConfig, config_data, write_config
+from kdrecon.training.config import ConfigError, DataConfig, TrainConfig, config_data, read_yaml, write_config
 from kdrecon.training.distributed import barrier, current_world, local_device
 from kdrecon.training.trainer import FitResult, ReconstructionObjective, fit, resolve_device
 
@@ -25,7 +24,7 @@ def claim_run_directory(run_dir: Path, config_data: dict) -> None:
     run_dir = Path(run_dir)
     existing = run_dir / CONFIG_FILE
     if existing.is_file():
-        previous = yaml.safe_load(existing.read_text())
+        previous = read_yaml(existing)
         if previous != config_data:
             changed = sorted(k for k in set(previous) | set(config_data) if previous.get(k) != config_data.get(k))
             raise ConfigError(

@@ -28,7 +28,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from kdrecon.data.dataset import Batch, SliceData
-from kdrecon.data.layout import atomic_path
+from kdrecon.data.layout import atomic_path, remove_debris
 from kdrecon.models.dccnn import use_depthwise_single_output
 from kdrecon.training.allocator import retain_freed_memory
 from kdrecon.training.checkpoint import load_checkpoint, save_checkpoint
@@ -95,7 +95,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA device is available")
+        raise ValueError("'cuda' requested but no CUDA device is available")
     return torch.device(name)
 
 
@@ -227,6 +227,14 @@ def _check_finite(value: float, which: str, run_dir: Path, epoch: int, where: st
     )
 
 
+def _agreed_loss(value: float, world: World, device: torch.device) -> float:
+    """``value``, or NaN on every rank when any rank's loss is non-finite: a rank stopping alone
+    would leave the others waiting in the next gradient all-reduce forever."""
+    if world.distributed and sum_over_ranks([0.0 if math.isfinite(value) else 1.0], device)[0]:
+        return value if not math.isfinite(value) else math.nan
+    return value
+
+
 def fit(
     objective: Objective,
     train_data: SliceData,
@@ -261,6 +269,7 @@ def fit(
     checkpoints = run_dir / CHECKPOINTS
     if world.is_main:
         checkpoints.mkdir(parents=True, exist_ok=True)
+        remove_debris(run_dir)  # temporaries of writes a kill interrupted
     modules = objective.modules()
     for module in modules.values():
         prepare_module(module, device, channels_last)
@@ -308,8 +317,8 @@ def fit(
             for step, (batch, share) in enumerate(bar, start=1):
                 with autocast(device, precision):
                     losses = objective.training_losses(batch)
-                _check_finite(float(losses["total"].detach()), "training", run_dir, epoch + 1, f"step {step} of {steps}",
-                              optimizer.param_groups[0]["lr"], last)
+                _check_finite(_agreed_loss(float(losses["total"].detach()), world, device), "training", run_dir,
+                              epoch + 1, f"step {step} of {steps}", optimizer.param_groups[0]["lr"], last)
                 optimizer.zero_grad(set_to_none=True)
                 # DDP averages gradients over ranks; scaling by share·ranks makes that the
                 # gradient of the mean over the global batch.

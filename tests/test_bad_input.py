@@ -1,0 +1,275 @@
+"""Generated bad input (hypothesis): configs, masks, volume files and command-line options.
+
+Every case must give exit status 2, one line ``kdrecon: error: …`` naming the problem, and leave
+the filesystem as it was (issue 14). The value bounds come from the config classes themselves,
+so a bound added to a field is tested at its edge without touching this file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import shutil
+import types
+import typing
+from pathlib import Path
+
+import annotated_types
+import h5py
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from kdrecon.cli import main
+from kdrecon.data.dataset import sample_directory
+from kdrecon.experiment.config import ExperimentConfig
+
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+VOLUME = "train/SCD0000101_phase00.h5"
+MASK = "masks/mask_4x.npy"
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` with its size and modification time."""
+    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def refused(arguments: list[str], root: Path) -> str:
+    """Run the CLI in-process; assert a one-line refusal that changed nothing under ``root``; return it."""
+    before = snapshot(root)
+    error = io.StringIO()
+    with contextlib.redirect_stderr(error), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main([str(a) for a in arguments])
+        except SystemExit as exit:  # argparse
+            code = exit.code
+    message = error.getvalue()
+    assert code == 2, (arguments, message)
+    assert message.startswith("kdrecon: error: ") and message.count("\n") == 1, message
+    assert snapshot(root) == before, arguments
+    return message
+
+
+# --- configs -------------------------------------------------------------------------------
+
+
+def _numeric_type(annotation: object) -> type | None:
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    return next((t for t in options if t in (int, float)), None)
+
+
+def _nested_model(annotation: object) -> type[BaseModel] | None:
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    return next((t for t in options if isinstance(t, type) and issubclass(t, BaseModel)), None)
+
+
+def bounded_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, type, object]]:
+    """``(dotted key, int or float, bound)`` for every bounded number of ``model``, nested ones included."""
+    found = []
+    for name, field in model.model_fields.items():
+        nested = _nested_model(field.annotation)
+        if nested is not None:
+            found += bounded_fields(nested, f"{prefix}{name}.")
+        kind = _numeric_type(field.annotation)
+        for bound in field.metadata:
+            if kind and isinstance(bound, (annotated_types.Gt, annotated_types.Ge, annotated_types.Lt, annotated_types.Le)):
+                found.append((f"{prefix}{name}", kind, bound))
+    return found
+
+
+BOUNDED = bounded_fields(ExperimentConfig)
+
+
+@st.composite
+def out_of_bounds(draw) -> tuple[str, object]:
+    key, kind, bound = draw(st.sampled_from(BOUNDED))
+    limit = next(getattr(bound, name) for name in ("gt", "ge", "lt", "le") if hasattr(bound, name))
+    below = isinstance(bound, (annotated_types.Gt, annotated_types.Ge))
+    strict = isinstance(bound, (annotated_types.Ge, annotated_types.Le))  # the limit itself is allowed
+    if kind is int:
+        edge = limit - 1 if below and strict else limit + 1 if strict else limit
+        value = draw(st.integers(max_value=edge) if below else st.integers(min_value=edge))
+    else:
+        options = {"max_value": limit, "exclude_max": strict} if below else {"min_value": limit, "exclude_min": strict}
+        value = draw(st.floats(allow_nan=False, allow_infinity=False, **options))
+    return key, value
+
+
+WRONG_TYPES = st.one_of(
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from("abc"), st.integers(), max_size=1),
+    st.text(alphabet="xyz!? ", min_size=1, max_size=5),
+)
+
+
+@st.composite
+def bad_config(draw) -> tuple[dict, str]:
+    """An experiment mapping with one bad entry, and the key the refusal must name."""
+    kind = draw(st.sampled_from(["bound", "non-finite", "type", "unknown"]))
+    if kind == "bound":
+        key, value = draw(out_of_bounds())
+    elif kind == "non-finite":
+        key = draw(st.sampled_from([k for k, t, _ in BOUNDED if t is float] + ["optimization.learning_rate", "alpha"]))
+        value = draw(st.sampled_from([math.inf, -math.inf, math.nan]))
+    elif kind == "type":
+        key = draw(st.sampled_from([k for k, _, _ in BOUNDED]))
+        value = draw(WRONG_TYPES)
+    else:
+        section = draw(st.sampled_from(["", "optimization.", "data.", "report.", "epochs.", "sft."]))
+        key = section + draw(st.text(alphabet="abcdefgh_", min_size=1, max_size=10).filter(
+            lambda name: name not in ExperimentConfig.model_fields))
+        value = 1
+    data: dict = {}
+    node = data
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return data, key
+
+
+@SETTINGS
+@given(case=bad_config())
+def test_a_bad_experiment_config_is_refused_naming_the_key(tmp_path, case):
+    data, key = case
+    root = tmp_path / "case"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    (root / "experiment.yaml").write_text(yaml.safe_dump(data))
+    message = refused(["run", root / "experiment.yaml", "--run-dir", root / "run"], root)
+    assert f"{key}:" in message or f"{key.rsplit('.', 1)[-1]}:" in message, (key, message)
+
+
+# --- masks and volume files ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_dataset, tmp_path_factory):
+    copy = tmp_path_factory.mktemp("bad-input") / "dataset"
+    shutil.copytree(tiny_dataset, copy)
+    return copy
+
+
+@contextlib.contextmanager
+def edited(path: Path):
+    """Restore ``path`` after an example edits it."""
+    original = path.read_bytes()
+    try:
+        yield path
+    finally:
+        path.write_bytes(original)
+
+
+@st.composite
+def bad_mask(draw, good: np.ndarray) -> np.ndarray:
+    height = good.shape[0]
+    kind = draw(st.sampled_from(["value", "empty", "full", "centred", "centre", "shape", "lines", "acceleration"]))
+    mask = good.copy()
+    if kind == "value":
+        row = draw(st.sampled_from(np.flatnonzero(good[:, 0]).tolist()))
+        mask[row, draw(st.integers(0, mask.shape[1] - 1))] = draw(st.sampled_from([0.5, 2.0, -1.0, np.nan]))
+    elif kind == "empty":
+        mask[:] = 0
+    elif kind == "full":
+        mask[:] = 1
+    elif kind == "centred":
+        mask = np.fft.fftshift(good, axes=0)
+    elif kind == "centre":
+        mask[0] = 0
+    elif kind == "shape":
+        mask = draw(st.sampled_from([good[:-1], good[..., None], good[:, :-2]]))
+    elif kind == "lines":  # one pixel of an unsampled line: no longer whole lines
+        row = draw(st.sampled_from(np.flatnonzero(good[:, 0] == 0).tolist()))
+        mask[row, draw(st.integers(0, mask.shape[1] - 1))] = 1
+    else:  # a valid-looking mask of another acceleration: every line sampled but a few, or one in ten
+        rows = draw(st.sampled_from([np.arange(height) % 10 == 0, np.arange(height) < height - 2]))
+        mask = np.repeat(rows[:, None], mask.shape[1], axis=1).astype(good.dtype)
+    return mask
+
+
+@SETTINGS
+@given(data=st.data())
+def test_a_bad_mask_in_a_dataset_is_refused_at_load(dataset, tmp_path, data):
+    good = np.load(dataset / MASK)
+    mask = data.draw(bad_mask(good))
+    with edited(dataset / MASK) as path:
+        np.save(path, mask, allow_pickle=False)
+        message = refused(["train", "--dataset", dataset, "--run-dir", tmp_path / "run", "--epochs", "1"], dataset)
+    assert "mask" in message and ("mask_4x.npy" in message or "SCD" in message), message
+
+
+VOLUME_EDITS = {
+    "rescaled k-space": ("kspace_volus_4x", lambda k, s: k * s),
+    "energy outside the mask": ("kspace_volus_4x", lambda k, s: k + s * np.abs(k).max()),
+    "rescaled target": ("volfs", lambda x, s: x * s),
+    "shifted zero-filled image": ("img_volus_4x", lambda x, s: x + (s - 1) * x.max()),
+}
+
+
+@SETTINGS
+@given(edit=st.sampled_from(sorted(VOLUME_EDITS)), scale=st.floats(1.01, 10) | st.floats(0.1, 0.99))
+def test_an_edited_volume_is_refused_at_load(dataset, tmp_path, edit, scale):
+    key, change = VOLUME_EDITS[edit]
+    with edited(dataset / VOLUME) as path:
+        with h5py.File(path, "r+") as file:
+            file[key][...] = change(file[key][()], scale)
+        message = refused(["train", "--dataset", dataset, "--run-dir", tmp_path / "run", "--epochs", "1"], dataset)
+    assert "SCD0000101_phase00.h5" in message, message
+
+
+@SETTINGS
+@given(damage=st.sampled_from(["missing key", "garbage", "empty", "not h5"]))
+def test_a_damaged_volume_file_is_refused_at_load(dataset, tmp_path, damage):
+    with edited(dataset / VOLUME) as path:
+        if damage == "missing key":
+            with h5py.File(path, "r+") as file:
+                del file["kspace_volus_4x"]
+        else:
+            path.write_bytes({"garbage": b"\x89HDF\r\n\x1a\n" + b"\0" * 64, "empty": b"", "not h5": b"volfs"}[damage])
+        message = refused(["train", "--dataset", dataset, "--run-dir", tmp_path / "run", "--epochs", "1"], dataset)
+    assert "SCD0000101_phase00.h5" in message, message
+
+
+# --- command-line options ------------------------------------------------------------------
+
+NOT_A_NUMBER = st.text(alphabet="abc-.", min_size=1, max_size=4).filter(lambda s: not s.lstrip("-").isdigit())
+OPTIONS = {
+    ("train", "--epochs"): (st.integers(max_value=0) | NOT_A_NUMBER, "epochs"),
+    ("train", "--batch-size"): (st.integers(max_value=0) | NOT_A_NUMBER, "batch"),
+    ("train", "--learning-rate"): (st.floats(max_value=0) | st.sampled_from(["inf", "nan", "x"]), "learning"),
+    ("train", "--seed"): (st.integers(max_value=-1) | st.integers(min_value=2**32), "seed"),
+    ("train", "--acceleration"): (st.text(alphabet="xyz0.", min_size=1, max_size=4), "acceleration"),
+    ("train", "--model"): (st.sampled_from(["D0C5", "D5C0", "UNet", "x"]), "model"),
+    ("run", "--seeds"): (st.integers(max_value=-1), "seeds"),
+    ("run", "--parallel"): (st.integers(max_value=0), "--parallel"),
+    ("bench", "--size"): (st.integers(max_value=0) | NOT_A_NUMBER, "size"),
+    ("bench", "--steps"): (st.integers(max_value=0), "steps"),
+    ("evaluate", "--split"): (st.sampled_from(["test", "all"]), "split"),
+    ("prepare", "--mask-seed"): (st.integers(max_value=-1) | st.integers(min_value=2**32), "--mask-seed"),
+    ("prepare", "--center-fraction"): (st.floats(max_value=0) | st.floats(min_value=1), "--center-fraction"),
+    ("prepare", "--validation-fraction"): (st.floats(max_value=0) | st.floats(min_value=1), "--validation-fraction"),
+    ("prepare", "--crop"): (st.integers(max_value=-1), "--crop"),
+    ("train", "--run-dir"): (st.sampled_from(["/proc/kdrecon", "/dev/null/run"]), "--run-dir"),
+    ("run", "--run-dir"): (st.sampled_from(["/proc/kdrecon", "/dev/null/run"]), "--run-dir"),
+}
+
+
+@SETTINGS
+@given(option=st.sampled_from(sorted(OPTIONS)), data=st.data())
+def test_a_bad_option_is_refused_before_any_work(tmp_path, option, data):
+    command, name = option
+    values, mentioned = OPTIONS[option]
+    value = data.draw(values)
+    root = tmp_path / "case"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    arguments = {"train": ["train", "--run-dir", root / "run"], "run": ["run", "demo", "--run-dir", root / "run"],
+                 "bench": ["bench", "--output", root / "bench"], "evaluate": ["evaluate", root / "run"],
+                 "prepare": ["prepare", "sunnybrook", sample_directory(), root / "data", "--phases", "0", "--crop", "48",
+                             "--mask", "recipe"]}[command]
+    message = refused([*arguments, name, value], root)
+    assert mentioned in message, message
