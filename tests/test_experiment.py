@@ -181,7 +181,7 @@ def test_presets_are_valid_and_bad_keys_are_named():
      r"stage seed-1/std-kd-at: layers.teacher: no module 'blocks.0.layers.9' in the teacher"),
     ({"method_settings": {"at": {"method_options": {"power": 3}}}}, r"std-kd-at: method_options: at has no option 'power'"),
     ({"report.timing_batch_size": 500}, r"report.timing_batch_size: 500 is more than the \d+ validation slices"),
-    ({"device": "cuda"}, "device: 'cuda' requested but no CUDA device is available"),
+    ({"device": "cuda"}, "device 'cuda' requested but no CUDA device is available"),
 ])
 def test_what_would_fail_hours_later_is_refused_before_anything_is_written(tmp_path, tiny_overrides, changes, message):
     if changes.get("device") == "cuda" and torch.cuda.is_available():

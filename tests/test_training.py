@@ -91,6 +91,17 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, small_train,
     assert (tmp_path / "b/metrics.csv").read_text().count("\n") == 4  # header + 3 epochs, none twice
 
 
+def test_metrics_file_a_kill_left_behind_its_checkpoint_is_rewritten_on_resume(tmp_path, small_train, small_validation):
+    _fit(tmp_path / "run", small_train, small_validation, epochs=2)
+    metrics = tmp_path / "run" / "metrics.csv"
+    complete = metrics.read_text()
+    metrics.write_text("".join(complete.splitlines(keepends=True)[:2]))  # killed after last.pt, before metrics.csv
+    (tmp_path / "run" / "checkpoints" / ".last.pt.x1y2.partial").write_bytes(b"half a checkpoint")
+    _fit(tmp_path / "run", small_train, small_validation, epochs=2)  # nothing left to train
+    assert metrics.read_text() == complete
+    assert not list((tmp_path / "run").rglob("*.partial"))
+
+
 def test_checkpoint_is_plain_data(tmp_path, small_train, small_validation):
     _fit(tmp_path / "run", small_train, small_validation, epochs=1)
     payload = torch.load(tmp_path / "run/checkpoints/best.pt", weights_only=True)

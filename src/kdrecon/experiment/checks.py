@@ -28,7 +28,7 @@ def check_experiment(config: ExperimentConfig, stages: list[Stage], configs: dic
     try:
         resolve_device(config.device)
     except ValueError as error:
-        raise ConfigError(f"device: {error}") from None
+        raise ConfigError(str(error)) from None
     if config.report.timing_batch_size > validation_slices:
         raise ConfigError(f"report.timing_batch_size: {config.report.timing_batch_size} is more than the "
                           f"{validation_slices} validation slices it is measured on")

@@ -95,7 +95,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("'cuda' requested but no CUDA device is available")
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
     return torch.device(name)
 
 
@@ -288,6 +288,8 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_loss, best_epoch = state["epoch"], state["best_validation_loss"], state["best_epoch"]
         history, elapsed = state["history"], state["wall_seconds"]
+        if world.is_main:  # a kill between the checkpoint and metrics.csv left the file an epoch behind
+            _write_history(run_dir / "metrics.csv", history)
 
     if start_epoch < optimization.epochs and compile:
         compile_forward(modules["model"], train_data.batch(torch.arange(1, device=device)))
