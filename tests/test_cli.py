@@ -68,6 +68,19 @@ def test_evaluation_replaces_a_previous_one_whole_and_refuses_other_folders(trai
     assert [p.name for p in elsewhere.iterdir()] == ["mine.txt"]
 
 
+def test_the_zero_filled_input_is_scored_once_per_process(trained_run, tmp_path, monkeypatch):
+    from kdrecon.evaluation import evaluate as evaluation
+
+    calls, original = [], evaluation.score
+    monkeypatch.setattr(evaluation, "score", lambda data, images: calls.append(1) or original(data, images))
+    monkeypatch.setattr(evaluation, "_BASELINE_SCORES", type(evaluation._BASELINE_SCORES)())
+    first = evaluation.evaluate(trained_run, tmp_path / "first")
+    second = evaluation.evaluate(trained_run, tmp_path / "second")
+    assert len(calls) == 3  # the network twice, its zero-filled input once
+    assert first.summary["zero_filled_metrics"] == second.summary["zero_filled_metrics"]
+    assert (tmp_path / "first" / "per_slice.csv").read_text() == (tmp_path / "second" / "per_slice.csv").read_text()
+
+
 def test_rerunning_a_finished_run_is_a_no_op(trained_run):
     before = (trained_run / "checkpoints/last.pt").stat().st_mtime_ns
     assert main(["train", "--config", str(trained_run / "config.yaml"), "--run-dir", str(trained_run), "--quiet"]) == 0

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy import ndimage
 from sewar.full_ref import vifp as sewar_vifp
 from skimage.metrics import structural_similarity
 
@@ -253,6 +254,16 @@ def test_vif_rescales_volume_max_to_255_then_averages_slices(target_volume, zero
         for t, p in zip(target_volume, zero_filled_volume)
     ])
     assert vif(target_volume, zero_filled_volume) == pytest.approx(expected, rel=1e-12)
+
+
+def test_vif_of_a_stack_at_once_equals_sewar_slice_by_slice_on_real_and_distorted_slices(real_slices, zero_filled_slices):
+    blurred = np.stack([ndimage.gaussian_filter(t, 1.5) for t in real_slices])
+    noisy = real_slices + 0.02 * np.random.default_rng(3).standard_normal(real_slices.shape)
+    for prediction in (zero_filled_slices, blurred, noisy):
+        for target, distorted in zip(real_slices, prediction):  # each slice its own max → 255
+            scale = 255 / target.max()
+            assert vif(target, distorted) == pytest.approx(sewar_vifp(scale * target, scale * distorted, sigma_nsq=2),
+                                                           rel=1e-9)
 
 
 def test_vif_without_rescaling_is_sewar_on_raw_values(real_slices, zero_filled_slices):
