@@ -98,6 +98,18 @@ def test_changed_setting_reruns_exactly_the_dependent_stages(tmp_path, tiny_run,
     assert kept == {stage: before[stage] for stage in rerun}
 
 
+def test_the_demo_command_also_asks_before_superseding(tmp_path, tiny_run, tiny_overrides):
+    from kdrecon.cli import build_parser
+    from kdrecon.demo import run_demo
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    with pytest.raises(ConfigError, match=r"seed-1/teacher \(optimization\.lr_gamma\).*Pass --rerun"):
+        run_demo(run_dir, {"seeds": SEEDS, **tiny_overrides, "optimization.lr_gamma": 0.5}, progress=False)
+    assert not (run_dir / "superseded").exists()
+    assert build_parser().parse_args(["demo", "--rerun"]).rerun
+
+
 def test_adding_a_seed_trains_only_that_seeds_stages(tmp_path, tiny_run, tiny_overrides):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)

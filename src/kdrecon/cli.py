@@ -492,13 +492,16 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser("demo", help="the 'demo' experiment on the embedded sample (about 15 min on 2 CPU cores)")
     demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any experiment key")
+    demo.add_argument("--rerun", action="store_true",
+                      help="stages already run whose settings changed: move them to RUN/superseded/ and run them again")
     demo.add_argument("--quiet", action="store_true")
 
 
 def _run_demo(args: argparse.Namespace) -> None:
     from kdrecon.demo import run_demo
 
-    run_demo(args.run_dir, overrides=_key_values(args.set), progress=not args.quiet)
+    _check_writable(args.run_dir, "--run-dir")
+    run_demo(args.run_dir, overrides=_key_values(args.set), progress=not args.quiet, rerun=args.rerun)
 
 
 COMMANDS = {

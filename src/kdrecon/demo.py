@@ -17,10 +17,14 @@ from kdrecon.report.build import summary_rows
 from kdrecon.report.results import load_results
 
 
-def run_demo(run_dir: Path, overrides: dict[str, Any] | None = None, progress: bool = True) -> dict[str, dict]:
-    """Run the ``demo`` preset in ``run_dir``, print the results table; returns ``{label: metrics}``."""
+def run_demo(run_dir: Path, overrides: dict[str, Any] | None = None, progress: bool = True,
+             rerun: bool = False) -> dict[str, dict]:
+    """Run the ``demo`` preset in ``run_dir``, print the results table; returns ``{label: metrics}``.
+
+    ``rerun``: as in :func:`~kdrecon.experiment.runner.run_experiment`, stages already run with
+    other settings are superseded only when asked."""
     run_dir = Path(run_dir)
-    if run_experiment(load_experiment("demo", overrides), run_dir, progress=progress) is None:
+    if run_experiment(load_experiment("demo", overrides), run_dir, progress=progress, rerun=rerun) is None:
         return {}  # not rank 0 under torchrun: that one reports
     results = load_results(run_dir)
     table = summary_rows(results)
