@@ -80,6 +80,23 @@ def test_nifti_round_trip_keeps_geometry_and_reconstructs_in_the_input_scale(tmp
         assert psnr(target, output[..., index]) > psnr(target, zero_filled) + 3
 
 
+def test_a_4d_cine_nifti_is_reconstructed_frame_by_frame_like_its_3d_volumes(tmp_path, validation_volume):
+    frames = [np.moveaxis(validation_volume, 0, -1) * factor for factor in (1.0, 0.6)]  # two frames, other scales
+    cine = np.stack(frames, axis=-1)  # (150, 150, S, 2)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "frames").mkdir()
+    nib.save(nib.Nifti1Image(cine, np.eye(4)), tmp_path / "in" / "cine.nii")
+    for index, frame in enumerate(frames):
+        nib.save(nib.Nifti1Image(frame, np.eye(4)), tmp_path / "frames" / f"frame{index}.nii")
+    reconstruct_files("sunnybrook-4x-student", tmp_path / "in", tmp_path / "out", progress=False)
+    reconstruct_files("sunnybrook-4x-student", tmp_path / "frames", tmp_path / "out-frames", progress=False)
+    together = nib.load(tmp_path / "out" / "cine.nii").get_fdata()
+    assert together.shape == cine.shape
+    for index in range(2):
+        alone = nib.load(tmp_path / "out-frames" / f"frame{index}.nii").get_fdata()
+        np.testing.assert_allclose(together[..., index], alone, rtol=1e-5, atol=1e-3)
+
+
 def test_papers_h5_kspace_is_reconstructed_as_acquired(tmp_path):
     data = load_sample("validation", "4x")
     first = data.volumes[0]

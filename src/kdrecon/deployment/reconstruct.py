@@ -4,8 +4,9 @@
 name (:mod:`kdrecon.deployment.shipped`), a ``.safetensors`` weights file, a run directory or a
 ``.pt`` checkpoint. Inputs:
 
-* **NIfTI** (``.nii``, ``.nii.gz``, 3-D magnitude, slices along the last axis): written back with
-  the input's affine and header, the reconstruction in place of the image.
+* **NIfTI** (``.nii``, ``.nii.gz``): a 3-D magnitude volume (slices along the third axis) or a
+  4-D series such as a cardiac cine (``H × W × slices × frames``); written back with the input's
+  shape, affine and header, the reconstruction in place of the image.
 * **papers' h5** (``volfs`` (H, W, S) magnitude, and optionally ``kspace_volus_{acc}``): stored
   k-space of the model's acceleration is used **as acquired** (it must hold nothing outside the
   model's mask); otherwise ``volfs`` is undersampled. Written as ``reconstruction`` (S, H, W), the
@@ -192,12 +193,17 @@ def _encode(ds: pydicom.Dataset, image: np.ndarray) -> None:
 
 
 def reconstruct_nifti(reconstructor: Reconstructor, source: Path, destination: Path) -> None:
-    """A 3-D NIfTI volume, slices along the last axis, written with the input's affine and header."""
+    """A 3-D NIfTI volume (slices along the third axis) or a 4-D series such as a cardiac cine
+    (``(H, W, slices, frames)``: each frame's slices reconstructed with their own scale),
+    written with the input's shape, affine and header."""
     image = nib.load(str(source))
-    if len(image.shape) != 3:
-        raise ValueError(f"{source}: expected a 3-D volume, got shape {image.shape}")
-    volume = np.moveaxis(image.get_fdata(dtype=np.float32), -1, 0)
-    result = np.moveaxis(reconstructor.magnitude(volume), 0, -1)
+    if len(image.shape) not in (3, 4):
+        raise ValueError(f"{source}: expected a 3-D volume or a 4-D series of volumes, got shape {image.shape}")
+    data = image.get_fdata(dtype=np.float32)
+    height, width = data.shape[:2]
+    # every (slice, frame) pair becomes one 2-D slice, in the order of the file
+    slices = np.moveaxis(data.reshape(height, width, -1), -1, 0)
+    result = np.moveaxis(reconstructor.magnitude(slices), 0, -1).reshape(data.shape)
     header = image.header.copy()
     header.set_data_dtype(np.float32)
     header.set_slope_inter(1, 0)
