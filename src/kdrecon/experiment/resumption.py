@@ -23,9 +23,11 @@ from kdrecon.report.run_layout import RunLayout, read_history, read_json
 from kdrecon.training.config import config_data, read_yaml, write_yaml
 
 
-#: Config keys that locate another run rather than set anything: where they point may change
-#: (a moved run directory, a path typed differently) while the stage's fingerprint stays the same.
-LOCATION_KEYS = ("teacher", "init_from")
+#: Config keys that locate another stage of the same run rather than set anything: a stage's
+#: fingerprint names its teacher stage (``stage:seed-42/teacher``), its ``config.yaml`` the
+#: directory, which moves with the run directory. (``init_from`` is a user's path, part of the
+#: fingerprint: changing it is a change of settings.)
+LOCATION_KEYS = ("teacher",)
 
 
 def follow_moves(config_file: Path, stage_config: Any) -> None:
