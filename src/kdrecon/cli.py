@@ -341,6 +341,10 @@ def _run_bench(args: argparse.Namespace) -> None:
     print(f"written to {args.output}/bench.json and bench.md")
 
 
+#: ``--rerun`` of ``run`` and ``demo``.
+RERUN_HELP = "stages already run whose settings changed: move them to RUN/superseded/ and run them again"
+
+
 def _add_run(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="run a whole experiment (stage graph, evaluation, report)")
     run.add_argument("experiment", help="an experiment YAML file, or a preset: " + ", ".join(_presets()))
@@ -352,8 +356,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
                      help="run just this stage: seed-42/teacher, or a name (teacher) for every seed")
     run.add_argument("--reuse-from", type=Path, metavar="RUN",
                      help="copy in this run directory's finished stages that have the same settings and inputs")
-    run.add_argument("--rerun", action="store_true",
-                     help="stages already run whose settings changed: move them to RUN/superseded/ and run them again")
+    run.add_argument("--rerun", action="store_true", help=RERUN_HELP)
     run.add_argument("--no-report", action="store_true", help="skip writing the report")
     run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
@@ -492,8 +495,7 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser("demo", help="the 'demo' experiment on the embedded sample (about 15 min on 2 CPU cores)")
     demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any experiment key")
-    demo.add_argument("--rerun", action="store_true",
-                      help="stages already run whose settings changed: move them to RUN/superseded/ and run them again")
+    demo.add_argument("--rerun", action="store_true", help=RERUN_HELP)
     demo.add_argument("--quiet", action="store_true")
 
 
