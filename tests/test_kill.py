@@ -158,10 +158,12 @@ def test_killed_evaluation_leaves_the_whole_evaluation_or_none(reference, tmp_pa
     root, seconds = reference
     arguments = command("evaluate", root / "student", "--output", tmp_path / "evaluation")
     rng = random.Random(3)
+    kills = 0
     for _ in range(2):
-        killed(arguments, tmp_path, seconds["evaluate"], rng)
+        kills += killed(arguments, tmp_path, seconds["evaluate"], rng)
         if (tmp_path / "evaluation").exists():  # never reconstructions without their summary
             assert (tmp_path / "evaluation" / "summary.json").is_file()
+    assert kills > 0, "every evaluation finished before its kill: the test killed nothing"
     run(arguments, tmp_path)
     expected = json.loads((root / "evaluation" / "summary.json").read_text())["model_metrics"]
     assert json.loads((tmp_path / "evaluation" / "summary.json").read_text())["model_metrics"] == expected
