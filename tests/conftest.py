@@ -109,3 +109,34 @@ def tiny_super_resolution_dataset(tmp_path_factory):
     volumes = sunnybrook.read_volumes(sample_directory(), phases=[0])
     options = PrepareOptions(crop=48, validation_subjects=["SCD0000401"], task="super-resolution")
     return prepare_dataset(volumes, tmp_path_factory.mktemp("data") / "tiny-sr", options)
+
+
+PHANTOM_KSPACE = "data/twix-gre-phantom/gre_kspace.npy"
+#: Sub-crops of the phantom's 160×160 coil images that make the tiny complex dataset: 48×48 at 9 places.
+PHANTOM_CROP, PHANTOM_OFFSETS = 48, (16, 56, 96)
+
+
+@pytest.fixture(scope="session")
+def phantom_coil_images(shared_dir: Path) -> np.ndarray:
+    """The real phantom acquisition's two coil images, ``(2, 160, 160)`` complex, by the recipe of its
+    README in NumPy (centred inverse FFT over lines and readout, central half of the readout)."""
+    kspace = np.load(shared_dir / PHANTOM_KSPACE)
+    images = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace, axes=(0, 2)), axes=(0, 2)), axes=(0, 2))
+    return np.moveaxis(images[:, :, 80:240], 1, 0)
+
+
+@pytest.fixture(scope="session")
+def complex_dataset(tmp_path_factory, shared_dir: Path):
+    """A tiny complex dataset from the real phantom k-space: each coil a volume of 9 sub-crops
+    (48×48, scaled to max 1), 4x equispaced lines; coil 0 trains, coil 1 validates."""
+    from kdrecon.data.prepare import PrepareOptions, prepare_dataset
+    from kdrecon.data.sources import raw_kspace
+    from kdrecon.data.volume import Volume
+
+    volumes = []
+    for coil in raw_kspace.read_volumes(shared_dir / PHANTOM_KSPACE):
+        image = coil.images[0]
+        crops = [image[top : top + PHANTOM_CROP, left : left + PHANTOM_CROP] for top in PHANTOM_OFFSETS for left in PHANTOM_OFFSETS]
+        volumes.append(Volume(coil.name, coil.subject, np.stack(crops)))
+    options = PrepareOptions(crop=None, mask="equispaced", validation_subjects=[volumes[1].subject])
+    return prepare_dataset(volumes, tmp_path_factory.mktemp("data") / "complex", options)

@@ -19,6 +19,7 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     prepare = subparsers.add_parser("prepare", help="prepare a dataset directory from real data")
     formats = prepare.add_subparsers(dest="format", required=True, metavar="FORMAT")
 
+    from kdrecon.data.image import IMAGE_KINDS, MAGNITUDE
     from kdrecon.data.task import RECONSTRUCTION, TASKS
 
     def common(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +62,17 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     fastmri = formats.add_parser("fastmri", help="fastMRI single-coil h5 files")
     fastmri.add_argument("source", type=Path)
     fastmri.add_argument("--image-source", choices=("reconstruction", "kspace"), default="reconstruction")
+    fastmri.add_argument("--image", choices=IMAGE_KINDS, default=MAGNITUDE,
+                         help="complex: keep the phase of the kspace image (with --image-source kspace)")
     common(fastmri)
     fastmri.set_defaults(crop=0)
+
+    kspace = formats.add_parser("kspace", help="a scanner's fully sampled complex k-space as .npy (lines, coils, readout): "
+                                "complex images, one volume per coil")
+    kspace.add_argument("source", type=Path, help="a .npy file or a directory of them")
+    kspace.add_argument("--readout-oversampling", type=int, default=2, help="kept: the central 1/N of the readout")
+    common(kspace)
+    kspace.set_defaults(crop=0, mask="equispaced")
 
     papers = formats.add_parser("papers-h5", help="existing files in the papers' h5 layout (read in place)")
     papers.add_argument("output", type=Path, help="new dataset directory (holds only a manifest and masks)")
@@ -103,10 +113,14 @@ def _run_prepare(args: argparse.Namespace) -> None:
         from kdrecon.data.sources import dicom
 
         volumes = dicom.read_volumes(args.source)
+    elif args.format == "kspace":
+        from kdrecon.data.sources import raw_kspace
+
+        volumes = raw_kspace.read_volumes(args.source, args.readout_oversampling)
     else:
         from kdrecon.data.sources import fastmri
 
-        volumes = fastmri.read_volumes(args.source, image_source=args.image_source)
+        volumes = fastmri.read_volumes(args.source, image_source=args.image_source, complex_images=args.image == "complex")
     from kdrecon.data.task import SUPER_RESOLUTION
 
     if args.task == SUPER_RESOLUTION and args.mask is not None:
@@ -136,6 +150,7 @@ def _add_stage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="dataset directory or 'sample'")
     parser.add_argument("--acceleration")
     parser.add_argument("--task", help="reconstruction or super-resolution (must match the dataset)")
+    parser.add_argument("--image", help="magnitude or complex (two-channel networks; must match the dataset)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
@@ -162,6 +177,7 @@ def _stage_overrides(args: argparse.Namespace) -> dict:
         "data.dataset": args.dataset,
         "data.acceleration": args.acceleration,
         "data.task": args.task,
+        "data.image": args.image,
         "optimization.epochs": args.epochs,
         "optimization.batch_size": args.batch_size,
         "optimization.learning_rate": args.learning_rate,

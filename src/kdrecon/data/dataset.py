@@ -17,10 +17,13 @@ import numpy as np
 import torch
 
 from kdrecon.data import layout
+from kdrecon.data.image import COMPLEX, MAGNITUDE, check_image_kind, image_kind_of
 from kdrecon.data.integrity import check_mask, check_volume
 from kdrecon.data.prepare import MANIFEST, PrepareOptions, prepare_volume
 from kdrecon.data.sources import sunnybrook
 from kdrecon.data.task import RECONSTRUCTION, SAMPLE_SUPER_RESOLUTION_SIZE, SUPER_RESOLUTION, check_task, task_of
+from kdrecon.mri.channels import to_channels
+from kdrecon.mri.fft import ifft2
 
 SAMPLE = "sample"
 SAMPLE_VALIDATION_SUBJECTS = ("SCD0000401",)
@@ -39,7 +42,8 @@ class VolumeIndex:
 class Batch:
     """Model inputs and target for a batch of slices.
 
-    ``zero_filled`` and ``target``: ``(B, 1, H, W)`` float32; ``kspace``: ``(B, H, W)``
+    ``zero_filled`` and ``target``: ``(B, C, H, W)`` float32, ``C`` = 1 for magnitude images and 2
+    (real, imaginary) for complex ones (:mod:`kdrecon.data.image`); ``kspace``: ``(B, H, W)``
     complex64, un-centred, masked; ``mask``: ``(H, W)`` float32, un-centred; ``index``: the
     positions of the slices in their :class:`SliceData` (``None`` for a hand-made batch), which
     lets per-slice results computed once (a frozen teacher's outputs) be looked up.
@@ -57,7 +61,8 @@ class SliceData:
     """All slices of one split at one acceleration, stacked (see :class:`Batch` for shapes).
 
     For ``task`` super-resolution, ``zero_filled`` is the low-resolution input on the full grid
-    and ``mask`` the low-pass box (:mod:`kdrecon.data.task`).
+    and ``mask`` the low-pass box (:mod:`kdrecon.data.task`). For ``image`` complex, inputs and
+    targets are complex images as two channels and ``zero_filled`` is ``F⁻¹ k`` with its phase.
     """
 
     zero_filled: torch.Tensor
@@ -67,6 +72,7 @@ class SliceData:
     volumes: tuple[VolumeIndex, ...]
     acceleration: str
     task: str = RECONSTRUCTION
+    image: str = MAGNITUDE
 
     def __len__(self) -> int:
         return self.target.shape[0]
@@ -101,19 +107,27 @@ class SliceData:
 
 
 def _stack(volumes: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], mask: np.ndarray, acceleration: str,
-           task: str) -> SliceData:
+           task: str, image: str = MAGNITUDE) -> SliceData:
+    """Stack ``(name, target, zero_filled, kspace)`` volumes; a complex dataset's targets are complex."""
     index, start = [], 0
     for name, target, _, _ in volumes:
         index.append(VolumeIndex(name, start, start + len(target)))
         start += len(target)
+    kspace = torch.from_numpy(np.concatenate([v[3] for v in volumes]))
+    target = torch.from_numpy(np.concatenate([v[1] for v in volumes]))
+    if image == COMPLEX:
+        zero_filled, target = to_channels(ifft2(kspace)), to_channels(target)
+    else:
+        zero_filled, target = torch.from_numpy(np.concatenate([v[2] for v in volumes])).unsqueeze(1), target.unsqueeze(1)
     return SliceData(
-        zero_filled=torch.from_numpy(np.concatenate([v[2] for v in volumes])).unsqueeze(1),
-        kspace=torch.from_numpy(np.concatenate([v[3] for v in volumes])),
+        zero_filled=zero_filled.contiguous(),
+        kspace=kspace,
         mask=torch.from_numpy(mask.astype(np.float32)),
-        target=torch.from_numpy(np.concatenate([v[1] for v in volumes])).unsqueeze(1),
+        target=target.contiguous(),
         volumes=tuple(index),
         acceleration=acceleration,
         task=task,
+        image=image,
     )
 
 
@@ -164,19 +178,23 @@ def read_manifest(dataset: Path) -> dict:
     return manifest
 
 
-def load_split(dataset: str | Path, split: str, acceleration: str = "4x", task: str = RECONSTRUCTION) -> SliceData:
+def load_split(dataset: str | Path, split: str, acceleration: str = "4x", task: str = RECONSTRUCTION,
+               image: str = MAGNITUDE) -> SliceData:
     """Load every slice of ``split`` ('train' or 'validation') of a dataset into memory.
 
     ``dataset`` is a directory made by ``kdrecon prepare`` or the word ``"sample"`` for the
-    embedded sample; data prepared for another ``task`` is refused, and so is a mask or a volume
-    that no longer agrees with the rest (:mod:`kdrecon.data.integrity`).
+    embedded sample; data prepared for another ``task`` or holding another ``image`` kind is
+    refused, and so is a mask or a volume that no longer agrees with the rest
+    (:mod:`kdrecon.data.integrity`).
     """
     if str(dataset) == SAMPLE:
+        check_image_kind(f"the embedded {SAMPLE}", MAGNITUDE, image)
         return load_sample(split, acceleration, task=task)
     acceleration = layout.parse_acceleration(acceleration)
     dataset = Path(dataset)
     manifest = read_manifest(dataset)
     check_task(dataset, task_of(manifest), task)
+    check_image_kind(dataset, image_kind_of(manifest), image)
     if split not in manifest["splits"]:
         raise ValueError(f"{dataset}: no split {split!r} (has: {', '.join(manifest['splits'])})")
     if acceleration not in manifest["masks"]:
@@ -195,9 +213,10 @@ def load_split(dataset: str | Path, split: str, acceleration: str = "4x", task: 
         raise ValueError(f"{directory}: the {split} split is empty (no .h5 files)")
     volumes = []
     for file in files:
-        arrays = layout.read_volume(file, acceleration)
+        arrays = layout.read_volume(file, acceleration, complex_target=image == COMPLEX)
         if arrays.target.shape[1:] != mask.shape:
             raise ValueError(f"{file}: slices are {arrays.target.shape[1:]}, the {acceleration} mask is {mask.shape}")
-        check_volume(arrays.target, arrays.zero_filled, arrays.kspace, mask, file)
-        volumes.append((file.stem, arrays.target, arrays.zero_filled, arrays.kspace))
-    return _stack(volumes, mask, acceleration, task)
+        target = arrays.complex_target if image == COMPLEX else arrays.target
+        check_volume(target, arrays.zero_filled, arrays.kspace, mask, file)
+        volumes.append((file.stem, target, arrays.zero_filled, arrays.kspace))
+    return _stack(volumes, mask, acceleration, task, image)

@@ -64,12 +64,15 @@ def check_mask(mask: np.ndarray, acceleration: str, task: str, where: object) ->
 
 
 def check_volume(target: np.ndarray, zero_filled: np.ndarray, kspace: np.ndarray, mask: np.ndarray, where: object) -> None:
-    """Refuse a volume ``(S, H, W)`` whose k-space, target and zero-filled image disagree with each other or the mask."""
+    """Refuse a volume ``(S, H, W)`` whose k-space, target and zero-filled image disagree with each other or the mask.
+
+    ``target`` is the magnitude image, or in a complex dataset the complex one.
+    """
     scale = max(float(np.abs(kspace).max()), 1e-12)
     if np.abs(kspace * (1 - mask)).max() > OUTSIDE_MASK * scale:
         raise ValueError(f"{where}: the k-space has energy outside the mask (another mask, or a centred mask "
                          "where the un-centred layout is expected)")
-    simulated = np.fft.fft2(target.astype(np.float64), norm="ortho") * mask
+    simulated = np.fft.fft2(target.astype(np.complex128 if np.iscomplexobj(target) else np.float64), norm="ortho") * mask
     if np.abs(simulated - kspace).max() > KSPACE_AGREEMENT * scale:
         raise ValueError(f"{where}: the k-space is not the masked spectrum of the target (rescaled or edited data?)")
     recomputed = np.abs(np.fft.ifft2(kspace.astype(np.complex128), norm="ortho"))

@@ -6,7 +6,11 @@ key                    shape           content
 ``volfs``              (H, W, S)       fully sampled magnitude target, float32
 ``img_volus_{acc}``    (H, W, S)       zero-filled magnitude, float32
 ``kspace_volus_{acc}`` (H, W, S)       masked un-centred k-space, complex64
+``volfs_complex``      (H, W, S)       complex target (complex datasets only), complex64
 =====================  ==============  ===========================================
+
+A complex dataset (:mod:`kdrecon.data.image`) keeps ``volfs = |volfs_complex|`` so that every
+magnitude tool reads it as it reads the papers' files.
 
 ``acc`` is spelled ``4x``, ``5x``, ``8x``. Reconstructions written by evaluation use the
 papers' results layout: ``reconstruction`` ``(S, H, W)`` float32.
@@ -28,6 +32,7 @@ import h5py
 import numpy as np
 
 TARGET_KEY = "volfs"
+COMPLEX_TARGET_KEY = "volfs_complex"
 
 
 def zero_filled_key(acceleration: str) -> str:
@@ -52,11 +57,12 @@ def parse_acceleration(text: str) -> str:
 
 @dataclass(frozen=True)
 class VolumeArrays:
-    """One volume in memory, slices **first**: ``(S, H, W)``."""
+    """One volume in memory, slices **first**: ``(S, H, W)``; ``complex_target`` only in complex datasets."""
 
     target: np.ndarray
     zero_filled: np.ndarray
     kspace: np.ndarray
+    complex_target: np.ndarray | None = None
 
 
 def current_umask() -> int:
@@ -119,18 +125,24 @@ def write_volume(path: Path, target: np.ndarray, undersampled: dict[str, tuple[n
 
     Args:
         path: destination ``.h5`` file.
-        target: ``(S, H, W)`` float magnitude.
+        target: ``(S, H, W)`` float magnitude, or complex (stored as ``volfs_complex`` and its magnitude).
         undersampled: ``{acceleration: (zero_filled (S,H,W), kspace (S,H,W) complex)}``.
     """
     with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
+        if np.iscomplexobj(target):
+            file.create_dataset(COMPLEX_TARGET_KEY, data=np.moveaxis(target, 0, -1).astype(np.complex64))
+            target = np.abs(target)
         file.create_dataset(TARGET_KEY, data=np.moveaxis(target, 0, -1).astype(np.float32))
         for acceleration, (zero_filled, kspace) in undersampled.items():
             file.create_dataset(zero_filled_key(acceleration), data=np.moveaxis(zero_filled, 0, -1).astype(np.float32))
             file.create_dataset(kspace_key(acceleration), data=np.moveaxis(kspace, 0, -1).astype(np.complex64))
 
 
-def read_volume(path: Path, acceleration: str) -> VolumeArrays:
-    """Read one papers'-layout file for one acceleration and check it; slices first on return."""
+def read_volume(path: Path, acceleration: str, complex_target: bool = False) -> VolumeArrays:
+    """Read one papers'-layout file for one acceleration and check it; slices first on return.
+
+    ``complex_target``: also read ``volfs_complex`` (a complex dataset), which must be there.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: file not found")
@@ -140,7 +152,8 @@ def read_volume(path: Path, acceleration: str) -> VolumeArrays:
         raise ValueError(f"{path}: not a readable h5 file ({error})") from None
     with file:
         arrays = {}
-        for key in (TARGET_KEY, zero_filled_key(acceleration), kspace_key(acceleration)):
+        keys = (TARGET_KEY, zero_filled_key(acceleration), kspace_key(acceleration))
+        for key in (*keys, COMPLEX_TARGET_KEY) if complex_target else keys:
             if key not in file:
                 raise ValueError(f"{path}: missing dataset {key!r} (has: {', '.join(sorted(file.keys()))})")
             if not isinstance(file[key], h5py.Dataset):
@@ -157,13 +170,22 @@ def read_volume(path: Path, acceleration: str) -> VolumeArrays:
     for key in (TARGET_KEY, zero_filled_key(acceleration)):
         if np.iscomplexobj(arrays[key]):
             raise ValueError(f"{path}: {key!r} must be a real magnitude image, got {arrays[key].dtype}")
-    if not np.iscomplexobj(kspace):
-        raise ValueError(f"{path}: {kspace_key(acceleration)!r} must be complex, got {kspace.dtype}")
+    for key in (kspace_key(acceleration), COMPLEX_TARGET_KEY):
+        if key in arrays and not np.iscomplexobj(arrays[key]):
+            raise ValueError(f"{path}: {key!r} must be complex, got {arrays[key].dtype}")
+    complex_image = arrays.get(COMPLEX_TARGET_KEY)
+    if complex_image is not None and np.abs(np.abs(complex_image) - target).max() > 1e-5 * max(float(target.max()), 1e-12):
+        raise ValueError(f"{path}: {TARGET_KEY!r} is not the magnitude of {COMPLEX_TARGET_KEY!r} (edited data?)")
     return VolumeArrays(
-        target=np.ascontiguousarray(np.moveaxis(target, -1, 0), dtype=np.float32),
-        zero_filled=np.ascontiguousarray(np.moveaxis(zero_filled, -1, 0), dtype=np.float32),
-        kspace=np.ascontiguousarray(np.moveaxis(kspace, -1, 0), dtype=np.complex64),
+        target=_slices_first(target, np.float32),
+        zero_filled=_slices_first(zero_filled, np.float32),
+        kspace=_slices_first(kspace, np.complex64),
+        complex_target=None if complex_image is None else _slices_first(complex_image, np.complex64),
     )
+
+
+def _slices_first(array: np.ndarray, dtype: type) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(array, -1, 0), dtype=dtype)
 
 
 def volume_accelerations(path: Path) -> list[str]:

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kdrecon.data import layout
+from kdrecon.data import image as image_kinds
 from kdrecon.data.integrity import check_mask, check_volume
 from kdrecon.data.task import MANIFEST_KEY, RECONSTRUCTION, SUPER_RESOLUTION, TASKS, factor_of
 from kdrecon.data.volume import Volume
@@ -114,10 +115,12 @@ def crop_volume(volume: Volume, size: int | None) -> np.ndarray:
 
 
 def scale_slices(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scale each slice to max 1 (the papers' recipe); return the scaled non-empty slices and a keep flag."""
-    maxima = images.max(axis=(1, 2))
+    """Scale each slice to maximum magnitude 1 (the papers' recipe); return the scaled non-empty slices
+    (float32, or complex64 for complex images) and a keep flag."""
+    maxima = np.abs(images).max(axis=(1, 2))
     keep = maxima > 0
-    return (images[keep] / maxima[keep, None, None]).astype(np.float32), keep
+    dtype = np.complex64 if np.iscomplexobj(images) else np.float32
+    return (images[keep] / maxima[keep, None, None]).astype(dtype), keep
 
 
 def simulate(target: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +134,8 @@ def prepare_volume(
 ) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]], int]:
     """Crop, scale and undersample one volume for every mask.
 
-    Returns ``(target, {acceleration: (zero_filled, kspace)}, skipped)``, arrays ``(S, H, W)``;
+    Returns ``(target, {acceleration: (zero_filled, kspace)}, skipped)``, arrays ``(S, H, W)``; the
+    target is complex for a complex volume (the zero-filled image is always the magnitude);
     ``skipped`` counts all-zero slices dropped (they have no max to scale by).
     """
     target, keep = scale_slices(crop_volume(volume, crop))
@@ -260,6 +264,7 @@ def prepare_dataset(volumes: Iterable[Volume], destination: Path, options: Prepa
     with staging_directory(destination) as staging:
         masks: dict[str, np.ndarray] = {}
         subject_of: dict[str, str] = {}
+        kinds: set[str] = set()
         skipped_slices = 0
         (staging / "volumes").mkdir()
         for volume in tqdm(volumes, desc="prepare", unit="volume", disable=None):
@@ -272,6 +277,9 @@ def prepare_dataset(volumes: Iterable[Volume], destination: Path, options: Prepa
             skipped_slices += skipped
             layout.write_volume(staging / "volumes" / f"{volume.name}.h5", target, undersampled)
             subject_of[volume.name] = volume.subject
+            kinds.add(image_kinds.COMPLEX if volume.is_complex else image_kinds.MAGNITUDE)
+            if len(kinds) > 1:
+                raise ValueError(f"volume {volume.name!r}: a dataset holds magnitude or complex images, not both")
         if not subject_of:
             raise ValueError("no volumes to prepare")
         splits = split_subjects(subject_of.values(), options)
@@ -289,6 +297,7 @@ def prepare_dataset(volumes: Iterable[Volume], destination: Path, options: Prepa
             "version": 1,
             "source": options.source,
             MANIFEST_KEY: options.task,
+            **({image_kinds.MANIFEST_KEY: image_kinds.COMPLEX} if image_kinds.COMPLEX in kinds else {}),
             "accelerations": accelerations,
             "crop": options.crop,
             "mask": options.mask_description(),

@@ -18,6 +18,8 @@ from kdrecon.deployment.package import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
 from kdrecon.models.export import export_network, run_exported
 from kdrecon.models.weights import WeightsInfo
+from kdrecon.mri.channels import COMPLEX_CHANNELS, MAGNITUDE_CHANNELS, to_channels
+from kdrecon.mri.fft import ifft2
 from kdrecon.mri.undersample import undersample
 
 
@@ -32,7 +34,8 @@ class ExportCheck:
 
 def check_slices(info: WeightsInfo, count: int) -> tuple[torch.Tensor, ...]:
     """Real inputs of the model's size: the embedded sample's validation slices, centre-cropped or
-    zero-padded to the image size, scaled to max 1 and undersampled with the model's mask."""
+    zero-padded to the image size, scaled to max 1 and undersampled with the model's mask (for a
+    complex model, the zero-filled image as two channels)."""
     height, width = info.data["mask"]["shape"]
     images = load_sample("validation").target[:count, 0]
     top, left = (images.shape[1] - height) // 2, (images.shape[2] - width) // 2
@@ -41,7 +44,11 @@ def check_slices(info: WeightsInfo, count: int) -> tuple[torch.Tensor, ...]:
     canvas[:, max(-top, 0) : max(-top, 0) + source.shape[1], max(-left, 0) : max(-left, 0) + source.shape[2]] = source
     canvas = canvas / canvas.amax(dim=(1, 2), keepdim=True)
     kspace, zero_filled = undersample(canvas, torch.from_numpy(mask_from_description(info.data["mask"])))
-    return zero_filled[:, None].float(), kspace.real.contiguous(), kspace.imag.contiguous()
+    if info.model.get("options", {}).get("image_channels", MAGNITUDE_CHANNELS) == COMPLEX_CHANNELS:
+        network_input = to_channels(ifft2(kspace))
+    else:
+        network_input = zero_filled[:, None].float()
+    return network_input.contiguous(), kspace.real.contiguous(), kspace.imag.contiguous()
 
 
 def export_and_check(model: str | Path, output: Path, export_format: str, slices: int = 8,

@@ -23,6 +23,7 @@ import numpy as np
 from torch import nn
 
 from kdrecon.data.dataset import load_split
+from kdrecon.data.image import MAGNITUDE
 from kdrecon.data.task import RECONSTRUCTION
 from kdrecon.models.weights import WeightsInfo, save_weights
 from kdrecon.training.checkpoint import load_model, resolve_checkpoint
@@ -55,8 +56,9 @@ def describe_run(run_or_checkpoint: Path) -> tuple[nn.Module, WeightsInfo]:
     model, payload = load_model(run_or_checkpoint)
     trained_on = payload.get("config", {}).get("data", {})
     task = trained_on.get("task", RECONSTRUCTION)
-    data = load_split(trained_on.get("dataset", "sample"), "validation", trained_on.get("acceleration", "4x"), task)
-    description = {"task": task, "acceleration": data.acceleration, "image_shape": list(data.image_shape),
+    image = trained_on.get("image", MAGNITUDE)
+    data = load_split(trained_on.get("dataset", "sample"), "validation", trained_on.get("acceleration", "4x"), task, image)
+    description = {"task": task, "image": image, "acceleration": data.acceleration, "image_shape": list(data.image_shape),
                    "mask": describe_mask(data.mask.numpy()), "normalisation": NORMALISATION}
     source = {"checkpoint": str(resolve_checkpoint(run_or_checkpoint)), "best_epoch": payload.get("best_epoch"),
               "seed": payload.get("config", {}).get("seed"), "dataset": str(trained_on.get("dataset", "sample"))}

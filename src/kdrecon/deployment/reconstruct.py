@@ -18,7 +18,12 @@ name (:mod:`kdrecon.deployment.shipped`), a ``.safetensors`` weights file, a run
 * **DICOM** (single-frame MR images, found by their ``DICM`` mark): written as a new series, see
   :func:`reconstruct_dicom`.
 
-A magnitude slice is scaled to max 1 (as in training), undersampled with the model's own mask
+A **complex model** (trained on ``data.image: complex``) takes the complex image wherever the input has
+one: the stored k-space or ``volfs_complex`` of a papers' h5 file, and always the ``kspace`` of a
+fastMRI file (cropped, phase kept); from magnitude-only formats it gets a real image. Every output
+is the magnitude of the network's output.
+
+A slice is scaled to maximum magnitude 1 (as in training), undersampled with the model's own mask
 (or, for another image size, a mask of ``--mask`` kind at the model's acceleration; in
 super-resolution the low-pass box of that size), reconstructed, and multiplied back by its maximum.
 Every output file is written under a temporary name and renamed, so a failure leaves no half file.
@@ -45,6 +50,8 @@ from kdrecon.data.task import SUPER_RESOLUTION, factor_of
 from kdrecon.deployment.package import describe_run, mask_from_description
 from kdrecon.deployment.shipped import shipped_models, shipped_weights
 from kdrecon.models.weights import SUFFIX, WeightsInfo, load_weights
+from kdrecon.mri.channels import COMPLEX_CHANNELS, MAGNITUDE_CHANNELS, magnitude, to_channels
+from kdrecon.mri.fft import ifft2
 from kdrecon.mri.resolution import low_pass_mask
 from kdrecon.mri.undersample import undersample
 from kdrecon.training.trainer import resolve_device
@@ -91,27 +98,36 @@ class Reconstructor:
                              f"{own['shape'][0]}×{own['shape'][1]}: give --mask recipe|random|equispaced|PATH.npy")
         return make_mask(self.mask_kind, acceleration, shape)
 
+    @property
+    def is_complex(self) -> bool:
+        """Whether the network takes complex images as two channels (:mod:`kdrecon.mri.channels`)."""
+        return self.info.model.get("options", {}).get("image_channels", MAGNITUDE_CHANNELS) == COMPLEX_CHANNELS
+
     @torch.no_grad()
-    def run(self, zero_filled: np.ndarray, kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The network's output ``(S, H, W)`` for inputs already scaled as in training."""
+    def run(self, kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The magnitude of the network's output ``(S, H, W)`` for un-centred k-space scaled as in training."""
         self.model.to(self.device).eval()
         mask_tensor = torch.from_numpy(mask).to(self.device)
         outputs = []
-        for start in range(0, len(zero_filled), self.batch_size):
-            x = torch.from_numpy(zero_filled[start : start + self.batch_size]).to(self.device)[:, None]
+        for start in range(0, len(kspace), self.batch_size):
             k = torch.from_numpy(kspace[start : start + self.batch_size]).to(self.device)
-            outputs.append(self.model(x, k, mask_tensor)[:, 0].float().cpu().numpy())
+            zero_filled = ifft2(k)
+            x = to_channels(zero_filled) if self.is_complex else zero_filled.abs()[:, None]
+            outputs.append(magnitude(self.model(x, k, mask_tensor).float()).cpu().numpy())
         return np.concatenate(outputs)
 
-    def magnitude(self, images: np.ndarray) -> np.ndarray:
-        """Retrospectively undersample magnitude slices ``(S, H, W)`` and reconstruct them, in their own scale."""
+    def images(self, images: np.ndarray) -> np.ndarray:
+        """Retrospectively undersample slices ``(S, H, W)`` (magnitude, or complex for a complex model) and
+        reconstruct them, in their own scale."""
         if not np.isfinite(images).all():
             raise ValueError("the images contain NaN or infinite values")
+        if np.iscomplexobj(images) and not self.is_complex:
+            images = np.abs(images)
         maxima = np.abs(images).max(axis=(1, 2), keepdims=True)
         scale = np.where(maxima > 0, maxima, 1).astype(np.float32)
         mask = self.mask(images.shape[1:])
-        kspace, zero_filled = undersample(torch.from_numpy((images / scale).astype(np.float32)), torch.from_numpy(mask))
-        return self.run(zero_filled.numpy(), kspace.numpy(), mask) * scale
+        kspace, _ = undersample(torch.from_numpy(images / scale), torch.from_numpy(mask))
+        return self.run(kspace.to(torch.complex64).numpy(), mask) * scale
 
     def acquired(self, kspace: np.ndarray) -> np.ndarray:
         """Reconstruct un-centred undersampled k-space ``(S, H, W)`` as acquired (scaled as the training data)."""
@@ -122,8 +138,7 @@ class Reconstructor:
         if outside > 1e-6 * max(np.abs(kspace).max(), 1e-12):
             raise ValueError(f"the k-space has energy outside the model's {self.info.data['acceleration']} mask "
                              "(acquired with another mask, or in the centred layout)")
-        zero_filled = np.abs(np.fft.ifft2(kspace, norm="ortho")).astype(np.float32)
-        return self.run(zero_filled, kspace.astype(np.complex64), mask)
+        return self.run(kspace.astype(np.complex64), mask)
 
 
 def is_dicom(path: Path) -> bool:
@@ -165,7 +180,7 @@ def reconstruct_dicom(reconstructor: Reconstructor, sources: list[Path], root: P
     written = []
     for indices in shapes.values():  # slices are reconstructed independently: batch those of one size
         images = np.stack([_pixel_values(datasets[i]) for i in indices])
-        for index, image in zip(indices, reconstructor.magnitude(images)):
+        for index, image in zip(indices, reconstructor.images(images)):
             ds, destination = datasets[index], output / sources[index].relative_to(root)
             _encode(ds, image)
             ds.SeriesInstanceUID = series[str(ds.get("SeriesInstanceUID", ""))]
@@ -203,7 +218,7 @@ def reconstruct_nifti(reconstructor: Reconstructor, source: Path, destination: P
     height, width = data.shape[:2]
     # every (slice, frame) pair becomes one 2-D slice, in the order of the file
     slices = np.moveaxis(data.reshape(height, width, -1), -1, 0)
-    result = np.moveaxis(reconstructor.magnitude(slices), 0, -1).reshape(data.shape)
+    result = np.moveaxis(reconstructor.images(slices), 0, -1).reshape(data.shape)
     header = image.header.copy()
     header.set_data_dtype(np.float32)
     header.set_slope_inter(1, 0)
@@ -222,8 +237,10 @@ def reconstruct_papers_h5(reconstructor: Reconstructor, source: Path, destinatio
         attributes = dict(file.attrs)
         if key in file:
             result = reconstructor.acquired(np.moveaxis(file[key][()], -1, 0))
+        elif reconstructor.is_complex and layout.COMPLEX_TARGET_KEY in file:
+            result = reconstructor.images(np.moveaxis(file[layout.COMPLEX_TARGET_KEY][()], -1, 0).astype(np.complex64))
         elif layout.TARGET_KEY in file:
-            result = reconstructor.magnitude(np.moveaxis(file[layout.TARGET_KEY][()], -1, 0).astype(np.float32))
+            result = reconstructor.images(np.moveaxis(file[layout.TARGET_KEY][()], -1, 0).astype(np.float32))
         else:
             raise ValueError(f"neither {key!r} nor {layout.TARGET_KEY!r} (has: {', '.join(sorted(file))})")
     with layout.atomic_path(destination) as temporary, h5py.File(temporary, "w") as file:
@@ -237,9 +254,10 @@ def reconstruct_fastmri(reconstructor: Reconstructor, source: Path, destination:
     ``reconstruction`` (S, H, W) with the input's attributes, the file fastMRI's ``evaluate.py`` scores."""
     with h5py.File(source, "r") as file:
         attributes = dict(file.attrs)
-        image_source = "reconstruction" if "reconstruction_esc" in file else "kspace"
-    volume = next(fastmri.read_volumes(source, image_source=image_source))
-    result = reconstructor.magnitude(volume.images)
+        # A complex model needs the phase, which only the k-space has.
+        image_source = "reconstruction" if "reconstruction_esc" in file and not reconstructor.is_complex else "kspace"
+    volume = next(fastmri.read_volumes(source, image_source=image_source, complex_images=reconstructor.is_complex))
+    result = reconstructor.images(volume.images)
     with layout.atomic_path(destination) as temporary, h5py.File(temporary, "w") as file:
         file.create_dataset("reconstruction", data=result.astype(np.float32))
         file.attrs.update(attributes)

@@ -33,9 +33,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdrecon.data.dataset import SliceData, load_split
+from kdrecon.data.image import MAGNITUDE
 from kdrecon.data.layout import atomic_path, write_reconstruction
 from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION, factor_of
 from kdrecon.evaluation import metrics
+from kdrecon.mri.channels import magnitude
 from kdrecon.mri.resolution import bicubic_upsampling
 from kdrecon.training.checkpoint import load_model, resolve_checkpoint
 from kdrecon.training.trainer import autocast, prepare_module, resolve_device
@@ -54,7 +56,7 @@ ZERO_FILLED, BICUBIC = "zero_filled", "bicubic"
 
 def baselines(data: SliceData) -> dict[str, np.ndarray]:
     """What every network is compared against, ``(N, H, W)``: its input and, in super-resolution, bicubic upsampling."""
-    images = {ZERO_FILLED: data.zero_filled[:, 0].cpu().numpy()}
+    images = {ZERO_FILLED: magnitude(data.zero_filled).cpu().numpy()}
     if data.task == SUPER_RESOLUTION:
         images[BICUBIC] = bicubic_upsampling(data.kspace.cpu().numpy(), factor_of(data.acceleration))
     return images
@@ -75,13 +77,13 @@ def reconstruct(
     outputs = []
     for batch in data.batches(batch_size):
         with autocast(device, precision):
-            outputs.append(model(batch.zero_filled, batch.kspace, batch.mask)[:, 0].float().cpu())
+            outputs.append(magnitude(model(batch.zero_filled, batch.kspace, batch.mask).float()).cpu())
     return torch.cat(outputs).numpy()
 
 
 def score(data: SliceData, prediction: np.ndarray) -> tuple[list[dict], list[dict]]:
     """Per-slice and per-volume metric rows for ``prediction`` ``(N, H, W)`` against ``data``."""
-    target = data.target[:, 0].cpu().numpy()
+    target = magnitude(data.target).cpu().numpy()
     slice_rows, volume_rows = [], []
     for volume in tqdm(data.volumes, desc="score", unit="volume", leave=False, disable=None):
         for index in range(volume.start, volume.stop):
@@ -161,7 +163,7 @@ def evaluate(
     trained_on = payload.get("config", {}).get("data", {})
     dataset = dataset if dataset is not None else trained_on.get("dataset", "sample")
     acceleration = acceleration or trained_on.get("acceleration", "4x")
-    data = load_split(dataset, split, acceleration, trained_on.get("task", RECONSTRUCTION))
+    data = load_split(dataset, split, acceleration, trained_on.get("task", RECONSTRUCTION), trained_on.get("image", MAGNITUDE))
     if len(data) == 0:
         raise ValueError(f"{dataset}: the {split} split is empty")
     prediction = reconstruct(model, data, resolve_device(device))
@@ -175,6 +177,7 @@ def evaluate(
         "split": split,
         "acceleration": data.acceleration,
         "task": data.task,
+        "image": data.image,
         "volumes": len(data.volumes),
         "slices": len(data),
         "conventions": "per volume, data_range = volume target max (fastMRI); mean ± std over volumes",

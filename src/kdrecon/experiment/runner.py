@@ -292,7 +292,8 @@ def run_experiment(
     prints = fingerprints(stages)
     configs = {stage.id: _stage_config(stage, layout) for stage in stages}  # validate all up front
     selected = _select(stages, only)
-    validation_data = load_split(config.data.dataset, "validation", config.data.acceleration, config.data.task)
+    validation_data = load_split(config.data.dataset, "validation", config.data.acceleration, config.data.task,
+                                 config.data.image)
     check_experiment(config, stages, configs, len(validation_data))
     if reuse_from is not None and main:
         copy_reusable(stages, prints, layout, RunLayout(Path(reuse_from)), progress)

@@ -50,7 +50,7 @@ def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class UNetBlock(nn.Module):
-    """A U-Net, image in and image out: ``(B,1,H,W) → (B,1,H,W)``.
+    """A U-Net, image in and image out: ``(B,C,H,W) → (B,C,H,W)``, ``C`` image channels (1 or 2).
 
     Args:
         levels: number of 2× down-samplings (≥ 1).
@@ -58,16 +58,16 @@ class UNetBlock(nn.Module):
         residual: add the block input to its output (off, as in the DC-CNN).
     """
 
-    def __init__(self, levels: int = 2, channels: int = 32, residual: bool = False) -> None:
+    def __init__(self, levels: int = 2, channels: int = 32, residual: bool = False, image_channels: int = 1) -> None:
         super().__init__()
         if levels < 1:
             raise ValueError(f"a U-Net block needs at least 1 level of down-sampling, got {levels}")
         widths = [channels * 2**level for level in range(levels + 1)]
-        self.encoder = nn.ModuleList(_double_conv(([1] + widths)[k], widths[k]) for k in range(levels))
+        self.encoder = nn.ModuleList(_double_conv(([image_channels] + widths)[k], widths[k]) for k in range(levels))
         self.bottom = _double_conv(widths[levels - 1], widths[levels])
         self.upsample = nn.ModuleList(nn.ConvTranspose2d(widths[k + 1], widths[k], 2, stride=2) for k in range(levels))
         self.decoder = nn.ModuleList(_double_conv(2 * widths[k], widths[k]) for k in range(levels))
-        self.output = nn.Conv2d(channels, 1, 1)
+        self.output = nn.Conv2d(channels, image_channels, 1)
         self.residual = residual
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -89,9 +89,10 @@ class UNetBlock(nn.Module):
 class DCUNet(CascadeNetwork):
     """Cascade of :class:`UNetBlock`, each followed by hard data consistency."""
 
-    def __init__(self, levels: int = 2, cascades: int = 5, channels: int = 32, residual: bool = False) -> None:
+    def __init__(self, levels: int = 2, cascades: int = 5, channels: int = 32, residual: bool = False,
+                 image_channels: int = 1) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(UNetBlock(levels, channels, residual) for _ in range(cascades))
+        self.blocks = nn.ModuleList(UNetBlock(levels, channels, residual, image_channels) for _ in range(cascades))
 
     def feature_layers(self, cascade: int, count: int = 1) -> list[str]:
         """The last ``count`` layers of the full-resolution decoder level (at most 2)."""
@@ -105,6 +106,6 @@ FAMILY = ModelFamily(
     pattern=r"U(?P<levels>\d+)C(?P<cascades>\d+)",
     example="U2C5",
     build=DCUNet,
-    options=("channels", "residual"),
+    options=("channels", "residual", "image_channels"),
     summary="UlCm: m cascades of a U-Net with l down-samplings (SFT-KD-Recon Table 6)",
 )

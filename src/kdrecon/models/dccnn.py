@@ -85,7 +85,7 @@ class ConvReLU(nn.Sequential):
 
 
 class CNNBlock(nn.Module):
-    """``n`` 3×3 convolutions, image in and image out: ``(B,1,H,W) → (B,1,H,W)``.
+    """``n`` 3×3 convolutions, image in and image out: ``(B,C,H,W) → (B,C,H,W)``, ``C`` image channels.
 
     Args:
         convs: number of convolutions ``n ≥ 2``.
@@ -94,15 +94,17 @@ class CNNBlock(nn.Module):
             their code; off by default).
         padding: zero-pad the input by this many pixels and crop the output back (the
             SFT-KD-Recon code used 5).
+        image_channels: 1 for a magnitude image, 2 for a complex one (:mod:`kdrecon.mri.channels`).
     """
 
-    def __init__(self, convs: int, channels: int = 32, residual: bool = False, padding: int = 0) -> None:
+    def __init__(self, convs: int, channels: int = 32, residual: bool = False, padding: int = 0,
+                 image_channels: int = 1) -> None:
         super().__init__()
         if convs < 2:
             raise ValueError(f"a CNN block needs at least 2 convolutions, got {convs}")
-        widths = [1] + [channels] * (convs - 1)
+        widths = [image_channels] + [channels] * (convs - 1)
         hidden = [ConvReLU(a, b) for a, b in zip(widths[:-1], widths[1:])]
-        self.layers = nn.Sequential(*hidden, Conv3x3(channels, 1))
+        self.layers = nn.Sequential(*hidden, Conv3x3(channels, image_channels))
         self.residual = residual
         self.padding = padding
 
@@ -117,7 +119,9 @@ class CNNBlock(nn.Module):
 class DCCNN(CascadeNetwork):
     """Cascade of CNN blocks, each followed by hard data consistency.
 
-    ``forward(zero_filled (B,1,H,W), kspace (B,H,W) complex, mask (H,W)) → (B,1,H,W)``.
+    ``forward(zero_filled (B,C,H,W), kspace (B,H,W) complex, mask (H,W)) → (B,C,H,W)``, with ``C`` =
+    ``image_channels``: 1 for the papers' magnitude images, 2 for complex ones (real, imaginary),
+    whose data consistency keeps the phase (:func:`kdrecon.mri.undersample.data_consistency`).
     """
 
     def __init__(
@@ -127,10 +131,11 @@ class DCCNN(CascadeNetwork):
         channels: int = 32,
         residual: bool = False,
         padding: int = 0,
+        image_channels: int = 1,
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            CNNBlock(convs_per_block, channels, residual, padding) for _ in range(cascades)
+            CNNBlock(convs_per_block, channels, residual, padding, image_channels) for _ in range(cascades)
         )
 
     def feature_layers(self, cascade: int, count: int = 1) -> list[str]:
@@ -146,6 +151,6 @@ FAMILY = ModelFamily(
     pattern=r"D(?P<convs_per_block>\d+)C(?P<cascades>\d+)",
     example="D5C5",
     build=DCCNN,
-    options=("channels", "residual", "padding"),
+    options=("channels", "residual", "padding", "image_channels"),
     summary="DnCm: m cascades of n 3×3 convolutions (Schlemper et al. 2017)",
 )

@@ -12,9 +12,10 @@ image size. With ``W_N = C_N − i S_N``, ``C_N[k, n] = cos(2πkn/N)/√N``, ``S
     \\mathrm{Re}\\, F^{-1} K = C_H K_r C_W − S_H K_i C_W − C_H K_i S_W − S_H K_r S_W,
 
 and hard data consistency merges ``K = M ⊙ k₀ + (1 − M) ⊙ F x`` before the inverse, as
-:func:`kdrecon.mri.undersample.data_consistency` does with the FFT. The exported graph takes
-``zero_filled (B, 1, H, W)``, ``kspace_real`` and ``kspace_imag (B, H, W)`` (un-centred) and
-returns the image ``(B, 1, H, W)``; the mask is built in. Its size is fixed to the model's image size.
+:func:`kdrecon.mri.undersample.data_consistency` does with the FFT; a complex image (two channels)
+goes through the same products with its imaginary part, and keeps both parts of the inverse. The
+exported graph takes ``zero_filled (B, C, H, W)``, ``kspace_real`` and ``kspace_imag (B, H, W)``
+(un-centred) and returns the image ``(B, C, H, W)``, ``C`` = 1 or 2; the mask is built in. Its size is fixed to the model's image size.
 
 Example:
     >>> import torch
@@ -38,6 +39,7 @@ from torch import nn
 
 from kdrecon.data.layout import atomic_path, remove_debris
 from kdrecon.models.cascade import CascadeNetwork
+from kdrecon.mri.channels import COMPLEX_CHANNELS
 
 FORMATS = ("onnx", "torch-export")
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2"}
@@ -54,33 +56,52 @@ def dft_matrices(size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class RealDataConsistency(nn.Module):
-    """Hard data consistency of a real image with k-space given as ``(real, imaginary)``, in matrix products."""
+    """Hard data consistency with k-space given as ``(real, imaginary)``, in matrix products.
 
-    def __init__(self, height: int, width: int) -> None:
+    Works on a real image ``(B, 1, H, W)`` (the real part is kept, as the FFT operator does) or, with
+    ``image_channels`` 2, a complex one as two channels ``(B, 2, H, W)`` (:mod:`kdrecon.mri.channels`).
+    """
+
+    def __init__(self, height: int, width: int, image_channels: int = 1) -> None:
         super().__init__()
+        self.complex_image = image_channels == COMPLEX_CHANNELS
         for name, size in (("h", height), ("w", width)):
             cos, sin = dft_matrices(size)
             self.register_buffer(f"cos_{name}", cos)
             self.register_buffer(f"sin_{name}", sin)
 
     def forward(self, image: torch.Tensor, kspace: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        x = image[:, 0].float()
-        ch, sh, cw, sw = self.cos_h, self.sin_h, self.cos_w, self.sin_w
-        real = ch @ x @ cw - sh @ x @ sw
-        imaginary = -(sh @ x @ cw + ch @ x @ sw)
+        complex_image = self.complex_image
+        real, imaginary = self._dft(image[:, 0].float(), image[:, 1].float() if complex_image else None)
         sampled = mask > 0
         real, imaginary = torch.where(sampled, kspace[0], real), torch.where(sampled, kspace[1], imaginary)
-        out = ch @ real @ cw - sh @ imaginary @ cw - ch @ imaginary @ sw - sh @ real @ sw
-        return out.unsqueeze(1)
+        out_real, out_imaginary = self._inverse_dft(real, imaginary, real_only=not complex_image)
+        return torch.stack((out_real, out_imaginary), dim=1) if complex_image else out_real.unsqueeze(1)
+
+    def _dft(self, real: torch.Tensor, imaginary: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``W_H x W_W`` with ``W = C − iS``, first over rows, then columns (``imaginary`` None: a real image)."""
+        ch, sh, cw, sw = self.cos_h, self.sin_h, self.cos_w, self.sin_w
+        rows_real, rows_imaginary = ch @ real, -(sh @ real)
+        if imaginary is not None:
+            rows_real, rows_imaginary = rows_real + sh @ imaginary, rows_imaginary + ch @ imaginary
+        return rows_real @ cw + rows_imaginary @ sw, rows_imaginary @ cw - rows_real @ sw
+
+    def _inverse_dft(self, real: torch.Tensor, imaginary: torch.Tensor,
+                     real_only: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``W̄_H K W̄_W`` with ``W̄ = C + iS``; with ``real_only`` the imaginary part is not computed."""
+        ch, sh, cw, sw = self.cos_h, self.sin_h, self.cos_w, self.sin_w
+        rows_real, rows_imaginary = ch @ real - sh @ imaginary, ch @ imaginary + sh @ real
+        out_real = rows_real @ cw - rows_imaginary @ sw
+        return out_real, None if real_only else rows_imaginary @ cw + rows_real @ sw
 
 
 class ExportableNetwork(nn.Module):
     """A cascade network whose data consistency runs in real arithmetic, with its mask built in."""
 
-    def __init__(self, network: CascadeNetwork, mask: np.ndarray) -> None:
+    def __init__(self, network: CascadeNetwork, mask: np.ndarray, image_channels: int = 1) -> None:
         super().__init__()
         self.network = copy.deepcopy(network).eval()
-        self.data_consistency = RealDataConsistency(*mask.shape)
+        self.data_consistency = RealDataConsistency(*mask.shape, image_channels)
         # An instance attribute, so it shadows the class's FFT operator (a module assignment
         # would only register it); the layer's matrices are registered on this wrapper.
         object.__setattr__(self.network, "consistency", self.data_consistency)
@@ -95,7 +116,7 @@ def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, expo
     (``zero_filled``, ``kspace_real``, ``kspace_imag``, batch ≥ 2) fixes the image size."""
     if export_format not in FORMATS:
         raise ValueError(f"format {export_format!r}: choose {' or '.join(FORMATS)}")
-    exportable = ExportableNetwork(network, mask)
+    exportable = ExportableNetwork(network, mask, image_channels=example[0].shape[1])
     remove_debris(Path(output).parent, Path(output).name, recursive=False)  # of an interrupted export
     with atomic_path(Path(output)) as temporary:
         if export_format == "onnx":

@@ -1,7 +1,8 @@
 """The residual CNN of conventional SFT (SFT-KD-Recon Table 4): blocks that pass features.
 
 ``RnBm`` means ``n`` 3×3 convolutions in all, grouped into ``m`` blocks of ``n / m``. The first
-convolution maps the image to ``channels`` features and the last maps them back to one channel;
+convolution maps the image to ``channels`` features and the last maps them back to the image's
+channels (one, or two for a complex image);
 every other one is ``channels → channels``; ReLU follows every convolution but the last. A block
 whose input and output are both features adds its input to its output (a residual unit in the
 feature domain, as the ResNet stages Park et al.'s SFT groups into blocks), and the network adds
@@ -39,13 +40,16 @@ from kdrecon.models.family import ModelFamily
 
 
 class FeatureBlock(nn.Module):
-    """Consecutive convolutions ``layers.{j}``; a residual unit when input and output widths match."""
+    """Consecutive convolutions ``layers.{j}``; a residual unit when input and output widths match.
 
-    def __init__(self, widths: list[int]) -> None:
+    The block that ``outputs_image`` ends in a plain convolution (no ReLU) to the image channels.
+    """
+
+    def __init__(self, widths: list[int], outputs_image: bool = False) -> None:
         super().__init__()
         last = len(widths) - 2
         self.layers = nn.Sequential(*(
-            Conv3x3(a, b) if index == last and b == 1 else ConvReLU(a, b)
+            Conv3x3(a, b) if index == last and outputs_image else ConvReLU(a, b)
             for index, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
         ))
         self.residual = widths[0] == widths[-1]
@@ -60,13 +64,15 @@ class ResidualCNN(CascadeNetwork):
 
     state_kind = "features"
 
-    def __init__(self, convolutions: int = 25, blocks: int = 5, channels: int = 32, data_consistency: bool = False) -> None:
+    def __init__(self, convolutions: int = 25, blocks: int = 5, channels: int = 32, data_consistency: bool = False,
+                 image_channels: int = 1) -> None:
         super().__init__()
         if blocks < 1 or convolutions % blocks or convolutions < 2 * blocks:
             raise ValueError(f"R{convolutions}B{blocks}: the convolutions must split into blocks of at least 2")
-        widths = [1] + [channels] * (convolutions - 1) + [1]
+        widths = [image_channels] + [channels] * (convolutions - 1) + [image_channels]
         per_block = convolutions // blocks
-        self.blocks = nn.ModuleList(FeatureBlock(widths[i * per_block : (i + 1) * per_block + 1]) for i in range(blocks))
+        self.blocks = nn.ModuleList(FeatureBlock(widths[i * per_block : (i + 1) * per_block + 1], outputs_image=i == blocks - 1)
+                                    for i in range(blocks))
         self.data_consistency = data_consistency
 
     def step(self, index: int, state: torch.Tensor, zero_filled: torch.Tensor, kspace: torch.Tensor,
@@ -88,7 +94,7 @@ FAMILY = ModelFamily(
     pattern=r"R(?P<convolutions>\d+)B(?P<blocks>\d+)",
     example="R25B5",
     build=ResidualCNN,
-    options=("channels", "data_consistency"),
+    options=("channels", "data_consistency", "image_channels"),
     summary="RnBm: n convolutions in m feature-domain residual blocks, no intermediate images (conventional SFT, Table 4)",
     blocks_group="blocks",
 )

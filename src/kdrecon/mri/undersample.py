@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from kdrecon.mri.channels import COMPLEX_CHANNELS, to_channels, to_complex
 from kdrecon.mri.fft import fft2, ifft2
 
 
@@ -47,21 +48,26 @@ def merge_measurements(predicted: torch.Tensor, measured: torch.Tensor, mask: to
 def data_consistency(image: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Hard (noiseless, λ→∞) data consistency: replace the sampled k-space lines by measurements.
 
-    ``x_dc = Re F⁻¹( M ⊙ k₀ + (1 − M) ⊙ F x )`` (spec §3, paper eq. 2 with λ → ∞). The real
-    part is kept, as the papers' code does for magnitude input; note that this projects the
-    merged k-space onto Hermitian symmetry, so for a mask that is not symmetric about DC the
-    sampled lines of ``F x_dc`` are no longer exactly ``k₀`` (the complex image
-    ``F⁻¹(merged)`` is exactly consistent). The FFT runs in float32 even when ``image`` is
-    bfloat16/float16 (autocast), and the result is float32.
+    A real image (one channel): ``x_dc = Re F⁻¹( M ⊙ k₀ + (1 − M) ⊙ F x )`` (spec §3, paper eq. 2
+    with λ → ∞). The real part is kept, as the papers' code does for magnitude input; note that
+    this projects the merged k-space onto Hermitian symmetry, so for a mask that is not symmetric
+    about DC the sampled lines of ``F x_dc`` are no longer exactly ``k₀``.
+
+    A complex image (two channels, :mod:`kdrecon.mri.channels`): ``z_dc = F⁻¹( M ⊙ k₀ + (1 − M) ⊙ F z )``
+    with no real-part step, so ``M ⊙ F z_dc = M ⊙ k₀``: the acquired samples are kept, phase included.
+
+    The FFT runs in float32 even when ``image`` is bfloat16/float16 (autocast), and the result is float32.
 
     Args:
-        image: network output, real, shape ``(B, 1, H, W)`` or ``(B, H, W)``.
+        image: network output, shape ``(B, 1, H, W)``, ``(B, 2, H, W)`` (complex) or ``(B, H, W)`` (real).
         kspace: measured un-centred k-space ``M ⊙ k₀``, complex, shape ``(B, H, W)``.
         mask: 0/1 un-centred mask broadcastable to ``(B, H, W)``.
 
     Returns:
-        Real float32 tensor with the shape of ``image``.
+        Float32 tensor with the shape of ``image``.
     """
+    if image.dim() == 4 and image.shape[1] == COMPLEX_CHANNELS:
+        return to_channels(ifft2(merge_measurements(fft2(to_complex(image)), kspace, mask)))
     squeeze = image.dim() == 4
     x = image[:, 0] if squeeze else image
     out = ifft2(merge_measurements(fft2(x.float()), kspace, mask)).real

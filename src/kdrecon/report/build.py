@@ -377,7 +377,7 @@ def _figures_section(results: ExperimentResults) -> list[Block]:
     method = results.methods[:1]
     names = [TEACHER, STUDENT] + [name(m) for m in method for name in (std_kd, sft_kd)]
     shown = [results.by_name(n)[seed] for n in names if seed in results.by_name(n)]
-    data = load_split(first["dataset"], first["split"], first["acceleration"], results.task)
+    data = load_split(first["dataset"], first["split"], first["acceleration"], results.task, results.image)
     inputs = baselines(data)
     blocks: list[Block] = [Heading(f"Reconstructions, seed {seed} (papers' Figure 3)")]
     for volume in data.volumes[: config["report"]["figure_slices"]]:
@@ -432,7 +432,7 @@ def _speed(results: ExperimentResults) -> SpeedComparison | None:
     if teacher is None or student is None:
         return None
     config, first = results.manifest["config"], results.stages[0].summary
-    data = load_split(first["dataset"], first["split"], first["acceleration"], results.task)
+    data = load_split(first["dataset"], first["split"], first["acceleration"], results.task, results.image)
     report = config["report"]
     return time_teacher_and_student(teacher.files, student.files, data, report["timing_batch_size"],
                                     report["timing_rounds"], resolve_device(config["device"]))

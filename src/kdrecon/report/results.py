@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdrecon.data.image import MAGNITUDE
 from kdrecon.data.task import RECONSTRUCTION
 from kdrecon.evaluation.evaluate import BICUBIC, METRICS, MODEL, ZERO_FILLED, metrics_key
 from kdrecon.report.run_layout import RunLayout, StageFiles, read_json
@@ -89,6 +90,11 @@ class ExperimentResults:
     def task(self) -> str:
         """``reconstruction`` or ``super-resolution`` (evaluations written before tasks: reconstruction)."""
         return self.stages[0].summary.get("task", RECONSTRUCTION)
+
+    @property
+    def image(self) -> str:
+        """``magnitude`` or ``complex`` (evaluations written before complex data: magnitude)."""
+        return self.stages[0].summary.get("image", MAGNITUDE)
 
     def baselines(self) -> list[tuple[str, dict[str, dict[str, float]]]]:
         """``(label, mean ± std over volumes)`` of each baseline, the same for every stage and seed."""

@@ -20,6 +20,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_serializer,
                       model_validator)
 
+from kdrecon.data.image import COMPLEX, MAGNITUDE, ImageKind, channels_of
 from kdrecon.data.layout import atomic_path, parse_acceleration
 from kdrecon.data.task import RECONSTRUCTION, Task
 from kdrecon.training.checkpoint import resolve_checkpoint
@@ -66,6 +67,7 @@ class DataConfig(StrictModel):
     dataset: str = Field("sample", description="a directory made by 'kdrecon prepare', or 'sample'")
     acceleration: str = Field("4x", description="undersampling, or for super-resolution the factor per axis")
     task: Task = Field(RECONSTRUCTION, description="reconstruction or super-resolution; must match the dataset")
+    image: ImageKind = Field(MAGNITUDE, description="magnitude, or complex (two-channel networks); must match the dataset")
 
     @field_validator("acceleration", mode="before")
     @classmethod
@@ -73,12 +75,13 @@ class DataConfig(StrictModel):
         return parse_acceleration(value)
 
     @model_serializer(mode="wrap")
-    def _without_default_task(self, handler: Any) -> dict[str, Any]:
-        # Configs written before tasks existed have no ``task``; leaving the default out keeps
-        # their files and stage fingerprints unchanged, so recorded runs still resume.
+    def _without_defaults_added_later(self, handler: Any) -> dict[str, Any]:
+        # Configs written before tasks and image kinds existed have neither key; leaving the defaults
+        # out keeps their files and stage fingerprints unchanged, so recorded runs still resume.
         data = handler(self)
-        if data.get("task") == RECONSTRUCTION:
-            data.pop("task")
+        for key, default in (("task", RECONSTRUCTION), ("image", MAGNITUDE)):
+            if data.get(key) == default:
+                data.pop(key)
         return data
 
 
@@ -105,7 +108,7 @@ KD_MRI_ABLATION = (
     DistillationRecipe(f"kd-mri-at-{IMITATION}", "at", "two-stage", 0.5, "KD-MRI: AT + imitation (its procedure)"),
 )
 #: Constructor options a model config can set; each family takes the ones it declares.
-MODEL_OPTIONS = ("channels", "residual", "padding", "data_consistency")
+MODEL_OPTIONS = ("channels", "residual", "padding", "data_consistency", "image_channels")
 
 
 class ModelConfig(StrictModel):
@@ -116,6 +119,7 @@ class ModelConfig(StrictModel):
     residual: bool = False
     padding: int = Field(0, ge=0, description="DC-CNN: zero-pad each block's input by this many pixels")
     data_consistency: bool | None = Field(None, description="residual CNN: one DC layer after the last block (default off)")
+    image_channels: Literal[1, 2] | None = Field(None, description="1 magnitude, 2 complex (real, imaginary); default: from data.image")
     teacher: str | None = Field(None, description=f"{SFT_TEACHER} only: the teacher (default {DEFAULT_TEACHER})")
     student: str | None = Field(None, description=f"{SFT_TEACHER} only: the student (default {DEFAULT_STUDENT})")
 
@@ -173,6 +177,22 @@ class ModelConfig(StrictModel):
         if self.is_student_friendly_teacher:
             options.update(teacher=self.teacher, student=self.student)
         return options
+
+
+def fit_to_images(model: ModelConfig, data: DataConfig | None, key: str) -> ModelConfig:
+    """``model`` with the input channels of ``data``'s images (two for complex data); refuses a network
+    without a two-channel form, or channels given explicitly that disagree with the data."""
+    if data is None:
+        return model
+    wanted = channels_of(data.image)
+    if model.image_channels not in (None, wanted):
+        raise ValueError(f"{key}.image_channels: is {model.image_channels}, but data.image {data.image} has {wanted}")
+    if data.image != COMPLEX:
+        return model
+    for name in model._networks():
+        if "image_channels" not in family_of(name).options:
+            raise ValueError(f"data.image: {name} ({family_of(name).name}) has no complex, two-channel form")
+    return model.model_copy(update={"image_channels": wanted})
 
 
 class OptimizationConfig(StrictModel):
@@ -267,6 +287,7 @@ class TrainConfig(StageConfig):
     def _sft_default(self) -> TrainConfig:
         if self.model.is_student_friendly_teacher and self.sft is None:
             object.__setattr__(self, "sft", StudentFriendlyLossConfig())
+        object.__setattr__(self, "model", fit_to_images(self.model, self.data, "model"))
         return self
 
 
@@ -330,6 +351,7 @@ class DistillConfig(StageConfig):
             raise ValueError("first_block: baseline needs init: sft")
         if (self.first_block == "baseline") != (self.baseline is not None):
             raise ValueError("baseline: give it exactly when first_block is baseline")
+        object.__setattr__(self, "student", fit_to_images(self.student, self.data, "student"))
         return self
 
     @property

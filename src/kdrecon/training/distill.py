@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from kdrecon.data.dataset import SliceData
+from kdrecon.data.image import channels_of
 from kdrecon.distillation.distiller import Distiller, LossWeights
 from kdrecon.distillation.initialisation import initialise_from_student_friendly_teacher
 from kdrecon.distillation.layer_pairs import default_layer_pairs, feature_channels
@@ -76,7 +77,9 @@ def distill_student(
         )
     if config.data is None:
         trained_on = teacher_payload.get("config", {}).get("data", {})
-        config = config.model_copy(update={"data": validate(DataConfig, trained_on, f"{config.teacher} (data)")})
+        validate(DataConfig, trained_on, f"{config.teacher} (data)")
+        config = validate(DistillConfig, {**config_data(config), "data": trained_on}, f"{config.teacher} (data)")
+    check_teacher_images(config, teacher_payload)
     device = local_device(resolve_device(config.device))
     train_data, validation_data = load_splits(config.data, train_data, validation_data)
 
@@ -159,6 +162,14 @@ def distill_student(
     else:
         weights = LossWeights(alpha, 1 - alpha, feature_weight)
     return run_stage(run_dir, "distill", weights, feature_loss, config.optimization.epochs)
+
+
+def check_teacher_images(config: DistillConfig, teacher_payload: dict[str, Any]) -> None:
+    """Refuse a teacher trained on another image kind (magnitude or complex) than the student's data."""
+    teacher_channels = teacher_payload["model"].get("options", {}).get("image_channels", 1)
+    if teacher_channels != channels_of(config.data.image):
+        raise ConfigError(f"teacher: {config.teacher} takes {teacher_channels}-channel images, "
+                          f"but data.image is {config.data.image} ({channels_of(config.data.image)} channels)")
 
 
 def _has_checkpoint(directory: Path) -> bool:

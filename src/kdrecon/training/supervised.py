@@ -39,9 +39,9 @@ def load_splits(
 ) -> tuple[SliceData, SliceData]:
     """The configured train and validation splits, unless given already."""
     if train_data is None:
-        train_data = load_split(data.dataset, "train", data.acceleration, data.task)
+        train_data = load_split(data.dataset, "train", data.acceleration, data.task, data.image)
     if validation_data is None:
-        validation_data = load_split(data.dataset, "validation", data.acceleration, data.task)
+        validation_data = load_split(data.dataset, "validation", data.acceleration, data.task, data.image)
     return train_data, validation_data
 
 

@@ -11,7 +11,8 @@ module needs no torch), then centre-cropped to the shape of ``reconstruction_esc
 file has one, else to ``(320, 320)``. The crop follows fastMRI's ``center_crop``
 (start ``(n - crop) // 2``). fastMRI k-space is 2x oversampled along the readout
 (``W_k`` ≈ 2 x 320 for knee), so the crop is also what removes the readout oversampling;
-no other oversampling removal is done.
+no other oversampling removal is done. With ``complex_images`` the cropped image keeps its phase
+(complex64), for the complex networks (:mod:`kdrecon.data.image`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def read_volumes(
     path: Path,
     *,
     image_source: Literal["reconstruction", "kspace"] = "reconstruction",
+    complex_images: bool = False,
 ) -> Iterator[Volume]:
     """Yield one volume per fastMRI single-coil file.
 
@@ -47,6 +49,7 @@ def read_volumes(
             files (sorted path order).
         image_source: ``"reconstruction"`` to read ``reconstruction_esc``; ``"kspace"`` to
             compute the magnitude image from ``kspace`` (see the module docstring).
+        complex_images: keep the phase of the image computed from ``kspace`` (needs ``"kspace"``).
 
     Yields:
         ``Volume(name=<file stem>, subject=<file stem>, images=float32 (S, H, W))``.
@@ -58,11 +61,13 @@ def read_volumes(
     """
     if image_source not in ("reconstruction", "kspace"):
         raise ValueError(f"image_source must be 'reconstruction' or 'kspace', got {image_source!r}")
+    if complex_images and image_source != "kspace":
+        raise ValueError("--image complex: fastMRI's reconstruction_esc is a magnitude image; use --image-source kspace")
     path = Path(path)
     files = _find_files(path)
     root = path if path.is_dir() else path.parent
     for file, name in zip(files, _unique_names(files, root)):
-        images = _read_images(file, image_source)
+        images = _read_images(file, image_source, complex_images)
         try:
             yield Volume(name=name, subject=file.stem, images=images)
         except ValueError as err:
@@ -95,7 +100,7 @@ def _unique_names(files: list[Path], root: Path) -> list[str]:
     ]
 
 
-def _read_images(file: Path, image_source: str) -> np.ndarray:
+def _read_images(file: Path, image_source: str, complex_images: bool = False) -> np.ndarray:
     try:
         h5 = h5py.File(file, "r")
     except OSError as err:
@@ -118,7 +123,8 @@ def _read_images(file: Path, image_source: str) -> np.ndarray:
                 raise ValueError(f"{file}: no 'reconstruction_esc' (test split?); use image_source='kspace'")
             return np.asarray(target[()], dtype=np.float32)
         crop = target.shape[1:] if target is not None else DEFAULT_CROP
-        return _kspace_to_image(file, kspace[()], crop)
+        image = _kspace_to_image(file, kspace[()], crop)
+        return image if complex_images else np.abs(image).astype(np.float32)
 
 
 def _dataset(h5: h5py.File, file: Path, key: str) -> h5py.Dataset:
@@ -131,7 +137,7 @@ def _dataset(h5: h5py.File, file: Path, key: str) -> h5py.Dataset:
 
 
 def _kspace_to_image(file: Path, kspace: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
-    """``|centred orthonormal ifft2|`` of ``(S, H_k, W_k)`` k-space, centre-cropped to ``crop``."""
+    """Centred orthonormal ``ifft2`` of ``(S, H_k, W_k)`` k-space, centre-cropped to ``crop``, complex64."""
     height, width = kspace.shape[-2:]
     crop_h, crop_w = crop
     if height < crop_h or width < crop_w:
@@ -139,4 +145,4 @@ def _kspace_to_image(file: Path, kspace: np.ndarray, crop: tuple[int, int]) -> n
     axes = (-2, -1)
     image = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace, axes=axes), axes=axes, norm="ortho"), axes=axes)
     top, left = (height - crop_h) // 2, (width - crop_w) // 2
-    return np.abs(image[:, top : top + crop_h, left : left + crop_w]).astype(np.float32)
+    return image[:, top : top + crop_h, left : left + crop_w].astype(np.complex64)
