@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
 import torch
 
 from kdrecon.deployment.export import check_slices, export_and_check
 from kdrecon.deployment.package import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
+from kdrecon.models.export import inference_session
 
 MODELS = {"teacher": "sunnybrook-4x-teacher", "student": "sunnybrook-4x-student"}
 
@@ -46,7 +46,7 @@ def main() -> None:
         zero_filled, real, imaginary = (t[:1] for t in check_slices(info, 1))
         kspace, mask = torch.complex(real, imaginary), torch.from_numpy(mask_from_description(info.data["mask"]))
         export_and_check(name, directory / f"{role}.onnx", "onnx")
-        session = onnxruntime.InferenceSession(str(directory / f"{role}.onnx"), providers=["CPUExecutionProvider"])
+        session = inference_session(directory / f"{role}.onnx")
         feed = {"zero_filled": zero_filled.numpy(), "kspace_real": real.numpy(), "kspace_imag": imaginary.numpy()}
 
         def eager(network=network, zero_filled=zero_filled, kspace=kspace, mask=mask):

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-# Page faults per D5C5 training step (batch 4, 150×150 embedded sample), after two warm-up steps,
+# Page faults per D3C5 training step (batch 2, 150×150 embedded sample), after two warm-up steps,
 # in the precision training uses on this machine (bf16 only where the CPU runs it natively).
 STEP = textwrap.dedent(
     """
@@ -20,8 +20,8 @@ STEP = textwrap.dedent(
     if sys.argv[1] == "tuned":
         assert retain_freed_memory()
     torch.manual_seed(0)
-    batch = load_sample("train").batch(torch.arange(4))
-    model = build_model("D5C5").to(memory_format=torch.channels_last)
+    batch = load_sample("train").batch(torch.arange(2))
+    model = build_model("D3C5").to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters())
     precision = resolve_precision("auto", torch.device("cpu"))
     def step():
@@ -33,9 +33,9 @@ STEP = textwrap.dedent(
         optimizer.step()
     step(); step()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(3):
+    for _ in range(2):
         step()
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 2)
     """
 )
 

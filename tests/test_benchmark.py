@@ -42,13 +42,31 @@ def test_training_flops_count_a_backward_pass_as_two_forwards():
 
 def test_bench_command_writes_json_and_markdown(tmp_path):
     output = tmp_path / "bench"
-    assert main(["bench", "--size", "40", "--steps", "1", "--repeats", "1", "--output", str(output)]) == 0
+    arguments = ["bench", "--size", "40", "--steps", "1", "--repeats", "1", "--no-compile", "--output", str(output)]
+    assert main(arguments) == 0
     result = json.loads((output / "bench.json").read_text())
     assert result["models"]["teacher"]["parameters"] == 141_765
     assert result["models"]["student"]["parameters"] == 49_285
     assert set(result["training"]) == {f"{k}/{p}" for k in ("train", "sft-teacher", "distill") for p in ("fast", "reference")}
     assert all(rate > 0 for rate in result["training"].values())
     assert "| teacher D5C5 (L1) |" in (output / "bench.md").read_text()
+    assert "student/batch1/onnxruntime" in result["inference"] and "student/batch1/compiled" not in result["inference"]
+
+
+def test_compiled_path_is_timed_beside_the_others_and_tabulated(small_validation):
+    import torch
+
+    from kdrecon.evaluation.benchmark import _deployed_lines, inference_seconds_per_slice
+
+    seconds = inference_seconds_per_slice("D2C1", "D2C1", small_validation, torch.device("cpu"), 1, 1, compile=True)
+    assert set(seconds) == {f"{role}/{path}" for role in ("teacher", "student")
+                            for path in ("fast", "reference", "onnxruntime", "compiled")}
+    assert all(value > 0 for value in seconds.values())
+    result = {"models": {"teacher": {"name": "D5C5"}, "student": {"name": "D3C5"}},
+              "inference": {f"{role}/batch{b}/compiled": value for role, value in (("teacher", 0.03), ("student", 0.01))
+                            for b in (1, 16)}}
+    table = "\n".join(_deployed_lines(result))
+    assert "torch.compile" in table and "ONNX" not in table and "| student speed-up over teacher | 3.00× | 3.00× |" in table
 
 
 def test_macs_of_a_u_net_block_match_the_hand_count():
@@ -63,3 +81,34 @@ def test_macs_of_a_u_net_block_match_the_hand_count():
     expected = 1152 + 2304 + 1152 + 2304 + 512 + 4608 + 2304 + 128
     batch = Batch(torch.rand(1, 1, 8, 8), torch.zeros(1, 8, 8, dtype=torch.complex64), torch.zeros(8, 8), torch.rand(1, 1, 8, 8))
     assert count_macs(build_model("U1C1", channels=2), batch) == expected == 14_464
+
+
+def test_experiment_estimate_costs_every_stage_from_its_kind(tiny_overrides, tmp_path):
+    from kdrecon.experiment.config import load_experiment
+    from kdrecon.experiment.estimate import CostKey, estimate_experiment
+    from kdrecon.experiment.stages import build_stages
+
+    config = load_experiment("demo", {**tiny_overrides, "procedure": "two-stage"})
+    estimate = estimate_experiment(config, steps=1)
+    assert [s.stage for s in estimate.stages] == [s.id for s in build_stages(config)]
+    # Teacher and student on L1, the SFT step, and one distillation pair for Std-KD and SFT-KD alike.
+    assert set(estimate.costs) == {CostKey("train", "D3C3"), CostKey("train", "D2C3"),
+                                   CostKey("sft-teacher", "D3C3", "D2C3"), CostKey("distill", "D3C3", "D2C3")}
+    assert all(stage.seconds > 0 for stage in estimate.stages)
+    distillation = next(s for s in estimate.stages if s.role == "std-kd")
+    cost = estimate.costs[distillation.cost]
+    assert cost.cache > 0 and distillation.epochs == 1 + 2  # feature stage, then the distillation
+    assert estimate.total_seconds == sum(seconds for _, _, seconds in estimate.by_role())
+
+
+def test_bench_experiment_writes_the_estimate(tiny_dataset, tmp_path):
+    import yaml
+
+    experiment = tmp_path / "tiny.yaml"
+    experiment.write_text(yaml.safe_dump({"name": "tiny", "data": {"dataset": str(tiny_dataset)}, "teacher": "D3C3",
+                                          "student": "D2C3", "channels": 8, "optimization": {"epochs": 1}}))
+    output = tmp_path / "estimate"
+    assert main(["bench", "--experiment", str(experiment), "--steps", "1", "--output", str(output)]) == 0
+    result = json.loads((output / "estimate.json").read_text())
+    assert result["experiment"] == "tiny" and result["total_seconds"] > 0
+    assert "| teacher | 1 |" in (output / "estimate.md").read_text()

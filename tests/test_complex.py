@@ -214,5 +214,5 @@ def test_real_arithmetic_data_consistency_of_a_complex_image(phantom_coil_images
     image = torch.from_numpy(phantom_coil_images.astype(np.complex64))
     kspace, _ = undersample(image / image.abs().amax(), mask)
     network_output = to_channels(torch.rot90(image / image.abs().amax(), 1, (-2, -1)))  # far from consistent
-    ours = RealDataConsistency(160, 160, image_channels=2)(network_output, (kspace.real, kspace.imag), mask)
+    ours = RealDataConsistency(mask.numpy(), image_channels=2)(network_output, (kspace.real, kspace.imag))
     torch.testing.assert_close(ours, data_consistency(network_output, kspace, mask), atol=2e-6, rtol=0)

@@ -167,9 +167,16 @@ def test_real_arithmetic_data_consistency_equals_the_fft_one_on_real_slices(real
     image = torch.from_numpy(real_slices[:3]).float()
     mask = torch.from_numpy(cardiac_mask_4x).float()
     kspace, zero_filled = undersample(image, mask)
-    layer = RealDataConsistency(150, 150)
+    layer = RealDataConsistency(cardiac_mask_4x)
     ours = layer(zero_filled[:, None] * 0.9, (kspace.real, kspace.imag), mask)
     torch.testing.assert_close(ours, data_consistency(zero_filled[:, None] * 0.9, kspace, mask), atol=2e-6, rtol=0)
+    # Super-resolution's box: sampled rows and columns both restricted.
+    from kdrecon.mri.resolution import low_pass_mask
+
+    box = torch.from_numpy(low_pass_mask((150, 150), 3.0)).float()
+    kspace, low_resolution = undersample(image, box)
+    ours = RealDataConsistency(box.numpy())(low_resolution[:, None], (kspace.real, kspace.imag))
+    torch.testing.assert_close(ours, data_consistency(low_resolution[:, None], kspace, box), atol=2e-6, rtol=0)
 
 
 def test_fastmri_file_is_written_for_fastmris_evaluation_and_beats_zero_filled(tmp_path, shared_dir):

@@ -116,10 +116,11 @@ def psnr(target, prediction):
 
 
 def test_short_training_beats_zero_filling(tmp_path, small_train, small_validation):
-    """A tiny D5C5 (16 channels) after 300 steps on 3 subjects beats zero-filling on subject 401."""
+    """A tiny D3C5 (16 channels) after 200 steps on 3 subjects beats zero-filling on subject 401 (by 2.7 dB
+    when written)."""
     torch.manual_seed(42)
-    model = build_model("D5C5", channels=16)
-    steps = 300
+    model = build_model("D3C5", channels=16)
+    steps = 200
     epochs = math.ceil(steps / math.ceil(len(small_train) / 4))
     fit(
         ReconstructionObjective(model),

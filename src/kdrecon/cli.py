@@ -326,12 +326,42 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--steps", type=int, default=8, help="timed training steps per measurement")
     bench.add_argument("--repeats", type=int, default=10, help="timed inference calls per measurement")
     bench.add_argument("--output", type=Path, default=Path("bench"), help="directory for bench.json and bench.md")
+    bench.add_argument("--experiment", metavar="PRESET_OR_YAML",
+                       help="instead: estimate how long this experiment takes here, from its stages' measured costs "
+                            "(writes estimate.json and estimate.md)")
+    bench.add_argument("--no-compile", dest="compile", action="store_false",
+                       help="leave out the torch.compile path (it compiles each network first, seconds each)")
+
+
+def _write_atomically(directory: Path, files: dict[str, str]) -> None:
+    from kdrecon.data.layout import atomic_path, remove_debris
+
+    for name, text in files.items():
+        remove_debris(directory, name, recursive=False)  # of an interrupted earlier run
+        with atomic_path(directory / name) as temporary:
+            temporary.write_text(text)
+
+
+def _run_estimate(args: argparse.Namespace) -> None:
+    import json
+
+    from kdrecon.experiment.config import load_experiment
+    from kdrecon.experiment.estimate import estimate_data, estimate_experiment, format_estimate
+
+    config = load_experiment(args.experiment, {"device": args.device if args.device != "auto" else None})
+    _check_writable(args.output, "--output")
+    estimate = estimate_experiment(config, args.steps,
+                                   progress=lambda message: print(f"measuring {message} ...", file=sys.stderr, flush=True))
+    table = format_estimate(estimate)
+    _write_atomically(args.output, {"estimate.json": json.dumps(estimate_data(estimate), indent=2),
+                                    "estimate.md": table + "\n"})
+    print(table)
+    print(f"written to {args.output}/estimate.json and estimate.md")
 
 
 def _run_bench(args: argparse.Namespace) -> None:
     import json
 
-    from kdrecon.data.layout import atomic_path, remove_debris
     from kdrecon.evaluation.benchmark import format_markdown, run_benchmark
     from kdrecon.models.registry import canonical_model_name
     from kdrecon.training.trainer import resolve_device
@@ -343,16 +373,16 @@ def _run_bench(args: argparse.Namespace) -> None:
         if value < least:
             raise ValueError(f"{option} {value}: must be at least {least}")
     resolve_device(args.device)
+    if args.experiment is not None:
+        _run_estimate(args)
+        return
     _check_writable(args.output, "--output")
     result = run_benchmark(
         args.teacher, args.student, args.size, args.device, args.steps, args.repeats,
-        progress=lambda message: print(f"measuring {message} ...", file=sys.stderr, flush=True),
+        progress=lambda message: print(f"measuring {message} ...", file=sys.stderr, flush=True), compile=args.compile,
     )
     table = format_markdown(result)
-    for name, text in (("bench.json", json.dumps(result, indent=2)), ("bench.md", table + "\n")):
-        remove_debris(args.output, name, recursive=False)  # of an interrupted earlier bench
-        with atomic_path(args.output / name) as temporary:
-            temporary.write_text(text)
+    _write_atomically(args.output, {"bench.json": json.dumps(result, indent=2), "bench.md": table + "\n"})
     print(table)
     print(f"written to {args.output}/bench.json and bench.md")
 

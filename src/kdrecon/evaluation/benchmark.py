@@ -37,6 +37,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,9 @@ from kdrecon.distillation.losses import build_feature_loss
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model, count_parameters
 from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
-from kdrecon.models.export import export_network
-from kdrecon.training.trainer import ReconstructionObjective, autocast, prepare_module, resolve_device, resolve_precision
+from kdrecon.models.export import export_network, inference_session
+from kdrecon.training.trainer import (ReconstructionObjective, autocast, compile_forward, prepare_module, resolve_device,
+                                      resolve_precision)
 
 
 def count_macs(model: nn.Module, batch: Batch) -> int:
@@ -194,16 +196,24 @@ class _AutogradTeacherDistiller(Distiller):
         return output, self.teacher_tap.features() if self.teacher_tap else []
 
 
-def _objective(kind: str, teacher: str, student: str, device: torch.device, channels_last: bool, reference: bool):
-    """A fresh training objective of stage ``kind`` (train, sft-teacher or distill)."""
+#: The stage kinds whose training step the benchmark times: a network on L1 (``train``, the
+#: ``teacher`` network), the SFT step and a distillation of the student by the teacher.
+STEP_KINDS = ("train", "sft-teacher", "distill")
+
+
+def _objective(kind: str, teacher: str, student: str, device: torch.device, channels_last: bool, reference: bool,
+               options: dict[str, Any] | None = None):
+    """A fresh training objective of stage ``kind`` (train, sft-teacher or distill); ``options`` go to
+    every network built (e.g. ``channels``)."""
     torch.manual_seed(0)
+    options = options or {}
     if kind == "train":
-        return ReconstructionObjective(prepare_module(build_model(teacher), device, channels_last))
+        return ReconstructionObjective(prepare_module(build_model(teacher, **options), device, channels_last))
     if kind == "sft-teacher":
-        model = build_model("sft-teacher", teacher=teacher, student=student)
+        model = build_model("sft-teacher", teacher=teacher, student=student, **options)
         return StudentFriendlyObjective(prepare_module(model, device, channels_last))
-    teacher_model = prepare_module(build_model(teacher), device, channels_last)
-    student_model = prepare_module(build_model(student), device, channels_last)
+    teacher_model = prepare_module(build_model(teacher, **options), device, channels_last)
+    student_model = prepare_module(build_model(student, **options), device, channels_last)
     teacher_layers, student_layers = default_layer_pairs("at", teacher_model, student_model)
     loss = build_feature_loss(
         "at", feature_channels(student_model, student_layers), feature_channels(teacher_model, teacher_layers)
@@ -216,15 +226,30 @@ def _objective(kind: str, teacher: str, student: str, device: torch.device, chan
     return Distiller(student_model, teacher_model, weights, loss, student_layers, teacher_layers, 8 * 2**30)
 
 
-def _training_step(
+@dataclass(frozen=True)
+class TrainingStep:
+    """A timed stage's training step and what else a stage of its kind costs.
+
+    ``step()`` runs one step (batch read included); ``cache_seconds`` were spent once before the
+    first step (the fast path's teacher cache); ``objective`` validates as the trainer does.
+    """
+
+    step: Callable[[], None]
+    cache_seconds: float
+    objective: Any
+    precision: str
+
+
+def training_step(
     kind: str, teacher: str, student: str, data: SliceData, h5_slices: PerItemH5Slices | None,
-    device: torch.device, batch_size: int,
-) -> tuple[Callable[[], None], float]:
-    """One training step of stage ``kind`` (the batch read included) and the seconds spent once
+    device: torch.device, batch_size: int, options: dict[str, Any] | None = None, precision: str = "auto",
+) -> TrainingStep:
+    """One training step of stage ``kind`` (the batch read included), with the seconds spent once
     per stage before the first step (the fast path's teacher cache; 0 for the reference)."""
     reference = h5_slices is not None
-    precision = "fp32" if reference else resolve_precision("auto", device)
-    objective = _objective(kind, teacher, student, device, channels_last=not reference, reference=reference)
+    precision = "fp32" if reference else resolve_precision(precision, device)
+    objective = _objective(kind, teacher, student, device, channels_last=not reference, reference=reference,
+                           options=options)
     cache_seconds = 0.0
     if not reference and hasattr(objective, "before_training"):
         _synchronise(device)
@@ -254,7 +279,7 @@ def _training_step(
         losses["total"].backward()
         optimizer.step()
 
-    return step, cache_seconds
+    return TrainingStep(step, cache_seconds, objective, precision)
 
 
 def training_throughput(
@@ -269,12 +294,12 @@ def training_throughput(
     steps each, after two warm-up steps, gives the step times. The fast path's teacher cache,
     built once per stage, is charged in full to a single epoch (the worst case).
     """
-    fast_step, cache_seconds = _training_step(kind, teacher, student, data, None, device, batch_size)
-    reference_step, _ = _training_step(kind, teacher, student, data, h5_slices, device, batch_size)
-    seconds = interleaved_median_seconds({"fast": fast_step, "reference": reference_step}, device, steps, warmup=2)
+    fast = training_step(kind, teacher, student, data, None, device, batch_size)
+    reference = training_step(kind, teacher, student, data, h5_slices, device, batch_size)
+    seconds = interleaved_median_seconds({"fast": fast.step, "reference": reference.step}, device, steps, warmup=2)
     epoch_steps = max(1, len(data) // batch_size)
     return {
-        "fast": epoch_steps * batch_size / (cache_seconds + epoch_steps * seconds["fast"]),
+        "fast": epoch_steps * batch_size / (fast.cache_seconds + epoch_steps * seconds["fast"]),
         "reference": batch_size / seconds["reference"],
     }
 
@@ -298,13 +323,16 @@ def inference_seconds(
 
 
 def inference_seconds_per_slice(
-    teacher: str, student: str, data: SliceData, device: torch.device, batch_size: int, repeats: int
+    teacher: str, student: str, data: SliceData, device: torch.device, batch_size: int, repeats: int,
+    compile: bool = True,
 ) -> dict[str, float]:
     """Median seconds per slice of fresh ``teacher`` and ``student`` networks on the fast path
-    (bf16, channels-last) and the float32 NCHW reference, keyed ``"{role}/{path}"``.
+    (bf16, channels-last), the float32 NCHW reference and the deployed paths (:data:`DEPLOYED_PATHS`:
+    the exported graph in ONNX Runtime on CPU; with ``compile``, ``torch.compile`` of the fast
+    path), keyed ``"{role}/{path}"``.
 
-    All four are timed in alternation (:func:`interleaved_median_seconds`), so the student/teacher
-    and fast/reference ratios are side by side.
+    All are timed in alternation (:func:`interleaved_median_seconds`), so the student/teacher and
+    path-to-path ratios are side by side.
     """
     batch = data.batch(torch.arange(batch_size, device=data.target.device))
     runs = {}
@@ -315,21 +343,38 @@ def inference_seconds_per_slice(
                 runs[f"{role}/{path}"] = inference_call(model, batch, device, resolve_precision("auto", device) if fast else "fp32")
             if device.type == "cpu":
                 runs[f"{role}/{DEPLOYED}"] = onnxruntime_call(build_model(name), batch, Path(directory) / f"{role}.onnx")
+            compiled = compiled_call(name, batch, device) if compile else None
+            if compiled is not None:
+                runs[f"{role}/{COMPILED}"] = compiled
         seconds = interleaved_median_seconds(runs, device, repeats, warmup=3)
     return {key: value / batch_size for key, value in seconds.items()}
 
 
 #: The deployed path timed beside the eager ones on CPU: the exported graph in ONNX Runtime.
 DEPLOYED = "onnxruntime"
+#: ``torch.compile`` of the fast path's eager network.
+COMPILED = "compiled"
+#: The deployed paths of the benchmark's table, with their descriptions.
+DEPLOYED_PATHS = {DEPLOYED: "exported with data consistency, ONNX Runtime",
+                  COMPILED: "torch.compile of the fast path"}
+
+
+def compiled_call(name: str, batch: Batch, device: torch.device) -> Callable[[], None] | None:
+    """One call of network ``name`` on the fast path with a ``torch.compile`` forward; ``None`` (and a
+    warning) where compiling is not available."""
+    model = prepare_module(build_model(name), device, channels_last=True).eval()
+    precision = resolve_precision("auto", device)
+    with autocast(device, precision):
+        if not compile_forward(model, batch):
+            return None
+    return inference_call(model, batch, device, precision)
 
 
 def onnxruntime_call(model: nn.Module, batch: Batch, path: Path) -> Callable[[], None]:
     """One call of ``model`` exported with its data consistency (:mod:`kdrecon.models.export`) in ONNX Runtime."""
-    import onnxruntime
-
     inputs = (batch.zero_filled.cpu(), batch.kspace.real.contiguous().cpu(), batch.kspace.imag.contiguous().cpu())
     export_network(model.eval(), batch.mask.cpu().numpy(), path, "onnx", inputs)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = inference_session(path)
     feed = {item.name: tensor.numpy() for item, tensor in zip(session.get_inputs(), inputs)}
     return lambda: session.run(None, feed)
 
@@ -349,6 +394,7 @@ def run_benchmark(
     steps: int = 8,
     repeats: int = 10,
     progress: Callable[[str], None] = lambda message: None,
+    compile: bool = True,
 ) -> dict[str, Any]:
     """Measure everything listed in the module docstring; returns plain data (see :func:`format_markdown`)."""
     target_device = resolve_device(device)
@@ -377,13 +423,13 @@ def run_benchmark(
                                   "cascades": model.cascades}
     for batch_size in (1, 16):
         progress(f"inference batch {batch_size}")
-        seconds = inference_seconds_per_slice(teacher, student, data, target_device, batch_size, repeats)
+        seconds = inference_seconds_per_slice(teacher, student, data, target_device, batch_size, repeats, compile)
         for key, value in seconds.items():
             role, path = key.split("/")
             result["inference"][f"{role}/batch{batch_size}/{path}"] = value
     with tempfile.TemporaryDirectory(prefix="kdrecon-bench-") as directory:
         h5_slices = PerItemH5Slices(data, Path(directory))
-        for kind in ("train", "sft-teacher", "distill"):
+        for kind in STEP_KINDS:
             progress(f"training {kind}")
             rates = training_throughput(kind, teacher, student, data, h5_slices, target_device, steps)
             for path, rate in rates.items():
@@ -431,6 +477,22 @@ def training_flops_per_slice(result: dict[str, Any], kind: str) -> float:
     return 3 * student + teacher
 
 
+def _deployed_lines(result: dict[str, Any]) -> list[str]:
+    """One table per deployed path the result holds: ms per slice and the student's speed-up."""
+    inference, lines = result["inference"], []
+    for path, description in DEPLOYED_PATHS.items():
+        if f"student/batch1/{path}" not in inference:
+            continue
+        lines += ["", f"| deployed: {description} (ms per slice) | batch 1 | batch 16 |", "|---|---|---|"]
+        for role in ("teacher", "student"):
+            cells = " | ".join(f"{inference[f'{role}/batch{b}/{path}'] * 1e3:.2f}" for b in (1, 16))
+            lines.append(f"| {role} {result['models'][role]['name']} | {cells} |")
+        ratios = " | ".join(f"{inference[f'teacher/batch{b}/{path}'] / inference[f'student/batch{b}/{path}']:.2f}×"
+                            for b in (1, 16))
+        lines.append(f"| student speed-up over teacher | {ratios} |")
+    return lines
+
+
 def format_markdown(result: dict[str, Any]) -> str:
     """The benchmark as Markdown tables, speed-ups as fast/reference ratios from the same run."""
     peak = result["convolution_peak_flops"]
@@ -462,15 +524,7 @@ def format_markdown(result: dict[str, Any]) -> str:
     for batch_size in (1, 16):
         ratio = result["inference"][f"teacher/batch{batch_size}/fast"] / result["inference"][f"student/batch{batch_size}/fast"]
         lines.append(f"| student speed-up over teacher, batch {batch_size} (fast) | | | {ratio:.2f}× | |")
-    if f"student/batch1/{DEPLOYED}" in result["inference"]:
-        lines += ["", "| deployed: exported with data consistency, ONNX Runtime (ms per slice) | batch 1 | batch 16 |",
-                  "|---|---|---|"]
-        for role, model in (("teacher", teacher), ("student", student)):
-            cells = " | ".join(f"{result['inference'][f'{role}/batch{b}/{DEPLOYED}'] * 1e3:.2f}" for b in (1, 16))
-            lines.append(f"| {role} {model['name']} | {cells} |")
-        ratios = " | ".join(f"{result['inference'][f'teacher/batch{b}/{DEPLOYED}'] / result['inference'][f'student/batch{b}/{DEPLOYED}']:.2f}×"
-                            for b in (1, 16))
-        lines.append(f"| student speed-up over teacher | {ratios} |")
+    lines += _deployed_lines(result)
     lines += [
         "",
         f"| training (slices/s, batch {result['training_batch_size']}) | fast | reference | speed-up | fast: % of conv peak |",

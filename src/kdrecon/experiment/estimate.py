@@ -1,0 +1,196 @@
+"""How long an experiment will take on this device, from measured costs of its kinds of stage.
+
+Every distinct kind of stage the experiment runs (a network trained on L1, an SFT step, a
+distillation, each with its networks) is built once and timed on the experiment's own data and
+settings (batch size, precision, device): the median of a few training steps after warm-up, the
+teacher cache a distillation builds before its first step, one validation pass and the scoring of
+the validation split. A stage then costs
+
+.. math::
+
+    T = E\\,(\\lceil N_{train} / B \\rceil\\, t_{step} + t_{validation}) + c\\, t_{cache} + t_{validation} + t_{scores},
+
+with ``E`` its planned epochs (both parts of a two-stage distillation), ``c`` the number of its
+training runs that build a teacher cache (two for a two-stage distillation) and the last two terms
+its evaluation. Every distillation is costed as attention transfer with the default layer pairs;
+the other feature losses differ by little next to the networks' own work. Nothing of the report
+(bootstrap, figures, the timing of the speed claim) is counted.
+
+Example (``kdrecon bench --experiment demo``)::
+
+    estimate = estimate_experiment(load_experiment("demo"), steps=3)
+    print(format_estimate(estimate))
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from kdrecon.data.dataset import SliceData, load_split
+from kdrecon.data.image import COMPLEX, channels_of
+from kdrecon.evaluation.benchmark import median_seconds, training_step
+from kdrecon.evaluation.evaluate import ZERO_FILLED, baselines, score
+from kdrecon.experiment.config import ExperimentConfig
+from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages
+from kdrecon.models.registry import SFT_TEACHER
+from kdrecon.training.trainer import resolve_device, validate
+
+
+@dataclass(frozen=True)
+class CostKey:
+    """What a stage's cost depends on: its kind (``train``, ``sft-teacher``, ``distill``) and networks."""
+
+    kind: str
+    teacher: str
+    student: str = ""
+
+    def label(self) -> str:
+        if self.kind == "distill":
+            return f"distillation {self.teacher}→{self.student}"
+        return f"SFT teacher {self.teacher}+{self.student}" if self.kind == SFT_TEACHER else f"{self.teacher} on L1"
+
+
+@dataclass(frozen=True)
+class MeasuredCost:
+    """Seconds of one training step, the teacher cache, a validation pass and the evaluation's scores."""
+
+    step: float
+    cache: float
+    validation: float
+    scores: float
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    stage: str
+    role: str
+    cost: CostKey
+    epochs: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ExperimentEstimate:
+    name: str
+    device: str
+    stages: tuple[StageEstimate, ...]
+    costs: dict[CostKey, MeasuredCost]
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(stage.seconds for stage in self.stages)
+
+    def by_role(self) -> list[tuple[str, int, float]]:
+        """``(role, number of stages, seconds of them all)`` in the order the roles first run."""
+        totals: dict[str, list[float]] = {}
+        for stage in self.stages:
+            totals.setdefault(stage.role, []).append(stage.seconds)
+        return [(role, len(seconds), sum(seconds)) for role, seconds in totals.items()]
+
+
+def cost_key(stage: Stage, stages: dict[str, Stage]) -> CostKey:
+    """The kind and networks that set ``stage``'s cost."""
+    if stage.kind == "train":
+        model = stage.config["model"]
+        if model["name"] == SFT_TEACHER:
+            return CostKey(SFT_TEACHER, model["teacher"], model["student"])
+        return CostKey("train", model["name"])
+    source = stages[stage.config["teacher"].removeprefix(STAGE_REFERENCE)].config["model"]
+    teacher = source["teacher"] if source["name"] == SFT_TEACHER else source["name"]
+    return CostKey("distill", teacher, stage.config["student"]["name"])
+
+
+def training_runs_with_cache(stage: Stage) -> int:
+    """How many training runs of ``stage`` build a teacher cache: one per distillation run."""
+    if stage.kind != "distill":
+        return 0
+    return 2 if stage.config.get("procedure", "two-stage") == "two-stage" and stage.method != "imitation" else 1
+
+
+def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, validation: SliceData,
+                 device: torch.device, steps: int, scores_seconds: float) -> MeasuredCost:
+    """Time one stage kind on the experiment's data and settings (see the module docstring)."""
+    options: dict[str, Any] = {"channels": config.channels}
+    if config.data.image == COMPLEX:
+        options["image_channels"] = channels_of(COMPLEX)
+    timed = training_step("sft-teacher" if key.kind == SFT_TEACHER else key.kind, key.teacher, key.student or key.teacher,
+                          train, None, device, config.optimization.batch_size, options, config.precision)
+    step_seconds = median_seconds(timed.step, device, steps, warmup=2)
+    batch = config.optimization.validation_batch_size
+    validation_seconds = _seconds(lambda: validate(timed.objective, validation, batch, device, timed.precision))
+    return MeasuredCost(step_seconds, timed.cache_seconds, validation_seconds, scores_seconds)
+
+
+def _seconds(function: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def stage_seconds(stage: Stage, cost: MeasuredCost, train_slices: int) -> float:
+    """``T`` of the module docstring for one stage."""
+    steps_per_epoch = math.ceil(train_slices / stage.config["optimization"]["batch_size"])
+    epochs = stage.planned_epochs()
+    return (epochs * (steps_per_epoch * cost.step + cost.validation) + training_runs_with_cache(stage) * cost.cache
+            + cost.validation + cost.scores)
+
+
+def estimate_experiment(config: ExperimentConfig, steps: int = 5,
+                        progress: Callable[[str], None] = lambda message: None) -> ExperimentEstimate:
+    """Measure each kind of stage of ``config`` once and cost every stage (all seeds)."""
+    device = resolve_device(config.device)
+    data = config.data
+    train = load_split(data.dataset, "train", data.acceleration, data.task, data.image).to(device)
+    validation = load_split(data.dataset, "validation", data.acceleration, data.task, data.image).to(device)
+    stages = build_stages(config)
+    by_id = {stage.id: stage for stage in stages}
+    scores_seconds = _seconds(lambda: score(validation, baselines(validation)[ZERO_FILLED]))
+    costs: dict[CostKey, MeasuredCost] = {}
+    estimates = []
+    for stage in stages:
+        key = cost_key(stage, by_id)
+        if key not in costs:
+            progress(key.label())
+            costs[key] = measure_cost(key, config, train, validation, device, steps, scores_seconds)
+        estimates.append(StageEstimate(stage.id, stage.role, key, stage.planned_epochs(),
+                                       stage_seconds(stage, costs[key], len(train))))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return ExperimentEstimate(config.name, f"{name} ({device.type}, {torch.get_num_threads()} threads)",
+                              tuple(estimates), costs)
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{seconds / 60:.1f} min"
+
+
+def format_estimate(estimate: ExperimentEstimate) -> str:
+    """The estimate as Markdown: time per stage role, the total, and the measured costs behind them."""
+    lines = [f"Estimated time of experiment {estimate.name!r} on {estimate.device}: "
+             f"**{_duration(estimate.total_seconds)}** for {len(estimate.stages)} stages (report not counted).",
+             "", "| stages | count | time |", "|---|---|---|"]
+    lines += [f"| {role} | {count} | {_duration(seconds)} |" for role, count, seconds in estimate.by_role()]
+    lines += ["", "| measured | training step (s) | teacher cache (s) | validation pass (s) | scores (s) |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {key.label()} | {cost.step:.3f} | {cost.cache:.1f} | {cost.validation:.1f} | {cost.scores:.1f} |"
+              for key, cost in estimate.costs.items()]
+    return "\n".join(lines)
+
+
+def estimate_data(estimate: ExperimentEstimate) -> dict[str, Any]:
+    """The estimate as plain data for ``estimate.json``."""
+    return {
+        "experiment": estimate.name,
+        "device": estimate.device,
+        "total_seconds": estimate.total_seconds,
+        "stages": [{"stage": s.stage, "role": s.role, "cost": s.cost.label(), "epochs": s.epochs, "seconds": s.seconds}
+                   for s in estimate.stages],
+        "costs": [{"cost": key.label(), **vars(cost)} for key, cost in estimate.costs.items()],
+    }
