@@ -238,3 +238,15 @@ def test_a_diverging_learning_rate_fails_the_command_and_the_experiment_stage(tm
         run_experiment(config, tmp_path / "run", progress=False)
     state = json.loads((tmp_path / "run" / "stages" / "seed-42" / "teacher" / "stage.json").read_text())
     assert state["status"] == "failed" and "diverged" in state["error"]
+
+
+def test_automatic_layout_is_nchw_for_float32_on_cpu_only():
+    from kdrecon.training.config import TrainConfig
+    from kdrecon.training.trainer import resolve_channels_last
+
+    cpu = torch.device("cpu")
+    assert TrainConfig().channels_last == "auto"
+    assert resolve_channels_last("auto", cpu, "fp32") is False
+    assert resolve_channels_last("auto", cpu, "bf16") is True
+    assert resolve_channels_last("auto", torch.device("cuda"), "fp32") is True
+    assert resolve_channels_last(True, cpu, "fp32") is True and resolve_channels_last(False, cpu, "bf16") is False

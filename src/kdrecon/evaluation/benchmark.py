@@ -13,8 +13,9 @@
   SFT teacher step, and distillation (AT, teacher → student) — for two paths:
 
   - **fast** (kdrecon's default): slices held in memory, ``precision: auto`` (bf16 autocast where
-    the device runs bf16 natively, float32 elsewhere), channels-last, the
-    frozen teacher's outputs and features computed once per stage and looked up;
+    the device runs bf16 natively, float32 elsewhere), the layout training picks
+    (``channels_last: auto``: channels-last on a GPU or under bf16, NCHW for float32 on a CPU;
+    inference always channels-last), the frozen teacher's outputs and features computed once per stage and looked up;
   - **reference** (how the papers' code ran): float32, NCHW, each item read from its h5 file
     with the mask reloaded from disk, the teacher run every step with autograd on;
 
@@ -55,8 +56,8 @@ from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model, count_parameters
 from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 from kdrecon.models.export import export_network, inference_session
-from kdrecon.training.trainer import (ReconstructionObjective, autocast, compile_forward, prepare_module, resolve_device,
-                                      resolve_precision)
+from kdrecon.training.trainer import (AUTO_LAYOUT, ReconstructionObjective, autocast, compile_forward, prepare_module,
+                                      resolve_channels_last, resolve_device, resolve_precision)
 
 
 def count_macs(model: nn.Module, batch: Batch) -> int:
@@ -243,12 +244,14 @@ class TrainingStep:
 def training_step(
     kind: str, teacher: str, student: str, data: SliceData, h5_slices: PerItemH5Slices | None,
     device: torch.device, batch_size: int, options: dict[str, Any] | None = None, precision: str = "auto",
+    channels_last: bool | str = AUTO_LAYOUT,
 ) -> TrainingStep:
     """One training step of stage ``kind`` (the batch read included), with the seconds spent once
     per stage before the first step (the fast path's teacher cache; 0 for the reference)."""
     reference = h5_slices is not None
     precision = "fp32" if reference else resolve_precision(precision, device)
-    objective = _objective(kind, teacher, student, device, channels_last=not reference, reference=reference,
+    channels_last = not reference and resolve_channels_last(channels_last, device, precision)
+    objective = _objective(kind, teacher, student, device, channels_last=channels_last, reference=reference,
                            options=options)
     cache_seconds = 0.0
     if not reference and hasattr(objective, "before_training"):
@@ -416,6 +419,8 @@ def run_benchmark(
     }
     progress("convolution peak")
     result["fast_precision"] = resolve_precision("auto", target_device)
+    result["fast_training_layout"] = ("channels-last" if resolve_channels_last(AUTO_LAYOUT, target_device, "auto")
+                                      else "NCHW")
     result["convolution_peak_flops"] = convolution_peak(target_device, size, precision=result["fast_precision"])
     for role, name in (("teacher", teacher), ("student", student)):
         model = build_model(name).to(target_device)
@@ -498,9 +503,11 @@ def format_markdown(result: dict[str, Any]) -> str:
     peak = result["convolution_peak_flops"]
     teacher, student = result["models"]["teacher"], result["models"]["student"]
     precision = result.get("fast_precision", "bf16")  # results written before it was recorded ran bf16
+    layout = result.get("fast_training_layout", "channels-last")  # and before this, channels-last
     lines = [
         f"Device: {result['device']} ({result['device_type']}, {result['threads']} threads), torch {result['torch']}; "
-        f"{result['image_size']}×{result['image_size']} slices; fast = {precision} + channels-last (+ in-memory "
+        f"{result['image_size']}×{result['image_size']} slices; fast = {precision} + channels-last "
+        f"({layout} in training; + in-memory "
         "data and a cached teacher for training); reference = float32 NCHW (+ per-item h5 reads, mask reloaded, "
         "teacher with autograd). "
         f"Peak of one {precision} channels-last 32→32 3×3 convolution here: {peak / 1e12:.2f} TFLOP/s.",

@@ -118,7 +118,7 @@ class ExperimentConfig(StrictModel):
     seeds: list[Seed] | None = Field(None, min_length=1, description="replicates: every stage once per seed")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Precision = "auto"
-    channels_last: bool = True
+    channels_last: bool | Literal["auto"] = "auto"
     data: DataConfig = DataConfig()
     teacher: str = DEFAULT_TEACHER
     student: str = DEFAULT_STUDENT

@@ -121,7 +121,8 @@ def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, valid
     if config.data.image == COMPLEX:
         options["image_channels"] = channels_of(COMPLEX)
     timed = training_step("sft-teacher" if key.kind == SFT_TEACHER else key.kind, key.teacher, key.student or key.teacher,
-                          train, None, device, config.optimization.batch_size, options, config.precision)
+                          train, None, device, config.optimization.batch_size, options, config.precision,
+                          config.channels_last)
     step_seconds = median_seconds(timed.step, device, steps, warmup=2)
     batch = config.optimization.validation_batch_size
     validation_seconds = _seconds(lambda: validate(timed.objective, validation, batch, device, timed.precision))

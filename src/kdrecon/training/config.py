@@ -253,7 +253,9 @@ class StageConfig(StrictModel):
         description="bf16: convolutions under bf16 autocast (FFTs and data consistency stay float32); "
         "auto: bf16 where the device runs it natively, float32 elsewhere",
     )
-    channels_last: bool = Field(True, description="convolutions in channels-last memory layout")
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="convolutions in channels-last memory layout; auto: on a GPU or under bf16, NCHW for float32 on a CPU"
+    )
     compile: bool = Field(False, description="torch.compile the networks (falls back to eager when unsupported)")
     data: DataConfig = DataConfig()
     optimization: OptimizationConfig = OptimizationConfig()

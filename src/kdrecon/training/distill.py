@@ -48,7 +48,7 @@ from kdrecon.training.checkpoint import load_checkpoint, load_model, resolve_che
 from kdrecon.training.config import IMITATION, ConfigError, DataConfig, DistillConfig, config_data, validate, write_config
 from kdrecon.training.supervised import CONFIG_FILE, claim_run_directory, load_splits
 from kdrecon.training.distributed import barrier, current_world, local_device
-from kdrecon.training.trainer import FitResult, fit, prepare_module, resolve_device
+from kdrecon.training.trainer import FitResult, fit, prepare_module, resolve_channels_last, resolve_device
 
 FEATURE_STAGE = "feature-stage"
 
@@ -92,7 +92,7 @@ def distill_student(
         claim_run_directory(run_dir, config_data(config))
         write_config(config, run_dir / CONFIG_FILE)
     barrier()
-    prepare_module(teacher, device, config.channels_last)
+    prepare_module(teacher, device, resolve_channels_last(config.channels_last, device, config.precision))
     feature_weight = config.feature_weight or (feature_loss.default_weight if feature_loss else 0.0)
     record = {
         "teacher": str(resolve_checkpoint(config.teacher, config.teacher_checkpoint)),

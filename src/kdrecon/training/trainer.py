@@ -116,6 +116,21 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+#: The ``channels_last`` setting that picks the layout per device and precision.
+AUTO_LAYOUT = "auto"
+
+
+def resolve_channels_last(channels_last: bool | str, device: torch.device, precision: str) -> bool:
+    """``auto`` becomes channels-last on a GPU or under bf16, NCHW for float32 on a CPU.
+
+    On a 2-core AVX2 CPU in float32, channels-last made training steps 1.3–1.5× slower than NCHW
+    (docs/benchmarks.md), while oneDNN's bf16 kernels and cuDNN want channels-last.
+    """
+    if channels_last == AUTO_LAYOUT:
+        return device.type == "cuda" or resolve_precision(precision, device) == "bf16"
+    return bool(channels_last)
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast for the convolutions (AMX on CPU, tensor cores on GPU); FFTs stay float32."""
     if precision == "fp32":
@@ -245,7 +260,7 @@ def fit(
     seed: int,
     device: torch.device,
     precision: str = "fp32",
-    channels_last: bool = False,
+    channels_last: bool | str = False,
     compile: bool = False,
     checkpoint_extra: dict[str, Any] | None = None,
     progress: bool = True,
@@ -257,7 +272,8 @@ def fit(
         checkpoint_extra: plain data stored in every checkpoint (model name and options,
             config) so a checkpoint can be rebuilt and traced on its own.
         on_epoch_end: called with the epoch number and its history row (for progress displays).
-        channels_last, compile: see :func:`prepare_module` and :func:`compile_forward`.
+        channels_last, compile: see :func:`prepare_module` (``auto``: :func:`resolve_channels_last`)
+            and :func:`compile_forward`.
         precision: ``fp32``, ``bf16`` or ``auto`` (:func:`resolve_precision`); checkpoints record
             the precision used.
     """
@@ -265,6 +281,7 @@ def fit(
         raise ValueError("training needs non-empty train and validation splits")
     run_dir = Path(run_dir)
     precision = resolve_precision(precision, device)
+    channels_last = resolve_channels_last(channels_last, device, precision)
     world = current_world()
     checkpoints = run_dir / CHECKPOINTS
     if world.is_main:
