@@ -77,7 +77,8 @@ def run_tiny_experiment(run_dir, overrides, processes):
 
 def test_torchrun_runs_a_whole_experiment_like_one_process(tmp_path, tiny_overrides):
     one, two = tmp_path / "one", tmp_path / "two"
-    overrides = {**tiny_overrides, "procedure": "two-stage"}  # covers the feature stages too
+    # Two-stage covers the feature stages too; one epoch per stage keeps the four processes short.
+    overrides = {**tiny_overrides, "procedure": "two-stage", "optimization.epochs": 1, "epochs.distillation": 1}
     run_tiny_experiment(one, overrides, 1)
     printed = run_tiny_experiment(two, overrides, 2)
     assert printed.count("experiment complete") == 1  # rank 0 reports, the other rank is silent

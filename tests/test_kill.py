@@ -144,7 +144,7 @@ def test_killed_training_and_distillation_resume_to_identical_weights(reference,
     rng = random.Random(2)
     killed_then_finished(command("train", "--dataset", tiny_dataset, "--model", "D3C3", "--set", "model.channels=8",
                                  "--run-dir", tmp_path / "teacher", *TINY), tmp_path, seconds["train"], rng,
-                         tmp_path / "teacher", kills=2)
+                         tmp_path / "teacher")
     assert_same_weights(tmp_path / "teacher", root / "teacher")
     killed_then_finished(command("distill", "--teacher", tmp_path / "teacher", "--student", "D2C3", "--set",
                                  "student.channels=8", "--feature-epochs", "2", "--run-dir", tmp_path / "student", *TINY),
