@@ -18,7 +18,7 @@ from kdrecon.deployment.package import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
 from kdrecon.models.export import export_network, run_exported
 from kdrecon.models.weights import WeightsInfo
-from kdrecon.mri.channels import COMPLEX_CHANNELS, MAGNITUDE_CHANNELS, to_channels
+from kdrecon.mri.channels import COMPLEX_CHANNELS, to_channels
 from kdrecon.mri.fft import ifft2
 from kdrecon.mri.undersample import undersample
 
@@ -44,7 +44,7 @@ def check_slices(info: WeightsInfo, count: int) -> tuple[torch.Tensor, ...]:
     canvas[:, max(-top, 0) : max(-top, 0) + source.shape[1], max(-left, 0) : max(-left, 0) + source.shape[2]] = source
     canvas = canvas / canvas.amax(dim=(1, 2), keepdim=True)
     kspace, zero_filled = undersample(canvas, torch.from_numpy(mask_from_description(info.data["mask"])))
-    if info.model.get("options", {}).get("image_channels", MAGNITUDE_CHANNELS) == COMPLEX_CHANNELS:
+    if info.image_channels == COMPLEX_CHANNELS:
         network_input = to_channels(ifft2(kspace))
     else:
         network_input = zero_filled[:, None].float()

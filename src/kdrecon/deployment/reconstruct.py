@@ -50,7 +50,7 @@ from kdrecon.data.task import SUPER_RESOLUTION, factor_of
 from kdrecon.deployment.package import describe_run, mask_from_description
 from kdrecon.deployment.shipped import shipped_models, shipped_weights
 from kdrecon.models.weights import SUFFIX, WeightsInfo, load_weights
-from kdrecon.mri.channels import COMPLEX_CHANNELS, MAGNITUDE_CHANNELS, magnitude, to_channels
+from kdrecon.mri.channels import COMPLEX_CHANNELS, magnitude, to_channels
 from kdrecon.mri.fft import ifft2
 from kdrecon.mri.resolution import low_pass_mask
 from kdrecon.mri.undersample import undersample
@@ -101,7 +101,7 @@ class Reconstructor:
     @property
     def is_complex(self) -> bool:
         """Whether the network takes complex images as two channels (:mod:`kdrecon.mri.channels`)."""
-        return self.info.model.get("options", {}).get("image_channels", MAGNITUDE_CHANNELS) == COMPLEX_CHANNELS
+        return self.info.image_channels == COMPLEX_CHANNELS
 
     @torch.no_grad()
     def run(self, kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -111,7 +111,7 @@ def training_runs_with_cache(stage: Stage) -> int:
     """How many training runs of ``stage`` build a teacher cache: one per distillation run."""
     if stage.kind != "distill":
         return 0
-    return 2 if stage.config.get("procedure", "two-stage") == "two-stage" and stage.method != "imitation" else 1
+    return 2 if stage.planned_epochs() > stage.config["optimization"]["epochs"] else 1  # with a feature stage
 
 
 def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, validation: SliceData,
@@ -120,7 +120,7 @@ def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, valid
     options: dict[str, Any] = {"channels": config.channels}
     if config.data.image == COMPLEX:
         options["image_channels"] = channels_of(COMPLEX)
-    timed = training_step("sft-teacher" if key.kind == SFT_TEACHER else key.kind, key.teacher, key.student or key.teacher,
+    timed = training_step(key.kind, key.teacher, key.student or key.teacher,
                           train, None, device, config.optimization.batch_size, options, config.precision,
                           config.channels_last)
     step_seconds = median_seconds(timed.step, device, steps, warmup=2)

@@ -50,6 +50,11 @@ class WeightsInfo:
     data: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def image_channels(self) -> int:
+        """1 for a network of magnitude images, 2 for one of complex images (:mod:`kdrecon.mri.channels`)."""
+        return self.model.get("options", {}).get("image_channels", 1)
+
 
 def save_weights(path: Path, model: nn.Module, spec: dict[str, Any], data: dict[str, Any],
                  provenance: dict[str, Any] | None = None) -> None:
