@@ -71,12 +71,14 @@ def test_depthwise_form_of_the_last_convolution_equals_the_convolution(real_slic
         torch.testing.assert_close(got_grad, expected_grad)
 
 
-def test_fast_path_uses_the_depthwise_form_on_cpu_only_with_channels_last():
+def test_fast_path_uses_the_depthwise_form_on_cpu_in_either_layout_and_the_reference_does_not():
     from kdrecon.models.dccnn import Conv3x3
     from kdrecon.training.trainer import prepare_module
 
     def forms(model):
         return {m.depthwise_single_output for m in model.modules() if isinstance(m, Conv3x3)}
 
-    assert forms(prepare_module(build_model("D3C5"), torch.device("cpu"), channels_last=True)) == {True}
-    assert forms(prepare_module(build_model("D3C5"), torch.device("cpu"), channels_last=False)) == {False}
+    cpu = torch.device("cpu")
+    assert forms(prepare_module(build_model("D3C5"), cpu, channels_last=True)) == {True}
+    assert forms(prepare_module(build_model("D3C5"), cpu, channels_last=False)) == {True}
+    assert forms(prepare_module(build_model("D3C5"), cpu, plain=True)) == {False}

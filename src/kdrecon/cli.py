@@ -502,14 +502,14 @@ def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
     reconstruct.add_argument("--input", type=Path, required=True, help="a file or a directory of .nii/.nii.gz/.h5/DICOM files")
     reconstruct.add_argument("--output", type=Path, required=True, help="directory for the reconstructions (same names)")
     reconstruct.add_argument("--mask", help="for images of another size than the model's mask: recipe | random | equispaced | PATH.npy")
-    reconstruct.add_argument("--batch-size", type=int, default=8)
+    reconstruct.add_argument("--batch-size", type=int, help="slices per forward pass (default: the device's)")
     reconstruct.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
 def _run_reconstruct(args: argparse.Namespace) -> None:
     from kdrecon.deployment.reconstruct import reconstruct_files
 
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.output.resolve() == args.input.resolve() or args.input.resolve() in args.output.resolve().parents:
         raise ValueError(f"--output {args.output}: must not be the input or inside it")

@@ -49,12 +49,13 @@ from kdrecon.data.sources import fastmri
 from kdrecon.data.task import SUPER_RESOLUTION, factor_of
 from kdrecon.deployment.package import describe_run, mask_from_description
 from kdrecon.deployment.shipped import shipped_models, shipped_weights
+from kdrecon.models.inference import inference_batch_size, inference_layout
 from kdrecon.models.weights import SUFFIX, WeightsInfo, load_weights
 from kdrecon.mri.channels import COMPLEX_CHANNELS, magnitude, to_channels
 from kdrecon.mri.fft import ifft2
 from kdrecon.mri.resolution import low_pass_mask
 from kdrecon.mri.undersample import undersample
-from kdrecon.training.trainer import resolve_device
+from kdrecon.training.trainer import prepare_module, resolve_device
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 H5_SUFFIX = ".h5"
@@ -82,7 +83,7 @@ class Reconstructor:
     model: nn.Module
     info: WeightsInfo
     device: torch.device
-    batch_size: int = 8
+    batch_size: int | None = None  # None: the device's (kdrecon.models.inference)
     mask_kind: str | None = None
 
     def mask(self, shape: tuple[int, int]) -> np.ndarray:
@@ -106,14 +107,16 @@ class Reconstructor:
     @torch.no_grad()
     def run(self, kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The magnitude of the network's output ``(S, H, W)`` for un-centred k-space scaled as in training."""
-        self.model.to(self.device).eval()
+        prepare_module(self.model, self.device).eval()
         mask_tensor = torch.from_numpy(mask).to(self.device)
+        batch_size = self.batch_size or inference_batch_size(self.device, kspace.shape)
         outputs = []
-        for start in range(0, len(kspace), self.batch_size):
-            k = torch.from_numpy(kspace[start : start + self.batch_size]).to(self.device)
-            zero_filled = ifft2(k)
-            x = to_channels(zero_filled) if self.is_complex else zero_filled.abs()[:, None]
-            outputs.append(magnitude(self.model(x, k, mask_tensor).float()).cpu().numpy())
+        with inference_layout(self.model):
+            for start in range(0, len(kspace), batch_size):
+                k = torch.from_numpy(kspace[start : start + batch_size]).to(self.device)
+                zero_filled = ifft2(k)
+                x = to_channels(zero_filled) if self.is_complex else zero_filled.abs()[:, None]
+                outputs.append(magnitude(self.model(x, k, mask_tensor).float()).cpu().numpy())
         return np.concatenate(outputs)
 
     def images(self, images: np.ndarray) -> np.ndarray:
@@ -270,7 +273,7 @@ def reconstruct_h5(reconstructor: Reconstructor, source: Path, destination: Path
     (reconstruct_fastmri if is_fastmri else reconstruct_papers_h5)(reconstructor, source, destination)
 
 
-def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_size: int = 8, device: str = "auto",
+def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_size: int | None = None, device: str = "auto",
                       mask_kind: str | None = None, progress: bool = True) -> list[Path]:
     """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files written."""
     network, info = load_deployable(model)

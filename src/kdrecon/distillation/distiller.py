@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from kdrecon.data.dataset import Batch, SliceData
 from kdrecon.distillation.hooks import FeatureTap
 from kdrecon.distillation.losses import FeatureLoss
+from kdrecon.models.inference import inference_batch_size, inference_layout, memory_format
 
 
 @dataclass(frozen=True)
@@ -114,20 +115,23 @@ class Distiller:
         self.teacher.eval()
         first = data.batch(torch.arange(1, device=data.target.device))
         with precision():
-            self.teacher(first.zero_filled, first.kspace, first.mask)
+            output = self.teacher(first.zero_filled, first.kspace, first.mask)
         probe = self.teacher_tap.features() if self.teacher_tap else []
         feature_bytes = len(data) * sum(f[0].numel() * f.element_size() for f in probe)
-        keep_features = bool(probe) and feature_bytes <= self.teacher_cache_bytes
-        outputs, features = [], [[] for _ in probe]
-        for batch in data.batches(16):
-            with precision():
-                outputs.append(self.teacher(batch.zero_filled, batch.kspace, batch.mask))
-            tapped = self.teacher_tap.features() if self.teacher_tap else []
-            if keep_features:
-                for kept, feature in zip(features, tapped):
-                    kept.append(feature)
-        self._cached_outputs = torch.cat(outputs)
-        self._cached_features = [torch.cat(kept) for kept in features] if keep_features else None
+        kept = probe if probe and feature_bytes <= self.teacher_cache_bytes else []
+        # Filled in place, features in the training layout (the student's) whatever the pass runs in.
+        layout = memory_format(self.teacher)
+        outputs = torch.empty((len(data), *output.shape[1:]), dtype=output.dtype, device=output.device)
+        features = [torch.empty((len(data), *f.shape[1:]), dtype=f.dtype, device=f.device, memory_format=layout)
+                    for f in kept]
+        with inference_layout(self.teacher):
+            for batch in data.batches(inference_batch_size(data.target.device, data.target.shape)):
+                with precision():
+                    outputs.index_copy_(0, batch.index, self.teacher(batch.zero_filled, batch.kspace, batch.mask))
+                tapped = self.teacher_tap.features() if self.teacher_tap else []
+                for cache, feature in zip(features, tapped):
+                    cache.index_copy_(0, batch.index, feature)
+        self._cached_outputs, self._cached_features = outputs, features or None
 
     def _teacher(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The teacher's output and tapped features for ``batch``, from the cache when it has them."""

@@ -209,12 +209,12 @@ def _objective(kind: str, teacher: str, student: str, device: torch.device, chan
     torch.manual_seed(0)
     options = options or {}
     if kind == "train":
-        return ReconstructionObjective(prepare_module(build_model(teacher, **options), device, channels_last))
+        return ReconstructionObjective(prepare_module(build_model(teacher, **options), device, channels_last, plain=reference))
     if kind == "sft-teacher":
         model = build_model("sft-teacher", teacher=teacher, student=student, **options)
-        return StudentFriendlyObjective(prepare_module(model, device, channels_last))
-    teacher_model = prepare_module(build_model(teacher, **options), device, channels_last)
-    student_model = prepare_module(build_model(student, **options), device, channels_last)
+        return StudentFriendlyObjective(prepare_module(model, device, channels_last, plain=reference))
+    teacher_model = prepare_module(build_model(teacher, **options), device, channels_last, plain=reference)
+    student_model = prepare_module(build_model(student, **options), device, channels_last, plain=reference)
     teacher_layers, student_layers = default_layer_pairs("at", teacher_model, student_model)
     loss = build_feature_loss(
         "at", feature_channels(student_model, student_layers), feature_channels(teacher_model, teacher_layers)
@@ -342,7 +342,7 @@ def inference_seconds_per_slice(
     with tempfile.TemporaryDirectory(prefix="kdrecon-bench-") as directory:
         for role, name in (("teacher", teacher), ("student", student)):
             for path, fast in (("fast", True), ("reference", False)):
-                model = prepare_module(build_model(name), device, channels_last=fast).eval()
+                model = prepare_module(build_model(name), device, channels_last=fast, plain=not fast).eval()
                 runs[f"{role}/{path}"] = inference_call(model, batch, device, resolve_precision("auto", device) if fast else "fp32")
             if device.type == "cpu":
                 runs[f"{role}/{DEPLOYED}"] = onnxruntime_call(build_model(name), batch, Path(directory) / f"{role}.onnx")

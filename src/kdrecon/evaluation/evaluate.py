@@ -38,6 +38,7 @@ from kdrecon.data.layout import atomic_path, write_reconstruction
 from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION, factor_of
 from kdrecon.evaluation import metrics
 from kdrecon.mri.channels import magnitude
+from kdrecon.models.inference import inference_batch_size
 from kdrecon.mri.resolution import bicubic_upsampling
 from kdrecon.training.checkpoint import load_model, resolve_checkpoint
 from kdrecon.training.trainer import autocast, prepare_module, resolve_device
@@ -69,13 +70,14 @@ def metrics_key(reconstruction: str) -> str:
 
 @torch.no_grad()
 def reconstruct(
-    model: nn.Module, data: SliceData, device: torch.device, batch_size: int = 16, precision: str = "fp32"
+    model: nn.Module, data: SliceData, device: torch.device, batch_size: int | None = None, precision: str = "fp32"
 ) -> np.ndarray:
-    """Model output for every slice, ``(N, H, W)`` float32 on the CPU."""
+    """Model output for every slice, ``(N, H, W)`` float32 on the CPU; ``batch_size`` slices per
+    pass, by default the device's (:func:`kdrecon.models.inference.inference_batch_size`)."""
     model = prepare_module(model, device, channels_last=True).eval()
     data = data.to(device)
     outputs = []
-    for batch in data.batches(batch_size):
+    for batch in data.batches(batch_size or inference_batch_size(device, data.target.shape)):
         with autocast(device, precision):
             outputs.append(magnitude(model(batch.zero_filled, batch.kspace, batch.mask).float()).cpu())
     return torch.cat(outputs).numpy()

@@ -201,7 +201,8 @@ class OptimizationConfig(StrictModel):
     learning_rate: float = Field(1e-3, gt=0)
     lr_step_epochs: int = Field(40, gt=0, le=MAX_EPOCHS, description="StepLR step size in epochs")
     lr_gamma: float = Field(0.1, gt=0, le=1)
-    validation_batch_size: int = Field(16, gt=0)
+    validation_batch_size: int = Field(16, gt=0, description=(
+        "most slices per validation pass; a CPU takes fewer (kdrecon.models.inference)"))
 
 
 #: Loss weights (teacher, branches, imitation) of the SFT step, eqs. 3–5 of SFT-KD-Recon.

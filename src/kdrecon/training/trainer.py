@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from kdrecon.data.dataset import Batch, SliceData
 from kdrecon.data.layout import atomic_path, remove_debris
 from kdrecon.models.dccnn import use_depthwise_single_output
+from kdrecon.models.inference import inference_batch_size, inference_layout
 from kdrecon.training.allocator import retain_freed_memory
 from kdrecon.training.checkpoint import load_checkpoint, save_checkpoint
 from kdrecon.training.config import OptimizationConfig
@@ -138,19 +139,19 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def prepare_module(module: nn.Module, device: torch.device, channels_last: bool = False) -> nn.Module:
+def prepare_module(module: nn.Module, device: torch.device, channels_last: bool = False, plain: bool = False) -> nn.Module:
     """Move ``module`` to ``device``, with 4-D weights in channels-last layout if asked.
 
     Channels-last lets oneDNN (CPU) and cuDNN (GPU) run the 3×3 convolutions without layout
     conversions; the single-channel images in and out of a block are the same in both layouts.
-    On CPU the fast path also runs the C→1 convolution ending each block in its depthwise form
-    (:class:`kdrecon.models.dccnn.Conv3x3`; not measured on GPU, so cuDNN keeps the plain one),
-    and the process's allocator is told to keep freed activations mapped
-    (:func:`kdrecon.training.allocator.retain_freed_memory`), whichever path is asked for.
+    On a CPU the C→1 convolution ending each block runs in its depthwise form in either layout
+    (:class:`kdrecon.models.dccnn.Conv3x3`; not measured on GPU, so cuDNN keeps the plain one)
+    unless ``plain`` (the benchmark's reference), and the process's allocator is told to keep
+    freed activations mapped (:func:`kdrecon.training.allocator.retain_freed_memory`).
     """
     if device.type == "cpu":
         retain_freed_memory()
-    use_depthwise_single_output(module, channels_last and device.type == "cpu")
+    use_depthwise_single_output(module, device.type == "cpu" and not plain)
     module.to(device)
     return module.to(memory_format=torch.channels_last) if channels_last else module
 
@@ -191,22 +192,28 @@ def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def validate(objective: Objective, data: SliceData, batch_size: int, device: torch.device, precision: str) -> float:
     """Slice-weighted mean validation loss over the whole split.
 
-    Under torchrun each rank scores a contiguous share of the slices and the sums are added
-    over ranks, so every slice counts exactly once.
+    The networks run as for inference (:mod:`kdrecon.models.inference`: channels-last, and the
+    device's batch size where that is smaller than ``batch_size``). Under torchrun each rank
+    scores a contiguous share of the slices and the sums are added over ranks, so every slice
+    counts exactly once.
     """
-    for module in objective.modules().values():
+    modules = list(objective.modules().values())
+    for module in modules:
         module.eval()
     world = current_world()
     shares = torch.arange(len(data), device=data.target.device).tensor_split(world.size)
+    batch_size = min(batch_size, inference_batch_size(device, data.target.shape))
     total, count = 0.0, 0
-    for indices in shares[world.rank].split(batch_size):
-        batch = data.batch(indices)
-        with autocast(device, precision):
-            total += float(objective.validation_loss(batch)) * len(indices)
-        count += len(indices)
+    with inference_layout(*modules):
+        for indices in shares[world.rank].split(batch_size):
+            batch = data.batch(indices)
+            with autocast(device, precision):
+                total += float(objective.validation_loss(batch)) * len(indices)
+            count += len(indices)
     total, count = sum_over_ranks([total, float(count)], device)
     return total / count
 
