@@ -37,8 +37,8 @@ from kdrecon.data.image import MAGNITUDE
 from kdrecon.data.layout import atomic_path, write_reconstruction
 from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION, factor_of
 from kdrecon.evaluation import metrics
-from kdrecon.mri.channels import magnitude
 from kdrecon.models.inference import inference_batch_size
+from kdrecon.mri.channels import magnitude
 from kdrecon.mri.resolution import bicubic_upsampling
 from kdrecon.training.checkpoint import load_model, resolve_checkpoint
 from kdrecon.training.trainer import autocast, prepare_module, resolve_device

@@ -6,8 +6,8 @@ Two settings differ from training's, both measured (``docs/benchmarks.md``):
   training runs faster in NCHW. :func:`inference_layout` switches modules to channels-last for
   a block of code and back afterwards.
 * **Batch size.** On a CPU, passes over batches of about :data:`CPU_PIXELS_PER_BATCH` pixels
-  (two 150×150 slices) were never slower per slice than batches of 16 slices, and up to twice
-  as fast while the process held gigabytes (a teacher cache): the small batch's activations stay
+  (two 150×150 slices) were never slower per slice than batches of 16 slices, and several times
+  faster while the process held gigabytes (a teacher cache): the small batch's activations stay
   in the caches. A GPU gets large batches.
 
 Example:
@@ -30,7 +30,6 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
-
 
 #: Pixels per forward pass on a CPU: two 150×150 slices.
 CPU_PIXELS_PER_BATCH = 2 * 150 * 150
