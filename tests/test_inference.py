@@ -49,4 +49,12 @@ def test_validation_loss_is_the_slice_mean_of_a_plain_pass(small_validation):
         expected = F.l1_loss(model(batch.zero_filled, batch.kspace, batch.mask), batch.target).item()
     assert got == pytest.approx(expected, rel=1e-5)
     assert memory_format(model) == torch.contiguous_format
-    assert all(p.grad is None for p in model.parameters())
+
+
+def test_validation_records_no_autograd_graph(small_validation):
+    objective = ReconstructionObjective(build_model("D3C5"))
+    losses = []
+    plain = objective.validation_loss
+    objective.validation_loss = lambda batch: losses.append(plain(batch)) or losses[-1]
+    validate(objective, small_validation, 16, torch.device("cpu"), "fp32")
+    assert losses and all(loss.grad_fn is None for loss in losses)

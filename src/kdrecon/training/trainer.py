@@ -192,7 +192,6 @@ def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def validate(objective: Objective, data: SliceData, batch_size: int, device: torch.device, precision: str) -> float:
     """Slice-weighted mean validation loss over the whole split.
 
