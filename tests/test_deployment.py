@@ -27,7 +27,8 @@ from kdrecon.models.weights import load_weights, read_weights, save_weights
 from kdrecon.mri.resolution import low_pass_mask
 from kdrecon.mri.undersample import data_consistency, undersample
 
-SHIPPED = ["sunnybrook-4x-sft-kd-at", "sunnybrook-4x-std-kd-at", "sunnybrook-4x-student", "sunnybrook-4x-teacher"]
+SHIPPED = [f"sunnybrook-{acceleration}-{role}" for acceleration in ("4x", "5x")
+           for role in ("sft-kd-at", "std-kd-at", "student", "teacher")]
 
 
 def psnr(target, prediction):
@@ -41,7 +42,7 @@ def validation_volume():
     return next(sunnybrook.read_volumes(sample_directory() / "SCD0000401.npz")).images
 
 
-def test_the_four_models_are_shipped_with_cards():
+def test_the_models_of_both_accelerations_are_shipped_with_cards():
     assert shipped_models() == SHIPPED
     for name in SHIPPED:
         card = model_card(name).read_text()
@@ -51,13 +52,15 @@ def test_the_four_models_are_shipped_with_cards():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_reproduces_the_psnr_its_card_states(name):
     model, info = load_weights(shipped_weights(name))
-    data = load_sample("validation", "4x")
+    acceleration = name.split("-")[1]
+    assert info.data["acceleration"] == acceleration
+    data = load_sample("validation", acceleration)
     prediction, target = reconstruct(model, data, torch.device("cpu")), data.target[:, 0].numpy()
     ours = np.mean([psnr(target[v.start : v.stop], prediction[v.start : v.stop]) for v in data.volumes])
     stated = info.provenance["sample_validation_psnr"]
     assert abs(ours - stated) < 0.01
     assert f"{stated:.4f} dB" in model_card(name).read_text()
-    assert np.array_equal(mask_from_description(info.data["mask"]), make_mask("papers", "4x", (150, 150)))
+    assert np.array_equal(mask_from_description(info.data["mask"]), make_mask("papers", acceleration, (150, 150)))
 
 
 def test_nifti_round_trip_keeps_geometry_and_reconstructs_in_the_input_scale(tmp_path, validation_volume):

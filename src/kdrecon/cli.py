@@ -496,14 +496,16 @@ def _run_models(args: argparse.Namespace) -> None:
 
 def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
     reconstruct = subparsers.add_parser(
-        "reconstruct", help="apply a trained network to new data (NIfTI, papers' or fastMRI h5, DICOM)"
+        "reconstruct", help="apply a trained network to new data (NIfTI, papers' or fastMRI h5, DICOM, raw k-space .npy)"
     )
     reconstruct.add_argument("--model", required=True, help="a shipped model (kdrecon models), .safetensors, run directory or .pt")
-    reconstruct.add_argument("--input", type=Path, required=True, help="a file or a directory of .nii/.nii.gz/.h5/DICOM files")
+    reconstruct.add_argument("--input", type=Path, required=True, help="a file or a directory of .nii/.nii.gz/.h5/.npy/DICOM files")
     reconstruct.add_argument("--output", type=Path, required=True, help="directory for the reconstructions (same names)")
     reconstruct.add_argument("--mask", help="for images of another size than the model's mask: recipe | random | equispaced | PATH.npy")
     reconstruct.add_argument("--batch-size", type=int, help="slices per forward pass (default: the device's)")
     reconstruct.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    reconstruct.add_argument("--readout-oversampling", type=int, default=2,
+                             help="raw .npy k-space: the central 1/N of the readout is kept (as prepare kspace)")
 
 
 def _run_reconstruct(args: argparse.Namespace) -> None:
@@ -514,7 +516,10 @@ def _run_reconstruct(args: argparse.Namespace) -> None:
     if args.output.resolve() == args.input.resolve() or args.input.resolve() in args.output.resolve().parents:
         raise ValueError(f"--output {args.output}: must not be the input or inside it")
     _check_writable(args.output, "--output")
-    written = reconstruct_files(args.model, args.input, args.output, args.batch_size, args.device, args.mask)
+    if args.readout_oversampling < 1:
+        raise ValueError(f"--readout-oversampling {args.readout_oversampling}: must be at least 1")
+    written = reconstruct_files(args.model, args.input, args.output, args.batch_size, args.device, args.mask,
+                                readout_oversampling=args.readout_oversampling)
     print(f"{len(written)} reconstruction(s) written to {args.output}")
 
 

@@ -11,17 +11,26 @@ name (:mod:`kdrecon.deployment.shipped`), a ``.safetensors`` weights file, a run
   k-space of the model's acceleration is used **as acquired** (it must hold nothing outside the
   model's mask); otherwise ``volfs`` is undersampled. Written as ``reconstruction`` (S, H, W), the
   papers' results layout, with the input's attributes.
-* **fastMRI single-coil h5** (``kspace``, ``reconstruction_esc``): the magnitude target image
-  (or, in the test split, the cropped image of the fully sampled ``kspace``) is undersampled and
-  reconstructed; written as fastMRI's ``reconstruction`` (S, H, W) with the input's attributes,
-  so fastMRI's ``evaluate.py`` scores it against the original file.
+* **fastMRI single-coil h5** (``kspace``, ``reconstruction_esc``): the magnitude target image (or
+  the cropped image of the fully sampled ``kspace``) is undersampled and reconstructed. A test- or
+  challenge-split file (it has a ``mask``) is reconstructed **as acquired**: its undersampled
+  ``kspace`` with its own mask on the whole phase-encoding grid, the readout oversampling removed
+  (:mod:`kdrecon.deployment.acquired`), the result centre-cropped to 320×320 as fastMRI's.
+  Written as fastMRI's ``reconstruction`` (S, H, W) with the input's attributes, so fastMRI's
+  ``evaluate.py`` scores it against the original file.
+* **raw k-space** (``.npy``, a scanner's ``(lines, coils, readout)`` or ``(lines, readout)``
+  centred k-space, as :mod:`kdrecon.data.sources.raw_kspace` reads it): lines left at zero are
+  taken as skipped and the k-space is reconstructed as acquired with that mask; fully sampled
+  k-space is undersampled like an image. Each coil is reconstructed on its own and the coils
+  combined by root-sum-of-squares, written as a float32 ``(lines, readout / oversampling)`` ``.npy``.
 * **DICOM** (single-frame MR images, found by their ``DICM`` mark): written as a new series, see
   :func:`reconstruct_dicom`.
 
 A **complex model** (trained on ``data.image: complex``) takes the complex image wherever the input has
 one: the stored k-space or ``volfs_complex`` of a papers' h5 file, and always the ``kspace`` of a
-fastMRI file (cropped, phase kept); from magnitude-only formats it gets a real image. Every output
-is the magnitude of the network's output.
+fastMRI file or a raw ``.npy`` (phase kept); from magnitude-only formats it gets a real image. Every
+output is the magnitude of the network's output. Acquired k-space with phase needs a complex model
+(a magnitude model's data consistency keeps only the real part) of the acquisition's acceleration.
 
 A slice is scaled to maximum magnitude 1 (as in training), undersampled with the model's own mask
 (or, for another image size, a mask of ``--mask`` kind at the model's acceleration; in
@@ -45,8 +54,9 @@ from tqdm.auto import tqdm
 
 from kdrecon.data import layout
 from kdrecon.data.prepare import make_mask
-from kdrecon.data.sources import fastmri
+from kdrecon.data.sources import fastmri, raw_kspace
 from kdrecon.data.task import SUPER_RESOLUTION, factor_of
+from kdrecon.deployment.acquired import AcquiredSlices, from_centred, sampled_lines
 from kdrecon.deployment.package import describe_run, mask_from_description
 from kdrecon.deployment.shipped import shipped_models, shipped_weights
 from kdrecon.models.inference import inference_batch_size, inference_layout
@@ -59,6 +69,10 @@ from kdrecon.training.trainer import prepare_module, resolve_device
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 H5_SUFFIX = ".h5"
+RAW_KSPACE_SUFFIX = raw_kspace.SUFFIX
+#: How far an acquisition's acceleration may be from the model's (relative): a line mask with a
+#: fully sampled centre is accelerated less than its nominal factor.
+ACCELERATION_TOLERANCE = 0.25
 #: The dataset that marks a fastMRI single-coil file (papers' files hold ``kspace_volus_{acc}``).
 FASTMRI_KSPACE = "kspace"
 
@@ -144,6 +158,23 @@ class Reconstructor:
         return self.run(kspace.astype(np.complex64), mask)
 
 
+    def measured(self, slices: AcquiredSlices, acceleration: float | None = None) -> np.ndarray:
+        """Reconstruct k-space acquired with its own mask, each slice scaled to a zero-filled maximum of 1
+        and back. ``acceleration``: the acquisition's stated one, else lines / sampled lines, which a
+        fully sampled centre makes lower than the nominal one; it must be within 25 % of the model's."""
+        if self.info.data["task"] == SUPER_RESOLUTION:
+            raise ValueError("a super-resolution model cannot reconstruct undersampled k-space")
+        if not self.is_complex:
+            raise ValueError("acquired k-space has phase, which a magnitude model's data consistency discards: "
+                             "use a complex model (trained with data.image: complex)")
+        ours, theirs = factor_of(self.info.data["acceleration"]), acceleration or 1 / slices.sampled_fraction
+        if abs(theirs / ours - 1) > ACCELERATION_TOLERANCE:
+            raise ValueError(f"the k-space was acquired at {theirs:.3g}x, the model is for {self.info.data['acceleration']}")
+        maxima = np.abs(slices.images()).max(axis=(1, 2), keepdims=True)
+        scale = np.where(maxima > 0, maxima, 1).astype(np.float32)
+        return self.run(slices.kspace / scale, slices.mask) * scale
+
+
 def is_dicom(path: Path) -> bool:
     """Whether ``path`` is a DICOM file (the ``DICM`` mark after the 128-byte preamble)."""
     with open(path, "rb") as handle:
@@ -151,11 +182,11 @@ def is_dicom(path: Path) -> bool:
 
 
 def _supported(path: Path) -> bool:
-    return path.name.endswith((*NIFTI_SUFFIXES, H5_SUFFIX)) or is_dicom(path)
+    return path.name.endswith((*NIFTI_SUFFIXES, H5_SUFFIX, RAW_KSPACE_SUFFIX)) or is_dicom(path)
 
 
 def input_files(path: Path) -> list[Path]:
-    """The NIfTI, h5 and DICOM files at ``path`` (a file, or a directory searched recursively), sorted."""
+    """The NIfTI, h5, raw k-space and DICOM files at ``path`` (a file, or a directory searched recursively), sorted."""
     path = Path(path)
     if path.is_file():
         files = [path]
@@ -165,9 +196,9 @@ def input_files(path: Path) -> list[Path]:
         raise ValueError(f"{path}: input not found")
     for file in files:
         if not _supported(file):
-            raise ValueError(f"{file}: not a NIfTI (.nii, .nii.gz), h5 (.h5) or DICOM file")
+            raise ValueError(f"{file}: not a NIfTI (.nii, .nii.gz), h5 (.h5), raw k-space (.npy) or DICOM file")
     if not files:
-        raise ValueError(f"{path}: no NIfTI, h5 or DICOM files")
+        raise ValueError(f"{path}: no NIfTI, h5, raw k-space or DICOM files")
     return files
 
 
@@ -252,18 +283,37 @@ def reconstruct_papers_h5(reconstructor: Reconstructor, source: Path, destinatio
 
 
 def reconstruct_fastmri(reconstructor: Reconstructor, source: Path, destination: Path) -> None:
-    """A fastMRI single-coil file: its magnitude image (``reconstruction_esc``, or the cropped image of
-    ``kspace`` where that is absent) undersampled and reconstructed, written as fastMRI's
-    ``reconstruction`` (S, H, W) with the input's attributes, the file fastMRI's ``evaluate.py`` scores."""
+    """A fastMRI single-coil file: a test-split file's k-space as acquired, else its magnitude image
+    (``reconstruction_esc``, or the cropped image of ``kspace`` where that is absent) undersampled and
+    reconstructed; written as fastMRI's ``reconstruction`` (S, H, W) with the input's attributes,
+    the file fastMRI's ``evaluate.py`` scores."""
     with h5py.File(source, "r") as file:
         attributes = dict(file.attrs)
+        acquired = fastmri.MASK_KEY in file
         # A complex model needs the phase, which only the k-space has.
         image_source = "reconstruction" if "reconstruction_esc" in file and not reconstructor.is_complex else "kspace"
-    volume = next(fastmri.read_volumes(source, image_source=image_source, complex_images=reconstructor.is_complex))
-    result = reconstructor.images(volume.images)
+    if acquired:
+        kspace, lines, acceleration = fastmri.read_acquired(source)
+        slices = from_centred(kspace, lines, line_axis=-1, readout_size=fastmri.DEFAULT_CROP[0])
+        result = fastmri.centre_crop(reconstructor.measured(slices, acceleration), fastmri.DEFAULT_CROP)
+    else:
+        volume = next(fastmri.read_volumes(source, image_source=image_source, complex_images=reconstructor.is_complex))
+        result = reconstructor.images(volume.images)
     with layout.atomic_path(destination) as temporary, h5py.File(temporary, "w") as file:
         file.create_dataset("reconstruction", data=result.astype(np.float32))
         file.attrs.update(attributes)
+
+
+def reconstruct_raw_kspace(reconstructor: Reconstructor, source: Path, destination: Path, readout_oversampling: int) -> None:
+    """A scanner's centred ``.npy`` k-space: skipped (all-zero) lines make it an acquisition with that
+    mask, else it is undersampled with the model's; every coil reconstructed, combined by
+    root-sum-of-squares and written as a float32 ``.npy`` image."""
+    per_coil = np.moveaxis(raw_kspace.load_kspace(source), 1, 0)  # (coils, lines, readout), coils as slices
+    readout = raw_kspace.kept_readout(per_coil.shape[-1], readout_oversampling, source)
+    slices = from_centred(per_coil, sampled_lines(per_coil, line_axis=-2), line_axis=-2, readout_size=readout)
+    coils = reconstructor.images(slices.images()) if slices.fully_sampled else reconstructor.measured(slices)
+    with layout.atomic_path(destination) as temporary, open(temporary, "wb") as file:
+        np.save(file, np.sqrt((coils.astype(np.float64) ** 2).sum(axis=0)).astype(np.float32))
 
 
 def reconstruct_h5(reconstructor: Reconstructor, source: Path, destination: Path) -> None:
@@ -274,8 +324,9 @@ def reconstruct_h5(reconstructor: Reconstructor, source: Path, destination: Path
 
 
 def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_size: int | None = None, device: str = "auto",
-                      mask_kind: str | None = None, progress: bool = True) -> list[Path]:
-    """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files written."""
+                      mask_kind: str | None = None, progress: bool = True, readout_oversampling: int = 2) -> list[Path]:
+    """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files written.
+    ``readout_oversampling`` applies to raw ``.npy`` k-space (the central 1/N of its readout is kept)."""
     network, info = load_deployable(model)
     layout.remove_debris(Path(output))  # of an interrupted earlier run into the same folder
     reconstructor = Reconstructor(network, info, resolve_device(device), batch_size, mask_kind)
@@ -291,6 +342,8 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
         try:
             if source.suffix == H5_SUFFIX:
                 reconstruct_h5(reconstructor, source, destination)
+            elif source.suffix == RAW_KSPACE_SUFFIX:
+                reconstruct_raw_kspace(reconstructor, source, destination, readout_oversampling)
             else:
                 reconstruct_nifti(reconstructor, source, destination)
         except (OSError, ValueError) as error:

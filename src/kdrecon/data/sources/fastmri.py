@@ -28,12 +28,16 @@ import numpy as np
 
 from kdrecon.data.volume import Volume
 
-__all__ = ["read_volumes", "DEFAULT_CROP"]
+__all__ = ["read_volumes", "read_acquired", "centre_crop", "DEFAULT_CROP", "MASK_KEY"]
 
 DEFAULT_CROP = (320, 320)
 """Crop of ``image_source="kspace"`` images when the file has no ``reconstruction_esc``."""
 
 _SUFFIXES = (".h5", ".hdf5")
+
+MASK_KEY = "mask"
+"""The sampled phase-encoding lines ``(W_k,)`` of a test- or challenge-split file, whose ``kspace``
+is undersampled as acquired."""
 
 
 def read_volumes(
@@ -138,11 +142,31 @@ def _dataset(h5: h5py.File, file: Path, key: str) -> h5py.Dataset:
 
 def _kspace_to_image(file: Path, kspace: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     """Centred orthonormal ``ifft2`` of ``(S, H_k, W_k)`` k-space, centre-cropped to ``crop``, complex64."""
-    height, width = kspace.shape[-2:]
-    crop_h, crop_w = crop
-    if height < crop_h or width < crop_w:
-        raise ValueError(f"{file}: image {height}x{width} from 'kspace' is smaller than the crop {crop_h}x{crop_w}")
     axes = (-2, -1)
     image = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace, axes=axes), axes=axes, norm="ortho"), axes=axes)
-    top, left = (height - crop_h) // 2, (width - crop_w) // 2
-    return image[:, top : top + crop_h, left : left + crop_w].astype(np.complex64)
+    try:
+        return centre_crop(image, crop).astype(np.complex64)
+    except ValueError as error:
+        raise ValueError(f"{file}: image from 'kspace': {error}") from None
+
+
+def centre_crop(images: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The central ``shape`` of ``(..., H, W)`` images, as fastMRI's ``center_crop`` (start ``(n - crop) // 2``)."""
+    height, width = images.shape[-2:]
+    if height < shape[0] or width < shape[1]:
+        raise ValueError(f"{height}x{width} is smaller than the crop {shape[0]}x{shape[1]}")
+    top, left = (height - shape[0]) // 2, (width - shape[1]) // 2
+    return images[..., top : top + shape[0], left : left + shape[1]]
+
+
+def read_acquired(file: Path) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """A test-split file's undersampled ``kspace`` (centred, complex64 ``(S, H_k, W_k)``), its line
+    mask ``(W_k,)`` (bool, along the last axis) and its ``acceleration`` attribute (None if absent)."""
+    with h5py.File(file, "r") as h5:
+        kspace, mask = _dataset(h5, file, "kspace"), _dataset(h5, file, MASK_KEY)
+        if kspace.dtype.kind != "c" or kspace.ndim != 3:
+            raise ValueError(f"{file}: 'kspace' must be complex single-coil (S, H, W), got {kspace.dtype} {kspace.shape}")
+        if mask.shape != (kspace.shape[-1],):
+            raise ValueError(f"{file}: '{MASK_KEY}' must have one entry per k-space column ({kspace.shape[-1]},), got {mask.shape}")
+        acceleration = h5.attrs.get("acceleration")
+        return kspace[()].astype(np.complex64), mask[()].astype(bool), None if acceleration is None else float(acceleration)

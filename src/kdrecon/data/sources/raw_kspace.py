@@ -50,7 +50,16 @@ def read_volumes(path: Path, readout_oversampling: int = 2) -> Iterator[Volume]:
 
 
 def read_kspace(file: Path) -> np.ndarray:
-    """The file's k-space as ``(lines, coils, readout)`` complex64, checked."""
+    """The file's fully sampled k-space as ``(lines, coils, readout)`` complex64, checked."""
+    kspace = load_kspace(file)
+    if (np.abs(kspace).max(axis=(1, 2)) == 0).any():
+        raise ValueError(f"{file}: k-space has all-zero lines; this reader expects fully sampled data")
+    return kspace
+
+
+def load_kspace(file: Path) -> np.ndarray:
+    """The file's k-space as ``(lines, coils, readout)`` complex64: complex, finite, of that shape;
+    lines may be skipped (all zeros), as in an undersampled acquisition."""
     try:
         kspace = np.load(file, allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -63,8 +72,6 @@ def read_kspace(file: Path) -> np.ndarray:
         raise ValueError(f"{file}: expected k-space of shape (lines, coils, readout) or (lines, readout), got {kspace.shape}")
     if not np.isfinite(kspace).all():
         raise ValueError(f"{file}: k-space contains NaN or infinite values")
-    if (np.abs(kspace).max(axis=(1, 2)) == 0).any():
-        raise ValueError(f"{file}: k-space has all-zero lines; this reader expects fully sampled data")
     return kspace.astype(np.complex64)
 
 
@@ -73,9 +80,13 @@ def coil_images(kspace: np.ndarray, readout_oversampling: int, file: Path) -> np
     per_coil = np.moveaxis(kspace, 1, 0)
     axes = (-2, -1)
     images = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(per_coil, axes=axes), axes=axes, norm="ortho"), axes=axes)
-    readout = images.shape[-1]
-    if readout % readout_oversampling:
-        raise ValueError(f"{file}: a readout of {readout} samples does not divide by the oversampling {readout_oversampling}")
-    kept = readout // readout_oversampling
-    start = (readout - kept) // 2
+    kept = kept_readout(images.shape[-1], readout_oversampling, file)
+    start = (images.shape[-1] - kept) // 2
     return images[..., start : start + kept].astype(np.complex64)
+
+
+def kept_readout(readout: int, readout_oversampling: int, file: Path) -> int:
+    """Readout samples left once the oversampling is removed; the readout must divide by it."""
+    if readout_oversampling < 1 or readout % readout_oversampling:
+        raise ValueError(f"{file}: a readout of {readout} samples does not divide by the oversampling {readout_oversampling}")
+    return readout // readout_oversampling
