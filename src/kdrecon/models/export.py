@@ -7,16 +7,19 @@ image size: ``W_N = C_N − i S_N`` with ``C_N[k, n] = cos(2πkn/N)/√N`` and `
 (both symmetric), ``F x = W_H x W_W`` and ``F⁻¹ K = W̄_H K W̄_W``.
 
 Hard data consistency, ``F⁻¹(M ⊙ k₀ + (1 − M) ⊙ F x)`` as :func:`kdrecon.mri.undersample.data_consistency`
-computes it with the FFT, is rewritten as a correction on the sampled samples only. A Cartesian
-mask is an outer product of sampled rows ``R`` and columns ``Q`` (all columns for a line mask), so
+computes it with the FFT, is rewritten as a projection. A Cartesian mask is an outer product of
+sampled rows ``R`` and columns ``Q`` (all columns for a line mask), so removing the sampled part
+of ``F x`` and putting the measurements there is
 
 .. math::
 
-    x_{DC} = x + W̄_H[:, R]\\, \\big(k₀[R, Q] − W_H[R, :]\\, x\\, W_W[:, Q]\\big)\\, W̄_W[Q, :],
+    x_{DC} = x − A_H\\, x\\, A_W + F⁻¹ k₀, \\qquad
+    A_H = W̄_H[:, R]\\, W_H[R, :], \\quad A_W = W_W[:, Q]\\, W̄_W[Q, :],
 
-of which a real image keeps the real part. At 4x that is about a quarter of the products of the
-full transforms. A complex image (two channels) goes through the same products with its
-imaginary part and keeps both parts.
+of which a real image keeps the real part. ``A_H`` and ``A_W`` are constant and ``F⁻¹ k₀`` is the
+same in every cascade, so it is computed once per call; for a line mask ``A_W = I`` and each
+cascade's data consistency is a single product with the fixed matrix ``I − Re A_H`` (its
+``2H × 2H`` real form for a complex image, two channels) and an addition.
 
 The one other change is a kernel substitution: a 3×3 convolution to one or two channels (the last
 of every DC-CNN block) runs as a 1×1 convolution to its nine taps and a sum of the nine shifted
@@ -33,7 +36,7 @@ Example:
     >>> m = torch.zeros(6, 4); m[[0, 1, 4]] = 1
     >>> layer = RealDataConsistency(m.numpy())
     >>> x, k = torch.rand(2, 1, 6, 4), torch.randn(2, 6, 4, dtype=torch.complex64) * m
-    >>> torch.allclose(layer(x, (k.real, k.imag)), data_consistency(x, k, m), atol=1e-5)
+    >>> torch.allclose(layer(x, layer.measured(k.real, k.imag)), data_consistency(x, k, m), atol=1e-5)
     True
 """
 
@@ -57,20 +60,23 @@ SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2"}
 OPSET = 17
 
 
-def dft_matrices(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(C, S)``: the real and negated imaginary parts of the orthonormal DFT matrix of ``size``."""
+def dft_matrix(size: int) -> np.ndarray:
+    """The orthonormal DFT matrix ``W_N = C_N − i S_N`` of ``size``, complex128 (symmetric)."""
     index = np.arange(size)
-    angle = 2 * np.pi * np.outer(index, index) / size
-    scale = 1 / math.sqrt(size)
-    return (torch.from_numpy(np.cos(angle) * scale).float(), torch.from_numpy(np.sin(angle) * scale).float())
+    return np.exp(-2j * np.pi * np.outer(index, index) / size) / math.sqrt(size)
 
 
 class RealDataConsistency(nn.Module):
-    """Hard data consistency with k-space given as ``(real, imaginary)``, in products with DFT matrices
-    restricted to the sampled rows and columns of ``mask`` (see the module docstring).
+    """Hard data consistency in real arithmetic, as a projection (see the module docstring):
+    ``x_DC = x − A_H x A_W + F⁻¹ k₀`` with the constant matrices ``A_H = W̄_H[:, R] W_H[R, :]`` and
+    ``A_W = W_W[:, Q] W̄_W[Q, :]``.
 
-    Works on a real image ``(B, 1, H, W)`` (the real part is kept, as the FFT operator does) or, with
-    ``image_channels`` 2, a complex one as two channels ``(B, 2, H, W)`` (:mod:`kdrecon.mri.channels`).
+    :meth:`measured` computes ``F⁻¹ k₀`` once per call of the network from the sampled k-space given
+    as ``(real, imaginary)``; every cascade then applies :meth:`forward`. For a line mask
+    (``A_W = I``) that is one product with a fixed matrix: ``(I − Re A_H) x + Re F⁻¹ k₀`` for a real
+    image (the real part is kept, as the FFT operator does), and for a complex one as two channels
+    ``(B, 2, H, W)`` (:mod:`kdrecon.mri.channels`) the same with the ``2H × 2H`` real form of
+    ``I − A_H`` acting on the stacked real and imaginary parts.
     """
 
     def __init__(self, mask: np.ndarray, image_channels: int = 1) -> None:
@@ -79,45 +85,59 @@ class RealDataConsistency(nn.Module):
         if not np.array_equal(mask > 0, np.outer(rows, columns)):
             raise ValueError("the mask is not an outer product of sampled rows and columns (a Cartesian mask)")
         self.complex_image = image_channels == COMPLEX_CHANNELS
-        rows, columns = torch.from_numpy(np.flatnonzero(rows)), torch.from_numpy(np.flatnonzero(columns))
-        cos_h, sin_h = dft_matrices(mask.shape[0])
-        cos_w, sin_w = dft_matrices(mask.shape[1])
-        self.register_buffer("rows", rows)
-        self.register_buffer("columns", columns)
-        # W_H[R, :] and W_W[:, Q] for the forward transform; their transposes for the inverse.
-        for name, matrix in (("cos_rows", cos_h[rows]), ("sin_rows", sin_h[rows]),
-                             ("cos_columns", cos_w[:, columns]), ("sin_columns", sin_w[:, columns])):
-            self.register_buffer(name, matrix.contiguous())
-            self.register_buffer(f"{name}_t", matrix.t().contiguous())
+        self.line_mask = bool(columns.all())
+        rows, columns = np.flatnonzero(rows), np.flatnonzero(columns)
+        transform_h, transform_w = dft_matrix(mask.shape[0]), dft_matrix(mask.shape[1])
+        self.register_buffer("rows", torch.from_numpy(rows))
+        self.register_buffer("columns", torch.from_numpy(columns))
+        # The inverse transform of the sampled k-space, W̄_H[:, R] and W̄_W[Q, :], for measured().
+        self._register_complex("inverse_rows", transform_h[rows].conj().T)
+        self._register_complex("inverse_columns", transform_w[:, columns].conj().T)
+        rows_projection = transform_h[rows].conj().T @ transform_h[rows]  # A_H
+        if self.line_mask:
+            complement = np.eye(mask.shape[0]) - rows_projection
+            if self.complex_image:  # [[Re, −Im], [Im, Re]] of I − A_H, on (real; imaginary) stacked
+                complement = np.block([[complement.real, -complement.imag], [complement.imag, complement.real]])
+            self.register_buffer("complement", torch.from_numpy(np.ascontiguousarray(complement.real)).float())
+        else:
+            self._register_complex("rows_projection", rows_projection)
+            self._register_complex("columns_projection", transform_w[:, columns] @ transform_w[:, columns].conj().T)
 
-    def forward(self, image: torch.Tensor, kspace: tuple[torch.Tensor, torch.Tensor],
+    def _register_complex(self, name: str, matrix: np.ndarray) -> None:
+        self.register_buffer(f"{name}_real", torch.from_numpy(np.ascontiguousarray(matrix.real)).float())
+        self.register_buffer(f"{name}_imag", torch.from_numpy(np.ascontiguousarray(matrix.imag)).float())
+
+    def measured(self, kspace_real: torch.Tensor, kspace_imag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``F⁻¹ k₀ = W̄_H[:, R] k₀[R, Q] W̄_W[Q, :]`` as ``(real, imaginary)`` ``(B, H, W)``; samples of
+        the k-space outside the mask are not read."""
+        sampled = [part.index_select(-2, self.rows).index_select(-1, self.columns) for part in (kspace_real, kspace_imag)]
+        left = _complex_product((self.inverse_rows_real, self.inverse_rows_imag), sampled)
+        return _complex_product(left, (self.inverse_columns_real, self.inverse_columns_imag))
+
+    def forward(self, image: torch.Tensor, measured: tuple[torch.Tensor, torch.Tensor],
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``mask`` is ignored: the layer's own, built in, is the one the network was trained with."""
-        real = image[:, 0].float()
-        imaginary = image[:, 1].float() if self.complex_image else None
-        sampled_real, sampled_imaginary = self._sampled_dft(real, imaginary)
-        measured = [part.index_select(-2, self.rows).index_select(-1, self.columns) for part in kspace]
-        correction = self._inverse_dft(measured[0] - sampled_real, measured[1] - sampled_imaginary)
-        if self.complex_image:
-            return torch.stack((real + correction[0], imaginary + correction[1]), dim=1)
-        return (real + correction[0]).unsqueeze(1)
+        """``image`` ``(B, C, H, W)`` made consistent with ``measured`` (from :meth:`measured`); ``mask``
+        is ignored: the layer's own, built in, is the one the network was trained with."""
+        image = image.float()
+        if self.line_mask:
+            batch, channels, height, width = image.shape
+            stacked = torch.cat(measured, dim=-2) if self.complex_image else measured[0]
+            out = self.complement @ image.reshape(batch, channels * height, width) + stacked
+            return out.reshape(batch, channels, height, width)
+        return self._box_consistency(image, measured)
 
-    def _sampled_dft(self, real: torch.Tensor, imaginary: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``W_H[R, :] x W_W[:, Q]`` with ``W = C − iS`` (``imaginary`` None: a real image)."""
-        rows_real, rows_imaginary = self.cos_rows @ real, -(self.sin_rows @ real)
-        if imaginary is not None:
-            rows_real, rows_imaginary = rows_real + self.sin_rows @ imaginary, rows_imaginary + self.cos_rows @ imaginary
-        return (rows_real @ self.cos_columns + rows_imaginary @ self.sin_columns,
-                rows_imaginary @ self.cos_columns - rows_real @ self.sin_columns)
+    def _box_consistency(self, image: torch.Tensor, measured: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``x − A_H x A_W + F⁻¹ k₀`` for a mask of sampled rows and columns (super-resolution's box)."""
+        parts = (image[:, 0], image[:, 1] if self.complex_image else torch.zeros_like(image[:, 0]))
+        left = _complex_product((self.rows_projection_real, self.rows_projection_imag), parts)
+        projected = _complex_product(left, (self.columns_projection_real, self.columns_projection_imag))
+        out = [part - projection + value for part, projection, value in zip(parts, projected, measured)]
+        return torch.stack(out, dim=1) if self.complex_image else out[0].unsqueeze(1)
 
-    def _inverse_dft(self, real: torch.Tensor, imaginary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``W̄_H[:, R] D W̄_W[Q, :]`` with ``W̄ = C + iS``; the imaginary part only for a complex image."""
-        rows_real = self.cos_rows_t @ real - self.sin_rows_t @ imaginary
-        rows_imaginary = self.cos_rows_t @ imaginary + self.sin_rows_t @ real
-        out_real = rows_real @ self.cos_columns_t - rows_imaginary @ self.sin_columns_t
-        if not self.complex_image:
-            return out_real, None
-        return out_real, rows_imaginary @ self.cos_columns_t + rows_real @ self.sin_columns_t
+
+def _complex_product(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``a @ b`` of complex matrices given as ``(real, imaginary)``."""
+    return a[0] @ b[0] - a[1] @ b[1], a[0] @ b[1] + a[1] @ b[0]
 
 
 class TapSumConvolution(nn.Module):
@@ -184,7 +204,8 @@ class ExportableNetwork(nn.Module):
         self.register_buffer("mask", torch.from_numpy(mask).float())
 
     def forward(self, zero_filled: torch.Tensor, kspace_real: torch.Tensor, kspace_imag: torch.Tensor) -> torch.Tensor:
-        return self.network(zero_filled, (kspace_real, kspace_imag), self.mask)
+        # F⁻¹ k₀ is the same for every cascade: computed once, passed where the network passes k-space.
+        return self.network(zero_filled, self.data_consistency.measured(kspace_real, kspace_imag), self.mask)
 
 
 def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, export_format: str, example: tuple) -> None:
