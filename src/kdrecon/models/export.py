@@ -86,6 +86,7 @@ class RealDataConsistency(nn.Module):
             raise ValueError("the mask is not an outer product of sampled rows and columns (a Cartesian mask)")
         self.complex_image = image_channels == COMPLEX_CHANNELS
         self.line_mask = bool(columns.all())
+        self.image_shape = tuple(mask.shape)
         rows, columns = np.flatnonzero(rows), np.flatnonzero(columns)
         transform_h, transform_w = dft_matrix(mask.shape[0]), dft_matrix(mask.shape[1])
         self.register_buffer("rows", torch.from_numpy(rows))
@@ -118,12 +119,14 @@ class RealDataConsistency(nn.Module):
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """``image`` ``(B, C, H, W)`` made consistent with ``measured`` (from :meth:`measured`); ``mask``
         is ignored: the layer's own, built in, is the one the network was trained with."""
-        image = image.float()
+        image = image if image.dtype == torch.float32 else image.float()
         if self.line_mask:
-            batch, channels, height, width = image.shape
+            # Reshapes to constant shapes (the image size is fixed): an exported graph computes no shapes.
+            height, width = self.image_shape
+            channels = COMPLEX_CHANNELS if self.complex_image else 1
             stacked = torch.cat(measured, dim=-2) if self.complex_image else measured[0]
-            out = self.complement @ image.reshape(batch, channels * height, width) + stacked
-            return out.reshape(batch, channels, height, width)
+            out = self.complement @ image.reshape(-1, channels * height, width) + stacked
+            return out.reshape(-1, channels, height, width)
         return self._box_consistency(image, measured)
 
     def _box_consistency(self, image: torch.Tensor, measured: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -157,18 +160,18 @@ class TapSumConvolution(nn.Module):
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         self.outputs = conv.out_channels
-        weight = conv.weight.detach()  # (out, in, 3, 3) → taps ordered (i, j, out)
-        self.register_buffer("taps", weight.permute(2, 3, 0, 1).reshape(9 * self.outputs, conv.in_channels, 1, 1).contiguous())
+        weight = conv.weight.detach()  # (out, in, 3, 3) → taps ordered (j, i, out)
+        self.register_buffer("taps", weight.permute(3, 2, 0, 1).reshape(9 * self.outputs, conv.in_channels, 1, 1).contiguous())
         self.register_buffer("bias", conv.bias.detach().view(1, self.outputs, 1, 1).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        taps = nn.functional.pad(nn.functional.conv2d(x, self.taps), (1, 1, 1, 1))
-        total = self.bias
-        for tap in range(9):
-            i, j = divmod(tap, 3)
-            total = total + taps[:, tap * self.outputs : (tap + 1) * self.outputs, i : i + height, j : j + width]
-        return total
+        # The 1×1 convolution's own zero padding gives the taps a zero border (no separate pad), and
+        # slices ending at -2, -1 or the end need no image size: an exported graph computes no shapes.
+        columns = nn.functional.conv2d(x, self.taps, padding=1).split(3 * self.outputs, dim=1)
+        # Shift each column of taps j along the width, all rows i at once, then each row i along the height.
+        shifted = columns[0][..., :-2] + columns[1][..., 1:-1] + columns[2][..., 2:]
+        rows = shifted.split(self.outputs, dim=1)
+        return self.bias + rows[0][..., :-2, :] + rows[1][..., 1:-1, :] + rows[2][..., 2:, :]
 
 
 def _is_thin_convolution(module: nn.Module) -> bool:
