@@ -2,16 +2,22 @@
 FFT data consistency) against ONNX Runtime (the exported graph, matrix DFT), timed in alternation.
 
     python scripts/deployed_speed.py --rounds 30
+    python scripts/deployed_speed.py --rounds 10 --per-core 16
 
-Prints the median milliseconds of each path and the teacher/student ratios. Run it on a quiet
-machine (no study or test suite at the same time).
+Prints the median milliseconds of each path and the teacher/student ratios. ``--per-core N``
+instead times a volume of N slices sent one slice per call (batch 1) to the exported graph in two
+ways, alternated: one session using every core, slice after slice, against one single-thread
+session per core, each taking the next slice (Python threads; ONNX Runtime releases the GIL).
+Run it on a quiet machine (no study or test suite at the same time).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +41,69 @@ def timed(call, repeats: int = 5) -> float:
     return float(np.median(times))
 
 
+def session_with_threads(path: Path, threads: int):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads (0: one per core), not spinning."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def per_core(rounds: int, slices: int) -> None:
+    """Milliseconds per slice of a volume at batch 1: one all-core session against one single-thread session per core."""
+    directory, cores = Path(tempfile.mkdtemp()), len(os.sched_getaffinity(0))
+    calls = {}
+    for role, name in MODELS.items():
+        _, info = load_deployable(name)
+        zero_filled, real, imaginary = check_slices(info, slices)
+        feeds = [{"zero_filled": zero_filled[i : i + 1].numpy(), "kspace_real": real[i : i + 1].numpy(),
+                  "kspace_imag": imaginary[i : i + 1].numpy()} for i in range(slices)]
+        export_and_check(name, directory / f"{role}.onnx", "onnx")
+        shared = session_with_threads(directory / f"{role}.onnx", 0)
+        singles = [session_with_threads(directory / f"{role}.onnx", 1) for _ in range(cores)]
+        pool = ThreadPoolExecutor(cores)
+
+        def one_session(shared=shared, feeds=feeds):
+            for feed in feeds:
+                shared.run(None, feed)
+
+        def session_per_core(singles=singles, feeds=feeds, pool=pool):
+            def worker(core):
+                for feed in feeds[core :: len(singles)]:
+                    singles[core].run(None, feed)
+            list(pool.map(worker, range(len(singles))))
+
+        calls[f"{role}, one {cores}-thread session"] = one_session
+        calls[f"{role}, {cores} single-thread sessions"] = session_per_core
+    medians = report(calls, rounds, per_slice=slices)
+    for path in (f"one {cores}-thread session", f"{cores} single-thread sessions"):
+        print(f"teacher/student, {path}: {medians[f'teacher, {path}'] / medians[f'student, {path}']:.2f}x")
+
+
+def report(calls: dict, rounds: int, per_slice: int = 1) -> dict[str, float]:
+    """Time ``calls`` in alternation (a warm-up, then ``rounds`` rounds); print and return ms per slice."""
+    for call in calls.values():
+        timed(call, 2)
+    samples = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            samples[key].append(timed(call, 3))
+    medians = {key: 1000 * float(np.median(values)) / per_slice for key, values in samples.items()}
+    for key, value in medians.items():
+        print(f"{key:<40} {value:7.2f} ms per slice")
+    return medians
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--per-core", type=int, metavar="N", help="time a volume of N slices per core instead (see above)")
     args = parser.parse_args()
+    if args.per_core:
+        per_core(args.rounds, args.per_core)
+        return
     directory = Path(tempfile.mkdtemp())
     calls = {}
     for role, name in MODELS.items():
