@@ -133,3 +133,29 @@ def test_any_family_teaches_under_std_kd_and_sft_kd(tmp_path, family, small_trai
         })
         result = distill_student(config, tmp_path / f"{method}-{source}", False, *data)
         assert 0 < result.best_validation_loss < 1
+
+
+
+def test_dc_unet_features_have_the_image_size_when_it_was_padded(real_slices, cardiac_mask_4x):
+    """150 is not a multiple of 4: U2 pads to 152, yet its default AT and FSP maps pair with a 150×150 student."""
+    from kdrecon.distillation.hooks import FeatureTap
+    from kdrecon.distillation.layer_pairs import default_layer_pairs, feature_channels
+    from kdrecon.distillation.losses import build_feature_loss
+    from kdrecon.mri.undersample import undersample
+
+    target = torch.from_numpy(real_slices[:2]).float()
+    mask = torch.from_numpy(cardiac_mask_4x).float()
+    kspace, zero_filled = undersample(target, mask)
+    teacher, student = build_model("U2C2", channels=4), build_model("D2C2", channels=4)
+    for method in ("at", "fsp"):
+        teacher_layers, student_layers = default_layer_pairs(method, teacher, student)
+        assert feature_channels(teacher, teacher_layers) == [4] * len(teacher_layers)
+        taps = FeatureTap(teacher, teacher_layers), FeatureTap(student, student_layers)
+        for model, tap in zip((teacher, student), taps):
+            model(zero_filled.unsqueeze(1), kspace, mask)
+        teacher_features, student_features = (tap.features() for tap in taps)
+        assert {tuple(f.shape[2:]) for f in teacher_features + student_features} == {(150, 150)}
+        loss = build_feature_loss(
+            method, feature_channels(student, student_layers), feature_channels(teacher, teacher_layers)
+        )
+        assert torch.isfinite(loss(student_features, teacher_features))

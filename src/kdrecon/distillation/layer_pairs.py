@@ -49,13 +49,17 @@ def default_layer_pairs(method: str, teacher: nn.Module, student: nn.Module) -> 
 
 
 def feature_channels(model: nn.Module, paths: list[str]) -> list[int]:
-    """The output channels of the convolution at each path (what a feature loss is built for)."""
+    """The width of the features at each path (what a feature loss is built for): the module's declared
+    ``out_channels``, else that of the last convolution inside it."""
     modules = dict(model.named_modules())
     channels = []
     for path in paths:
         module = modules.get(path)
         if module is None:
             raise ValueError(f"no module {path!r} in {type(model).__name__}")
+        if isinstance(getattr(module, "out_channels", None), int):  # a convolution, or a tap that declares it
+            channels.append(module.out_channels)
+            continue
         convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
         if not convs:
             raise ValueError(f"{path!r} in {type(model).__name__} has no convolution to take the width from")

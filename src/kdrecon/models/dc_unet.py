@@ -20,9 +20,11 @@ Parameters per block (``c`` = channels, ``w_k = 2^k·c``), counted with biases::
 ``U2C5`` with the default 32 channels: 465,953 per block, 2,329,765 in all; with 16 channels
 (about the D5C5 teacher's convolution work per pixel): 116,753 per block, 583,765 in all.
 
-Feature distillation taps the last full-resolution layer of each block (``blocks.{i}.decoder.0.1``,
-after its ReLU): the D3C5 student's feature maps are full-resolution too, so spatial maps (AT, SP,
-CC) compare like with like; FSP takes the two layers of that decoder level (equal widths).
+Feature distillation taps the last full-resolution layer of each block (``blocks.{i}.features.1``:
+decoder level 0's second layer, after its ReLU, cropped to the image): the D3C5 student's feature
+maps are full-resolution and image-sized too, so spatial maps (AT, SP, CC) compare like with like,
+and the zero padding never enters a loss; FSP takes both layers of that level (``features.0`` and
+``features.1``, equal widths).
 
 Example:
     >>> import torch
@@ -31,7 +33,7 @@ Example:
     >>> model(x, k, m).shape
     torch.Size([1, 1, 9, 9])
     >>> model.feature_layers(1)
-    ['blocks.1.decoder.0.1']
+    ['blocks.1.features.1']
 """
 
 from __future__ import annotations
@@ -47,6 +49,21 @@ from kdrecon.models.family import ModelFamily
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(ConvReLU(in_channels, out_channels), ConvReLU(out_channels, out_channels))
+
+
+class CropToImage(nn.Module):
+    """``(B,C,H',W') → (B,C,H,W)``: drops the rows and columns the U-Net padded on (a view, no copy).
+
+    Args:
+        out_channels: ``C``, declared so that a feature loss can be built for this tap point.
+    """
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+
+    def forward(self, features: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return features[..., :height, :width]
 
 
 class UNetBlock(nn.Module):
@@ -68,6 +85,8 @@ class UNetBlock(nn.Module):
         self.upsample = nn.ModuleList(nn.ConvTranspose2d(widths[k + 1], widths[k], 2, stride=2) for k in range(levels))
         self.decoder = nn.ModuleList(_double_conv(2 * widths[k], widths[k]) for k in range(levels))
         self.output = nn.Conv2d(channels, image_channels, 1)
+        # Parameter-free tap points: the two full-resolution decoder layers, cropped to the image.
+        self.features = nn.ModuleList(CropToImage(channels) for _ in range(2))
         self.residual = residual
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -80,9 +99,14 @@ class UNetBlock(nn.Module):
             skips.append(x)
             x = F.max_pool2d(x, 2)
         x = self.bottom(x)
-        for level in reversed(range(len(self.decoder))):
+        for level in reversed(range(1, len(self.decoder))):
             x = self.decoder[level](torch.cat([self.upsample[level](x), skips[level]], dim=1))
-        out = self.output(x)[..., :height, :width]
+        full_resolution = self.decoder[0]
+        x = full_resolution[0](torch.cat([self.upsample[0](x), skips[0]], dim=1))
+        self.features[0](x, height, width)  # read only by forward hooks (FSP's first layer)
+        x = self.features[1](full_resolution[1](x), height, width)
+        # The 1×1 output convolution commutes with the crop: the same image as cropping after it.
+        out = self.output(x)
         return out + image if self.residual else out
 
 
@@ -98,7 +122,7 @@ class DCUNet(CascadeNetwork):
         """The last ``count`` layers of the full-resolution decoder level (at most 2)."""
         if count > 2:
             raise ValueError(f"a U-Net decoder level has 2 layers; {count} asked for")
-        return [f"blocks.{cascade}.decoder.0.{index}" for index in range(2 - count, 2)]
+        return [f"blocks.{cascade}.features.{index}" for index in range(2 - count, 2)]
 
 
 FAMILY = ModelFamily(
