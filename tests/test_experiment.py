@@ -279,6 +279,11 @@ def test_ablations_and_compression_sweep_reach_the_report(tmp_path, tiny_overrid
         "Teacher D3C3", "Student D4C3", "AT Std-KD D4C3", "AT SFT-KD D4C3", "Student D2C3", "AT Std-KD", "AT SFT-KD",
     ]
     assert "AT SFT-KD D4C3 − AT Std-KD D4C3 | PSNR" in report and "AT Std-KD D4C3 − Student D4C3 | PSNR" in report
+    # Timed per architecture at report time: a distilled student's cells are its baseline's, the teacher's ratio is 1.
+    timing = {line.split("|")[1].strip(): line.split("|")[5:7] for line in table8.splitlines() if line.startswith("| ")}
+    assert timing["AT Std-KD D4C3"] == timing["AT SFT-KD D4C3"] == timing["Student D4C3"]
+    assert timing["AT SFT-KD"] == timing["Student D2C3"] != timing["Student D4C3"]
+    assert timing["Teacher D3C3"][1].strip() == "1.00× (1.00–1.00×)"
 
 
 def test_claims_section_interval_equals_scipys_from_the_per_volume_files(tiny_run):

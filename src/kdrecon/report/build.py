@@ -2,8 +2,8 @@
 
 :func:`build_report` reads the run directory (:mod:`kdrecon.report.results`), and writes
 ``report.md``, a self-contained ``report.html`` (figures embedded, no network needed) and
-``figures/*.png``. Nothing is retrained or re-evaluated; only the speed claim is measured anew
-(teacher and student in alternation, :mod:`kdrecon.report.speed`). Each section is one function
+``figures/*.png``. Nothing is retrained or re-evaluated; only inference speed is measured anew
+(one network per architecture, all in alternation, :mod:`kdrecon.report.speed`). Each section is one function
 returning typed blocks (:mod:`kdrecon.report.document`). A study still running gets a report of
 its complete stages, with the pending ones listed.
 """
@@ -28,7 +28,7 @@ from kdrecon.report.document import Block, Code, Document, Heading, Image, Parag
 from kdrecon.report.published import PUBLISHED_INFERENCE_MS, published_psnr, published_ssim
 from kdrecon.report.results import MAIN_ROLES, ExperimentResults, StageResult, baseline_label, load_results
 from kdrecon.report.run_layout import read_history
-from kdrecon.report.speed import SpeedComparison, time_teacher_and_student
+from kdrecon.report.speed import NetworkTimes, SpeedComparison, time_networks
 from kdrecon.report.stage_names import SFT_TEACHER, STUDENT, TEACHER, is_sft_kd, sft_kd, std_kd
 from kdrecon.training.trainer import resolve_device
 
@@ -319,32 +319,42 @@ def _compression_names(results: ExperimentResults) -> list[str]:
     return names
 
 
-def _size_table(results: ExperimentResults, speed: SpeedComparison | None) -> list[Block]:
+def _timing_cells(times: NetworkTimes | None, teacher: StageResult | None, model: str) -> list[str]:
+    """ms per slice of ``model`` and the teacher's time over it, both from the alternated timing."""
+    if times is None or model not in times.seconds:
+        return ["—", "—"]
+    if teacher is None:
+        return [f"{times.milliseconds(model):.2f}", "—"]
+    speed = times.comparison(teacher.model, model)
+    low, high = speed.ratio_range
+    return [f"{times.milliseconds(model):.2f}", f"{speed.ratio:.2f}× ({low:.2f}–{high:.2f}×)"]
+
+
+def _size_table(results: ExperimentResults, times: NetworkTimes | None) -> list[Block]:
     teacher = results.first(TEACHER)
     rows = []
     for name in _compression_names(results):
         first, stage = results.first(name), results.by_name(name)
         compression = "" if teacher is None else f"{1 - first.state['parameters'] / teacher.state['parameters']:.0%}"
         rows.append([first.label, f"{first.state['parameters']:,}", compression, f"{first.state['macs_per_slice'] / 1e9:.3f}",
-                     f"{first.state['inference_ms_per_slice']:.2f}", _over_seeds(stage, "psnr", 2),
+                     *_timing_cells(times, teacher, first.model), _over_seeds(stage, "psnr", 2),
                      _over_seeds(stage, "ssim", 4), _over_seeds(stage, "hfn", 4), _over_seeds(stage, "vif", 4),
                      _published_text(results.paper_setting, name)])
     blocks: list[Block] = [
         Heading("Size, cost and quality per network (papers' Table 8)"),
         Table(["network", "parameters", "compression (parameters saved)", "GMAC per slice",
-               "inference at the end of its stage (ms per slice)", "PSNR (dB)", "SSIM", "HFN", "VIF",
-               f"paper PSNR / SSIM ({results.paper_setting})"], rows),
+               "inference (ms per slice)", "teacher time ÷ this network's (2.5–97.5 %)", "PSNR (dB)", "SSIM",
+               "HFN", "VIF", f"paper PSNR / SSIM ({results.paper_setting})"], rows),
         Paragraph("Per student size: the baseline, then each distilled student (Std-KD from the teacher, SFT-KD from "
                   "an SFT teacher trained with that student's branches). MACs count the convolutions (the FFTs of data "
-                  "consistency are left out). The inference column times each network once, at the end of its own "
-                  "stage, so it depends on what else the machine did then; compare networks with the alternated "
-                  "measurement below."),
+                  "consistency are left out)."),
     ]
-    if speed is not None:
+    if times is not None:
         blocks.append(Paragraph(
-            f"Teacher and student timed in alternation now ({speed.setting}): teacher {speed.teacher_ms:.2f} ms, "
-            f"student {speed.student_ms:.2f} ms per slice (medians); teacher/student ratio {speed.ratio:.2f}× "
-            f"(2.5–97.5 percentiles over rounds {speed.ratio_range[0]:.2f}–{speed.ratio_range[1]:.2f}×)."
+            f"Inference is timed when this report is built, one network per architecture, all in alternation "
+            f"({times.setting}): the median per slice, and the teacher's time over the network's round by round "
+            f"(median, 2.5–97.5 percentiles over rounds). Distilled students share their baseline's architecture "
+            f"and so its time."
         ))
     return blocks
 
@@ -427,25 +437,31 @@ def _provenance(results: ExperimentResults) -> list[Block]:
     ]
 
 
-def _speed(results: ExperimentResults) -> SpeedComparison | None:
-    teacher, student = results.first(TEACHER), results.first(STUDENT)
-    if teacher is None or student is None:
+def _time_networks(results: ExperimentResults) -> NetworkTimes | None:
+    """One network per architecture of the size table, timed together; None without a teacher and student."""
+    if results.first(TEACHER) is None or results.first(STUDENT) is None:
         return None
+    networks = {}
+    for name in _compression_names(results):
+        first = results.first(name)
+        networks.setdefault(first.model, first.files)
     config, first = results.manifest["config"], results.stages[0].summary
     data = load_split(first["dataset"], first["split"], first["acceleration"], results.task, results.image)
     report = config["report"]
-    return time_teacher_and_student(teacher.files, student.files, data, report["timing_batch_size"],
-                                    report["timing_rounds"], resolve_device(config["device"]))
+    return time_networks(networks, data, report["timing_batch_size"], report["timing_rounds"],
+                         resolve_device(config["device"]))
 
 
 def build_report(run_dir: Path) -> Path:
     """Write ``report.md``, ``report.html`` and ``figures/`` for the experiment in ``run_dir``."""
     results = load_results(Path(run_dir))
-    speed = _speed(results)
+    times = _time_networks(results)
+    teacher, student = results.first(TEACHER), results.first(STUDENT)
+    speed = None if times is None else times.comparison(teacher.model, student.model)
     document = Document()
     for section in (_header(results), _claims_section(results, speed), _main_table(results),
                     _per_method_section(results), _effects_section(results), _kd_mri_section(results),
-                    _quality_table(results), _size_table(results, speed), _wilcoxon_section(results),
+                    _quality_table(results), _size_table(results, times), _wilcoxon_section(results),
                     _figures_section(results), _provenance(results)):
         document.extend(section)
     layout = results.layout

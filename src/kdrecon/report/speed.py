@@ -1,15 +1,18 @@
-"""The speed claim, measured when the report is built: teacher and student timed in alternation.
+"""Speed, measured when the report is built: every network architecture timed in alternation.
 
 Each network's time measured at the end of its own stage depends on whatever else the machine
 did at that moment, so a report comparing them could show a student slower than its teacher.
-Here the two trained networks run on the same validation batch in alternating rounds
-(:func:`kdrecon.evaluation.benchmark.interleaved_seconds`); each round gives one ratio
-teacher time / student time, and the report states their median and the 2.5–97.5 percentile
-range over rounds as the spread.
+Here one trained network per architecture (the teacher, each student size) runs on the same
+validation batch in alternating rounds (:func:`kdrecon.evaluation.benchmark.interleaved_seconds`);
+each round gives one ratio per pair, e.g. teacher time / student time, and the report states the
+median over rounds with the 2.5–97.5 percentile range as the spread. Networks of one
+architecture (a student and its distilled versions) cost the same by construction, so the
+architecture's time stands for all of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +27,8 @@ from kdrecon.training.trainer import prepare_module
 
 @dataclass(frozen=True)
 class SpeedComparison:
+    """One network against another: median ms per slice of each, and their per-round ratio."""
+
     teacher_ms: float
     student_ms: float
     ratio: float
@@ -32,24 +37,44 @@ class SpeedComparison:
     setting: str
 
 
-def time_teacher_and_student(
-    teacher: StageFiles, student: StageFiles, data: SliceData, batch_size: int, rounds: int, device: torch.device
-) -> SpeedComparison:
-    """Median ms per slice of each network, and the per-round teacher/student ratio, float32."""
+@dataclass(frozen=True)
+class NetworkTimes:
+    """Seconds per slice of each timed architecture, one entry per alternating round."""
+
+    seconds: Mapping[str, np.ndarray]
+    rounds: int
+    setting: str
+
+    def milliseconds(self, model: str) -> float:
+        """Median ms per slice of architecture ``model``."""
+        return float(np.median(self.seconds[model])) * 1e3
+
+    def comparison(self, slower: str, faster: str) -> SpeedComparison:
+        """``slower`` (e.g. the teacher) against ``faster``: ratio of their times, round by round."""
+        ratios = self.seconds[slower] / self.seconds[faster]
+        return SpeedComparison(
+            teacher_ms=self.milliseconds(slower),
+            student_ms=self.milliseconds(faster),
+            ratio=float(np.median(ratios)),
+            ratio_range=(float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))),
+            rounds=self.rounds,
+            setting=self.setting,
+        )
+
+
+def time_networks(
+    networks: Mapping[str, StageFiles], data: SliceData, batch_size: int, rounds: int, device: torch.device
+) -> NetworkTimes:
+    """Seconds per slice of each of ``networks`` (keyed by architecture), float32, in alternation."""
     batch = data.to(device).batch(torch.arange(min(batch_size, len(data)), device=device))
     calls = {}
-    for role, files in (("teacher", teacher), ("student", student)):
-        model = prepare_module(load_model(files.directory)[0], device, channels_last=True).eval()
-        calls[role] = inference_call(model, batch, device, "fp32")
+    for model, files in networks.items():
+        network = prepare_module(load_model(files.directory)[0], device, channels_last=True).eval()
+        calls[model] = inference_call(network, batch, device, "fp32")
     times = interleaved_seconds(calls, device, rounds, warmup=3)
-    teacher_s, student_s = np.asarray(times["teacher"]), np.asarray(times["student"])
-    ratios = teacher_s / student_s
     per_slice = len(batch.target)
-    return SpeedComparison(
-        teacher_ms=float(np.median(teacher_s)) * 1e3 / per_slice,
-        student_ms=float(np.median(student_s)) * 1e3 / per_slice,
-        ratio=float(np.median(ratios)),
-        ratio_range=(float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))),
+    return NetworkTimes(
+        seconds={model: np.asarray(values) / per_slice for model, values in times.items()},
         rounds=rounds,
         setting=f"{device.type} float32, batch {per_slice}, {rounds} alternating rounds after 3 warm-up, "
         f"{torch.get_num_threads()} threads",
