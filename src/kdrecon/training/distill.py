@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,21 +53,73 @@ from kdrecon.training.trainer import FitResult, fit, prepare_module, resolve_cha
 FEATURE_STAGE = "feature-stage"
 
 
-def distill_student(
-    config: DistillConfig,
-    run_dir: Path,
-    progress: bool = True,
-    train_data: SliceData | None = None,
-    validation_data: SliceData | None = None,
-    on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None = None,
-) -> FitResult:
-    """Run the distillation ``config`` describes in ``run_dir``; returns the final stage's result
-    (best epoch and loss) with the wall time of both stages.
+@dataclass
+class _Distillation:
+    """A distillation ready to train: the networks, their paired layers and the data."""
 
-    ``train_data``/``validation_data`` replace the configured dataset (for notebooks and tests);
-    ``on_epoch_end(stage, epoch, row)`` is called after every epoch of every stage.
-    """
-    run_dir = Path(run_dir)
+    config: DistillConfig
+    teacher: nn.Module
+    student: nn.Module
+    teacher_layers: list[str]
+    student_layers: list[str]
+    feature_loss: FeatureLoss | None
+    feature_weight: float
+    record: dict[str, Any]
+    device: torch.device
+    train_data: SliceData
+    validation_data: SliceData
+    progress: bool
+    on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None
+
+    def run_stage(self, directory: Path, stage: str, weights: LossWeights, loss: FeatureLoss | None,
+                  epochs: int) -> FitResult:
+        """One resumable :func:`fit` of the student on ``weights`` in ``directory``."""
+        config = self.config
+        if loss is not None and loss.preparation_epochs:
+            self.record["preparation_losses"] = self._prepare(loss, directory)
+        distiller = Distiller(self.student, self.teacher, weights, loss, self.student_layers, self.teacher_layers,
+                              int(config.teacher_cache_gib * 2**30))
+        extra = {
+            "stage": stage,
+            "model": {"name": config.student.name, "options": config.student.options()},
+            "config": config_data(config),
+            "distillation": {**self.record, "weights": asdict(weights),
+                             "connector_parameters": distiller.connector_parameter_count()},
+        }
+        report = self.on_epoch_end
+        try:
+            return fit(distiller, self.train_data, self.validation_data, directory,
+                       config.optimization.model_copy(update={"epochs": epochs}), seed=config.seed,
+                       device=self.device, precision=config.precision, channels_last=config.channels_last,
+                       compile=config.compile, checkpoint_extra=extra, progress=self.progress,
+                       on_epoch_end=(lambda epoch, row: report(stage, epoch, row)) if report else None)
+        finally:
+            distiller.close()
+
+    def _prepare(self, loss: FeatureLoss, directory: Path) -> list[float]:
+        """The method's preparatory step (FT's paraphraser), unless a resumed stage restores it."""
+        history = []
+        if not _has_checkpoint(directory):
+            history = prepare_feature_loss(loss.to(self.device), self.teacher, self.teacher_layers,
+                                           self.train_data.to(self.device), self.config.optimization.batch_size,
+                                           self.config.seed)
+        loss.finish_preparation()
+        return history
+
+
+def _with_teacher_data(config: DistillConfig, teacher_payload: dict[str, Any]) -> DistillConfig:
+    """``config``, its data taken from what the teacher was trained on when it names none."""
+    if config.data is not None:
+        return config
+    trained_on = teacher_payload.get("config", {}).get("data", {})
+    validate(DataConfig, trained_on, f"{config.teacher} (data)")
+    return validate(DistillConfig, {**config_data(config), "data": trained_on}, f"{config.teacher} (data)")
+
+
+def _set_up(config: DistillConfig, run_dir: Path, progress: bool, train_data: SliceData | None,
+            validation_data: SliceData | None,
+            on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None) -> _Distillation:
+    """Load the teacher, build and initialise the student, check everything, then claim ``run_dir``."""
     teacher_model, teacher_payload = load_model(config.teacher, config.teacher_checkpoint)
     teacher = teacher_model.teacher if isinstance(teacher_model, StudentFriendlyTeacher) else teacher_model
     if config.init == "sft" and not isinstance(teacher_model, StudentFriendlyTeacher):
@@ -75,14 +127,10 @@ def distill_student(
             f"init: sft needs a student-friendly teacher (kdrecon train --model sft-teacher); "
             f"{config.teacher} holds {teacher_payload['model']['name']}"
         )
-    if config.data is None:
-        trained_on = teacher_payload.get("config", {}).get("data", {})
-        validate(DataConfig, trained_on, f"{config.teacher} (data)")
-        config = validate(DistillConfig, {**config_data(config), "data": trained_on}, f"{config.teacher} (data)")
+    config = _with_teacher_data(config, teacher_payload)
     check_teacher_images(config, teacher_payload)
     device = local_device(resolve_device(config.device))
     train_data, validation_data = load_splits(config.data, train_data, validation_data)
-
     # Everything that can reject the config runs before the run directory is created.
     torch.manual_seed(config.seed)
     student = build_model(config.student.name, **config.student.options())
@@ -103,65 +151,41 @@ def distill_student(
         "student_layers": list(student_layers),
         "initialised_tensors": len(initialised),
     }
+    return _Distillation(config, teacher, student, teacher_layers, student_layers, feature_loss, feature_weight,
+                         record, device, train_data, validation_data, progress, on_epoch_end)
 
-    def run_stage(directory: Path, stage: str, weights: LossWeights, loss: FeatureLoss | None, epochs: int):
-        if loss is not None and loss.preparation_epochs:
-            record["preparation_losses"] = _prepare(loss, directory)
-        distiller = Distiller(
-            student, teacher, weights, loss, student_layers, teacher_layers, int(config.teacher_cache_gib * 2**30)
-        )
-        extra = {
-            "stage": stage,
-            "model": {"name": config.student.name, "options": config.student.options()},
-            "config": config_data(config),
-            "distillation": {
-                **record,
-                "weights": asdict(weights),
-                "connector_parameters": distiller.connector_parameter_count(),
-            },
-        }
-        try:
-            return fit(
-                distiller,
-                train_data,
-                validation_data,
-                directory,
-                config.optimization.model_copy(update={"epochs": epochs}),
-                seed=config.seed,
-                device=device,
-                precision=config.precision,
-                channels_last=config.channels_last,
-                compile=config.compile,
-                checkpoint_extra=extra,
-                progress=progress,
-                on_epoch_end=(lambda epoch, row: on_epoch_end(stage, epoch, row)) if on_epoch_end else None,
-            )
-        finally:
-            distiller.close()
 
-    def _prepare(loss: FeatureLoss, directory: Path) -> list[float]:
-        """The method's preparatory step (FT's paraphraser), unless a resumed stage restores it."""
-        history = []
-        if not _has_checkpoint(directory):
-            history = prepare_feature_loss(loss.to(device), teacher, teacher_layers, train_data.to(device),
-                                           config.optimization.batch_size, config.seed)
-        loss.finish_preparation()
-        return history
+def distill_student(
+    config: DistillConfig,
+    run_dir: Path,
+    progress: bool = True,
+    train_data: SliceData | None = None,
+    validation_data: SliceData | None = None,
+    on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Run the distillation ``config`` describes in ``run_dir``; returns the final stage's result
+    (best epoch and loss) with the wall time of both stages.
 
-    alpha = config.alpha
+    ``train_data``/``validation_data`` replace the configured dataset (for notebooks and tests);
+    ``on_epoch_end(stage, epoch, row)`` is called after every epoch of every stage.
+    """
+    run_dir = Path(run_dir)
+    distillation = _set_up(config, run_dir, progress, train_data, validation_data, on_epoch_end)
+    config, alpha = distillation.config, distillation.config.alpha
     if config.has_feature_stage:
         epochs = config.feature_epochs or config.optimization.epochs
-        feature = run_stage(run_dir / FEATURE_STAGE, "feature", LossWeights(0.0, 0.0, feature_weight), feature_loss, epochs)
-        best = load_checkpoint(resolve_checkpoint(run_dir / FEATURE_STAGE, "best"), device)
-        student.load_state_dict(best["modules"]["model"])
-        final = run_stage(run_dir, "fine-tune", LossWeights(alpha, 1 - alpha, 0.0), None, config.optimization.epochs)
+        feature = distillation.run_stage(run_dir / FEATURE_STAGE, "feature",
+                                         LossWeights(0.0, 0.0, distillation.feature_weight),
+                                         distillation.feature_loss, epochs)
+        best = load_checkpoint(resolve_checkpoint(run_dir / FEATURE_STAGE, "best"), distillation.device)
+        distillation.student.load_state_dict(best["modules"]["model"])
+        final = distillation.run_stage(run_dir, "fine-tune", LossWeights(alpha, 1 - alpha, 0.0), None,
+                                       config.optimization.epochs)
         # The distillation's training time is both stages'.
         return replace(final, wall_seconds=final.wall_seconds + feature.wall_seconds)
-    if config.method == IMITATION:
-        weights = LossWeights(alpha, 1 - alpha, 0.0)
-    else:
-        weights = LossWeights(alpha, 1 - alpha, feature_weight)
-    return run_stage(run_dir, "distill", weights, feature_loss, config.optimization.epochs)
+    feature_weight = 0.0 if config.method == IMITATION else distillation.feature_weight
+    return distillation.run_stage(run_dir, "distill", LossWeights(alpha, 1 - alpha, feature_weight),
+                                  distillation.feature_loss, config.optimization.epochs)
 
 
 def check_teacher_images(config: DistillConfig, teacher_payload: dict[str, Any]) -> None:

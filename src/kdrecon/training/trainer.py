@@ -17,7 +17,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -256,6 +256,200 @@ def _agreed_loss(value: float, world: World, device: torch.device) -> float:
     return value
 
 
+@dataclass
+class _Progress:
+    """What a checkpoint carries from epoch to epoch besides weights, optimizer and schedule."""
+
+    epoch: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+@dataclass
+class _Training:
+    """Everything an epoch of :func:`fit` works with."""
+
+    objective: Objective
+    modules: dict[str, nn.Module]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_data: SliceData
+    validation_data: SliceData
+    run_dir: Path
+    optimization: OptimizationConfig
+    seed: int
+    device: torch.device
+    precision: str
+    world: World
+    progress: bool
+    checkpoint_extra: dict[str, Any]
+
+    @property
+    def last(self) -> Path:
+        return self.run_dir / CHECKPOINTS / "last.pt"
+
+    @property
+    def learning_rate(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+@dataclass(frozen=True)
+class _EpochLosses:
+    """Slice-weighted mean of each training loss term over the global batches, and the time taken."""
+
+    means: dict[str, float]
+    slices: float
+    seconds: float
+
+
+def _resume(training: _Training) -> _Progress:
+    """Restore weights, optimizer, schedule and progress from ``last.pt``, if there is one."""
+    if not training.last.is_file():
+        return _Progress()
+    state = load_checkpoint(training.last, map_location=training.device)
+    for name, module in training.modules.items():
+        module.load_state_dict(state["modules"][name])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.scheduler.load_state_dict(state["scheduler"])
+    progress = _Progress(state["epoch"], state["best_validation_loss"], state["best_epoch"], state["history"],
+                         state["wall_seconds"])
+    if training.world.is_main:  # a kill between the checkpoint and metrics.csv left the file an epoch behind
+        _write_history(training.run_dir / "metrics.csv", progress.history)
+    return progress
+
+
+def _train_epoch(training: _Training, epoch: int) -> _EpochLosses:
+    """One pass over the training split.
+
+    Only the total loss is read back per step (to stop at a non-finite loss before it reaches
+    the weights); the other terms are summed on the device and read once per epoch, since each
+    read is a device synchronisation on a GPU.
+    """
+    started = time.perf_counter()
+    for module in training.modules.values():
+        module.train()
+    optimization, world = training.optimization, training.world
+    generator = torch.Generator().manual_seed(training.seed + epoch)
+    steps = math.ceil(len(training.train_data) / optimization.batch_size)
+    bar = tqdm(
+        _local_batches(training.train_data, optimization.batch_size, generator, world),
+        total=steps,
+        desc=f"{training.run_dir.name} epoch {epoch + 1}/{optimization.epochs}",
+        unit="batch",
+        disable=None if training.progress else True,  # None: off when not a terminal
+        leave=False,
+    )
+    total, seen, sums = 0.0, 0, {}
+    for step, (batch, share) in enumerate(bar, start=1):
+        with autocast(training.device, training.precision):
+            losses = training.objective.training_losses(batch)
+        value = float(losses["total"].detach())
+        _check_finite(_agreed_loss(value, world, training.device), "training", training.run_dir, epoch + 1,
+                      f"step {step} of {steps}", training.learning_rate, training.last)
+        training.optimizer.zero_grad(set_to_none=True)
+        # DDP averages gradients over ranks; scaling by share·ranks makes that the
+        # gradient of the mean over the global batch.
+        (losses["total"] * (share * world.size)).backward()
+        training.optimizer.step()
+        count = batch.target.shape[0] if share else 0
+        seen, total = seen + count, total + value * count
+        for name, loss in losses.items():
+            if name != "total":  # float64 on the device: the same sums as Python floats
+                sums[name] = sums.get(name, 0.0) + loss.detach().double() * count
+        rate = seen / max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix(loss=f"{total / max(seen, 1):.4g}", slices_per_s=f"{rate:.0f}")
+    sums = {"total": total, **{name: float(value) for name, value in sums.items()}}
+    names = sorted(sums)
+    *totals, seen = sum_over_ranks([sums[name] for name in names] + [float(seen)], training.device)
+    means = {name: value / seen for name, value in zip(names, totals)}
+    return _EpochLosses(means, seen, time.perf_counter() - started)
+
+
+def _save_epoch(training: _Training, progress: _Progress, improved: bool, writer: SummaryWriter | None) -> None:
+    """Checkpoints (``best.pt`` when improved, ``last.pt`` always), TensorBoard and ``metrics.csv``."""
+    payload = {
+        **training.checkpoint_extra,
+        "modules": {name: module.state_dict() for name, module in training.modules.items()},
+        "epoch": progress.epoch,
+        "best_validation_loss": progress.best_loss,
+        "best_epoch": progress.best_epoch,
+        "history": progress.history,
+        "wall_seconds": progress.wall_seconds,
+        "seed": training.seed,
+        "precision": training.precision,
+        "device": str(training.device),
+    }
+    if training.world.is_main:
+        for key, value in progress.history[-1].items():
+            if key != "epoch":
+                writer.add_scalar(key.replace("_", "/", 1), value, progress.epoch)
+        if improved:
+            save_checkpoint(training.last.with_name("best.pt"), payload)
+        state = {**payload, "optimizer": training.optimizer.state_dict(), "scheduler": training.scheduler.state_dict()}
+        save_checkpoint(training.last, state)
+        _write_history(training.run_dir / "metrics.csv", progress.history)
+    barrier()  # no rank runs ahead of the checkpoint it could be resumed from
+
+
+def _run_epoch(training: _Training, progress: _Progress, writer: SummaryWriter | None) -> dict[str, Any]:
+    """Train, validate, step the schedule and save the next epoch; returns its history row."""
+    started = time.perf_counter()
+    epoch = progress.epoch
+    losses = _train_epoch(training, epoch)
+    validation_loss = validate(training.objective, training.validation_data,
+                               training.optimization.validation_batch_size, training.device, training.precision)
+    learning_rate = training.learning_rate
+    _check_finite(validation_loss, "validation", training.run_dir, epoch + 1, "its end", learning_rate, training.last)
+    training.scheduler.step()
+    seconds = time.perf_counter() - started
+    row = {
+        "epoch": epoch + 1,
+        **{f"train_{name}": mean for name, mean in losses.means.items()},
+        "validation_loss": validation_loss,
+        "learning_rate": learning_rate,
+        "train_slices_per_second": losses.slices / losses.seconds,
+        "epoch_seconds": seconds,
+    }
+    improved = validation_loss < progress.best_loss
+    progress.epoch, progress.wall_seconds = epoch + 1, progress.wall_seconds + seconds
+    progress.history.append(row)
+    if improved:
+        progress.best_loss, progress.best_epoch = validation_loss, epoch + 1
+    _save_epoch(training, progress, improved, writer)
+    if training.progress:
+        tqdm.write(
+            f"{training.run_dir.name} epoch {epoch + 1}/{training.optimization.epochs}: train {row['train_total']:.5f} "
+            f"validation {validation_loss:.5f}{' *' if improved else ''} ({row['train_slices_per_second']:.0f} slices/s)"
+        )
+    return row
+
+
+def _start(objective: Objective, train_data: SliceData, validation_data: SliceData, run_dir: Path,
+           optimization: OptimizationConfig, seed: int, device: torch.device, precision: str,
+           channels_last: bool | str, progress: bool, checkpoint_extra: dict[str, Any] | None) -> _Training:
+    """Modules on the device in their layout, the optimizer and schedule, the run directory ready."""
+    if len(train_data) == 0 or len(validation_data) == 0:
+        raise ValueError("training needs non-empty train and validation splits")
+    run_dir = Path(run_dir)
+    precision = resolve_precision(precision, device)
+    channels_last = resolve_channels_last(channels_last, device, precision)
+    world = current_world()
+    if world.is_main:
+        (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        remove_debris(run_dir)  # temporaries of writes a kill interrupted
+    modules = objective.modules()
+    for module in modules.values():
+        prepare_module(module, device, channels_last)
+    parameters = [p for module in modules.values() for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(parameters, lr=optimization.learning_rate)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optimization.lr_step_epochs, optimization.lr_gamma)
+    return _Training(objective, modules, optimizer, scheduler, train_data.to(device), validation_data.to(device),
+                     run_dir, optimization, seed, device, precision, world, progress and world.is_main,
+                     checkpoint_extra or {})
+
+
 def fit(
     objective: Objective,
     train_data: SliceData,
@@ -283,130 +477,26 @@ def fit(
         precision: ``fp32``, ``bf16`` or ``auto`` (:func:`resolve_precision`); checkpoints record
             the precision used.
     """
-    if len(train_data) == 0 or len(validation_data) == 0:
-        raise ValueError("training needs non-empty train and validation splits")
-    run_dir = Path(run_dir)
-    precision = resolve_precision(precision, device)
-    channels_last = resolve_channels_last(channels_last, device, precision)
-    world = current_world()
-    checkpoints = run_dir / CHECKPOINTS
-    if world.is_main:
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        remove_debris(run_dir)  # temporaries of writes a kill interrupted
-    modules = objective.modules()
-    for module in modules.values():
-        prepare_module(module, device, channels_last)
-    parameters = [p for module in modules.values() for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(parameters, lr=optimization.learning_rate)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optimization.lr_step_epochs, optimization.lr_gamma)
-    train_data, validation_data = train_data.to(device), validation_data.to(device)
-
-    start_epoch, best_loss, best_epoch, history, elapsed = 0, math.inf, -1, [], 0.0
-    last = checkpoints / "last.pt"
-    if last.is_file():
-        state = load_checkpoint(last, map_location=device)
-        for name, module in modules.items():
-            module.load_state_dict(state["modules"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best_loss, best_epoch = state["epoch"], state["best_validation_loss"], state["best_epoch"]
-        history, elapsed = state["history"], state["wall_seconds"]
-        if world.is_main:  # a kill between the checkpoint and metrics.csv left the file an epoch behind
-            _write_history(run_dir / "metrics.csv", history)
-
-    if start_epoch < optimization.epochs and compile:
-        compile_forward(modules["model"], train_data.batch(torch.arange(1, device=device)))
-    if start_epoch < optimization.epochs and hasattr(objective, "before_training"):
-        objective.before_training(train_data, lambda: autocast(device, precision))  # e.g. cache a frozen teacher
-    if world.distributed:
-        objective.distribute(lambda module: DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None))
-    progress = progress and world.is_main
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch) if world.is_main else None
+    training = _start(objective, train_data, validation_data, run_dir, optimization, seed, device, precision,
+                      channels_last, progress, checkpoint_extra)
+    state = _resume(training)
+    if state.epoch < optimization.epochs and compile:
+        compile_forward(training.modules["model"], training.train_data.batch(torch.arange(1, device=device)))
+    if state.epoch < optimization.epochs and hasattr(objective, "before_training"):
+        # e.g. cache a frozen teacher's features
+        objective.before_training(training.train_data, lambda: autocast(device, training.precision))
+    if training.world.distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        objective.distribute(lambda module: DistributedDataParallel(module, device_ids=device_ids))
+    writer = None
+    if training.world.is_main:
+        writer = SummaryWriter(str(training.run_dir / "tensorboard"), purge_step=state.epoch)
     try:
-        for epoch in range(start_epoch, optimization.epochs):
-            started = time.perf_counter()
-            for module in modules.values():
-                module.train()
-            generator = torch.Generator().manual_seed(seed + epoch)
-            sums: dict[str, float] = {}
-            seen = 0
-            steps = math.ceil(len(train_data) / optimization.batch_size)
-            bar = tqdm(
-                _local_batches(train_data, optimization.batch_size, generator, world),
-                total=steps,
-                desc=f"{run_dir.name} epoch {epoch + 1}/{optimization.epochs}",
-                unit="batch",
-                disable=None if progress else True,  # None: off when not a terminal
-                leave=False,
-            )
-            for step, (batch, share) in enumerate(bar, start=1):
-                with autocast(device, precision):
-                    losses = objective.training_losses(batch)
-                _check_finite(_agreed_loss(float(losses["total"].detach()), world, device), "training", run_dir,
-                              epoch + 1, f"step {step} of {steps}", optimizer.param_groups[0]["lr"], last)
-                optimizer.zero_grad(set_to_none=True)
-                # DDP averages gradients over ranks; scaling by share·ranks makes that the
-                # gradient of the mean over the global batch.
-                (losses["total"] * (share * world.size)).backward()
-                optimizer.step()
-                count = batch.target.shape[0] if share else 0
-                seen += count
-                for name, value in losses.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach()) * count
-                rate = seen / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(loss=f"{sums['total'] / max(seen, 1):.4g}", slices_per_s=f"{rate:.0f}")
-            names = sorted(sums)
-            *totals, seen = sum_over_ranks([sums[name] for name in names] + [float(seen)], device)
-            sums = dict(zip(names, totals))
-            train_seconds = time.perf_counter() - started
-            validation_loss = validate(objective, validation_data, optimization.validation_batch_size, device, precision)
-            learning_rate = optimizer.param_groups[0]["lr"]
-            _check_finite(validation_loss, "validation", run_dir, epoch + 1, "its end", learning_rate, last)
-            scheduler.step()
-            elapsed += time.perf_counter() - started
-            row = {
-                "epoch": epoch + 1,
-                **{f"train_{name}": total / seen for name, total in sums.items()},
-                "validation_loss": validation_loss,
-                "learning_rate": learning_rate,
-                "train_slices_per_second": seen / train_seconds,
-                "epoch_seconds": time.perf_counter() - started,
-            }
-            history.append(row)
-            improved = validation_loss < best_loss
-            if improved:
-                best_loss, best_epoch = validation_loss, epoch + 1
-            payload = {
-                **(checkpoint_extra or {}),
-                "modules": {name: module.state_dict() for name, module in modules.items()},
-                "epoch": epoch + 1,
-                "best_validation_loss": best_loss,
-                "best_epoch": best_epoch,
-                "history": history,
-                "wall_seconds": elapsed,
-                "seed": seed,
-                "precision": precision,
-                "device": str(device),
-            }
-            if world.is_main:
-                for key, value in row.items():
-                    if key != "epoch":
-                        writer.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
-                if improved:
-                    save_checkpoint(checkpoints / "best.pt", payload)
-                state = {**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-                save_checkpoint(last, state)
-                _write_history(run_dir / "metrics.csv", history)
-            barrier()  # no rank runs ahead of the checkpoint it could be resumed from
-            if progress:
-                tqdm.write(
-                    f"{run_dir.name} epoch {epoch + 1}/{optimization.epochs}: train {row['train_total']:.5f} "
-                    f"validation {validation_loss:.5f}{' *' if improved else ''} "
-                    f"({row['train_slices_per_second']:.0f} slices/s)"
-                )
+        while state.epoch < optimization.epochs:
+            row = _run_epoch(training, state, writer)
             if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, row)
+                on_epoch_end(state.epoch, row)
     finally:
         if writer is not None:
             writer.close()
-    return FitResult(run_dir, best_epoch, best_loss, optimization.epochs, elapsed)
+    return FitResult(training.run_dir, state.best_epoch, state.best_loss, optimization.epochs, state.wall_seconds)
