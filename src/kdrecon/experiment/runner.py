@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 
 from kdrecon import __version__
-from kdrecon.data.dataset import load_split
+from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.data.layout import remove_debris
 from kdrecon.evaluation.benchmark import count_macs, inference_seconds
 from kdrecon.evaluation.evaluate import evaluate, write_json
@@ -45,13 +46,13 @@ from kdrecon.experiment.resumption import (copy_reusable, epochs_done, follow_mo
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fingerprints
 from kdrecon.models import count_parameters
 from kdrecon.report.build import build_report
-from kdrecon.report.run_layout import RunLayout
+from kdrecon.report.run_layout import RunLayout, StageFiles
 from kdrecon.training.checkpoint import load_model
 from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, config_data, validate, write_config
 from kdrecon.training.distill import distill_student
 from kdrecon.training.distributed import barrier, current_world, from_main
 from kdrecon.training.supervised import CONFIG_FILE, train_model
-from kdrecon.training.trainer import TrainingDiverged, prepare_module, resolve_device, resolve_precision
+from kdrecon.training.trainer import FitResult, TrainingDiverged, prepare_module, resolve_device, resolve_precision
 
 SELECTION_RULE = "checkpoint with the lowest validation loss (student L1; teacher L1 for the SFT teacher; feature loss in KD-MRI's feature stage)"
 
@@ -123,6 +124,19 @@ def _measure(stage_dir: Path, device: torch.device, batch_size: int, data) -> di
     }
 
 
+def _train_stage(stage: Stage, stage_config: Any, files: StageFiles, state: dict[str, Any],
+                 callback: Callable[..., None]) -> FitResult:
+    """Train or distil the stage; a diverged run is recorded as failed in ``stage.json``."""
+    try:
+        if stage.kind == "train":
+            return train_model(stage_config, files.directory, progress=False, on_epoch_end=callback)
+        return distill_student(stage_config, files.directory, progress=False, on_epoch_end=callback)
+    except TrainingDiverged as error:
+        if current_world().is_main:
+            write_json(files.state_file, {**state, "status": "failed", "error": str(error)})
+        raise StageFailed(f"stage {stage.id} failed: {error}") from None
+
+
 def _run_stage(
     stage: Stage, index: int, total: int, run_dir: Path, config: ExperimentConfig, stage_config: Any,
     fingerprint: str, display: Progress, validation_data: Any,
@@ -150,16 +164,7 @@ def _run_stage(
         write_json(files.state_file, state)
     barrier()
     began = time.perf_counter()
-    callback = display.callback(stage, index)
-    try:
-        if stage.kind == "train":
-            result = train_model(stage_config, stage_dir, progress=False, on_epoch_end=callback)
-        else:
-            result = distill_student(stage_config, stage_dir, progress=False, on_epoch_end=callback)
-    except TrainingDiverged as error:
-        if main:
-            write_json(files.state_file, {**state, "status": "failed", "error": str(error)})
-        raise StageFailed(f"stage {stage.id} failed: {error}") from None
+    result = _train_stage(stage, stage_config, files, state, display.callback(stage, index))
     if not main:
         barrier()  # wait for rank 0 to finish the stage: the next one may read its checkpoint
         return
@@ -257,6 +262,69 @@ def _manifest(config: ExperimentConfig, stages: list[Stage], prints: dict[str, s
     }
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """An experiment checked against its run directory: its stages, their configs and fingerprints."""
+
+    config: ExperimentConfig
+    layout: RunLayout
+    stages: list[Stage]
+    prints: dict[str, str]
+    configs: dict[str, TrainConfig | DistillConfig]
+    selected: set[str]
+    validation_data: SliceData
+
+
+def _plan(config: ExperimentConfig, layout: RunLayout, only: Sequence[str], parallel: int,
+          reuse_from: Path | None) -> _Plan:
+    """Validate everything that could fail later, before anything is written."""
+    check_run_directory(layout.root)
+    config = recorded_locations(config, layout)
+    if reuse_from is not None:
+        check_run_directory(Path(reuse_from))
+        if not RunLayout(Path(reuse_from)).config.is_file():
+            raise ConfigError(f"--reuse-from {reuse_from}: not an experiment run directory")
+    if parallel > 1 and current_world().distributed:
+        raise ConfigError("--parallel: stages already share the processes started by torchrun; leave it at 1")
+    stages = build_stages(config)
+    configs = {stage.id: _stage_config(stage, layout) for stage in stages}  # validate all up front
+    selected = _select(stages, only)
+    validation_data = load_split(config.data.dataset, "validation", config.data.acceleration, config.data.task,
+                                 config.data.image)
+    check_experiment(config, stages, configs, len(validation_data))
+    return _Plan(config, layout, stages, fingerprints(stages), configs, selected, validation_data)
+
+
+def _write_run_directory(plan: _Plan, only: Sequence[str], stale: list[Path], progress: bool) -> None:
+    """Create the run directory (rank 0): config, a manifest of what will run, stale stages moved aside."""
+    layout = plan.layout
+    layout.root.mkdir(parents=True, exist_ok=True)
+    if not only:  # stage processes started with --only share the root with their parent
+        remove_debris(layout.root, recursive=False)
+        remove_debris(layout.figures)
+    # --only on a new directory still makes it an experiment run directory, so the study can
+    # be built stage by stage; on an existing one it leaves the recorded experiment as it is.
+    if not only or not layout.config.is_file():
+        write_config(plan.config, layout.config)
+        # Written now too, so 'kdrecon report' can report the finished stages of a study still running.
+        write_json(layout.manifest, _manifest(plan.config, plan.stages, plan.prints, plan.configs, layout, None))
+    move_aside(stale, layout, display_enabled=progress)
+
+
+def _run_pending(plan: _Plan, pending: set[str], progress: bool) -> None:
+    """Run the selected stages that are not complete, in the graph's order."""
+    display = Progress(plan.stages, pending, progress and current_world().is_main, epochs_done(plan.layout, pending))
+    total = len(plan.stages)
+    for index, stage in enumerate(plan.stages, start=1):
+        if plan.selected and stage.id not in plan.selected:
+            continue
+        if stage.id in pending:
+            _run_stage(stage, index, total, plan.layout.root, plan.config, plan.configs[stage.id],
+                       plan.prints[stage.id], display, plan.validation_data)
+        elif display.enabled:
+            print(f"[stage {index}/{total} {stage.id}] complete, reused", flush=True)
+
+
 def run_experiment(
     config: ExperimentConfig,
     run_dir: Path,
@@ -279,58 +347,26 @@ def run_experiment(
             again; without it such a run is refused before anything moves, naming what changed.
     """
     layout = RunLayout(Path(run_dir))
-    check_run_directory(layout.root)
-    config = recorded_locations(config, layout)
-    if reuse_from is not None:
-        check_run_directory(Path(reuse_from))
-        if not RunLayout(Path(reuse_from)).config.is_file():
-            raise ConfigError(f"--reuse-from {reuse_from}: not an experiment run directory")
+    plan = _plan(config, layout, only, parallel, reuse_from)
     main = current_world().is_main
-    if parallel > 1 and current_world().distributed:
-        raise ConfigError("--parallel: stages already share the processes started by torchrun; leave it at 1")
-    stages = build_stages(config)
-    prints = fingerprints(stages)
-    configs = {stage.id: _stage_config(stage, layout) for stage in stages}  # validate all up front
-    selected = _select(stages, only)
-    validation_data = load_split(config.data.dataset, "validation", config.data.acceleration, config.data.task,
-                                 config.data.image)
-    check_experiment(config, stages, configs, len(validation_data))
     if reuse_from is not None and main:
-        copy_reusable(stages, prints, layout, RunLayout(Path(reuse_from)), progress)
+        copy_reusable(plan.stages, plan.prints, layout, RunLayout(Path(reuse_from)), progress)
     barrier()
     # Every rank must run the same stages (each one's collectives and barriers): rank 0 decides.
-    pending, stale = from_main(pending_stages(stages, prints, layout, selected))
+    pending, stale = from_main(pending_stages(plan.stages, plan.prints, layout, plan.selected))
     if stale and not rerun:
-        raise ConfigError(from_main(rerun_refusal(stale, layout, configs)))
+        raise ConfigError(from_main(rerun_refusal(stale, layout, plan.configs)))
     if main:
-        layout.root.mkdir(parents=True, exist_ok=True)
-        if not only:  # stage processes started with --only share the root with their parent
-            remove_debris(layout.root, recursive=False)
-            remove_debris(layout.figures)
-        # --only on a new directory still makes it an experiment run directory, so the study can
-        # be built stage by stage; on an existing one it leaves the recorded experiment as it is.
-        if not only or not layout.config.is_file():
-            write_config(config, layout.config)
-            # Written now too, so 'kdrecon report' can report the finished stages of a study still running.
-            write_json(layout.manifest, _manifest(config, stages, prints, configs, layout, None))
-        move_aside(stale, layout, display_enabled=progress)
+        _write_run_directory(plan, only, stale, progress)
     barrier()
-    check_inputs(stages, selected, pending)
-    started_all = time.perf_counter()
+    check_inputs(plan.stages, plan.selected, pending)
+    started = time.perf_counter()
     if parallel > 1 and not only:
-        _run_in_parallel(stages, pending, layout.root, parallel, progress)
-    display = Progress(stages, pending, progress and main, epochs_done(layout, pending))
-    for index, stage in enumerate(stages, start=1):
-        if selected and stage.id not in selected:
-            continue
-        if stage.id in pending:
-            _run_stage(stage, index, len(stages), layout.root, config, configs[stage.id], prints[stage.id], display,
-                       validation_data)
-        elif display.enabled:
-            print(f"[stage {index}/{len(stages)} {stage.id}] complete, reused", flush=True)
+        _run_in_parallel(plan.stages, pending, layout.root, parallel, progress)
+    _run_pending(plan, pending, progress)
     if only or not main:
         return None
-    manifest = _manifest(config, stages, prints, configs, layout, time.perf_counter() - started_all)
+    manifest = _manifest(plan.config, plan.stages, plan.prints, plan.configs, layout, time.perf_counter() - started)
     write_json(layout.manifest, manifest)
     if report:
         build_report(layout.root)
