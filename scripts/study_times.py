@@ -31,7 +31,7 @@ for state_file in sorted(run.glob("stages/*/*/stage.json")):
     total_wall += state["wall_seconds"]
     total_session += state.get("session_seconds", state["wall_seconds"])
     print(f"{state_file.parent.relative_to(run / 'stages')}: training {state['wall_seconds'] / 60:.1f} min, "
-          f"with evaluation and timing {state.get('session_seconds', 0) / 60:.1f} min, median epoch {statistics.median(epochs):.0f} s")
+          f"with evaluation {state.get('session_seconds', 0) / 60:.1f} min, median epoch {statistics.median(epochs):.0f} s")
 for kind, epochs in by_kind.items():
     print(f"{kind}: median epoch {statistics.median(epochs):.0f} s over {len(epochs)} epochs")
-print(f"all stages: training {total_wall / 3600:.2f} h, with evaluation and timing {total_session / 3600:.2f} h")
+print(f"all stages: training {total_wall / 3600:.2f} h, with evaluation {total_session / 3600:.2f} h")

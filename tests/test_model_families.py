@@ -135,7 +135,6 @@ def test_any_family_teaches_under_std_kd_and_sft_kd(tmp_path, family, small_trai
         assert 0 < result.best_validation_loss < 1
 
 
-
 def test_dc_unet_features_have_the_image_size_when_it_was_padded(real_slices, cardiac_mask_4x):
     """150 is not a multiple of 4: U2 pads to 152, yet its default AT and FSP maps pair with a 150×150 student."""
     from kdrecon.distillation.hooks import FeatureTap

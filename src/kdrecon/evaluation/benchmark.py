@@ -317,14 +317,6 @@ def inference_call(model: nn.Module, batch: Batch, device: torch.device, precisi
     return run
 
 
-def inference_seconds(
-    model: nn.Module, data: SliceData, device: torch.device, batch_size: int, precision: str = "fp32", repeats: int = 10
-) -> float:
-    """Median seconds per slice of ``model`` (already on ``device``) on the first ``batch_size`` slices."""
-    batch = data.batch(torch.arange(batch_size, device=data.target.device))
-    return median_seconds(inference_call(model, batch, device, precision), device, repeats, warmup=3) / batch_size
-
-
 def inference_seconds_per_slice(
     teacher: str, student: str, data: SliceData, device: torch.device, batch_size: int, repeats: int,
     compile: bool = True,

@@ -97,8 +97,8 @@ class FineTuneConfig(StrictModel):
 class ReportConfig(StrictModel):
     figure_slices: int = Field(2, ge=1, description="slices shown in the reconstruction figure")
     zoom: float = Field(0.35, gt=0, le=1, description="side of the zoomed inset, as a fraction of the image")
-    timing_batch_size: int = Field(1, gt=0, description="batch size of the measured inference time")
-    timing_rounds: int = Field(30, ge=5, description="alternating teacher/student timing rounds of the speed claim")
+    timing_batch_size: int = Field(1, gt=0, description="batch size of the inference timing and the MAC count")
+    timing_rounds: int = Field(30, ge=5, description="alternating rounds of the report's inference timing (every architecture)")
     paper_setting: str | None = Field(
         None, description="the papers' column shown beside ours (default: cardiac at this acceleration)"
     )

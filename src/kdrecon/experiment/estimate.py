@@ -14,7 +14,7 @@ with ``E`` its planned epochs (both parts of a two-stage distillation), ``c`` th
 training runs that build a teacher cache (two for a two-stage distillation) and the last two terms
 its evaluation. Every distillation is costed as attention transfer with the default layer pairs;
 the other feature losses differ by little next to the networks' own work. Nothing of the report
-(bootstrap, figures, the timing of the speed claim) is counted.
+(bootstrap, figures, the inference timing) is counted.
 
 Example (``kdrecon bench --experiment demo``)::
 

@@ -37,7 +37,7 @@ import torch
 from kdrecon import __version__
 from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.data.layout import remove_debris
-from kdrecon.evaluation.benchmark import count_macs, inference_seconds
+from kdrecon.evaluation.benchmark import count_macs
 from kdrecon.evaluation.evaluate import evaluate, write_json
 from kdrecon.experiment.checks import check_experiment, check_inputs, check_run_directory
 from kdrecon.experiment.config import ExperimentConfig
@@ -52,7 +52,7 @@ from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, con
 from kdrecon.training.distill import distill_student
 from kdrecon.training.distributed import barrier, current_world, from_main
 from kdrecon.training.supervised import CONFIG_FILE, train_model
-from kdrecon.training.trainer import FitResult, TrainingDiverged, prepare_module, resolve_device, resolve_precision
+from kdrecon.training.trainer import FitResult, TrainingDiverged, resolve_device, resolve_precision
 
 SELECTION_RULE = "checkpoint with the lowest validation loss (student L1; teacher L1 for the SFT teacher; feature loss in KD-MRI's feature stage)"
 
@@ -110,18 +110,15 @@ def _stage_config(stage: Stage, layout: RunLayout) -> TrainConfig | DistillConfi
     return validate(TrainConfig, data, f"stage {stage.id}")
 
 
-def _measure(stage_dir: Path, device: torch.device, batch_size: int, data) -> dict[str, Any]:
-    """Parameters, MACs and inference time per slice of a stage's final network."""
+def _measure(stage_dir: Path, batch_size: int, data) -> dict[str, Any]:
+    """Parameters and MACs per slice of a stage's final network.
+
+    Its speed is not measured here: a time taken at the end of one stage depends on what else
+    the machine did then, so the report times all networks together, in alternation.
+    """
     model, _ = load_model(stage_dir)
     macs = count_macs(model, data.batch(torch.arange(batch_size)))
-    model = prepare_module(model, device, channels_last=True).eval()
-    seconds = inference_seconds(model, data.to(device), device, batch_size)
-    return {
-        "parameters": count_parameters(getattr(model, "teacher", model)),
-        "macs_per_slice": macs,
-        "inference_ms_per_slice": seconds * 1e3,
-        "timing": f"{device.type} float32, batch {batch_size}, median of 10 after 3 warm-up, {torch.get_num_threads()} threads",
-    }
+    return {"parameters": count_parameters(getattr(model, "teacher", model)), "macs_per_slice": macs}
 
 
 def _train_stage(stage: Stage, stage_config: Any, files: StageFiles, state: dict[str, Any],
@@ -170,7 +167,7 @@ def _run_stage(
         return
     device = resolve_device(config.device)
     evaluation = evaluate(stage_dir, files.evaluation, device=config.device)
-    measured = _measure(stage_dir, device, config.report.timing_batch_size, validation_data)
+    measured = _measure(stage_dir, config.report.timing_batch_size, validation_data)
     state.update(
         status="complete",
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),

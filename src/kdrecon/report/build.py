@@ -438,13 +438,13 @@ def _provenance(results: ExperimentResults) -> list[Block]:
 
 
 def _time_networks(results: ExperimentResults) -> NetworkTimes | None:
-    """One network per architecture of the size table, timed together; None without a teacher and student."""
-    if results.first(TEACHER) is None or results.first(STUDENT) is None:
-        return None
+    """One network per architecture of the size table (those finished), timed together; None if none is."""
     networks = {}
     for name in _compression_names(results):
         first = results.first(name)
         networks.setdefault(first.model, first.files)
+    if not networks:
+        return None
     config, first = results.manifest["config"], results.stages[0].summary
     data = load_split(first["dataset"], first["split"], first["acceleration"], results.task, results.image)
     report = config["report"]
@@ -457,7 +457,9 @@ def build_report(run_dir: Path) -> Path:
     results = load_results(Path(run_dir))
     times = _time_networks(results)
     teacher, student = results.first(TEACHER), results.first(STUDENT)
-    speed = None if times is None else times.comparison(teacher.model, student.model)
+    speed = None
+    if times is not None and teacher is not None and student is not None:
+        speed = times.comparison(teacher.model, student.model)
     document = Document()
     for section in (_header(results), _claims_section(results, speed), _main_table(results),
                     _per_method_section(results), _effects_section(results), _kd_mri_section(results),

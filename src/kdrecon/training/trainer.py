@@ -341,7 +341,8 @@ def _train_epoch(training: _Training, epoch: int) -> _EpochLosses:
         disable=None if training.progress else True,  # None: off when not a terminal
         leave=False,
     )
-    total, seen, sums = 0.0, 0, {}
+    total, seen = 0.0, 0
+    sums: dict[str, torch.Tensor] = {}
     for step, (batch, share) in enumerate(bar, start=1):
         with autocast(training.device, training.precision):
             losses = training.objective.training_losses(batch)
@@ -360,9 +361,9 @@ def _train_epoch(training: _Training, epoch: int) -> _EpochLosses:
                 sums[name] = sums.get(name, 0.0) + loss.detach().double() * count
         rate = seen / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix(loss=f"{total / max(seen, 1):.4g}", slices_per_s=f"{rate:.0f}")
-    sums = {"total": total, **{name: float(value) for name, value in sums.items()}}
-    names = sorted(sums)
-    *totals, seen = sum_over_ranks([sums[name] for name in names] + [float(seen)], training.device)
+    summed = {"total": total, **{name: float(value) for name, value in sums.items()}}
+    names = sorted(summed)
+    *totals, seen = sum_over_ranks([summed[name] for name in names] + [float(seen)], training.device)
     means = {name: value / seen for name, value in zip(names, totals)}
     return _EpochLosses(means, seen, time.perf_counter() - started)
 
