@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from kdrecon import __version__
+
+if TYPE_CHECKING:  # the CLI imports its commands' modules lazily, so that --help stays fast
+    from kdrecon.data.volume import Volume
 
 
 def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
@@ -81,48 +85,53 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     papers.add_argument("--mask", action="append", required=True, metavar="ACC=PATH", help="e.g. 4x=mask_4x.npy")
 
 
-def _run_prepare(args: argparse.Namespace) -> None:
+def _register_papers_h5(args: argparse.Namespace) -> None:
     from kdrecon.data import prepare
 
-    if args.format == "papers-h5":
-        masks = {}
-        for item in args.mask:
-            acceleration, separator, path = item.partition("=")
-            if not separator:
-                raise ValueError(f"--mask {item!r}: expected ACC=PATH such as 4x=mask_4x.npy")
-            masks[acceleration] = Path(path)
-        out = prepare.register_papers_h5(args.train, args.validation, masks, args.output)
-        print(f"dataset registered at {out}")
-        return
+    masks = {}
+    for item in args.mask:
+        acceleration, separator, path = item.partition("=")
+        if not separator:
+            raise ValueError(f"--mask {item!r}: expected ACC=PATH such as 4x=mask_4x.npy")
+        masks[acceleration] = Path(path)
+    out = prepare.register_papers_h5(args.train, args.validation, masks, args.output)
+    print(f"dataset registered at {out}")
+
+
+def _read_source_volumes(args: argparse.Namespace) -> Iterable[Volume]:
+    """The volumes of ``args.source`` read by the reader of ``args.format``."""
     if args.format == "sunnybrook":
         from kdrecon.data.sources import sunnybrook
 
-        volumes = sunnybrook.read_volumes(args.source, phases=args.phases)
-        if not args.validation_subjects:
-            args.validation_subjects = ("SCD0000401",)
-    elif args.format == "nifti":
+        return sunnybrook.read_volumes(args.source, phases=args.phases)
+    if args.format == "nifti":
         from kdrecon.data.sources import nifti
 
-        volumes = nifti.read_volumes(
-            args.source,
-            slice_axis=args.slice_axis,
-            subject_pattern=args.subject_pattern,
-            exclude_pattern=args.exclude_pattern,
-        )
-    elif args.format == "dicom":
+        return nifti.read_volumes(args.source, slice_axis=args.slice_axis, subject_pattern=args.subject_pattern,
+                                  exclude_pattern=args.exclude_pattern)
+    if args.format == "dicom":
         from kdrecon.data.sources import dicom
 
-        volumes = dicom.read_volumes(args.source)
-    elif args.format == "kspace":
+        return dicom.read_volumes(args.source)
+    if args.format == "kspace":
         from kdrecon.data.sources import raw_kspace
 
-        volumes = raw_kspace.read_volumes(args.source, args.readout_oversampling)
-    else:
-        from kdrecon.data.sources import fastmri
+        return raw_kspace.read_volumes(args.source, args.readout_oversampling)
+    from kdrecon.data.sources import fastmri
 
-        volumes = fastmri.read_volumes(args.source, image_source=args.image_source, complex_images=args.image == "complex")
+    return fastmri.read_volumes(args.source, image_source=args.image_source, complex_images=args.image == "complex")
+
+
+def _run_prepare(args: argparse.Namespace) -> None:
+    from kdrecon.data import prepare
     from kdrecon.data.task import SUPER_RESOLUTION
 
+    if args.format == "papers-h5":
+        _register_papers_h5(args)
+        return
+    volumes = _read_source_volumes(args)
+    if args.format == "sunnybrook" and not args.validation_subjects:
+        args.validation_subjects = ("SCD0000401",)
     if args.task == SUPER_RESOLUTION and args.mask is not None:
         raise ValueError("--mask: super-resolution keeps the central block of k-space; it takes no mask")
     crop = args.crop if args.crop is not None else (0 if args.task == SUPER_RESOLUTION else 150)
