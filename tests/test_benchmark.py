@@ -42,9 +42,11 @@ def test_training_flops_count_a_backward_pass_as_two_forwards():
 
 def test_bench_command_writes_json_and_markdown(tmp_path):
     output = tmp_path / "bench"
-    arguments = ["bench", "--size", "40", "--steps", "1", "--repeats", "1", "--no-compile", "--output", str(output)]
+    arguments = ["bench", "--size", "40", "--steps", "1", "--repeats", "1", "--no-compile", "--batch-size", "2",
+                 "--output", str(output)]
     assert main(arguments) == 0
     result = json.loads((output / "bench.json").read_text())
+    assert result["training_batch_size"] == 2 and "| training (slices/s, batch 2) |" in (output / "bench.md").read_text()
     assert result["models"]["teacher"]["parameters"] == 141_765
     assert result["models"]["student"]["parameters"] == 49_285
     assert set(result["training"]) == {f"{k}/{p}" for k in ("train", "sft-teacher", "distill") for p in ("fast", "reference")}

@@ -173,6 +173,8 @@ def test_an_unexpected_exception_is_one_line_and_debug_shows_the_traceback(monke
 @pytest.mark.parametrize("arguments, message", [
     (["--steps", "0"], "--steps 0: must be at least 1"),
     (["--size", "4"], "--size 4: must be at least 16"),
+    (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    (["--batch-size", "141"], "training batch size 141 (--batch-size): must lie in [1, 140]"),
     (["--teacher", "resnet"], "unknown model 'resnet'"),
     (["--output", "{file}/bench"], "--output {file}/bench: cannot write there ({file} is not a writable directory)"),
 ])

@@ -333,6 +333,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--size", type=int, default=150, help="image size (a centre crop of the sample; default 150)")
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     bench.add_argument("--steps", type=int, default=8, help="timed training steps per measurement")
+    bench.add_argument("--batch-size", type=int, default=4, help="slices per training step (default 4, the papers')")
     bench.add_argument("--repeats", type=int, default=10, help="timed inference calls per measurement")
     bench.add_argument("--output", type=Path, default=Path("bench"), help="directory for bench.json and bench.md")
     bench.add_argument("--experiment", metavar="PRESET_OR_YAML",
@@ -378,7 +379,8 @@ def _run_bench(args: argparse.Namespace) -> None:
     # Everything that can be refused is checked before minutes of measuring.
     for name in (args.teacher, args.student):
         canonical_model_name(name)
-    for option, value, least in (("--steps", args.steps, 1), ("--repeats", args.repeats, 1), ("--size", args.size, 16)):
+    for option, value, least in (("--steps", args.steps, 1), ("--repeats", args.repeats, 1), ("--size", args.size, 16),
+                                 ("--batch-size", args.batch_size, 1)):
         if value < least:
             raise ValueError(f"{option} {value}: must be at least {least}")
     resolve_device(args.device)
@@ -389,6 +391,7 @@ def _run_bench(args: argparse.Namespace) -> None:
     result = run_benchmark(
         args.teacher, args.student, args.size, args.device, args.steps, args.repeats,
         progress=lambda message: print(f"measuring {message} ...", file=sys.stderr, flush=True), compile=args.compile,
+        training_batch_size=args.batch_size,
     )
     table = format_markdown(result)
     _write_atomically(args.output, {"bench.json": json.dumps(result, indent=2), "bench.md": table + "\n"})

@@ -390,10 +390,18 @@ def run_benchmark(
     repeats: int = 10,
     progress: Callable[[str], None] = lambda message: None,
     compile: bool = True,
+    training_batch_size: int = 4,
 ) -> dict[str, Any]:
-    """Measure everything listed in the module docstring; returns plain data (see :func:`format_markdown`)."""
+    """Measure everything listed in the module docstring; returns plain data (see :func:`format_markdown`).
+
+    ``training_batch_size`` is the batch of the training steps (the papers' 4; a GPU is also worth
+    measuring at 16).
+    """
     target_device = resolve_device(device)
     data = load_sample("train")
+    if not 1 <= training_batch_size <= len(data):
+        raise ValueError(f"training batch size {training_batch_size} (--batch-size): must lie in [1, {len(data)}], "
+                         f"the sample's training slices")
     if size != data.image_shape[0]:
         data = _crop(data, size)
     data = data.to(target_device)
@@ -404,7 +412,7 @@ def run_benchmark(
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "image_size": size,
-        "training_batch_size": 4,
+        "training_batch_size": training_batch_size,
         "models": {},
         "inference": {},
         "training": {},
@@ -428,7 +436,8 @@ def run_benchmark(
         h5_slices = PerItemH5Slices(data, Path(directory))
         for kind in STEP_KINDS:
             progress(f"training {kind}")
-            rates = training_throughput(kind, teacher, student, data, h5_slices, target_device, steps)
+            rates = training_throughput(kind, teacher, student, data, h5_slices, target_device, steps,
+                                        training_batch_size)
             for path, rate in rates.items():
                 result["training"][f"{kind}/{path}"] = rate
     result["peak_memory_bytes"] = peak_memory_bytes(target_device)
