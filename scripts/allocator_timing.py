@@ -21,7 +21,7 @@ def child(setting: str, path: str) -> None:
     from kdrecon.models import build_model
     from kdrecon.models.dccnn import use_depthwise_single_output
     from kdrecon.training.allocator import retain_freed_memory
-    from kdrecon.training.trainer import autocast
+    from kdrecon.training.fast_path import autocast
 
     if setting == "tuned":
         retain_freed_memory()

@@ -12,7 +12,8 @@ import torch
 
 from kdrecon.data.dataset import load_sample
 from kdrecon.models import build_model
-from kdrecon.training.trainer import autocast, prepare_module
+from kdrecon.training.fast_path import autocast
+from kdrecon.training.trainer import prepare_module
 
 name = sys.argv[1] if len(sys.argv) > 1 else "D5C5"
 batch_size = int(sys.argv[2]) if len(sys.argv) > 2 else 4

@@ -16,7 +16,7 @@ STEP = textwrap.dedent(
     from kdrecon.data.dataset import load_sample
     from kdrecon.models import build_model
     from kdrecon.training.allocator import retain_freed_memory
-    from kdrecon.training.trainer import autocast, resolve_precision
+    from kdrecon.training.fast_path import autocast, resolve_precision
     if sys.argv[1] == "tuned":
         assert retain_freed_memory()
     torch.manual_seed(0)

@@ -240,13 +240,40 @@ def test_a_diverging_learning_rate_fails_the_command_and_the_experiment_stage(tm
     assert state["status"] == "failed" and "diverged" in state["error"]
 
 
-def test_automatic_layout_is_nchw_for_float32_on_cpu_only():
+def test_automatic_layout_follows_the_measured_cpu_path():
     from kdrecon.training.config import TrainConfig
-    from kdrecon.training.trainer import resolve_channels_last
+    from kdrecon.training.fast_path import cpu_training_path, resolve_channels_last
 
     cpu = torch.device("cpu")
     assert TrainConfig().channels_last == "auto"
-    assert resolve_channels_last("auto", cpu, "fp32") is False
+    assert resolve_channels_last("auto", cpu, "fp32") is cpu_training_path().float32_channels_last
     assert resolve_channels_last("auto", cpu, "bf16") is True
     assert resolve_channels_last("auto", torch.device("cuda"), "fp32") is True
     assert resolve_channels_last(True, cpu, "fp32") is True and resolve_channels_last(False, cpu, "bf16") is False
+
+
+def test_cpu_path_measures_bf16_only_where_it_is_native(monkeypatch):
+    from kdrecon.training import fast_path
+
+    monkeypatch.setattr(fast_path, "native_bf16", lambda device: False)
+    fast_path.cpu_training_path.cache_clear()
+    try:
+        emulated = fast_path.cpu_training_path(rounds=1)
+    finally:
+        fast_path.cpu_training_path.cache_clear()
+    seconds = emulated.seconds
+    assert emulated.precision == "fp32" and "bf16 convolution" not in seconds
+    assert emulated.float32_channels_last == (seconds["fp32 cascade channels-last"] < seconds["fp32 cascade nchw"])
+    assert fast_path.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+
+
+def test_cpu_path_picks_the_fastest_candidate():
+    from kdrecon.training.fast_path import cpu_training_path, native_bf16
+
+    path = cpu_training_path()
+    seconds = path.seconds
+    assert ("bf16 convolution" in seconds) == native_bf16(torch.device("cpu"))
+    convolutions = {name.split()[0]: value for name, value in seconds.items() if name.endswith("convolution")}
+    assert path.precision == min(convolutions, key=convolutions.get) and all(s > 0 for s in seconds.values())
+
+

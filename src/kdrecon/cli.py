@@ -167,7 +167,7 @@ def _add_stage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument(
         "--precision", choices=PRECISIONS,
-        help="default auto: bf16 autocast where the device runs bf16 natively, else float32 (FFTs stay float32)",
+        help="default auto: bf16 autocast or float32, whichever is faster here (FFTs stay float32)",
     )
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks")
     parser.add_argument(

@@ -12,10 +12,9 @@
 * training throughput (slices/s) of each stage kind — plain L1 training of the teacher, the
   SFT teacher step, and distillation (AT, teacher → student) — for two paths:
 
-  - **fast** (kdrecon's default): slices held in memory, ``precision: auto`` (bf16 autocast where
-    the device runs bf16 natively, float32 elsewhere), the layout training picks
-    (``channels_last: auto``: channels-last on a GPU or under bf16, NCHW for float32 on a CPU;
-    inference always channels-last), the frozen teacher's outputs and features computed once per stage and looked up;
+  - **fast** (kdrecon's default): slices held in memory, ``precision: auto`` and
+    ``channels_last: auto`` (the faster precision and training layout on this device,
+    :mod:`kdrecon.training.fast_path`; inference always channels-last), the frozen teacher's outputs and features computed once per stage and looked up;
   - **reference** (how the papers' code ran): float32, NCHW, each item read from its h5 file
     with the mask reloaded from disk, the teacher run every step with autograd on;
 
@@ -56,8 +55,8 @@ from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model, count_parameters
 from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 from kdrecon.models.export import export_network, inference_session
-from kdrecon.training.trainer import (AUTO_LAYOUT, ReconstructionObjective, autocast, compile_forward, prepare_module,
-                                      resolve_channels_last, resolve_device, resolve_precision)
+from kdrecon.training.fast_path import AUTO_LAYOUT, autocast, resolve_channels_last, resolve_precision
+from kdrecon.training.trainer import ReconstructionObjective, compile_forward, prepare_module, resolve_device
 
 
 def count_macs(model: nn.Module, batch: Batch) -> int:

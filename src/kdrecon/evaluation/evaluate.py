@@ -41,7 +41,8 @@ from kdrecon.models.inference import inference_batch_size
 from kdrecon.mri.channels import magnitude
 from kdrecon.mri.resolution import bicubic_upsampling
 from kdrecon.training.checkpoint import load_model, resolve_checkpoint
-from kdrecon.training.trainer import autocast, prepare_module, resolve_device
+from kdrecon.training.fast_path import autocast
+from kdrecon.training.trainer import prepare_module, resolve_device
 
 METRICS = ("psnr", "ssim", "nmse", "hfn", "vif")
 

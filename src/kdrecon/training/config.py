@@ -49,7 +49,7 @@ MAX_CHANNELS = 1024
 Procedure = Literal["two-stage", "single-stage"]
 PROCEDURES: tuple[str, ...] = get_args(Procedure)
 DEFAULT_PROCEDURE: Procedure = "two-stage"
-#: ``auto``: bf16 autocast where the device runs bf16 natively, float32 elsewhere.
+#: ``auto``: bf16 autocast or float32, whichever is faster on the device (:mod:`kdrecon.training.fast_path`).
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
@@ -252,10 +252,11 @@ class StageConfig(StrictModel):
     precision: Precision = Field(
         "auto",
         description="bf16: convolutions under bf16 autocast (FFTs and data consistency stay float32); "
-        "auto: bf16 where the device runs it natively, float32 elsewhere",
+        "auto: the faster of the two on this device (bf16 on a GPU that supports it; measured on a CPU)",
     )
     channels_last: bool | Literal["auto"] = Field(
-        "auto", description="convolutions in channels-last memory layout; auto: on a GPU or under bf16, NCHW for float32 on a CPU"
+        "auto", description="convolutions in channels-last memory layout; auto: on a GPU or under bf16, for float32 on a CPU "
+        "the layout measured faster there"
     )
     compile: bool = Field(False, description="torch.compile the networks (falls back to eager when unsupported)")
     data: DataConfig = DataConfig()

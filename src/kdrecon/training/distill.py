@@ -48,7 +48,8 @@ from kdrecon.training.checkpoint import load_checkpoint, load_model, resolve_che
 from kdrecon.training.config import IMITATION, ConfigError, DataConfig, DistillConfig, config_data, validate, write_config
 from kdrecon.training.supervised import CONFIG_FILE, claim_run_directory, load_splits
 from kdrecon.training.distributed import barrier, current_world, local_device
-from kdrecon.training.trainer import FitResult, fit, prepare_module, resolve_channels_last, resolve_device
+from kdrecon.training.fast_path import resolve_channels_last
+from kdrecon.training.trainer import FitResult, fit, prepare_module, resolve_device
 
 FEATURE_STAGE = "feature-stage"
 

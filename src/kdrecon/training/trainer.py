@@ -10,7 +10,6 @@ the batch order of epoch ``e`` is drawn from a generator seeded with ``seed + e`
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
@@ -35,6 +34,7 @@ from kdrecon.training.allocator import retain_freed_memory
 from kdrecon.training.checkpoint import load_checkpoint, save_checkpoint
 from kdrecon.training.config import OptimizationConfig
 from kdrecon.training.distributed import World, barrier, current_world, sum_over_ranks
+from kdrecon.training.fast_path import autocast, resolve_channels_last, resolve_precision
 
 CHECKPOINTS = "checkpoints"
 
@@ -98,45 +98,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but no CUDA device is available")
     return torch.device(name)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` runs bf16 convolutions natively: a CUDA GPU with bf16 support, or a CPU
-    with the AVX-512 subsets (BW, VL, DQ) that oneDNN's bf16 kernels need (AMX included).
-    Elsewhere bf16 is emulated and far slower than float32 (docs/benchmarks.md)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(check()) if check is not None else False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` becomes ``bf16`` where :func:`native_bf16` holds and ``fp32`` elsewhere."""
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    return precision
-
-
-#: The ``channels_last`` setting that picks the layout per device and precision.
-AUTO_LAYOUT = "auto"
-
-
-def resolve_channels_last(channels_last: bool | str, device: torch.device, precision: str) -> bool:
-    """``auto`` becomes channels-last on a GPU or under bf16, NCHW for float32 on a CPU.
-
-    On a 2-core AVX2 CPU in float32, channels-last made training steps 1.3–1.5× slower than NCHW
-    (docs/benchmarks.md), while oneDNN's bf16 kernels and cuDNN want channels-last.
-    """
-    if channels_last == AUTO_LAYOUT:
-        return device.type == "cuda" or resolve_precision(precision, device) == "bf16"
-    return bool(channels_last)
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the convolutions (AMX on CPU, tensor cores on GPU); FFTs stay float32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def prepare_module(module: nn.Module, device: torch.device, channels_last: bool = False, plain: bool = False) -> nn.Module:

@@ -1,0 +1,163 @@
+"""How a device trains fastest: its precision (bf16 or float32) and memory layout.
+
+``precision: auto`` and ``channels_last: auto`` in a config resolve here. On a GPU the answer is
+fixed: bf16 where the GPU supports it, channels-last (cuDNN's preferred layout). On a CPU the
+answer depends on the processor in ways its flags do not tell, so it is **measured**, once per
+process, by :func:`cpu_training_path`:
+
+* where oneDNN emulates bf16 (no AVX-512 BF16), bf16 is many times slower than float32 and is
+  never a candidate (:func:`native_bf16`);
+* where bf16 is native it was twice as fast as float32 on one AVX-512 CPU and half as fast on
+  another (``docs/benchmarks.md``);
+* float32 training ran 1.3–1.5× faster in NCHW on a 2-core AVX2 CPU and 1.2–1.35× faster in
+  channels-last on a 2-core AVX-512 one.
+
+The measurement times small training steps in each candidate path, alternating call by call,
+and keeps the faster median; it takes under a second. bf16 always runs channels-last (oneDNN's
+bf16 kernels want it).
+
+Example:
+    >>> import torch
+    >>> resolve_precision("fp32", torch.device("cpu")), resolve_channels_last(True, torch.device("cpu"), "fp32")
+    ('fp32', True)
+    >>> resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kdrecon.models import build_model
+from kdrecon.models.dccnn import use_depthwise_single_output
+from kdrecon.mri.undersample import undersample
+
+#: The ``channels_last`` setting that picks the layout per device and precision.
+AUTO_LAYOUT = "auto"
+#: The ``precision`` setting that picks the precision per device.
+AUTO_PRECISION = "auto"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 convolutions natively: a CUDA GPU with bf16 support, or a CPU
+    with the AVX-512 subsets (BW, VL, DQ, BF16) that oneDNN's bf16 kernels need (AMX included).
+    Elsewhere bf16 is emulated and far slower than float32 (docs/benchmarks.md). Native is not
+    the same as faster: :func:`cpu_training_path` measures that."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
+
+
+@dataclass(frozen=True)
+class CpuTrainingPath:
+    """What the measurement chose: the precision, and the layout float32 trains fastest in."""
+
+    precision: str
+    float32_channels_last: bool
+    #: Median seconds of each timed step (see :func:`cpu_training_path`), for the record.
+    seconds: dict[str, float]
+
+
+def _convolution_step(precision: str) -> Callable[[], None]:
+    """Forward and backward of one channels-last 32→32 3×3 convolution on a 32×128×128 input."""
+    generator = torch.Generator().manual_seed(0)
+    convolution = nn.Conv2d(32, 32, 3, padding=1).to(memory_format=torch.channels_last)
+    features = torch.rand(1, 32, 128, 128, generator=generator).contiguous(memory_format=torch.channels_last)
+    features.requires_grad_(True)
+
+    def step() -> None:
+        convolution.zero_grad(set_to_none=True)
+        features.grad = None
+        with autocast(torch.device("cpu"), precision):
+            output = convolution(features)
+        output.float().sum().backward()
+
+    return step
+
+
+def _cascade_step(channels_last: bool) -> Callable[[], None]:
+    """A float32 training step (forward, L1, backward) of one D5 cascade with data consistency on
+    one 128×128 image, in the given layout."""
+    generator = torch.Generator().manual_seed(0)
+    network = use_depthwise_single_output(build_model("D5C1"), True)
+    if channels_last:
+        network.to(memory_format=torch.channels_last)
+    target = torch.rand(1, 1, 128, 128, generator=generator)
+    mask = torch.zeros(128, 128)
+    mask[::4] = 1
+    kspace, zero_filled = undersample(target, mask)
+
+    def step() -> None:
+        network.zero_grad(set_to_none=True)
+        nn.functional.l1_loss(network(zero_filled, kspace[:, 0], mask), target).backward()
+
+    return step
+
+
+def _median_seconds(steps: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    """Median seconds of each step over ``rounds`` calls, the steps alternating, after one warm-up."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_index in range(rounds + 1):
+        for name, step in steps.items():
+            started = time.perf_counter()
+            step()
+            if round_index:
+                times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_training_path(rounds: int = 5) -> CpuTrainingPath:
+    """Measure which precision and float32 layout train fastest on this CPU (once per process).
+
+    The precision is decided on the networks' hot loop, a 32→32 convolution forward and backward
+    in channels-last (bf16 only where :func:`native_bf16`); the float32 layout on a whole D5
+    cascade step, where the thin convolutions, ReLUs and data consistency also differ by layout.
+    """
+    steps = {f"{precision} convolution": _convolution_step(precision)
+             for precision in (("fp32", "bf16") if native_bf16(torch.device("cpu")) else ("fp32",))}
+    steps |= {"fp32 cascade nchw": _cascade_step(False), "fp32 cascade channels-last": _cascade_step(True)}
+    seconds = _median_seconds(steps, rounds)
+    faster_bf16 = seconds.get("bf16 convolution", math.inf) < seconds["fp32 convolution"]
+    return CpuTrainingPath(
+        precision="bf16" if faster_bf16 else "fp32",
+        float32_channels_last=seconds["fp32 cascade channels-last"] < seconds["fp32 cascade nchw"],
+        seconds=seconds,
+    )
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` becomes the faster of ``bf16`` and ``fp32`` on ``device``: bf16 on a GPU that
+    supports it, the measured choice on a CPU (:func:`cpu_training_path`)."""
+    if precision != AUTO_PRECISION:
+        return precision
+    if device.type == "cuda":
+        return "bf16" if native_bf16(device) else "fp32"
+    return cpu_training_path().precision
+
+
+def resolve_channels_last(channels_last: bool | str, device: torch.device, precision: str) -> bool:
+    """``auto`` becomes channels-last on a GPU or under bf16; for float32 on a CPU, the layout
+    measured faster there (:func:`cpu_training_path`)."""
+    if channels_last != AUTO_LAYOUT:
+        return bool(channels_last)
+    if device.type == "cuda" or resolve_precision(precision, device) == "bf16":
+        return True
+    return cpu_training_path().float32_channels_last
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the convolutions; FFTs stay float32. ``fp32``: no autocast."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
