@@ -56,24 +56,39 @@ def test_feature_tap_errors():
                   ["blocks.0.layers.1", "blocks.1.layers.1"], ["blocks.0.layers.2"])
 
 
+@pytest.mark.parametrize("method", ["at", "fitnets"])
 @pytest.mark.parametrize("budget", [0, 1 << 30])
-def test_cached_teacher_gives_the_same_losses(small_train, budget):
+def test_cached_teacher_gives_the_same_losses(small_train, budget, method):
     torch.manual_seed(0)
     teacher, student = build_model("D3C3", channels=8), build_model("D2C3", channels=8)
-    feature_loss = build_feature_loss("at", [8, 8, 8], [8, 8, 8])
+    feature_loss = build_feature_loss(method, [8, 8, 8], [8, 8, 8])
     layers = ([f"blocks.{i}.layers.1" for i in range(3)], [f"blocks.{i}.layers.0" for i in range(3)])
     weights = LossWeights(reconstruction=0.5, imitation=0.5, feature=1000.0)
     live = Distiller(student, teacher, weights, feature_loss, layers[1], layers[0])
     batch = small_train.batch(torch.tensor([5, 0, 17, 3]))
-    expected = {k: float(v.detach()) for k, v in live.training_losses(batch).items()}
+    expected = {k: v.detach().item() for k, v in live.training_losses(batch).items()}
     live.close()
 
     cached = Distiller(student, teacher, weights, feature_loss, layers[1], layers[0], teacher_cache_bytes=budget)
     cached.before_training(small_train)
     assert cached._cached_outputs.shape == small_train.target.shape
     assert (cached._cached_features is not None) == bool(budget)
+    if budget:  # AT keeps the teacher's attention maps (one value per pixel), FitNets the features
+        slices, height, width = len(small_train), *small_train.target.shape[-2:]
+        shape = (slices, height * width) if method == "at" else (slices, 8, height, width)
+        assert all(f.shape == shape for f in cached._cached_features)
     calls = []
     teacher.register_forward_hook(lambda *_: calls.append(1))
-    losses = {k: float(v.detach()) for k, v in cached.training_losses(batch).items()}
+    losses = {k: v.detach().item() for k, v in cached.training_losses(batch).items()}
     assert losses == pytest.approx(expected, rel=1e-5)
     assert len(calls) == (0 if budget else 1)  # with features cached the teacher does not run
+
+
+def test_attention_maps_fit_a_budget_the_features_do_not(small_train):
+    teacher, student = build_model("D3C3", channels=8), build_model("D2C3", channels=8)
+    layers = ([f"blocks.{i}.layers.1" for i in range(3)], [f"blocks.{i}.layers.0" for i in range(3)])
+    maps_bytes = len(small_train) * 3 * small_train.target[0].numel() * 4  # float32, one value per pixel
+    distiller = Distiller(student, teacher, LossWeights(feature=1.0), build_feature_loss("at", [8] * 3, [8] * 3),
+                          layers[1], layers[0], teacher_cache_bytes=maps_bytes)  # 1/8 of the features' bytes
+    distiller.before_training(small_train)
+    assert distiller._cached_features is not None and distiller._cached_summarised

@@ -255,6 +255,24 @@ def test_attention_transfer_matches_numpy(feats, narrow):
     np.testing.assert_allclose(value.item(), ref_at(_np(S), _np(T)), rtol=1e-10)
 
 
+def test_attention_transfer_from_teacher_maps_matches_numpy(feats):
+    """The distiller caches AT's teacher maps (teacher_summary); the loss from them is the same."""
+    sc, tc, S, T = _inputs("at", feats, True)
+    loss = _build("at", sc, tc)
+    maps = loss.teacher_summary(T)
+    assert [tuple(m.shape) for m in maps] == [(t.shape[0], t.shape[2] * t.shape[3]) for t in T]
+    student = [s.clone().requires_grad_() for s in S]
+    value = loss(student, maps, summarised=True)
+    np.testing.assert_allclose(value.item(), ref_at(_np(S), _np(T)), rtol=1e-6)  # maps are float32
+    value.backward()
+    reference = [s.clone().requires_grad_() for s in S]
+    loss(reference, T).backward()
+    for summarised, full in zip(student, reference):
+        torch.testing.assert_close(summarised.grad, full.grad, rtol=1e-4, atol=1e-6 * full.grad.abs().max().item())
+    with pytest.raises(ValueError, match="at: pair 0: a teacher map of shape"):
+        loss(S, [m[:, :-1] for m in maps], summarised=True)
+
+
 def test_attention_transfer_paper_matches_numpy(feats):
     sc, tc, S, T = _inputs("at-paper", feats)
     value = _build("at-paper", sc, tc)(S, T)

@@ -35,6 +35,16 @@ from kdrecon.models.inference import inference_batch_size, inference_layout, mem
 
 
 @dataclass(frozen=True)
+class TeacherSignals:
+    """The frozen teacher's output for a batch and its tapped features, or, when ``summarised``,
+    the feature loss's :meth:`~kdrecon.distillation.losses.FeatureLoss.teacher_summary` of them."""
+
+    output: torch.Tensor
+    features: list[torch.Tensor]
+    summarised: bool = False
+
+
+@dataclass(frozen=True)
 class LossWeights:
     """Weights of the three terms (see the module docstring)."""
 
@@ -79,6 +89,7 @@ class Distiller:
         self.teacher_cache_bytes = teacher_cache_bytes
         self._cached_outputs: torch.Tensor | None = None
         self._cached_features: list[torch.Tensor] | None = None
+        self._cached_summarised = False
 
     @property
     def needs_teacher(self) -> bool:
@@ -108,7 +119,8 @@ class Distiller:
 
     @torch.no_grad()
     def before_training(self, data: SliceData, precision: Callable[[], ContextManager] = contextlib.nullcontext) -> None:
-        """Run the teacher once over the training split and keep what the steps will need."""
+        """Run the teacher once over the training split and keep what the steps will need: its
+        outputs, and its features, or their summaries where the method has them, when they fit."""
         self._cached_outputs = self._cached_features = None
         if not self.needs_teacher:
             return
@@ -116,46 +128,52 @@ class Distiller:
         first = data.batch(torch.arange(1, device=data.target.device))
         with precision():
             output = self.teacher(first.zero_filled, first.kspace, first.mask)
-        probe = self.teacher_tap.features() if self.teacher_tap else []
+        probe, self._cached_summarised = self._teacher_features()
         feature_bytes = len(data) * sum(f[0].numel() * f.element_size() for f in probe)
         kept = probe if probe and feature_bytes <= self.teacher_cache_bytes else []
         # Filled in place, features in the training layout (the student's) whatever the pass runs in.
         layout = memory_format(self.teacher)
         outputs = torch.empty((len(data), *output.shape[1:]), dtype=output.dtype, device=output.device)
-        features = [torch.empty((len(data), *f.shape[1:]), dtype=f.dtype, device=f.device, memory_format=layout)
-                    for f in kept]
+        features = [torch.empty((len(data), *f.shape[1:]), dtype=f.dtype, device=f.device,
+                                memory_format=layout if f.dim() == 4 else torch.contiguous_format) for f in kept]
         with inference_layout(self.teacher):
             for batch in data.batches(inference_batch_size(data.target.device, data.target.shape)):
                 with precision():
                     outputs.index_copy_(0, batch.index, self.teacher(batch.zero_filled, batch.kspace, batch.mask))
-                tapped = self.teacher_tap.features() if self.teacher_tap else []
+                tapped, _ = self._teacher_features()
                 for cache, feature in zip(features, tapped):
                     cache.index_copy_(0, batch.index, feature)
         self._cached_outputs, self._cached_features = outputs, features or None
 
-    def _teacher(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _teacher_features(self) -> tuple[list[torch.Tensor], bool]:
+        """The teacher pass's tapped features, summarised where the method can be: (tensors, summarised)."""
+        features = self.teacher_tap.features() if self.teacher_tap else []
+        summary = self.feature_loss.teacher_summary(features) if features else None
+        return (features, False) if summary is None else (summary, True)
+
+    def _teacher(self, batch: Batch) -> TeacherSignals:
         """The teacher's output and tapped features for ``batch``, from the cache when it has them."""
         cached = self._cached_outputs is not None and batch.index is not None
         if cached and (self.teacher_tap is None or self._cached_features is not None):
             features = [f[batch.index] for f in self._cached_features] if self._cached_features else []
-            return self._cached_outputs[batch.index], features
+            return TeacherSignals(self._cached_outputs[batch.index], features, self._cached_summarised)
         self.teacher.eval()
         with torch.no_grad():
             output = self.teacher(batch.zero_filled, batch.kspace, batch.mask)
             features = self.teacher_tap.features() if self.teacher_tap else []
-        return output, features
+        return TeacherSignals(output, features)
 
     def training_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         student_output = self.student_network(batch.zero_filled, batch.kspace, batch.mask)
         losses = {"reconstruction": F.l1_loss(student_output, batch.target)}
         total = self.weights.reconstruction * losses["reconstruction"]
         if self.needs_teacher:
-            teacher_output, teacher_features = self._teacher(batch)
+            teacher = self._teacher(batch)
             if self.weights.imitation:
-                losses["imitation"] = F.l1_loss(student_output, teacher_output)
+                losses["imitation"] = F.l1_loss(student_output, teacher.output)
                 total = total + self.weights.imitation * losses["imitation"]
             if self.feature_loss is not None:
-                losses["feature"] = self._feature_loss(teacher_features)
+                losses["feature"] = self._feature_loss(teacher)
                 total = total + self.weights.feature * losses["feature"]
         losses["total"] = total
         return losses
@@ -169,9 +187,10 @@ class Distiller:
                 self.student_tap.features()  # drop this pass's features
             return F.l1_loss(output, batch.target)
         # Without an index the teacher runs live: the cache holds the training split, not this one.
-        _, teacher_features = self._teacher(Batch(batch.zero_filled, batch.kspace, batch.mask, batch.target))
-        return self._feature_loss(teacher_features)
+        return self._feature_loss(self._teacher(Batch(batch.zero_filled, batch.kspace, batch.mask, batch.target)))
 
-    def _feature_loss(self, teacher_features: list[torch.Tensor]) -> torch.Tensor:
-        student_features = self.student_tap.features()
-        return self.feature_network([f.float() for f in student_features], [f.float() for f in teacher_features])
+    def _feature_loss(self, teacher: TeacherSignals) -> torch.Tensor:
+        student_features = [f.float() for f in self.student_tap.features()]
+        if teacher.summarised:
+            return self.feature_network(student_features, teacher.features, summarised=True)
+        return self.feature_network(student_features, [f.float() for f in teacher.features])

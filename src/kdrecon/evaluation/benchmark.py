@@ -48,7 +48,7 @@ from torch import nn
 
 from kdrecon.data.dataset import Batch, SliceData, load_sample
 from kdrecon.data.layout import kspace_key, write_volume, zero_filled_key
-from kdrecon.distillation.distiller import Distiller, LossWeights
+from kdrecon.distillation.distiller import Distiller, LossWeights, TeacherSignals
 from kdrecon.distillation.layer_pairs import default_layer_pairs, feature_channels
 from kdrecon.distillation.losses import build_feature_loss
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
@@ -191,9 +191,9 @@ class PerItemH5Slices:
 class _AutogradTeacherDistiller(Distiller):
     """The papers' distillation step: the teacher runs with autograd on (and its graph is kept)."""
 
-    def _teacher(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _teacher(self, batch: Batch) -> TeacherSignals:
         output = self.teacher(batch.zero_filled, batch.kspace, batch.mask)
-        return output, self.teacher_tap.features() if self.teacher_tap else []
+        return TeacherSignals(output, self.teacher_tap.features() if self.teacher_tap else [])
 
 
 #: The stage kinds whose training step the benchmark times: a network on L1 (``train``, the

@@ -332,7 +332,8 @@ class DistillConfig(StageConfig):
     first_block: Literal["random", "baseline"] = Field("random", description="S1's source with init sft")
     baseline: str | None = Field(None, description="the trained baseline student, for first_block: baseline")
     teacher_cache_gib: float = Field(
-        4.0, ge=0, le=1024, description="memory for the teacher's features computed once per run (0: run the teacher every step)"
+        4.0, ge=0, le=1024, description="memory for the teacher's features (or, for AT, its attention maps) computed once per run "
+        "(0: run the teacher every step)"
     )
 
     @field_validator("method")

@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -76,4 +77,18 @@ class AttentionTransfer(FeatureLoss):
 
     def compute(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
         terms = [attention_transfer_loss(s, t, self.p) for s, t in zip(student, teacher)]
+        return torch.stack(terms).sum()
+
+    def teacher_summary(self, teacher_features: Sequence[Tensor]) -> list[Tensor]:
+        """The teacher's attention maps ``a^T`` (B, H·W) in float32: all the loss reads of them."""
+        return [attention_map(f.float(), self.p) for f in self.validate_side(teacher_features, "teacher")]
+
+    def compute_summarised(self, student: list[Tensor], teacher_summaries: list[Tensor]) -> Tensor:
+        terms = []
+        for index, (feature, teacher_map) in enumerate(zip(student, teacher_summaries)):
+            pixels = feature.shape[2] * feature.shape[3]
+            if teacher_map.shape != (feature.shape[0], pixels):
+                raise ValueError(f"{self.name}: pair {index}: a teacher map of shape {tuple(teacher_map.shape)} "
+                                 f"for a student feature of {feature.shape[0]} slices of {pixels} pixels")
+            terms.append((attention_map(feature, self.p) - teacher_map).pow(2).mean())
         return torch.stack(terms).sum()

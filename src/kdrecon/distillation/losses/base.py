@@ -80,14 +80,37 @@ class FeatureLoss(nn.Module):
         self.teacher_channels: tuple[int, ...] = teacher
 
     def forward(
-        self, student_features: Sequence[Tensor], teacher_features: Sequence[Tensor]
+        self, student_features: Sequence[Tensor], teacher_features: Sequence[Tensor], *, summarised: bool = False
     ) -> Tensor:
+        """The loss; with ``summarised``, ``teacher_features`` are :meth:`teacher_summary`'s output."""
+        if summarised:
+            student = self.validate_side(student_features, "student")
+            teacher = list(teacher_features)
+            if len(student) != len(teacher):
+                raise ValueError(f"{self.name}: got {len(student)} student features and {len(teacher)} teacher summaries")
+            return self.compute_summarised(student, teacher)
         student, teacher = self.validate(student_features, teacher_features)
         return self.compute(student, teacher)
 
     def compute(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
         """The loss on validated features; implemented by each method."""
         raise NotImplementedError
+
+    def teacher_summary(self, teacher_features: Sequence[Tensor]) -> list[Tensor] | None:
+        """What :meth:`compute` uses of the frozen teacher's features, computed once ahead, or None.
+
+        A method whose loss reads the teacher's features only through a per-slice reduction (AT's
+        attention maps: one value per pixel instead of one per channel and pixel) returns that
+        reduction here, with the batch axis first and each slice's entry depending on that slice
+        alone, and implements :meth:`compute_summarised`. The distiller then caches these
+        summaries instead of the features: a fraction of the memory, and no per-step work on the
+        teacher's side. ``None`` (the default): the method needs the features themselves.
+        """
+        return None
+
+    def compute_summarised(self, student: list[Tensor], teacher_summaries: list[Tensor]) -> Tensor:
+        """The same loss as :meth:`compute`, from the teacher's :meth:`teacher_summary`."""
+        raise NotImplementedError(f"{self.name} has no teacher summary")
 
     #: epochs of a preparatory step on the teacher's features alone, run before distillation
     #: (:mod:`kdrecon.distillation.preparation`); 0 for methods without one
