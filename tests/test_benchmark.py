@@ -50,6 +50,8 @@ def test_bench_command_writes_json_and_markdown(tmp_path):
     assert result["models"]["teacher"]["parameters"] == 141_765
     assert result["models"]["student"]["parameters"] == 49_285
     assert set(result["training"]) == {f"{k}/{p}" for k in ("train", "sft-teacher", "distill") for p in ("fast", "reference")}
+    assert set(result["peak_flops"]) == {"inference/batch1", "inference/batch16", "training/train",
+                                         "training/sft-teacher", "training/distill"}
     assert all(rate > 0 for rate in result["training"].values())
     assert "| teacher D5C5 (L1) |" in (output / "bench.md").read_text()
     assert "student/batch1/onnxruntime" in result["inference"] and "student/batch1/compiled" not in result["inference"]
@@ -60,7 +62,9 @@ def test_compiled_path_is_timed_beside_the_others_and_tabulated(small_validation
 
     from kdrecon.evaluation.benchmark import _deployed_lines, inference_seconds_per_slice
 
-    seconds = inference_seconds_per_slice("D2C1", "D2C1", small_validation, torch.device("cpu"), 1, 1, compile=True)
+    measured = inference_seconds_per_slice("D2C1", "D2C1", small_validation, torch.device("cpu"), 1, 1, compile=True)
+    seconds = measured.values
+    assert measured.peak_flops > 0
     assert set(seconds) == {f"{role}/{path}" for role in ("teacher", "student")
                             for path in ("fast", "reference", "onnxruntime", "compiled")}
     assert all(value > 0 for value in seconds.values())

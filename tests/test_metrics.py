@@ -396,3 +396,36 @@ def test_undefined_cases_raise(real_slices):
 def test_docstring_examples_run():
     failures, attempted = doctest.testmod(metrics, raise_on_error=False, verbose=False)
     assert attempted > 0 and failures == 0
+
+
+def test_slice_and_volume_metrics_at_once_equal_the_references(target_volume, zero_filled_volume):
+    """The batched path of evaluation: every slice's five metrics at its own maximum and the
+    volume's at the volume maximum, against skimage's SSIM, sewar's VIFp and hand-made formulas."""
+    from kdrecon.evaluation.metrics import slice_and_volume_metrics
+
+    rows, volume = slice_and_volume_metrics(target_volume, zero_filled_volume)
+    assert len(rows) == len(target_volume) and all(set(row) == METRIC_KEYS for row in rows)
+    for row, t, p in zip(rows, target_volume, zero_filled_volume):
+        peak = t.max()
+        expected = {
+            "psnr": psnr_by_hand(t, p, peak),
+            "ssim": structural_similarity(t, p, win_size=7, data_range=peak),
+            "nmse": np.sum((t - p) ** 2) / np.sum(t**2),
+            "hfn": hfn_by_hand(t[None], p[None]),
+            "vif": sewar_vifp(255 / peak * t, 255 / peak * p),
+        }
+        assert row == pytest.approx(expected, rel=1e-10)
+    assert volume == pytest.approx(volume_metrics(target_volume, zero_filled_volume), rel=1e-10)
+    identical_rows, identical = slice_and_volume_metrics(target_volume, target_volume)
+    assert identical["psnr"] == np.inf and identical["ssim"] == pytest.approx(1.0) and identical_rows[0]["nmse"] == 0
+
+
+def test_slice_and_volume_metrics_name_the_slice_that_fails(target_volume):
+    from kdrecon.evaluation.metrics import slice_and_volume_metrics
+
+    flat = target_volume.copy()
+    flat[3] = 0.0
+    with pytest.raises(ValueError, match="slice 3: expected a target with a positive maximum"):
+        slice_and_volume_metrics(flat, target_volume)
+    with pytest.raises(ValueError, match=r"expected a 3-D volume \(S, H, W\)"):
+        slice_and_volume_metrics(target_volume[0], target_volume[0])

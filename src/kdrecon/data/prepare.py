@@ -251,6 +251,56 @@ def parse_accelerations(accelerations: Iterable[str]) -> list[str]:
     return parsed
 
 
+@dataclass
+class _WrittenVolumes:
+    """What writing the volumes into a staging directory found out."""
+
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    subject_of: dict[str, str] = field(default_factory=dict)  # volume name → subject
+    kinds: set[str] = field(default_factory=set)  # magnitude and/or complex
+    skipped_slices: int = 0
+
+
+def _write_volumes(volumes: Iterable[Volume], directory: Path, options: PrepareOptions,
+                   accelerations: list[str]) -> _WrittenVolumes:
+    """Prepare each volume and write it to ``directory``; the masks are made for the first one's size."""
+    written = _WrittenVolumes()
+    for volume in tqdm(volumes, desc="prepare", unit="volume", disable=None):
+        if volume.name in written.subject_of:
+            raise ValueError(f"volume name {volume.name!r} appears twice")
+        if not written.masks:
+            shape = crop_volume(volume, options.crop).shape[1:]
+            written.masks = {a: options.make_mask(a, shape) for a in accelerations}
+        target, undersampled, skipped = prepare_volume(volume, options.crop, written.masks)
+        written.skipped_slices += skipped
+        layout.write_volume(directory / f"{volume.name}.h5", target, undersampled)
+        written.subject_of[volume.name] = volume.subject
+        written.kinds.add(image_kinds.COMPLEX if volume.is_complex else image_kinds.MAGNITUDE)
+        if len(written.kinds) > 1:
+            raise ValueError(f"volume {volume.name!r}: a dataset holds magnitude or complex images, not both")
+    if not written.subject_of:
+        raise ValueError("no volumes to prepare")
+    return written
+
+
+def _manifest(options: PrepareOptions, accelerations: list[str], written: _WrittenVolumes,
+              splits: dict[str, list[str]]) -> dict:
+    return {
+        "format": "kdrecon-dataset",
+        "version": 1,
+        "source": options.source,
+        MANIFEST_KEY: options.task,
+        **({image_kinds.MANIFEST_KEY: image_kinds.COMPLEX} if image_kinds.COMPLEX in written.kinds else {}),
+        "accelerations": accelerations,
+        "crop": options.crop,
+        "mask": options.mask_description(),
+        "masks": {a: f"masks/mask_{a}.npy" for a in accelerations},
+        "splits": {split: {"directory": split, "subjects": subjects} for split, subjects in splits.items()},
+        "skipped_empty_slices": written.skipped_slices,
+        **options.extra,
+    }
+
+
 def prepare_dataset(volumes: Iterable[Volume], destination: Path, options: PrepareOptions) -> Path:
     """Crop, scale, undersample and write ``volumes`` as a dataset directory at ``destination``.
 
@@ -262,50 +312,19 @@ def prepare_dataset(volumes: Iterable[Volume], destination: Path, options: Prepa
         raise ValueError(f"{destination}: already exists; choose a new dataset directory")
     accelerations = parse_accelerations(options.accelerations)
     with staging_directory(destination) as staging:
-        masks: dict[str, np.ndarray] = {}
-        subject_of: dict[str, str] = {}
-        kinds: set[str] = set()
-        skipped_slices = 0
         (staging / "volumes").mkdir()
-        for volume in tqdm(volumes, desc="prepare", unit="volume", disable=None):
-            if volume.name in subject_of:
-                raise ValueError(f"volume name {volume.name!r} appears twice")
-            if not masks:
-                shape = crop_volume(volume, options.crop).shape[1:]
-                masks = {a: options.make_mask(a, shape) for a in accelerations}
-            target, undersampled, skipped = prepare_volume(volume, options.crop, masks)
-            skipped_slices += skipped
-            layout.write_volume(staging / "volumes" / f"{volume.name}.h5", target, undersampled)
-            subject_of[volume.name] = volume.subject
-            kinds.add(image_kinds.COMPLEX if volume.is_complex else image_kinds.MAGNITUDE)
-            if len(kinds) > 1:
-                raise ValueError(f"volume {volume.name!r}: a dataset holds magnitude or complex images, not both")
-        if not subject_of:
-            raise ValueError("no volumes to prepare")
-        splits = split_subjects(subject_of.values(), options)
+        written = _write_volumes(volumes, staging / "volumes", options, accelerations)
+        splits = split_subjects(written.subject_of.values(), options)
         for split, subjects in splits.items():
             (staging / split).mkdir()
-            for name, subject in subject_of.items():
+            for name, subject in written.subject_of.items():
                 if subject in subjects:
                     os.replace(staging / "volumes" / f"{name}.h5", staging / split / f"{name}.h5")
         (staging / "volumes").rmdir()
         (staging / "masks").mkdir()
-        for acceleration, mask in masks.items():
+        for acceleration, mask in written.masks.items():
             np.save(staging / "masks" / f"mask_{acceleration}.npy", mask)
-        manifest = {
-            "format": "kdrecon-dataset",
-            "version": 1,
-            "source": options.source,
-            MANIFEST_KEY: options.task,
-            **({image_kinds.MANIFEST_KEY: image_kinds.COMPLEX} if image_kinds.COMPLEX in kinds else {}),
-            "accelerations": accelerations,
-            "crop": options.crop,
-            "mask": options.mask_description(),
-            "masks": {a: f"masks/mask_{a}.npy" for a in accelerations},
-            "splits": {split: {"directory": split, "subjects": subjects} for split, subjects in splits.items()},
-            "skipped_empty_slices": skipped_slices,
-            **options.extra,
-        }
+        manifest = _manifest(options, accelerations, written, splits)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return destination
 

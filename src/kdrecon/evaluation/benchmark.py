@@ -19,8 +19,9 @@
     with the mask reloaded from disk, the teacher run every step with autograd on;
 
 * the peak rate of one channels-last 32→32 3×3 convolution in the fast path's precision on this
-  device, so that each
-  throughput can be stated as a fraction of what the hardware does on the network's main op.
+  device, timed in the same alternating rounds as each table's rows (a shared machine's speed
+  drifts within a run), so that each throughput can be stated as a fraction of what the
+  hardware does on the network's main op at that time.
 
 Example::
 
@@ -127,22 +128,40 @@ def median_seconds(function: Callable[[], Any], device: torch.device, repeats: i
     return interleaved_median_seconds({"only": function}, device, repeats, warmup)["only"]
 
 
-def convolution_peak(device: torch.device, size: int, repeats: int = 10, precision: str = "bf16") -> float:
-    """FLOP/s (2 per MAC) of one 32→32 3×3 convolution on channels-last tensors of ``precision``:
-    the network's main operation at its best here (the fastest of batch 1, 4 and 16)."""
+#: Batch sizes of the 32→32 convolution whose fastest rate is the peak.
+PEAK_BATCHES = (1, 4, 16)
+
+
+@dataclass(frozen=True)
+class WithPeak:
+    """Measurements and the convolution peak (FLOP/s) timed in alternation with them."""
+
+    values: dict[str, float]
+    peak_flops: float
+
+
+def convolution_peak_calls(device: torch.device, size: int, precision: str) -> dict[str, Callable[[], None]]:
+    """One channels-last 32→32 3×3 convolution of ``precision`` on ``size``² inputs at each of
+    :data:`PEAK_BATCHES`, keyed ``peak/batch{b}``: the network's main operation, to be timed
+    in alternation with what is compared with it, so that a drifting machine moves both."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     conv = prepare_module(nn.Conv2d(32, 32, 3, padding=1), device, channels_last=True).to(dtype)
-    rates = []
-    for batch_size in (1, 4, 16):
-        x = torch.randn(batch_size, 32, size, size, device=device, dtype=dtype)
-        x = x.contiguous(memory_format=torch.channels_last)
+    calls = {}
+    for batch_size in PEAK_BATCHES:
+        x = torch.randn(batch_size, 32, size, size, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
 
-        def run() -> None:
+        def run(x: torch.Tensor = x) -> None:
             with torch.no_grad():
                 conv(x)
 
-        rates.append(2 * batch_size * size * size * 32 * 32 * 9 / median_seconds(run, device, repeats, warmup=3))
-    return max(rates)
+        calls[f"peak/batch{batch_size}"] = run
+    return calls
+
+
+def split_peak(seconds: dict[str, float], size: int) -> WithPeak:
+    """Separate the peak calls' times from the others and turn them into the peak rate (FLOP/s)."""
+    rates = [2 * b * size * size * 32 * 32 * 9 / seconds[f"peak/batch{b}"] for b in PEAK_BATCHES]
+    return WithPeak({k: v for k, v in seconds.items() if not k.startswith("peak/")}, max(rates))
 
 
 # --- the reference data path: one h5 read and one mask load per item, as the papers' loaders --
@@ -287,23 +306,26 @@ def training_step(
 def training_throughput(
     kind: str, teacher: str, student: str, data: SliceData, h5_slices: PerItemH5Slices,
     device: torch.device, steps: int, batch_size: int = 4,
-) -> dict[str, float]:
+) -> WithPeak:
     """Training slices per second of stage ``kind``, as an epoch over ``data`` would see it, on
     the fast path and on the reference (``h5_slices``: float32, NCHW, per-item h5 reads,
     autograd teacher).
 
     The two paths' steps alternate (:func:`interleaved_median_seconds`); the median of ``steps``
     steps each, after two warm-up steps, gives the step times. The fast path's teacher cache,
-    built once per stage, is charged in full to a single epoch (the worst case).
+    built once per stage, is charged in full to a single epoch (the worst case). The convolution
+    peak of the fast precision is timed in the same rounds (:class:`WithPeak`).
     """
     fast = training_step(kind, teacher, student, data, None, device, batch_size)
     reference = training_step(kind, teacher, student, data, h5_slices, device, batch_size)
-    seconds = interleaved_median_seconds({"fast": fast.step, "reference": reference.step}, device, steps, warmup=2)
-    epoch_steps = max(1, len(data) // batch_size)
-    return {
+    calls = {"fast": fast.step, "reference": reference.step,
+             **convolution_peak_calls(device, data.image_shape[-1], fast.precision)}
+    measured = split_peak(interleaved_median_seconds(calls, device, steps, warmup=2), data.image_shape[-1])
+    seconds, epoch_steps = measured.values, max(1, len(data) // batch_size)
+    return WithPeak({
         "fast": epoch_steps * batch_size / (fast.cache_seconds + epoch_steps * seconds["fast"]),
         "reference": batch_size / seconds["reference"],
-    }
+    }, measured.peak_flops)
 
 
 def inference_call(model: nn.Module, batch: Batch, device: torch.device, precision: str) -> Callable[[], None]:
@@ -319,14 +341,14 @@ def inference_call(model: nn.Module, batch: Batch, device: torch.device, precisi
 def inference_seconds_per_slice(
     teacher: str, student: str, data: SliceData, device: torch.device, batch_size: int, repeats: int,
     compile: bool = True,
-) -> dict[str, float]:
+) -> WithPeak:
     """Median seconds per slice of fresh ``teacher`` and ``student`` networks on the fast path
     (bf16, channels-last), the float32 NCHW reference and the deployed paths (:data:`DEPLOYED_PATHS`:
     the exported graph in ONNX Runtime on CPU; with ``compile``, ``torch.compile`` of the fast
     path), keyed ``"{role}/{path}"``.
 
     All are timed in alternation (:func:`interleaved_median_seconds`), so the student/teacher and
-    path-to-path ratios are side by side.
+    path-to-path ratios are side by side, and with them the convolution peak (:class:`WithPeak`).
     """
     batch = data.batch(torch.arange(batch_size, device=data.target.device))
     runs = {}
@@ -340,8 +362,9 @@ def inference_seconds_per_slice(
             compiled = compiled_call(name, batch, device) if compile else None
             if compiled is not None:
                 runs[f"{role}/{COMPILED}"] = compiled
-        seconds = interleaved_median_seconds(runs, device, repeats, warmup=3)
-    return {key: value / batch_size for key, value in seconds.items()}
+        runs |= convolution_peak_calls(device, data.image_shape[-1], resolve_precision("auto", device))
+        measured = split_peak(interleaved_median_seconds(runs, device, repeats, warmup=3), data.image_shape[-1])
+    return WithPeak({key: value / batch_size for key, value in measured.values.items()}, measured.peak_flops)
 
 
 #: The deployed path timed beside the eager ones on CPU: the exported graph in ONNX Runtime.
@@ -415,30 +438,31 @@ def run_benchmark(
         "models": {},
         "inference": {},
         "training": {},
+        "peak_flops": {},  # the convolution peak timed alongside each measurement, by measurement
     }
-    progress("convolution peak")
     result["fast_precision"] = resolve_precision("auto", target_device)
     result["fast_training_layout"] = ("channels-last" if resolve_channels_last(AUTO_LAYOUT, target_device, "auto")
                                       else "NCHW")
-    result["convolution_peak_flops"] = convolution_peak(target_device, size, precision=result["fast_precision"])
     for role, name in (("teacher", teacher), ("student", student)):
         model = build_model(name).to(target_device)
         result["models"][role] = {"name": name, "parameters": count_parameters(model), "macs_per_slice": count_macs(model, example),
                                   "cascades": model.cascades}
     for batch_size in (1, 16):
         progress(f"inference batch {batch_size}")
-        seconds = inference_seconds_per_slice(teacher, student, data, target_device, batch_size, repeats, compile)
-        for key, value in seconds.items():
+        measured = inference_seconds_per_slice(teacher, student, data, target_device, batch_size, repeats, compile)
+        for key, value in measured.values.items():
             role, path = key.split("/")
             result["inference"][f"{role}/batch{batch_size}/{path}"] = value
+        result["peak_flops"][f"inference/batch{batch_size}"] = measured.peak_flops
     with tempfile.TemporaryDirectory(prefix="kdrecon-bench-") as directory:
         h5_slices = PerItemH5Slices(data, Path(directory))
         for kind in STEP_KINDS:
             progress(f"training {kind}")
-            rates = training_throughput(kind, teacher, student, data, h5_slices, target_device, steps,
-                                        training_batch_size)
-            for path, rate in rates.items():
+            measured = training_throughput(kind, teacher, student, data, h5_slices, target_device, steps,
+                                           training_batch_size)
+            for path, rate in measured.values.items():
                 result["training"][f"{kind}/{path}"] = rate
+            result["peak_flops"][f"training/{kind}"] = measured.peak_flops
     result["peak_memory_bytes"] = peak_memory_bytes(target_device)
     return result
 
@@ -498,9 +522,18 @@ def _deployed_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _peaks(result: dict[str, Any]) -> dict[str, float]:
+    """The peak each measurement is a fraction of; results written before the peak was timed
+    alongside each measurement hold one peak, measured first."""
+    keys = [f"inference/batch{b}" for b in (1, 16)] + [f"training/{kind}" for kind in STEP_KINDS]
+    if "peak_flops" in result:
+        return result["peak_flops"]
+    return dict.fromkeys(keys, result["convolution_peak_flops"])
+
+
 def format_markdown(result: dict[str, Any]) -> str:
     """The benchmark as Markdown tables, speed-ups as fast/reference ratios from the same run."""
-    peak = result["convolution_peak_flops"]
+    peaks = _peaks(result)
     teacher, student = result["models"]["teacher"], result["models"]["student"]
     precision = result.get("fast_precision", "bf16")  # results written before it was recorded ran bf16
     layout = result.get("fast_training_layout", "channels-last")  # and before this, channels-last
@@ -510,7 +543,9 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"({layout} in training; + in-memory "
         "data and a cached teacher for training); reference = float32 NCHW (+ per-item h5 reads, mask reloaded, "
         "teacher with autograd). "
-        f"Peak of one {precision} channels-last 32→32 3×3 convolution here: {peak / 1e12:.2f} TFLOP/s.",
+        f"Peak of one {precision} channels-last 32→32 3×3 convolution here, "
+        + ("timed alongside each table's rows: " if "peak_flops" in result else "measured before the rows: ")
+        + f"{min(peaks.values()) / 1e12:.2f}–{max(peaks.values()) / 1e12:.2f} TFLOP/s.",
         "",
         "| model | parameters | GMAC per slice |",
         "|---|---|---|",
@@ -523,7 +558,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         for batch_size in (1, 16):
             fast = result["inference"][f"{role}/batch{batch_size}/fast"]
             reference = result["inference"][f"{role}/batch{batch_size}/reference"]
-            fraction = 2 * model["macs_per_slice"] / fast / peak
+            fraction = 2 * model["macs_per_slice"] / fast / peaks[f"inference/batch{batch_size}"]
             lines.append(
                 f"| {role} {model['name']}, batch {batch_size} | {fast * 1e3:.2f} | {reference * 1e3:.2f} | "
                 f"{reference / fast:.2f}× | {fraction:.0%} |"
@@ -540,7 +575,7 @@ def format_markdown(result: dict[str, Any]) -> str:
     for kind, label in (("train", f"teacher {teacher['name']} (L1)"), ("sft-teacher", "SFT teacher"),
                         ("distill", f"distillation AT {teacher['name']}→{student['name']}")):
         fast, reference = result["training"][f"{kind}/fast"], result["training"][f"{kind}/reference"]
-        fraction = training_flops_per_slice(result, kind) * fast / peak
+        fraction = training_flops_per_slice(result, kind) * fast / peaks[f"training/{kind}"]
         lines.append(f"| {label} | {fast:.2f} | {reference:.2f} | {reference and fast / reference:.2f}× | {fraction:.0%} |")
     memory = result["peak_memory_bytes"] / 2**30
     where = "GPU memory allocated by PyTorch" if result["device_type"] == "cuda" else "resident memory of the process"

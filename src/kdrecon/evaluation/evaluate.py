@@ -89,10 +89,9 @@ def score(data: SliceData, prediction: np.ndarray) -> tuple[list[dict], list[dic
     target = magnitude(data.target).cpu().numpy()
     slice_rows, volume_rows = [], []
     for volume in tqdm(data.volumes, desc="score", unit="volume", leave=False, disable=None):
-        for index in range(volume.start, volume.stop):
-            row = metrics.slice_metrics(target[index], prediction[index])
-            slice_rows.append({"volume": volume.name, "slice": index - volume.start, **row})
-        row = metrics.volume_metrics(target[volume.start : volume.stop], prediction[volume.start : volume.stop])
+        rows, row = metrics.slice_and_volume_metrics(target[volume.start : volume.stop],
+                                                     prediction[volume.start : volume.stop])
+        slice_rows += [{"volume": volume.name, "slice": index, **values} for index, values in enumerate(rows)]
         volume_rows.append({"volume": volume.name, **row})
     return slice_rows, volume_rows
 

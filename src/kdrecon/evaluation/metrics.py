@@ -21,6 +21,8 @@ IEEE TIP 2006, and its LIVE reference ``vifp_mscale.m`` (VIFp).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
@@ -38,6 +40,7 @@ __all__ = [
     "hfn",
     "nmse",
     "psnr",
+    "slice_and_volume_metrics",
     "slice_metrics",
     "ssim",
     "vif",
@@ -283,11 +286,11 @@ def vif(
     """
     target_array, prediction_array = _validated_pair(target, prediction)
     _require_min_size(target_array, VIF_MIN_SIZE, "vif")
-    if peak is not None:
-        scale = peak / _resolved_data_range(target_array, data_range)
-        target_array, prediction_array = scale * target_array, scale * prediction_array
+    scale = 1.0 if peak is None else peak / _resolved_data_range(target_array, data_range)
+    target_slices, prediction_slices = _as_slices(target_array, prediction_array)
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_slice = _vifp_per_slice(*_as_slices(target_array, prediction_array), VIF_NOISE_VARIANCE)
+        per_slice = _vifp_per_slice(_vifp_statistics(target_slices, prediction_slices),
+                                    np.full(len(target_slices), scale), VIF_NOISE_VARIANCE)
     flat = np.flatnonzero(~np.isfinite(per_slice))
     if flat.size:
         raise ValueError(f"vif: expected target slices with local variance, slice {flat[0]} is flat")
@@ -316,21 +319,41 @@ def _filter_valid(images: np.ndarray, factor: np.ndarray) -> np.ndarray:
     return ndimage.correlate1d(rows, factor, axis=2, mode="constant")[:, :, margin:-margin]
 
 
-def _vifp_per_slice(target: np.ndarray, prediction: np.ndarray, noise_variance: float) -> np.ndarray:
-    """VIFp of every slice of a stack at once; NaN for a slice without local variance.
+@dataclass(frozen=True)
+class _LocalStatistics:
+    """One VIFp scale's local (Gaussian-window) variances and covariance of a stack ``(S, h, w)``."""
 
-    The four scales of ``vifp_mscale.m`` (windows of side 17, 9, 5, 3), with its rules for
-    flat windows and negative gains applied in its order.
-    """
-    numerator, denominator = np.zeros(len(target)), np.zeros(len(target))
+    variance_target: np.ndarray
+    variance_prediction: np.ndarray
+    covariance: np.ndarray
+
+
+def _vifp_statistics(target: np.ndarray, prediction: np.ndarray) -> list[_LocalStatistics]:
+    """The local statistics of the four scales of ``vifp_mscale.m`` (windows of side 17, 9, 5, 3),
+    each coarser scale low-passed and decimated by 2. They scale with the square of the
+    intensity, so one set serves every rescaling (:func:`_vifp_per_slice`)."""
+    scales = []
     for scale in range(4):
         factor = _gaussian_factor(2 ** (4 - scale) + 1)
         if scale > 0:
             target, prediction = (_filter_valid(image, factor)[:, ::2, ::2] for image in (target, prediction))
         mean_t, mean_p = _filter_valid(target, factor), _filter_valid(prediction, factor)
-        variance_t = np.maximum(_filter_valid(target * target, factor) - mean_t**2, 0)
-        variance_p = np.maximum(_filter_valid(prediction * prediction, factor) - mean_p**2, 0)
-        covariance = _filter_valid(target * prediction, factor) - mean_t * mean_p
+        scales.append(_LocalStatistics(_filter_valid(target * target, factor) - mean_t**2,
+                                       _filter_valid(prediction * prediction, factor) - mean_p**2,
+                                       _filter_valid(target * prediction, factor) - mean_t * mean_p))
+    return scales
+
+
+def _vifp_per_slice(statistics: list[_LocalStatistics], intensity_scale: np.ndarray, noise_variance: float) -> np.ndarray:
+    """VIFp of every slice of a stack at once, slice ``i``'s images multiplied by
+    ``intensity_scale[i]``; NaN for a slice without local variance. The rules of
+    ``vifp_mscale.m`` for flat windows and negative gains apply in its order."""
+    squared = (np.asarray(intensity_scale, dtype=np.float64) ** 2)[:, None, None]
+    numerator, denominator = np.zeros(len(squared)), np.zeros(len(squared))
+    for local in statistics:
+        variance_t = np.maximum(squared * local.variance_target, 0)
+        variance_p = np.maximum(squared * local.variance_prediction, 0)
+        covariance = squared * local.covariance
         gain = covariance / (variance_t + _VIF_EPS)
         distortion = variance_p - gain * covariance
         flat_target, flat_prediction = variance_t < _VIF_EPS, variance_p < _VIF_EPS
@@ -393,6 +416,121 @@ def volume_metrics(target: ArrayLike, prediction: ArrayLike) -> dict[str, float]
     """
     target_array, prediction_array = _validated_pair(target, prediction, allowed_ndims=(3,))
     return _all_metrics(target_array, prediction_array)
+
+
+def slice_and_volume_metrics(target: ArrayLike, prediction: ArrayLike) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """:func:`slice_metrics` of every slice of a volume and :func:`volume_metrics` of the volume, at once.
+
+    The same numbers as calling those functions slice by slice and once on the volume (the
+    tests hold them to 1e-10), computed for the whole stack together: one validation, SSIM's
+    five filtered images shared by the per-slice and the per-volume data ranges (only its
+    constants ``C1``, ``C2`` differ), HFN's Laplacians computed once (HFN does not depend on
+    the data range), VIF's local statistics computed once (they scale with the square of the
+    intensity), and NumPy operations over all slices instead of a loop.
+
+    Args:
+        target: reference volume, real, shape ``(S, H, W)``, slices first, ``H, W ≥ 41``.
+        prediction: reconstruction, shape ``(S, H, W)``.
+
+    Returns:
+        ``(rows, volume)``: one ``{"psnr", "ssim", "nmse", "hfn", "vif"}`` dict per slice (each
+        slice's own target maximum as its data range), and one for the volume (the volume's).
+
+    Raises:
+        ValueError: as :func:`slice_metrics` would for the first slice it fails on.
+
+    Example:
+        >>> target = np.random.default_rng(2).random((2, 48, 48))
+        >>> rows, volume = slice_and_volume_metrics(target, target)
+        >>> len(rows), rows[0]["ssim"], volume["nmse"]
+        (2, 1.0, 0.0)
+    """
+    target_array, prediction_array = _validated_pair(target, prediction, allowed_ndims=(3,))
+    _require_min_size(target_array, VIF_MIN_SIZE, "vif")
+    slice_peaks = target_array.max(axis=(1, 2))
+    if np.any(slice_peaks <= 0):
+        index = int(np.flatnonzero(slice_peaks <= 0)[0])
+        raise ValueError(f"slice {index}: expected a target with a positive maximum to default data_range to, "
+                         f"got max {slice_peaks[index]}")
+    volume_peaks = np.full_like(slice_peaks, _resolved_data_range(target_array, None))
+    energy = _energy_metrics(target_array, prediction_array, slice_peaks)
+    ssim_slices, ssim_volume = _ssim_per_slice(target_array, prediction_array, [slice_peaks, volume_peaks])
+    hfn_slices = _hfn_per_slice(target_array, prediction_array)
+    statistics = _vifp_statistics(target_array, prediction_array)
+    per_slice = {"psnr": energy.slice_psnr, "ssim": ssim_slices, "nmse": energy.slice_nmse, "hfn": hfn_slices,
+                 "vif": _vif_per_slice(statistics, slice_peaks)}
+    volume = {"psnr": energy.volume_psnr, "ssim": ssim_volume.mean(), "nmse": energy.volume_nmse,
+              "hfn": hfn_slices.mean(), "vif": _vif_per_slice(statistics, volume_peaks).mean()}
+    rows = [{name: float(per_slice[name][i]) for name in METRIC_NAMES} for i in range(len(target_array))]
+    return rows, {name: float(volume[name]) for name in METRIC_NAMES}
+
+
+#: The five metrics, in the order of every row.
+METRIC_NAMES = ("psnr", "ssim", "nmse", "hfn", "vif")
+
+
+@dataclass(frozen=True)
+class _EnergyMetrics:
+    slice_psnr: np.ndarray
+    slice_nmse: np.ndarray
+    volume_psnr: float
+    volume_nmse: float
+
+
+def _energy_metrics(target: np.ndarray, prediction: np.ndarray, slice_peaks: np.ndarray) -> _EnergyMetrics:
+    """PSNR and NMSE of every slice (its own peak) and of the volume (whole-volume sums)."""
+    error = ((target - prediction) ** 2).sum(axis=(1, 2))
+    energy = (target**2).sum(axis=(1, 2))
+    if np.any(energy == 0):
+        raise ValueError("nmse: expected a target with non-zero energy, got an all-zero target")
+    pixels = target.shape[1] * target.shape[2]
+    with np.errstate(divide="ignore"):  # an exact reconstruction has infinite PSNR
+        slice_psnr = 10 * np.log10(slice_peaks**2 / (error / pixels))
+        volume_psnr = 10 * np.log10(target.max() ** 2 / (error.sum() / (len(target) * pixels)))
+    return _EnergyMetrics(slice_psnr, error / energy, float(volume_psnr), float(error.sum() / energy.sum()))
+
+
+def _ssim_per_slice(target: np.ndarray, prediction: np.ndarray, data_ranges: list[np.ndarray]) -> list[np.ndarray]:
+    """SSIM of every slice for each array of per-slice data ranges, as
+    :func:`skimage.metrics.structural_similarity` computes it slice by slice (uniform 7×7
+    window, sample covariance, reflected borders, the filter radius cropped before the mean)."""
+    window = (1, SSIM_WINDOW_SIZE, SSIM_WINDOW_SIZE)  # size 1 along the slices: each slice on its own
+    mean_t, mean_p = ndimage.uniform_filter(target, window), ndimage.uniform_filter(prediction, window)
+    covariance_norm = SSIM_WINDOW_SIZE**2 / (SSIM_WINDOW_SIZE**2 - 1)
+    variance_t = covariance_norm * (ndimage.uniform_filter(target * target, window) - mean_t * mean_t)
+    variance_p = covariance_norm * (ndimage.uniform_filter(prediction * prediction, window) - mean_p * mean_p)
+    covariance = covariance_norm * (ndimage.uniform_filter(target * prediction, window) - mean_t * mean_p)
+    pad = (SSIM_WINDOW_SIZE - 1) // 2
+    results = []
+    for ranges in data_ranges:
+        c1 = ((SSIM_K1 * ranges) ** 2)[:, None, None]
+        c2 = ((SSIM_K2 * ranges) ** 2)[:, None, None]
+        ssim_map = ((2 * mean_t * mean_p + c1) * (2 * covariance + c2)
+                    / ((mean_t**2 + mean_p**2 + c1) * (variance_t + variance_p + c2)))
+        results.append(ssim_map[:, pad:-pad, pad:-pad].mean(axis=(1, 2), dtype=np.float64))
+    return results
+
+
+def _hfn_per_slice(target: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """:func:`hfn` of every slice (prediction clipped to :data:`HFN_CLIP_RANGE`)."""
+    kernel = np.array([[[0, -1, 0], [-1, 4, -1], [0, -1, 0]]], dtype=np.float64)  # skimage's laplace, ksize 3
+    target_laplacian = ndimage.convolve(target, kernel)
+    edge_energy = (target_laplacian**2).sum(axis=(1, 2))
+    if np.any(edge_energy == 0):
+        index = int(np.flatnonzero(edge_energy == 0)[0])
+        raise ValueError(f"hfn: expected target slices with edges, slice {index} has a zero Laplacian")
+    error = ndimage.convolve(np.clip(prediction, *HFN_CLIP_RANGE), kernel) - target_laplacian
+    return (error**2).sum(axis=(1, 2)) / edge_energy
+
+
+def _vif_per_slice(statistics: list[_LocalStatistics], data_ranges: np.ndarray) -> np.ndarray:
+    """:func:`vif` of every slice, slice ``i`` rescaled so ``data_ranges[i]`` maps to :data:`VIF_PEAK`."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_slice = _vifp_per_slice(statistics, VIF_PEAK / data_ranges, VIF_NOISE_VARIANCE)
+    flat = np.flatnonzero(~np.isfinite(per_slice))
+    if flat.size:
+        raise ValueError(f"vif: expected target slices with local variance, slice {flat[0]} is flat")
+    return per_slice
 
 
 def _all_metrics(target: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
