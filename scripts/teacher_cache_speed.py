@@ -2,9 +2,11 @@
 teacher run at every step, in alternation, on the embedded sample.
 
     python scripts/teacher_cache_speed.py --rounds 5
+    python scripts/teacher_cache_speed.py --rounds 5 --dataset datasets/sunnybrook-4x   # the study's training split
 
 Three distillation objectives of the bench (D5C5 → D3C5, AT on five layer pairs, batch 4, the
-fast path's precision and layout): the distiller's cache holding AT's teacher summaries (the
+fast path's precision and layout; the embedded sample or a prepared dataset's training split):
+the distiller's cache holding AT's teacher summaries (the
 maps, the default), holding the teacher's features (as before summaries existed), and none (the
 teacher runs every step, as when the features of a training split exceed ``teacher_cache_gib``).
 Prints each one's median step time, the seconds spent filling its cache and the cache's size.
@@ -17,7 +19,7 @@ import argparse
 
 import torch
 
-from kdrecon.data.dataset import load_sample
+from kdrecon.data.dataset import load_split
 from kdrecon.distillation.losses.attention_transfer import AttentionTransfer
 from kdrecon.evaluation.benchmark import interleaved_median_seconds, training_step
 
@@ -25,8 +27,9 @@ from kdrecon.evaluation.benchmark import interleaved_median_seconds, training_st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--dataset", default="sample", help="a prepared dataset directory (4x), or sample")
     args = parser.parse_args()
-    data, device = load_sample("train"), torch.device("cpu")
+    data, device = load_split(args.dataset, "train"), torch.device("cpu")
     summary = AttentionTransfer.teacher_summary
     steps = {"maps cached": training_step("distill", "D5C5", "D3C5", data, None, device, 4)}
     AttentionTransfer.teacher_summary = lambda self, features: None  # the distiller keeps the features

@@ -56,6 +56,7 @@ from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model, count_parameters
 from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 from kdrecon.models.export import export_network, inference_session
+from kdrecon.training.config import DEFAULT_TEACHER_CACHE_GIB
 from kdrecon.training.fast_path import AUTO_LAYOUT, autocast, resolve_channels_last, resolve_precision
 from kdrecon.training.trainer import ReconstructionObjective, compile_forward, prepare_module, resolve_device
 
@@ -242,7 +243,8 @@ def _objective(kind: str, teacher: str, student: str, device: torch.device, chan
         distiller = _AutogradTeacherDistiller(student_model, teacher_model, weights, loss, student_layers, teacher_layers)
         distiller.teacher.requires_grad_(True)
         return distiller
-    return Distiller(student_model, teacher_model, weights, loss, student_layers, teacher_layers, 8 * 2**30)
+    return Distiller(student_model, teacher_model, weights, loss, student_layers, teacher_layers,
+                     int(DEFAULT_TEACHER_CACHE_GIB * 2**30))  # what a distillation stage gets
 
 
 @dataclass(frozen=True)

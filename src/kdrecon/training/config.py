@@ -51,6 +51,8 @@ PROCEDURES: tuple[str, ...] = get_args(Procedure)
 DEFAULT_PROCEDURE: Procedure = "two-stage"
 #: ``auto``: bf16 autocast or float32, whichever is faster on the device (:mod:`kdrecon.training.fast_path`).
 Precision = Literal["auto", "fp32", "bf16"]
+#: Memory a distillation stage may fill with the teacher's features (or their summaries), GiB.
+DEFAULT_TEACHER_CACHE_GIB = 4.0
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
@@ -332,7 +334,7 @@ class DistillConfig(StageConfig):
     first_block: Literal["random", "baseline"] = Field("random", description="S1's source with init sft")
     baseline: str | None = Field(None, description="the trained baseline student, for first_block: baseline")
     teacher_cache_gib: float = Field(
-        4.0, ge=0, le=1024, description="memory for the teacher's features (or, for AT, its attention maps) computed once per run "
+        DEFAULT_TEACHER_CACHE_GIB, ge=0, le=1024, description="memory for the teacher's features (or, for AT, its attention maps) computed once per run "
         "(0: run the teacher every step)"
     )
 
