@@ -277,3 +277,19 @@ def test_cpu_path_picks_the_fastest_candidate():
     assert path.precision == min(convolutions, key=convolutions.get) and all(s > 0 for s in seconds.values())
 
 
+
+
+def test_a_resumed_run_keeps_the_precision_and_layout_it_began_with(tmp_path, monkeypatch):
+    """'auto' is measured per process on a CPU; resuming must not switch layout mid-run."""
+    from kdrecon.training import fast_path
+    from kdrecon.training.checkpoint import save_checkpoint
+    from kdrecon.training.trainer import training_path
+
+    cpu, last = torch.device("cpu"), tmp_path / "last.pt"
+    measured = fast_path.CpuTrainingPath("fp32", float32_channels_last=False, seconds={})
+    monkeypatch.setattr(fast_path, "cpu_training_path", lambda: measured)
+    assert training_path(last, cpu, "auto", "auto") == ("fp32", False)  # nothing to resume: measured
+    save_checkpoint(last, {"precision": "bf16", "channels_last": True, "epoch": 1})
+    assert training_path(last, cpu, "auto", "auto") == ("bf16", True)  # resumed: as recorded
+    assert training_path(last, cpu, "fp32", False) == ("fp32", False)  # stated settings win
+    assert training_path(last, cpu, "fp32", "auto") == ("fp32", True)

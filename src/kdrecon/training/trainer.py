@@ -34,7 +34,7 @@ from kdrecon.training.allocator import retain_freed_memory
 from kdrecon.training.checkpoint import load_checkpoint, save_checkpoint
 from kdrecon.training.config import OptimizationConfig
 from kdrecon.training.distributed import World, barrier, current_world, sum_over_ranks
-from kdrecon.training.fast_path import autocast, resolve_channels_last, resolve_precision
+from kdrecon.training.fast_path import AUTO_LAYOUT, AUTO_PRECISION, autocast, resolve_channels_last, resolve_precision
 
 CHECKPOINTS = "checkpoints"
 
@@ -243,6 +243,7 @@ class _Training:
     seed: int
     device: torch.device
     precision: str
+    channels_last: bool
     world: World
     progress: bool
     checkpoint_extra: dict[str, Any]
@@ -341,6 +342,7 @@ def _save_epoch(training: _Training, progress: _Progress, improved: bool, writer
         "wall_seconds": progress.wall_seconds,
         "seed": training.seed,
         "precision": training.precision,
+        "channels_last": training.channels_last,
         "device": str(training.device),
     }
     if training.world.is_main:
@@ -388,6 +390,21 @@ def _run_epoch(training: _Training, progress: _Progress, writer: SummaryWriter |
     return row
 
 
+def training_path(last: Path, device: torch.device, precision: str, channels_last: bool | str) -> tuple[str, bool]:
+    """The precision and layout to train in, ``auto`` resolved for ``device``; a run resuming from
+    ``last`` keeps what that checkpoint recorded for a setting left to ``auto``, so it goes on as it
+    began (a CPU's measured choice may differ from one process to the next)."""
+    recorded: dict[str, Any] = {}
+    if (precision == AUTO_PRECISION or channels_last == AUTO_LAYOUT) and last.is_file():
+        recorded = load_checkpoint(last, map_location="cpu")
+    if precision == AUTO_PRECISION:
+        precision = recorded.get("precision", precision)
+    if channels_last == AUTO_LAYOUT:
+        channels_last = recorded.get("channels_last", channels_last)
+    precision = resolve_precision(precision, device)
+    return precision, resolve_channels_last(channels_last, device, precision)
+
+
 def _start(objective: Objective, train_data: SliceData, validation_data: SliceData, run_dir: Path,
            optimization: OptimizationConfig, seed: int, device: torch.device, precision: str,
            channels_last: bool | str, progress: bool, checkpoint_extra: dict[str, Any] | None) -> _Training:
@@ -395,8 +412,7 @@ def _start(objective: Objective, train_data: SliceData, validation_data: SliceDa
     if len(train_data) == 0 or len(validation_data) == 0:
         raise ValueError("training needs non-empty train and validation splits")
     run_dir = Path(run_dir)
-    precision = resolve_precision(precision, device)
-    channels_last = resolve_channels_last(channels_last, device, precision)
+    precision, channels_last = training_path(run_dir / CHECKPOINTS / "last.pt", device, precision, channels_last)
     world = current_world()
     if world.is_main:
         (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
@@ -408,7 +424,7 @@ def _start(objective: Objective, train_data: SliceData, validation_data: SliceDa
     optimizer = torch.optim.Adam(parameters, lr=optimization.learning_rate)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optimization.lr_step_epochs, optimization.lr_gamma)
     return _Training(objective, modules, optimizer, scheduler, train_data.to(device), validation_data.to(device),
-                     run_dir, optimization, seed, device, precision, world, progress and world.is_main,
+                     run_dir, optimization, seed, device, precision, channels_last, world, progress and world.is_main,
                      checkpoint_extra or {})
 
 
