@@ -7,10 +7,10 @@ process, by :func:`cpu_training_path`:
 
 * where oneDNN emulates bf16 (no AVX-512 BF16), bf16 is many times slower than float32 and is
   never a candidate (:func:`native_bf16`);
-* where bf16 is native it was twice as fast as float32 on one AVX-512 CPU and half as fast on
-  another (``docs/benchmarks.md``);
-* float32 training ran 1.3–1.5× faster in NCHW on a 2-core AVX2 CPU and 1.2–1.35× faster in
-  channels-last on a 2-core AVX-512 one.
+* where bf16 is native it was much faster than float32 on one AVX-512 CPU and much slower on
+  another;
+* float32 training ran faster in NCHW on an AVX2 CPU and faster in channels-last on an
+  AVX-512 one (the figures are in ``docs/benchmarks.md``).
 
 The measurement times small training steps in each candidate path, alternating call by call,
 and keeps the faster median; it takes under a second. bf16 always runs channels-last (oneDNN's
