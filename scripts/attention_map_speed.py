@@ -1,11 +1,12 @@
-"""The AT attention map as a channel norm against the squared copy it replaced, in alternation.
+"""The AT attention map through ChannelEnergy against the squared copy it replaced, in alternation.
 
     python scripts/attention_map_speed.py --rounds 5
 
 Times (1) the AT loss alone, forward and backward, on five channels-last (4, 32, 150, 150)
 student features against cached teacher maps, and (2) whole AT distillation steps of the bench
 (D5C5 → D3C5, batch 4, embedded sample, the fast path), each with the map computed either way:
-``‖F‖²/C`` over the channels (kdrecon's) or ``mean_c F²`` (before). Run it on a quiet machine.
+``ChannelEnergy(F)/C`` (kdrecon's: the squared channel norm, gradient ``2F·g`` in one pass) or
+``mean_c F²`` (before). Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -65,12 +66,13 @@ def main() -> None:
              "AT loss of 5 layers": (loss_alone, loss_alone)}
     calls = {}
     for name, (norm_call, copy_call) in steps.items():
-        calls[(name, "norm")] = timed_with(NORM_MAP, norm_call)
+        calls[(name, "energy")] = timed_with(NORM_MAP, norm_call)
         calls[(name, "squared copy")] = timed_with(squared_copy_map, copy_call)
     seconds = interleaved_median_seconds(calls, device, args.rounds, warmup=2)
     for name in steps:
-        norm, copy = seconds[(name, "norm")], seconds[(name, "squared copy")]
-        print(f"{name:22s} norm {norm * 1e3:7.1f} ms, squared copy {copy * 1e3:7.1f} ms, ratio {copy / norm:.2f}")
+        energy, copy = seconds[(name, "energy")], seconds[(name, "squared copy")]
+        print(f"{name:22s} channel energy {energy * 1e3:7.1f} ms, squared copy {copy * 1e3:7.1f} ms, "
+              f"ratio {copy / energy:.2f}")
 
 
 if __name__ == "__main__":

@@ -255,6 +255,20 @@ def test_attention_transfer_matches_numpy(feats, narrow):
     np.testing.assert_allclose(value.item(), ref_at(_np(S), _np(T)), rtol=1e-10)
 
 
+def test_channel_energy_and_its_gradient_equal_the_squared_sum():
+    from kdrecon.distillation.losses.attention_transfer import ChannelEnergy
+
+    generator = torch.Generator().manual_seed(0)
+    feature = torch.randn(2, 5, 6, 7, dtype=torch.float64, generator=generator).relu()  # zero pixels included
+    assert torch.autograd.gradcheck(ChannelEnergy.apply, (feature.clone().requires_grad_(),))
+    ours, reference = feature.clone().requires_grad_(), feature.clone().requires_grad_()
+    weights = torch.rand(2, 6, 7, dtype=torch.float64, generator=generator)
+    (ChannelEnergy.apply(ours) * weights).sum().backward()
+    (reference.square().sum(dim=1) * weights).sum().backward()
+    torch.testing.assert_close(ChannelEnergy.apply(feature), feature.square().sum(dim=1))
+    torch.testing.assert_close(ours.grad, reference.grad)
+
+
 def test_attention_transfer_from_teacher_maps_matches_numpy(feats):
     """The distiller caches AT's teacher maps (teacher_summary); the loss from them is the same."""
     sc, tc, S, T = _inputs("at", feats, True)

@@ -45,16 +45,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdrecon.distillation.losses.attention_transfer import ChannelEnergy
 from kdrecon.distillation.losses.base import FeatureLoss
 
 
 def paper_attention_map(feature: Tensor) -> Tensor:
     """``(B, C, H, W) → (B, H, W)``: ``Σ_c F²``, L2-normalised along the batch axis per pixel.
 
-    ``Σ_c F²`` is taken as the squared norm over the channels, as in
-    :func:`kdrecon.distillation.losses.attention_transfer.attention_map` (no squared copy).
+    ``Σ_c F²`` is :class:`~kdrecon.distillation.losses.attention_transfer.ChannelEnergy` (no squared copy).
     """
-    return F.normalize(torch.linalg.vector_norm(feature, dim=1).square(), dim=0)
+    return F.normalize(ChannelEnergy.apply(feature), dim=0)
 
 
 def paper_attention_transfer_loss(student: Tensor, teacher: Tensor) -> Tensor:
