@@ -527,9 +527,9 @@ def _deployed_lines(result: dict[str, Any]) -> list[str]:
 def _peaks(result: dict[str, Any]) -> dict[str, float]:
     """The peak each measurement is a fraction of; results written before the peak was timed
     alongside each measurement hold one peak, measured first."""
-    keys = [f"inference/batch{b}" for b in (1, 16)] + [f"training/{kind}" for kind in STEP_KINDS]
     if "peak_flops" in result:
         return result["peak_flops"]
+    keys = [f"inference/batch{b}" for b in (1, 16)] + [f"training/{kind}" for kind in STEP_KINDS]
     return dict.fromkeys(keys, result["convolution_peak_flops"])
 
 
