@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from kdrecon.data.dataset import load_sample
 from kdrecon.distillation.losses import attention_transfer
-from kdrecon.evaluation.benchmark import interleaved_median_seconds, training_step
+from kdrecon.evaluation.benchmark import training_step
+from kdrecon.training.timing import interleaved_median_seconds
 
 NORM_MAP = attention_transfer.attention_map
 

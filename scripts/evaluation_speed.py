@@ -1,6 +1,6 @@
 """Time `kdrecon evaluate` per slice, split into its parts, on the embedded sample's validation split.
 
-    python scripts/evaluation_speed.py RUN_DIR [--repeats 3]
+    python scripts/evaluation_speed.py RUN_DIR [--repeats 3] [--precision as-trained|fp32|bf16]
 
 Prints milliseconds per slice for: the network's reconstructions, scoring them (five metrics
 per slice and per volume), scoring the zero-filled baseline the first time and again (a second
@@ -22,6 +22,7 @@ import torch
 from kdrecon.data.dataset import load_split
 from kdrecon.evaluation import evaluate as evaluation
 from kdrecon.training.checkpoint import load_model
+from kdrecon.training.config import AS_TRAINED, EVALUATION_PRECISIONS
 
 
 def median_ms(function, slices: int, repeats: int) -> float:
@@ -37,21 +38,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", default=AS_TRAINED, choices=EVALUATION_PRECISIONS)
     args = parser.parse_args()
     data = load_split("sample", "validation")
-    model, _ = load_model(args.run_dir)
+    model, payload = load_model(args.run_dir)
     device = torch.device("cpu")
-    prediction = evaluation.reconstruct(model, data, device)
+    precision = evaluation.evaluation_precision(args.precision, payload.get("precision"), device)
+    prediction = evaluation.reconstruct(model, data, device, precision=precision)
     zero_filled = evaluation.baselines(data)[evaluation.ZERO_FILLED]
     slices, rows = len(data), {}
-    rows["reconstruction"] = median_ms(lambda: evaluation.reconstruct(model, data, device), slices, args.repeats)
+    rows["reconstruction"] = median_ms(lambda: evaluation.reconstruct(model, data, device, precision=precision),
+                                       slices, args.repeats)
     rows["scores of the network"] = median_ms(lambda: evaluation.score(data, prediction), slices, args.repeats)
     rows["scores of the zero-filled input"] = median_ms(lambda: evaluation.score(data, zero_filled), slices, args.repeats)
     with tempfile.TemporaryDirectory() as directory:
-        run = lambda: evaluation.evaluate(args.run_dir, Path(directory) / "evaluation", dataset="sample", device="cpu")
+        run = lambda: evaluation.evaluate(args.run_dir, Path(directory) / "evaluation", dataset="sample", device="cpu",
+                                          precision=precision)
         run()  # the first evaluation in a process scores the baseline; later ones reuse it
         rows["evaluate, end to end"] = median_ms(run, slices, args.repeats)
-    print(f"{slices} slices of 150×150, {torch.get_num_threads()} threads, median of {args.repeats}")
+    print(f"{slices} slices of 150×150, {precision}, {torch.get_num_threads()} threads, median of {args.repeats}")
     for name, value in rows.items():
         print(f"{name:<34}{value:8.2f} ms/slice")
 

@@ -21,7 +21,8 @@ import torch
 
 from kdrecon.data.dataset import load_split
 from kdrecon.distillation.losses.attention_transfer import AttentionTransfer
-from kdrecon.evaluation.benchmark import interleaved_median_seconds, training_step
+from kdrecon.evaluation.benchmark import training_step
+from kdrecon.training.timing import interleaved_median_seconds
 
 
 def main() -> None:

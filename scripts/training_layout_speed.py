@@ -16,7 +16,8 @@ import argparse
 import torch
 
 from kdrecon.data.dataset import load_sample
-from kdrecon.evaluation.benchmark import interleaved_median_seconds, training_step
+from kdrecon.evaluation.benchmark import training_step
+from kdrecon.training.timing import interleaved_median_seconds
 from kdrecon.models.dccnn import use_depthwise_single_output
 
 KINDS = (("train", "D5C5", "D3C5"), ("train", "D3C5", "D3C5"), ("distill", "D5C5", "D3C5"), ("sft-teacher", "D5C5", "D3C5"))

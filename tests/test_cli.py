@@ -8,6 +8,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from kdrecon.cli import main
 
@@ -50,6 +51,38 @@ def test_evaluate_writes_reconstructions_csvs_and_summary(trained_run, tmp_path)
     assert set(summary["zero_filled_metrics"]) == {"psnr", "ssim", "nmse", "hfn", "vif"}
     with open(output / "per_slice.csv") as handle:
         assert sum(1 for r in csv.DictReader(handle) if r["reconstruction"] == "model") == 44
+
+
+@pytest.mark.parametrize("precision, trained_in, native, expected", [
+    ("as-trained", "bf16", True, "bf16"),   # run as trained where the device can
+    ("as-trained", "bf16", False, "fp32"),  # bf16 emulated here: float32
+    ("as-trained", "fp32", True, "fp32"),
+    ("as-trained", None, True, "fp32"),     # a checkpoint that records no precision
+    ("fp32", "bf16", True, "fp32"),         # asked for explicitly
+    ("bf16", "fp32", False, "bf16"),
+])
+def test_evaluation_precision_is_the_trained_one_where_the_device_runs_it(precision, trained_in, native, expected,
+                                                                          monkeypatch):
+    from kdrecon.evaluation import evaluate as evaluation
+
+    monkeypatch.setattr(evaluation, "native_bf16", lambda device: native)
+    assert evaluation.evaluation_precision(precision, trained_in, torch.device("cpu")) == expected
+
+
+def test_evaluation_in_bf16_records_it_and_scores_as_float32_does(trained_run, tiny_dataset, tmp_path, capsys):
+    small = ["--dataset", str(tiny_dataset)]
+    summaries = {}
+    for precision in ("fp32", "bf16"):
+        output = tmp_path / precision
+        assert main(["evaluate", str(trained_run), "--output", str(output), "--precision", precision, *small]) == 0
+        summaries[precision] = json.loads((output / "summary.json").read_text())
+        assert summaries[precision]["precision"] == precision
+    # bf16 rounding moves a score by far less than the spread between seeds (about 0.15 dB)
+    psnr = {precision: summary["model_metrics"]["psnr"]["mean"] for precision, summary in summaries.items()}
+    assert psnr["bf16"] == pytest.approx(psnr["fp32"], abs=0.05)
+    with pytest.raises(SystemExit) as refused:
+        main(["evaluate", str(trained_run), "--output", str(tmp_path / "x"), "--precision", "fp16"])
+    assert refused.value.code == 2 and "--precision" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_evaluation_replaces_a_previous_one_whole_and_refuses_other_folders(trained_run, tiny_dataset, tmp_path, capsys):

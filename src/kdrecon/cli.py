@@ -299,6 +299,8 @@ def _run_distill(args: argparse.Namespace) -> None:
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    from kdrecon.training.config import AS_TRAINED, EVALUATION_PRECISIONS
+
     evaluate = subparsers.add_parser("evaluate", help="evaluate a checkpoint on a dataset split")
     evaluate.add_argument("checkpoint", type=Path, help="a run directory or a .pt checkpoint")
     evaluate.add_argument("--output", type=Path, help="evaluation directory (default RUN/evaluation)")
@@ -307,6 +309,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--acceleration")
     evaluate.add_argument("--which", default="best", choices=("best", "last"))
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    evaluate.add_argument("--precision", default=AS_TRAINED, choices=EVALUATION_PRECISIONS,
+                          help="default: bf16 if the model was trained in bf16 and this device runs it natively, else fp32")
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
@@ -314,7 +318,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
     output = args.output or (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent) / "evaluation"
     _check_writable(output, "--output")
-    result = evaluate(args.checkpoint, output, args.dataset, args.split, args.acceleration, args.device, args.which)
+    result = evaluate(args.checkpoint, output, args.dataset, args.split, args.acceleration, args.device, args.which,
+                      args.precision)
     summary = result.summary
     run_name = (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent.parent).name
     label = f"{run_name} ({summary['model']['name']})"

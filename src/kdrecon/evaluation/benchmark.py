@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import platform
 import resource
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -58,6 +57,7 @@ from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 from kdrecon.models.export import export_network, inference_session
 from kdrecon.training.config import DEFAULT_TEACHER_CACHE_GIB
 from kdrecon.training.fast_path import AUTO_LAYOUT, autocast, resolve_channels_last, resolve_precision
+from kdrecon.training.timing import interleaved_median_seconds, synchronise
 from kdrecon.training.trainer import ReconstructionObjective, compile_forward, prepare_module, resolve_device
 
 
@@ -86,47 +86,6 @@ def count_macs(model: nn.Module, batch: Batch) -> int:
         for handle in handles:
             handle.remove()
     return total
-
-
-def _synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved_seconds(
-    functions: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int
-) -> dict[str, list[float]]:
-    """Wall time of every call of each of ``functions``, timed in alternating rounds.
-
-    On a shared machine whose speed drifts during a run, timing one function after the other
-    would put that drift into their ratio; alternating them call by call gives each the same
-    share of slow and fast moments, so round ``i`` of two functions compares like with like.
-    """
-    for _ in range(warmup):
-        for function in functions.values():
-            function()
-    times: dict[str, list[float]] = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            _synchronise(device)
-            started = time.perf_counter()
-            function()
-            _synchronise(device)
-            times[name].append(time.perf_counter() - started)
-    return times
-
-
-def interleaved_median_seconds(
-    functions: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int
-) -> dict[str, float]:
-    """Median wall time of each of ``functions`` over :func:`interleaved_seconds`' rounds."""
-    times = interleaved_seconds(functions, device, repeats, warmup)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def median_seconds(function: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> float:
-    """Median wall time of ``function()`` over ``repeats`` calls after ``warmup`` calls."""
-    return interleaved_median_seconds({"only": function}, device, repeats, warmup)["only"]
 
 
 #: Batch sizes of the 32→32 convolution whose fastest rate is the peak.
@@ -275,10 +234,10 @@ def training_step(
                            options=options)
     cache_seconds = 0.0
     if not reference and hasattr(objective, "before_training"):
-        _synchronise(device)
+        synchronise(device)
         started = time.perf_counter()
         objective.before_training(data, lambda: autocast(device, precision))
-        _synchronise(device)
+        synchronise(device)
         cache_seconds = time.perf_counter() - started
     parameters = [p for m in objective.modules().values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=1e-4)

@@ -35,7 +35,8 @@ import torch
 
 from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.data.image import COMPLEX, channels_of
-from kdrecon.evaluation.benchmark import median_seconds, training_step
+from kdrecon.evaluation.benchmark import training_step
+from kdrecon.training.timing import median_seconds
 from kdrecon.evaluation.evaluate import ZERO_FILLED, baselines, score
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages

@@ -3,7 +3,7 @@
 Each network's time measured at the end of its own stage depends on whatever else the machine
 did at that moment, so a report comparing them could show a student slower than its teacher.
 Here one trained network per architecture (the teacher, each student size) runs on the same
-validation batch in alternating rounds (:func:`kdrecon.evaluation.benchmark.interleaved_seconds`);
+validation batch in alternating rounds (:func:`kdrecon.training.timing.interleaved_seconds`);
 each round gives one ratio per pair, e.g. teacher time / student time, and the report states the
 median over rounds with the 2.5–97.5 percentile range as the spread. Networks of one
 architecture (a student and its distilled versions) cost the same by construction, so the
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from kdrecon.data.dataset import SliceData
-from kdrecon.evaluation.benchmark import inference_call, interleaved_seconds
+from kdrecon.evaluation.benchmark import inference_call
+from kdrecon.training.timing import interleaved_seconds
 from kdrecon.report.run_layout import StageFiles
 from kdrecon.training.checkpoint import load_model
 from kdrecon.training.trainer import prepare_module

@@ -54,6 +54,10 @@ Precision = Literal["auto", "fp32", "bf16"]
 #: Memory a distillation stage may fill with the teacher's features (or their summaries), GiB.
 DEFAULT_TEACHER_CACHE_GIB = 4.0
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+#: The evaluation precision that runs a network as it was trained
+#: (:func:`kdrecon.evaluation.evaluate.evaluation_precision`), and all an evaluation accepts.
+AS_TRAINED = "as-trained"
+EVALUATION_PRECISIONS = (AS_TRAINED, "fp32", "bf16")
 
 
 class ConfigError(ValueError):

@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +38,7 @@ from torch import nn
 from kdrecon.models import build_model
 from kdrecon.models.dccnn import use_depthwise_single_output
 from kdrecon.mri.undersample import undersample
+from kdrecon.training.timing import interleaved_median_seconds
 
 #: The ``channels_last`` setting that picks the layout per device and precision.
 AUTO_LAYOUT = "auto"
@@ -104,18 +103,6 @@ def _cascade_step(channels_last: bool) -> Callable[[], None]:
     return step
 
 
-def _median_seconds(steps: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
-    """Median seconds of each step over ``rounds`` calls, the steps alternating, after one warm-up."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for round_index in range(rounds + 1):
-        for name, step in steps.items():
-            started = time.perf_counter()
-            step()
-            if round_index:
-                times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 @functools.lru_cache(maxsize=None)
 def cpu_training_path(rounds: int = 5) -> CpuTrainingPath:
     """Measure which precision and float32 layout train fastest on this CPU (once per process).
@@ -127,7 +114,7 @@ def cpu_training_path(rounds: int = 5) -> CpuTrainingPath:
     steps = {f"{precision} convolution": _convolution_step(precision)
              for precision in (("fp32", "bf16") if native_bf16(torch.device("cpu")) else ("fp32",))}
     steps |= {"fp32 cascade nchw": _cascade_step(False), "fp32 cascade channels-last": _cascade_step(True)}
-    seconds = _median_seconds(steps, rounds)
+    seconds = interleaved_median_seconds(steps, torch.device("cpu"), rounds, warmup=1)
     faster_bf16 = seconds.get("bf16 convolution", math.inf) < seconds["fp32 convolution"]
     return CpuTrainingPath(
         precision="bf16" if faster_bf16 else "fp32",
