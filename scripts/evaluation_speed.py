@@ -23,6 +23,7 @@ from kdrecon.data.dataset import load_split
 from kdrecon.evaluation import evaluate as evaluation
 from kdrecon.training.checkpoint import load_model
 from kdrecon.training.config import AS_TRAINED, EVALUATION_PRECISIONS
+from kdrecon.training.fast_path import inference_precision
 
 
 def median_ms(function, slices: int, repeats: int) -> float:
@@ -43,7 +44,7 @@ def main() -> None:
     data = load_split("sample", "validation")
     model, payload = load_model(args.run_dir)
     device = torch.device("cpu")
-    precision = evaluation.evaluation_precision(args.precision, payload.get("precision"), device)
+    precision = inference_precision(args.precision, payload.get("precision"), device)
     prediction = evaluation.reconstruct(model, data, device, precision=precision)
     zero_filled = evaluation.baselines(data)[evaluation.ZERO_FILLED]
     slices, rows = len(data), {}

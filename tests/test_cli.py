@@ -63,10 +63,10 @@ def test_evaluate_writes_reconstructions_csvs_and_summary(trained_run, tmp_path)
 ])
 def test_evaluation_precision_is_the_trained_one_where_the_device_runs_it(precision, trained_in, native, expected,
                                                                           monkeypatch):
-    from kdrecon.evaluation import evaluate as evaluation
+    from kdrecon.training import fast_path
 
-    monkeypatch.setattr(evaluation, "native_bf16", lambda device: native)
-    assert evaluation.evaluation_precision(precision, trained_in, torch.device("cpu")) == expected
+    monkeypatch.setattr(fast_path, "native_bf16", lambda device: native)
+    assert fast_path.inference_precision(precision, trained_in, torch.device("cpu")) == expected
 
 
 def test_evaluation_in_bf16_records_it_and_scores_as_float32_does(trained_run, tiny_dataset, tmp_path, capsys):

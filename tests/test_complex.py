@@ -174,10 +174,14 @@ def test_complex_model_reconstructs_and_exports(complex_teachers, complex_datase
     from kdrecon.deployment.reconstruct import reconstruct_files
     from kdrecon.models.export import run_exported
     from kdrecon.models.weights import load_weights
+    from kdrecon.training.checkpoint import load_model
 
     weights = tmp_path / "teacher.safetensors"
     package_run(complex_teachers / "teacher", weights)
-    assert load_weights(weights)[1].model["options"]["image_channels"] == 2
+    info = load_weights(weights)[1]
+    assert info.model["options"]["image_channels"] == 2
+    # the precision the run trained in travels with the weights, so reconstruct runs it as evaluate does
+    assert info.provenance["precision"] == load_model(complex_teachers / "teacher")[1]["precision"]
     evaluation = evaluate(complex_teachers / "teacher", tmp_path / "evaluation")
     validation = next((complex_dataset / "validation").glob("*.h5"))
     with h5py.File(evaluation.directory / "reconstructions" / validation.name) as file:

@@ -61,7 +61,8 @@ def describe_run(run_or_checkpoint: Path) -> tuple[nn.Module, WeightsInfo]:
     description = {"task": task, "image": image, "acceleration": data.acceleration, "image_shape": list(data.image_shape),
                    "mask": describe_mask(data.mask.numpy()), "normalisation": NORMALISATION}
     source = {"checkpoint": str(resolve_checkpoint(run_or_checkpoint)), "best_epoch": payload.get("best_epoch"),
-              "seed": payload.get("config", {}).get("seed"), "dataset": str(trained_on.get("dataset", "sample"))}
+              "seed": payload.get("config", {}).get("seed"), "dataset": str(trained_on.get("dataset", "sample")),
+              "precision": payload.get("precision")}
     return model, WeightsInfo(Path(run_or_checkpoint), payload["model"], description, source)
 
 

@@ -65,6 +65,8 @@ from kdrecon.mri.channels import COMPLEX_CHANNELS, magnitude, to_channels
 from kdrecon.mri.fft import ifft2
 from kdrecon.mri.resolution import low_pass_mask
 from kdrecon.mri.undersample import undersample
+from kdrecon.training.config import AS_TRAINED
+from kdrecon.training.fast_path import autocast, inference_precision
 from kdrecon.training.trainer import prepare_module, resolve_device
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -99,6 +101,7 @@ class Reconstructor:
     device: torch.device
     batch_size: int | None = None  # None: the device's (kdrecon.models.inference)
     mask_kind: str | None = None
+    precision: str = "fp32"  # fp32 or bf16 (autocast of the convolutions; data consistency stays float32)
 
     def mask(self, shape: tuple[int, int]) -> np.ndarray:
         """The model's mask for images of ``shape``: its own, or one made for that size."""
@@ -125,7 +128,7 @@ class Reconstructor:
         mask_tensor = torch.from_numpy(mask).to(self.device)
         batch_size = self.batch_size or inference_batch_size(self.device, kspace.shape)
         outputs = []
-        with inference_layout(self.model):
+        with inference_layout(self.model), autocast(self.device, self.precision):
             for start in range(0, len(kspace), batch_size):
                 k = torch.from_numpy(kspace[start : start + batch_size]).to(self.device)
                 zero_filled = ifft2(k)
@@ -324,12 +327,17 @@ def reconstruct_h5(reconstructor: Reconstructor, source: Path, destination: Path
 
 
 def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_size: int | None = None, device: str = "auto",
-                      mask_kind: str | None = None, progress: bool = True, readout_oversampling: int = 2) -> list[Path]:
+                      mask_kind: str | None = None, progress: bool = True, readout_oversampling: int = 2,
+                      precision: str = AS_TRAINED) -> list[Path]:
     """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files written.
-    ``readout_oversampling`` applies to raw ``.npy`` k-space (the central 1/N of its readout is kept)."""
+    ``readout_oversampling`` applies to raw ``.npy`` k-space (the central 1/N of its readout is kept);
+    ``precision`` as :func:`kdrecon.training.fast_path.inference_precision` resolves it, from the
+    precision the model's weights file or checkpoint records (float32 where none is recorded)."""
     network, info = load_deployable(model)
+    torch_device = resolve_device(device)
+    precision = inference_precision(precision, info.provenance.get("precision"), torch_device)
     layout.remove_debris(Path(output))  # of an interrupted earlier run into the same folder
-    reconstructor = Reconstructor(network, info, resolve_device(device), batch_size, mask_kind)
+    reconstructor = Reconstructor(network, info, torch_device, batch_size, mask_kind, precision)
     files = input_files(input_path)
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
     dicom = [file for file in files if is_dicom(file)]

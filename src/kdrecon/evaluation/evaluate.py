@@ -41,8 +41,8 @@ from kdrecon.models.inference import inference_batch_size
 from kdrecon.mri.channels import magnitude
 from kdrecon.mri.resolution import bicubic_upsampling
 from kdrecon.training.checkpoint import load_model, resolve_checkpoint
-from kdrecon.training.config import AS_TRAINED, EVALUATION_PRECISIONS
-from kdrecon.training.fast_path import autocast, native_bf16
+from kdrecon.training.config import AS_TRAINED
+from kdrecon.training.fast_path import autocast, inference_precision
 from kdrecon.training.trainer import prepare_module, resolve_device
 
 METRICS = ("psnr", "ssim", "nmse", "hfn", "vif")
@@ -118,26 +118,6 @@ def _score_baseline(data: SliceData, images: np.ndarray) -> tuple[list[dict], li
     return [dict(row) for row in slices], [dict(row) for row in volumes]  # callers add columns to their rows
 
 
-def evaluation_precision(precision: str, trained_in: str | None, device: torch.device) -> str:
-    """The precision a network is evaluated in: ``precision`` itself, or for :data:`AS_TRAINED`
-    the one its checkpoint records (``trained_in``) where ``device`` runs it natively, else float32.
-
-    A network trained under bf16 autocast had its best checkpoint chosen by a bf16 validation
-    and is deployed in bf16 on such a device; its scores in float32 and in bf16 differ by a few
-    thousandths of a dB (docs/benchmarks.md), and bf16 reconstructs about 1.5× faster there.
-
-    Example:
-        >>> cpu = torch.device("cpu")
-        >>> evaluation_precision(AS_TRAINED, "fp32", cpu), evaluation_precision("fp32", "bf16", cpu)
-        ('fp32', 'fp32')
-    """
-    if precision not in EVALUATION_PRECISIONS:
-        raise ValueError(f"precision: expected one of {', '.join(EVALUATION_PRECISIONS)}, got {precision!r}")
-    if precision != AS_TRAINED:
-        return precision
-    return "bf16" if trained_in == "bf16" and native_bf16(device) else "fp32"
-
-
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
     """Mean and (population) standard deviation of each metric over ``rows``."""
     return {
@@ -178,7 +158,7 @@ def evaluate(
     precision: str = AS_TRAINED,
 ) -> Evaluation:
     """Evaluate a checkpoint on a split; dataset and acceleration default to those it was trained on,
-    the precision to the one it was trained in (:func:`evaluation_precision`).
+    the precision to the one it was trained in (:func:`kdrecon.training.fast_path.inference_precision`).
 
     ``output_dir`` is written whole or not at all; an existing evaluation there is replaced.
     """
@@ -186,7 +166,7 @@ def evaluate(
     _check_replaceable(output_dir)
     model, payload = load_model(run_or_checkpoint, which)
     torch_device = resolve_device(device)
-    precision = evaluation_precision(precision, payload.get("precision"), torch_device)
+    precision = inference_precision(precision, payload.get("precision"), torch_device)
     trained_on = payload.get("config", {}).get("data", {})
     dataset = dataset if dataset is not None else trained_on.get("dataset", "sample")
     acceleration = acceleration or trained_on.get("acceleration", "4x")

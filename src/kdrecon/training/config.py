@@ -54,8 +54,8 @@ Precision = Literal["auto", "fp32", "bf16"]
 #: Memory a distillation stage may fill with the teacher's features (or their summaries), GiB.
 DEFAULT_TEACHER_CACHE_GIB = 4.0
 PRECISIONS: tuple[str, ...] = get_args(Precision)
-#: The evaluation precision that runs a network as it was trained
-#: (:func:`kdrecon.evaluation.evaluate.evaluation_precision`), and all an evaluation accepts.
+#: The inference precision (evaluation, deployment) that runs a network as it was trained
+#: (:func:`kdrecon.training.fast_path.inference_precision`), and all that inference accepts.
 AS_TRAINED = "as-trained"
 EVALUATION_PRECISIONS = (AS_TRAINED, "fp32", "bf16")
 

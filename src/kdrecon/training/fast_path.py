@@ -38,6 +38,7 @@ from torch import nn
 from kdrecon.models import build_model
 from kdrecon.models.dccnn import use_depthwise_single_output
 from kdrecon.mri.undersample import undersample
+from kdrecon.training.config import AS_TRAINED, EVALUATION_PRECISIONS
 from kdrecon.training.timing import interleaved_median_seconds
 
 #: The ``channels_last`` setting that picks the layout per device and precision.
@@ -141,6 +142,28 @@ def resolve_channels_last(channels_last: bool | str, device: torch.device, preci
     if device.type == "cuda" or resolve_precision(precision, device) == "bf16":
         return True
     return cpu_training_path().float32_channels_last
+
+
+def inference_precision(precision: str, trained_in: str | None, device: torch.device) -> str:
+    """The precision a trained network runs in for evaluation or deployment: ``fp32`` or ``bf16``
+    as asked, or for ``as-trained`` (:data:`kdrecon.training.config.AS_TRAINED`) the one it was
+    trained in (``trained_in``, from its checkpoint or weights file) where ``device`` runs that
+    natively, else float32.
+
+    A network trained under bf16 autocast had its best checkpoint chosen by a bf16 validation
+    and runs in bf16 on such a device; its scores in float32 and bf16 differ by thousandths of a
+    dB (docs/benchmarks.md), and bf16 is the faster path where it was chosen.
+
+    Example:
+        >>> cpu = torch.device("cpu")
+        >>> inference_precision(AS_TRAINED, "fp32", cpu), inference_precision("fp32", "bf16", cpu)
+        ('fp32', 'fp32')
+    """
+    if precision not in EVALUATION_PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(EVALUATION_PRECISIONS)}, got {precision!r}")
+    if precision != AS_TRAINED:
+        return precision
+    return "bf16" if trained_in == "bf16" and native_bf16(device) else "fp32"
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
