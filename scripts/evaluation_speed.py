@@ -22,7 +22,7 @@ import torch
 from kdrecon.data.dataset import load_split
 from kdrecon.evaluation import evaluate as evaluation
 from kdrecon.training.checkpoint import load_model
-from kdrecon.training.config import AS_TRAINED, EVALUATION_PRECISIONS
+from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 from kdrecon.training.fast_path import inference_precision
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--precision", default=AS_TRAINED, choices=EVALUATION_PRECISIONS)
+    parser.add_argument("--precision", default=AS_TRAINED, choices=INFERENCE_PRECISIONS)
     args = parser.parse_args()
     data = load_split("sample", "validation")
     model, payload = load_model(args.run_dir)

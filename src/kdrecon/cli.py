@@ -299,7 +299,7 @@ def _run_distill(args: argparse.Namespace) -> None:
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
-    from kdrecon.training.config import AS_TRAINED, EVALUATION_PRECISIONS
+    from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 
     evaluate = subparsers.add_parser("evaluate", help="evaluate a checkpoint on a dataset split")
     evaluate.add_argument("checkpoint", type=Path, help="a run directory or a .pt checkpoint")
@@ -309,7 +309,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--acceleration")
     evaluate.add_argument("--which", default="best", choices=("best", "last"))
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    evaluate.add_argument("--precision", default=AS_TRAINED, choices=EVALUATION_PRECISIONS,
+    evaluate.add_argument("--precision", default=AS_TRAINED, choices=INFERENCE_PRECISIONS,
                           help="default: bf16 if the model was trained in bf16 and this device runs it natively, else fp32")
 
 
@@ -512,7 +512,7 @@ def _run_models(args: argparse.Namespace) -> None:
 
 
 def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
-    from kdrecon.training.config import AS_TRAINED, EVALUATION_PRECISIONS
+    from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 
     reconstruct = subparsers.add_parser(
         "reconstruct", help="apply a trained network to new data (NIfTI, papers' or fastMRI h5, DICOM, raw k-space .npy)"
@@ -525,7 +525,7 @@ def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
     reconstruct.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     reconstruct.add_argument("--readout-oversampling", type=int, default=2,
                              help="raw .npy k-space: the central 1/N of the readout is kept (as prepare kspace)")
-    reconstruct.add_argument("--precision", default=AS_TRAINED, choices=EVALUATION_PRECISIONS,
+    reconstruct.add_argument("--precision", default=AS_TRAINED, choices=INFERENCE_PRECISIONS,
                              help="default: the model's training precision where this device runs it natively, else fp32; "
                                   "bf16 is faster on CPUs and GPUs with native bf16")
 

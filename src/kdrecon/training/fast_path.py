@@ -38,7 +38,7 @@ from torch import nn
 from kdrecon.models import build_model
 from kdrecon.models.dccnn import use_depthwise_single_output
 from kdrecon.mri.undersample import undersample
-from kdrecon.training.config import AS_TRAINED, EVALUATION_PRECISIONS
+from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 from kdrecon.training.timing import interleaved_median_seconds
 
 #: The ``channels_last`` setting that picks the layout per device and precision.
@@ -159,8 +159,8 @@ def inference_precision(precision: str, trained_in: str | None, device: torch.de
         >>> inference_precision(AS_TRAINED, "fp32", cpu), inference_precision("fp32", "bf16", cpu)
         ('fp32', 'fp32')
     """
-    if precision not in EVALUATION_PRECISIONS:
-        raise ValueError(f"precision: expected one of {', '.join(EVALUATION_PRECISIONS)}, got {precision!r}")
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
     if precision != AS_TRAINED:
         return precision
     return "bf16" if trained_in == "bf16" and native_bf16(device) else "fp32"
