@@ -252,31 +252,55 @@ def test_automatic_layout_follows_the_measured_cpu_path():
     assert resolve_channels_last(True, cpu, "fp32") is True and resolve_channels_last(False, cpu, "bf16") is False
 
 
+def _measured_with(monkeypatch, native: bool, seconds: dict[str, float]):
+    """``cpu_training_path`` with ``native_bf16`` and the timings replaced: which steps it timed, and its choice."""
+    from kdrecon.training import fast_path
+
+    timed = []
+
+    def fake_timing(steps, device, rounds, warmup):
+        timed.extend(steps)
+        return {name: seconds[name] for name in steps}
+
+    monkeypatch.setattr(fast_path, "native_bf16", lambda device: native)
+    monkeypatch.setattr(fast_path, "interleaved_median_seconds", fake_timing)
+    fast_path.cpu_training_path.cache_clear()
+    try:
+        return timed, fast_path.cpu_training_path(rounds=1)
+    finally:
+        fast_path.cpu_training_path.cache_clear()
+
+
+SECONDS = {"fp32 convolution": 2.0, "bf16 convolution": 1.0, "fp32 cascade nchw": 3.0, "fp32 cascade channels-last": 4.0}
+
+
 def test_cpu_path_measures_bf16_only_where_it_is_native(monkeypatch):
     from kdrecon.training import fast_path
 
-    monkeypatch.setattr(fast_path, "native_bf16", lambda device: False)
-    fast_path.cpu_training_path.cache_clear()
-    try:
-        emulated = fast_path.cpu_training_path(rounds=1)
-    finally:
-        fast_path.cpu_training_path.cache_clear()
-    seconds = emulated.seconds
-    assert emulated.precision == "fp32" and "bf16 convolution" not in seconds
-    assert emulated.float32_channels_last == (seconds["fp32 cascade channels-last"] < seconds["fp32 cascade nchw"])
-    assert fast_path.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    timed, emulated = _measured_with(monkeypatch, False, SECONDS)
+    assert "bf16 convolution" not in timed and emulated.precision == "fp32"  # even though bf16 would be "faster"
+    timed, native = _measured_with(monkeypatch, True, SECONDS)
+    assert sorted(timed) == sorted(SECONDS) and native.precision == "bf16"
+    assert fast_path.resolve_precision("bf16", torch.device("cpu")) == "bf16"  # asked for: never overridden
 
 
-def test_cpu_path_picks_the_fastest_candidate():
+@pytest.mark.parametrize("changes, precision, channels_last", [
+    ({}, "bf16", False),
+    ({"bf16 convolution": 2.5}, "fp32", False),  # native bf16 slower than float32 (session 13's Intel CPU)
+    ({"fp32 cascade channels-last": 2.0}, "bf16", True),
+])
+def test_cpu_path_picks_the_faster_of_each_pair(monkeypatch, changes, precision, channels_last):
+    _, path = _measured_with(monkeypatch, True, SECONDS | changes)
+    assert (path.precision, path.float32_channels_last) == (precision, channels_last)
+
+
+def test_cpu_path_times_every_candidate_on_this_machine():
     from kdrecon.training.fast_path import cpu_training_path, native_bf16
 
-    path = cpu_training_path()
-    seconds = path.seconds
+    seconds = cpu_training_path().seconds
     assert ("bf16 convolution" in seconds) == native_bf16(torch.device("cpu"))
-    convolutions = {name.split()[0]: value for name, value in seconds.items() if name.endswith("convolution")}
-    assert path.precision == min(convolutions, key=convolutions.get) and all(s > 0 for s in seconds.values())
-
-
+    assert {"fp32 convolution", "fp32 cascade nchw", "fp32 cascade channels-last"} <= set(seconds)
+    assert all(value > 0 for value in seconds.values())
 
 
 def test_a_resumed_run_keeps_the_precision_and_layout_it_began_with(tmp_path, monkeypatch):
