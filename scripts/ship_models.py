@@ -33,6 +33,8 @@ from kdrecon.evaluation.evaluate import reconstruct, score, summarise
 from kdrecon.models.registry import count_parameters
 from kdrecon.models.weights import SUFFIX
 from kdrecon.report.run_layout import EXPERIMENT_CONFIG
+from kdrecon.training.config import AS_TRAINED
+from kdrecon.training.fast_path import inference_precision
 
 SEED = 42
 #: shipped name suffix → (stage, what it is)
@@ -67,10 +69,13 @@ kdrecon reconstruct --model {name} --input volume.nii.gz --output out/
 """
 
 
-def sample_scores(model: torch.nn.Module, acceleration: str) -> dict:
-    """PSNR and SSIM of a network on the embedded sample's validation subject at its acceleration."""
+def sample_scores(model: torch.nn.Module, acceleration: str, trained_in: str | None) -> dict:
+    """PSNR and SSIM of a network on the embedded sample's validation subject at its acceleration,
+    run as `kdrecon reconstruct` runs it by default (as trained)."""
     data = load_sample("validation", acceleration)
-    _, volumes = score(data, reconstruct(model, data, torch.device("cpu")))
+    cpu = torch.device("cpu")
+    precision = inference_precision(AS_TRAINED, trained_in, cpu)
+    _, volumes = score(data, reconstruct(model, data, cpu, precision=precision))
     return summarise(volumes)
 
 
@@ -86,7 +91,7 @@ def main() -> None:
         model, info = describe_run(run)  # the network written below, scored before it is written once
         name = f"sunnybrook-{info.data['acceleration']}-{suffix}"
         weights = SHIPPED_DIRECTORY / f"{name}{SUFFIX}"
-        sample = sample_scores(model, info.data["acceleration"])
+        sample = sample_scores(model, info.data["acceleration"], info.provenance.get("precision"))
         info = package_run(run, weights, {"name": name, "commit": commit, "stage": f"seed-{SEED}/{stage}",
                                    "sample_validation_psnr": sample["psnr"]["mean"],
                                    "sample_validation_ssim": sample["ssim"]["mean"],

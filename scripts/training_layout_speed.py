@@ -17,8 +17,8 @@ import torch
 
 from kdrecon.data.dataset import load_sample
 from kdrecon.evaluation.benchmark import training_step
-from kdrecon.training.timing import interleaved_median_seconds
 from kdrecon.models.dccnn import use_depthwise_single_output
+from kdrecon.training.timing import interleaved_median_seconds
 
 KINDS = (("train", "D5C5", "D3C5"), ("train", "D3C5", "D3C5"), ("distill", "D5C5", "D3C5"), ("sft-teacher", "D5C5", "D3C5"))
 VARIANTS = ("fp32-channels-last", "fp32-nchw", "bf16-channels-last", "bf16-nchw")

@@ -8,7 +8,6 @@ import sys
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from kdrecon.cli import main
 
@@ -53,22 +52,6 @@ def test_evaluate_writes_reconstructions_csvs_and_summary(trained_run, tmp_path)
         assert sum(1 for r in csv.DictReader(handle) if r["reconstruction"] == "model") == 44
 
 
-@pytest.mark.parametrize("precision, trained_in, native, expected", [
-    ("as-trained", "bf16", True, "bf16"),   # run as trained where the device can
-    ("as-trained", "bf16", False, "fp32"),  # bf16 emulated here: float32
-    ("as-trained", "fp32", True, "fp32"),
-    ("as-trained", None, True, "fp32"),     # a checkpoint that records no precision
-    ("fp32", "bf16", True, "fp32"),         # asked for explicitly
-    ("bf16", "fp32", False, "bf16"),
-])
-def test_evaluation_precision_is_the_trained_one_where_the_device_runs_it(precision, trained_in, native, expected,
-                                                                          monkeypatch):
-    from kdrecon.training import fast_path
-
-    monkeypatch.setattr(fast_path, "native_bf16", lambda device: native)
-    assert fast_path.inference_precision(precision, trained_in, torch.device("cpu")) == expected
-
-
 def test_evaluation_in_bf16_records_it_and_scores_as_float32_does(trained_run, tiny_dataset, tmp_path, capsys):
     small = ["--dataset", str(tiny_dataset)]
     summaries = {}
@@ -77,12 +60,35 @@ def test_evaluation_in_bf16_records_it_and_scores_as_float32_does(trained_run, t
         assert main(["evaluate", str(trained_run), "--output", str(output), "--precision", precision, *small]) == 0
         summaries[precision] = json.loads((output / "summary.json").read_text())
         assert summaries[precision]["precision"] == precision
+    def images(precision):
+        for path in sorted((tmp_path / precision / "reconstructions").glob("*.h5")):
+            with h5py.File(path) as file:
+                yield file["reconstruction"][()]
+
+    assert not all(np.array_equal(a, b) for a, b in zip(images("fp32"), images("bf16")))  # bf16 did run
     # bf16 rounding moves a score by far less than the spread between seeds (about 0.15 dB)
     psnr = {precision: summary["model_metrics"]["psnr"]["mean"] for precision, summary in summaries.items()}
     assert psnr["bf16"] == pytest.approx(psnr["fp32"], abs=0.05)
     with pytest.raises(SystemExit) as refused:
         main(["evaluate", str(trained_run), "--output", str(tmp_path / "x"), "--precision", "fp16"])
     assert refused.value.code == 2 and "--precision" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("recorded, expected", [("bf16", "bf16"), ("fp32", "fp32")])
+def test_evaluation_runs_as_the_checkpoint_records_it_was_trained(recorded, expected, trained_run, tiny_dataset,
+                                                                    tmp_path, monkeypatch):
+    from kdrecon.evaluation import evaluate as evaluation
+    from kdrecon.training import fast_path
+    from kdrecon.training.checkpoint import load_checkpoint, save_checkpoint
+
+    # a device whose fast path is bf16, and a checkpoint that says how it was trained
+    monkeypatch.setattr(fast_path, "cpu_training_path", lambda: fast_path.CpuTrainingPath("bf16", True, {}))
+    checkpoint = tmp_path / "best.pt"
+    save_checkpoint(checkpoint, {**load_checkpoint(trained_run / "checkpoints" / "best.pt"), "precision": recorded})
+    default = evaluation.evaluate(checkpoint, tmp_path / "default", dataset=tiny_dataset, device="cpu")
+    explicit = evaluation.evaluate(checkpoint, tmp_path / "explicit", dataset=tiny_dataset, device="cpu", precision=expected)
+    assert default.summary["precision"] == expected
+    assert default.summary["model_metrics"] == explicit.summary["model_metrics"]
 
 
 def test_evaluation_replaces_a_previous_one_whole_and_refuses_other_folders(trained_run, tiny_dataset, tmp_path, capsys):

@@ -115,6 +115,23 @@ def test_reconstruct_runs_a_float32_model_in_float32_unless_bf16_is_asked_for(tm
     assert abs(psnr(target, outputs["bf16"]) - psnr(target, outputs["fp32"])) < 0.05
 
 
+def test_reconstruct_runs_a_weights_file_as_it_records_it_was_trained(tmp_path, validation_volume, monkeypatch):
+    from kdrecon.training import fast_path
+
+    monkeypatch.setattr(fast_path, "cpu_training_path", lambda: fast_path.CpuTrainingPath("bf16", True, {}))
+    model, info = load_weights(shipped_weights("sunnybrook-4x-student"))
+    save_weights(tmp_path / "bf16.safetensors", model, info.model, info.data, {**info.provenance, "precision": "bf16"})
+    nib.save(nib.Nifti1Image(np.moveaxis(validation_volume[:2], 0, -1), np.eye(4)), tmp_path / "volume.nii")
+    outputs = {}
+    for label, model_path, precision in (("default", tmp_path / "bf16.safetensors", "as-trained"),
+                                         ("bf16", tmp_path / "bf16.safetensors", "bf16"),
+                                         ("fp32", tmp_path / "bf16.safetensors", "fp32")):
+        reconstruct_files(model_path, tmp_path / "volume.nii", tmp_path / label, progress=False, precision=precision)
+        outputs[label] = nib.load(tmp_path / label / "volume.nii").get_fdata()
+    np.testing.assert_array_equal(outputs["default"], outputs["bf16"])
+    assert not np.array_equal(outputs["default"], outputs["fp32"])
+
+
 def test_papers_h5_kspace_is_reconstructed_as_acquired(tmp_path):
     data = load_sample("validation", "4x")
     first = data.volumes[0]

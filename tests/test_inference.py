@@ -10,8 +10,8 @@ from kdrecon.training.trainer import ReconstructionObjective, validate
 
 
 @pytest.mark.parametrize("shape, expected", [((150, 150), 4), ((4, 150, 150), 4), ((64, 64), 21), ((320, 368), 1)])
-def test_cpu_batch_holds_about_two_150x150_slices(shape, expected):
-    # 45,000 pixels per pass: 45000 // 4096 = 10 slices of 64×64, one of 320×368.
+def test_cpu_batch_holds_about_four_150x150_slices(shape, expected):
+    # 90,000 pixels per pass: 90000 // 4096 = 21 slices of 64×64, one of 320×368.
     assert inference_batch_size(torch.device("cpu"), shape) == expected
 
 

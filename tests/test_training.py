@@ -303,6 +303,32 @@ def test_cpu_path_times_every_candidate_on_this_machine():
     assert all(value > 0 for value in seconds.values())
 
 
+@pytest.mark.parametrize("precision, trained_in, fast, expected", [
+    ("as-trained", "bf16", "bf16", "bf16"),  # run as trained where bf16 is the device's fast path
+    ("as-trained", "bf16", "fp32", "fp32"),  # a CPU whose bf16 is slower (or emulated): float32
+    ("as-trained", "fp32", "bf16", "fp32"),
+    ("as-trained", None, "bf16", "fp32"),    # a weights file that records no precision
+    ("fp32", "bf16", "bf16", "fp32"),        # asked for explicitly
+    ("bf16", "fp32", "fp32", "bf16"),
+])
+def test_inference_precision_is_the_trained_one_where_it_is_the_fast_path(precision, trained_in, fast, expected,
+                                                                           monkeypatch):
+    from kdrecon.training import fast_path
+
+    monkeypatch.setattr(fast_path, "cpu_training_path", lambda: fast_path.CpuTrainingPath(fast, True, {}))
+    assert fast_path.inference_precision(precision, trained_in, torch.device("cpu")) == expected
+
+
+def test_unresolved_or_unknown_precisions_are_refused():
+    from kdrecon.training.fast_path import autocast, inference_precision
+
+    with pytest.raises(ValueError, match="precision: expected one of as-trained, fp32, bf16, got 'float32'"):
+        inference_precision("float32", "fp32", torch.device("cpu"))
+    for unresolved in ("auto", "as-trained"):
+        with pytest.raises(ValueError, match=f"expected fp32 or bf16 \\(resolved\\), got '{unresolved}'"):
+            autocast(torch.device("cpu"), unresolved)
+
+
 def test_a_resumed_run_keeps_the_precision_and_layout_it_began_with(tmp_path, monkeypatch):
     """'auto' is measured per process on a CPU; resuming must not switch layout mid-run."""
     from kdrecon.training import fast_path

@@ -310,7 +310,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--which", default="best", choices=("best", "last"))
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     evaluate.add_argument("--precision", default=AS_TRAINED, choices=INFERENCE_PRECISIONS,
-                          help="default: bf16 if the model was trained in bf16 and this device runs it natively, else fp32")
+                          help="default: bf16 if the model was trained in bf16 and bf16 is this device's fast path, else fp32")
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
@@ -326,7 +326,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     baselines = [key.removesuffix("_metrics") for key in summary if key.endswith("_metrics") and key != metrics_key(MODEL)]
     rows = {name.replace("_", "-"): summary[metrics_key(name)] for name in baselines}
     print(format_table({**rows, label: summary[metrics_key(MODEL)]}))
-    print(f"({summary['volumes']} volumes, {summary['slices']} slices, {summary['conventions']}); written to {output}")
+    print(f"({summary['volumes']} volumes, {summary['slices']} slices, {summary['precision']}, {summary['conventions']}); "
+          f"written to {output}")
 
 
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:
@@ -526,8 +527,8 @@ def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
     reconstruct.add_argument("--readout-oversampling", type=int, default=2,
                              help="raw .npy k-space: the central 1/N of the readout is kept (as prepare kspace)")
     reconstruct.add_argument("--precision", default=AS_TRAINED, choices=INFERENCE_PRECISIONS,
-                             help="default: the model's training precision where this device runs it natively, else fp32; "
-                                  "bf16 is faster on CPUs and GPUs with native bf16")
+                             help="default: bf16 if the model was trained in bf16 and bf16 is this device's fast path "
+                                  "(measured on a CPU), else fp32")
 
 
 def _run_reconstruct(args: argparse.Namespace) -> None:

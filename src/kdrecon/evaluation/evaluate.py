@@ -8,7 +8,7 @@ Outputs in the evaluation directory:
 * ``per_volume.csv`` — the same per volume with fastMRI's conventions (data_range = the
   volume's target max; SSIM averaged over slices; NMSE and PSNR over the whole volume);
 * ``summary.json`` — mean ± std over volumes for the model and each baseline
-  (``{baseline}_metrics``).
+  (``{baseline}_metrics``), and the ``precision`` the network ran in.
 
 The baselines are the network's input (``zero_filled``: the zero-filled image, or in
 super-resolution the low-resolution image on the full grid) and, in super-resolution, the

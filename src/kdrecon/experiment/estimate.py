@@ -36,11 +36,11 @@ import torch
 from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.data.image import COMPLEX, channels_of
 from kdrecon.evaluation.benchmark import training_step
-from kdrecon.training.timing import median_seconds
 from kdrecon.evaluation.evaluate import ZERO_FILLED, baselines, score
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages
 from kdrecon.models.registry import SFT_TEACHER
+from kdrecon.training.timing import median_seconds
 from kdrecon.training.trainer import resolve_device, validate
 
 

@@ -20,9 +20,9 @@ import torch
 
 from kdrecon.data.dataset import SliceData
 from kdrecon.evaluation.benchmark import inference_call
-from kdrecon.training.timing import interleaved_seconds
 from kdrecon.report.run_layout import StageFiles
 from kdrecon.training.checkpoint import load_model
+from kdrecon.training.timing import interleaved_seconds
 from kdrecon.training.trainer import prepare_module
 
 

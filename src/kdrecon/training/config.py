@@ -57,7 +57,7 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 #: The inference precision (evaluation, deployment) that runs a network as it was trained
 #: (:func:`kdrecon.training.fast_path.inference_precision`), and all that inference accepts.
 AS_TRAINED = "as-trained"
-INFERENCE_PRECISIONS = (AS_TRAINED, "fp32", "bf16")
+INFERENCE_PRECISIONS: tuple[str, ...] = (AS_TRAINED, *(p for p in PRECISIONS if p != "auto"))
 
 
 class ConfigError(ValueError):

@@ -1,4 +1,5 @@
-"""How a device trains fastest: its precision (bf16 or float32) and memory layout.
+"""How a device trains fastest: its precision (bf16 or float32) and memory layout; and the
+precision a trained network then runs in (:func:`inference_precision`).
 
 ``precision: auto`` and ``channels_last: auto`` in a config resolve here. On a GPU the answer is
 fixed: bf16 where the GPU supports it, channels-last (cuDNN's preferred layout). On a CPU the
@@ -146,13 +147,13 @@ def resolve_channels_last(channels_last: bool | str, device: torch.device, preci
 
 def inference_precision(precision: str, trained_in: str | None, device: torch.device) -> str:
     """The precision a trained network runs in for evaluation or deployment: ``fp32`` or ``bf16``
-    as asked, or for ``as-trained`` (:data:`kdrecon.training.config.AS_TRAINED`) the one it was
-    trained in (``trained_in``, from its checkpoint or weights file) where ``device`` runs that
-    natively, else float32.
+    as asked, or for ``as-trained`` (:data:`kdrecon.training.config.AS_TRAINED`) bf16 if it was
+    trained in bf16 (``trained_in``, from its checkpoint or weights file) and bf16 is this
+    device's fast path (:func:`resolve_precision` of ``auto``: measured on a CPU, where native bf16
+    can be slower than float32), else float32.
 
-    A network trained under bf16 autocast had its best checkpoint chosen by a bf16 validation
-    and runs in bf16 on such a device; its scores in float32 and bf16 differ by thousandths of a
-    dB (docs/benchmarks.md), and bf16 is the faster path where it was chosen.
+    A network trained under bf16 autocast had its best checkpoint chosen by a bf16 validation;
+    its scores in float32 and bf16 differ by thousandths of a dB (docs/benchmarks.md).
 
     Example:
         >>> cpu = torch.device("cpu")
@@ -163,11 +164,14 @@ def inference_precision(precision: str, trained_in: str | None, device: torch.de
         raise ValueError(f"precision: expected one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
     if precision != AS_TRAINED:
         return precision
-    return "bf16" if trained_in == "bf16" and native_bf16(device) else "fp32"
+    return "bf16" if trained_in == "bf16" and resolve_precision(AUTO_PRECISION, device) == "bf16" else "fp32"
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the convolutions; FFTs stay float32. ``fp32``: no autocast."""
+    """bf16 autocast for the convolutions; FFTs stay float32. ``fp32``: no autocast. Any other
+    value (``auto``, ``as-trained``) must be resolved first."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision: expected fp32 or bf16 (resolved), got {precision!r}")
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
