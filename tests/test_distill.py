@@ -130,6 +130,39 @@ def test_interrupted_distillation_resumes_to_the_same_student(tmp_path, teachers
         assert torch.equal(resumed.state_dict()[name], value), name
 
 
+def test_a_resumed_distillation_keeps_the_layout_it_began_with(tmp_path, teachers, small_train, small_validation,
+                                                              monkeypatch):
+    """``channels_last: auto`` is measured per process on a CPU: a distillation resumed in a process
+    that measures the other layout must go on as it began, teacher included, to the same student."""
+    from kdrecon.training import fast_path
+
+    def measure(channels_last):
+        measured = fast_path.CpuTrainingPath("fp32", float32_channels_last=channels_last, seconds={})
+        monkeypatch.setattr(fast_path, "cpu_training_path", lambda: measured)
+
+    data = (small_train, small_validation)
+    settings = {"teacher": str(teachers / "teacher"), "method": "at", "precision": "fp32", "channels_last": "auto",
+                "optimization": {**TINY, "epochs": 2}}
+    measure(True)
+    distill(tmp_path / "whole", data, **settings)
+
+    def stop(stage, epoch, row):
+        if stage == "feature":
+            raise KeyboardInterrupt
+
+    config = validate(DistillConfig, {"student": STUDENT, **settings})
+    with pytest.raises(KeyboardInterrupt):
+        distill_student(config, tmp_path / "resumed", False, *data, on_epoch_end=stop)
+    measure(False)
+    result = distill_student(config, tmp_path / "resumed", False, *data)
+    whole, _ = load_model(tmp_path / "whole", "last")
+    resumed, _ = load_model(tmp_path / "resumed", "last")
+    for name, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["channels_last"] is True
+    assert (result.precision, result.channels_last) == ("fp32", True)  # what an experiment's stage.json records
+
+
 @pytest.mark.parametrize(
     "settings, message",
     [

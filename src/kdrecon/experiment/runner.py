@@ -52,7 +52,6 @@ from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, con
 from kdrecon.training.distill import distill_student
 from kdrecon.training.distributed import barrier, current_world, from_main
 from kdrecon.training.supervised import CONFIG_FILE, train_model
-from kdrecon.training.fast_path import resolve_channels_last, resolve_precision
 from kdrecon.training.trainer import FitResult, TrainingDiverged, resolve_device
 
 SELECTION_RULE = "checkpoint with the lowest validation loss (student L1; teacher L1 for the SFT teacher; feature loss in KD-MRI's feature stage)"
@@ -176,8 +175,8 @@ def _run_stage(
         session_seconds=time.perf_counter() - began,
         best_epoch=result.best_epoch,
         device=str(device),
-        precision=resolve_precision(stage_config.precision, device),
-        channels_last=resolve_channels_last(stage_config.channels_last, device, stage_config.precision),
+        precision=result.precision,
+        channels_last=result.channels_last,
         metrics=evaluation.summary["model_metrics"],
         **measured,
     )

@@ -48,8 +48,7 @@ from kdrecon.training.checkpoint import load_checkpoint, load_model, resolve_che
 from kdrecon.training.config import IMITATION, ConfigError, DataConfig, DistillConfig, config_data, validate, write_config
 from kdrecon.training.supervised import CONFIG_FILE, claim_run_directory, load_splits
 from kdrecon.training.distributed import barrier, current_world, local_device
-from kdrecon.training.fast_path import resolve_channels_last
-from kdrecon.training.trainer import FitResult, fit, prepare_module, resolve_device
+from kdrecon.training.trainer import CHECKPOINTS, FitResult, fit, prepare_module, resolve_device, training_path
 
 FEATURE_STAGE = "feature-stage"
 
@@ -67,6 +66,9 @@ class _Distillation:
     feature_weight: float
     record: dict[str, Any]
     device: torch.device
+    #: The precision and layout both stages train in, resolved once (:func:`_training_path`).
+    precision: str
+    channels_last: bool
     train_data: SliceData
     validation_data: SliceData
     progress: bool
@@ -91,7 +93,7 @@ class _Distillation:
         try:
             return fit(distiller, self.train_data, self.validation_data, directory,
                        config.optimization.model_copy(update={"epochs": epochs}), seed=config.seed,
-                       device=self.device, precision=config.precision, channels_last=config.channels_last,
+                       device=self.device, precision=self.precision, channels_last=self.channels_last,
                        compile=config.compile, checkpoint_extra=extra, progress=self.progress,
                        on_epoch_end=(lambda epoch, row: report(stage, epoch, row)) if report else None)
         finally:
@@ -141,7 +143,8 @@ def _set_up(config: DistillConfig, run_dir: Path, progress: bool, train_data: Sl
         claim_run_directory(run_dir, config_data(config))
         write_config(config, run_dir / CONFIG_FILE)
     barrier()
-    prepare_module(teacher, device, resolve_channels_last(config.channels_last, device, config.precision))
+    precision, channels_last = _training_path(config, run_dir, device)
+    prepare_module(teacher, device, channels_last)
     feature_weight = config.feature_weight or (feature_loss.default_weight if feature_loss else 0.0)
     record = {
         "teacher": str(resolve_checkpoint(config.teacher, config.teacher_checkpoint)),
@@ -153,7 +156,16 @@ def _set_up(config: DistillConfig, run_dir: Path, progress: bool, train_data: Sl
         "initialised_tensors": len(initialised),
     }
     return _Distillation(config, teacher, student, teacher_layers, student_layers, feature_loss, feature_weight,
-                         record, device, train_data, validation_data, progress, on_epoch_end)
+                         record, device, precision, channels_last, train_data, validation_data, progress, on_epoch_end)
+
+
+def _training_path(config: DistillConfig, run_dir: Path, device: torch.device) -> tuple[str, bool]:
+    """The precision and layout of the whole distillation: as its latest checkpoint (fine-tune,
+    else feature stage) recorded for a setting left to ``auto``, else resolved now. Both stages and
+    the teacher then share them, whichever process a resumed run measures ``auto`` in."""
+    checkpoints = [directory / CHECKPOINTS / "last.pt" for directory in (run_dir, run_dir / FEATURE_STAGE)]
+    latest = next((path for path in checkpoints if path.is_file()), checkpoints[0])
+    return training_path(latest, device, config.precision, config.channels_last)
 
 
 def distill_student(

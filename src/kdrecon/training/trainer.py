@@ -89,6 +89,9 @@ class FitResult:
     best_validation_loss: float
     epochs: int
     wall_seconds: float
+    #: What the run trained in (``auto`` resolved, as its checkpoints record).
+    precision: str
+    channels_last: bool
 
 
 def resolve_device(name: str) -> torch.device:
@@ -477,4 +480,5 @@ def fit(
     finally:
         if writer is not None:
             writer.close()
-    return FitResult(training.run_dir, state.best_epoch, state.best_loss, optimization.epochs, state.wall_seconds)
+    return FitResult(training.run_dir, state.best_epoch, state.best_loss, optimization.epochs, state.wall_seconds,
+                     training.precision, training.channels_last)
