@@ -91,6 +91,21 @@ def test_evaluation_runs_as_the_checkpoint_records_it_was_trained(recorded, expe
     assert default.summary["model_metrics"] == explicit.summary["model_metrics"]
 
 
+def test_evaluation_on_slices_already_loaded_equals_loading_them(trained_run, tiny_dataset, tmp_path):
+    """An experiment loads its validation split once and hands it to every stage's evaluation."""
+    from kdrecon.data.dataset import load_split
+    from kdrecon.evaluation import evaluate as evaluation
+
+    loaded = evaluation.evaluate(trained_run, tmp_path / "loaded", dataset=tiny_dataset, device="cpu")
+    given = evaluation.evaluate(trained_run, tmp_path / "given", dataset=tiny_dataset, device="cpu",
+                                data=load_split(tiny_dataset, "validation"))
+    assert given.summary == loaded.summary
+    other = load_split("sample", "validation", "5x")
+    with pytest.raises(ValueError, match="trained on 4x reconstruction magnitude data, given 5x reconstruction magnitude"):
+        evaluation.evaluate(trained_run, tmp_path / "other", dataset=tiny_dataset, device="cpu", data=other)
+    assert not (tmp_path / "other").exists()
+
+
 def test_evaluation_replaces_a_previous_one_whole_and_refuses_other_folders(trained_run, tiny_dataset, tmp_path, capsys):
     output = tmp_path / "evaluation"
     small = ["--dataset", str(tiny_dataset)]  # 48×48 slices: this test is about files, not scores

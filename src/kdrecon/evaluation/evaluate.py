@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.data.image import MAGNITUDE
-from kdrecon.data.layout import atomic_path, write_reconstruction
+from kdrecon.data.layout import atomic_path, parse_acceleration, write_reconstruction
 from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION, factor_of
 from kdrecon.evaluation import metrics
 from kdrecon.models.inference import inference_batch_size
@@ -156,10 +156,13 @@ def evaluate(
     device: str = "auto",
     which: str = "best",
     precision: str = AS_TRAINED,
+    data: SliceData | None = None,
 ) -> Evaluation:
     """Evaluate a checkpoint on a split; dataset and acceleration default to those it was trained on,
     the precision to the one it was trained in (:func:`kdrecon.training.fast_path.inference_precision`).
 
+    ``data`` is that split already in memory (an experiment loads it once for all its stages);
+    one of another acceleration, task or image kind than the checkpoint's is refused.
     ``output_dir`` is written whole or not at all; an existing evaluation there is replaced.
     """
     output_dir = Path(output_dir)
@@ -170,7 +173,12 @@ def evaluate(
     trained_on = payload.get("config", {}).get("data", {})
     dataset = dataset if dataset is not None else trained_on.get("dataset", "sample")
     acceleration = acceleration or trained_on.get("acceleration", "4x")
-    data = load_split(dataset, split, acceleration, trained_on.get("task", RECONSTRUCTION), trained_on.get("image", MAGNITUDE))
+    task, image = trained_on.get("task", RECONSTRUCTION), trained_on.get("image", MAGNITUDE)
+    if data is None:
+        data = load_split(dataset, split, acceleration, task, image)
+    elif (data.acceleration, data.task, data.image) != (parse_acceleration(acceleration), task, image):
+        raise ValueError(f"{run_or_checkpoint}: trained on {acceleration} {task} {image} data, "
+                         f"given {data.acceleration} {data.task} {data.image} slices to evaluate on")
     if len(data) == 0:
         raise ValueError(f"{dataset}: the {split} split is empty")
     prediction = reconstruct(model, data, torch_device, precision=precision)

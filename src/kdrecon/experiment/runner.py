@@ -136,7 +136,7 @@ def _train_stage(stage: Stage, stage_config: Any, files: StageFiles, state: dict
 
 def _run_stage(
     stage: Stage, index: int, total: int, run_dir: Path, config: ExperimentConfig, stage_config: Any,
-    fingerprint: str, display: Progress, validation_data: Any,
+    fingerprint: str, display: Progress, validation_data: SliceData,
 ) -> None:
     """Train (or resume) one stage, evaluate it, measure it, and mark it complete.
 
@@ -166,7 +166,7 @@ def _run_stage(
         barrier()  # wait for rank 0 to finish the stage: the next one may read its checkpoint
         return
     device = resolve_device(config.device)
-    evaluation = evaluate(stage_dir, files.evaluation, device=config.device)
+    evaluation = evaluate(stage_dir, files.evaluation, device=config.device, data=validation_data)
     measured = _measure(stage_dir, config.report.timing_batch_size, validation_data)
     state.update(
         status="complete",
