@@ -187,7 +187,7 @@ def test_complex_model_reconstructs_and_exports(complex_teachers, complex_datase
     with h5py.File(evaluation.directory / "reconstructions" / validation.name) as file:
         expected = file["reconstruction"][()]
     # Papers' h5 with stored k-space: used as acquired, the same magnitude as evaluation's.
-    (written,) = reconstruct_files(weights, validation, tmp_path / "out", progress=False)
+    (written,) = reconstruct_files(weights, validation, tmp_path / "out", progress=False).files
     with h5py.File(written) as file:
         np.testing.assert_allclose(file["reconstruction"][()], expected, rtol=0, atol=1e-5)
     # A fastMRI file of the same complex slice at another scale: the image comes from its k-space,
@@ -199,7 +199,7 @@ def test_complex_model_reconstructs_and_exports(complex_teachers, complex_datase
         shifted = np.fft.ifftshift(image, axes=(-2, -1))
         file.create_dataset("kspace", data=np.fft.fftshift(np.fft.fft2(shifted, norm="ortho"), axes=(-2, -1)).astype(np.complex64))
         file.create_dataset("reconstruction_esc", data=np.abs(image).astype(np.float32))
-    (written,) = reconstruct_files(weights, tmp_path / "fastmri", tmp_path / "out-fastmri", progress=False)
+    (written,) = reconstruct_files(weights, tmp_path / "fastmri", tmp_path / "out-fastmri", progress=False).files
     with h5py.File(written) as file:
         np.testing.assert_allclose(file["reconstruction"][()], 3.0 * expected[:1], rtol=0, atol=1e-4)
     # Export with data consistency: ONNX Runtime agrees with PyTorch on the complex network.

@@ -63,7 +63,7 @@ def test_shipped_model_reproduces_the_psnr_its_card_states(name):
     assert np.array_equal(mask_from_description(info.data["mask"]), make_mask("papers", acceleration, (150, 150)))
 
 
-def test_nifti_round_trip_keeps_geometry_and_reconstructs_in_the_input_scale(tmp_path, validation_volume):
+def test_nifti_round_trip_keeps_geometry_and_reconstructs_in_the_input_scale(tmp_path, validation_volume, capsys):
     affine = np.array([[0, -1.37, 0, 90.0], [1.37, 0, 0, -80.0], [0, 0, 8.0, 12.5], [0, 0, 0, 1]])
     stored = np.moveaxis(validation_volume, 0, -1)  # (150, 150, S), the scanner's intensities
     source = nib.Nifti1Image(stored, affine)
@@ -72,6 +72,8 @@ def test_nifti_round_trip_keeps_geometry_and_reconstructs_in_the_input_scale(tmp
     code = main(["reconstruct", "--model", "sunnybrook-4x-sft-kd-at", "--input", str(tmp_path / "volume.nii.gz"),
                  "--output", str(tmp_path / "out")])
     assert code == 0
+    # the shipped models were trained in float32, and say so
+    assert f"1 reconstruction(s) written to {tmp_path / 'out'} (fp32)" in capsys.readouterr().out
     result = nib.load(tmp_path / "out" / "volume.nii.gz")
     np.testing.assert_allclose(result.affine, affine, atol=1e-5)  # the header stores float32
     assert result.shape == stored.shape and result.header["descrip"] == b"kdrecon test"
@@ -126,7 +128,8 @@ def test_reconstruct_runs_a_weights_file_as_it_records_it_was_trained(tmp_path, 
     for label, model_path, precision in (("default", tmp_path / "bf16.safetensors", "as-trained"),
                                          ("bf16", tmp_path / "bf16.safetensors", "bf16"),
                                          ("fp32", tmp_path / "bf16.safetensors", "fp32")):
-        reconstruct_files(model_path, tmp_path / "volume.nii", tmp_path / label, progress=False, precision=precision)
+        ran = reconstruct_files(model_path, tmp_path / "volume.nii", tmp_path / label, progress=False, precision=precision)
+        assert ran.precision == ("bf16" if label == "default" else label)
         outputs[label] = nib.load(tmp_path / label / "volume.nii").get_fdata()
     np.testing.assert_array_equal(outputs["default"], outputs["bf16"])
     assert not np.array_equal(outputs["default"], outputs["fp32"])

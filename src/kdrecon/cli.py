@@ -543,7 +543,7 @@ def _run_reconstruct(args: argparse.Namespace) -> None:
         raise ValueError(f"--readout-oversampling {args.readout_oversampling}: must be at least 1")
     written = reconstruct_files(args.model, args.input, args.output, args.batch_size, args.device, args.mask,
                                 readout_oversampling=args.readout_oversampling, precision=args.precision)
-    print(f"{len(written)} reconstruction(s) written to {args.output}")
+    print(f"{len(written.files)} reconstruction(s) written to {args.output} ({written.precision})")
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:

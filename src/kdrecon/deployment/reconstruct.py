@@ -326,10 +326,18 @@ def reconstruct_h5(reconstructor: Reconstructor, source: Path, destination: Path
     (reconstruct_fastmri if is_fastmri else reconstruct_papers_h5)(reconstructor, source, destination)
 
 
+@dataclass(frozen=True)
+class Reconstructions:
+    """What :func:`reconstruct_files` wrote, and the precision the network ran in."""
+
+    files: list[Path]
+    precision: str
+
+
 def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_size: int | None = None, device: str = "auto",
                       mask_kind: str | None = None, progress: bool = True, readout_oversampling: int = 2,
-                      precision: str = AS_TRAINED) -> list[Path]:
-    """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files written.
+                      precision: str = AS_TRAINED) -> Reconstructions:
+    """Reconstruct every file at ``input_path`` into ``output`` (same names).
     ``readout_oversampling`` applies to raw ``.npy`` k-space (the central 1/N of its readout is kept);
     ``precision`` as :func:`kdrecon.training.fast_path.inference_precision` resolves it, from the
     precision the model's weights file or checkpoint records (float32 where none is recorded)."""
@@ -357,4 +365,4 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
         except (OSError, ValueError) as error:
             raise ValueError(f"{source}: {error}") from None
         written.append(destination)
-    return written
+    return Reconstructions(written, precision)

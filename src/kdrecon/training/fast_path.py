@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -125,10 +126,24 @@ def cpu_training_path(rounds: int = 5) -> CpuTrainingPath:
     )
 
 
+class EmulatedPrecisionWarning(UserWarning):
+    """bf16 was asked for on a device that only emulates it."""
+
+
+def _warn_if_emulated(precision: str, device: torch.device) -> None:
+    """A stated ``bf16`` runs where the device only emulates it, many times slower than float32:
+    allowed (the numbers are the same), but said."""
+    if precision == "bf16" and not native_bf16(device):
+        warnings.warn(f"precision bf16 on this {device.type}: bf16 is emulated here, many times slower than fp32 "
+                      f"(precision: auto picks the faster)", EmulatedPrecisionWarning, stacklevel=3)
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` becomes the faster of ``bf16`` and ``fp32`` on ``device``: bf16 on a GPU that
-    supports it, the measured choice on a CPU (:func:`cpu_training_path`)."""
+    supports it, the measured choice on a CPU (:func:`cpu_training_path`). A stated ``bf16`` on a
+    device without native bf16 is kept, with an :class:`EmulatedPrecisionWarning`."""
     if precision != AUTO_PRECISION:
+        _warn_if_emulated(precision, device)
         return precision
     if device.type == "cuda":
         return "bf16" if native_bf16(device) else "fp32"
@@ -163,6 +178,7 @@ def inference_precision(precision: str, trained_in: str | None, device: torch.de
     if precision not in INFERENCE_PRECISIONS:
         raise ValueError(f"precision: expected one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
     if precision != AS_TRAINED:
+        _warn_if_emulated(precision, device)
         return precision
     return "bf16" if trained_in == "bf16" and resolve_precision(AUTO_PRECISION, device) == "bf16" else "fp32"
 
