@@ -130,8 +130,9 @@ def test_interrupted_distillation_resumes_to_the_same_student(tmp_path, teachers
         assert torch.equal(resumed.state_dict()[name], value), name
 
 
-def test_a_resumed_distillation_keeps_the_layout_it_began_with(tmp_path, teachers, small_train, small_validation,
-                                                              monkeypatch):
+@pytest.mark.parametrize("interrupted", ["feature", "fine-tune"])
+def test_a_resumed_distillation_keeps_the_layout_it_began_with(interrupted, tmp_path, teachers, small_train,
+                                                              small_validation, monkeypatch):
     """``channels_last: auto`` is measured per process on a CPU: a distillation resumed in a process
     that measures the other layout must go on as it began, teacher included, to the same student."""
     from kdrecon.training import fast_path
@@ -147,7 +148,7 @@ def test_a_resumed_distillation_keeps_the_layout_it_began_with(tmp_path, teacher
     distill(tmp_path / "whole", data, **settings)
 
     def stop(stage, epoch, row):
-        if stage == "feature":
+        if stage == interrupted:
             raise KeyboardInterrupt
 
     config = validate(DistillConfig, {"student": STUDENT, **settings})

@@ -59,6 +59,16 @@ def test_graph_runs_every_stage_per_seed_and_report_holds_the_evaluated_numbers(
         assert (tiny_run / "figures" / name).stat().st_size > 5000, name
 
 
+def test_each_stage_records_the_precision_and_layout_its_training_used(tiny_run):
+    from kdrecon.training.checkpoint import load_checkpoint
+
+    for state_file in tiny_run.glob("stages/*/*/stage.json"):
+        state = json.loads(state_file.read_text())
+        trained = load_checkpoint(state_file.parent / "checkpoints" / "best.pt")
+        assert state["precision"] == trained["precision"] == "fp32", state_file  # as the tiny runs state
+        assert state["channels_last"] is trained["channels_last"], state_file  # measured: auto
+
+
 def test_within_run_p_values_equal_scipys(tiny_run):
     def per_slice(stage, seed):
         rows = read_rows(tiny_run / "stages" / f"seed-{seed}" / stage / "evaluation" / "per_slice.csv")

@@ -320,20 +320,22 @@ def test_inference_precision_is_the_trained_one_where_it_is_the_fast_path(precis
     assert fast_path.inference_precision(precision, trained_in, torch.device("cpu")) == expected
 
 
-def test_bf16_stated_where_it_is_emulated_is_kept_with_a_warning(monkeypatch):
+def test_bf16_stated_where_it_is_emulated_is_kept_with_a_warning(tmp_path, monkeypatch):
     from kdrecon.training import fast_path
 
     cpu = torch.device("cpu")
+    from kdrecon.training.trainer import training_path
+
     monkeypatch.setattr(fast_path, "native_bf16", lambda device: False)
-    for resolve in (lambda: fast_path.resolve_precision("bf16", cpu),
+    for resolve in (lambda: training_path(tmp_path / "last.pt", cpu, "bf16", "auto")[0],
                     lambda: fast_path.inference_precision("bf16", "fp32", cpu)):
         with pytest.warns(fast_path.EmulatedPrecisionWarning, match="bf16 is emulated here"):
             assert resolve() == "bf16"
     monkeypatch.setattr(fast_path, "native_bf16", lambda device: True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fast_path.resolve_precision("bf16", cpu) == "bf16"
-        assert fast_path.resolve_precision("fp32", cpu) == "fp32"
+        assert training_path(tmp_path / "last.pt", cpu, "bf16", "auto") == ("bf16", True)
+        assert fast_path.inference_precision("bf16", "fp32", cpu) == "bf16"
 
 
 def test_unresolved_or_unknown_precisions_are_refused():

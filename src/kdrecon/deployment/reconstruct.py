@@ -330,14 +330,15 @@ def reconstruct_h5(reconstructor: Reconstructor, source: Path, destination: Path
 class Reconstructions:
     """What :func:`reconstruct_files` wrote, and the precision the network ran in."""
 
-    files: list[Path]
+    files: tuple[Path, ...]
     precision: str
 
 
 def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_size: int | None = None, device: str = "auto",
                       mask_kind: str | None = None, progress: bool = True, readout_oversampling: int = 2,
                       precision: str = AS_TRAINED) -> Reconstructions:
-    """Reconstruct every file at ``input_path`` into ``output`` (same names).
+    """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files
+    written and the precision the network ran in.
     ``readout_oversampling`` applies to raw ``.npy`` k-space (the central 1/N of its readout is kept);
     ``precision`` as :func:`kdrecon.training.fast_path.inference_precision` resolves it, from the
     precision the model's weights file or checkpoint records (float32 where none is recorded)."""
@@ -365,4 +366,4 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
         except (OSError, ValueError) as error:
             raise ValueError(f"{source}: {error}") from None
         written.append(destination)
-    return Reconstructions(written, precision)
+    return Reconstructions(tuple(written), precision)

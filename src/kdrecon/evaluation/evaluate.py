@@ -161,8 +161,10 @@ def evaluate(
     """Evaluate a checkpoint on a split; dataset and acceleration default to those it was trained on,
     the precision to the one it was trained in (:func:`kdrecon.training.fast_path.inference_precision`).
 
-    ``data`` is that split already in memory (an experiment loads it once for all its stages);
-    one of another acceleration, task or image kind than the checkpoint's is refused.
+    ``data`` is that split already in memory, as :func:`kdrecon.data.dataset.load_split` of
+    ``dataset`` and ``split`` returns it (an experiment loads it once for all its stages; the
+    summary names ``dataset`` and ``split``); one of another acceleration, task or image kind than
+    the checkpoint's is refused.
     ``output_dir`` is written whole or not at all; an existing evaluation there is replaced.
     """
     output_dir = Path(output_dir)

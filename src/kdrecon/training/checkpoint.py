@@ -40,11 +40,20 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return payload
 
 
+#: The folder of a run directory that holds its checkpoints, ``best.pt`` and ``last.pt``.
+CHECKPOINTS = "checkpoints"
+
+
+def checkpoint_path(run_dir: Path, which: str = "best") -> Path:
+    """Where a run directory keeps its ``best`` or ``last`` checkpoint (whether or not it exists)."""
+    return Path(run_dir) / CHECKPOINTS / f"{which}.pt"
+
+
 def resolve_checkpoint(run_or_checkpoint: Path, which: str = "best") -> Path:
     """A checkpoint file, given the file itself or a run directory (``best`` or ``last``)."""
     path = Path(run_or_checkpoint)
     if path.is_dir():
-        path = path / "checkpoints" / f"{which}.pt"
+        path = checkpoint_path(path, which)
     if not path.is_file():
         raise ValueError(f"{run_or_checkpoint}: no checkpoint found (expected a .pt file or a run directory)")
     return path

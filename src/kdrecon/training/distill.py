@@ -44,11 +44,11 @@ from kdrecon.distillation.losses import FEATURE_LOSSES, FeatureLoss, build_featu
 from kdrecon.distillation.preparation import prepare_feature_loss
 from kdrecon.models import build_model
 from kdrecon.models.sft import StudentFriendlyTeacher
-from kdrecon.training.checkpoint import load_checkpoint, load_model, resolve_checkpoint
+from kdrecon.training.checkpoint import checkpoint_path, load_checkpoint, load_model, resolve_checkpoint
 from kdrecon.training.config import IMITATION, ConfigError, DataConfig, DistillConfig, config_data, validate, write_config
 from kdrecon.training.supervised import CONFIG_FILE, claim_run_directory, load_splits
 from kdrecon.training.distributed import barrier, current_world, local_device
-from kdrecon.training.trainer import CHECKPOINTS, FitResult, fit, prepare_module, resolve_device, training_path
+from kdrecon.training.trainer import FitResult, fit, prepare_module, resolve_device, training_path
 
 FEATURE_STAGE = "feature-stage"
 
@@ -163,7 +163,7 @@ def _training_path(config: DistillConfig, run_dir: Path, device: torch.device) -
     """The precision and layout of the whole distillation: as its latest checkpoint (fine-tune,
     else feature stage) recorded for a setting left to ``auto``, else resolved now. Both stages and
     the teacher then share them, whichever process a resumed run measures ``auto`` in."""
-    checkpoints = [directory / CHECKPOINTS / "last.pt" for directory in (run_dir, run_dir / FEATURE_STAGE)]
+    checkpoints = [checkpoint_path(directory, "last") for directory in (run_dir, run_dir / FEATURE_STAGE)]
     latest = next((path for path in checkpoints if path.is_file()), checkpoints[0])
     return training_path(latest, device, config.precision, config.channels_last)
 

@@ -54,8 +54,8 @@ def native_bf16(device: torch.device) -> bool:
     with the AVX-512 subsets (BW, VL, DQ, BF16) that oneDNN's bf16 kernels need (AMX included).
     Elsewhere bf16 is emulated and far slower than float32 (docs/benchmarks.md). Native is not
     the same as faster: :func:`cpu_training_path` measures that."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # Ampere and later; torch's own check counts emulation as support
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(check()) if check is not None else False
 
@@ -130,20 +130,19 @@ class EmulatedPrecisionWarning(UserWarning):
     """bf16 was asked for on a device that only emulates it."""
 
 
-def _warn_if_emulated(precision: str, device: torch.device) -> None:
-    """A stated ``bf16`` runs where the device only emulates it, many times slower than float32:
-    allowed (the numbers are the same), but said."""
+def warn_if_emulated(precision: str, device: torch.device) -> None:
+    """Say so when a network is about to run in bf16 where ``device`` only emulates it, many times
+    slower than float32: allowed (the numbers are the same), but not silently. Shown once per
+    process (one warning location)."""
     if precision == "bf16" and not native_bf16(device):
-        warnings.warn(f"precision bf16 on this {device.type}: bf16 is emulated here, many times slower than fp32 "
-                      f"(precision: auto picks the faster)", EmulatedPrecisionWarning, stacklevel=3)
+        warnings.warn(f"precision bf16 on this {device.type}: bf16 is emulated here, many times slower than fp32",
+                      EmulatedPrecisionWarning, stacklevel=1)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` becomes the faster of ``bf16`` and ``fp32`` on ``device``: bf16 on a GPU that
-    supports it, the measured choice on a CPU (:func:`cpu_training_path`). A stated ``bf16`` on a
-    device without native bf16 is kept, with an :class:`EmulatedPrecisionWarning`."""
+    supports it, the measured choice on a CPU (:func:`cpu_training_path`)."""
     if precision != AUTO_PRECISION:
-        _warn_if_emulated(precision, device)
         return precision
     if device.type == "cuda":
         return "bf16" if native_bf16(device) else "fp32"
@@ -178,7 +177,7 @@ def inference_precision(precision: str, trained_in: str | None, device: torch.de
     if precision not in INFERENCE_PRECISIONS:
         raise ValueError(f"precision: expected one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
     if precision != AS_TRAINED:
-        _warn_if_emulated(precision, device)
+        warn_if_emulated(precision, device)
         return precision
     return "bf16" if trained_in == "bf16" and resolve_precision(AUTO_PRECISION, device) == "bf16" else "fp32"
 

@@ -31,12 +31,12 @@ from kdrecon.data.layout import atomic_path, remove_debris
 from kdrecon.models.dccnn import use_depthwise_single_output
 from kdrecon.models.inference import inference_batch_size, inference_layout
 from kdrecon.training.allocator import retain_freed_memory
-from kdrecon.training.checkpoint import load_checkpoint, save_checkpoint
+from kdrecon.training.checkpoint import CHECKPOINTS, checkpoint_path, load_checkpoint, save_checkpoint
 from kdrecon.training.config import OptimizationConfig
-from kdrecon.training.distributed import World, barrier, current_world, sum_over_ranks
-from kdrecon.training.fast_path import AUTO_LAYOUT, AUTO_PRECISION, autocast, resolve_channels_last, resolve_precision
+from kdrecon.training.distributed import World, barrier, current_world, from_main, sum_over_ranks
+from kdrecon.training.fast_path import (AUTO_LAYOUT, AUTO_PRECISION, autocast, resolve_channels_last, resolve_precision,
+                                        warn_if_emulated)
 
-CHECKPOINTS = "checkpoints"
 
 
 class Objective(Protocol):
@@ -253,7 +253,7 @@ class _Training:
 
     @property
     def last(self) -> Path:
-        return self.run_dir / CHECKPOINTS / "last.pt"
+        return checkpoint_path(self.run_dir, "last")
 
     @property
     def learning_rate(self) -> float:
@@ -353,7 +353,7 @@ def _save_epoch(training: _Training, progress: _Progress, improved: bool, writer
             if key != "epoch":
                 writer.add_scalar(key.replace("_", "/", 1), value, progress.epoch)
         if improved:
-            save_checkpoint(training.last.with_name("best.pt"), payload)
+            save_checkpoint(checkpoint_path(training.run_dir, "best"), payload)
         state = {**payload, "optimizer": training.optimizer.state_dict(), "scheduler": training.scheduler.state_dict()}
         save_checkpoint(training.last, state)
         _write_history(training.run_dir / "metrics.csv", progress.history)
@@ -396,7 +396,9 @@ def _run_epoch(training: _Training, progress: _Progress, writer: SummaryWriter |
 def training_path(last: Path, device: torch.device, precision: str, channels_last: bool | str) -> tuple[str, bool]:
     """The precision and layout to train in, ``auto`` resolved for ``device``; a run resuming from
     ``last`` keeps what that checkpoint recorded for a setting left to ``auto``, so it goes on as it
-    began (a CPU's measured choice may differ from one process to the next)."""
+    began (a CPU's measured choice may differ from one process to the next, or one rank to the
+    next: every rank takes rank 0's). bf16 where it is emulated warns
+    (:func:`~kdrecon.training.fast_path.warn_if_emulated`)."""
     recorded: dict[str, Any] = {}
     if (precision == AUTO_PRECISION or channels_last == AUTO_LAYOUT) and last.is_file():
         recorded = load_checkpoint(last, map_location="cpu")
@@ -405,7 +407,9 @@ def training_path(last: Path, device: torch.device, precision: str, channels_las
     if channels_last == AUTO_LAYOUT:
         channels_last = recorded.get("channels_last", channels_last)
     precision = resolve_precision(precision, device)
-    return precision, resolve_channels_last(channels_last, device, precision)
+    warn_if_emulated(precision, device)
+    # Every rank of a distributed run trains as rank 0 measured: each process measures on its own.
+    return from_main((precision, resolve_channels_last(channels_last, device, precision)))
 
 
 def _start(objective: Objective, train_data: SliceData, validation_data: SliceData, run_dir: Path,
@@ -415,7 +419,7 @@ def _start(objective: Objective, train_data: SliceData, validation_data: SliceDa
     if len(train_data) == 0 or len(validation_data) == 0:
         raise ValueError("training needs non-empty train and validation splits")
     run_dir = Path(run_dir)
-    precision, channels_last = training_path(run_dir / CHECKPOINTS / "last.pt", device, precision, channels_last)
+    precision, channels_last = training_path(checkpoint_path(run_dir, "last"), device, precision, channels_last)
     world = current_world()
     if world.is_main:
         (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
