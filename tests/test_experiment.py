@@ -59,7 +59,7 @@ def test_graph_runs_every_stage_per_seed_and_report_holds_the_evaluated_numbers(
         assert (tiny_run / "figures" / name).stat().st_size > 5000, name
 
 
-def test_each_stage_records_the_precision_and_layout_its_training_used(tiny_run):
+def test_each_stage_records_and_is_evaluated_in_the_precision_its_training_used(tiny_run):
     from kdrecon.training.checkpoint import load_checkpoint
 
     for state_file in tiny_run.glob("stages/*/*/stage.json"):
@@ -67,6 +67,22 @@ def test_each_stage_records_the_precision_and_layout_its_training_used(tiny_run)
         trained = load_checkpoint(state_file.parent / "checkpoints" / "best.pt")
         assert state["precision"] == trained["precision"] == "fp32", state_file  # as the tiny runs state
         assert state["channels_last"] is trained["channels_last"], state_file  # measured: auto
+        evaluated = json.loads((state_file.parent / "evaluation" / "summary.json").read_text())
+        assert evaluated["precision"] == state["precision"], state_file  # evaluated as it was trained
+
+
+def test_a_stage_is_evaluated_in_the_precision_it_trained_in_not_one_measured_again(tmp_path, tiny_overrides,
+                                                                                     monkeypatch):
+    """A stage trained in bf16 is evaluated in bf16, even where a new measurement would now pick
+    float32 (evaluate's as-trained would then run it in float32)."""
+    from kdrecon.training import fast_path
+
+    monkeypatch.setattr(fast_path, "cpu_training_path", lambda: fast_path.CpuTrainingPath("fp32", True, {}))
+    config = tiny_experiment({**tiny_overrides, "optimization.epochs": 1, "precision": "bf16"}, seeds=[1])
+    run_experiment(config, tmp_path / "run", only=["teacher"], progress=False)
+    stage = tmp_path / "run" / "stages" / "seed-1" / "teacher"
+    assert json.loads((stage / "stage.json").read_text())["precision"] == "bf16"
+    assert json.loads((stage / "evaluation" / "summary.json").read_text())["precision"] == "bf16"
 
 
 def test_within_run_p_values_equal_scipys(tiny_run):

@@ -166,7 +166,10 @@ def _run_stage(
         barrier()  # wait for rank 0 to finish the stage: the next one may read its checkpoint
         return
     device = resolve_device(config.device)
-    evaluation = evaluate(stage_dir, files.evaluation, device=config.device, data=validation_data)
+    # In the precision training ran in, as its checkpoint records it: evaluate's as-trained would
+    # measure this device's fast path again, in this process.
+    evaluation = evaluate(stage_dir, files.evaluation, device=config.device, data=validation_data,
+                          precision=result.precision)
     measured = _measure(stage_dir, config.report.timing_batch_size, validation_data)
     state.update(
         status="complete",
