@@ -85,6 +85,29 @@ def test_a_stage_is_evaluated_in_the_precision_it_trained_in_not_one_measured_ag
     assert json.loads((stage / "evaluation" / "summary.json").read_text())["precision"] == "bf16"
 
 
+def test_every_process_of_an_experiment_resolves_auto_as_the_first_one_measured(tmp_path, tiny_overrides,
+                                                                                   monkeypatch):
+    """``auto`` is measured per process on a CPU; a stage run later in another process (here: a
+    new measurement) must train as the experiment began, and the run directory says how."""
+    from kdrecon.training import fast_path
+
+    def measure(channels_last):
+        monkeypatch.setattr(fast_path, "cpu_training_path", lambda: fast_path.CpuTrainingPath("fp32", channels_last, {}))
+
+    config = tiny_experiment({**tiny_overrides, "optimization.epochs": 1, "channels_last": "auto"}, seeds=[1])
+    measure(False)
+    run_experiment(config, tmp_path / "run", only=["teacher"], progress=False)
+    measure(True)
+    run_experiment(config, tmp_path / "run", only=["student"], progress=False)
+    for stage in ("teacher", "student"):
+        assert json.loads((tmp_path / "run" / "stages" / "seed-1" / stage / "stage.json").read_text())["channels_last"] is False
+    recorded = json.loads((tmp_path / "run" / "cpu-training-path.json").read_text())
+    assert (recorded["precision"], recorded["float32_channels_last"]) == ("fp32", False)
+    (tmp_path / "run" / "cpu-training-path.json").write_text('{"speed": 1}')
+    with pytest.raises(ValueError, match="cpu-training-path.json: not a recorded CPU training path"):
+        run_experiment(config, tmp_path / "run", only=["sft-teacher"], progress=False)
+
+
 def test_within_run_p_values_equal_scipys(tiny_run):
     def per_slice(stage, seed):
         rows = read_rows(tiny_run / "stages" / f"seed-{seed}" / stage / "evaluation" / "per_slice.csv")

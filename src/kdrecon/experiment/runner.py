@@ -20,6 +20,7 @@ it at the end of each stage.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,11 +47,12 @@ from kdrecon.experiment.resumption import (copy_reusable, epochs_done, follow_mo
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fingerprints
 from kdrecon.models import count_parameters
 from kdrecon.report.build import build_report
-from kdrecon.report.run_layout import RunLayout, StageFiles
+from kdrecon.report.run_layout import RunLayout, StageFiles, read_json
 from kdrecon.training.checkpoint import load_model
 from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, config_data, validate, write_config
 from kdrecon.training.distill import distill_student
 from kdrecon.training.distributed import barrier, current_world, from_main
+from kdrecon.training.fast_path import CpuTrainingPath, adopted_cpu_path, current_cpu_path
 from kdrecon.training.supervised import CONFIG_FILE, train_model
 from kdrecon.training.trainer import FitResult, TrainingDiverged, resolve_device
 
@@ -226,6 +228,23 @@ def _run_in_parallel(stages: list[Stage], pending: set[str], run_dir: Path, work
             process.terminate()
 
 
+def _one_training_path(config: ExperimentConfig, layout: RunLayout) -> contextlib.AbstractContextManager:
+    """On a CPU, ``auto`` resolves as the experiment's first process measured it (recorded in
+    the run directory), so stages trained in later processes (a resumed run, parallel workers,
+    other ranks) train as the first ones did: a measured choice can differ between processes."""
+    if resolve_device(config.device).type != "cpu":
+        return contextlib.nullcontext()
+    recorded = read_json(layout.cpu_training_path)
+    try:
+        path = current_cpu_path() if recorded is None else CpuTrainingPath(**recorded)
+    except TypeError:
+        raise ValueError(f"{layout.cpu_training_path}: not a recorded CPU training path; remove it to measure again") from None
+    path = from_main(path)
+    if recorded is None and current_world().is_main:
+        write_json(layout.cpu_training_path, asdict(path))
+    return adopted_cpu_path(path)
+
+
 def _select(stages: list[Stage], only: Sequence[str]) -> set[str]:
     """The ids ``--only`` names: a stage id (``seed-42/teacher``), or a name for every seed."""
     ids = {s.id for s in stages}
@@ -362,9 +381,10 @@ def run_experiment(
     barrier()
     check_inputs(plan.stages, plan.selected, pending)
     started = time.perf_counter()
-    if parallel > 1 and not only:
-        _run_in_parallel(plan.stages, pending, layout.root, parallel, progress)
-    _run_pending(plan, pending, progress)
+    with _one_training_path(plan.config, layout):
+        if parallel > 1 and not only:
+            _run_in_parallel(plan.stages, pending, layout.root, parallel, progress)
+        _run_pending(plan, pending, progress)
     if only or not main:
         return None
     manifest = _manifest(plan.config, plan.stages, plan.prints, plan.configs, layout, time.perf_counter() - started)

@@ -45,6 +45,8 @@ SUPERSEDED = "superseded"
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"
 FIGURES = "figures"
+#: How ``auto`` precision and layout resolve on a CPU for every stage of the experiment.
+CPU_TRAINING_PATH = "cpu-training-path.json"
 
 
 def stage_id(name: str, seed: int) -> str:
@@ -160,6 +162,10 @@ class RunLayout:
     @property
     def figures(self) -> Path:
         return self.root / FIGURES
+
+    @property
+    def cpu_training_path(self) -> Path:
+        return self.root / CPU_TRAINING_PATH
 
     def stage(self, identifier: str) -> StageFiles:
         return StageFiles(self.stages / identifier)

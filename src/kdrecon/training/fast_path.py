@@ -31,7 +31,7 @@ import contextlib
 import functools
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -143,6 +143,28 @@ def warn_if_emulated(precision: str, device: torch.device) -> None:
                       EmulatedPrecisionWarning, stacklevel=1)
 
 
+#: A path measured by an earlier process and adopted by this one (:func:`adopted_cpu_path`).
+_ADOPTED: list[CpuTrainingPath] = []
+
+
+def current_cpu_path() -> CpuTrainingPath:
+    """How ``auto`` resolves on a CPU here: the adopted path if there is one (:func:`adopted_cpu_path`),
+    else this process's measurement (:func:`cpu_training_path`)."""
+    return _ADOPTED[-1] if _ADOPTED else cpu_training_path()
+
+
+@contextlib.contextmanager
+def adopted_cpu_path(path: CpuTrainingPath) -> Iterator[None]:
+    """Within the block, ``auto`` resolves on a CPU as ``path`` says instead of as this process
+    measures: every process of one experiment (resumed later, or a parallel worker) then trains
+    its stages the same way (:mod:`kdrecon.experiment.runner` records the path in the run directory)."""
+    _ADOPTED.append(path)
+    try:
+        yield
+    finally:
+        _ADOPTED.pop()
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` becomes the faster of ``bf16`` and ``fp32`` on ``device``: bf16 on a GPU that
     supports it, the measured choice on a CPU (:func:`cpu_training_path`)."""
@@ -150,7 +172,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if native_bf16(device) else "fp32"
-    return cpu_training_path().precision
+    return current_cpu_path().precision
 
 
 def resolve_channels_last(channels_last: bool | str, device: torch.device, precision: str) -> bool:
@@ -160,7 +182,7 @@ def resolve_channels_last(channels_last: bool | str, device: torch.device, preci
         return bool(channels_last)
     if device.type == "cuda" or resolve_precision(precision, device) == "bf16":
         return True
-    return cpu_training_path().float32_channels_last
+    return current_cpu_path().float32_channels_last
 
 
 def inference_precision(precision: str, trained_in: str | None, device: torch.device) -> str:
