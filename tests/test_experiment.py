@@ -101,11 +101,23 @@ def test_every_process_of_an_experiment_resolves_auto_as_the_first_one_measured(
     run_experiment(config, tmp_path / "run", only=["student"], progress=False)
     for stage in ("teacher", "student"):
         assert json.loads((tmp_path / "run" / "stages" / "seed-1" / stage / "stage.json").read_text())["channels_last"] is False
-    recorded = json.loads((tmp_path / "run" / "cpu-training-path.json").read_text())
+    record = tmp_path / "run" / "cpu-training-path.json"
+    recorded = json.loads(record.read_text())
     assert (recorded["precision"], recorded["float32_channels_last"]) == ("fp32", False)
-    (tmp_path / "run" / "cpu-training-path.json").write_text('{"speed": 1}')
+    # --reuse-from takes the record along with the stages it copies
+    run_experiment(config, tmp_path / "copy", only=["teacher"], reuse_from=tmp_path / "run", progress=False)
+    assert json.loads((tmp_path / "copy" / "cpu-training-path.json").read_text()) == recorded
+    # a run directory from before the record: rebuilt from what its finished stages trained in
+    record.unlink()
+    run_experiment(config, tmp_path / "run", only=["sft-teacher"], progress=False)
+    assert json.loads(record.read_text())["float32_channels_last"] is False
+    assert json.loads((tmp_path / "run" / "stages" / "seed-1" / "sft-teacher" / "stage.json").read_text())[
+        "channels_last"] is False
+    # a damaged record is refused by name before anything is written
+    record.write_text('{"precision": "fp16", "float32_channels_last": "no"}')
     with pytest.raises(ValueError, match="cpu-training-path.json: not a recorded CPU training path"):
-        run_experiment(config, tmp_path / "run", only=["sft-teacher"], progress=False)
+        run_experiment(config, tmp_path / "run", only=["std-kd-at"], progress=False)
+    assert not (tmp_path / "run" / "stages" / "seed-1" / "std-kd-at").exists()
 
 
 def test_within_run_p_values_equal_scipys(tiny_run):

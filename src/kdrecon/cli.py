@@ -566,7 +566,7 @@ def _run_export(args: argparse.Namespace) -> None:
 
 
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser("demo", help="the 'demo' experiment on the embedded sample (about 15 min on 2 CPU cores)")
+    demo = subparsers.add_parser("demo", help="the 'demo' experiment on the embedded sample (3-5 min on 2 CPU cores)")
     demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any experiment key")
     demo.add_argument("--rerun", action="store_true", help=RERUN_HELP)

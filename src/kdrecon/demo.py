@@ -1,7 +1,7 @@
 """The main job on the embedded sample: the ``demo`` experiment, evaluated and reported.
 
 Teacher, baseline student, student-friendly teacher, and Std-KD and SFT-KD students (attention
-transfer) on the embedded real Sunnybrook sample, sized for about 15 minutes on two CPU cores.
+transfer) on the embedded real Sunnybrook sample, sized for a few minutes on two CPU cores (README: measured times).
 A second call reuses the finished stages.
 """
 

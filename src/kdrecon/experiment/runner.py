@@ -1,7 +1,8 @@
 """Run an experiment's stage graph: reuse finished stages, resume interrupted ones, rerun changed ones.
 
 ``RUN/`` holds ``experiment.yaml`` (the validated config), ``experiment.json`` (the stages, their
-seeds, fingerprints and where they are), ``stages/seed-{s}/{name}/`` (each a training or
+seeds, fingerprints and where they are), ``cpu-training-path.json`` (how ``auto`` resolves on a
+CPU for every stage: :mod:`kdrecon.experiment.training_path`), ``stages/seed-{s}/{name}/`` (each a training or
 distillation run directory plus ``evaluation/`` and ``stage.json``), and the report; the layout
 is :mod:`kdrecon.report.run_layout`'s.
 
@@ -20,7 +21,6 @@ it at the end of each stage.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import statistics
@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,14 +45,14 @@ from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.resumption import (copy_reusable, epochs_done, follow_moves, move_aside, pending_stages,
                                           recorded_locations, rerun_refusal)
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fingerprints
+from kdrecon.experiment.training_path import adopted, copy_recorded_path, experiment_cpu_path, recorded_cpu_path
 from kdrecon.models import count_parameters
 from kdrecon.report.build import build_report
-from kdrecon.report.run_layout import RunLayout, StageFiles, read_json
+from kdrecon.report.run_layout import RunLayout, StageFiles
 from kdrecon.training.checkpoint import load_model
 from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, config_data, validate, write_config
 from kdrecon.training.distill import distill_student
 from kdrecon.training.distributed import barrier, current_world, from_main
-from kdrecon.training.fast_path import CpuTrainingPath, adopted_cpu_path, current_cpu_path
 from kdrecon.training.supervised import CONFIG_FILE, train_model
 from kdrecon.training.trainer import FitResult, TrainingDiverged, resolve_device
 
@@ -228,23 +228,6 @@ def _run_in_parallel(stages: list[Stage], pending: set[str], run_dir: Path, work
             process.terminate()
 
 
-def _one_training_path(config: ExperimentConfig, layout: RunLayout) -> contextlib.AbstractContextManager:
-    """On a CPU, ``auto`` resolves as the experiment's first process measured it (recorded in
-    the run directory), so stages trained in later processes (a resumed run, parallel workers,
-    other ranks) train as the first ones did: a measured choice can differ between processes."""
-    if resolve_device(config.device).type != "cpu":
-        return contextlib.nullcontext()
-    recorded = read_json(layout.cpu_training_path)
-    try:
-        path = current_cpu_path() if recorded is None else CpuTrainingPath(**recorded)
-    except TypeError:
-        raise ValueError(f"{layout.cpu_training_path}: not a recorded CPU training path; remove it to measure again") from None
-    path = from_main(path)
-    if recorded is None and current_world().is_main:
-        write_json(layout.cpu_training_path, asdict(path))
-    return adopted_cpu_path(path)
-
-
 def _select(stages: list[Stage], only: Sequence[str]) -> set[str]:
     """The ids ``--only`` names: a stage id (``seed-42/teacher``), or a name for every seed."""
     ids = {s.id for s in stages}
@@ -311,6 +294,8 @@ def _plan(config: ExperimentConfig, layout: RunLayout, only: Sequence[str], para
     selected = _select(stages, only)
     validation_data = load_split(config.data.dataset, "validation", config.data.acceleration, config.data.task,
                                  config.data.image)
+    for recorded in [layout] + ([RunLayout(Path(reuse_from))] if reuse_from is not None else []):
+        recorded_cpu_path(recorded)  # a damaged record is refused before anything is written
     check_experiment(config, stages, configs, len(validation_data))
     return _Plan(config, layout, stages, fingerprints(stages), configs, selected, validation_data)
 
@@ -371,6 +356,7 @@ def run_experiment(
     main = current_world().is_main
     if reuse_from is not None and main:
         copy_reusable(plan.stages, plan.prints, layout, RunLayout(Path(reuse_from)), progress)
+        copy_recorded_path(layout, RunLayout(Path(reuse_from)))
     barrier()
     # Every rank must run the same stages (each one's collectives and barriers): rank 0 decides.
     pending, stale = from_main(pending_stages(plan.stages, plan.prints, layout, plan.selected))
@@ -381,7 +367,9 @@ def run_experiment(
     barrier()
     check_inputs(plan.stages, plan.selected, pending)
     started = time.perf_counter()
-    with _one_training_path(plan.config, layout):
+    # auto resolves for every stage as this experiment's first process measured it
+    cpu_path = from_main(experiment_cpu_path(plan.config, layout, plan.stages) if main else None)
+    with adopted(cpu_path):
         if parallel > 1 and not only:
             _run_in_parallel(plan.stages, pending, layout.root, parallel, progress)
         _run_pending(plan, pending, progress)

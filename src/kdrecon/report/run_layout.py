@@ -4,6 +4,7 @@
 
     experiment.yaml            the validated experiment config
     experiment.json            the manifest: stages, seeds, fingerprints, where each stage is
+    cpu-training-path.json     how ``auto`` resolves on a CPU for every stage (experiment.training_path)
     stages/seed-{s}/{stage}/   one training or distillation run directory per (stage, seed)
         stage.json             fingerprint, status, wall time, parameters, MACs
         metrics.csv            the final (or only) training stage's history

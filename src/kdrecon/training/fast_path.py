@@ -4,7 +4,7 @@ precision a trained network then runs in (:func:`inference_precision`).
 ``precision: auto`` and ``channels_last: auto`` in a config resolve here. On a GPU the answer is
 fixed: bf16 where the GPU supports it, channels-last (cuDNN's preferred layout). On a CPU the
 answer depends on the processor in ways its flags do not tell, so it is **measured**, once per
-process, by :func:`cpu_training_path`:
+process, by :func:`cpu_training_path` (or adopted from an earlier process: :func:`adopted_cpu_path`):
 
 * where oneDNN emulates bf16 (no AVX-512 BF16), bf16 is many times slower than float32 and is
   never a candidate (:func:`native_bf16`);
