@@ -120,6 +120,35 @@ def test_every_process_of_an_experiment_resolves_auto_as_the_first_one_measured(
     assert not (tmp_path / "run" / "stages" / "seed-1" / "std-kd-at").exists()
 
 
+def test_a_recorded_bf16_path_trains_in_float32_on_a_cpu_that_emulates_bf16(tmp_path, tiny_overrides, monkeypatch):
+    """A run directory moved to a CPU without native bf16: its later stages train in float32 (not
+    emulated bf16, many times slower), in the layout the record holds, not one measured again."""
+    from kdrecon.experiment import training_path
+    from kdrecon.training import fast_path
+
+    def machine(native, measured_layout):
+        monkeypatch.setattr(training_path, "native_bf16", lambda device: native)
+        monkeypatch.setattr(fast_path, "cpu_training_path",
+                            lambda: fast_path.CpuTrainingPath("bf16" if native else "fp32", measured_layout, {}))
+
+    config = tiny_experiment({**tiny_overrides, "optimization.epochs": 1, "precision": "auto"}, seeds=[1])
+    machine(True, False)
+    run_experiment(config, tmp_path / "run", only=["teacher"], progress=False)
+    machine(False, True)
+    run_experiment(config, tmp_path / "run", only=["student"], progress=False)
+    states = {stage: json.loads((tmp_path / "run" / "stages" / "seed-1" / stage / "stage.json").read_text())
+              for stage in ("teacher", "student")}
+    assert (states["teacher"]["precision"], states["teacher"]["channels_last"]) == ("bf16", True)
+    assert (states["student"]["precision"], states["student"]["channels_last"]) == ("fp32", False)  # recorded layout
+    assert json.loads((tmp_path / "run" / "cpu-training-path.json").read_text())["precision"] == "bf16"  # kept as measured
+    # without the record, it is rebuilt from the finished stages: bf16 (teacher) and the float32 layout (student)
+    (tmp_path / "run" / "cpu-training-path.json").unlink()
+    machine(True, True)
+    run_experiment(config, tmp_path / "run", only=["sft-teacher"], progress=False)
+    rebuilt = json.loads((tmp_path / "run" / "cpu-training-path.json").read_text())
+    assert (rebuilt["precision"], rebuilt["float32_channels_last"]) == ("bf16", False)
+
+
 def test_within_run_p_values_equal_scipys(tiny_run):
     def per_slice(stage, seed):
         rows = read_rows(tiny_run / "stages" / f"seed-{seed}" / stage / "evaluation" / "per_slice.csv")

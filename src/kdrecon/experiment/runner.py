@@ -368,7 +368,7 @@ def run_experiment(
     check_inputs(plan.stages, plan.selected, pending)
     started = time.perf_counter()
     # auto resolves for every stage as this experiment's first process measured it
-    cpu_path = from_main(experiment_cpu_path(plan.config, layout, plan.stages) if main else None)
+    cpu_path = from_main(experiment_cpu_path(plan.config, layout, plan.stages, plan.prints) if main else None)
     with adopted(cpu_path):
         if parallel > 1 and not only:
             _run_in_parallel(plan.stages, pending, layout.root, parallel, progress)

@@ -10,13 +10,14 @@ comparable to the 0.05 dB the papers' effects need. So the first process records
 
 A run directory made before the file existed gets one built from what its finished stages
 recorded (``stage.json``), measured only for what they leave open. A recorded bf16 is not
-adopted on a CPU that only emulates bf16 (many times slower): there the path is measured again.
+adopted on a CPU that only emulates bf16 (many times slower): there stages resolve ``auto`` to
+float32, in the recorded layout.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 
@@ -50,11 +51,15 @@ def resolves_by_measurement(config: ExperimentConfig) -> bool:
     return on_cpu and AUTO_PRECISION in (config.precision, config.channels_last)
 
 
-def _from_finished_stages(config: ExperimentConfig, layout: RunLayout, stages: list[Stage]) -> CpuTrainingPath | None:
-    """The path finished stages trained in, where their settings were ``auto``; measured for the
-    part they do not tell (the float32 layout of stages that all ran in bf16)."""
-    states = [layout.stage(stage.id).state() for stage in stages]
-    trained = [s for s in states if s.get("status") == "complete" and s.get("precision") in ("fp32", "bf16")]
+def _from_finished_stages(config: ExperimentConfig, layout: RunLayout, stages: list[Stage],
+                          prints: dict[str, str]) -> CpuTrainingPath | None:
+    """The path finished stages trained in, where their settings were ``auto``: stages of the
+    current settings (fingerprint), trained on a CPU; measured for the part they do not tell
+    (the float32 layout of stages that all ran in bf16)."""
+    states = {stage.id: layout.stage(stage.id).state() for stage in stages}
+    trained = [s for identifier, s in states.items()
+               if s.get("status") == "complete" and s.get("fingerprint") == prints[identifier]
+               and s.get("device") == "cpu" and s.get("precision") in ("fp32", "bf16")]
     if not trained:
         return None
     precision = trained[0]["precision"] if config.precision == AUTO_PRECISION else None
@@ -66,18 +71,21 @@ def _from_finished_stages(config: ExperimentConfig, layout: RunLayout, stages: l
                            {} if measured is None else measured.seconds)
 
 
-def experiment_cpu_path(config: ExperimentConfig, layout: RunLayout, stages: list[Stage]) -> CpuTrainingPath | None:
+def experiment_cpu_path(config: ExperimentConfig, layout: RunLayout, stages: list[Stage],
+                        prints: dict[str, str]) -> CpuTrainingPath | None:
     """The path this experiment's stages train in on a CPU (None where nothing is measured):
-    recorded, else from its finished stages, else measured now; written to the run directory
-    the first time. Call on one process (rank 0) and share the result."""
+    recorded, else from its finished stages (``prints``: their current fingerprints), else
+    measured now; written to the run directory the first time. On a CPU that only emulates bf16
+    a recorded bf16 becomes float32, the recorded layout kept, alike in every process there. Call
+    on one process (rank 0) and share the result."""
     if not resolves_by_measurement(config):
         return None
     path = recorded_cpu_path(layout)
-    if path is not None and path.precision == "bf16" and not native_bf16(_CPU):
-        return current_cpu_path()  # moved to a CPU that emulates bf16: not adopted, not recorded
     if path is None:
-        path = _from_finished_stages(config, layout, stages) or current_cpu_path()
+        path = _from_finished_stages(config, layout, stages, prints) or current_cpu_path()
         write_json(layout.cpu_training_path, asdict(path))
+    if path.precision == "bf16" and not native_bf16(_CPU):
+        path = replace(path, precision="fp32")
     return path
 
 
