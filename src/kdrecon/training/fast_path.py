@@ -157,7 +157,7 @@ def current_cpu_path() -> CpuTrainingPath:
 def adopted_cpu_path(path: CpuTrainingPath) -> Iterator[None]:
     """Within the block, ``auto`` resolves on a CPU as ``path`` says instead of as this process
     measures: every process of one experiment (resumed later, or a parallel worker) then trains
-    its stages the same way (:mod:`kdrecon.experiment.runner` records the path in the run directory)."""
+    its stages the same way (:mod:`kdrecon.experiment.training_path` records the path in the run directory)."""
     _ADOPTED.append(path)
     try:
         yield
