@@ -206,7 +206,7 @@ def test_real_arithmetic_data_consistency_equals_the_fft_one_on_real_slices(real
     mask = torch.from_numpy(cardiac_mask_4x).float()
     kspace, zero_filled = undersample(image, mask)
     layer = RealDataConsistency(cardiac_mask_4x)
-    ours = layer(zero_filled[:, None] * 0.9, layer.measured(kspace.real, kspace.imag), mask)
+    ours = layer(zero_filled[:, None] * 0.9, layer.measured(kspace.real, kspace.imag))
     torch.testing.assert_close(ours, data_consistency(zero_filled[:, None] * 0.9, kspace, mask), atol=2e-6, rtol=0)
     # Super-resolution's box: sampled rows and columns both restricted.
     from kdrecon.mri.resolution import low_pass_mask

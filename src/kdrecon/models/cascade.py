@@ -21,10 +21,12 @@ can tap them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from kdrecon.mri.undersample import data_consistency
+from kdrecon.mri.consistency import DataConsistency
 
 
 class CascadeNetwork(nn.Module):
@@ -32,21 +34,30 @@ class CascadeNetwork(nn.Module):
 
     blocks: nn.ModuleList
 
+    #: Whether :class:`~kdrecon.mri.consistency.DataConsistency` may use its matrix form (off: the
+    #: FFT form of the papers' code, which the benchmark's reference path times).
+    matrix_consistency = True
+
     def forward(self, zero_filled: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.reconstruct(zero_filled, self.consistency_for(kspace, mask))
+
+    def consistency_for(self, kspace: torch.Tensor, mask: torch.Tensor) -> DataConsistency:
+        """The data-consistency operator of one batch's measurements, built once per forward pass."""
+        return DataConsistency(kspace, mask, matrix=self.matrix_consistency)
+
+    def reconstruct(self, zero_filled: torch.Tensor, consistency: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The blocks from ``zero_filled``, each step's image made consistent by ``consistency``
+        (``image → image``; an export passes its own, in real arithmetic)."""
         state = zero_filled
         for index in range(self.cascades):
-            state = self.step(index, state, zero_filled, kspace, mask)
+            state = self.step(index, state, zero_filled, consistency)
         return state
 
-    def step(self, index: int, state: torch.Tensor, zero_filled: torch.Tensor, kspace: torch.Tensor,
-             mask: torch.Tensor) -> torch.Tensor:
+    def step(self, index: int, state: torch.Tensor, zero_filled: torch.Tensor,
+             consistency: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Block ``index`` applied to ``state`` (the previous block's output): here the block, then
         data consistency (kept in float32)."""
-        return self.consistency(self.blocks[index](state), kspace, mask)
-
-    #: The data-consistency operator every step calls, ``(image, kspace, mask) → image``: the FFT
-    #: one here; an export replaces it by one in real arithmetic (:mod:`kdrecon.deployment.export`).
-    consistency = staticmethod(data_consistency)
+        return consistency(self.blocks[index](state))
 
     #: What :meth:`step` passes from block to block: ``image`` or ``features``.
     state_kind = "image"
@@ -62,6 +73,14 @@ class CascadeNetwork(nn.Module):
         layers (FSP) takes ``count = 2``.
         """
         raise NotImplementedError(f"{type(self).__name__} declares no feature layers")
+
+
+def use_matrix_consistency(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Let every cascade network in ``model`` use (or not) the matrix form of data consistency."""
+    for module in model.modules():
+        if isinstance(module, CascadeNetwork):
+            module.matrix_consistency = enabled
+    return model
 
 
 def middle_layer_paths(network: CascadeNetwork, cascade: int, count: int) -> list[str]:

@@ -43,7 +43,7 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -53,17 +53,12 @@ from torch import nn
 from kdrecon.data.layout import atomic_path, remove_debris
 from kdrecon.models.cascade import CascadeNetwork
 from kdrecon.mri.channels import COMPLEX_CHANNELS
+from kdrecon.mri.consistency import dft_matrix, sampled_projection
 
 FORMATS = ("onnx", "torch-export")
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2"}
 #: ONNX opset of the exported graphs (MatMul, Conv, Relu, Where: any runtime of the last years).
 OPSET = 17
-
-
-def dft_matrix(size: int) -> np.ndarray:
-    """The orthonormal DFT matrix ``W_N = C_N − i S_N`` of ``size``, complex128 (symmetric)."""
-    index = np.arange(size)
-    return np.exp(-2j * np.pi * np.outer(index, index) / size) / math.sqrt(size)
 
 
 class RealDataConsistency(nn.Module):
@@ -94,7 +89,7 @@ class RealDataConsistency(nn.Module):
         # The inverse transform of the sampled k-space, W̄_H[:, R] and W̄_W[Q, :], for measured().
         self._register_complex("inverse_rows", transform_h[rows].conj().T)
         self._register_complex("inverse_columns", transform_w[:, columns].conj().T)
-        rows_projection = transform_h[rows].conj().T @ transform_h[rows]  # A_H
+        rows_projection = sampled_projection(mask.shape[0], rows)  # A_H
         if self.line_mask:
             complement = np.eye(mask.shape[0]) - rows_projection
             if self.complex_image:  # [[Re, −Im], [Im, Re]] of I − A_H, on (real; imaginary) stacked
@@ -102,7 +97,7 @@ class RealDataConsistency(nn.Module):
             self.register_buffer("complement", torch.from_numpy(np.ascontiguousarray(complement.real)).float())
         else:
             self._register_complex("rows_projection", rows_projection)
-            self._register_complex("columns_projection", transform_w[:, columns] @ transform_w[:, columns].conj().T)
+            self._register_complex("columns_projection", sampled_projection(mask.shape[1], columns).T)  # A_W = A_Qᵀ
 
     def _register_complex(self, name: str, matrix: np.ndarray) -> None:
         self.register_buffer(f"{name}_real", torch.from_numpy(np.ascontiguousarray(matrix.real)).float())
@@ -115,10 +110,9 @@ class RealDataConsistency(nn.Module):
         left = _complex_product((self.inverse_rows_real, self.inverse_rows_imag), sampled)
         return _complex_product(left, (self.inverse_columns_real, self.inverse_columns_imag))
 
-    def forward(self, image: torch.Tensor, measured: tuple[torch.Tensor, torch.Tensor],
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``image`` ``(B, C, H, W)`` made consistent with ``measured`` (from :meth:`measured`); ``mask``
-        is ignored: the layer's own, built in, is the one the network was trained with."""
+    def forward(self, image: torch.Tensor, measured: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``image`` ``(B, C, H, W)`` made consistent with ``measured`` (from :meth:`measured`) under the
+        layer's built-in mask, the one the network was trained with."""
         image = image if image.dtype == torch.float32 else image.float()
         if self.line_mask:
             # Reshapes to constant shapes (the image size is fixed): an exported graph computes no shapes.
@@ -201,14 +195,11 @@ class ExportableNetwork(nn.Module):
         self.network = copy.deepcopy(network).eval()
         substitute_thin_convolutions(self.network)
         self.data_consistency = RealDataConsistency(mask, image_channels)
-        # An instance attribute, so it shadows the class's FFT operator (a module assignment
-        # would only register it); the layer's matrices are registered on this wrapper.
-        object.__setattr__(self.network, "consistency", self.data_consistency)
-        self.register_buffer("mask", torch.from_numpy(mask).float())
 
     def forward(self, zero_filled: torch.Tensor, kspace_real: torch.Tensor, kspace_imag: torch.Tensor) -> torch.Tensor:
-        # F⁻¹ k₀ is the same for every cascade: computed once, passed where the network passes k-space.
-        return self.network(zero_filled, self.data_consistency.measured(kspace_real, kspace_imag), self.mask)
+        # F⁻¹ k₀ is the same for every cascade: computed once, bound into every step's operator.
+        measured = self.data_consistency.measured(kspace_real, kspace_imag)
+        return self.network.reconstruct(zero_filled, functools.partial(self.data_consistency, measured=measured))
 
 
 def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, export_format: str, example: tuple) -> None:

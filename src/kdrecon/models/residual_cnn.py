@@ -31,6 +31,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -75,14 +77,14 @@ class ResidualCNN(CascadeNetwork):
                                     for i in range(blocks))
         self.data_consistency = data_consistency
 
-    def step(self, index: int, state: torch.Tensor, zero_filled: torch.Tensor, kspace: torch.Tensor,
-             mask: torch.Tensor) -> torch.Tensor:
+    def step(self, index: int, state: torch.Tensor, zero_filled: torch.Tensor,
+             consistency: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Block ``index`` on the previous block's features; the last returns the image."""
         out = self.blocks[index](state)
         if index < self.cascades - 1:
             return out
         image = zero_filled + out
-        return self.consistency(image, kspace, mask) if self.data_consistency else image
+        return consistency(image) if self.data_consistency else image
 
     def feature_layers(self, cascade: int, count: int = 1) -> list[str]:
         """The middle layer of each block and the ones before it, as for the DC-CNN."""

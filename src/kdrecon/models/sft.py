@@ -67,15 +67,16 @@ class StudentFriendlyTeacher(nn.Module):
         self, zero_filled: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Teacher output and the N−1 branch outputs (branch j starts after teacher block j)."""
+        consistency = self.teacher.consistency_for(kspace, mask)  # one operator for every block
         state = zero_filled
         branch_outputs = []
         cascades = self.teacher.cascades
         for index in range(cascades):
-            state = self.teacher.step(index, state, zero_filled, kspace, mask)
+            state = self.teacher.step(index, state, zero_filled, consistency)
             if index < cascades - 1:
                 branch = state
                 for student_index in range(index + 1, cascades):
-                    branch = self.student.step(student_index, branch, zero_filled, kspace, mask)
+                    branch = self.student.step(student_index, branch, zero_filled, consistency)
                 branch_outputs.append(branch)
         return state, branch_outputs
 

@@ -35,6 +35,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -80,8 +82,8 @@ class VDSR(CascadeNetwork):
             starts.append(starts[-1] + size)
         self.blocks = nn.ModuleList(ConvolutionChain(widths[a : b + 1]) for a, b in zip(starts[:-1], starts[1:]))
 
-    def step(self, index: int, state: torch.Tensor, zero_filled: torch.Tensor, kspace: torch.Tensor,
-             mask: torch.Tensor) -> torch.Tensor:
+    def step(self, index: int, state: torch.Tensor, zero_filled: torch.Tensor,
+             consistency: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Block ``index`` on the previous block's features; the last adds the input (global residual)."""
         out = self.blocks[index](state)
         return out + zero_filled if index == self.cascades - 1 else out
