@@ -3,11 +3,15 @@ FFT data consistency) against ONNX Runtime (the exported graph, matrix DFT), tim
 
     python scripts/deployed_speed.py --rounds 30
     python scripts/deployed_speed.py --rounds 10 --per-core 16
+    python scripts/deployed_speed.py --rounds 8 --bf16-paths 16
 
 Prints the median milliseconds of each path and the teacher/student ratios. ``--per-core N``
 instead times a volume of N slices sent one slice per call (batch 1) to the exported graph in two
 ways, alternated: one session using every core, slice after slice, against one single-thread
 session per core, each taking the next slice (Python threads; ONNX Runtime releases the GIL).
+``--bf16-paths N`` times the bf16 paths on such a volume, alternated: eager PyTorch (channels-last,
+bf16 autocast, data consistency as a matrix product) and the AOTInductor package in bf16, each with
+every core on one slice after another, and with one single-thread worker per core (Python threads).
 Run it on a quiet machine (no study or test suite at the same time).
 """
 
@@ -26,7 +30,8 @@ import torch
 from kdrecon.deployment.export import check_slices, export_and_check
 from kdrecon.deployment.package import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
-from kdrecon.models.export import inference_session
+from kdrecon.models.export import export_network, inference_session, load_ahead_of_time
+from kdrecon.training.trainer import prepare_module
 
 MODELS = {"teacher": "sunnybrook-4x-teacher", "student": "sunnybrook-4x-student"}
 
@@ -82,6 +87,47 @@ def per_core(rounds: int, slices: int) -> None:
         print(f"teacher/student, {path}: {medians[f'teacher, {path}'] / medians[f'student, {path}']:.2f}x")
 
 
+def bf16_paths(rounds: int, slices: int) -> None:
+    """Milliseconds per slice of a volume at batch 1 on the bf16 paths: eager and AOTInductor, all cores on
+    one slice at a time against one single-thread worker per core."""
+    directory, cores = Path(tempfile.mkdtemp()), len(os.sched_getaffinity(0))
+    pool, calls = ThreadPoolExecutor(cores), {}
+    for role, name in MODELS.items():
+        network, info = load_deployable(name)
+        prepare_module(network, torch.device("cpu"), channels_last=True).eval()
+        inputs = check_slices(info, slices)
+        mask = torch.from_numpy(mask_from_description(info.data["mask"]))
+        export_network(network, mask.numpy(), directory / f"{role}.pt2", "aot-inductor", tuple(t[:1] for t in inputs), "bf16")
+        package = load_ahead_of_time(directory / f"{role}.pt2")
+
+        def eager(index, network=network, inputs=inputs, mask=mask):
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                network(inputs[0][index : index + 1], torch.complex(inputs[1][index : index + 1], inputs[2][index : index + 1]), mask)
+
+        def compiled(index, package=package, inputs=inputs):
+            with torch.no_grad():
+                package(*(t[index : index + 1] for t in inputs))
+
+        for path, one_slice in (("eager", eager), ("aot-inductor", compiled)):
+            def all_cores(one_slice=one_slice):
+                torch.set_num_threads(cores)
+                for index in range(slices):
+                    one_slice(index)
+
+            def per_core(one_slice=one_slice):
+                torch.set_num_threads(1)
+                list(pool.map(lambda core: [one_slice(i) for i in range(core, slices, cores)], range(cores)))
+                torch.set_num_threads(cores)
+
+            calls[f"{role}, {path}, {cores} threads"] = all_cores
+            calls[f"{role}, {path}, 1 thread per core"] = per_core
+    medians = report(calls, rounds, per_slice=slices)
+    for path in ("eager", "aot-inductor"):
+        for threads in (f"{cores} threads", "1 thread per core"):
+            key = f"{path}, {threads}"
+            print(f"teacher/student, {key}: {medians[f'teacher, {key}'] / medians[f'student, {key}']:.2f}x")
+
+
 def report(calls: dict, rounds: int, per_slice: int = 1) -> dict[str, float]:
     """Time ``calls`` in alternation (a warm-up, then ``rounds`` rounds); print and return ms per slice."""
     for call in calls.values():
@@ -100,9 +146,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--per-core", type=int, metavar="N", help="time a volume of N slices per core instead (see above)")
+    parser.add_argument("--bf16-paths", type=int, metavar="N", help="time the bf16 paths on a volume of N slices instead (see above)")
     args = parser.parse_args()
     if args.per_core:
         per_core(args.rounds, args.per_core)
+        return
+    if args.bf16_paths:
+        bf16_paths(args.rounds, args.bf16_paths)
         return
     directory = Path(tempfile.mkdtemp())
     calls = {}

@@ -66,7 +66,7 @@ def test_compiled_path_is_timed_beside_the_others_and_tabulated(small_validation
     seconds = measured.values
     assert measured.peak_flops > 0
     assert set(seconds) == {f"{role}/{path}" for role in ("teacher", "student")
-                            for path in ("fast", "reference", "onnxruntime", "compiled")}
+                            for path in ("fast", "reference", "onnxruntime", "compiled", "aot-inductor")}
     assert all(value > 0 for value in seconds.values())
     result = {"models": {"teacher": {"name": "D5C5"}, "student": {"name": "D3C5"}},
               "inference": {f"{role}/batch{b}/compiled": value for role, value in (("teacher", 0.03), ("student", 0.01))

@@ -16,7 +16,7 @@ from kdrecon.data import layout
 from kdrecon.data.dataset import load_sample, sample_directory
 from kdrecon.data.prepare import make_mask
 from kdrecon.data.sources import sunnybrook
-from kdrecon.deployment.export import export_and_check
+from kdrecon.deployment.export import BF16_TOLERANCE, export_and_check
 from kdrecon.models.export import SUFFIXES, RealDataConsistency, run_exported
 from kdrecon.deployment.package import NORMALISATION, describe_mask, mask_from_description
 from kdrecon.deployment.reconstruct import reconstruct_files
@@ -26,6 +26,7 @@ from kdrecon.models import build_model
 from kdrecon.models.weights import load_weights, read_weights, save_weights
 from kdrecon.mri.resolution import low_pass_mask
 from kdrecon.mri.undersample import data_consistency, undersample
+from kdrecon.training.fast_path import native_bf16
 
 SHIPPED = [f"sunnybrook-{acceleration}-{role}" for acceleration in ("4x", "5x")
            for role in ("sft-kd-at", "std-kd-at", "student", "teacher")]
@@ -176,10 +177,11 @@ def test_refused_inputs_name_the_problem_and_write_nothing(tmp_path, validation_
 
 
 @pytest.mark.parametrize("name,export_format", [("sunnybrook-4x-teacher", "onnx"), ("sunnybrook-4x-student", "onnx"),
-                                                ("sunnybrook-4x-sft-kd-at", "torch-export")])
+                                                ("sunnybrook-4x-sft-kd-at", "torch-export"),
+                                                ("sunnybrook-4x-student", "aot-inductor")])
 def test_exported_network_with_data_consistency_equals_pytorch_on_real_slices(tmp_path, name, export_format):
     output = tmp_path / f"model{SUFFIXES[export_format]}"
-    check = export_and_check(name, output, export_format)
+    check = export_and_check(name, output, export_format, precision="fp32")
     assert output.is_file() and check.slices == 8 and check.max_abs_difference < 1e-5
     # Independently of the check: the exported graph on the k-space of the embedded sample's slices
     # equals the network evaluated by kdrecon's own evaluation path.
@@ -188,6 +190,18 @@ def test_exported_network_with_data_consistency_equals_pytorch_on_real_slices(tm
     exported = run_exported(output, export_format, (batch.zero_filled, batch.kspace.real.contiguous(), batch.kspace.imag.contiguous()))
     model, _ = load_weights(shipped_weights(name))
     np.testing.assert_allclose(exported[:, 0], reconstruct(model, data, torch.device("cpu"))[20:23], atol=1e-5)
+
+
+@pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="this CPU only emulates bf16")
+def test_bf16_aot_inductor_package_agrees_with_pytorchs_bf16_network(tmp_path):
+    output = tmp_path / "student.pt2"
+    check = export_and_check("sunnybrook-4x-student", output, "aot-inductor", precision="bf16")
+    assert check.precision == "bf16" and output.is_file()
+    # bf16 rounding after five cascades, well below the float32 network's distance from the target.
+    assert 1e-5 < check.max_abs_difference < BF16_TOLERANCE * check.max_reference
+    with pytest.raises(ValueError, match="precision bf16: a onnx export is float32"):
+        export_and_check("sunnybrook-4x-student", tmp_path / "student.onnx", "onnx", precision="bf16")
+    assert not (tmp_path / "student.onnx").exists()
 
 
 def test_exported_network_without_data_consistency(tmp_path):

@@ -346,7 +346,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
                        help="instead: estimate how long this experiment takes here, from its stages' measured costs "
                             "(writes estimate.json and estimate.md)")
     bench.add_argument("--no-compile", dest="compile", action="store_false",
-                       help="leave out the torch.compile path (it compiles each network first, seconds each)")
+                       help="leave out the torch.compile and AOTInductor paths (each compiles every network first, seconds each)")
 
 
 def _write_atomically(directory: Path, files: dict[str, str]) -> None:
@@ -547,10 +547,18 @@ def _run_reconstruct(args: argparse.Namespace) -> None:
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
-    export = subparsers.add_parser("export", help="export a network with its data-consistency layer (ONNX, torch.export)")
+    from kdrecon.models.export import BF16_FORMATS, FORMATS, SUFFIXES
+    from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
+
+    export = subparsers.add_parser("export", help="export a network with its data-consistency layer (ONNX, torch.export, AOTInductor)")
     export.add_argument("--model", required=True, help="a shipped model (kdrecon models), .safetensors, run directory or .pt")
-    export.add_argument("--format", default="onnx", choices=("onnx", "torch-export"))
-    export.add_argument("--output", type=Path, required=True, help="the file to write (.onnx or .pt2)")
+    export.add_argument("--format", default="onnx", choices=FORMATS,
+                        help="aot-inductor: compiled ahead of time for this CPU, batch 1 (needs a C++ compiler)")
+    export.add_argument("--output", type=Path, required=True,
+                        help="the file to write (" + ", ".join(f"{s} for {f}" for f, s in SUFFIXES.items()) + ")")
+    export.add_argument("--precision", default=AS_TRAINED, choices=INFERENCE_PRECISIONS,
+                        help=f"{' or '.join(BF16_FORMATS)} only (the others are float32); default: as the model was "
+                             "trained, where bf16 is this CPU's fast path")
 
 
 def _run_export(args: argparse.Namespace) -> None:
@@ -560,9 +568,9 @@ def _run_export(args: argparse.Namespace) -> None:
     if args.output.suffix != SUFFIXES[args.format]:
         raise ValueError(f"--output {args.output}: a {args.format} file must end in {SUFFIXES[args.format]}")
     _check_writable(args.output.parent if str(args.output.parent) else Path("."), "--output")
-    check = export_and_check(args.model, args.output, args.format)
-    print(f"{args.output} written; checked on {check.slices} real slices against PyTorch: max |difference| "
-          f"{check.max_abs_difference:.2g} (output max {check.max_reference:.2g})")
+    check = export_and_check(args.model, args.output, args.format, precision=args.precision)
+    print(f"{args.output} written ({check.precision}); checked on {check.slices} real slices against PyTorch: "
+          f"max |difference| {check.max_abs_difference:.2g} (output max {check.max_reference:.2g})")
 
 
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:

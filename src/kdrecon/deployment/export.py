@@ -2,7 +2,9 @@
 
 The graph and its real-arithmetic data consistency are :mod:`kdrecon.models.export`; here the
 model is resolved by name or path, exported with its own mask, and its output on real slices is
-compared with PyTorch's network with the FFT data consistency.
+compared with PyTorch's network with the FFT data consistency, in the same precision: float32
+to :data:`FLOAT32_TOLERANCE` of the output's maximum, bf16 (an AOTInductor package on a CPU with
+native bf16) to :data:`BF16_TOLERANCE`, the size of bf16's rounding after five cascades.
 """
 
 from __future__ import annotations
@@ -16,11 +18,18 @@ import torch
 from kdrecon.data.dataset import load_sample
 from kdrecon.deployment.package import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
-from kdrecon.models.export import export_network, run_exported
+from kdrecon.models.cascade import use_matrix_consistency
+from kdrecon.models.export import BF16_FORMATS, export_network, run_exported
 from kdrecon.models.weights import WeightsInfo
 from kdrecon.mri.channels import COMPLEX_CHANNELS, to_channels
 from kdrecon.mri.fft import ifft2
 from kdrecon.mri.undersample import undersample
+from kdrecon.training.config import AS_TRAINED
+from kdrecon.training.fast_path import autocast, inference_precision
+
+#: Largest difference from PyTorch accepted, as a fraction of the output's maximum, per precision.
+FLOAT32_TOLERANCE = 1e-4
+BF16_TOLERANCE = 2e-2
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,7 @@ class ExportCheck:
     slices: int
     max_abs_difference: float
     max_reference: float
+    precision: str = "fp32"
 
 
 def check_slices(info: WeightsInfo, count: int) -> tuple[torch.Tensor, ...]:
@@ -52,23 +62,32 @@ def check_slices(info: WeightsInfo, count: int) -> tuple[torch.Tensor, ...]:
 
 
 def export_and_check(model: str | Path, output: Path, export_format: str, slices: int = 8,
-                     tolerance: float = 1e-4) -> ExportCheck:
+                     precision: str = AS_TRAINED) -> ExportCheck:
     """Export a deployable model (a shipped name, weights file, run or checkpoint) and check it on real
-    slices against PyTorch's own network with the FFT data consistency; a larger difference than
-    ``tolerance`` times the output's maximum is an error and leaves no file."""
+    slices against PyTorch's own network with the FFT data consistency; a larger difference than the
+    precision's tolerance is an error and leaves no file. ``precision`` applies to AOTInductor
+    (resolved as :func:`kdrecon.training.fast_path.inference_precision` does, from what the model
+    was trained in); the other formats are float32."""
     network, info = load_deployable(model)
+    cpu = torch.device("cpu")
+    if export_format in BF16_FORMATS:
+        precision = inference_precision(precision, info.provenance.get("precision"), cpu)
+    elif precision == AS_TRAINED:
+        precision = "fp32"
     inputs = check_slices(info, slices)
-    # The example batch is 2: torch.export specialises a batch of 1 to a constant.
-    export_network(network, mask_from_description(info.data["mask"]), output, export_format, tuple(t[:2] for t in inputs))
+    mask = mask_from_description(info.data["mask"])
+    # An AOTInductor package is compiled for batch 1 (one slice per call); torch.export specialises a
+    # batch of 1 to a constant, so the others get an example of 2.
+    example = tuple(t[: 1 if export_format in BF16_FORMATS else 2] for t in inputs)
+    export_network(network, mask, output, export_format, example, precision)
     exported = run_exported(output, export_format, inputs)
-    mask = torch.from_numpy(mask_from_description(info.data["mask"]))
-    with torch.no_grad():
-        reference = network(inputs[0], torch.complex(inputs[1], inputs[2]), mask).numpy()
-    check = ExportCheck(len(inputs[0]), float(np.abs(exported - reference).max()), float(np.abs(reference).max()))
+    use_matrix_consistency(network, False)  # the reference: the FFT form
+    with torch.no_grad(), autocast(cpu, precision):
+        reference = network(inputs[0], torch.complex(inputs[1], inputs[2]), torch.from_numpy(mask)).float().numpy()
+    check = ExportCheck(len(inputs[0]), float(np.abs(exported - reference).max()), float(np.abs(reference).max()), precision)
+    tolerance = BF16_TOLERANCE if precision == "bf16" else FLOAT32_TOLERANCE
     if not check.max_abs_difference <= tolerance * check.max_reference:
         Path(output).unlink(missing_ok=True)
         raise ValueError(f"{output}: the exported network differs from PyTorch's by {check.max_abs_difference:.3g} "
-                         f"(output max {check.max_reference:.3g}); nothing was kept")
+                         f"(output max {check.max_reference:.3g}, {precision}); nothing was kept")
     return check
-
-

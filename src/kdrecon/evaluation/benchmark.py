@@ -6,7 +6,8 @@
   consistency are left out: ``O(HW log HW)`` against the convolutions' ``O(HW·C²·9)``);
 * inference latency per slice at batch 1 and batch 16 — median over repeats after warm-up,
   with the device synchronised around each timed call — eager, and on CPU also deployed: the
-  network exported with its data consistency and run by ONNX Runtime;
+  network exported with its data consistency and run by ONNX Runtime, and (unless
+  ``compile=False``) compiled ahead of time by AOTInductor in the fast path's precision;
 * every pair that a ratio compares (fast/reference, student/teacher) timed in alternation,
   call by call, so that a machine whose speed drifts slows both sides alike;
 * training throughput (slices/s) of each stage kind — plain L1 training of the teacher, the
@@ -36,6 +37,7 @@ import platform
 import resource
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +56,7 @@ from kdrecon.distillation.losses import build_feature_loss
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model, count_parameters
 from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
-from kdrecon.models.export import export_network, inference_session
+from kdrecon.models.export import export_network, inference_session, load_ahead_of_time
 from kdrecon.training.config import DEFAULT_TEACHER_CACHE_GIB
 from kdrecon.training.fast_path import AUTO_LAYOUT, autocast, resolve_channels_last, resolve_precision
 from kdrecon.training.timing import interleaved_median_seconds, synchronise
@@ -306,7 +308,7 @@ def inference_seconds_per_slice(
     """Median seconds per slice of fresh ``teacher`` and ``student`` networks on the fast path
     (bf16, channels-last), the float32 NCHW reference and the deployed paths (:data:`DEPLOYED_PATHS`:
     the exported graph in ONNX Runtime on CPU; with ``compile``, ``torch.compile`` of the fast
-    path), keyed ``"{role}/{path}"``.
+    path and on CPU the exported graph compiled by AOTInductor), keyed ``"{role}/{path}"``.
 
     All are timed in alternation (:func:`interleaved_median_seconds`), so the student/teacher and
     path-to-path ratios are side by side, and with them the convolution peak (:class:`WithPeak`).
@@ -323,6 +325,10 @@ def inference_seconds_per_slice(
             compiled = compiled_call(name, batch, device) if compile else None
             if compiled is not None:
                 runs[f"{role}/{COMPILED}"] = compiled
+            ahead_of_time = (ahead_of_time_call(build_model(name), batch, Path(directory) / f"{role}.pt2")
+                             if compile and device.type == "cpu" else None)
+            if ahead_of_time is not None:
+                runs[f"{role}/{AHEAD_OF_TIME}"] = ahead_of_time
         runs |= convolution_peak_calls(device, data.image_shape[-1], resolve_precision("auto", device))
         measured = split_peak(interleaved_median_seconds(runs, device, repeats, warmup=3), data.image_shape[-1])
     return WithPeak({key: value / batch_size for key, value in measured.values.items()}, measured.peak_flops)
@@ -332,9 +338,12 @@ def inference_seconds_per_slice(
 DEPLOYED = "onnxruntime"
 #: ``torch.compile`` of the fast path's eager network.
 COMPILED = "compiled"
+#: The exported graph compiled ahead of time (AOTInductor) in the fast path's precision, on CPU.
+AHEAD_OF_TIME = "aot-inductor"
 #: The deployed paths of the benchmark's table, with their descriptions.
 DEPLOYED_PATHS = {DEPLOYED: "exported with data consistency, ONNX Runtime",
-                  COMPILED: "torch.compile of the fast path"}
+                  COMPILED: "torch.compile of the fast path",
+                  AHEAD_OF_TIME: "exported with data consistency, AOTInductor in the fast path's precision"}
 
 
 def compiled_call(name: str, batch: Batch, device: torch.device) -> Callable[[], None] | None:
@@ -355,6 +364,25 @@ def onnxruntime_call(model: nn.Module, batch: Batch, path: Path) -> Callable[[],
     session = inference_session(path)
     feed = {item.name: tensor.numpy() for item, tensor in zip(session.get_inputs(), inputs)}
     return lambda: session.run(None, feed)
+
+
+def ahead_of_time_call(model: nn.Module, batch: Batch, path: Path) -> Callable[[], None] | None:
+    """One call of ``model`` exported with its data consistency as an AOTInductor package for this batch
+    size, in the fast path's precision; ``None`` (and a warning) where it cannot be compiled."""
+    inputs = (batch.zero_filled.cpu(), batch.kspace.real.contiguous().cpu(), batch.kspace.imag.contiguous().cpu())
+    precision = resolve_precision("auto", torch.device("cpu"))
+    try:
+        export_network(model.eval(), batch.mask.cpu().numpy(), path, AHEAD_OF_TIME, inputs, precision)
+        package = load_ahead_of_time(path)
+    except Exception as error:  # no C++ compiler, an unsupported operator, ...
+        warnings.warn(f"AOTInductor unavailable ({type(error).__name__}: {str(error).splitlines()[0][:120]})", stacklevel=2)
+        return None
+
+    def run() -> None:
+        with torch.no_grad():
+            package(*inputs)
+
+    return run
 
 
 def peak_memory_bytes(device: torch.device) -> int:

@@ -1,4 +1,5 @@
-"""A cascade network with its data-consistency layer as a graph for other runtimes (ONNX, ``torch.export``).
+"""A cascade network with its data-consistency layer as a graph for other runtimes (ONNX,
+``torch.export``, and AOTInductor: the ``torch.export`` program compiled ahead of time for this CPU).
 
 Complex tensors cannot cross an ONNX graph's boundary and the FFT has no portable ONNX form
 (opset 17's ``DFT`` is slow at sizes such as 150 in ONNX Runtime), so the exported graph computes
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +57,10 @@ from kdrecon.models.cascade import CascadeNetwork
 from kdrecon.mri.channels import COMPLEX_CHANNELS
 from kdrecon.mri.consistency import dft_matrix, sampled_projection
 
-FORMATS = ("onnx", "torch-export")
-SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2"}
+FORMATS = ("onnx", "torch-export", "aot-inductor")
+SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "aot-inductor": ".pt2"}
+#: The formats that can hold a bf16 network (the others are float32).
+BF16_FORMATS = ("aot-inductor",)
 #: ONNX opset of the exported graphs (MatMul, Conv, Relu, Where: any runtime of the last years).
 OPSET = 17
 
@@ -187,13 +191,29 @@ def substitute_thin_convolutions(network: nn.Module) -> int:
     return replaced
 
 
-class ExportableNetwork(nn.Module):
-    """A cascade network whose data consistency runs in real arithmetic, with its mask built in."""
+class BlockInBfloat16(nn.Module):
+    """A block whose weights are bf16, its input cast to bf16 (what autocast does for its convolutions);
+    data consistency after it stays float32."""
 
-    def __init__(self, network: CascadeNetwork, mask: np.ndarray, image_channels: int = 1) -> None:
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block.to(torch.bfloat16)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.block(state.to(torch.bfloat16))
+
+
+class ExportableNetwork(nn.Module):
+    """A cascade network whose data consistency runs in real arithmetic, with its mask built in; with
+    ``precision="bf16"`` its blocks run in bf16 (:class:`BlockInBfloat16`)."""
+
+    def __init__(self, network: CascadeNetwork, mask: np.ndarray, image_channels: int = 1, precision: str = "fp32") -> None:
         super().__init__()
         self.network = copy.deepcopy(network).eval()
         substitute_thin_convolutions(self.network)
+        if precision == "bf16":
+            for index, block in enumerate(self.network.blocks):
+                self.network.blocks[index] = BlockInBfloat16(block)
         self.data_consistency = RealDataConsistency(mask, image_channels)
 
     def forward(self, zero_filled: torch.Tensor, kspace_real: torch.Tensor, kspace_imag: torch.Tensor) -> torch.Tensor:
@@ -202,24 +222,42 @@ class ExportableNetwork(nn.Module):
         return self.network.reconstruct(zero_filled, functools.partial(self.data_consistency, measured=measured))
 
 
-def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, export_format: str, example: tuple) -> None:
-    """Write ``network`` (with DC, ``mask`` built in) as ONNX or a ``torch.export`` program; ``example``
-    (``zero_filled``, ``kspace_real``, ``kspace_imag``, batch ≥ 2) fixes the image size."""
+def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, export_format: str, example: tuple,
+                   precision: str = "fp32") -> None:
+    """Write ``network`` (with DC, ``mask`` built in) as ONNX, a ``torch.export`` program or an
+    AOTInductor package; ``example`` (``zero_filled``, ``kspace_real``, ``kspace_imag``) fixes the image
+    size. ONNX and ``torch.export`` take any batch (give an example batch ≥ 2: ``torch.export``
+    specialises a batch of 1 to a constant); an AOTInductor package is compiled for the example's
+    batch (with a dynamic batch it ran slower), in ``precision`` (``fp32`` or ``bf16``)."""
     if export_format not in FORMATS:
-        raise ValueError(f"format {export_format!r}: choose {' or '.join(FORMATS)}")
-    exportable = ExportableNetwork(network, mask, image_channels=example[0].shape[1])
+        raise ValueError(f"format {export_format!r}: choose {', '.join(FORMATS)}")
+    if precision != "fp32" and export_format not in BF16_FORMATS:
+        raise ValueError(f"precision {precision}: a {export_format} export is float32; bf16 needs {' or '.join(BF16_FORMATS)}")
+    exportable = ExportableNetwork(network, mask, image_channels=example[0].shape[1], precision=precision)
     remove_debris(Path(output).parent, Path(output).name, recursive=False)  # of an interrupted export
     with atomic_path(Path(output)) as temporary:
         if export_format == "onnx":
             torch.onnx.export(exportable, example, str(temporary), input_names=["zero_filled", "kspace_real", "kspace_imag"],
                               output_names=["image"], opset_version=OPSET, dynamo=False,
                               dynamic_axes={name: {0: "batch"} for name in ("zero_filled", "kspace_real", "kspace_imag", "image")})
-        else:
+            return
+        named = temporary.with_name(temporary.name + SUFFIXES[export_format])  # torch.export.save wants .pt2
+        if export_format == "torch-export":
             batch = torch.export.Dim("batch", min=1)
-            program = torch.export.export(exportable, example, dynamic_shapes=({0: batch}, {0: batch}, {0: batch}))
-            named = temporary.with_name(temporary.name + SUFFIXES[export_format])  # torch.export.save wants .pt2
-            torch.export.save(program, str(named))
-            named.replace(temporary)
+            torch.export.save(torch.export.export(exportable, example, dynamic_shapes=({0: batch}, {0: batch}, {0: batch})), str(named))
+        else:
+            _compile_ahead_of_time(exportable, example, named)
+        named.replace(temporary)
+
+
+def _compile_ahead_of_time(exportable: ExportableNetwork, example: tuple, path: Path) -> None:
+    """The AOTInductor package of ``exportable`` for ``example``'s shapes, its weights frozen in (which lets
+    inductor fuse each convolution with its ReLU and pre-pack the weights for oneDNN)."""
+    from torch import _inductor  # AOTInductor's entry points (PyTorch's documented API lives here)
+
+    with torch.no_grad():
+        program = torch.export.export(exportable, example)
+        _inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs={"freezing": True})
 
 
 def inference_session(path: Path):
@@ -236,11 +274,23 @@ def inference_session(path: Path):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def load_ahead_of_time(path: Path) -> Callable[..., torch.Tensor]:
+    """An AOTInductor package, callable as the network: ``package(zero_filled, kspace_real, kspace_imag)``."""
+    from torch import _inductor
+
+    return _inductor.aoti_load_package(str(path))
+
+
 def run_exported(path: Path, export_format: str, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
-    """The exported network's output: ONNX Runtime for ONNX, the loaded program for ``torch.export``."""
+    """The exported network's output: ONNX Runtime for ONNX, the loaded program for ``torch.export``,
+    the loaded package for AOTInductor (compiled for batch 1: fed one slice at a time)."""
     if export_format == "onnx":
         session = inference_session(path)
         names = [i.name for i in session.get_inputs()]
         return session.run(None, {name: tensor.numpy() for name, tensor in zip(names, inputs)})[0]
     with torch.no_grad():
-        return torch.export.load(str(path)).module()(*inputs).numpy()
+        if export_format == "torch-export":
+            return torch.export.load(str(path)).module()(*inputs).numpy()
+        package = load_ahead_of_time(path)
+        return np.concatenate([package(*(t[start : start + 1] for t in inputs)).float().numpy()
+                               for start in range(len(inputs[0]))])
