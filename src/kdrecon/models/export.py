@@ -93,6 +93,8 @@ class RealDataConsistency(nn.Module):
         # The inverse transform of the sampled k-space, W̄_H[:, R] and W̄_W[Q, :], for measured().
         self._register_complex("inverse_rows", transform_h[rows].conj().T)
         self._register_complex("inverse_columns", transform_w[:, columns].conj().T)
+        height, width = mask.shape  # multiply-adds of W̄_H[:, R] (k₀ W̄_W[Q, :]) against (W̄_H[:, R] k₀) W̄_W[Q, :]
+        self.columns_first = len(rows) * width * (len(columns) + height) < height * len(columns) * (len(rows) + width)
         rows_projection = sampled_projection(mask.shape[0], rows)  # A_H
         if self.line_mask:
             complement = np.eye(mask.shape[0]) - rows_projection
@@ -109,10 +111,15 @@ class RealDataConsistency(nn.Module):
 
     def measured(self, kspace_real: torch.Tensor, kspace_imag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``F⁻¹ k₀ = W̄_H[:, R] k₀[R, Q] W̄_W[Q, :]`` as ``(real, imaginary)`` ``(B, H, W)``; samples of
-        the k-space outside the mask are not read."""
+        the k-space outside the mask are not read. The two products go in the cheaper order: for a
+        line mask (``|R| < H``, ``Q`` every column) the columns' transform first, on the sampled rows
+        only, which halves the work of taking the rows' first."""
         sampled = [part.index_select(-2, self.rows).index_select(-1, self.columns) for part in (kspace_real, kspace_imag)]
-        left = _complex_product((self.inverse_rows_real, self.inverse_rows_imag), sampled)
-        return _complex_product(left, (self.inverse_columns_real, self.inverse_columns_imag))
+        inverse_rows = (self.inverse_rows_real, self.inverse_rows_imag)
+        inverse_columns = (self.inverse_columns_real, self.inverse_columns_imag)
+        if self.columns_first:
+            return _complex_product(inverse_rows, _complex_product(sampled, inverse_columns))
+        return _complex_product(_complex_product(inverse_rows, sampled), inverse_columns)
 
     def forward(self, image: torch.Tensor, measured: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """``image`` ``(B, C, H, W)`` made consistent with ``measured`` (from :meth:`measured`) under the
