@@ -104,7 +104,23 @@ def test_experiment_estimate_costs_every_stage_from_its_kind(tiny_overrides, tmp
     distillation = next(s for s in estimate.stages if s.role == "std-kd")
     cost = estimate.costs[distillation.cost]
     assert cost.cache > 0 and distillation.epochs == 1 + 2  # feature stage, then the distillation
-    assert estimate.total_seconds == sum(seconds for _, _, seconds in estimate.by_role())
+
+
+def test_a_stage_costs_what_the_formula_says_by_hand(tiny_overrides):
+    from kdrecon.experiment.config import load_experiment
+    from kdrecon.experiment.estimate import MeasuredCost, stage_seconds
+    from kdrecon.experiment.stages import build_stages
+
+    config = load_experiment("demo", {**tiny_overrides, "procedure": "two-stage"})
+    stages = {stage.role: stage for stage in build_stages(config)}
+    cost = MeasuredCost(step=2.0, cache=5.0, validation=3.0, scores=7.0)
+    batch = stages["std-kd"].config["optimization"]["batch_size"]
+    # 10 training slices in ceil(10 / B) steps per epoch; a two-stage distillation: 1 feature epoch
+    # and 2 more, each validated, two teacher caches (one per run), then one evaluation.
+    steps = -(-10 // batch)
+    assert stage_seconds(stages["std-kd"], cost, 10) == 3 * (steps * 2.0 + 3.0) + 2 * 5.0 + 3.0 + 7.0
+    teacher_epochs = stages["teacher"].config["optimization"]["epochs"]
+    assert stage_seconds(stages["teacher"], cost, 10) == teacher_epochs * (steps * 2.0 + 3.0) + 3.0 + 7.0
 
 
 def test_bench_experiment_writes_the_estimate(tiny_dataset, tmp_path):

@@ -4,7 +4,6 @@ distillation path and evaluation on the magnitude."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np

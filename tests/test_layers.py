@@ -16,19 +16,45 @@ def layer_of(module: str) -> int | None:
     return ORDER.index(parts[1]) if parts[1] in ORDER else None
 
 
+def imported_modules(node: ast.AST, package: list[str]) -> list[str]:
+    """The absolute names an import statement brings in; relative imports resolved against ``package``
+    (the importing module's package), and ``from kdrecon import x`` read as importing ``kdrecon.x``."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = package[: len(package) - node.level + 1] if node.level else []
+    module = ".".join(base + ([node.module] if node.module else []))
+    return [module] + [f"{module}.{alias.name}" for alias in node.names]
+
+
+def test_every_package_has_a_layer():
+    root = Path(kdrecon.__file__).parent
+    packages = {path.parent.name for path in root.glob("*/__init__.py")} | {path.stem for path in root.glob("*.py")}
+    assert packages - {"__init__", "__main__"} <= set(ORDER), sorted(packages - set(ORDER))
+
+
 def test_no_module_imports_a_higher_layer():
     root = Path(kdrecon.__file__).parent
     violations = []
     for path in root.rglob("*.py"):
-        own = layer_of("kdrecon." + ".".join(path.relative_to(root).with_suffix("").parts))
+        parts = ["kdrecon", *path.relative_to(root).with_suffix("").parts]
+        own = layer_of(".".join(parts))
         if own is None:
             continue
+        package = parts if path.name == "__init__.py" else parts[:-1]
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
+            for name in imported_modules(node, package):
                 imported = layer_of(name)
                 if imported is not None and imported > own:
                     violations.append(f"{path.relative_to(root)} imports {name}")
+        source = path.read_text()
+        assert "import_module(" not in source and "__import__(" not in source, f"{path}: imports by name escape this test"
     assert not violations, violations
+
+
+def test_the_import_reader_resolves_relative_and_package_imports():
+    statement = ast.parse("from ..cli import main\nfrom kdrecon import report").body
+    assert imported_modules(statement[0], ["kdrecon", "training", "losses"])[0] == "kdrecon.training.cli"
+    assert imported_modules(statement[0], ["kdrecon", "training"])[0] == "kdrecon.cli"
+    assert "kdrecon.report" in imported_modules(statement[1], ["kdrecon", "data"])

@@ -19,70 +19,81 @@ if TYPE_CHECKING:  # the CLI imports its commands' modules lazily, so that --hel
     from kdrecon.data.volume import Volume
 
 
+def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
+    """The options every source of ``kdrecon prepare`` takes; defaults are :class:`PrepareOptions`'s."""
+    from kdrecon.data.prepare import PrepareOptions
+    from kdrecon.data.task import RECONSTRUCTION, TASKS
+
+    defaults = PrepareOptions()
+    parser.add_argument("output", type=Path, help="new dataset directory")
+    parser.add_argument(
+        "--task", choices=TASKS, default=RECONSTRUCTION,
+        help="reconstruction (undersampled lines) or super-resolution (central 1/r of k-space per axis)",
+    )
+    parser.add_argument(
+        "--acceleration", action="append",
+        help=f"e.g. 4x (repeat for several; default {', '.join(defaults.accelerations)}); for super-resolution the factor per axis",
+    )
+    parser.add_argument(
+        "--crop", type=int, help=f"centre crop size in pixels, 0 for none (default {defaults.crop}; super-resolution: none)"
+    )
+    parser.add_argument(
+        "--mask", help=f"papers | recipe | random | equispaced | PATH.npy (default {defaults.mask}; not for super-resolution)"
+    )
+    parser.add_argument("--mask-seed", type=int, default=defaults.mask_seed)
+    parser.add_argument("--center-fraction", type=float, default=defaults.center_fraction, help="for random/equispaced masks")
+    parser.add_argument("--validation-subjects", nargs="+", default=(), metavar="SUBJECT")
+    parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
+
+
 def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     prepare = subparsers.add_parser("prepare", help="prepare a dataset directory from real data")
     formats = prepare.add_subparsers(dest="format", required=True, metavar="FORMAT")
 
-    from kdrecon.data.image import IMAGE_KINDS, MAGNITUDE
-    from kdrecon.data.task import RECONSTRUCTION, TASKS
-
-    def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("output", type=Path, help="new dataset directory")
-        parser.add_argument(
-            "--task", choices=TASKS, default=RECONSTRUCTION,
-            help="reconstruction (undersampled lines) or super-resolution (central 1/r of k-space per axis)",
-        )
-        parser.add_argument(
-            "--acceleration", action="append",
-            help="e.g. 4x (repeat for several; default 4x); for super-resolution the factor per axis",
-        )
-        parser.add_argument(
-            "--crop", type=int, help="centre crop size in pixels, 0 for none (default 150; super-resolution: none)"
-        )
-        parser.add_argument(
-            "--mask", help="papers | recipe | random | equispaced | PATH.npy (default papers; not for super-resolution)"
-        )
-        parser.add_argument("--mask-seed", type=int, default=42)
-        parser.add_argument("--center-fraction", type=float, default=0.08, help="for random/equispaced masks")
-        parser.add_argument("--validation-subjects", nargs="+", default=(), metavar="SUBJECT")
-        parser.add_argument("--validation-fraction", type=float, default=0.25)
-
     sunnybrook = formats.add_parser("sunnybrook", help="Sunnybrook SCD*.npz subject files")
     sunnybrook.add_argument("source", type=Path)
     sunnybrook.add_argument("--phases", type=int, nargs="+", help="cardiac phases to keep (default all)")
-    common(sunnybrook)
+    _add_prepare_options(sunnybrook)
 
     nifti = formats.add_parser("nifti", help="NIfTI volumes (.nii/.nii.gz), a file or a directory")
     nifti.add_argument("source", type=Path)
     nifti.add_argument("--slice-axis", type=int, default=-1)
     nifti.add_argument("--subject-pattern", help="regex with one group taken from the file name as the subject")
     nifti.add_argument("--exclude-pattern", help=r"regex of file names to skip, e.g. '_gt\.nii' (ACDC labels)")
-    common(nifti)
+    _add_prepare_options(nifti)
 
     dicom = formats.add_parser("dicom", help="a directory of DICOM files")
     dicom.add_argument("source", type=Path)
-    common(dicom)
-
-    fastmri = formats.add_parser("fastmri", help="fastMRI single-coil h5 files")
-    fastmri.add_argument("source", type=Path)
-    fastmri.add_argument("--image-source", choices=("reconstruction", "kspace"), default="reconstruction")
-    fastmri.add_argument("--image", choices=IMAGE_KINDS, default=MAGNITUDE,
-                         help="complex: keep the phase of the kspace image (with --image-source kspace)")
-    common(fastmri)
-    fastmri.set_defaults(crop=0)
-
-    kspace = formats.add_parser("kspace", help="a scanner's fully sampled complex k-space as .npy (lines, coils, readout): "
-                                "complex images, one volume per coil")
-    kspace.add_argument("source", type=Path, help="a .npy file or a directory of them")
-    kspace.add_argument("--readout-oversampling", type=int, default=2, help="kept: the central 1/N of the readout")
-    common(kspace)
-    kspace.set_defaults(crop=0, mask="equispaced")
+    _add_prepare_options(dicom)
+    _add_prepare_raw_sources(formats)
 
     papers = formats.add_parser("papers-h5", help="existing files in the papers' h5 layout (read in place)")
     papers.add_argument("output", type=Path, help="new dataset directory (holds only a manifest and masks)")
     papers.add_argument("--train", type=Path, required=True, help="directory of training .h5 files")
     papers.add_argument("--validation", type=Path, required=True, help="directory of validation .h5 files")
     papers.add_argument("--mask", action="append", required=True, metavar="ACC=PATH", help="e.g. 4x=mask_4x.npy")
+
+
+def _add_prepare_raw_sources(formats: argparse._SubParsersAction) -> None:
+    """``prepare fastmri`` and ``prepare kspace``: sources that can hold k-space."""
+    from kdrecon.data.image import IMAGE_KINDS, MAGNITUDE
+    from kdrecon.data.sources import raw_kspace
+
+    fastmri = formats.add_parser("fastmri", help="fastMRI single-coil h5 files")
+    fastmri.add_argument("source", type=Path)
+    fastmri.add_argument("--image-source", choices=("reconstruction", "kspace"), default="reconstruction")
+    fastmri.add_argument("--image", choices=IMAGE_KINDS, default=MAGNITUDE,
+                         help="complex: keep the phase of the kspace image (with --image-source kspace)")
+    _add_prepare_options(fastmri)
+    fastmri.set_defaults(crop=0)
+
+    kspace = formats.add_parser("kspace", help="a scanner's fully sampled complex k-space as .npy (lines, coils, readout): "
+                                "complex images, one volume per coil")
+    kspace.add_argument("source", type=Path, help="a .npy file or a directory of them")
+    kspace.add_argument("--readout-oversampling", type=int, default=raw_kspace.READOUT_OVERSAMPLING,
+                        help="kept: the central 1/N of the readout")
+    _add_prepare_options(kspace)
+    kspace.set_defaults(crop=0, mask="equispaced")
 
 
 def _register_papers_h5(args: argparse.Namespace) -> None:
@@ -315,8 +326,9 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> None:
     from kdrecon.evaluation.evaluate import MODEL, evaluate, format_table, metrics_key
+    from kdrecon.report.run_layout import EVALUATION
 
-    output = args.output or (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent) / "evaluation"
+    output = args.output or (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent) / EVALUATION
     _check_writable(output, "--output")
     result = evaluate(args.checkpoint, output, args.dataset, args.split, args.acceleration, args.device, args.which,
                       args.precision)
@@ -332,15 +344,18 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser("bench", help="measure speed: parameters, MACs, latency, training throughput")
+    from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRAINING_BATCH_SIZE, TRAINING_STEPS
     from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 
     bench.add_argument("--teacher", default=DEFAULT_TEACHER, help=f"any network, e.g. {_model_names()}")
     bench.add_argument("--student", default=DEFAULT_STUDENT)
-    bench.add_argument("--size", type=int, default=150, help="image size (a centre crop of the sample; default 150)")
+    bench.add_argument("--size", type=int, default=IMAGE_SIZE,
+                       help=f"image size (a centre crop of the sample; default {IMAGE_SIZE})")
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    bench.add_argument("--steps", type=int, default=8, help="timed training steps per measurement")
-    bench.add_argument("--batch-size", type=int, default=4, help="slices per training step (default 4, the papers')")
-    bench.add_argument("--repeats", type=int, default=10, help="timed inference calls per measurement")
+    bench.add_argument("--steps", type=int, default=TRAINING_STEPS, help="timed training steps per measurement")
+    bench.add_argument("--batch-size", type=int, default=TRAINING_BATCH_SIZE,
+                       help=f"slices per training step (default {TRAINING_BATCH_SIZE}, the papers')")
+    bench.add_argument("--repeats", type=int, default=INFERENCE_REPEATS, help="timed inference calls per measurement")
     bench.add_argument("--output", type=Path, default=Path("bench"), help="directory for bench.json and bench.md")
     bench.add_argument("--experiment", metavar="PRESET_OR_YAML",
                        help="instead: estimate how long this experiment takes here, from its stages' measured costs "
@@ -483,7 +498,9 @@ def _run_run(args: argparse.Namespace) -> None:
     if manifest is None:
         print(f"stage(s) {', '.join(args.only)} complete in {run_dir}")
     elif not args.no_report:
-        print(f"experiment complete; report: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+        from kdrecon.report.run_layout import REPORT_HTML, REPORT_MARKDOWN
+
+        print(f"experiment complete; report: {run_dir / REPORT_MARKDOWN} and {run_dir / REPORT_HTML}")
 
 
 def _add_report(subparsers: argparse._SubParsersAction) -> None:
@@ -493,8 +510,9 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_report(args: argparse.Namespace) -> None:
     from kdrecon.report.build import build_report
+    from kdrecon.report.run_layout import REPORT_HTML
 
-    print(f"report written: {build_report(args.run_dir)} and {args.run_dir / 'report.html'}")
+    print(f"report written: {build_report(args.run_dir)} and {args.run_dir / REPORT_HTML}")
 
 
 def _add_models(subparsers: argparse._SubParsersAction) -> None:
@@ -513,6 +531,7 @@ def _run_models(args: argparse.Namespace) -> None:
 
 
 def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
+    from kdrecon.data.sources.raw_kspace import READOUT_OVERSAMPLING
     from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 
     reconstruct = subparsers.add_parser(
@@ -524,7 +543,7 @@ def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
     reconstruct.add_argument("--mask", help="for images of another size than the model's mask: recipe | random | equispaced | PATH.npy")
     reconstruct.add_argument("--batch-size", type=int, help="slices per forward pass (default: the device's)")
     reconstruct.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    reconstruct.add_argument("--readout-oversampling", type=int, default=2,
+    reconstruct.add_argument("--readout-oversampling", type=int, default=READOUT_OVERSAMPLING,
                              help="raw .npy k-space: the central 1/N of the readout is kept (as prepare kspace)")
     reconstruct.add_argument("--precision", default=AS_TRAINED, choices=INFERENCE_PRECISIONS,
                              help="default: bf16 if the model was trained in bf16 and bf16 is this device's fast path "
@@ -574,7 +593,7 @@ def _run_export(args: argparse.Namespace) -> None:
 
 
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser("demo", help="the 'demo' experiment on the embedded sample (3-5 min on 2 CPU cores)")
+    demo = subparsers.add_parser("demo", help="the 'demo' experiment on the embedded sample (minutes on a laptop CPU; README: Timings)")
     demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any experiment key")
     demo.add_argument("--rerun", action="store_true", help=RERUN_HELP)

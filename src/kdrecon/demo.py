@@ -15,6 +15,7 @@ from kdrecon.experiment.config import load_experiment
 from kdrecon.experiment.runner import run_experiment
 from kdrecon.report.build import summary_rows
 from kdrecon.report.results import load_results
+from kdrecon.report.run_layout import REPORT_HTML, REPORT_MARKDOWN
 
 
 def run_demo(run_dir: Path, overrides: dict[str, Any] | None = None, progress: bool = True,
@@ -29,5 +30,5 @@ def run_demo(run_dir: Path, overrides: dict[str, Any] | None = None, progress: b
     results = load_results(run_dir)
     table = summary_rows(results)
     print(format_table(table))
-    print(f"claims, with their verdicts over seeds: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+    print(f"claims, with their verdicts over seeds: {run_dir / REPORT_MARKDOWN} and {run_dir / REPORT_HTML}")
     return table

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,8 @@ import torch
 from kdrecon.data import layout
 from kdrecon.data.image import COMPLEX, MAGNITUDE, check_image_kind, image_kind_of
 from kdrecon.data.integrity import check_mask, check_volume
-from kdrecon.data.prepare import MANIFEST, PrepareOptions, prepare_volume
+from kdrecon.data.package_files import package_resource
+from kdrecon.data.prepare import MANIFEST, MASK_SEED, PrepareOptions, prepare_volume
 from kdrecon.data.sources import sunnybrook
 from kdrecon.data.task import RECONSTRUCTION, SAMPLE_SUPER_RESOLUTION_SIZE, SUPER_RESOLUTION, check_task, task_of
 from kdrecon.mri.channels import to_channels
@@ -133,10 +133,10 @@ def _stack(volumes: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], mask: 
 
 def sample_directory() -> Path:
     """Where the embedded Sunnybrook sample is installed."""
-    return Path(str(resources.files("kdrecon") / "resources" / "sunnybrook_sample"))
+    return package_resource("sunnybrook_sample")
 
 
-def load_sample(split: str, acceleration: str = "4x", mask_kind: str = "papers", mask_seed: int = 42,
+def load_sample(split: str, acceleration: str = "4x", mask_kind: str = "papers", mask_seed: int = MASK_SEED,
                 task: str = RECONSTRUCTION) -> SliceData:
     """The embedded real sample, prepared in memory like ``kdrecon prepare sunnybrook``.
 

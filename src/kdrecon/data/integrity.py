@@ -34,7 +34,9 @@ from kdrecon.data.task import SUPER_RESOLUTION, factor_of
 
 #: Relative tolerances of :func:`check_volume` (see the module docstring).
 OUTSIDE_MASK, KSPACE_AGREEMENT, ZERO_FILLED_AGREEMENT = 1e-6, 1e-4, 1e-4
-#: How far ``H / sampled rows`` of a line mask may be from its acceleration label, relatively.
+#: How far ``H / sampled rows`` of a line mask may be from its acceleration label, relatively (a
+#: mask with a fully sampled centre is accelerated less than its nominal factor); also how far an
+#: acquisition's may be from a model's (:mod:`kdrecon.deployment.reconstruct`).
 ACCELERATION_TOLERANCE = 0.25
 
 

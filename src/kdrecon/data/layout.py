@@ -39,8 +39,12 @@ def zero_filled_key(acceleration: str) -> str:
     return f"img_volus_{acceleration}"
 
 
+#: Prefix of a papers'-layout file's k-space keys, one per acceleration (``kspace_volus_4x``).
+KSPACE_PREFIX = "kspace_volus_"
+
+
 def kspace_key(acceleration: str) -> str:
-    return f"kspace_volus_{acceleration}"
+    return f"{KSPACE_PREFIX}{acceleration}"
 
 
 def parse_acceleration(text: str) -> str:
@@ -191,7 +195,7 @@ def _slices_first(array: np.ndarray, dtype: type) -> np.ndarray:
 def volume_accelerations(path: Path) -> list[str]:
     """Accelerations stored in a papers'-layout file, e.g. ``["4x", "5x"]``."""
     with h5py.File(path, "r") as file:
-        return sorted(key.removeprefix("kspace_volus_") for key in file if key.startswith("kspace_volus_"))
+        return sorted(key.removeprefix(KSPACE_PREFIX) for key in file if key.startswith(KSPACE_PREFIX))
 
 
 def write_reconstruction(path: Path, reconstruction: np.ndarray) -> None:

@@ -20,7 +20,6 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 from kdrecon.data import layout
 from kdrecon.data import image as image_kinds
 from kdrecon.data.integrity import check_mask, check_volume
+from kdrecon.data.package_files import package_resource
 from kdrecon.data.task import MANIFEST_KEY, RECONSTRUCTION, SUPER_RESOLUTION, TASKS, factor_of
 from kdrecon.data.volume import Volume
 from kdrecon.mri import masks as mask_generators
@@ -46,7 +46,7 @@ LOW_PASS = "low-pass"
 def papers_mask_file(size: int, acceleration: str) -> Path:
     """Path of the papers' fixed mask embedded in the package (cardiac 150², brain 240²)."""
     anatomy = {150: "cardiac", 240: "brain"}.get(size)
-    path = resources.files("kdrecon") / "resources" / "masks" / str(anatomy) / f"mask_{acceleration}.npy"
+    path = package_resource("masks", str(anatomy), f"mask_{acceleration}.npy")
     if anatomy is None or not path.is_file():
         raise ValueError(
             f"no papers' mask for {acceleration} at {size}×{size} (they exist for 150 and 240, 4x and 5x): "
@@ -55,12 +55,17 @@ def papers_mask_file(size: int, acceleration: str) -> Path:
     return Path(str(path))
 
 
+#: The seed of generated masks and the fully sampled centre of fastMRI's random and equispaced ones,
+#: when not given.
+MASK_SEED, CENTER_FRACTION = 42, 0.08
+
+
 def make_mask(
     kind: str,
     acceleration: str,
     shape: tuple[int, int],
-    seed: int = 42,
-    center_fraction: float = 0.08,
+    seed: int = MASK_SEED,
+    center_fraction: float = CENTER_FRACTION,
 ) -> np.ndarray:
     """Build an un-centred ``(H, W)`` float32 mask of the given kind for one acceleration.
 
@@ -159,8 +164,8 @@ class PrepareOptions:
     accelerations: Sequence[str] = ("4x",)
     crop: int | None = 150
     mask: str = "papers"
-    mask_seed: int = 42
-    center_fraction: float = 0.08
+    mask_seed: int = MASK_SEED
+    center_fraction: float = CENTER_FRACTION
     validation_subjects: Sequence[str] = ()
     validation_fraction: float = 0.25
     source: str = "unknown"

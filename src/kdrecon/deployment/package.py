@@ -23,10 +23,9 @@ import numpy as np
 from torch import nn
 
 from kdrecon.data.dataset import load_split
-from kdrecon.data.image import MAGNITUDE
-from kdrecon.data.task import RECONSTRUCTION
 from kdrecon.models.weights import WeightsInfo, save_weights
 from kdrecon.training.checkpoint import load_model, resolve_checkpoint
+from kdrecon.training.config import trained_on
 
 #: How every network is fed: each slice scaled to max 1 (the papers' recipe), rescaled on output.
 NORMALISATION = "each slice divided by its maximum magnitude; the output multiplied back"
@@ -54,14 +53,12 @@ def describe_run(run_or_checkpoint: Path) -> tuple[nn.Module, WeightsInfo]:
     The mask and image size are read from the dataset it was trained on, which must still exist.
     """
     model, payload = load_model(run_or_checkpoint)
-    trained_on = payload.get("config", {}).get("data", {})
-    task = trained_on.get("task", RECONSTRUCTION)
-    image = trained_on.get("image", MAGNITUDE)
-    data = load_split(trained_on.get("dataset", "sample"), "validation", trained_on.get("acceleration", "4x"), task, image)
-    description = {"task": task, "image": image, "acceleration": data.acceleration, "image_shape": list(data.image_shape),
-                   "mask": describe_mask(data.mask.numpy()), "normalisation": NORMALISATION}
+    recorded = trained_on(payload)
+    data = load_split(recorded.dataset, "validation", recorded.acceleration, recorded.task, recorded.image)
+    description = {"task": recorded.task, "image": recorded.image, "acceleration": data.acceleration,
+                   "image_shape": list(data.image_shape), "mask": describe_mask(data.mask.numpy()), "normalisation": NORMALISATION}
     source = {"checkpoint": str(resolve_checkpoint(run_or_checkpoint)), "best_epoch": payload.get("best_epoch"),
-              "seed": payload.get("config", {}).get("seed"), "dataset": str(trained_on.get("dataset", "sample")),
+              "seed": payload.get("config", {}).get("seed"), "dataset": recorded.dataset,
               "precision": payload.get("precision")}
     return model, WeightsInfo(Path(run_or_checkpoint), payload["model"], description, source)
 

@@ -53,6 +53,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdrecon.data import layout
+from kdrecon.data.integrity import ACCELERATION_TOLERANCE
 from kdrecon.data.prepare import make_mask
 from kdrecon.data.sources import fastmri, raw_kspace
 from kdrecon.data.task import SUPER_RESOLUTION, factor_of
@@ -72,9 +73,6 @@ from kdrecon.training.trainer import prepare_module, resolve_device
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 H5_SUFFIX = ".h5"
 RAW_KSPACE_SUFFIX = raw_kspace.SUFFIX
-#: How far an acquisition's acceleration may be from the model's (relative): a line mask with a
-#: fully sampled centre is accelerated less than its nominal factor.
-ACCELERATION_TOLERANCE = 0.25
 #: The dataset that marks a fastMRI single-coil file (papers' files hold ``kspace_volus_{acc}``).
 FASTMRI_KSPACE = "kspace"
 
@@ -164,7 +162,8 @@ class Reconstructor:
     def measured(self, slices: AcquiredSlices, acceleration: float | None = None) -> np.ndarray:
         """Reconstruct k-space acquired with its own mask, each slice scaled to a zero-filled maximum of 1
         and back. ``acceleration``: the acquisition's stated one, else lines / sampled lines, which a
-        fully sampled centre makes lower than the nominal one; it must be within 25 % of the model's."""
+        fully sampled centre makes lower than the nominal one; it must be within ACCELERATION_TOLERANCE of the
+        model's (relative)."""
         if self.info.data["task"] == SUPER_RESOLUTION:
             raise ValueError("a super-resolution model cannot reconstruct undersampled k-space")
         if not self.is_complex:
@@ -335,7 +334,7 @@ class Reconstructions:
 
 
 def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_size: int | None = None, device: str = "auto",
-                      mask_kind: str | None = None, progress: bool = True, readout_oversampling: int = 2,
+                      mask_kind: str | None = None, progress: bool = True, readout_oversampling: int = raw_kspace.READOUT_OVERSAMPLING,
                       precision: str = AS_TRAINED) -> Reconstructions:
     """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files
     written and the precision the network ran in.

@@ -12,13 +12,13 @@ Example:
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
+from kdrecon.data.package_files import package_resource
 from kdrecon.models.weights import SUFFIX
 
 #: Where shipped models live in the installed package.
-SHIPPED_DIRECTORY = Path(str(resources.files("kdrecon") / "resources" / "models"))
+SHIPPED_DIRECTORY = package_resource("models")
 CARD_SUFFIX = ".md"
 
 

@@ -49,15 +49,16 @@ import torch
 from torch import nn
 
 from kdrecon.data.dataset import Batch, SliceData, load_sample
-from kdrecon.data.layout import kspace_key, write_volume, zero_filled_key
+from kdrecon.data.layout import TARGET_KEY, kspace_key, write_volume, zero_filled_key
 from kdrecon.distillation.distiller import Distiller, LossWeights, TeacherSignals
 from kdrecon.distillation.layer_pairs import default_layer_pairs, feature_channels
-from kdrecon.distillation.losses import build_feature_loss
+from kdrecon.distillation.losses import DEFAULT_METHOD, build_feature_loss
+from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRAINING_BATCH_SIZE, TRAINING_STEPS
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model, count_parameters
 from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 from kdrecon.models.export import export_network, inference_session, load_ahead_of_time
-from kdrecon.training.config import DEFAULT_TEACHER_CACHE_GIB
+from kdrecon.training.config import DEFAULT_TEACHER_CACHE_GIB, OptimizationConfig
 from kdrecon.training.fast_path import AUTO_LAYOUT, autocast, resolve_channels_last, resolve_precision
 from kdrecon.training.timing import interleaved_median_seconds, synchronise
 from kdrecon.training.trainer import ReconstructionObjective, compile_forward, prepare_module, resolve_device
@@ -157,7 +158,7 @@ class PerItemH5Slices:
     def _item(self, item: tuple[Path, int]) -> tuple[torch.Tensor, ...]:
         path, index = item
         with h5py.File(path, "r") as file:  # reopened for every item, slices on the last axis
-            target = file["volfs"][:, :, index]
+            target = file[TARGET_KEY][:, :, index]
             zero_filled = file[zero_filled_key(self.acceleration)][:, :, index]
             kspace = file[kspace_key(self.acceleration)][:, :, index]
         mask = np.load(self.mask_file)  # reloaded for every item
@@ -195,9 +196,9 @@ def _objective(kind: str, teacher: str, student: str, device: torch.device, chan
         return StudentFriendlyObjective(prepare_module(model, device, channels_last, plain=reference))
     teacher_model = prepare_module(build_model(teacher, **options), device, channels_last, plain=reference)
     student_model = prepare_module(build_model(student, **options), device, channels_last, plain=reference)
-    teacher_layers, student_layers = default_layer_pairs("at", teacher_model, student_model)
+    teacher_layers, student_layers = default_layer_pairs(DEFAULT_METHOD, teacher_model, student_model)
     loss = build_feature_loss(
-        "at", feature_channels(student_model, student_layers), feature_channels(teacher_model, teacher_layers)
+        DEFAULT_METHOD, feature_channels(student_model, student_layers), feature_channels(teacher_model, teacher_layers)
     ).to(device)
     weights = LossWeights(0.0, 0.0, loss.default_weight)  # KD-MRI's feature stage
     if reference:
@@ -242,7 +243,7 @@ def training_step(
         synchronise(device)
         cache_seconds = time.perf_counter() - started
     parameters = [p for m in objective.modules().values() for p in m.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(parameters, lr=1e-4)
+    optimizer = torch.optim.Adam(parameters, lr=OptimizationConfig().learning_rate)
     for module in objective.modules().values():
         module.train()
 
@@ -268,7 +269,7 @@ def training_step(
 
 def training_throughput(
     kind: str, teacher: str, student: str, data: SliceData, h5_slices: PerItemH5Slices,
-    device: torch.device, steps: int, batch_size: int = 4,
+    device: torch.device, steps: int, batch_size: int = TRAINING_BATCH_SIZE,
 ) -> WithPeak:
     """Training slices per second of stage ``kind``, as an epoch over ``data`` would see it, on
     the fast path and on the reference (``h5_slices``: float32, NCHW, per-item h5 reads,
@@ -395,13 +396,13 @@ def peak_memory_bytes(device: torch.device) -> int:
 def run_benchmark(
     teacher: str = DEFAULT_TEACHER,
     student: str = DEFAULT_STUDENT,
-    size: int = 150,
+    size: int = IMAGE_SIZE,
     device: str = "auto",
-    steps: int = 8,
-    repeats: int = 10,
+    steps: int = TRAINING_STEPS,
+    repeats: int = INFERENCE_REPEATS,
     progress: Callable[[str], None] = lambda message: None,
     compile: bool = True,
-    training_batch_size: int = 4,
+    training_batch_size: int = TRAINING_BATCH_SIZE,
 ) -> dict[str, Any]:
     """Measure everything listed in the module docstring; returns plain data (see :func:`format_markdown`).
 
@@ -416,22 +417,8 @@ def run_benchmark(
     if size != data.image_shape[0]:
         data = _crop(data, size)
     data = data.to(target_device)
+    result = _bench_header(target_device, size, training_batch_size)
     example = data.batch(torch.arange(1, device=target_device))
-    result: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(target_device) if target_device.type == "cuda" else platform.processor() or "cpu",
-        "device_type": target_device.type,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "image_size": size,
-        "training_batch_size": training_batch_size,
-        "models": {},
-        "inference": {},
-        "training": {},
-        "peak_flops": {},  # the convolution peak timed alongside each measurement, by measurement
-    }
-    result["fast_precision"] = resolve_precision("auto", target_device)
-    result["fast_training_layout"] = ("channels-last" if resolve_channels_last(AUTO_LAYOUT, target_device, "auto")
-                                      else "NCHW")
     for role, name in (("teacher", teacher), ("student", student)):
         model = build_model(name).to(target_device)
         result["models"][role] = {"name": name, "parameters": count_parameters(model), "macs_per_slice": count_macs(model, example),
@@ -456,6 +443,24 @@ def run_benchmark(
     return result
 
 
+def _bench_header(device: torch.device, size: int, training_batch_size: int) -> dict[str, Any]:
+    """What a bench result records of its machine and settings, with empty tables to fill."""
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_type": device.type,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "image_size": size,
+        "training_batch_size": training_batch_size,
+        "models": {},
+        "inference": {},
+        "training": {},
+        "peak_flops": {},  # the convolution peak timed alongside each measurement, by measurement
+        "fast_precision": resolve_precision("auto", device),
+        "fast_training_layout": "channels-last" if resolve_channels_last(AUTO_LAYOUT, device, "auto") else "NCHW",
+    }
+
+
 def _crop(data: SliceData, size: int) -> SliceData:
     """Centre-crop every slice (and re-simulate its k-space) for other image sizes."""
     from kdrecon.data.prepare import make_mask, simulate
@@ -465,7 +470,7 @@ def _crop(data: SliceData, size: int) -> SliceData:
         raise ValueError(f"--size {size}: the embedded sample is {height}×{height}; choose at most {height}")
     offset = (height - size) // 2
     target = data.target[:, 0, offset : offset + size, offset : offset + size].numpy().astype(np.float64)
-    mask = make_mask("recipe", data.acceleration, (size, size), seed=42)
+    mask = make_mask("recipe", data.acceleration, (size, size))
     zero_filled, kspace = simulate(target, mask)
     return SliceData(
         zero_filled=torch.from_numpy(zero_filled).float().unsqueeze(1),

@@ -33,15 +33,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdrecon.data.dataset import SliceData, load_split
-from kdrecon.data.image import MAGNITUDE
 from kdrecon.data.layout import atomic_path, parse_acceleration, write_reconstruction
-from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION, factor_of
+from kdrecon.data.task import SUPER_RESOLUTION, factor_of
 from kdrecon.evaluation import metrics
 from kdrecon.models.inference import inference_batch_size
 from kdrecon.mri.channels import magnitude
 from kdrecon.mri.resolution import bicubic_upsampling
 from kdrecon.training.checkpoint import load_model, resolve_checkpoint
-from kdrecon.training.config import AS_TRAINED
+from kdrecon.training.config import AS_TRAINED, DataConfig, trained_on
 from kdrecon.training.fast_path import autocast, inference_precision
 from kdrecon.training.trainer import prepare_module, resolve_device
 
@@ -172,17 +171,9 @@ def evaluate(
     model, payload = load_model(run_or_checkpoint, which)
     torch_device = resolve_device(device)
     precision = inference_precision(precision, payload.get("precision"), torch_device)
-    trained_on = payload.get("config", {}).get("data", {})
-    dataset = dataset if dataset is not None else trained_on.get("dataset", "sample")
-    acceleration = acceleration or trained_on.get("acceleration", "4x")
-    task, image = trained_on.get("task", RECONSTRUCTION), trained_on.get("image", MAGNITUDE)
-    if data is None:
-        data = load_split(dataset, split, acceleration, task, image)
-    elif (data.acceleration, data.task, data.image) != (parse_acceleration(acceleration), task, image):
-        raise ValueError(f"{run_or_checkpoint}: trained on {acceleration} {task} {image} data, "
-                         f"given {data.acceleration} {data.task} {data.image} slices to evaluate on")
-    if len(data) == 0:
-        raise ValueError(f"{dataset}: the {split} split is empty")
+    recorded = trained_on(payload)
+    dataset = dataset if dataset is not None else recorded.dataset
+    data = _split_to_evaluate(run_or_checkpoint, recorded, dataset, split, acceleration or recorded.acceleration, data)
     prediction = reconstruct(model, data, torch_device, precision=precision)
     if not np.isfinite(prediction).all():
         raise ValueError(f"{run_or_checkpoint}: the model produced non-finite values")
@@ -207,6 +198,19 @@ def evaluate(
     summary = _write_evaluation(staging, data, prediction, summary)
     _replace_directory(staging, output_dir)
     return Evaluation(output_dir, summary)
+
+
+def _split_to_evaluate(source: Path, recorded: DataConfig, dataset: str | Path, split: str, acceleration: str,
+                       data: SliceData | None) -> SliceData:
+    """``data``, checked against what the network was trained on (``recorded``), or the split loaded."""
+    if data is None:
+        data = load_split(dataset, split, acceleration, recorded.task, recorded.image)
+    elif (data.acceleration, data.task, data.image) != (parse_acceleration(acceleration), recorded.task, recorded.image):
+        raise ValueError(f"{source}: trained on {acceleration} {recorded.task} {recorded.image} data, "
+                         f"given {data.acceleration} {data.task} {data.image} slices to evaluate on")
+    if len(data) == 0:
+        raise ValueError(f"{dataset}: the {split} split is empty")
+    return data
 
 
 def _write_evaluation(directory: Path, data: SliceData, prediction: np.ndarray, summary: dict[str, Any]) -> dict[str, Any]:

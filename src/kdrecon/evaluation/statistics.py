@@ -75,7 +75,8 @@ def paired_wilcoxon(a: Sequence[float], b: Sequence[float], alpha: float = 0.05)
 
 @dataclass(frozen=True)
 class SeedEffect:
-    """The effect ``B − A`` over seeds; ``interval`` and ``detectable`` are None with one seed."""
+    """The effect ``other − baseline`` over seeds (:func:`seed_effect`); ``interval`` and ``detectable``
+    are None with one seed."""
 
     mean: float
     seeds: int
@@ -91,13 +92,14 @@ class SeedEffect:
 
 
 def seed_effect(
-    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], resamples: int = 10000, seed: int = 0
+    baseline: Sequence[Sequence[float]], other: Sequence[Sequence[float]], resamples: int = 10000, seed: int = 0
 ) -> SeedEffect:
-    """The effect ``B − A`` of per-volume metrics ``a[s][v]``, ``b[s][v]`` (seed s, volume v)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 2 or a.size == 0:
-        raise ValueError(f"expected equal (seeds, volumes) arrays, got {a.shape} and {b.shape}")
-    difference = b - a
+    """The effect ``other − baseline`` of per-volume metrics ``baseline[s][v]``, ``other[s][v]`` (seed s,
+    volume v): positive when ``other`` scores higher."""
+    baseline, other = np.asarray(baseline, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if baseline.shape != other.shape or baseline.ndim != 2 or baseline.size == 0:
+        raise ValueError(f"expected equal (seeds, volumes) arrays, got {baseline.shape} and {other.shape}")
+    difference = other - baseline
     per_seed = difference.mean(axis=1)
     n = len(per_seed)
     interval = detectable = None

@@ -24,14 +24,14 @@ Presets shipped with the package (:data:`PRESETS`) are such files; ``kdrecon run
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kdrecon.distillation.losses import METHOD_NAMES
+from kdrecon.data.package_files import package_resource
 from kdrecon.data.task import RECONSTRUCTION
+from kdrecon.distillation.losses import DEFAULT_METHOD, METHOD_NAMES
 from kdrecon.models.registry import (DEFAULT_STUDENT, DEFAULT_TEACHER, canonical_model_name, cascades_of,
                                      default_channels_of, state_kind_of)
 from kdrecon.report.published import PUBLISHED
@@ -53,7 +53,7 @@ from kdrecon.training.config import (
 )
 
 METHODS = METHOD_NAMES
-_PRESET_DIRECTORY = resources.files("kdrecon") / "resources" / "experiments"
+_PRESET_DIRECTORY = package_resource("experiments")
 #: The experiment files shipped with the package, by name (``kdrecon run demo``): the demo first.
 PRESETS = tuple(sorted((f.name.removesuffix(".yaml") for f in _PRESET_DIRECTORY.iterdir() if f.name.endswith(".yaml")),
                        key=lambda name: (name != "demo", name)))
@@ -123,7 +123,7 @@ class ExperimentConfig(StrictModel):
     teacher: str = DEFAULT_TEACHER
     student: str = DEFAULT_STUDENT
     channels: int = Field(gt=0, le=MAX_CHANNELS, description="width of teacher and student (default: the teacher family's)")
-    methods: list[str] = Field(default_factory=lambda: ["at"], min_length=1)
+    methods: list[str] = Field(default_factory=lambda: [DEFAULT_METHOD], min_length=1)
     procedure: Procedure = DEFAULT_PROCEDURE
     alpha: float = Field(0.5, ge=0, le=1)
     sft: StudentFriendlyLossConfig = StudentFriendlyLossConfig()
@@ -261,7 +261,7 @@ def preset_path(name: str) -> Path:
     """The YAML file of a shipped preset."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
-    return Path(str(_PRESET_DIRECTORY / f"{name}.yaml"))
+    return _PRESET_DIRECTORY / f"{name}.yaml"
 
 
 def load_experiment(source: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:

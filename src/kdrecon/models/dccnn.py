@@ -34,10 +34,10 @@ class Conv3x3(nn.Conv2d):
     A convolution with one output channel, ``y = Σ_c w_c ⋆ x_c + b``, equals a depthwise
     (``groups = C``) convolution followed by a sum over channels. With
     :attr:`depthwise_single_output` on, the C→1 convolution that ends each block runs in that
-    form, which oneDNN's bf16 kernels run faster on CPU than its kernel for a single output
-    channel (D3C5 in bf16: −12% inference at batch 1, −9% per training step; in float32: −21%
-    inference at batch 1; ``docs/benchmarks.md``). In bf16 each channel's result is rounded
-    before the sum, so the output carries about 30% more rounding error than the plain kernel's.
+    form, which oneDNN runs faster on CPU than its kernel for a single output channel, in
+    inference and training, bf16 and float32 (``docs/benchmarks.md``). In bf16 each channel's
+    result is rounded before the sum, so the output carries somewhat more rounding error than
+    the plain kernel's.
     The same form for the 1→C convolution (a depthwise convolution of the image repeated C
     times) was slightly slower, so that one stays plain. The parameters and the state dict are
     the same either way.
@@ -79,7 +79,7 @@ class ConvReLU(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv = Conv3x3(in_channels, out_channels)
-        # In place: ~13% faster training on CPU (one tensor less per layer). A forward hook on this
+        # In place: faster training on CPU (one tensor less per layer; docs/benchmarks.md). A forward hook on this
         # layer sees the activated output; one on ``.conv`` alone would see it overwritten.
         self.relu = nn.ReLU(inplace=True)
 

@@ -6,11 +6,9 @@ Two settings differ from training's, both measured (``docs/benchmarks.md``):
   training runs faster in NCHW. :func:`inference_layout` switches modules to channels-last for
   a block of code and back afterwards.
 * **Batch size.** On a CPU, passes over batches of about :data:`CPU_PIXELS_PER_BATCH` pixels
-  (four 150×150 slices) filled a distiller's teacher cache and evaluated 5–10 % faster per slice
-  than batches of two in bf16 and within noise to 9 % faster in float32, with maps or gigabytes
-  of features cached; batches of 16 were up to 1.7× slower in float32 on the same machine, and
-  several times slower on another while the process held gigabytes: a small batch's activations
-  stay in the processor's caches. A GPU gets large batches.
+  (four 150×150 slices) filled a distiller's teacher cache and evaluated faster per slice than
+  batches of two, and much faster than batches of 16, whose activations no longer stay in the
+  processor's caches. A GPU gets large batches.
 
 Example:
     >>> import torch

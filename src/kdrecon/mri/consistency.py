@@ -47,8 +47,8 @@ from kdrecon.mri.fft import ifft2
 from kdrecon.mri.undersample import data_consistency
 
 #: Longest side across the sampled lines for which the matrix form is used: its cost grows with the
-#: cube of that length and the FFT's only as n log n; at 320 pixels it was still faster and at 640
-#: as fast (docs/benchmarks.md, session 16).
+#: cube of that length and the FFT's only as n log n, and between 320 and 640 pixels the FFT caught
+#: up on the project's CPU (docs/benchmarks.md).
 MATRIX_LENGTH_LIMIT = 384
 
 

@@ -14,7 +14,8 @@
     report.md, report.html, figures/
 
 The runner writes through :class:`RunLayout` and the report reads through it, so neither spells
-a file name. A stage is identified by its ``id``, ``seed-{s}/{name}``, which is also its path
+a file name; the names inside a training run directory and an evaluation directory are the
+ones the training and evaluation modules that write them declare. A stage is identified by its ``id``, ``seed-{s}/{name}``, which is also its path
 below ``stages/``.
 
 Example:
@@ -34,14 +35,14 @@ import h5py
 import numpy as np
 
 from kdrecon.evaluation.evaluate import PER_SLICE, PER_VOLUME, RECONSTRUCTIONS, SUMMARY
+from kdrecon.training.distill import FEATURE_STAGE
+from kdrecon.training.trainer import HISTORY
 
 EXPERIMENT_CONFIG = "experiment.yaml"
 MANIFEST = "experiment.json"
 STAGES = "stages"
 STAGE_FILE = "stage.json"
 EVALUATION = "evaluation"
-HISTORY = "metrics.csv"
-FEATURE_STAGE = "feature-stage"
 SUPERSEDED = "superseded"
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"

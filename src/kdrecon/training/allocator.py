@@ -3,11 +3,11 @@
 A training step on CPU allocates and frees activations of a few MiB each, dozens of times. With
 glibc's defaults, blocks that size may be served by ``mmap`` and returned to the kernel when
 freed, and the top of the heap is trimmed, so the next step faults those pages in again. How
-often depends on the process's allocation history: on the project's machine a float32 D5C5
-training step (batch 4) took 567–653 ms in three fresh processes, with 14,000–93,000 page faults
-and up to 200 ms of system time per step, and 542–559 ms with this setting
-(``scripts/allocator_timing.py``, ``docs/benchmarks.md``). The bf16 channels-last path faults
-less, but the same setting removes that variation there too. Raising glibc's mmap threshold to its
+often depends on the process's allocation history: on the project's machine the same float32
+D5C5 training step varied by tens of per cent between fresh processes, with tens of thousands of
+page faults per step, and not with this setting (``scripts/allocator_timing.py``; the figures are
+in ``docs/benchmarks.md``). The bf16 channels-last path faults less, but the same setting removes
+that variation there too. Raising glibc's mmap threshold to its
 maximum (32 MiB) and its trim threshold to 1 GiB keeps those pages mapped and reused; the
 process's resident memory then stays at its peak instead of shrinking between steps.
 

@@ -24,7 +24,7 @@ from kdrecon.data.image import COMPLEX, MAGNITUDE, ImageKind, channels_of
 from kdrecon.data.layout import atomic_path, parse_acceleration
 from kdrecon.data.task import RECONSTRUCTION, Task
 from kdrecon.training.checkpoint import resolve_checkpoint
-from kdrecon.distillation.losses import METHOD_NAMES
+from kdrecon.distillation.losses import DEFAULT_METHOD, METHOD_NAMES
 from kdrecon.models.registry import (
     DEFAULT_STUDENT,
     DEFAULT_TEACHER,
@@ -91,6 +91,12 @@ class DataConfig(StrictModel):
         return data
 
 
+def trained_on(payload: dict[str, Any]) -> DataConfig:
+    """The data a checkpoint's network was trained on, as its recorded config says (defaults for what
+    configs older than a key do not hold)."""
+    return DataConfig.model_validate(payload.get("config", {}).get("data", {}))
+
+
 #: Distillation by the student's output alone (KD-MRI's imitation loss), no feature loss.
 IMITATION = "imitation"
 
@@ -109,9 +115,9 @@ class DistillationRecipe:
 #: KD-MRI's ablation (Std-KD from the teacher). AT alone: the feature stage, then L1 (α = 1);
 #: imitation alone: ``α·L1 + (1 − α)·L1`` to the teacher's output; the last, both, is KD-MRI.
 KD_MRI_ABLATION = (
-    DistillationRecipe("kd-mri-at", "at", "two-stage", 1.0, "KD-MRI: AT alone"),
+    DistillationRecipe(f"kd-mri-{DEFAULT_METHOD}", DEFAULT_METHOD, "two-stage", 1.0, "KD-MRI: AT alone"),
     DistillationRecipe(f"kd-mri-{IMITATION}", IMITATION, "single-stage", 0.5, "KD-MRI: imitation alone"),
-    DistillationRecipe(f"kd-mri-at-{IMITATION}", "at", "two-stage", 0.5, "KD-MRI: AT + imitation (its procedure)"),
+    DistillationRecipe(f"kd-mri-{DEFAULT_METHOD}-{IMITATION}", DEFAULT_METHOD, "two-stage", 0.5, "KD-MRI: AT + imitation (its procedure)"),
 )
 #: Constructor options a model config can set; each family takes the ones it declares.
 MODEL_OPTIONS = ("channels", "residual", "padding", "data_consistency", "image_channels")
@@ -327,7 +333,7 @@ class DistillConfig(StageConfig):
     teacher: str = Field(description="the teacher's run directory or checkpoint")
     teacher_checkpoint: Literal["best", "last"] = "best"
     student: ModelConfig = ModelConfig(name=DEFAULT_STUDENT)
-    method: str = Field("at", description=f"a feature loss ({', '.join(METHOD_NAMES)}) or {IMITATION}")
+    method: str = Field(DEFAULT_METHOD, description=f"a feature loss ({', '.join(METHOD_NAMES)}) or {IMITATION}")
     method_options: dict[str, Any] = Field(default_factory=dict, description="options of the feature loss")
     feature_weight: float | None = Field(None, gt=0, description="β; default: the method's published weight")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of L1 to the target against imitation")

@@ -38,6 +38,8 @@ from kdrecon.training.distributed import World, barrier, current_world, from_mai
 from kdrecon.training.fast_path import (AUTO_LAYOUT, AUTO_PRECISION, autocast, resolve_channels_last, resolve_precision,
                                         warn_if_emulated)
 
+#: The run directory's training history, one row per epoch (rewritten after every epoch).
+HISTORY = "metrics.csv"
 
 
 class Objective(Protocol):
@@ -285,7 +287,7 @@ def _resume(training: _Training) -> _Progress:
     progress = _Progress(state["epoch"], state["best_validation_loss"], state["best_epoch"], state["history"],
                          state["wall_seconds"])
     if training.world.is_main:  # a kill between the checkpoint and metrics.csv left the file an epoch behind
-        _write_history(training.run_dir / "metrics.csv", progress.history)
+        _write_history(training.run_dir / HISTORY, progress.history)
     return progress
 
 
@@ -360,7 +362,7 @@ def _save_epoch(training: _Training, progress: _Progress, improved: bool, writer
             save_checkpoint(checkpoint_path(training.run_dir, "best"), payload)
         state = {**payload, "optimizer": training.optimizer.state_dict(), "scheduler": training.scheduler.state_dict()}
         save_checkpoint(training.last, state)
-        _write_history(training.run_dir / "metrics.csv", progress.history)
+        _write_history(training.run_dir / HISTORY, progress.history)
     barrier()  # no rank runs ahead of the checkpoint it could be resumed from
 
 

@@ -34,9 +34,11 @@ import numpy as np
 from kdrecon.data.volume import Volume
 
 SUFFIX = ".npy"
+#: Scanners sample the readout twice as finely as the image needs (the field of view doubled along it).
+READOUT_OVERSAMPLING = 2
 
 
-def read_volumes(path: Path, readout_oversampling: int = 2) -> Iterator[Volume]:
+def read_volumes(path: Path, readout_oversampling: int = READOUT_OVERSAMPLING) -> Iterator[Volume]:
     """One complex volume per coil of every ``.npy`` k-space file at ``path`` (a file or a directory)."""
     if readout_oversampling < 1:
         raise ValueError(f"--readout-oversampling {readout_oversampling}: must be at least 1")

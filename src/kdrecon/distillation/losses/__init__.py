@@ -66,6 +66,8 @@ FEATURE_LOSSES: dict[str, type[FeatureLoss]] = {
 
 #: The method names, in the registry's order; every other list of methods derives from it.
 METHOD_NAMES: tuple[str, ...] = tuple(FEATURE_LOSSES)
+#: The method when none is named: attention transfer, the one both papers distil with.
+DEFAULT_METHOD = AttentionTransfer.name
 
 
 def method_label(name: str) -> str:
