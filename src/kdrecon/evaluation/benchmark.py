@@ -58,7 +58,7 @@ from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model, count_parameters
 from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 from kdrecon.models.export import export_network, inference_session, load_ahead_of_time
-from kdrecon.training.config import DEFAULT_TEACHER_CACHE_GIB, OptimizationConfig
+from kdrecon.training.config import DEFAULT_TEACHER_CACHE_GIB, DISTILL, SFT_TEACHER, STAGE_KINDS, TRAIN, OptimizationConfig
 from kdrecon.training.fast_path import AUTO_LAYOUT, autocast, resolve_channels_last, resolve_precision
 from kdrecon.training.timing import interleaved_median_seconds, synchronise
 from kdrecon.training.trainer import ReconstructionObjective, compile_forward, prepare_module, resolve_device
@@ -180,7 +180,7 @@ class _AutogradTeacherDistiller(Distiller):
 
 #: The stage kinds whose training step the benchmark times: a network on L1 (``train``, the
 #: ``teacher`` network), the SFT step and a distillation of the student by the teacher.
-STEP_KINDS = ("train", "sft-teacher", "distill")
+STEP_KINDS = STAGE_KINDS
 
 
 def _objective(kind: str, teacher: str, student: str, device: torch.device, channels_last: bool, reference: bool,
@@ -189,10 +189,10 @@ def _objective(kind: str, teacher: str, student: str, device: torch.device, chan
     every network built (e.g. ``channels``)."""
     torch.manual_seed(0)
     options = options or {}
-    if kind == "train":
+    if kind == TRAIN:
         return ReconstructionObjective(prepare_module(build_model(teacher, **options), device, channels_last, plain=reference))
-    if kind == "sft-teacher":
-        model = build_model("sft-teacher", teacher=teacher, student=student, **options)
+    if kind == SFT_TEACHER:
+        model = build_model(SFT_TEACHER, teacher=teacher, student=student, **options)
         return StudentFriendlyObjective(prepare_module(model, device, channels_last, plain=reference))
     teacher_model = prepare_module(build_model(teacher, **options), device, channels_last, plain=reference)
     student_model = prepare_module(build_model(student, **options), device, channels_last, plain=reference)
@@ -491,9 +491,9 @@ def training_flops_per_slice(result: dict[str, Any], kind: str) -> float:
     """
     teacher = 2 * result["models"]["teacher"]["macs_per_slice"]
     student = 2 * result["models"]["student"]["macs_per_slice"]
-    if kind == "train":
+    if kind == TRAIN:
         return 3 * teacher
-    if kind == "sft-teacher":
+    if kind == SFT_TEACHER:
         cascades = result["models"]["student"]["cascades"]
         branch_blocks = sum(range(1, cascades))  # branch j runs N − j student blocks: 4 + 3 + 2 + 1 for N = 5
         return 3 * (teacher + student * branch_blocks / cascades)
@@ -566,8 +566,8 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"| training (slices/s, batch {result['training_batch_size']}) | fast | reference | speed-up | fast: % of conv peak |",
         "|---|---|---|---|---|",
     ]
-    for kind, label in (("train", f"teacher {teacher['name']} (L1)"), ("sft-teacher", "SFT teacher"),
-                        ("distill", f"distillation AT {teacher['name']}→{student['name']}")):
+    for kind, label in ((TRAIN, f"teacher {teacher['name']} (L1)"), (SFT_TEACHER, "SFT teacher"),
+                        (DISTILL, f"distillation AT {teacher['name']}→{student['name']}")):
         fast, reference = result["training"][f"{kind}/fast"], result["training"][f"{kind}/reference"]
         fraction = training_flops_per_slice(result, kind) * fast / peaks[f"training/{kind}"]
         lines.append(f"| {label} | {fast:.2f} | {reference:.2f} | {reference and fast / reference:.2f}× | {fraction:.0%} |")

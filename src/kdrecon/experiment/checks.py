@@ -17,7 +17,7 @@ from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage
 from kdrecon.models import build_model
 from kdrecon.report.run_layout import RunLayout
-from kdrecon.training.config import ConfigError
+from kdrecon.training.config import DISTILL, ConfigError
 from kdrecon.training.distill import check_distillation
 from kdrecon.training.trainer import resolve_device
 
@@ -34,7 +34,7 @@ def check_experiment(config: ExperimentConfig, stages: list[Stage], configs: dic
                           f"{validation_slices} validation slices it is measured on")
     teachers: dict[str, torch.nn.Module] = {}
     for stage in stages:
-        if stage.kind != "distill":
+        if stage.kind != DISTILL:
             continue
         source = stage.config["teacher"].removeprefix(STAGE_REFERENCE)
         try:

@@ -40,6 +40,7 @@ from kdrecon.evaluation.evaluate import ZERO_FILLED, baselines, score
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages
 from kdrecon.models.registry import SFT_TEACHER
+from kdrecon.training.config import DISTILL, TRAIN
 from kdrecon.training.timing import median_seconds
 from kdrecon.training.trainer import resolve_device, validate
 
@@ -53,7 +54,7 @@ class CostKey:
     student: str = ""
 
     def label(self) -> str:
-        if self.kind == "distill":
+        if self.kind == DISTILL:
             return f"distillation {self.teacher}→{self.student}"
         return f"SFT teacher {self.teacher}+{self.student}" if self.kind == SFT_TEACHER else f"{self.teacher} on L1"
 
@@ -98,19 +99,19 @@ class ExperimentEstimate:
 
 def cost_key(stage: Stage, stages: dict[str, Stage]) -> CostKey:
     """The kind and networks that set ``stage``'s cost."""
-    if stage.kind == "train":
+    if stage.kind == TRAIN:
         model = stage.config["model"]
         if model["name"] == SFT_TEACHER:
             return CostKey(SFT_TEACHER, model["teacher"], model["student"])
-        return CostKey("train", model["name"])
+        return CostKey(TRAIN, model["name"])
     source = stages[stage.config["teacher"].removeprefix(STAGE_REFERENCE)].config["model"]
     teacher = source["teacher"] if source["name"] == SFT_TEACHER else source["name"]
-    return CostKey("distill", teacher, stage.config["student"]["name"])
+    return CostKey(DISTILL, teacher, stage.config["student"]["name"])
 
 
 def training_runs_with_cache(stage: Stage) -> int:
     """How many training runs of ``stage`` build a teacher cache: one per distillation run."""
-    if stage.kind != "distill":
+    if stage.kind != DISTILL:
         return 0
     return 2 if stage.planned_epochs() > stage.config["optimization"]["epochs"] else 1  # with a feature stage
 

@@ -50,7 +50,7 @@ from kdrecon.models import count_parameters
 from kdrecon.report.build import build_report
 from kdrecon.report.run_layout import RunLayout, StageFiles
 from kdrecon.training.checkpoint import load_model
-from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, config_data, validate, write_config
+from kdrecon.training.config import DISTILL, TRAIN, ConfigError, DistillConfig, TrainConfig, config_data, validate, write_config
 from kdrecon.training.distill import distill_student
 from kdrecon.training.distributed import barrier, current_world, from_main
 from kdrecon.training.supervised import CONFIG_FILE, train_model
@@ -106,7 +106,7 @@ def _clock(seconds: float) -> str:
 
 def _stage_config(stage: Stage, layout: RunLayout) -> TrainConfig | DistillConfig:
     data = dict(stage.config)
-    if stage.kind == "distill":
+    if stage.kind == DISTILL:
         data["teacher"] = str(layout.stage(data["teacher"].removeprefix(STAGE_REFERENCE)).directory)
         return validate(DistillConfig, data, f"stage {stage.id}")
     return validate(TrainConfig, data, f"stage {stage.id}")
@@ -127,7 +127,7 @@ def _train_stage(stage: Stage, stage_config: Any, files: StageFiles, state: dict
                  callback: Callable[..., None]) -> FitResult:
     """Train or distil the stage; a diverged run is recorded as failed in ``stage.json``."""
     try:
-        if stage.kind == "train":
+        if stage.kind == TRAIN:
             return train_model(stage_config, files.directory, progress=False, on_epoch_end=callback)
         return distill_student(stage_config, files.directory, progress=False, on_epoch_end=callback)
     except TrainingDiverged as error:

@@ -36,11 +36,11 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from kdrecon.distillation.losses import method_label
 from kdrecon.experiment.config import ExperimentConfig
-from kdrecon.training.config import KD_MRI_ABLATION, PROCEDURES
+from kdrecon.training.config import DISTILL, KD_MRI_ABLATION, PROCEDURES, TRAIN
 from kdrecon.models.registry import SFT_TEACHER as SFT_TEACHER_MODEL
 from kdrecon.report import stage_names as names
 from kdrecon.report.run_layout import stage_id
@@ -56,7 +56,7 @@ FINE_TUNED = "fine-tuned"
 class Stage:
     name: str
     seed: int
-    kind: Literal["train", "distill"]
+    kind: str  # TRAIN or DISTILL (kdrecon.training.config)
     role: str
     label: str
     config: dict[str, Any]
@@ -72,7 +72,7 @@ class Stage:
 
     def planned_epochs(self) -> int:
         epochs = self.config["optimization"]["epochs"]
-        if self.kind == "distill" and self.config.get("procedure") == "two-stage":
+        if self.kind == DISTILL and self.config.get("procedure") == "two-stage":
             epochs += self.config.get("feature_epochs") or epochs
         return epochs
 
@@ -101,7 +101,7 @@ class _SeedGraph:
               variant: str = "", ablation_of: str = "", **more: Any) -> Stage:
         data = {"name": name, **self.common(), "model": {"channels": self.config.channels, **model},
                 "optimization": self.optimization(epochs), **more}
-        stage = Stage(name, self.seed, "train", role, label, data, model=model["name"], variant=variant,
+        stage = Stage(name, self.seed, TRAIN, role, label, data, model=model["name"], variant=variant,
                       ablation_of=ablation_of)
         self.stages.append(stage)
         return stage
@@ -149,7 +149,7 @@ class _SeedGraph:
             label += " (random init)"
         if student != config.student:
             label += f" {student}"
-        stage = Stage(name, self.seed, "distill", role, label + _label(variant), data, (teacher.id,), method,
+        stage = Stage(name, self.seed, DISTILL, role, label + _label(variant), data, (teacher.id,), method,
                       student, variant, (names.sft_kd if sft else names.std_kd)(method) if variant else "")
         self.stages.append(stage)
         return stage

@@ -91,6 +91,13 @@ class DataConfig(StrictModel):
         return data
 
 
+#: What a training run optimises, as its checkpoints record it (``stage``), the experiment's stages
+#: are built from and the bench and the time estimate cost: a network on L1, a student-friendly
+#: teacher (named as its model, :data:`~kdrecon.models.registry.SFT_TEACHER`), a distillation.
+TRAIN, DISTILL = "train", "distill"
+STAGE_KINDS = (TRAIN, SFT_TEACHER, DISTILL)
+
+
 def trained_on(payload: dict[str, Any]) -> DataConfig:
     """The data a checkpoint's network was trained on, as its recorded config says (defaults for what
     configs older than a key do not hold)."""

@@ -45,7 +45,8 @@ from kdrecon.distillation.preparation import prepare_feature_loss
 from kdrecon.models import build_model
 from kdrecon.models.sft import StudentFriendlyTeacher
 from kdrecon.training.checkpoint import checkpoint_path, load_checkpoint, load_model, resolve_checkpoint
-from kdrecon.training.config import IMITATION, ConfigError, DataConfig, DistillConfig, config_data, validate, write_config
+from kdrecon.training.config import (DISTILL, IMITATION, ConfigError, DataConfig, DistillConfig, config_data, validate,
+                                     write_config)
 from kdrecon.training.supervised import CONFIG_FILE, claim_run_directory, load_splits
 from kdrecon.training.distributed import barrier, current_world, local_device
 from kdrecon.training.trainer import FitResult, fit, prepare_module, resolve_device, training_path
@@ -197,7 +198,7 @@ def distill_student(
         # The distillation's training time is both stages'.
         return replace(final, wall_seconds=final.wall_seconds + feature.wall_seconds)
     feature_weight = 0.0 if config.method == IMITATION else distillation.feature_weight
-    return distillation.run_stage(run_dir, "distill", LossWeights(alpha, 1 - alpha, feature_weight),
+    return distillation.run_stage(run_dir, DISTILL, LossWeights(alpha, 1 - alpha, feature_weight),
                                   distillation.feature_loss, config.optimization.epochs)
 
 

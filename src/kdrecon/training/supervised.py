@@ -12,7 +12,8 @@ from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model
 from kdrecon.training.checkpoint import initialise_from
-from kdrecon.training.config import ConfigError, DataConfig, TrainConfig, config_data, read_yaml, write_config
+from kdrecon.training.config import (SFT_TEACHER, TRAIN, ConfigError, DataConfig, TrainConfig, config_data, read_yaml,
+                                     write_config)
 from kdrecon.training.distributed import barrier, current_world, local_device
 from kdrecon.training.trainer import FitResult, ReconstructionObjective, fit, resolve_device
 
@@ -95,7 +96,7 @@ def train_model(
         channels_last=config.channels_last,
         compile=config.compile,
         checkpoint_extra={
-            "stage": "sft-teacher" if config.model.is_student_friendly_teacher else "train",
+            "stage": SFT_TEACHER if config.model.is_student_friendly_teacher else TRAIN,
             "model": {"name": config.model.name, "options": config.model.options()},
             "config": config_data(config),
         },
