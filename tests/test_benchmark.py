@@ -40,6 +40,28 @@ def test_training_flops_count_a_backward_pass_as_two_forwards():
     assert training_flops_per_slice(three, "sft-teacher") == pytest.approx(3 * (200 + 60))
 
 
+def test_sft_training_flops_agree_with_a_flop_counter_on_the_branches():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from kdrecon.models.cascade import use_matrix_consistency
+    from kdrecon.models.registry import SFT_TEACHER
+
+    sft = use_matrix_consistency(build_model(SFT_TEACHER, teacher="D3C4", student="D2C4", channels=8), False)
+    image, kspace, mask = torch.rand(1, 1, 16, 16), torch.zeros(1, 16, 16, dtype=torch.complex64), torch.ones(16, 16)
+
+    def forward_flops(call) -> int:  # convolutions only: the FFT form of data consistency counts none
+        with FlopCounterMode(display=False) as counter:
+            call()
+        return counter.get_total_flops()
+
+    teacher = forward_flops(lambda: sft.teacher(image, kspace, mask))
+    student = forward_flops(lambda: sft.student(image, kspace, mask))
+    both = forward_flops(lambda: sft(image, kspace, mask, branches=True))
+    result = {"models": {"teacher": {"macs_per_slice": teacher // 2, "cascades": 4},
+                         "student": {"macs_per_slice": student // 2, "cascades": 4}}}
+    assert training_flops_per_slice(result, SFT_TEACHER) == pytest.approx(3 * both)
+
+
 def test_bench_command_writes_json_and_markdown(tmp_path):
     output = tmp_path / "bench"
     arguments = ["bench", "--size", "40", "--steps", "1", "--repeats", "1", "--no-compile", "--batch-size", "2",

@@ -36,9 +36,9 @@ def distill(run_dir, data, **settings):
 
 
 def test_papers_layer_pairs_are_the_default():
-    teacher_layers, student_layers = default_layer_pairs("at", build_model("D5C5"), build_model("D3C5"))
-    assert teacher_layers == [f"blocks.{i}.layers.2" for i in range(5)]
-    assert student_layers == [f"blocks.{i}.layers.1" for i in range(5)]
+    pairs = default_layer_pairs("at", build_model("D5C5"), build_model("D3C5"))
+    assert pairs.teacher == [f"blocks.{i}.layers.2" for i in range(5)]
+    assert pairs.student == [f"blocks.{i}.layers.1" for i in range(5)]
 
 
 @pytest.mark.parametrize("method", METHODS)

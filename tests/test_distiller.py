@@ -91,4 +91,8 @@ def test_attention_maps_fit_a_budget_the_features_do_not(small_train):
     distiller = Distiller(student, teacher, LossWeights(feature=1.0), build_feature_loss("at", [8] * 3, [8] * 3),
                           layers[1], layers[0], teacher_cache_bytes=maps_bytes)  # 1/8 of the features' bytes
     distiller.before_training(small_train)
-    assert distiller._cached_features is not None and distiller._cached_summarised
+    cached = distiller._cached_features
+    assert cached is not None and distiller._cached_summarised
+    # One map (a value per pixel) per slice and layer, within the budget the full features overran.
+    assert [tuple(f.shape) for f in cached] == [(len(small_train), small_train.target[0].numel())] * 3
+    assert sum(f.numel() * f.element_size() for f in cached) <= maps_bytes

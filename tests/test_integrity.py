@@ -27,7 +27,13 @@ def edit(path, key, change):
 
 
 def test_an_untouched_dataset_loads(copy):
-    assert len(load_split(copy, "train")) > 0
+    files = sorted((copy / "train").glob("*.h5"))
+    stored = 0
+    for file in files:
+        with h5py.File(file, "r") as handle:
+            stored += handle["volfs"].shape[-1]  # (H, W, S) in the papers' layout
+    data = load_split(copy, "train")
+    assert len(files) > 1 and len(data) == stored and [v.name for v in data.volumes] == [f.stem for f in files]
 
 
 def test_a_swapped_mask_is_caught_at_load(copy):

@@ -147,7 +147,8 @@ def test_dc_unet_features_have_the_image_size_when_it_was_padded(real_slices, ca
     kspace, zero_filled = undersample(target, mask)
     teacher, student = build_model("U2C2", channels=4), build_model("D2C2", channels=4)
     for method in ("at", "fsp"):
-        teacher_layers, student_layers = default_layer_pairs(method, teacher, student)
+        pairs = default_layer_pairs(method, teacher, student)
+        teacher_layers, student_layers = pairs.teacher, pairs.student
         assert feature_channels(teacher, teacher_layers) == [4] * len(teacher_layers)
         taps = FeatureTap(teacher, teacher_layers), FeatureTap(student, student_layers)
         for model, tap in zip((teacher, student), taps):

@@ -121,7 +121,7 @@ def vdsr_features(real_slices):
     teacher, student = build_model("VDSR12B4").double(), build_model("VDSR4B4").double()
     pairs = default_layer_pairs("at", teacher, student)
     features = []
-    for model, paths in zip((teacher, student), pairs):
+    for model, paths in zip((teacher, student), (pairs.teacher, pairs.student)):
         modules, taken = dict(model.named_modules()), {}
         for path in paths:
             modules[path].register_forward_hook(lambda m, i, o, path=path: taken.__setitem__(path, o.detach()))

@@ -15,12 +15,14 @@ with forward hooks, so a model need not be edited to be distilled.
 Example:
     >>> from kdrecon.models import build_model
     >>> teacher, student = build_model("D5C5"), build_model("D3C5")
-    >>> teacher_layers, student_layers = default_layer_pairs("at", teacher, student)
-    >>> teacher_layers[0], student_layers[0], len(teacher_layers)
+    >>> pairs = default_layer_pairs("at", teacher, student)
+    >>> pairs.teacher[0], pairs.student[0], len(pairs.teacher)
     ('blocks.0.layers.2', 'blocks.0.layers.1', 5)
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -28,8 +30,17 @@ from kdrecon.distillation.losses import FEATURE_LOSSES
 from kdrecon.models.cascade import CascadeNetwork
 
 
-def default_layer_pairs(method: str, teacher: nn.Module, student: nn.Module) -> tuple[list[str], list[str]]:
-    """The default ``(teacher_paths, student_paths)``: one layer (or ``layers_per_pair``) per cascade."""
+@dataclass(frozen=True)
+class LayerPairs:
+    """Module paths whose outputs a feature loss compares, ``teacher[i]`` with ``student[i]`` (named
+    fields: the two lists are easily swapped, and losses take the student's first)."""
+
+    teacher: list[str] = field(default_factory=list)
+    student: list[str] = field(default_factory=list)
+
+
+def default_layer_pairs(method: str, teacher: nn.Module, student: nn.Module) -> LayerPairs:
+    """The default pairs: one layer (or the method's ``layers_per_pair``) per cascade of each network."""
     if not isinstance(teacher, CascadeNetwork) or not isinstance(student, CascadeNetwork):
         raise ValueError(
             f"no default layer pairs for {type(teacher).__name__} → {type(student).__name__}; "
@@ -41,10 +52,10 @@ def default_layer_pairs(method: str, teacher: nn.Module, student: nn.Module) -> 
             f"{student.cascades}); give 'layers' in the config"
         )
     layers = FEATURE_LOSSES[method].layers_per_pair if method in FEATURE_LOSSES else 1
-    pairs: tuple[list[str], list[str]] = ([], [])
+    pairs = LayerPairs()
     for cascade in range(teacher.cascades):
-        for paths, model in zip(pairs, (teacher, student)):
-            paths += model.feature_layers(cascade, layers)
+        pairs.teacher.extend(teacher.feature_layers(cascade, layers))
+        pairs.student.extend(student.feature_layers(cascade, layers))
     return pairs
 
 

@@ -196,16 +196,16 @@ def _objective(kind: str, teacher: str, student: str, device: torch.device, chan
         return StudentFriendlyObjective(prepare_module(model, device, channels_last, plain=reference))
     teacher_model = prepare_module(build_model(teacher, **options), device, channels_last, plain=reference)
     student_model = prepare_module(build_model(student, **options), device, channels_last, plain=reference)
-    teacher_layers, student_layers = default_layer_pairs(DEFAULT_METHOD, teacher_model, student_model)
+    pairs = default_layer_pairs(DEFAULT_METHOD, teacher_model, student_model)
     loss = build_feature_loss(
-        DEFAULT_METHOD, feature_channels(student_model, student_layers), feature_channels(teacher_model, teacher_layers)
+        DEFAULT_METHOD, feature_channels(student_model, pairs.student), feature_channels(teacher_model, pairs.teacher)
     ).to(device)
     weights = LossWeights(0.0, 0.0, loss.default_weight)  # KD-MRI's feature stage
     if reference:
-        distiller = _AutogradTeacherDistiller(student_model, teacher_model, weights, loss, student_layers, teacher_layers)
+        distiller = _AutogradTeacherDistiller(student_model, teacher_model, weights, loss, pairs.student, pairs.teacher)
         distiller.teacher.requires_grad_(True)
         return distiller
-    return Distiller(student_model, teacher_model, weights, loss, student_layers, teacher_layers,
+    return Distiller(student_model, teacher_model, weights, loss, pairs.student, pairs.teacher,
                      int(DEFAULT_TEACHER_CACHE_GIB * 2**30))  # what a distillation stage gets
 
 

@@ -39,7 +39,7 @@ from kdrecon.data.dataset import SliceData
 from kdrecon.data.image import channels_of
 from kdrecon.distillation.distiller import Distiller, LossWeights
 from kdrecon.distillation.initialisation import initialise_from_student_friendly_teacher
-from kdrecon.distillation.layer_pairs import default_layer_pairs, feature_channels
+from kdrecon.distillation.layer_pairs import LayerPairs, default_layer_pairs, feature_channels
 from kdrecon.distillation.losses import FEATURE_LOSSES, FeatureLoss, build_feature_loss
 from kdrecon.distillation.preparation import prepare_feature_loss
 from kdrecon.models import build_model
@@ -254,14 +254,11 @@ def plan_feature_loss(
     if config.method == IMITATION:
         return [], [], None
     try:
-        teacher_layers, student_layers = (
-            (list(config.layers.teacher), list(config.layers.student))
-            if config.layers is not None
-            else default_layer_pairs(config.method, teacher, student)
-        )
+        pairs = (LayerPairs(list(config.layers.teacher), list(config.layers.student)) if config.layers is not None
+                 else default_layer_pairs(config.method, teacher, student))
     except ValueError as error:
         raise ConfigError(f"layers: {error}") from None
-    return teacher_layers, student_layers, _feature_loss(config, teacher, student, teacher_layers, student_layers)
+    return pairs.teacher, pairs.student, _feature_loss(config, teacher, student, pairs.teacher, pairs.student)
 
 
 def check_distillation(config: DistillConfig, teacher_model: nn.Module) -> None:
