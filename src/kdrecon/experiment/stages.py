@@ -43,6 +43,7 @@ from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.training.config import DISTILL, KD_MRI_ABLATION, PROCEDURES, TRAIN
 from kdrecon.models.registry import SFT_TEACHER as SFT_TEACHER_MODEL
 from kdrecon.report import stage_names as names
+from kdrecon.report.stage_names import Role
 from kdrecon.report.run_layout import stage_id
 
 #: Placeholder for a dependency's run directory inside a stage config (resolved when run).
@@ -111,7 +112,7 @@ class _SeedGraph:
         config = self.config
         sft = config.sft.model_dump(mode="json") if not variant else {"preset": preset}
         suffix = _short(variant) if variant else (student or "")
-        role = "sweep-sft-teacher" if student else "sft-teacher"
+        role = Role.SWEEP_SFT_TEACHER if student else Role.SFT_TEACHER
         label = f"SFT teacher {config.teacher}{_label(variant)}" + (f" for {student}" if student else "")
         return self.train(
             names.sft_teacher(suffix), role, label,
@@ -125,7 +126,7 @@ class _SeedGraph:
         """A distilled student: ``role`` (std-kd, sft-kd, …), ``init`` (random or sft); ``suffix``
         names a variant or another student size; ``name``, ``label`` and ``alpha`` override the defaults."""
         config, epochs = self.config, self.config.epochs
-        sft = role.startswith(("sft-kd", "sweep-sft-kd"))
+        sft = role.startswith((Role.SFT_KD, Role.SWEEP_SFT_KD))
         name = name or (names.sft_kd if sft else names.std_kd)(method, suffix)
         student = student or config.student
         total = epochs.distillation or config.optimization.epochs
@@ -145,7 +146,7 @@ class _SeedGraph:
             feature = epochs.feature_stage or total
             data["optimization"] = self.optimization(total + feature, feature)
         label = label or f"{method_label(method)} {'SFT-KD' if sft else 'Std-KD'}"
-        if role == "sft-kd-random":
+        if role == Role.SFT_KD_RANDOM:
             label += " (random init)"
         if student != config.student:
             label += f" {student}"
@@ -156,16 +157,16 @@ class _SeedGraph:
 
     def main(self) -> tuple[Stage, Stage]:
         config = self.config
-        teacher = self.train(names.TEACHER, "teacher", f"Teacher {config.teacher}", {"name": config.teacher},
+        teacher = self.train(names.TEACHER, Role.TEACHER, f"Teacher {config.teacher}", {"name": config.teacher},
                              config.epochs.teacher)
-        self.main_student = self.train(names.STUDENT, "student", f"Student {config.student}", {"name": config.student},
+        self.main_student = self.train(names.STUDENT, Role.STUDENT, f"Student {config.student}", {"name": config.student},
                                        config.epochs.student)
         sft_teacher = self.sft_teacher(config.sft.preset)
         for method in config.methods:
-            self.distill("std-kd", method, teacher, "random", config.procedure)
-            self.distill("sft-kd", method, sft_teacher, "sft", config.procedure)
+            self.distill(Role.STD_KD, method, teacher, "random", config.procedure)
+            self.distill(Role.SFT_KD, method, sft_teacher, "sft", config.procedure)
             if config.random_init_ablation:
-                self.distill("sft-kd-random", method, sft_teacher, "random", config.procedure, suffix="random")
+                self.distill(Role.SFT_KD_RANDOM, method, sft_teacher, "random", config.procedure, suffix="random")
         for model in config.compression_sweep:
             self.compression(model, teacher)
         if config.kd_mri_ablation:
@@ -175,19 +176,19 @@ class _SeedGraph:
     def kd_mri(self, teacher: Stage) -> None:
         """KD-MRI's ablation, Std-KD from the teacher: attention transfer alone, imitation alone, both."""
         for recipe in KD_MRI_ABLATION:
-            self.distill("kd-mri", recipe.method, teacher, "random", recipe.procedure, name=recipe.stage,
+            self.distill(Role.KD_MRI, recipe.method, teacher, "random", recipe.procedure, name=recipe.stage,
                          label=recipe.label, alpha=recipe.alpha)
 
     def compression(self, student: str, teacher: Stage) -> None:
         """Table 8 for one more student size: its baseline and, per method, Std-KD and SFT-KD (own SFT teacher)."""
         config = self.config
-        self.train(names.student(student), "sweep", f"Student {student}", {"name": student}, config.epochs.student)
+        self.train(names.student(student), Role.SWEEP, f"Student {student}", {"name": student}, config.epochs.student)
         if not config.compression_methods:
             return
         sft_teacher = self.sft_teacher(config.sft.preset, student=student)
         for method in config.compression_methods:
-            self.distill("sweep-std-kd", method, teacher, "random", config.procedure, suffix=student, student=student)
-            self.distill("sweep-sft-kd", method, sft_teacher, "sft", config.procedure, suffix=student, student=student)
+            self.distill(Role.SWEEP_STD_KD, method, teacher, "random", config.procedure, suffix=student, student=student)
+            self.distill(Role.SWEEP_SFT_KD, method, sft_teacher, "sft", config.procedure, suffix=student, student=student)
 
     def fine_tuned(self, main: Stage, source: str) -> Stage:
         """``main`` again, started from a trained network's weights (Figure 7)."""
@@ -206,12 +207,12 @@ class _SeedGraph:
         if config.procedure_ablation:
             other = next(p for p in PROCEDURES if p != config.procedure)
             for method in config.methods:
-                self.distill("std-kd", method, teacher, "random", other, suffix=other, variant=other)
-                self.distill("sft-kd", method, sft_teacher, "sft", other, suffix=other, variant=other)
+                self.distill(Role.STD_KD, method, teacher, "random", other, suffix=other, variant=other)
+                self.distill(Role.SFT_KD, method, sft_teacher, "sft", other, suffix=other, variant=other)
         for preset in config.sft_preset_ablation:
             variant_teacher = self.sft_teacher(preset, preset)
             for method in config.methods:
-                self.distill("sft-kd", method, variant_teacher, "sft", config.procedure, suffix=_short(preset),
+                self.distill(Role.SFT_KD, method, variant_teacher, "sft", config.procedure, suffix=_short(preset),
                              variant=preset)
 
 

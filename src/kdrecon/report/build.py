@@ -29,7 +29,7 @@ from kdrecon.report.published import PUBLISHED_INFERENCE_MS, PUBLISHED_SUPER_RES
 from kdrecon.report.results import MAIN_ROLES, ExperimentResults, StageResult, baseline_label, load_results
 from kdrecon.report.run_layout import read_history
 from kdrecon.report.speed import NetworkTimes, SpeedComparison, time_networks
-from kdrecon.report.stage_names import SFT_TEACHER, STUDENT, TEACHER, is_sft_kd, sft_kd, std_kd
+from kdrecon.report.stage_names import SFT_TEACHER, STUDENT, TEACHER, Role, is_sft_kd, sft_kd, std_kd
 from kdrecon.training.trainer import resolve_device
 
 SEED_VARIANCE_NOT_COVERED = "1 seed: training variance not covered"
@@ -275,7 +275,7 @@ def _per_method_section(results: ExperimentResults) -> list[Block]:
 
 
 def _kd_mri_section(results: ExperimentResults) -> list[Block]:
-    parts = results.names(("kd-mri",), variants=False)
+    parts = results.names((Role.KD_MRI,), variants=False)
     if not parts:
         return []
     effects = {row.comparison.other: row for row in _effects(results, [c for c in kd_mri_comparisons(results) if c.baseline == STUDENT], "psnr")}
@@ -311,10 +311,11 @@ def _quality_table(results: ExperimentResults) -> list[Block]:
 
 def _compression_names(results: ExperimentResults) -> list[str]:
     """Table 8's rows: the teacher, then per student size (largest first) its baseline and distilled students."""
-    students = [r for r in (results.first(n) for n in results.names(("student", "sweep"), variants=False))]
+    students = [r for r in (results.first(n) for n in results.names((Role.STUDENT, Role.SWEEP), variants=False))]
     names = [TEACHER] if results.first(TEACHER) else []
     for student in sorted(students, key=lambda r: -r.state["parameters"]):
-        distilled = ("std-kd", "sft-kd") if student.role == "student" else ("sweep-std-kd", "sweep-sft-kd")
+        distilled = ((Role.STD_KD, Role.SFT_KD) if student.role == Role.STUDENT
+                     else (Role.SWEEP_STD_KD, Role.SWEEP_SFT_KD))
         names.append(student.name)
         names += [n for n in results.names(distilled, variants=False) if results.first(n).model == student.model]
     return names

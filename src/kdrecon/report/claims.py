@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from kdrecon.evaluation.statistics import SeedEffect, seed_effect, verdict
 from kdrecon.report.published import published_psnr
 from kdrecon.report.results import ExperimentResults
-from kdrecon.report.stage_names import SFT_TEACHER, STUDENT, TEACHER, other_distillation, sft_kd, std_kd, student
+from kdrecon.report.stage_names import SFT_TEACHER, STUDENT, TEACHER, Role, other_distillation, sft_kd, std_kd, student
 from kdrecon.training.config import KD_MRI_ABLATION
 
 
@@ -82,8 +82,8 @@ def _ablation_comparisons(results: ExperimentResults) -> list[Comparison]:
     for result in variants:
         if _present(results, result.ablation_of):
             comparisons.append(Comparison(result.ablation_of, result.name, f"{result.variant} instead of the main setting"))
-        if result.role == "sft-kd":
-            same = [v.name for v in variants if v.role == "std-kd" and v.variant == result.variant and v.method == result.method]
+        if result.role == Role.SFT_KD:
+            same = [v.name for v in variants if v.role == Role.STD_KD and v.variant == result.variant and v.method == result.method]
             std = same[0] if same else std_kd(result.method)
             if _present(results, std):
                 comparisons.append(Comparison(std, result.name, f"SFT-KD over Std-KD, {result.variant}"))
@@ -93,7 +93,7 @@ def _ablation_comparisons(results: ExperimentResults) -> list[Comparison]:
 def all_comparisons(results: ExperimentResults) -> list[Comparison]:
     """The claims, then SFT-KD against the student and its random-init ablation, then the variants."""
     comparisons = paper_claims(results)
-    for name in results.names(("sft-kd",), variants=False):
+    for name in results.names((Role.SFT_KD,), variants=False):
         label = results.first(name).label
         if _present(results, STUDENT):
             comparisons.append(Comparison(STUDENT, name, f"{label} improves on the student"))
@@ -105,7 +105,7 @@ def all_comparisons(results: ExperimentResults) -> list[Comparison]:
 
 def kd_mri_comparisons(results: ExperimentResults) -> list[Comparison]:
     """KD-MRI's ablation: each part against the student, and both parts against each one alone."""
-    parts = results.names(("kd-mri",), variants=False)
+    parts = results.names((Role.KD_MRI,), variants=False)
     comparisons = [Comparison(STUDENT, name, f"{results.first(name).label} improves on the student")
                    for name in parts if _present(results, STUDENT, name)]
     combined = KD_MRI_ABLATION[-1].stage
@@ -118,10 +118,10 @@ def kd_mri_comparisons(results: ExperimentResults) -> list[Comparison]:
 def _compression_comparisons(results: ExperimentResults) -> list[Comparison]:
     """Per sweep student size: each distilled student against its baseline, and SFT-KD against Std-KD."""
     comparisons = []
-    for name in results.names(("sweep-std-kd", "sweep-sft-kd"), variants=False):
+    for name in results.names((Role.SWEEP_STD_KD, Role.SWEEP_SFT_KD), variants=False):
         result = results.first(name)
         baseline = student(result.model)
-        if result.role == "sweep-sft-kd":
+        if result.role == Role.SWEEP_SFT_KD:
             std = other_distillation(name)
             if _present(results, std, name):
                 comparisons.append(Comparison(std, name, f"{result.label} beats Std-KD"))

@@ -16,11 +16,11 @@ from kdrecon.data.image import MAGNITUDE
 from kdrecon.data.task import RECONSTRUCTION
 from kdrecon.evaluation.evaluate import BICUBIC, METRICS, MODEL, ZERO_FILLED, metrics_key
 from kdrecon.report.run_layout import RunLayout, StageFiles, read_json
+from kdrecon.report.stage_names import Role
 
-#: Roles in report order; those of the compression sweep (Table 8) start with ``sweep``.
-ROLE_ORDER = ("teacher", "sft-teacher", "student", "std-kd", "sft-kd", "sft-kd-random", "kd-mri",
-              "sweep", "sweep-sft-teacher", "sweep-std-kd", "sweep-sft-kd")
-SWEEP_ROLES = tuple(role for role in ROLE_ORDER if role.startswith("sweep"))
+#: Roles in report order.
+ROLE_ORDER = tuple(Role)
+SWEEP_ROLES = tuple(role for role in ROLE_ORDER if role.startswith(Role.SWEEP))
 MAIN_ROLES = tuple(role for role in ROLE_ORDER if role not in SWEEP_ROLES)
 
 #: ``(volume, slice)`` → metric → value
@@ -105,7 +105,7 @@ class ExperimentResults:
     @property
     def methods(self) -> list[str]:
         """The KD methods of the main Std-KD stages, in the experiment's order."""
-        return list(dict.fromkeys(r.method for r in self.stages if r.role == "std-kd" and not r.variant))
+        return list(dict.fromkeys(r.method for r in self.stages if r.role == Role.STD_KD and not r.variant))
 
     @property
     def paper_setting(self) -> str:

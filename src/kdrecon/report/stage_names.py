@@ -1,7 +1,8 @@
-"""The names of an experiment's stages: built by the stage graph, read by the report.
+"""The names and roles of an experiment's stages: built by the stage graph, read by the report.
 
-The graph (:mod:`kdrecon.experiment.stages`) names every stage through these functions and the
-report finds stages by the same functions, so no other module spells a stage name.
+The graph (:mod:`kdrecon.experiment.stages`) names every stage through these functions and gives
+it a :class:`Role`; the report finds stages by the same functions and roles, so no other module
+spells a stage name or a role.
 
 Example:
     >>> std_kd("at"), sft_kd("at", "D2C5"), other_distillation(sft_kd("at", "D2C5"))
@@ -9,6 +10,26 @@ Example:
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    """What a stage is for, in report order; several stages share a role (one per method, variant or
+    size). The compression sweep's (Table 8) start with ``sweep``."""
+
+    TEACHER = "teacher"
+    SFT_TEACHER = "sft-teacher"
+    STUDENT = "student"
+    STD_KD = "std-kd"
+    SFT_KD = "sft-kd"
+    SFT_KD_RANDOM = "sft-kd-random"  # SFT-KD from a randomly initialised student
+    KD_MRI = "kd-mri"  # KD-MRI's ablation
+    SWEEP = "sweep"  # a baseline student of another size
+    SWEEP_SFT_TEACHER = "sweep-sft-teacher"
+    SWEEP_STD_KD = "sweep-std-kd"
+    SWEEP_SFT_KD = "sweep-sft-kd"
+
 
 TEACHER = "teacher"
 STUDENT = "student"
