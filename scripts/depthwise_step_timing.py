@@ -17,7 +17,8 @@ import time
 import torch
 
 from kdrecon.data.dataset import load_sample
-from kdrecon.evaluation.benchmark import STEP_KINDS, training_step
+from kdrecon.evaluation.benchmark import training_step
+from kdrecon.training.config import STAGE_KINDS
 from kdrecon.models.dccnn import use_depthwise_single_output
 
 
@@ -26,7 +27,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
     data = load_sample("train")
-    for kind in STEP_KINDS:
+    for kind in STAGE_KINDS:
         steps = {}
         for form, depthwise in (("plain", False), ("depthwise", True)):
             timed = training_step(kind, "D5C5", "D3C5", data, None, torch.device("cpu"), 4)

@@ -126,6 +126,9 @@ def test_experiment_estimate_costs_every_stage_from_its_kind(tiny_overrides, tmp
     distillation = next(s for s in estimate.stages if s.role == "std-kd")
     cost = estimate.costs[distillation.cost]
     assert cost.cache > 0 and distillation.epochs == 1 + 2  # feature stage, then the distillation
+    # One stage per role in the demo, grouped in the order the roles first run.
+    assert [(role, count) for role, count, _ in estimate.by_role()] == [
+        ("teacher", 1), ("student", 1), ("sft-teacher", 1), ("std-kd", 1), ("sft-kd", 1)]
 
 
 def test_a_stage_costs_what_the_formula_says_by_hand(tiny_overrides):

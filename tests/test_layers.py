@@ -42,7 +42,7 @@ def test_no_module_imports_a_higher_layer():
         own = layer_of(".".join(parts))
         if own is None:
             continue
-        package = parts if path.name == "__init__.py" else parts[:-1]
+        package = parts[:-1]  # the module's package; for an __init__.py, the package it initialises
         for node in ast.walk(ast.parse(path.read_text())):
             for name in imported_modules(node, package):
                 imported = layer_of(name)
@@ -58,3 +58,5 @@ def test_the_import_reader_resolves_relative_and_package_imports():
     assert imported_modules(statement[0], ["kdrecon", "training", "losses"])[0] == "kdrecon.training.cli"
     assert imported_modules(statement[0], ["kdrecon", "training"])[0] == "kdrecon.cli"
     assert "kdrecon.report" in imported_modules(statement[1], ["kdrecon", "data"])
+    # In kdrecon/training/__init__.py (package kdrecon.training), ".." is kdrecon.
+    assert imported_modules(statement[0], ["kdrecon", "training"]) == ["kdrecon.cli", "kdrecon.cli.main"]

@@ -145,11 +145,12 @@ def _run_prepare(args: argparse.Namespace) -> None:
         args.validation_subjects = ("SCD0000401",)
     if args.task == SUPER_RESOLUTION and args.mask is not None:
         raise ValueError("--mask: super-resolution keeps the central block of k-space; it takes no mask")
-    crop = args.crop if args.crop is not None else (0 if args.task == SUPER_RESOLUTION else 150)
+    defaults = prepare.PrepareOptions()
+    crop = args.crop if args.crop is not None else (0 if args.task == SUPER_RESOLUTION else defaults.crop)
     options = prepare.PrepareOptions(
-        accelerations=args.acceleration or ["4x"],
+        accelerations=args.acceleration or list(defaults.accelerations),
         crop=crop or None,
-        mask=args.mask or "papers",
+        mask=args.mask or defaults.mask,
         task=args.task,
         mask_seed=args.mask_seed,
         center_fraction=args.center_fraction,

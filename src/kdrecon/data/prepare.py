@@ -52,7 +52,7 @@ def papers_mask_file(size: int, acceleration: str) -> Path:
             f"no papers' mask for {acceleration} at {size}×{size} (they exist for 150 and 240, 4x and 5x): "
             "use mask kind 'recipe', 'random' or 'equispaced'"
         )
-    return Path(str(path))
+    return path
 
 
 #: The seed of generated masks and the fully sampled centre of fastMRI's random and equispaced ones,

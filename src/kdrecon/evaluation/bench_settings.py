@@ -12,4 +12,4 @@ TRAINING_STEPS = 8
 #: Timed inference calls per measurement.
 INFERENCE_REPEATS = 10
 #: Slices per training step: the batch every training run uses by default (the papers' 4).
-TRAINING_BATCH_SIZE: int = OptimizationConfig.model_fields["batch_size"].default
+TRAINING_BATCH_SIZE = OptimizationConfig().batch_size

@@ -52,7 +52,7 @@ from kdrecon.data.dataset import Batch, SliceData, load_sample
 from kdrecon.data.layout import TARGET_KEY, kspace_key, write_volume, zero_filled_key
 from kdrecon.distillation.distiller import Distiller, LossWeights, TeacherSignals
 from kdrecon.distillation.layer_pairs import default_layer_pairs, feature_channels
-from kdrecon.distillation.losses import DEFAULT_METHOD, build_feature_loss
+from kdrecon.distillation.losses import DEFAULT_METHOD, build_feature_loss, method_label
 from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRAINING_BATCH_SIZE, TRAINING_STEPS
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model, count_parameters
@@ -176,11 +176,6 @@ class _AutogradTeacherDistiller(Distiller):
     def _teacher(self, batch: Batch) -> TeacherSignals:
         output = self.teacher(batch.zero_filled, batch.kspace, batch.mask)
         return TeacherSignals(output, self.teacher_tap.features() if self.teacher_tap else [])
-
-
-#: The stage kinds whose training step the benchmark times: a network on L1 (``train``, the
-#: ``teacher`` network), the SFT step and a distillation of the student by the teacher.
-STEP_KINDS = STAGE_KINDS
 
 
 def _objective(kind: str, teacher: str, student: str, device: torch.device, channels_last: bool, reference: bool,
@@ -432,7 +427,7 @@ def run_benchmark(
         result["peak_flops"][f"inference/batch{batch_size}"] = measured.peak_flops
     with tempfile.TemporaryDirectory(prefix="kdrecon-bench-") as directory:
         h5_slices = PerItemH5Slices(data, Path(directory))
-        for kind in STEP_KINDS:
+        for kind in STAGE_KINDS:  # the teacher network on L1, the SFT step, the student distilled by the teacher
             progress(f"training {kind}")
             measured = training_throughput(kind, teacher, student, data, h5_slices, target_device, steps,
                                            training_batch_size)
@@ -521,7 +516,7 @@ def _peaks(result: dict[str, Any]) -> dict[str, float]:
     alongside each measurement hold one peak, measured first."""
     if "peak_flops" in result:
         return result["peak_flops"]
-    keys = [f"inference/batch{b}" for b in (1, 16)] + [f"training/{kind}" for kind in STEP_KINDS]
+    keys = [f"inference/batch{b}" for b in (1, 16)] + [f"training/{kind}" for kind in STAGE_KINDS]
     return dict.fromkeys(keys, result["convolution_peak_flops"])
 
 
@@ -567,7 +562,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for kind, label in ((TRAIN, f"teacher {teacher['name']} (L1)"), (SFT_TEACHER, "SFT teacher"),
-                        (DISTILL, f"distillation AT {teacher['name']}→{student['name']}")):
+                        (DISTILL, f"distillation {method_label(DEFAULT_METHOD)} {teacher['name']}→{student['name']}")):
         fast, reference = result["training"][f"{kind}/fast"], result["training"][f"{kind}/reference"]
         fraction = training_flops_per_slice(result, kind) * fast / peaks[f"training/{kind}"]
         lines.append(f"| {label} | {fast:.2f} | {reference:.2f} | {reference and fast / reference:.2f}× | {fraction:.0%} |")

@@ -113,7 +113,7 @@ class RealDataConsistency(nn.Module):
         """``F⁻¹ k₀ = W̄_H[:, R] k₀[R, Q] W̄_W[Q, :]`` as ``(real, imaginary)`` ``(B, H, W)``; samples of
         the k-space outside the mask are not read. The two products go in the cheaper order: for a
         line mask (``|R| < H``, ``Q`` every column) the columns' transform first, on the sampled rows
-        only, which halves the work of taking the rows' first."""
+        only, rather than a full ``H × W × W`` product after the rows'."""
         sampled = [part.index_select(-2, self.rows).index_select(-1, self.columns) for part in (kspace_real, kspace_imag)]
         inverse_rows = (self.inverse_rows_real, self.inverse_rows_imag)
         inverse_columns = (self.inverse_columns_real, self.inverse_columns_imag)

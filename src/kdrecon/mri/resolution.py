@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 
 def kept_size(size: int, factor: float) -> int:
@@ -91,6 +90,8 @@ def bicubic_upsampling(kspace: np.ndarray, factor: float) -> np.ndarray:
     Returns:
         float32 ``(..., H, W)``.
     """
+    from scipy import ndimage  # slow to import, and building the CLI's parser imports this module
+
     height, width = kspace.shape[-2:]
     small = low_resolution_grid(kspace, factor)
     rows, columns = small.shape[-2:]

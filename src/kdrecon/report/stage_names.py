@@ -31,9 +31,8 @@ class Role(StrEnum):
     SWEEP_SFT_KD = "sweep-sft-kd"
 
 
-TEACHER = "teacher"
-STUDENT = "student"
-SFT_TEACHER = "sft-teacher"
+# The main stage of each of these roles is named after its role.
+TEACHER, STUDENT, SFT_TEACHER = Role.TEACHER.value, Role.STUDENT.value, Role.SFT_TEACHER.value
 _STD_KD, _SFT_KD = "std-kd-", "sft-kd-"
 
 

@@ -24,7 +24,7 @@ from kdrecon.data.image import COMPLEX, MAGNITUDE, ImageKind, channels_of
 from kdrecon.data.layout import atomic_path, parse_acceleration
 from kdrecon.data.task import RECONSTRUCTION, Task
 from kdrecon.training.checkpoint import resolve_checkpoint
-from kdrecon.distillation.losses import DEFAULT_METHOD, METHOD_NAMES
+from kdrecon.distillation.losses import ATTENTION_TRANSFER, DEFAULT_METHOD, METHOD_NAMES
 from kdrecon.models.registry import (
     DEFAULT_STUDENT,
     DEFAULT_TEACHER,
@@ -122,9 +122,9 @@ class DistillationRecipe:
 #: KD-MRI's ablation (Std-KD from the teacher). AT alone: the feature stage, then L1 (α = 1);
 #: imitation alone: ``α·L1 + (1 − α)·L1`` to the teacher's output; the last, both, is KD-MRI.
 KD_MRI_ABLATION = (
-    DistillationRecipe(f"kd-mri-{DEFAULT_METHOD}", DEFAULT_METHOD, "two-stage", 1.0, "KD-MRI: AT alone"),
+    DistillationRecipe(f"kd-mri-{ATTENTION_TRANSFER}", ATTENTION_TRANSFER, "two-stage", 1.0, "KD-MRI: AT alone"),
     DistillationRecipe(f"kd-mri-{IMITATION}", IMITATION, "single-stage", 0.5, "KD-MRI: imitation alone"),
-    DistillationRecipe(f"kd-mri-{DEFAULT_METHOD}-{IMITATION}", DEFAULT_METHOD, "two-stage", 0.5, "KD-MRI: AT + imitation (its procedure)"),
+    DistillationRecipe(f"kd-mri-{ATTENTION_TRANSFER}-{IMITATION}", ATTENTION_TRANSFER, "two-stage", 0.5, "KD-MRI: AT + imitation (its procedure)"),
 )
 #: Constructor options a model config can set; each family takes the ones it declares.
 MODEL_OPTIONS = ("channels", "residual", "padding", "data_consistency", "image_channels")

@@ -66,8 +66,9 @@ FEATURE_LOSSES: dict[str, type[FeatureLoss]] = {
 
 #: The method names, in the registry's order; every other list of methods derives from it.
 METHOD_NAMES: tuple[str, ...] = tuple(FEATURE_LOSSES)
-#: The method when none is named: attention transfer, the one both papers distil with.
-DEFAULT_METHOD = AttentionTransfer.name
+#: Attention transfer: KD-MRI's method, and the one both papers distil with when none is named.
+ATTENTION_TRANSFER = AttentionTransfer.name
+DEFAULT_METHOD = ATTENTION_TRANSFER
 
 
 def method_label(name: str) -> str:
