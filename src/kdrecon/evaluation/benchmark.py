@@ -53,12 +53,13 @@ from kdrecon.data.layout import TARGET_KEY, kspace_key, write_volume, zero_fille
 from kdrecon.distillation.distiller import Distiller, LossWeights, TeacherSignals
 from kdrecon.distillation.layer_pairs import default_layer_pairs, feature_channels
 from kdrecon.distillation.losses import DEFAULT_METHOD, build_feature_loss, method_label
-from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRAINING_BATCH_SIZE, TRAINING_STEPS
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
+from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRAINING_BATCH_SIZE, TRAINING_STEPS
 from kdrecon.models import build_model, count_parameters
 from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 from kdrecon.models.export import export_network, inference_session, load_ahead_of_time
-from kdrecon.training.config import DEFAULT_TEACHER_CACHE_GIB, DISTILL, SFT_TEACHER, STAGE_KINDS, TRAIN, OptimizationConfig
+from kdrecon.training.config import (DEFAULT_TEACHER_CACHE_GIB, DISTILL, SFT_TEACHER, STAGE_KINDS, TRAIN,
+                                     OptimizationConfig)
 from kdrecon.training.fast_path import AUTO_LAYOUT, autocast, resolve_channels_last, resolve_precision
 from kdrecon.training.timing import interleaved_median_seconds, synchronise
 from kdrecon.training.trainer import ReconstructionObjective, compile_forward, prepare_module, resolve_device

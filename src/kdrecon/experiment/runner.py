@@ -50,7 +50,8 @@ from kdrecon.models import count_parameters
 from kdrecon.report.build import build_report
 from kdrecon.report.run_layout import RunLayout, StageFiles
 from kdrecon.training.checkpoint import load_model
-from kdrecon.training.config import DISTILL, TRAIN, ConfigError, DistillConfig, TrainConfig, config_data, validate, write_config
+from kdrecon.training.config import (DISTILL, TRAIN, ConfigError, DistillConfig, TrainConfig, config_data, validate,
+                                     write_config)
 from kdrecon.training.distill import distill_student
 from kdrecon.training.distributed import barrier, current_world, from_main
 from kdrecon.training.supervised import CONFIG_FILE, train_model

@@ -43,8 +43,8 @@ from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.training.config import DISTILL, KD_MRI_ABLATION, PROCEDURES, TRAIN
 from kdrecon.models.registry import SFT_TEACHER as SFT_TEACHER_MODEL
 from kdrecon.report import stage_names as names
-from kdrecon.report.stage_names import Role
 from kdrecon.report.run_layout import stage_id
+from kdrecon.report.stage_names import Role
 
 #: Placeholder for a dependency's run directory inside a stage config (resolved when run).
 STAGE_REFERENCE = "stage:"

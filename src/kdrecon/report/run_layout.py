@@ -15,7 +15,8 @@
 
 The runner writes through :class:`RunLayout` and the report reads through it, so neither spells
 a file name; the names inside a training run directory and an evaluation directory are the
-ones the training and evaluation modules that write them declare. A stage is identified by its ``id``, ``seed-{s}/{name}``, which is also its path
+ones the training and evaluation modules that write them declare. A stage is identified by its
+``id``, ``seed-{s}/{name}``, which is also its path
 below ``stages/``.
 
 Example:

@@ -124,7 +124,8 @@ class DistillationRecipe:
 KD_MRI_ABLATION = (
     DistillationRecipe(f"kd-mri-{ATTENTION_TRANSFER}", ATTENTION_TRANSFER, "two-stage", 1.0, "KD-MRI: AT alone"),
     DistillationRecipe(f"kd-mri-{IMITATION}", IMITATION, "single-stage", 0.5, "KD-MRI: imitation alone"),
-    DistillationRecipe(f"kd-mri-{ATTENTION_TRANSFER}-{IMITATION}", ATTENTION_TRANSFER, "two-stage", 0.5, "KD-MRI: AT + imitation (its procedure)"),
+    DistillationRecipe(f"kd-mri-{ATTENTION_TRANSFER}-{IMITATION}", ATTENTION_TRANSFER, "two-stage", 0.5,
+                       "KD-MRI: AT + imitation (its procedure)"),
 )
 #: Constructor options a model config can set; each family takes the ones it declares.
 MODEL_OPTIONS = ("channels", "residual", "padding", "data_consistency", "image_channels")
