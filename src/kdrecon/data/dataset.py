@@ -152,9 +152,10 @@ def load_sample(split: str, acceleration: str = "4x", mask_kind: str = "papers",
     options = PrepareOptions(mask=mask_kind, mask_seed=mask_seed, task=task)
     mask = options.make_mask(acceleration, (size, size))
     volumes = []
-    for volume in sunnybrook.read_volumes(sample_directory()):
-        if (volume.subject in SAMPLE_VALIDATION_SUBJECTS) != (split == "validation"):
-            continue
+    # The split is chosen by subject file before reading: each file is decompressed whole.
+    files = [file for file in sunnybrook.subject_files(sample_directory())
+             if (file.stem in SAMPLE_VALIDATION_SUBJECTS) == (split == "validation")]
+    for volume in (volume for file in files for volume in sunnybrook.read_volumes(file)):
         target, undersampled, _ = prepare_volume(volume, size, {acceleration: mask})
         zero_filled, kspace = undersampled[acceleration]
         volumes.append((volume.name, target, zero_filled, kspace))

@@ -61,8 +61,10 @@ def dft_matrix(size: int) -> np.ndarray:
 def sampled_projection(size: int, sampled: np.ndarray) -> np.ndarray:
     """``A = W̄[:, S] W[S, :]`` (complex128, ``size × size``): the projection of an image's lines onto the
     k-space lines ``S`` (indices along the undersampled axis), ``F⁻¹(M ⊙ F x) = A x`` for a row mask."""
-    transform = dft_matrix(size)[sampled]
-    return transform.conj().T @ transform
+    transform = torch.from_numpy(dft_matrix(size)[sampled])
+    # The product in PyTorch, not NumPy: NumPy's OpenBLAS threads keep spinning for a while after a
+    # call, and on a small CPU they slowed the network's next passes by a fifth (docs/benchmarks.md).
+    return (transform.conj().T @ transform).numpy()
 
 
 @dataclass(frozen=True)
