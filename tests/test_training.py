@@ -324,17 +324,17 @@ def test_bf16_stated_where_it_is_emulated_is_kept_with_a_warning(tmp_path, monke
     from kdrecon.training import fast_path
 
     cpu = torch.device("cpu")
-    from kdrecon.training.trainer import training_path
+    from kdrecon.training.trainer import TrainingPath, training_path
 
     monkeypatch.setattr(fast_path, "native_bf16", lambda device: False)
-    for resolve in (lambda: training_path(tmp_path / "last.pt", cpu, "bf16", "auto")[0],
+    for resolve in (lambda: training_path(tmp_path / "last.pt", cpu, "bf16", "auto").precision,
                     lambda: fast_path.inference_precision("bf16", "fp32", cpu)):
         with pytest.warns(fast_path.EmulatedPrecisionWarning, match="bf16 is emulated here"):
             assert resolve() == "bf16"
     monkeypatch.setattr(fast_path, "native_bf16", lambda device: True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert training_path(tmp_path / "last.pt", cpu, "bf16", "auto") == ("bf16", True)
+        assert training_path(tmp_path / "last.pt", cpu, "bf16", "auto") == TrainingPath("bf16", True)
         assert fast_path.inference_precision("bf16", "fp32", cpu) == "bf16"
 
 
@@ -352,13 +352,13 @@ def test_a_resumed_run_keeps_the_precision_and_layout_it_began_with(tmp_path, mo
     """'auto' is measured per process on a CPU; resuming must not switch layout mid-run."""
     from kdrecon.training import fast_path
     from kdrecon.training.checkpoint import save_checkpoint
-    from kdrecon.training.trainer import training_path
+    from kdrecon.training.trainer import TrainingPath, training_path
 
     cpu, last = torch.device("cpu"), tmp_path / "last.pt"
     measured = fast_path.CpuTrainingPath("fp32", float32_channels_last=False, seconds={})
     monkeypatch.setattr(fast_path, "cpu_training_path", lambda: measured)
-    assert training_path(last, cpu, "auto", "auto") == ("fp32", False)  # nothing to resume: measured
+    assert training_path(last, cpu, "auto", "auto") == TrainingPath("fp32", False)  # nothing to resume: measured
     save_checkpoint(last, {"precision": "bf16", "channels_last": True, "epoch": 1})
-    assert training_path(last, cpu, "auto", "auto") == ("bf16", True)  # resumed: as recorded
-    assert training_path(last, cpu, "fp32", False) == ("fp32", False)  # stated settings win
-    assert training_path(last, cpu, "fp32", "auto") == ("fp32", True)
+    assert training_path(last, cpu, "auto", "auto") == TrainingPath("bf16", True)  # resumed: as recorded
+    assert training_path(last, cpu, "fp32", False) == TrainingPath("fp32", False)  # stated settings win
+    assert training_path(last, cpu, "fp32", "auto") == TrainingPath("fp32", True)

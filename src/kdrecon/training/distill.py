@@ -49,7 +49,7 @@ from kdrecon.training.config import (DISTILL, IMITATION, ConfigError, DataConfig
                                      write_config)
 from kdrecon.training.supervised import CONFIG_FILE, claim_run_directory, load_splits
 from kdrecon.training.distributed import barrier, current_world, local_device
-from kdrecon.training.trainer import FitResult, fit, prepare_module, resolve_device, training_path
+from kdrecon.training.trainer import FitResult, TrainingPath, fit, prepare_module, resolve_device, training_path
 
 FEATURE_STAGE = "feature-stage"
 
@@ -144,8 +144,8 @@ def _set_up(config: DistillConfig, run_dir: Path, progress: bool, train_data: Sl
         claim_run_directory(run_dir, config_data(config))
         write_config(config, run_dir / CONFIG_FILE)
     barrier()
-    precision, channels_last = _training_path(config, run_dir, device)
-    prepare_module(teacher, device, channels_last)
+    path = _training_path(config, run_dir, device)
+    prepare_module(teacher, device, path.channels_last)
     feature_weight = config.feature_weight or (feature_loss.default_weight if feature_loss else 0.0)
     record = {
         "teacher": str(resolve_checkpoint(config.teacher, config.teacher_checkpoint)),
@@ -157,10 +157,11 @@ def _set_up(config: DistillConfig, run_dir: Path, progress: bool, train_data: Sl
         "initialised_tensors": len(initialised),
     }
     return _Distillation(config, teacher, student, teacher_layers, student_layers, feature_loss, feature_weight,
-                         record, device, precision, channels_last, train_data, validation_data, progress, on_epoch_end)
+                         record, device, path.precision, path.channels_last, train_data, validation_data, progress,
+                         on_epoch_end)
 
 
-def _training_path(config: DistillConfig, run_dir: Path, device: torch.device) -> tuple[str, bool]:
+def _training_path(config: DistillConfig, run_dir: Path, device: torch.device) -> TrainingPath:
     """The precision and layout of the whole distillation: as its latest checkpoint (fine-tune,
     else feature stage) recorded for a setting left to ``auto``, else resolved now. Both stages and
     the teacher then share them, whichever process a resumed run measures ``auto`` in."""

@@ -399,7 +399,15 @@ def _run_epoch(training: _Training, progress: _Progress, writer: SummaryWriter |
     return row
 
 
-def training_path(last: Path, device: torch.device, precision: str, channels_last: bool | str) -> tuple[str, bool]:
+@dataclass(frozen=True)
+class TrainingPath:
+    """The precision (``fp32`` or ``bf16``) and the layout a run trains in, ``auto`` resolved."""
+
+    precision: str
+    channels_last: bool
+
+
+def training_path(last: Path, device: torch.device, precision: str, channels_last: bool | str) -> TrainingPath:
     """The precision and layout to train in, ``auto`` resolved for ``device``; a run resuming from
     ``last`` keeps what that checkpoint recorded for a setting left to ``auto``, so it goes on as it
     began (a CPU's measured choice may differ from one process to the next, or one rank to the
@@ -415,7 +423,7 @@ def training_path(last: Path, device: torch.device, precision: str, channels_las
     precision = resolve_precision(precision, device)
     warn_if_emulated(precision, device)
     # Every rank of a distributed run trains as rank 0 measured: each process measures on its own.
-    return from_main((precision, resolve_channels_last(channels_last, device, precision)))
+    return from_main(TrainingPath(precision, resolve_channels_last(channels_last, device, precision)))
 
 
 def _start(objective: Objective, train_data: SliceData, validation_data: SliceData, run_dir: Path,
@@ -425,20 +433,20 @@ def _start(objective: Objective, train_data: SliceData, validation_data: SliceDa
     if len(train_data) == 0 or len(validation_data) == 0:
         raise ValueError("training needs non-empty train and validation splits")
     run_dir = Path(run_dir)
-    precision, channels_last = training_path(checkpoint_path(run_dir, "last"), device, precision, channels_last)
+    path = training_path(checkpoint_path(run_dir, "last"), device, precision, channels_last)
     world = current_world()
     if world.is_main:
         (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         remove_debris(run_dir)  # temporaries of writes a kill interrupted
     modules = objective.modules()
     for module in modules.values():
-        prepare_module(module, device, channels_last)
+        prepare_module(module, device, path.channels_last)
     parameters = [p for module in modules.values() for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=optimization.learning_rate)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, optimization.lr_step_epochs, optimization.lr_gamma)
     return _Training(objective, modules, optimizer, scheduler, train_data.to(device), validation_data.to(device),
-                     run_dir, optimization, seed, device, precision, channels_last, world, progress and world.is_main,
-                     checkpoint_extra or {})
+                     run_dir, optimization, seed, device, path.precision, path.channels_last, world,
+                     progress and world.is_main, checkpoint_extra or {})
 
 
 def fit(
