@@ -96,3 +96,20 @@ def test_attention_maps_fit_a_budget_the_features_do_not(small_train):
     # One map (a value per pixel) per slice and layer, within the budget the full features overran.
     assert [tuple(f.shape) for f in cached] == [(len(small_train), small_train.target[0].numel())] * 3
     assert sum(f.numel() * f.element_size() for f in cached) <= maps_bytes
+
+
+@pytest.mark.parametrize("method", ["at", "fitnets"])
+def test_feature_loss_gets_bf16_features_only_if_it_takes_them(small_train, method):
+    """Under bf16 autocast the student's tapped features are bf16: AT sums them in float32 itself,
+    every other method gets float32 copies."""
+    distiller, batch = make(small_train, method=method)
+    received = []
+    distiller.feature_loss.register_forward_pre_hook(
+        lambda _, args, kwargs: received.extend(f.dtype for f in args[0]), with_kwargs=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = distiller.training_losses(batch)
+    losses["total"].backward()
+    expected = torch.bfloat16 if distiller.feature_loss.takes_low_precision_features else torch.float32
+    assert received == [expected] * len(STUDENT_LAYERS)
+    assert (method == "at") == distiller.feature_loss.takes_low_precision_features
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in distiller.student.parameters())

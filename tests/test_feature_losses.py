@@ -269,6 +269,36 @@ def test_channel_energy_and_its_gradient_equal_the_squared_sum():
     torch.testing.assert_close(ours.grad, reference.grad)
 
 
+def test_channel_energy_of_a_bf16_feature_sums_in_float32_and_returns_a_bf16_gradient():
+    """Under autocast AT takes the tapped bf16 features: the sums are those of their float32
+    values, the gradient is 2F·g rounded to bf16 as the network's backward pass runs."""
+    from kdrecon.distillation.losses.attention_transfer import ChannelEnergy
+
+    generator = torch.Generator().manual_seed(1)
+    feature = torch.randn(2, 32, 9, 10, generator=generator).relu().to(torch.bfloat16).requires_grad_()
+    weights = torch.rand(2, 9, 10, generator=generator)
+    energy = ChannelEnergy.apply(feature)
+    assert energy.dtype == torch.float32
+    exact = feature.detach().double().square().sum(dim=1)
+    torch.testing.assert_close(energy.double(), exact, rtol=1e-6, atol=0)
+    (energy * weights).sum().backward()
+    assert feature.grad.dtype == torch.bfloat16
+    expected = 2 * feature.detach().double() * weights.double().unsqueeze(1)
+    torch.testing.assert_close(feature.grad.double(), expected, rtol=2**-7, atol=0)  # one bf16 rounding each
+
+
+@pytest.mark.parametrize("method", ["at", "at-paper"])
+def test_attention_transfer_of_bf16_features_equals_that_of_their_float32_copies(method):
+    generator = torch.Generator().manual_seed(2)
+    student, teacher = ([torch.randn(4, 32, 12, 12, generator=generator).relu().to(torch.bfloat16)] for _ in range(2))
+    loss = build_feature_loss(method, [32], [32])
+    assert loss.takes_low_precision_features
+    value = loss(student, teacher)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, loss([f.float() for f in student], [f.float() for f in teacher]),
+                               rtol=1e-6, atol=0)
+
+
 def test_attention_transfer_from_teacher_maps_matches_numpy(feats):
     """The distiller caches AT's teacher maps (teacher_summary); the loss from them is the same."""
     sc, tc, S, T = _inputs("at", feats, True)

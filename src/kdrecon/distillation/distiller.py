@@ -190,7 +190,13 @@ class Distiller:
         return self._feature_loss(self._teacher(Batch(batch.zero_filled, batch.kspace, batch.mask, batch.target)))
 
     def _feature_loss(self, teacher: TeacherSignals) -> torch.Tensor:
-        student_features = [f.float() for f in self.student_tap.features()]
+        student_features = self._for_feature_loss(self.student_tap.features())
         if teacher.summarised:
             return self.feature_network(student_features, teacher.features, summarised=True)
-        return self.feature_network(student_features, [f.float() for f in teacher.features])
+        return self.feature_network(student_features, self._for_feature_loss(teacher.features))
+
+    def _for_feature_loss(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``features`` as the feature loss takes them: as tapped, or as float32 copies."""
+        if self.feature_loss.takes_low_precision_features:
+            return list(features)
+        return [f.float() for f in features]

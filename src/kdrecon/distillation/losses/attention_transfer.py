@@ -52,7 +52,9 @@ class ChannelEnergy(torch.autograd.Function):
     Forward is one fused reduction (the squared Euclidean norm over the channels), backward one
     element-wise pass, where ``F.square().sum(1)`` writes a squared copy of the feature and
     autograd's norm backward adds a division and a mask for zero norms; the saving is measured
-    in docs/benchmarks.md.
+    in docs/benchmarks.md. A bf16 feature (a network trained under autocast) is summed in
+    float32 without a float32 copy, and its gradient is computed and returned in bf16, the
+    precision the network's own backward pass runs in.
 
     Example:
         >>> feature = torch.tensor([[[[1.0]], [[2.0]]]], requires_grad=True)  # (1, 2, 1, 1)
@@ -66,12 +68,17 @@ class ChannelEnergy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, feature: Tensor) -> Tensor:
         ctx.save_for_backward(feature)
-        return torch.linalg.vector_norm(feature, dim=1).square()
+        return torch.linalg.vector_norm(feature, dim=1, dtype=at_least_float32(feature.dtype)).square()
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         (feature,) = ctx.saved_tensors
-        return feature * (2 * grad).unsqueeze(1)
+        return feature * (2 * grad).to(feature.dtype).unsqueeze(1)
+
+
+def at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """``dtype`` if it is float32 or wider, else float32: what a loss on bf16 features sums in."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def attention_map(feature: Tensor, p: float = 2.0) -> Tensor:
@@ -83,7 +90,7 @@ def attention_map(feature: Tensor, p: float = 2.0) -> Tensor:
     if p == 2:
         powered_mean = ChannelEnergy.apply(feature) / feature.shape[1]
     else:
-        powered_mean = feature.abs().pow(p).mean(dim=1)
+        powered_mean = feature.to(at_least_float32(feature.dtype)).abs().pow(p).mean(dim=1)
     return F.normalize(powered_mean.flatten(1), dim=1)
 
 
@@ -98,6 +105,7 @@ class AttentionTransfer(FeatureLoss):
     name: ClassVar[str] = "at"
     label: ClassVar[str] = "AT"
     default_weight: ClassVar[float] = 1000.0
+    takes_low_precision_features: ClassVar[bool] = True
 
     def __init__(self, student_channels, teacher_channels, *, p: float = 2.0, **options: Any) -> None:
         super().__init__(student_channels, teacher_channels, **options)

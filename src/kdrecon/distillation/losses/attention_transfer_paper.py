@@ -68,6 +68,7 @@ class PaperAttentionTransfer(FeatureLoss):
     name: ClassVar[str] = "at-paper"
     label: ClassVar[str] = "AT (KD-MRI code)"
     default_weight: ClassVar[float] = 1.0
+    takes_low_precision_features: ClassVar[bool] = True  # ChannelEnergy sums them in float32
 
     def __init__(self, student_channels, teacher_channels, **options: Any) -> None:
         super().__init__(student_channels, teacher_channels, **options)

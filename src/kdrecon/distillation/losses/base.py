@@ -62,6 +62,10 @@ class FeatureLoss(nn.Module):
     requires_equal_spatial_size: ClassVar[bool] = True
     #: consecutive layers per network that one comparison takes (FSP's flow between two layers: 2)
     layers_per_pair: ClassVar[int] = 1
+    #: whether the loss takes features in the precision the networks ran in (bf16 under
+    #: autocast) and does its own float32 arithmetic where it matters (AT's channel sums); the
+    #: distiller hands every other method float32 copies
+    takes_low_precision_features: ClassVar[bool] = False
 
     def __init__(
         self, student_channels: Sequence[int], teacher_channels: Sequence[int], **options: Any
