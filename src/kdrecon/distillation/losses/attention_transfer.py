@@ -53,8 +53,8 @@ class ChannelEnergy(torch.autograd.Function):
     element-wise pass, where ``F.square().sum(1)`` writes a squared copy of the feature and
     autograd's norm backward adds a division and a mask for zero norms; the saving is measured
     in docs/benchmarks.md. A bf16 feature (a network trained under autocast) is summed in
-    float32 without a float32 copy, and its gradient is computed and returned in bf16, the
-    precision the network's own backward pass runs in.
+    float32, and its gradient is computed and returned in bf16, the precision the network's own
+    backward pass runs in.
 
     Example:
         >>> feature = torch.tensor([[[[1.0]], [[2.0]]]], requires_grad=True)  # (1, 2, 1, 1)
