@@ -239,3 +239,16 @@ def test_bench_refuses_bad_options_before_measuring(tmp_path, capsys, arguments,
     assert main(["bench", *arguments]) == 2
     assert message.replace("{file}", str(blocker)) in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_prepare_sunnybrook_keeps_the_samples_validation_subject_by_default(tmp_path):
+    """The full Sunnybrook data is split as the embedded sample is, so their validation subjects agree."""
+    from kdrecon.data.dataset import load_sample, sample_directory
+
+    output = tmp_path / "data"
+    assert main(["prepare", "sunnybrook", str(sample_directory()), str(output), "--phases", "0", "--crop", "48",
+                 "--mask", "recipe"]) == 0
+    splits = json.loads((output / "dataset.json").read_text())["splits"]
+    sample_subjects = sorted({volume.name.split("_")[0] for volume in load_sample("validation").volumes})
+    assert splits["validation"]["subjects"] == sample_subjects == ["SCD0000401"]
+    assert "SCD0000401" not in splits["train"]["subjects"]

@@ -142,7 +142,9 @@ def _run_prepare(args: argparse.Namespace) -> None:
         return
     volumes = _read_source_volumes(args)
     if args.format == "sunnybrook" and not args.validation_subjects:
-        args.validation_subjects = ("SCD0000401",)
+        from kdrecon.data.dataset import SAMPLE_VALIDATION_SUBJECTS  # the sample's split, kept on the full data
+
+        args.validation_subjects = SAMPLE_VALIDATION_SUBJECTS
     if args.task == SUPER_RESOLUTION and args.mask is not None:
         raise ValueError("--mask: super-resolution keeps the central block of k-space; it takes no mask")
     defaults = prepare.PrepareOptions()

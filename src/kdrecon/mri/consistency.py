@@ -63,7 +63,7 @@ def sampled_projection(size: int, sampled: np.ndarray) -> np.ndarray:
     k-space lines ``S`` (indices along the undersampled axis), ``F⁻¹(M ⊙ F x) = A x`` for a row mask."""
     transform = torch.from_numpy(dft_matrix(size)[sampled])
     # The product in PyTorch, not NumPy: NumPy's OpenBLAS threads keep spinning for a while after a
-    # call, and on a small CPU they slowed the network's next passes by a fifth (docs/benchmarks.md).
+    # call, and on a small CPU they slowed the network's next passes by up to a fifth (docs/benchmarks.md).
     return (transform.conj().T @ transform).numpy()
 
 
