@@ -3,6 +3,7 @@ distillation path and evaluation on the magnitude."""
 
 from __future__ import annotations
 
+import csv
 import shutil
 
 import h5py
@@ -14,13 +15,14 @@ from conftest import PHANTOM_CROP, PHANTOM_KSPACE, PHANTOM_OFFSETS
 from kdrecon.data.dataset import load_split, read_manifest
 from kdrecon.data.prepare import make_mask
 from kdrecon.data.sources import fastmri, raw_kspace
-from kdrecon.distillation.losses import METHOD_NAMES
+from kdrecon.distillation.losses import FEATURE_LOSSES, METHOD_NAMES
 from kdrecon.evaluation.evaluate import evaluate
 from kdrecon.mri.channels import magnitude, to_channels, to_complex
 from kdrecon.mri.undersample import data_consistency, undersample
 from kdrecon.training.config import ConfigError, DistillConfig, TrainConfig, config_data, validate
 from kdrecon.training.distill import distill_student
 from kdrecon.training.supervised import train_model
+from kdrecon.training.trainer import HISTORY
 
 COMPLEX_DATA = {"acceleration": "4x", "image": "complex"}
 
@@ -151,6 +153,11 @@ def complex_teachers(complex_dataset, tmp_path_factory):
     return root
 
 
+def read_history(run) -> list[dict[str, float]]:
+    with open(run / HISTORY, newline="") as handle:
+        return [{name: float(value) for name, value in row.items()} for row in csv.DictReader(handle)]
+
+
 @pytest.mark.parametrize("method", [*METHOD_NAMES, "imitation"])
 def test_every_distillation_method_on_complex_images(method, complex_teachers):
     sft = method == "at"  # SFT-KD once, Std-KD for every method
@@ -162,6 +169,16 @@ def test_every_distillation_method_on_complex_images(method, complex_teachers):
     run = complex_teachers / f"student-{method}"
     result = distill_student(config, run, progress=False)
     assert np.isfinite(result.best_validation_loss)
+    # Every term the method weighs was computed on the complex features and entered the objective:
+    # the epoch's mean total is the weighted sum of the terms' means (the mean is linear).
+    (epoch,) = read_history(run)
+    weights = {"reconstruction": config.alpha, "imitation": 1 - config.alpha}
+    if method != "imitation":
+        weights["feature"] = FEATURE_LOSSES[method].default_weight
+    assert {name for name in epoch if name.startswith("train_")} - {"train_total", "train_slices_per_second"} == {
+        f"train_{name}" for name in weights}
+    assert all(epoch[f"train_{name}"] > 0 for name in weights)
+    assert epoch["train_total"] == pytest.approx(sum(w * epoch[f"train_{name}"] for name, w in weights.items()), rel=1e-5)
     evaluation = evaluate(run, complex_teachers / f"evaluation-{method}")
     psnr = evaluation.summary["model_metrics"]["psnr"]["mean"]
     assert evaluation.summary["image"] == "complex" and np.isfinite(psnr)

@@ -158,4 +158,9 @@ def test_dc_unet_features_have_the_image_size_when_it_was_padded(real_slices, ca
         loss = build_feature_loss(
             method, feature_channels(student, student_layers), feature_channels(teacher, teacher_layers)
         )
-        assert torch.isfinite(loss(student_features, teacher_features))
+        value = loss(student_features, teacher_features)
+        assert torch.isfinite(value) and value > 0  # random networks' features differ
+        value.backward()  # the loss reaches every tapped student layer's own weights
+        for name, parameter in student.named_parameters():
+            if any(name.startswith(layer + ".") for layer in student_layers):
+                assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
