@@ -1,7 +1,9 @@
 """The command line end to end on real data: train, evaluate, prepare, and bad input."""
 
 import csv
+import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -216,7 +218,7 @@ def test_an_unexpected_exception_is_one_line_and_debug_shows_the_traceback(monke
     def broken(args):
         raise RuntimeError("something unforeseen")
 
-    monkeypatch.setitem(cli.COMMANDS, "report", (cli.COMMANDS["report"][0], broken))
+    monkeypatch.setitem(cli.COMMANDS, "report", dataclasses.replace(cli.COMMANDS["report"], run=broken))
     assert cli.main(["report", "anything"]) == 1
     assert capsys.readouterr().err == (
         "kdrecon: internal error: RuntimeError: something unforeseen (run with --debug for the traceback)\n")
@@ -252,3 +254,19 @@ def test_prepare_sunnybrook_keeps_the_samples_validation_subject_by_default(tmp_
     sample_subjects = sorted({volume.name.split("_")[0] for volume in load_sample("validation").volumes})
     assert splits["validation"]["subjects"] == sample_subjects == ["SCD0000401"]
     assert "SCD0000401" not in splits["train"]["subjects"]
+
+
+def test_help_lists_every_command_without_importing_torch():
+    from kdrecon.cli import COMMANDS
+
+    code = ("import sys\nfrom kdrecon.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch imported:', 'torch' in sys.modules)")
+    wide = {**os.environ, "COLUMNS": "400"}  # argparse wraps the help to the terminal's width
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=wide)
+    assert process.stdout.splitlines()[-1] == "torch imported: False"
+    listed = " ".join(process.stdout.split())
+    for name, command in COMMANDS.items():
+        assert f"{name} {command.help}" in listed
+    # A command's own help has its options.
+    code, out, _ = run_cli("evaluate", "--help")
+    assert code == 0 and "--which" in out

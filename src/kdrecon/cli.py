@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -46,8 +47,7 @@ def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
 
 
-def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
-    prepare = subparsers.add_parser("prepare", help="prepare a dataset directory from real data")
+def _add_prepare(prepare: argparse.ArgumentParser) -> None:
     formats = prepare.add_subparsers(dest="format", required=True, metavar="FORMAT")
 
     sunnybrook = formats.add_parser("sunnybrook", help="Sunnybrook SCD*.npz subject files")
@@ -232,10 +232,7 @@ def _is_main_process() -> bool:
     return current_world().is_main
 
 
-def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser(
-        "train", help="train a teacher or student on L1, or a student-friendly teacher (--model sft-teacher)"
-    )
+def _add_train(train: argparse.ArgumentParser) -> None:
     _add_stage_options(train)
     train.add_argument("--model", help=f"a network, e.g. {_model_names()}, or sft-teacher")
     train.add_argument("--residual", action="store_true", default=None, help="add each block's input to its output")
@@ -269,10 +266,9 @@ def _run_train(args: argparse.Namespace) -> None:
         print(f"best validation loss {result.best_validation_loss:.6f} at epoch {result.best_epoch}; run in {result.run_dir}")
 
 
-def _add_distill(subparsers: argparse._SubParsersAction) -> None:
+def _add_distill(distill: argparse.ArgumentParser) -> None:
     from kdrecon.training.config import DEFAULT_PROCEDURE, PROCEDURES
 
-    distill = subparsers.add_parser("distill", help="distil a student from a trained teacher (Std-KD or SFT-KD)")
     _add_stage_options(distill)
     distill.add_argument("--teacher", help="the teacher's run directory or checkpoint (an SFT teacher for --init sft)")
     distill.add_argument("--method", help=" | ".join(_methods()))
@@ -312,10 +308,9 @@ def _run_distill(args: argparse.Namespace) -> None:
         )
 
 
-def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
     from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 
-    evaluate = subparsers.add_parser("evaluate", help="evaluate a checkpoint on a dataset split")
     evaluate.add_argument("checkpoint", type=Path, help="a run directory or a .pt checkpoint")
     evaluate.add_argument("--output", type=Path, help="evaluation directory (default RUN/evaluation)")
     evaluate.add_argument("--dataset", help="default: the dataset the model was trained on")
@@ -345,8 +340,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
           f"written to {output}")
 
 
-def _add_bench(subparsers: argparse._SubParsersAction) -> None:
-    bench = subparsers.add_parser("bench", help="measure speed: parameters, MACs, latency, training throughput")
+def _add_bench(bench: argparse.ArgumentParser) -> None:
     from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRAINING_BATCH_SIZE, TRAINING_STEPS
     from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 
@@ -427,8 +421,7 @@ def _run_bench(args: argparse.Namespace) -> None:
 RERUN_HELP = "stages already run whose settings changed: move them to RUN/superseded/ and run them again"
 
 
-def _add_run(subparsers: argparse._SubParsersAction) -> None:
-    run = subparsers.add_parser("run", help="run a whole experiment (stage graph, evaluation, report)")
+def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("experiment", help="an experiment YAML file, or a preset: " + ", ".join(_presets()))
     run.add_argument("--run-dir", type=Path, help="default runs/NAME; rerun to continue or update")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any experiment key")
@@ -506,8 +499,7 @@ def _run_run(args: argparse.Namespace) -> None:
         print(f"experiment complete; report: {run_dir / REPORT_MARKDOWN} and {run_dir / REPORT_HTML}")
 
 
-def _add_report(subparsers: argparse._SubParsersAction) -> None:
-    report = subparsers.add_parser("report", help="rebuild an experiment's report from its run directory")
+def _add_report(report: argparse.ArgumentParser) -> None:
     report.add_argument("run_dir", type=Path)
 
 
@@ -518,8 +510,8 @@ def _run_report(args: argparse.Namespace) -> None:
     print(f"report written: {build_report(args.run_dir)} and {args.run_dir / REPORT_HTML}")
 
 
-def _add_models(subparsers: argparse._SubParsersAction) -> None:
-    subparsers.add_parser("models", help="list the trained models shipped with kdrecon")
+def _add_models(models: argparse.ArgumentParser) -> None:
+    """``kdrecon models`` takes no options."""
 
 
 def _run_models(args: argparse.Namespace) -> None:
@@ -533,13 +525,10 @@ def _run_models(args: argparse.Namespace) -> None:
         print(f"{name:<28} {info.model['name']}, {info.data['task']} {info.data['acceleration']}{quality}; card: {model_card(name)}")
 
 
-def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
+def _add_reconstruct(reconstruct: argparse.ArgumentParser) -> None:
     from kdrecon.data.sources.raw_kspace import READOUT_OVERSAMPLING
     from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 
-    reconstruct = subparsers.add_parser(
-        "reconstruct", help="apply a trained network to new data (NIfTI, papers' or fastMRI h5, DICOM, raw k-space .npy)"
-    )
     reconstruct.add_argument("--model", required=True, help="a shipped model (kdrecon models), .safetensors, run directory or .pt")
     reconstruct.add_argument("--input", type=Path, required=True, help="a file or a directory of .nii/.nii.gz/.h5/.npy/DICOM files")
     reconstruct.add_argument("--output", type=Path, required=True, help="directory for the reconstructions (same names)")
@@ -568,11 +557,10 @@ def _run_reconstruct(args: argparse.Namespace) -> None:
     print(f"{len(written.files)} reconstruction(s) written to {args.output} ({written.precision})")
 
 
-def _add_export(subparsers: argparse._SubParsersAction) -> None:
+def _add_export(export: argparse.ArgumentParser) -> None:
     from kdrecon.models.export import BF16_FORMATS, FORMATS, SUFFIXES
     from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 
-    export = subparsers.add_parser("export", help="export a network with its data-consistency layer (ONNX, torch.export, AOTInductor)")
     export.add_argument("--model", required=True, help="a shipped model (kdrecon models), .safetensors, run directory or .pt")
     export.add_argument("--format", default="onnx", choices=FORMATS,
                         help="aot-inductor: compiled ahead of time for this CPU, batch 1 (needs a C++ compiler)")
@@ -595,8 +583,7 @@ def _run_export(args: argparse.Namespace) -> None:
           f"max |difference| {check.max_abs_difference:.2g} (output max {check.max_reference:.2g})")
 
 
-def _add_demo(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser("demo", help="the 'demo' experiment on the embedded sample (minutes on a laptop CPU; README: Timings)")
+def _add_demo(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any experiment key")
     demo.add_argument("--rerun", action="store_true", help=RERUN_HELP)
@@ -610,18 +597,40 @@ def _run_demo(args: argparse.Namespace) -> None:
     run_demo(args.run_dir, overrides=_key_values(args.set), progress=not args.quiet, rerun=args.rerun)
 
 
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its one-line help, the function that adds its options to its parser (which may
+    import torch, so only the command being run gets its options) and the function that runs it."""
+
+    help: str
+    add_options: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+
+
 COMMANDS = {
-    "prepare": (_add_prepare, _run_prepare),
-    "train": (_add_train, _run_train),
-    "distill": (_add_distill, _run_distill),
-    "evaluate": (_add_evaluate, _run_evaluate),
-    "bench": (_add_bench, _run_bench),
-    "run": (_add_run, _run_run),
-    "report": (_add_report, _run_report),
-    "models": (_add_models, _run_models),
-    "reconstruct": (_add_reconstruct, _run_reconstruct),
-    "export": (_add_export, _run_export),
-    "demo": (_add_demo, _run_demo),
+    "prepare": Command("prepare a dataset directory from real data", _add_prepare, _run_prepare),
+    "train": Command(
+        "train a teacher or student on L1, or a student-friendly teacher (--model sft-teacher)",
+        _add_train, _run_train,
+    ),
+    "distill": Command("distil a student from a trained teacher (Std-KD or SFT-KD)", _add_distill, _run_distill),
+    "evaluate": Command("evaluate a checkpoint on a dataset split", _add_evaluate, _run_evaluate),
+    "bench": Command("measure speed: parameters, MACs, latency, training throughput", _add_bench, _run_bench),
+    "run": Command("run a whole experiment (stage graph, evaluation, report)", _add_run, _run_run),
+    "report": Command("rebuild an experiment's report from its run directory", _add_report, _run_report),
+    "models": Command("list the trained models shipped with kdrecon", _add_models, _run_models),
+    "reconstruct": Command(
+        "apply a trained network to new data (NIfTI, papers' or fastMRI h5, DICOM, raw k-space .npy)",
+        _add_reconstruct, _run_reconstruct,
+    ),
+    "export": Command(
+        "export a network with its data-consistency layer (ONNX, torch.export, AOTInductor)",
+        _add_export, _run_export,
+    ),
+    "demo": Command(
+        "the 'demo' experiment on the embedded sample (minutes on a laptop CPU; README: Timings)",
+        _add_demo, _run_demo,
+    ),
 }
 
 
@@ -632,14 +641,25 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"kdrecon: error: {self.prog}: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the options of ``commands`` (default: all); the other commands are listed with
+    their help only, so that ``kdrecon --help`` does not import torch."""
     parser = OneLineParser(prog="kdrecon", description="Knowledge distillation for MRI reconstruction.")
     parser.add_argument("--version", action="version", version=f"kdrecon {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add, _ in COMMANDS.values():
-        add(subparsers)
+    selected = COMMANDS.keys() if commands is None else set(commands)
+    for name, command in COMMANDS.items():
+        subparser = subparsers.add_parser(name, help=command.help)
+        if name in selected:
+            command.add_options(subparser)
     return parser
+
+
+def _command_named(argv: list[str]) -> list[str]:
+    """The command on a command line, as a list (empty if none): the first word that is not an option
+    (kdrecon's own options take no values)."""
+    return [word for word in argv if not word.startswith("-")][:1]
 
 
 # commands that join the process group when started by torchrun
@@ -647,14 +667,14 @@ DISTRIBUTED_COMMANDS = ("train", "distill", "run", "demo")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_named(argv)).parse_args(argv)
     try:
         if args.command in DISTRIBUTED_COMMANDS:
             from kdrecon.training.distributed import initialise_from_environment
 
             initialise_from_environment()  # torchrun: join the other processes
-        COMMANDS[args.command][1](args)
+        COMMANDS[args.command].run(args)
     except (ValueError, OSError) as error:
         if args.debug:
             raise
