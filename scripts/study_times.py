@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 run = Path(sys.argv[1])
+if not (run / "stages").is_dir():
+    sys.exit(f"{run}: not an experiment run directory (no stages/)")
 by_kind: dict[str, list[float]] = {}
 total_wall = total_session = 0.0
 for state_file in sorted(run.glob("stages/*/*/stage.json")):

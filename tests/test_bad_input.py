@@ -273,3 +273,17 @@ def test_a_bad_option_is_refused_before_any_work(tmp_path, option, data):
                              "--mask", "recipe"]}[command]
     message = refused([*arguments, name, value], root)
     assert mentioned in message, message
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_an_unreadable_config_or_set_value_is_refused_in_one_line(tmp_path, command):
+    root = tmp_path / "case"
+    root.mkdir()
+    (root / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
+    run_dir = ["--run-dir", root / "run"]
+    config = ["--config", root / "latin1.yaml"] if command == "train" else [root / "latin1.yaml"]
+    assert "latin1.yaml: not UTF-8 text" in refused([command, *config, *run_dir], root)
+    directory = ["--config", root] if command == "train" else [root]
+    assert "is a directory, not a config file" in refused([command, *directory, *run_dir], root)
+    base = ["train", "--model", "D2C2"] if command == "train" else ["run", "demo"]
+    assert "--set 'epochs=[': the value is not valid YAML" in refused([*base, *run_dir, "--set", "epochs=["], root)

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -122,6 +123,14 @@ def test_evaluation_replaces_a_previous_one_whole_and_refuses_other_folders(trai
     assert main(["evaluate", str(trained_run), "--output", str(elsewhere), *small]) == 2
     assert "exists and is not an evaluation directory" in capsys.readouterr().err
     assert [p.name for p in elsewhere.iterdir()] == ["mine.txt"]
+    # Another run's evaluation (an experiment stage's, say) is that run's result, not ours to replace.
+    other_run = tmp_path / "other-run"
+    shutil.copytree(trained_run, other_run)
+    summary = (output / "summary.json").read_text()
+    assert main(["evaluate", str(other_run), "--output", str(output), *small]) == 2
+    assert f"holds the evaluation of {trained_run}" in capsys.readouterr().err
+    assert (output / "summary.json").read_text() == summary
+    assert main(["evaluate", str(trained_run), "--which", "last", "--output", str(output), *small]) == 0  # same run
 
 
 def test_the_zero_filled_input_is_scored_once_per_process(trained_run, tmp_path, monkeypatch):

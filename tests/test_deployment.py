@@ -176,6 +176,46 @@ def test_refused_inputs_name_the_problem_and_write_nothing(tmp_path, validation_
     assert info.model["name"] == "D3C5" and describe_mask(mask_from_description(info.data["mask"])) == info.data["mask"]
 
 
+def test_inputs_that_would_give_meaningless_output_or_lose_a_file_are_refused(tmp_path, validation_volume):
+    volume = tmp_path / "in" / "volume.nii"
+    volume.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.moveaxis(validation_volume, 0, -1), np.eye(4)), volume)
+    before = volume.read_bytes()
+    # Writing into the input's own folder would replace the input with its reconstruction.
+    with pytest.raises(ValueError, match="would replace an input file"):
+        reconstruct_files("sunnybrook-4x-student", volume, volume.parent, progress=False)
+    assert volume.read_bytes() == before
+    # A truncated download: named, not an internal error.
+    nib.save(nib.Nifti1Image(np.moveaxis(validation_volume, 0, -1), np.eye(4)), tmp_path / "whole.nii.gz")
+    truncated = tmp_path / "truncated" / "volume.nii.gz"
+    truncated.parent.mkdir()
+    truncated.write_bytes((tmp_path / "whole.nii.gz").read_bytes()[: (tmp_path / "whole.nii.gz").stat().st_size // 2])
+    with pytest.raises(ValueError, match=f"^{truncated}: cannot read NIfTI data"):
+        reconstruct_files("sunnybrook-4x-student", truncated, tmp_path / "out", progress=False)
+    # A diverged run's weights: refused on loading, not reconstructed as a volume of NaNs.
+    tensors = load_file(shipped_weights("sunnybrook-4x-student"))
+    tensors["blocks.1.layers.0.conv.bias"][3] = float("nan")
+    with safe_open(str(shipped_weights("sunnybrook-4x-student")), "pt") as handle:
+        save_file(tensors, tmp_path / "diverged.safetensors", metadata=handle.metadata())
+    with pytest.raises(ValueError, match="blocks.1.layers.0.conv.bias has NaN or infinite values"):
+        reconstruct_files(tmp_path / "diverged.safetensors", volume, tmp_path / "out", progress=False)
+    # An empty image, and k-space whose sampled lines are missing, hold nothing to reconstruct.
+    nib.save(nib.Nifti1Image(np.zeros((150, 150, 2), np.float32), np.eye(4)), tmp_path / "in" / "empty.nii")
+    with pytest.raises(ValueError, match="empty.nii: the images are all zeros"):
+        reconstruct_files("sunnybrook-4x-student", tmp_path / "in" / "empty.nii", tmp_path / "out", progress=False)
+    data = load_sample("validation", "4x")
+    kspace = data.kspace[:3].numpy().copy()
+    sampled_row = int(np.flatnonzero(data.mask.numpy().all(axis=1))[1])
+    kspace[2, sampled_row] = 0
+    layout.write_volume(tmp_path / "h5" / "gap.h5", data.target[:3, 0].numpy(), {"4x": (data.zero_filled[:3, 0].numpy(), kspace)})
+    with pytest.raises(ValueError, match=f"gap.h5: slice 2: sampled row {sampled_row} is all zeros"):
+        reconstruct_files("sunnybrook-4x-student", tmp_path / "h5", tmp_path / "out", progress=False)
+    layout.write_volume(tmp_path / "zero" / "zero.h5", data.target[:3, 0].numpy(), {"4x": (data.zero_filled[:3, 0].numpy(), 0 * kspace)})
+    with pytest.raises(ValueError, match="zero.h5: the k-space is all zeros"):
+        reconstruct_files("sunnybrook-4x-student", tmp_path / "zero", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.*"))
+
+
 @pytest.mark.parametrize("name,export_format", [("sunnybrook-4x-teacher", "onnx"), ("sunnybrook-4x-student", "onnx"),
                                                 ("sunnybrook-4x-sft-kd-at", "torch-export"),
                                                 ("sunnybrook-4x-student", "aot-inductor")])

@@ -222,7 +222,10 @@ def _key_values(items: list[str]) -> dict:
         key, separator, value = item.partition("=")
         if not separator or not key:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE such as optimization.epochs=10")
-        values[key.strip()] = yaml.safe_load(value)
+        try:
+            values[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({str(error).splitlines()[0]})") from None
     return values
 
 

@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 from kdrecon.data import layout
 from kdrecon.data.integrity import ACCELERATION_TOLERANCE
 from kdrecon.data.prepare import make_mask
-from kdrecon.data.sources import fastmri, raw_kspace
+from kdrecon.data.sources import fastmri, nifti, raw_kspace
 from kdrecon.data.task import SUPER_RESOLUTION, factor_of
 from kdrecon.deployment.acquired import AcquiredSlices, from_centred, sampled_lines
 from kdrecon.deployment.package import describe_run, mask_from_description
@@ -132,13 +132,18 @@ class Reconstructor:
                 zero_filled = ifft2(k)
                 x = to_channels(zero_filled) if self.is_complex else zero_filled.abs()[:, None]
                 outputs.append(magnitude(self.model(x, k, mask_tensor).float()).cpu().numpy())
-        return np.concatenate(outputs)
+        result = np.concatenate(outputs)
+        if not np.isfinite(result).all():
+            raise ValueError("the network's output has NaN or infinite values; nothing was written for this input")
+        return result
 
     def images(self, images: np.ndarray) -> np.ndarray:
         """Retrospectively undersample slices ``(S, H, W)`` (magnitude, or complex for a complex model) and
         reconstruct them, in their own scale."""
         if not np.isfinite(images).all():
             raise ValueError("the images contain NaN or infinite values")
+        if not np.abs(images).max(initial=0) > 0:
+            raise ValueError("the images are all zeros")
         if np.iscomplexobj(images) and not self.is_complex:
             images = np.abs(images)
         maxima = np.abs(images).max(axis=(1, 2), keepdims=True)
@@ -156,6 +161,7 @@ class Reconstructor:
         if outside > 1e-6 * max(np.abs(kspace).max(), 1e-12):
             raise ValueError(f"the k-space has energy outside the model's {self.info.data['acceleration']} mask "
                              "(acquired with another mask, or in the centred layout)")
+        _check_sampled_lines(np.abs(kspace), mask > 0)
         return self.run(kspace.astype(np.complex64), mask)
 
 
@@ -175,6 +181,19 @@ class Reconstructor:
         maxima = np.abs(slices.images()).max(axis=(1, 2), keepdims=True)
         scale = np.where(maxima > 0, maxima, 1).astype(np.float32)
         return self.run(slices.kspace / scale, slices.mask) * scale
+
+
+def _check_sampled_lines(magnitudes: np.ndarray, mask: np.ndarray) -> None:
+    """Refuse k-space ``(S, H, W)`` with a line its ``mask`` samples (a whole row or column) all zeros in a
+    slice: a measurement that is missing, which data consistency would impose as zero."""
+    if not magnitudes.max(initial=0) > 0:
+        raise ValueError("the k-space is all zeros")
+    for name, sampled, line_maxima in (("row", mask.all(axis=1), magnitudes.max(axis=2)),
+                                       ("column", mask.all(axis=0), magnitudes.max(axis=1))):
+        empty = ~(line_maxima > 0) & sampled  # (S, lines)
+        if empty.any():
+            slice_index, line = map(int, np.argwhere(empty)[0])
+            raise ValueError(f"slice {slice_index}: sampled {name} {line} is all zeros ({int(empty.sum())} such lines in all)")
 
 
 def is_dicom(path: Path) -> bool:
@@ -247,10 +266,9 @@ def reconstruct_nifti(reconstructor: Reconstructor, source: Path, destination: P
     """A 3-D NIfTI volume (slices along the third axis) or a 4-D series such as a cardiac cine
     (``(H, W, slices, frames)``: each frame's slices reconstructed with their own scale),
     written with the input's shape, affine and header."""
-    image = nib.load(str(source))
+    image, data = nifti.read_image(source)
     if len(image.shape) not in (3, 4):
         raise ValueError(f"{source}: expected a 3-D volume or a 4-D series of volumes, got shape {image.shape}")
-    data = image.get_fdata(dtype=np.float32)
     height, width = data.shape[:2]
     # every (slice, frame) pair becomes one 2-D slice, in the order of the file
     slices = np.moveaxis(data.reshape(height, width, -1), -1, 0)
@@ -325,6 +343,15 @@ def reconstruct_h5(reconstructor: Reconstructor, source: Path, destination: Path
     (reconstruct_fastmri if is_fastmri else reconstruct_papers_h5)(reconstructor, source, destination)
 
 
+def _refuse_overwriting_inputs(files: list[Path], root: Path, output: Path) -> None:
+    """An output file (``output`` / its input's path below ``root``) must not be one of the inputs."""
+    inputs = {file.resolve() for file in files}
+    for file in files:
+        if (output / file.relative_to(root)).resolve() in inputs:
+            raise ValueError(f"--output {output}: its reconstruction of {file} would replace an input file; "
+                             "choose another output directory")
+
+
 @dataclass(frozen=True)
 class Reconstructions:
     """What :func:`reconstruct_files` wrote, and the precision the network ran in."""
@@ -348,6 +375,7 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
     reconstructor = Reconstructor(network, info, torch_device, batch_size, mask_kind, precision)
     files = input_files(input_path)
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
+    _refuse_overwriting_inputs(files, root, Path(output))
     dicom = [file for file in files if is_dicom(file)]
     try:
         written = reconstruct_dicom(reconstructor, dicom, root, Path(output)) if dicom else []
@@ -362,7 +390,7 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
                 reconstruct_raw_kspace(reconstructor, source, destination, readout_oversampling)
             else:
                 reconstruct_nifti(reconstructor, source, destination)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{source}: {error}") from None
+        except (OSError, ValueError) as error:  # named once: a reader's message may name the file already
+            raise ValueError(str(error) if str(error).startswith(f"{source}:") else f"{source}: {error}") from None
         written.append(destination)
     return Reconstructions(tuple(written), precision)

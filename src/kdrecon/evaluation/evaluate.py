@@ -21,6 +21,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import shutil
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -167,7 +168,7 @@ def evaluate(
     ``output_dir`` is written whole or not at all; an existing evaluation there is replaced.
     """
     output_dir = Path(output_dir)
-    _check_replaceable(output_dir)
+    _check_replaceable(output_dir, resolve_checkpoint(run_or_checkpoint, which))
     model, payload = load_model(run_or_checkpoint, which)
     torch_device = resolve_device(device)
     precision = inference_precision(precision, payload.get("precision"), torch_device)
@@ -232,10 +233,20 @@ def _write_evaluation(directory: Path, data: SliceData, prediction: np.ndarray, 
     return summary
 
 
-def _check_replaceable(output_dir: Path) -> None:
-    """An existing output directory is replaced only if it holds an evaluation (or nothing)."""
+def _check_replaceable(output_dir: Path, checkpoint: Path) -> None:
+    """An existing output directory is replaced only if it holds nothing or an evaluation of a checkpoint
+    of the same run as ``checkpoint`` (another run's, e.g. an experiment stage's, is someone else's result)."""
     if output_dir.exists() and (not output_dir.is_dir() or (any(output_dir.iterdir()) and not (output_dir / SUMMARY).is_file())):
         raise ValueError(f"{output_dir}: exists and is not an evaluation directory; choose another output")
+    if not (output_dir / SUMMARY).is_file():
+        return
+    try:
+        previous = Path(json.loads((output_dir / SUMMARY).read_text())["checkpoint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{output_dir / SUMMARY}: unreadable; choose another output or remove the directory") from None
+    # A previous checkpoint that no longer exists where the summary says cannot be compared: replaced.
+    if previous.exists() and not os.path.samefile(previous.parent, checkpoint.parent):
+        raise ValueError(f"{output_dir}: holds the evaluation of {previous}, not of {checkpoint}; choose another output")
 
 
 def _replace_directory(new: Path, target: Path) -> None:

@@ -97,8 +97,9 @@ def load_weights(path: Path) -> tuple[nn.Module, WeightsInfo]:
 
 
 def load_by_name(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> list[str]:
-    """Copy every tensor of ``model`` from ``tensors`` by name; a tensor missing, of another shape, or
-    one ``model`` lacks is an error naming it and ``source``. Returns the names copied."""
+    """Copy every tensor of ``model`` from ``tensors`` by name; a tensor missing, of another shape, with
+    NaN or infinite values, or one ``model`` lacks is an error naming it and ``source``. Returns the
+    names copied."""
     expected = model.state_dict()
     missing = [name for name in expected if name not in tensors]
     unexpected = sorted(set(tensors) - set(expected))
@@ -106,6 +107,9 @@ def load_by_name(model: nn.Module, tensors: dict[str, torch.Tensor], source: str
     for problem, names in (("is missing", missing), ("is not in the network", unexpected), ("has another shape", misshapen)):
         if names:
             raise ValueError(f"{source}: tensor {names[0]} {problem} ({len(names)} such); is it the same network?")
+    non_finite = [name for name in expected if tensors[name].is_floating_point() and not torch.isfinite(tensors[name]).all()]
+    if non_finite:  # a diverged run's weights: every output would be NaN
+        raise ValueError(f"{source}: tensor {non_finite[0]} has NaN or infinite values ({len(non_finite)} such)")
     with torch.no_grad():
         for name, tensor in expected.items():
             tensor.copy_(tensors[name])

@@ -64,7 +64,7 @@ def read_volumes(
     path = Path(path)
     if not -3 <= slice_axis <= 2:
         raise ValueError(f"slice_axis must be a spatial axis in -3..2, got {slice_axis}")
-    subject_re = re.compile(subject_pattern) if subject_pattern else None
+    subject_re = _compiled(subject_pattern, "subject pattern")
     files = _find_files(path, exclude_pattern)
     root = path if path.is_dir() else path.parent
     for file, name in zip(files, _unique_names(files, root)):
@@ -86,7 +86,7 @@ def _find_files(path: Path, exclude_pattern: str | None) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise ValueError(f"{path}: no such file or directory")
-    exclude = re.compile(exclude_pattern) if exclude_pattern else None
+    exclude = _compiled(exclude_pattern, "exclude pattern")
     files = sorted(
         p
         for p in path.rglob("*")
@@ -95,6 +95,13 @@ def _find_files(path: Path, exclude_pattern: str | None) -> list[Path]:
     if not files:
         raise ValueError(f"{path}: no NIfTI files (.nii, .nii.gz) found")
     return files
+
+
+def _compiled(pattern: str | None, what: str) -> re.Pattern | None:
+    try:
+        return re.compile(pattern) if pattern else None
+    except re.error as err:
+        raise ValueError(f"{what} {pattern!r}: not a regular expression ({err})") from None
 
 
 def _stem(file: Path) -> str:
@@ -132,11 +139,20 @@ def _subject(file: Path, subject_re: re.Pattern[str] | None) -> str:
     return match.group(1) if subject_re.groups else match.group(0)
 
 
-def _load(file: Path) -> np.ndarray:
+def read_image(file: Path) -> tuple[nib.spatialimages.SpatialImage, np.ndarray]:
+    """The NIfTI image (its affine and header) and its real data as float32; a corrupt or truncated
+    file, or complex data, is a ``ValueError`` naming ``file``."""
     try:
-        return nib.load(file).get_fdata(dtype=np.float32)
+        image = nib.load(file)
+        if image.get_data_dtype().kind == "c":
+            raise ValueError("complex data; give its magnitude, or its k-space as .npy")
+        return image, image.get_fdata(dtype=np.float32)
     except Exception as err:  # nibabel raises several types for corrupt files
         raise ValueError(f"{file}: cannot read NIfTI data ({type(err).__name__}: {err})") from err
+
+
+def _load(file: Path) -> np.ndarray:
+    return read_image(file)[1]
 
 
 def _volume(file: Path, name: str, subject: str, data: np.ndarray, slice_axis: int) -> Volume:
