@@ -287,3 +287,16 @@ def test_an_unreadable_config_or_set_value_is_refused_in_one_line(tmp_path, comm
     assert "is a directory, not a config file" in refused([command, *directory, *run_dir], root)
     base = ["train", "--model", "D2C2"] if command == "train" else ["run", "demo"]
     assert "--set 'epochs=[': the value is not valid YAML" in refused([*base, *run_dir, "--set", "epochs=["], root)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("seeds=[true]", "seeds.0: Input should be a valid integer (got True)"),
+    ("optimization.epochs='3'", "optimization.epochs: Input should be a valid integer (got '3')"),
+    ("optimization.epochs=true", "optimization.epochs: Input should be a valid integer (got True)"),
+    ("alpha=false", "alpha: Input should be a valid number (got False)"),
+])
+def test_a_value_of_another_type_is_refused_not_coerced(tmp_path, setting, message):
+    """YAML's true is not seed 1, nor '3' three epochs: the config models are strict."""
+    root = tmp_path / "case"
+    root.mkdir()
+    assert message in refused(["run", "demo", "--run-dir", root / "run", "--set", setting], root)

@@ -66,7 +66,7 @@ class ConfigError(ValueError):
 
 class StrictModel(BaseModel):
     # Infinity and NaN are never a setting: they would reach the optimiser or the loss weights.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class DataConfig(StrictModel):
