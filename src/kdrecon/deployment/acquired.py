@@ -77,11 +77,17 @@ def check_acquired(kspace: np.ndarray, lines: np.ndarray, line_axis: int) -> Non
     skipped = np.abs(kspace * ~lines.reshape(shape)).max()
     if skipped > 0:
         raise ValueError(f"the k-space has samples on lines its mask marks as skipped (largest {skipped:.3g})")
-    per_slice = np.abs(kspace).max(axis=tuple(a for a in (1, 2) if a != axis))  # (S, lines)
+    refuse_empty_lines(np.abs(kspace), lines, line_axis, "line")
+
+
+def refuse_empty_lines(magnitudes: np.ndarray, lines: np.ndarray, line_axis: int, name: str) -> None:
+    """Refuse ``(S, H, W)`` k-space magnitudes with a sampled line (``lines`` along ``line_axis``, -1 or
+    -2) all zeros in a slice: a missing measurement, which data consistency would impose as zero."""
+    per_slice = magnitudes.max(axis=-1 if line_axis % 3 == 1 else -2)  # (S, lines)
     empty = ~(per_slice > 0) & lines
     if empty.any():
         slice_index, line = map(int, np.argwhere(empty)[0])
-        raise ValueError(f"slice {slice_index}: sampled line {line} is all zeros ({int(empty.sum())} such lines in all)")
+        raise ValueError(f"slice {slice_index}: sampled {name} {line} is all zeros ({int(empty.sum())} such lines in all)")
 
 
 def from_centred(kspace: np.ndarray, lines: np.ndarray, line_axis: int, readout_size: int) -> AcquiredSlices:

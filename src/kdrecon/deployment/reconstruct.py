@@ -57,7 +57,7 @@ from kdrecon.data.integrity import ACCELERATION_TOLERANCE
 from kdrecon.data.prepare import make_mask
 from kdrecon.data.sources import fastmri, nifti, raw_kspace
 from kdrecon.data.task import SUPER_RESOLUTION, factor_of
-from kdrecon.deployment.acquired import AcquiredSlices, from_centred, sampled_lines
+from kdrecon.deployment.acquired import AcquiredSlices, from_centred, refuse_empty_lines, sampled_lines
 from kdrecon.deployment.package import describe_run, mask_from_description
 from kdrecon.deployment.shipped import shipped_models, shipped_weights
 from kdrecon.models.inference import inference_batch_size, inference_layout
@@ -184,16 +184,11 @@ class Reconstructor:
 
 
 def _check_sampled_lines(magnitudes: np.ndarray, mask: np.ndarray) -> None:
-    """Refuse k-space ``(S, H, W)`` with a line its ``mask`` samples (a whole row or column) all zeros in a
-    slice: a measurement that is missing, which data consistency would impose as zero."""
+    """Refuse all-zero k-space ``(S, H, W)``, or a row or column ``mask`` samples whole left empty in a slice."""
     if not magnitudes.max(initial=0) > 0:
         raise ValueError("the k-space is all zeros")
-    for name, sampled, line_maxima in (("row", mask.all(axis=1), magnitudes.max(axis=2)),
-                                       ("column", mask.all(axis=0), magnitudes.max(axis=1))):
-        empty = ~(line_maxima > 0) & sampled  # (S, lines)
-        if empty.any():
-            slice_index, line = map(int, np.argwhere(empty)[0])
-            raise ValueError(f"slice {slice_index}: sampled {name} {line} is all zeros ({int(empty.sum())} such lines in all)")
+    refuse_empty_lines(magnitudes, mask.all(axis=1), -2, "row")
+    refuse_empty_lines(magnitudes, mask.all(axis=0), -1, "column")
 
 
 def is_dicom(path: Path) -> bool:
