@@ -216,6 +216,24 @@ def test_inputs_that_would_give_meaningless_output_or_lose_a_file_are_refused(tm
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.*"))
 
 
+def test_earlier_reconstructions_are_not_replaced_without_overwrite(tmp_path, validation_volume):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    nib.save(nib.Nifti1Image(np.moveaxis(validation_volume[:2], 0, -1), np.eye(4)), inputs / "a.nii")
+    nib.save(nib.Nifti1Image(np.zeros((150, 150, 2), np.float32), np.eye(4)), inputs / "b.nii")
+    # b.nii fails after a.nii was written: a.nii's reconstruction is kept, and the error says so.
+    with pytest.raises(ValueError, match=r"b.nii: the images are all zeros \(1 reconstruction\(s\) written before it are kept"):
+        reconstruct_files("sunnybrook-4x-student", inputs, tmp_path / "out", progress=False)
+    first = (tmp_path / "out" / "a.nii").read_bytes()
+    (inputs / "b.nii").unlink()
+    with pytest.raises(ValueError, match=r"a.nii exists already; .* pass --overwrite"):
+        reconstruct_files("sunnybrook-4x-teacher", inputs, tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "a.nii").read_bytes() == first
+    assert main(["reconstruct", "--model", "sunnybrook-4x-teacher", "--input", str(inputs), "--output", str(tmp_path / "out"),
+                 "--overwrite"]) == 0
+    assert (tmp_path / "out" / "a.nii").read_bytes() != first
+
+
 @pytest.mark.parametrize("name,export_format", [("sunnybrook-4x-teacher", "onnx"), ("sunnybrook-4x-student", "onnx"),
                                                 ("sunnybrook-4x-sft-kd-at", "torch-export"),
                                                 ("sunnybrook-4x-student", "aot-inductor")])
@@ -242,6 +260,23 @@ def test_bf16_aot_inductor_package_agrees_with_pytorchs_bf16_network(tmp_path):
     with pytest.raises(ValueError, match="precision bf16: a onnx export is float32"):
         export_and_check("sunnybrook-4x-student", tmp_path / "student.onnx", "onnx", precision="bf16")
     assert not (tmp_path / "student.onnx").exists()
+
+
+def test_export_keeps_an_existing_file_unless_overwrite_and_a_good_export(tmp_path, monkeypatch):
+    output = tmp_path / "student.onnx"
+    output.write_bytes(b"an earlier export")
+    with pytest.raises(ValueError, match="student.onnx: exists already; .* pass --overwrite"):
+        export_and_check("sunnybrook-4x-student", output, "onnx")
+    assert output.read_bytes() == b"an earlier export"
+    # An export that fails its check leaves the earlier file as it was, and no temporary.
+    from kdrecon.deployment import export as export_module
+    monkeypatch.setattr(export_module, "FLOAT32_TOLERANCE", -1.0)  # no export passes
+    with pytest.raises(ValueError, match="differs from PyTorch's"):
+        export_and_check("sunnybrook-4x-student", output, "onnx", overwrite=True)
+    assert output.read_bytes() == b"an earlier export" and sorted(tmp_path.iterdir()) == [output]
+    monkeypatch.undo()
+    assert main(["export", "--model", "sunnybrook-4x-student", "--output", str(output), "--overwrite"]) == 0
+    assert output.read_bytes() != b"an earlier export" and sorted(tmp_path.iterdir()) == [output]
 
 
 def test_exported_network_without_data_consistency(tmp_path):

@@ -30,9 +30,9 @@ def teachers(tmp_path_factory, small_train, small_validation):
     return root
 
 
-def distill(run_dir, data, **settings):
+def distill(run_dir, splits, **settings):
     config = validate(DistillConfig, {"student": STUDENT, "optimization": TINY, **settings})
-    return distill_student(config, run_dir, False, *data)
+    return distill_student(config, run_dir, False, *splits)
 
 
 def test_papers_layer_pairs_are_the_default():
@@ -172,6 +172,8 @@ def test_a_resumed_distillation_keeps_the_layout_it_began_with(interrupted, tmp_
         ({"method": "fsp", "layers": {"teacher": ["blocks.0.layers.0"], "student": ["blocks.0.layers.0"]}},
          r"layers: fsp: features come in pairs"),
         ({"method_options": {"power": 2}}, r"method_options: at has no option 'power' \(it has: p\)"),
+        ({"data": {"acceleration": "5x"}}, r"data.acceleration: 5x, but the teacher .*teacher was trained for 4x"),
+        ({"data": {"task": "super-resolution"}}, r"data.task: super-resolution, but the teacher .* was trained for reconstruction"),
     ],
 )
 def test_bad_distillation_settings_leave_no_run_directory(tmp_path, teachers, small_train, small_validation, settings, message):

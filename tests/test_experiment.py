@@ -231,7 +231,7 @@ def test_interrupted_multi_seed_run_resumes_to_the_same_numbers_after_its_direct
     monkeypatch.setattr(Progress, "callback", interrupting)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
-    assert json.loads((run_dir / "stages" / "seed-2" / "sft-kd-at" / "stage.json").read_text())["status"] == "running"
+    assert json.loads((run_dir / "stages" / "seed-2" / "sft-kd-at" / "stage.json").read_text())["status"] == "interrupted"
     monkeypatch.setattr(Progress, "callback", original)
     # The run directory moves, and the dataset is named by another spelling of the same path.
     moved = tmp_path / "elsewhere" / "run"
@@ -282,6 +282,8 @@ def test_presets_are_valid_and_bad_keys_are_named():
     ({"method_settings": {"at": {"layers": {"teacher": ["blocks.0.layers.9"], "student": ["blocks.0.layers.0"]}}}},
      r"stage seed-1/std-kd-at: layers.teacher: no module 'blocks.0.layers.9' in the teacher"),
     ({"method_settings": {"at": {"method_options": {"power": 3}}}}, r"std-kd-at: method_options: at has no option 'power'"),
+    ({"method_settings": {"fitnets": {"feature_weight": 2.0}}},
+     r"method_settings.fitnets: no stage of this experiment distils with fitnets \(its stages use at\)"),
     ({"report.timing_batch_size": 500}, r"report.timing_batch_size: 500 is more than the \d+ validation slices"),
     ({"device": "cuda"}, "device 'cuda' requested but no CUDA device is available"),
 ])

@@ -241,6 +241,22 @@ def test_a_diverging_learning_rate_fails_the_command_and_the_experiment_stage(tm
     assert state["status"] == "failed" and "diverged" in state["error"]
 
 
+def test_a_stage_stopped_by_any_error_is_recorded_as_failed_not_running(tmp_path, tiny_overrides, monkeypatch):
+    import json
+
+    from kdrecon.experiment import runner
+    from kdrecon.experiment.config import load_experiment
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(runner, "train_model", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        runner.run_experiment(load_experiment("demo", tiny_overrides), tmp_path / "run", progress=False)
+    state = json.loads((tmp_path / "run" / "stages" / "seed-42" / "teacher" / "stage.json").read_text())
+    assert state["status"] == "failed" and state["error"] == "No space left on device" and state["started"]
+
+
 def test_automatic_layout_follows_the_measured_cpu_path():
     from kdrecon.training.config import TrainConfig
     from kdrecon.training.fast_path import cpu_training_path, resolve_channels_last

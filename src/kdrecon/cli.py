@@ -543,6 +543,7 @@ def _add_reconstruct(reconstruct: argparse.ArgumentParser) -> None:
     reconstruct.add_argument("--precision", default=AS_TRAINED, choices=INFERENCE_PRECISIONS,
                              help="default: bf16 if the model was trained in bf16 and bf16 is this device's fast path "
                                   "(measured on a CPU), else fp32")
+    reconstruct.add_argument("--overwrite", action="store_true", help="replace reconstructions already in --output")
 
 
 def _run_reconstruct(args: argparse.Namespace) -> None:
@@ -556,7 +557,8 @@ def _run_reconstruct(args: argparse.Namespace) -> None:
     if args.readout_oversampling < 1:
         raise ValueError(f"--readout-oversampling {args.readout_oversampling}: must be at least 1")
     written = reconstruct_files(args.model, args.input, args.output, args.batch_size, args.device, args.mask,
-                                readout_oversampling=args.readout_oversampling, precision=args.precision)
+                                readout_oversampling=args.readout_oversampling, precision=args.precision,
+                                overwrite=args.overwrite)
     print(f"{len(written.files)} reconstruction(s) written to {args.output} ({written.precision})")
 
 
@@ -572,6 +574,7 @@ def _add_export(export: argparse.ArgumentParser) -> None:
     export.add_argument("--precision", default=AS_TRAINED, choices=INFERENCE_PRECISIONS,
                         help=f"{' or '.join(BF16_FORMATS)} only (the others are float32); default: as the model was "
                              "trained, where bf16 is this CPU's fast path")
+    export.add_argument("--overwrite", action="store_true", help="replace --output if it exists (only by an export that passed its check)")
 
 
 def _run_export(args: argparse.Namespace) -> None:
@@ -581,7 +584,7 @@ def _run_export(args: argparse.Namespace) -> None:
     if args.output.suffix != SUFFIXES[args.format]:
         raise ValueError(f"--output {args.output}: a {args.format} file must end in {SUFFIXES[args.format]}")
     _check_writable(args.output.parent if str(args.output.parent) else Path("."), "--output")
-    check = export_and_check(args.model, args.output, args.format, precision=args.precision)
+    check = export_and_check(args.model, args.output, args.format, precision=args.precision, overwrite=args.overwrite)
     print(f"{args.output} written ({check.precision}); checked on {check.slices} real slices against PyTorch: "
           f"max |difference| {check.max_abs_difference:.2g} (output max {check.max_reference:.2g})")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdrecon.data import layout
 from kdrecon.data.dataset import load_sample
 from kdrecon.deployment.package import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
@@ -62,12 +63,16 @@ def check_slices(info: WeightsInfo, count: int) -> tuple[torch.Tensor, ...]:
 
 
 def export_and_check(model: str | Path, output: Path, export_format: str, slices: int = 8,
-                     precision: str = AS_TRAINED) -> ExportCheck:
+                     precision: str = AS_TRAINED, overwrite: bool = False) -> ExportCheck:
     """Export a deployable model (a shipped name, weights file, run or checkpoint) and check it on real
     slices against PyTorch's own network with the FFT data consistency; a larger difference than the
     precision's tolerance is an error and leaves no file. ``precision`` applies to AOTInductor
     (resolved as :func:`kdrecon.training.fast_path.inference_precision` does, from what the model
-    was trained in); the other formats are float32."""
+    was trained in); the other formats are float32. An existing ``output`` is refused unless
+    ``overwrite``, and replaced only by an export that passed its check."""
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise ValueError(f"--output {output}: exists already; choose another file or pass --overwrite to replace it")
     network, info = load_deployable(model)
     cpu = torch.device("cpu")
     if export_format in BF16_FORMATS:
@@ -79,15 +84,24 @@ def export_and_check(model: str | Path, output: Path, export_format: str, slices
     # An AOTInductor package is compiled for batch 1 (one slice per call); torch.export specialises a
     # batch of 1 to a constant, so the others get an example of 2.
     example = tuple(t[: 1 if export_format in BF16_FORMATS else 2] for t in inputs)
-    export_network(network, mask, output, export_format, example, precision)
-    exported = run_exported(output, export_format, inputs)
-    use_matrix_consistency(network, False)  # the reference: the FFT form
-    with torch.no_grad(), autocast(cpu, precision):
-        reference = network(inputs[0], torch.complex(inputs[1], inputs[2]), torch.from_numpy(mask)).float().numpy()
-    check = ExportCheck(len(inputs[0]), float(np.abs(exported - reference).max()), float(np.abs(reference).max()), precision)
-    tolerance = BF16_TOLERANCE if precision == "bf16" else FLOAT32_TOLERANCE
-    if not check.max_abs_difference <= tolerance * check.max_reference:
-        Path(output).unlink(missing_ok=True)
-        raise ValueError(f"{output}: the exported network differs from PyTorch's by {check.max_abs_difference:.3g} "
-                         f"(output max {check.max_reference:.3g}, {precision}); nothing was kept")
+    # Checked under a temporary name (the runtimes want the format's suffix), then moved into place.
+    staged = output.with_name(f"{layout.partial_name(output)}checking{layout.PARTIAL_SUFFIX}{output.suffix}")
+    try:
+        export_network(network, mask, staged, export_format, example, precision)
+        check = _compare(network, mask, run_exported(staged, export_format, inputs), inputs, precision)
+        tolerance = BF16_TOLERANCE if precision == "bf16" else FLOAT32_TOLERANCE
+        if not check.max_abs_difference <= tolerance * check.max_reference:
+            raise ValueError(f"{output}: the exported network differs from PyTorch's by {check.max_abs_difference:.3g} "
+                             f"(output max {check.max_reference:.3g}, {precision}); nothing was written")
+        staged.replace(output)
+    finally:
+        staged.unlink(missing_ok=True)
     return check
+
+
+def _compare(network, mask: np.ndarray, exported: np.ndarray, inputs: tuple[torch.Tensor, ...], precision: str) -> ExportCheck:
+    """How far ``exported`` (the exported network's output on ``inputs``) is from PyTorch's with the FFT data consistency."""
+    use_matrix_consistency(network, False)  # the reference: the FFT form
+    with torch.no_grad(), autocast(torch.device("cpu"), precision):
+        reference = network(inputs[0], torch.complex(inputs[1], inputs[2]), torch.from_numpy(mask)).float().numpy()
+    return ExportCheck(len(inputs[0]), float(np.abs(exported - reference).max()), float(np.abs(reference).max()), precision)

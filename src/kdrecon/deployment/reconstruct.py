@@ -338,13 +338,19 @@ def reconstruct_h5(reconstructor: Reconstructor, source: Path, destination: Path
     (reconstruct_fastmri if is_fastmri else reconstruct_papers_h5)(reconstructor, source, destination)
 
 
-def _refuse_overwriting_inputs(files: list[Path], root: Path, output: Path) -> None:
-    """An output file (``output`` / its input's path below ``root``) must not be one of the inputs."""
+def _refuse_replacing(files: list[Path], root: Path, output: Path, overwrite: bool) -> None:
+    """An output file (``output`` / its input's path below ``root``) must never be one of the inputs,
+    and must not exist already unless ``overwrite``: an earlier reconstruction is work too."""
     inputs = {file.resolve() for file in files}
     for file in files:
         if (output / file.relative_to(root)).resolve() in inputs:
             raise ValueError(f"--output {output}: its reconstruction of {file} would replace an input file; "
                              "choose another output directory")
+    existing = [output / file.relative_to(root) for file in files if (output / file.relative_to(root)).exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more of the reconstructions' names)" if len(existing) > 1 else ""
+        raise ValueError(f"--output {output}: {existing[0]} exists already{more}; choose another output directory "
+                         "or pass --overwrite to replace")
 
 
 @dataclass(frozen=True)
@@ -357,9 +363,11 @@ class Reconstructions:
 
 def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_size: int | None = None, device: str = "auto",
                       mask_kind: str | None = None, progress: bool = True, readout_oversampling: int = raw_kspace.READOUT_OVERSAMPLING,
-                      precision: str = AS_TRAINED) -> Reconstructions:
+                      precision: str = AS_TRAINED, overwrite: bool = False) -> Reconstructions:
     """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files
-    written and the precision the network ran in.
+    written and the precision the network ran in. Files already in ``output`` under those names are
+    refused unless ``overwrite``; if one input fails, the reconstructions written before it are kept
+    (the error says how many).
     ``readout_oversampling`` applies to raw ``.npy`` k-space (the central 1/N of its readout is kept);
     ``precision`` as :func:`kdrecon.training.fast_path.inference_precision` resolves it, from the
     precision the model's weights file or checkpoint records (float32 where none is recorded)."""
@@ -370,7 +378,7 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
     reconstructor = Reconstructor(network, info, torch_device, batch_size, mask_kind, precision)
     files = input_files(input_path)
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
-    _refuse_overwriting_inputs(files, root, Path(output))
+    _refuse_replacing(files, root, Path(output), overwrite)
     dicom = [file for file in files if is_dicom(file)]
     try:
         written = reconstruct_dicom(reconstructor, dicom, root, Path(output)) if dicom else []
@@ -386,6 +394,8 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
             else:
                 reconstruct_nifti(reconstructor, source, destination)
         except (OSError, ValueError) as error:  # named once: a reader's message may name the file already
-            raise ValueError(str(error) if str(error).startswith(f"{source}:") else f"{source}: {error}") from None
+            message = str(error) if str(error).startswith(f"{source}:") else f"{source}: {error}"
+            kept = f" ({len(written)} reconstruction(s) written before it are kept in {output})" if written else ""
+            raise ValueError(message + kept) from None
         written.append(destination)
     return Reconstructions(tuple(written), precision)

@@ -27,7 +27,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -124,17 +125,27 @@ def _measure(stage_dir: Path, batch_size: int, data) -> dict[str, Any]:
     return {"parameters": count_parameters(getattr(model, "teacher", model)), "macs_per_slice": macs}
 
 
-def _train_stage(stage: Stage, stage_config: Any, files: StageFiles, state: dict[str, Any],
-                 callback: Callable[..., None]) -> FitResult:
-    """Train or distil the stage; a diverged run is recorded as failed in ``stage.json``."""
+def _train_stage(stage: Stage, stage_config: Any, files: StageFiles, callback: Callable[..., None]) -> FitResult:
+    """Train or distil the stage; a diverged run is a :class:`StageFailed`."""
     try:
         if stage.kind == TRAIN:
             return train_model(stage_config, files.directory, progress=False, on_epoch_end=callback)
         return distill_student(stage_config, files.directory, progress=False, on_epoch_end=callback)
     except TrainingDiverged as error:
-        if current_world().is_main:
-            write_json(files.state_file, {**state, "status": "failed", "error": str(error)})
         raise StageFailed(f"stage {stage.id} failed: {error}") from None
+
+
+@contextmanager
+def _recorded_if_stopped(files: StageFiles, state: dict[str, Any], main: bool) -> Iterator[None]:
+    """A stage that stops with an error is recorded in ``stage.json`` as ``failed`` (``interrupted``
+    for Ctrl-C) with the error, not left ``running``; it is still resumed by the next run."""
+    try:
+        yield
+    except BaseException as error:
+        if main:
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            write_json(files.state_file, {**state, "status": status, "error": str(error) or type(error).__name__})
+        raise
 
 
 def _run_stage(
@@ -164,16 +175,17 @@ def _run_stage(
         write_json(files.state_file, state)
     barrier()
     began = time.perf_counter()
-    result = _train_stage(stage, stage_config, files, state, display.callback(stage, index))
-    if not main:
-        barrier()  # wait for rank 0 to finish the stage: the next one may read its checkpoint
-        return
+    with _recorded_if_stopped(files, state, main):
+        result = _train_stage(stage, stage_config, files, display.callback(stage, index))
+        if not main:
+            barrier()  # wait for rank 0 to finish the stage: the next one may read its checkpoint
+            return
+        # In the precision training ran in, as its checkpoint records it: evaluate's as-trained would
+        # measure this device's fast path again, in this process.
+        evaluation = evaluate(stage_dir, files.evaluation, device=config.device, data=validation_data,
+                              precision=result.precision)
+        measured = _measure(stage_dir, config.report.timing_batch_size, validation_data)
     device = resolve_device(config.device)
-    # In the precision training ran in, as its checkpoint records it: evaluate's as-trained would
-    # measure this device's fast path again, in this process.
-    evaluation = evaluate(stage_dir, files.evaluation, device=config.device, data=validation_data,
-                          precision=result.precision)
-    measured = _measure(stage_dir, config.report.timing_batch_size, validation_data)
     state.update(
         status="complete",
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -40,7 +40,7 @@ from typing import Any
 
 from kdrecon.distillation.losses import method_label
 from kdrecon.experiment.config import ExperimentConfig
-from kdrecon.training.config import DISTILL, KD_MRI_ABLATION, PROCEDURES, TRAIN
+from kdrecon.training.config import DISTILL, KD_MRI_ABLATION, PROCEDURES, TRAIN, ConfigError
 from kdrecon.models.registry import SFT_TEACHER as SFT_TEACHER_MODEL
 from kdrecon.report import stage_names as names
 from kdrecon.report.run_layout import stage_id
@@ -230,7 +230,17 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
     mains = [graph.main() for graph in graphs]
     first = _SeedGraph(config, config.replicate_seeds[0], main_student=graphs[0].main_student)
     first.ablations(*mains[0])
-    return [stage for graph in graphs for stage in graph.stages] + first.stages
+    stages = [stage for graph in graphs for stage in graph.stages] + first.stages
+    _refuse_unused_method_settings(config, {stage.method for stage in stages if stage.method})
+    return stages
+
+
+def _refuse_unused_method_settings(config: ExperimentConfig, used: set[str]) -> None:
+    """Settings for a method no stage distils with would be silently ignored: a typo or a wrong ``methods``."""
+    for method in config.method_settings:
+        if method not in used:
+            raise ConfigError(f"method_settings.{method}: no stage of this experiment distils with {method} "
+                              f"(its stages use {', '.join(sorted(used)) or 'no method'})")
 
 
 def fingerprints(stages: list[Stage]) -> dict[str, str]:

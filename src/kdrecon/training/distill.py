@@ -45,8 +45,8 @@ from kdrecon.distillation.preparation import prepare_feature_loss
 from kdrecon.models import build_model
 from kdrecon.models.sft import StudentFriendlyTeacher
 from kdrecon.training.checkpoint import checkpoint_path, load_checkpoint, load_model, resolve_checkpoint
-from kdrecon.training.config import (DISTILL, IMITATION, ConfigError, DataConfig, DistillConfig, config_data, validate,
-                                     write_config)
+from kdrecon.training.config import (DISTILL, IMITATION, ConfigError, DataConfig, DistillConfig, config_data, trained_on,
+                                     validate, write_config)
 from kdrecon.training.supervised import CONFIG_FILE, claim_run_directory, load_splits
 from kdrecon.training.distributed import barrier, current_world, local_device
 from kdrecon.training.trainer import FitResult, TrainingPath, fit, prepare_module, resolve_device, training_path
@@ -132,7 +132,7 @@ def _set_up(config: DistillConfig, run_dir: Path, progress: bool, train_data: Sl
             f"{config.teacher} holds {teacher_payload['model']['name']}"
         )
     config = _with_teacher_data(config, teacher_payload)
-    check_teacher_images(config, teacher_payload)
+    check_teacher_data(config, teacher_payload)
     device = local_device(resolve_device(config.device))
     train_data, validation_data = load_splits(config.data, train_data, validation_data)
     # Everything that can reject the config runs before the run directory is created.
@@ -203,12 +203,21 @@ def distill_student(
                                   distillation.feature_loss, config.optimization.epochs)
 
 
-def check_teacher_images(config: DistillConfig, teacher_payload: dict[str, Any]) -> None:
-    """Refuse a teacher trained on another image kind (magnitude or complex) than the student's data."""
+def check_teacher_data(config: DistillConfig, teacher_payload: dict[str, Any]) -> None:
+    """Refuse a teacher trained on another image kind (magnitude or complex), task or acceleration
+    than the student's data: its outputs there are not what it learnt, and a comparison of teacher
+    and student would compare two settings."""
     teacher_channels = teacher_payload["model"].get("options", {}).get("image_channels", 1)
     if teacher_channels != channels_of(config.data.image):
         raise ConfigError(f"teacher: {config.teacher} takes {teacher_channels}-channel images, "
                           f"but data.image is {config.data.image} ({channels_of(config.data.image)} channels)")
+    if "data" not in teacher_payload.get("config", {}):
+        return  # nothing recorded to compare with
+    teacher_data = trained_on(teacher_payload)
+    for key in ("task", "acceleration"):
+        if getattr(teacher_data, key) != getattr(config.data, key):
+            raise ConfigError(f"data.{key}: {getattr(config.data, key)}, but the teacher {config.teacher} was trained "
+                              f"for {getattr(teacher_data, key)}; distil from a teacher of the same {key}")
 
 
 def _has_checkpoint(directory: Path) -> bool:
