@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from kdrecon.data import layout
-from kdrecon.data.dataset import load_sample, load_split, sample_directory
+from kdrecon.data.dataset import count_slices, load_sample, load_split, sample_directory
 from kdrecon.data.prepare import PrepareOptions, make_mask, prepare_dataset, register_papers_h5, split_subjects
 from kdrecon.data.sources import sunnybrook
 from kdrecon.data.volume import Volume
@@ -186,6 +186,7 @@ def test_load_split_equals_load_sample(prepared, shared_dir, split, acceleration
     subjects = TRAIN if split == "train" else VALIDATION
     count = sum(slice_count(s) for s in subjects) * len(PHASES)
     assert len(data) == len(sample) == count
+    assert count_slices(prepared, split) == count_slices("sample", split) == count  # counted without loading
     assert data.target.shape == data.zero_filled.shape == (count, 1, 150, 150)
     assert data.kspace.shape == (count, 150, 150) and data.kspace.dtype == torch.complex64
     assert data.target.dtype == data.zero_filled.dtype == data.mask.dtype == torch.float32

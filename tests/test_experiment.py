@@ -284,6 +284,8 @@ def test_presets_are_valid_and_bad_keys_are_named():
     ({"method_settings": {"at": {"method_options": {"power": 3}}}}, r"std-kd-at: method_options: at has no option 'power'"),
     ({"method_settings": {"fitnets": {"feature_weight": 2.0}}},
      r"method_settings.fitnets: no stage of this experiment distils with fitnets \(its stages use at\)"),
+    ({"dataset_slices": {"train": 350}}, r"dataset_slices.train: the experiment expects 350 train slices, .* has \d+ \(prepared"),
+    ({"dataset_slices": {"validation": 110}}, r"dataset_slices.validation: the experiment expects 110 validation slices"),
     ({"report.timing_batch_size": 500}, r"report.timing_batch_size: 500 is more than the \d+ validation slices"),
     ({"device": "cuda"}, "device 'cuda' requested but no CUDA device is available"),
 ])
@@ -440,7 +442,7 @@ SHRUNK_PRESETS = {
 @pytest.mark.parametrize("preset", sorted(SHRUNK_PRESETS))
 def test_table_presets_run_end_to_end_on_a_tiny_setting(tmp_path, tiny_overrides, preset):
     overrides = {**tiny_overrides, "name": preset, "seeds": [1], "optimization.epochs": 1, "epochs.distillation": 1,
-                 **SHRUNK_PRESETS[preset]}
+                 "dataset_slices": {}, **SHRUNK_PRESETS[preset]}  # the tiny dataset is not the preset's
     config = load_experiment(preset, overrides)
     run_experiment(config, tmp_path / "run", progress=False)
     report = (tmp_path / "run" / "report.md").read_text()
@@ -470,7 +472,7 @@ def test_table_presets_run_end_to_end_on_a_tiny_setting(tmp_path, tiny_overrides
 def test_fine_tuned_stage_starts_from_the_trained_network_and_is_compared_with_scratch(tmp_path, tiny_run, tiny_overrides):
     source = tiny_run / "stages" / "seed-1" / "sft-teacher"
     config = load_experiment("fine-tune-sunnybrook-5x", {
-        **tiny_overrides, "data.acceleration": "4x", "seeds": [3], "fine_tune.sft_teacher": str(source)})
+        **tiny_overrides, "data.acceleration": "4x", "seeds": [3], "fine_tune.sft_teacher": str(source), "dataset_slices": {}})
     assert [s.id for s in build_stages(config)][-1] == "seed-3/sft-teacher-fine-tuned"
     run_experiment(config, tmp_path / "run", progress=False)
     histories = {name: read_rows(tmp_path / "run" / "stages" / "seed-3" / name / "metrics.csv")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
@@ -177,6 +178,24 @@ def read_manifest(dataset: Path) -> dict:
         if not isinstance(manifest.get(key), dict):
             raise ValueError(f"{path}: missing or malformed {key!r}")
     return manifest
+
+
+def count_slices(dataset: str | Path, split: str) -> int:
+    """The slices of ``split`` of a prepared dataset (read from the volumes' shapes, no image loaded),
+    or of the embedded sample."""
+    if str(dataset) == SAMPLE:
+        return len(load_sample(split))
+    manifest = read_manifest(Path(dataset))
+    if split not in manifest["splits"]:
+        raise ValueError(f"{dataset}: no split {split!r} (has: {', '.join(manifest['splits'])})")
+    total = 0
+    for path in sorted((Path(dataset) / manifest["splits"][split]["directory"]).glob("*.h5")):
+        try:
+            with h5py.File(path, "r") as file:
+                total += file[layout.TARGET_KEY].shape[-1]
+        except (OSError, KeyError) as error:
+            raise ValueError(f"{path}: not a readable volume ({error})") from None
+    return total
 
 
 def load_split(dataset: str | Path, split: str, acceleration: str = "4x", task: str = RECONSTRUCTION,

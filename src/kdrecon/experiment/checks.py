@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from kdrecon.data.dataset import count_slices
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage
 from kdrecon.models import build_model
@@ -45,6 +46,17 @@ def check_experiment(config: ExperimentConfig, stages: list[Stage], configs: dic
                 check_distillation(configs[stage.id], teachers[source])
         except ConfigError as error:
             raise ConfigError(f"stage {stage.id}: {error}") from None
+
+
+def check_dataset_slices(config: ExperimentConfig, validation_slices: int) -> None:
+    """The dataset holds the slices per split the experiment states (``dataset_slices``): the same
+    directory name prepared with other phases, crop or subjects would change every number silently."""
+    for split, expected in (config.dataset_slices or {}).items():
+        found = validation_slices if split == "validation" else count_slices(config.data.dataset, split)
+        if found != expected:
+            raise ConfigError(f"dataset_slices.{split}: the experiment expects {expected} {split} slices, "
+                              f"{config.data.dataset} has {found} (prepared with other phases, crop or subjects?); "
+                              "--set 'dataset_slices={}' uses it anyway")
 
 
 def check_inputs(stages: list[Stage], selected: set[str], pending: set[str]) -> None:

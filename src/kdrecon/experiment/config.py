@@ -5,6 +5,7 @@ Example (``kdrecon run study.yaml``)::
     name: cardiac-4x
     seeds: [42, 43, 44]                 # every stage once per seed; comparisons are paired by seed
     data: {dataset: datasets/sunnybrook-4x, acceleration: 4x}
+    dataset_slices: {train: 350, validation: 110}   # a dataset prepared otherwise is refused
     teacher: D5C5
     student: D3C5
     methods: [at, fitnets, sp, fsp, cc]
@@ -120,6 +121,9 @@ class ExperimentConfig(StrictModel):
     precision: Precision = "auto"
     channels_last: bool | Literal["auto"] = "auto"
     data: DataConfig = DataConfig()
+    dataset_slices: dict[Literal["train", "validation"], int] | None = Field(
+        None, description="slices per split data.dataset must hold: a dataset prepared with other options is refused"
+    )
     teacher: str = DEFAULT_TEACHER
     student: str = DEFAULT_STUDENT
     channels: int = Field(gt=0, le=MAX_CHANNELS, description="width of teacher and student (default: the teacher family's)")
@@ -189,6 +193,14 @@ class ExperimentConfig(StrictModel):
                 raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
         return values
 
+
+    @field_validator("dataset_slices")
+    @classmethod
+    def _positive_slices(cls, values: dict[str, int] | None) -> dict[str, int] | None:
+        for split, count in (values or {}).items():
+            if count < 1:
+                raise ValueError(f"{split}: {count} slices; give a positive count")
+        return values
 
     @field_validator("sft_preset_ablation")
     @classmethod

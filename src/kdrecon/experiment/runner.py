@@ -41,7 +41,7 @@ from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.data.layout import remove_debris
 from kdrecon.evaluation.benchmark import count_macs
 from kdrecon.evaluation.evaluate import evaluate, write_json
-from kdrecon.experiment.checks import check_experiment, check_inputs, check_run_directory
+from kdrecon.experiment.checks import check_dataset_slices, check_experiment, check_inputs, check_run_directory
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.resumption import (copy_reusable, epochs_done, follow_moves, move_aside, pending_stages,
                                           recorded_locations, rerun_refusal)
@@ -309,6 +309,7 @@ def _plan(config: ExperimentConfig, layout: RunLayout, only: Sequence[str], para
                                  config.data.image)
     for recorded in [layout] + ([RunLayout(Path(reuse_from))] if reuse_from is not None else []):
         recorded_cpu_path(recorded)  # a damaged record is refused before anything is written
+    check_dataset_slices(config, len(validation_data))
     check_experiment(config, stages, configs, len(validation_data))
     return _Plan(config, layout, stages, fingerprints(stages), configs, selected, validation_data)
 

@@ -288,10 +288,12 @@ def papers_mask(
     if not acceleration >= 1:
         raise ValueError(f"acceleration must be >= 1, got {acceleration}")
     total = int(size / acceleration)
-    if not 0 <= centre_lines <= total:
+    if centre_lines < 0:
+        raise ValueError(f"centre_lines must be >= 0, got {centre_lines}")
+    if centre_lines > total:
         raise ValueError(
-            f"centre_lines={centre_lines} must lie in [0, int(N/acc)={total}] "
-            f"for N={size}, acc={acceleration}"
+            f"acceleration {acceleration:g}x samples int({size}/{acceleration:g}) = {total} of {size} lines, fewer than "
+            f"the {centre_lines} always-sampled centre lines: at most {size / centre_lines:.3g}x for {size} lines"
         )
     if sigma_fraction <= 0:
         raise ValueError(f"sigma_fraction must be positive, got {sigma_fraction}")
