@@ -159,3 +159,11 @@ def test_bench_experiment_writes_the_estimate(tiny_dataset, tmp_path):
     result = json.loads((output / "estimate.json").read_text())
     assert result["experiment"] == "tiny" and result["total_seconds"] > 0
     assert "| teacher | 1 |" in (output / "estimate.md").read_text()
+    # An earlier measurement (a GPU machine's, say) is kept unless --overwrite; a run directory is no place for one.
+    before = (output / "estimate.json").read_text()
+    assert main(["bench", "--experiment", str(experiment), "--steps", "1", "--output", str(output)]) == 2
+    assert (output / "estimate.json").read_text() == before
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    assert main(["bench", "--steps", "1", "--output", str(tmp_path / "run")]) == 2
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]
+    assert main(["bench", "--experiment", str(experiment), "--steps", "1", "--output", str(output), "--overwrite"]) == 0

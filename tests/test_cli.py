@@ -131,6 +131,16 @@ def test_evaluation_replaces_a_previous_one_whole_and_refuses_other_folders(trai
     assert f"holds the evaluation of {trained_run}" in capsys.readouterr().err
     assert (output / "summary.json").read_text() == summary
     assert main(["evaluate", str(trained_run), "--which", "last", "--output", str(output), *small]) == 0  # same run
+    # Files of the user's beside an evaluation would go with it.
+    (output / "NOTES.md").write_text("keep me")
+    assert main(["evaluate", str(trained_run), "--output", str(output), *small]) == 2
+    assert "holds NOTES.md besides an evaluation" in capsys.readouterr().err and (output / "NOTES.md").exists()
+    (output / "NOTES.md").unlink()
+    # A summary whose checkpoint cannot be found from here (a relative path written elsewhere) cannot be compared.
+    summary = json.loads((output / "summary.json").read_text())
+    (output / "summary.json").write_text(json.dumps({**summary, "checkpoint": "runs/x/checkpoints/best.pt"}))
+    assert main(["evaluate", str(other_run), "--output", str(output), *small]) == 2
+    assert "holds the evaluation of runs/x/checkpoints/best.pt, which is not there to compare" in capsys.readouterr().err
 
 
 def test_the_zero_filled_input_is_scored_once_per_process(trained_run, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ distillation path and evaluation on the magnitude."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import h5py
@@ -36,6 +37,20 @@ def test_raw_kspace_reader_follows_the_fixture_readme(phantom_coil_images, share
         assert volume.images.shape == (1, 160, 160) and volume.images.dtype == np.complex64
         np.testing.assert_allclose(volume.images[0], expected * orthonormal, rtol=0,
                                    atol=1e-5 * np.abs(expected).max() * orthonormal)
+
+
+def test_prepare_kspace_help_states_its_own_defaults_and_super_resolution_needs_no_mask(shared_dir, tmp_path, capsys):
+    from kdrecon.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["prepare", "kspace", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(default none; super-resolution: none)" in help_text and "(default equispaced; not for super-resolution)" in help_text
+    assert main(["prepare", "kspace", str(shared_dir / PHANTOM_KSPACE), str(tmp_path / "sr"), "--task", "super-resolution"]) == 0
+    assert json.loads((tmp_path / "sr" / "dataset.json").read_text())["task"] == "super-resolution"
+    assert main(["prepare", "kspace", str(shared_dir / PHANTOM_KSPACE), str(tmp_path / "both"), "--validation-subjects",
+                 "gre_kspace", "--validation-fraction", "0.5"]) == 2
+    assert "--validation-fraction: the split is given by --validation-subjects" in capsys.readouterr().err
 
 
 def test_raw_kspace_bad_input(tmp_path):

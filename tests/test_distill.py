@@ -98,6 +98,14 @@ def test_first_block_from_a_baseline_student(tmp_path, teachers, small_train, sm
     for name, value in baseline.state_dict().items():
         if name.startswith("blocks.0."):
             assert torch.allclose(student.state_dict()[name], value, atol=1e-9), name
+    # A baseline trained for another acceleration is refused, as such a teacher is.
+    checkpoint = tmp_path / "baseline" / "checkpoints" / "best.pt"
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["config"]["data"]["acceleration"] = "5x"
+    torch.save(payload, checkpoint)
+    with pytest.raises(ConfigError, match=r"data.acceleration: 4x, but the baseline .*baseline was trained for 5x"):
+        distill_student(config, tmp_path / "run-5x", False, *data)
+    assert not (tmp_path / "run-5x").exists()
 
 
 def test_fitnets_connectors_are_trained_and_saved(tmp_path, teachers, small_train, small_validation):

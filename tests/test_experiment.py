@@ -13,7 +13,7 @@ from scipy import stats
 
 from kdrecon.experiment.config import PRESETS, load_experiment
 from kdrecon.experiment.runner import Progress, run_experiment
-from kdrecon.experiment.stages import build_stages
+from kdrecon.experiment.stages import build_stages, fingerprints
 from kdrecon.report.build import build_report
 from kdrecon.training.config import ConfigError
 
@@ -308,6 +308,69 @@ def test_damaged_run_directory_files_are_named_not_read_as_absent(tmp_path, tiny
     (run_dir / "experiment.json").write_text("[]")
     with pytest.raises(ValueError, match=r"experiment\.json: expected a JSON object, found list"):
         build_report(run_dir)
+
+
+def test_an_unusable_stage_evaluation_is_refused_by_the_report_and_evaluated_again_by_run(tmp_path, tiny_run, tiny_overrides):
+    from kdrecon.evaluation.evaluate import evaluate
+    from kdrecon.report.results import evaluation_problem
+    from kdrecon.report.run_layout import StageFiles
+    from kdrecon.training.config import DataConfig
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    teacher, student = (run_dir / "stages" / "seed-1" / name for name in ("teacher", "student"))
+    before = json.loads((teacher / "evaluation" / "summary.json").read_text())["model_metrics"]
+    evaluate(teacher, teacher / "evaluation", which="last")  # by hand, into the stage's own evaluation
+    with pytest.raises(ValueError, match=r"stage seed-1/teacher: its evaluation cannot be reported: it scores .*last.pt, "
+                                         r"not the stage's best checkpoint; 'kdrecon run' .* evaluates it again"):
+        build_report(run_dir)
+    shutil.rmtree(student / "evaluation" / "reconstructions")  # to save disk, say
+    problem = evaluation_problem(StageFiles(student), DataConfig(dataset=str(tiny_overrides["data.dataset"])))
+    assert problem is not None and re.search(r"reconstructions holds 0 of its \d+ volumes", problem)
+    run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)  # trains nothing, evaluates both again
+    assert json.loads((teacher / "evaluation" / "summary.json").read_text())["model_metrics"] == before
+    kept = sorted(p.relative_to(run_dir / "superseded").as_posix() for p in (run_dir / "superseded").glob("*/seed-1/*/evaluation"))
+    assert [k.split("/", 1)[1] for k in kept] == ["seed-1/student/evaluation", "seed-1/teacher/evaluation"]
+    assert (run_dir / "report.md").is_file()
+
+
+def test_a_refused_only_rerun_moves_nothing_aside(tmp_path, tiny_run, tiny_overrides):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    changed = tiny_experiment(tiny_overrides, channels=6)
+    with pytest.raises(ConfigError, match="--only: stage 'seed-1/teacher', an input of seed-1/std-kd-at, is not complete"):
+        run_experiment(changed, run_dir, progress=False, only=["seed-1/std-kd-at"], rerun=True)
+    assert (run_dir / "stages" / "seed-1" / "std-kd-at" / "stage.json").is_file() and not (run_dir / "superseded").exists()
+
+
+def test_a_dataset_prepared_again_with_other_options_is_not_taken_for_the_data_stages_were_trained_on(
+        tmp_path, tiny_dataset, tiny_overrides):
+    from kdrecon.data.dataset import sample_directory
+    from kdrecon.data.prepare import PrepareOptions, prepare_dataset
+    from kdrecon.data.sources import sunnybrook
+    from kdrecon.evaluation.evaluate import evaluate
+    from kdrecon.experiment.resumption import copy_reusable
+    from kdrecon.report.run_layout import RunLayout
+
+    dataset = tmp_path / "data"
+    shutil.copytree(tiny_dataset, dataset)
+    config = tiny_experiment({**tiny_overrides, "data.dataset": str(dataset), "optimization.epochs": 1,
+                              "epochs.distillation": 1}, seeds=[1])
+    run_experiment(config, tmp_path / "run", progress=False)
+    # The same path prepared again from the same slices with another mask: every number would change.
+    shutil.rmtree(dataset)
+    volumes = sunnybrook.read_volumes(sample_directory(), phases=[0])
+    prepare_dataset(volumes, dataset, PrepareOptions(crop=48, mask="equispaced", validation_subjects=["SCD0000401"]))
+    with pytest.raises(ConfigError, match=r"settings changed for stages already run: seed-1/teacher \(the data in data.dataset\)"):
+        run_experiment(config, tmp_path / "run", progress=False)
+    teacher = tmp_path / "run" / "stages" / "seed-1" / "teacher"
+    with pytest.raises(ValueError, match=r"teacher: .*data does not hold the data it was trained on"):
+        evaluate(teacher, tmp_path / "evaluation")  # on "the data it was trained on", by default
+    assert not (tmp_path / "evaluation").exists()
+    stages = build_stages(config)
+    copy_reusable(stages, fingerprints(stages), RunLayout(tmp_path / "copy"), RunLayout(tmp_path / "run"), False,
+                  identity="not the data the stages were trained on")
+    assert not (tmp_path / "copy").exists()
 
 
 def test_independent_stages_of_every_seed_run_in_parallel_processes(tmp_path, tiny_overrides):

@@ -20,12 +20,17 @@ if TYPE_CHECKING:  # the CLI imports its commands' modules lazily, so that --hel
     from kdrecon.data.volume import Volume
 
 
-def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
-    """The options every source of ``kdrecon prepare`` takes; defaults are :class:`PrepareOptions`'s."""
+def _add_prepare_options(parser: argparse.ArgumentParser, crop: int | None = None, mask: str | None = None) -> None:
+    """The options every source of ``kdrecon prepare`` takes; defaults are :class:`PrepareOptions`'s, or
+    the source's own ``crop`` (0: none) and ``mask``."""
     from kdrecon.data.prepare import PrepareOptions
     from kdrecon.data.task import RECONSTRUCTION, TASKS
 
     defaults = PrepareOptions()
+    crop = defaults.crop if crop is None else crop
+    mask = defaults.mask if mask is None else mask
+    # The source's defaults apply where an option is not given (None): an explicit --mask is refused for super-resolution.
+    parser.set_defaults(source_crop=crop, source_mask=mask)
     parser.add_argument("output", type=Path, help="new dataset directory")
     parser.add_argument(
         "--task", choices=TASKS, default=RECONSTRUCTION,
@@ -36,15 +41,16 @@ def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
         help=f"e.g. 4x (repeat for several; default {', '.join(defaults.accelerations)}); for super-resolution the factor per axis",
     )
     parser.add_argument(
-        "--crop", type=int, help=f"centre crop size in pixels, 0 for none (default {defaults.crop}; super-resolution: none)"
+        "--crop", type=int, help=f"centre crop size in pixels, 0 for none (default {crop or 'none'}; super-resolution: none)"
     )
     parser.add_argument(
-        "--mask", help=f"papers | recipe | random | equispaced | PATH.npy (default {defaults.mask}; not for super-resolution)"
+        "--mask", help=f"papers | recipe | random | equispaced | PATH.npy (default {mask}; not for super-resolution)"
     )
     parser.add_argument("--mask-seed", type=int, default=defaults.mask_seed)
     parser.add_argument("--center-fraction", type=float, default=defaults.center_fraction, help="for random/equispaced masks")
     parser.add_argument("--validation-subjects", nargs="+", default=(), metavar="SUBJECT")
-    parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
+    parser.add_argument("--validation-fraction", type=float,
+                        help=f"of the subjects, where --validation-subjects is not given (default {defaults.validation_fraction})")
 
 
 def _add_prepare(prepare: argparse.ArgumentParser) -> None:
@@ -84,16 +90,14 @@ def _add_prepare_raw_sources(formats: argparse._SubParsersAction) -> None:
     fastmri.add_argument("--image-source", choices=("reconstruction", "kspace"), default="reconstruction")
     fastmri.add_argument("--image", choices=IMAGE_KINDS, default=MAGNITUDE,
                          help="complex: keep the phase of the kspace image (with --image-source kspace)")
-    _add_prepare_options(fastmri)
-    fastmri.set_defaults(crop=0)
+    _add_prepare_options(fastmri, crop=0)
 
     kspace = formats.add_parser("kspace", help="a scanner's fully sampled complex k-space as .npy (lines, coils, readout): "
                                 "complex images, one volume per coil")
     kspace.add_argument("source", type=Path, help="a .npy file or a directory of them")
     kspace.add_argument("--readout-oversampling", type=int, default=raw_kspace.READOUT_OVERSAMPLING,
                         help="kept: the central 1/N of the readout")
-    _add_prepare_options(kspace)
-    kspace.set_defaults(crop=0, mask="equispaced")
+    _add_prepare_options(kspace, crop=0, mask="equispaced")
 
 
 def _register_papers_h5(args: argparse.Namespace) -> None:
@@ -140,24 +144,26 @@ def _run_prepare(args: argparse.Namespace) -> None:
     if args.format == "papers-h5":
         _register_papers_h5(args)
         return
+    if args.validation_subjects and args.validation_fraction is not None:
+        raise ValueError("--validation-fraction: the split is given by --validation-subjects; give one of the two")
     volumes = _read_source_volumes(args)
-    if args.format == "sunnybrook" and not args.validation_subjects:
+    if args.format == "sunnybrook" and not args.validation_subjects and args.validation_fraction is None:
         from kdrecon.data.dataset import SAMPLE_VALIDATION_SUBJECTS  # the sample's split, kept on the full data
 
         args.validation_subjects = SAMPLE_VALIDATION_SUBJECTS
     if args.task == SUPER_RESOLUTION and args.mask is not None:
         raise ValueError("--mask: super-resolution keeps the central block of k-space; it takes no mask")
     defaults = prepare.PrepareOptions()
-    crop = args.crop if args.crop is not None else (0 if args.task == SUPER_RESOLUTION else defaults.crop)
+    crop = args.crop if args.crop is not None else (0 if args.task == SUPER_RESOLUTION else args.source_crop)
     options = prepare.PrepareOptions(
         accelerations=args.acceleration or list(defaults.accelerations),
         crop=crop or None,
-        mask=args.mask or defaults.mask,
+        mask=args.mask or (defaults.mask if args.task == SUPER_RESOLUTION else args.source_mask),  # SR takes none
         task=args.task,
         mask_seed=args.mask_seed,
         center_fraction=args.center_fraction,
         validation_subjects=args.validation_subjects,
-        validation_fraction=args.validation_fraction,
+        validation_fraction=defaults.validation_fraction if args.validation_fraction is None else args.validation_fraction,
         source=f"{args.format}:{args.source.resolve()}",
     )
     out = prepare.prepare_dataset(volumes, args.output, options)
@@ -343,6 +349,11 @@ def _run_evaluate(args: argparse.Namespace) -> None:
           f"written to {output}")
 
 
+#: What ``kdrecon bench`` writes into its ``--output``, and what ``bench --experiment`` writes.
+BENCH_FILES = ("bench.json", "bench.md")
+ESTIMATE_FILES = ("estimate.json", "estimate.md")
+
+
 def _add_bench(bench: argparse.ArgumentParser) -> None:
     from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRAINING_BATCH_SIZE, TRAINING_STEPS
     from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
@@ -356,12 +367,30 @@ def _add_bench(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--batch-size", type=int, default=TRAINING_BATCH_SIZE,
                        help=f"slices per training step (default {TRAINING_BATCH_SIZE}, the papers')")
     bench.add_argument("--repeats", type=int, default=INFERENCE_REPEATS, help="timed inference calls per measurement")
-    bench.add_argument("--output", type=Path, default=Path("bench"), help="directory for bench.json and bench.md")
+    bench.add_argument("--output", type=Path, default=Path("bench"), help=f"directory for {' and '.join(BENCH_FILES)}")
+    bench.add_argument("--overwrite", action="store_true", help="replace the results of an earlier measurement in --output")
     bench.add_argument("--experiment", metavar="PRESET_OR_YAML",
                        help="instead: estimate how long this experiment takes here, from its stages' measured costs "
-                            "(writes estimate.json and estimate.md)")
+                            f"(writes {' and '.join(ESTIMATE_FILES)})")
     bench.add_argument("--no-compile", dest="compile", action="store_false",
                        help="leave out the torch.compile and AOTInductor paths (each compiles every network first, seconds each)")
+
+
+def _check_results_folder(directory: Path, names: tuple[str, ...], overwrite: bool) -> None:
+    """Before measuring: earlier results of these ``names`` in ``directory`` are kept unless ``overwrite``
+    (a GPU machine's, say), and a run or evaluation directory is not a place for them."""
+    from kdrecon.evaluation.evaluate import SUMMARY
+    from kdrecon.report.run_layout import MANIFEST, STAGE_FILE
+    from kdrecon.training.checkpoint import CHECKPOINTS
+
+    _check_writable(directory, "--output")
+    marker = next((name for name in (CHECKPOINTS, SUMMARY, STAGE_FILE, MANIFEST) if (directory / name).exists()), None)
+    if marker is not None:
+        raise ValueError(f"--output {directory}: a run or evaluation directory (it has {marker}); choose another folder")
+    existing = [name for name in names if (directory / name).exists()]
+    if existing and not overwrite:
+        raise ValueError(f"--output {directory}: {' and '.join(existing)} exist(s) from an earlier measurement; "
+                         "choose another folder or pass --overwrite to replace")
 
 
 def _write_atomically(directory: Path, files: dict[str, str]) -> None:
@@ -380,14 +409,13 @@ def _run_estimate(args: argparse.Namespace) -> None:
     from kdrecon.experiment.estimate import estimate_data, estimate_experiment, format_estimate
 
     config = load_experiment(args.experiment, {"device": args.device if args.device != "auto" else None})
-    _check_writable(args.output, "--output")
+    _check_results_folder(args.output, ESTIMATE_FILES, args.overwrite)
     estimate = estimate_experiment(config, args.steps,
                                    progress=lambda message: print(f"measuring {message} ...", file=sys.stderr, flush=True))
     table = format_estimate(estimate)
-    _write_atomically(args.output, {"estimate.json": json.dumps(estimate_data(estimate), indent=2),
-                                    "estimate.md": table + "\n"})
+    _write_atomically(args.output, dict(zip(ESTIMATE_FILES, (json.dumps(estimate_data(estimate), indent=2), table + "\n"))))
     print(table)
-    print(f"written to {args.output}/estimate.json and estimate.md")
+    print(f"written to {args.output}/{' and '.join(ESTIMATE_FILES)}")
 
 
 def _run_bench(args: argparse.Namespace) -> None:
@@ -408,16 +436,16 @@ def _run_bench(args: argparse.Namespace) -> None:
     if args.experiment is not None:
         _run_estimate(args)
         return
-    _check_writable(args.output, "--output")
+    _check_results_folder(args.output, BENCH_FILES, args.overwrite)
     result = run_benchmark(
         args.teacher, args.student, args.size, args.device, args.steps, args.repeats,
         progress=lambda message: print(f"measuring {message} ...", file=sys.stderr, flush=True), compile=args.compile,
         training_batch_size=args.batch_size,
     )
     table = format_markdown(result)
-    _write_atomically(args.output, {"bench.json": json.dumps(result, indent=2), "bench.md": table + "\n"})
+    _write_atomically(args.output, dict(zip(BENCH_FILES, (json.dumps(result, indent=2), table + "\n"))))
     print(table)
-    print(f"written to {args.output}/bench.json and bench.md")
+    print(f"written to {args.output}/{' and '.join(BENCH_FILES)}")
 
 
 #: ``--rerun`` of ``run`` and ``demo``.

@@ -7,6 +7,7 @@ what makes small cascaded networks train fast.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -178,6 +179,25 @@ def read_manifest(dataset: Path) -> dict:
         if not isinstance(manifest.get(key), dict):
             raise ValueError(f"{path}: missing or malformed {key!r}")
     return manifest
+
+
+def dataset_identity(dataset: str | Path) -> str:
+    """A digest of what a dataset holds, to tell whether a path still names the data a network was
+    trained on: its manifest (less the source's location), its masks, and the names and sizes of its
+    volumes (not their contents, so it costs milliseconds). Two preparations from the same source
+    with the same options agree; another mask, crop, phase selection or split does not. The
+    embedded sample is ``"sample"``."""
+    if str(dataset) == SAMPLE:
+        return SAMPLE
+    root = Path(dataset)
+    manifest = read_manifest(root)
+    digest = hashlib.sha256(json.dumps({k: v for k, v in manifest.items() if k != "source"}, sort_keys=True).encode())
+    for acceleration, name in sorted(manifest["masks"].items()):
+        digest.update(acceleration.encode() + ((root / name).read_bytes() if (root / name).is_file() else b""))
+    for split, entry in sorted(manifest["splits"].items()):
+        for path in sorted((root / entry["directory"]).glob("*.h5")):
+            digest.update(f"{split}/{path.name}:{path.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
 
 
 def count_slices(dataset: str | Path, split: str) -> int:

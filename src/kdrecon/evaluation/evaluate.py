@@ -40,7 +40,7 @@ from kdrecon.evaluation import metrics
 from kdrecon.models.inference import inference_batch_size
 from kdrecon.mri.channels import magnitude
 from kdrecon.mri.resolution import bicubic_upsampling
-from kdrecon.training.checkpoint import load_model, resolve_checkpoint
+from kdrecon.training.checkpoint import CHECKPOINTS, check_same_data, load_model, resolve_checkpoint
 from kdrecon.training.config import AS_TRAINED, DataConfig, trained_on
 from kdrecon.training.fast_path import autocast, inference_precision
 from kdrecon.training.trainer import prepare_module, resolve_device
@@ -55,6 +55,8 @@ SUMMARY = "summary.json"
 #: ``reconstruction`` column of the CSV files for the network's own rows.
 MODEL = "model"
 ZERO_FILLED, BICUBIC = "zero_filled", "bicubic"
+#: Everything an evaluation directory holds.
+EVALUATION_FILES = (RECONSTRUCTIONS, PER_SLICE, PER_VOLUME, SUMMARY)
 
 
 def baselines(data: SliceData) -> dict[str, np.ndarray]:
@@ -173,13 +175,15 @@ def evaluate(
     torch_device = resolve_device(device)
     precision = inference_precision(precision, payload.get("precision"), torch_device)
     recorded = trained_on(payload)
+    if dataset is None and data is None:  # the data it was trained on, which the path must still hold
+        check_same_data(payload, recorded.dataset, run_or_checkpoint)
     dataset = dataset if dataset is not None else recorded.dataset
     data = _split_to_evaluate(run_or_checkpoint, recorded, dataset, split, acceleration or recorded.acceleration, data)
     prediction = reconstruct(model, data, torch_device, precision=precision)
     if not np.isfinite(prediction).all():
         raise ValueError(f"{run_or_checkpoint}: the model produced non-finite values")
     summary = {
-        "checkpoint": str(resolve_checkpoint(run_or_checkpoint, which)),
+        "checkpoint": str(resolve_checkpoint(run_or_checkpoint, which).resolve()),
         "model": payload["model"],
         "best_epoch": payload.get("best_epoch"),
         "dataset": str(dataset),
@@ -234,19 +238,35 @@ def _write_evaluation(directory: Path, data: SliceData, prediction: np.ndarray, 
 
 
 def _check_replaceable(output_dir: Path, checkpoint: Path) -> None:
-    """An existing output directory is replaced only if it holds nothing or an evaluation of a checkpoint
-    of the same run as ``checkpoint`` (another run's, e.g. an experiment stage's, is someone else's result)."""
-    if output_dir.exists() and (not output_dir.is_dir() or (any(output_dir.iterdir()) and not (output_dir / SUMMARY).is_file())):
+    """An existing output directory is replaced only if it holds nothing, or an evaluation (its files
+    alone) of a checkpoint of the same run as ``checkpoint``: another run's evaluation (an experiment
+    stage's) is someone else's result, and files beside an evaluation are the user's."""
+    if not output_dir.exists():
+        return
+    if not output_dir.is_dir() or (any(output_dir.iterdir()) and not (output_dir / SUMMARY).is_file()):
         raise ValueError(f"{output_dir}: exists and is not an evaluation directory; choose another output")
-    if not (output_dir / SUMMARY).is_file():
+    others = sorted(entry.name for entry in output_dir.iterdir() if entry.name not in EVALUATION_FILES)
+    if others:
+        raise ValueError(f"{output_dir}: holds {', '.join(others)} besides an evaluation, which replacing it would "
+                         "delete; choose another output")
+    if not (output_dir / SUMMARY).is_file() or _is_own_evaluation(output_dir, checkpoint):
         return
     try:
         previous = Path(json.loads((output_dir / SUMMARY).read_text())["checkpoint"])
     except (OSError, ValueError, KeyError, TypeError):
         raise ValueError(f"{output_dir / SUMMARY}: unreadable; choose another output or remove the directory") from None
-    # A previous checkpoint that no longer exists where the summary says cannot be compared: replaced.
-    if previous.exists() and not os.path.samefile(previous.parent, checkpoint.parent):
+    if not previous.exists():  # moved, or a relative path from another working directory (older summaries)
+        raise ValueError(f"{output_dir}: holds the evaluation of {previous}, which is not there to compare with "
+                         f"{checkpoint}; choose another output or remove the directory")
+    if not os.path.samefile(previous.parent, checkpoint.parent):
         raise ValueError(f"{output_dir}: holds the evaluation of {previous}, not of {checkpoint}; choose another output")
+
+
+def _is_own_evaluation(output_dir: Path, checkpoint: Path) -> bool:
+    """Whether ``output_dir`` is the evaluation folder of ``checkpoint``'s own run directory
+    (``RUN/checkpoints/best.pt`` → ``RUN/evaluation``), wherever the run has been moved."""
+    checkpoint = checkpoint.resolve()
+    return checkpoint.parent.name == CHECKPOINTS and output_dir.resolve().parent == checkpoint.parent.parent
 
 
 def _replace_directory(new: Path, target: Path) -> None:

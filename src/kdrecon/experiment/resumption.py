@@ -20,6 +20,7 @@ from typing import Any
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import Stage
 from kdrecon.report.run_layout import RunLayout, read_history, read_json
+from kdrecon.training.checkpoint import DATA_IDENTITY
 from kdrecon.training.config import config_data, read_yaml, write_yaml
 
 
@@ -44,13 +45,21 @@ def follow_moves(config_file: Path, stage_config: Any) -> None:
         write_yaml({**recorded, **moved}, config_file)
 
 
-def pending_stages(stages: list[Stage], prints: dict[str, str], layout: RunLayout, only: set[str]) -> tuple[set[str], list[Path]]:
-    """Stages to run, and the directories of those whose settings changed (moved aside, then rerun)."""
+def data_changed(state: dict[str, Any], identity: str) -> bool:
+    """Whether a stage's ``stage.json`` records data other than ``identity`` (stages run before
+    kdrecon recorded it are taken as unchanged)."""
+    return state.get(DATA_IDENTITY, identity) != identity
+
+
+def pending_stages(stages: list[Stage], prints: dict[str, str], layout: RunLayout, only: set[str],
+                   identity: str) -> tuple[set[str], list[Path]]:
+    """Stages to run, and the directories of those whose settings or data changed (moved aside, then
+    rerun); ``identity`` is :func:`kdrecon.data.dataset.dataset_identity` of the experiment's data."""
     pending, stale = set(), []
     for stage in stages:
         files = layout.stage(stage.id)
         state = files.state()
-        if state.get("fingerprint") != prints[stage.id]:
+        if state.get("fingerprint") != prints[stage.id] or data_changed(state, identity):
             if files.directory.exists() and (not only or stage.id in only):
                 stale.append(files.directory)  # its config or an upstream stage changed
             pending.add(stage.id)
@@ -60,12 +69,17 @@ def pending_stages(stages: list[Stage], prints: dict[str, str], layout: RunLayou
 
 
 def copy_reusable(stages: list[Stage], prints: dict[str, str], layout: RunLayout, source: RunLayout,
-                   display_enabled: bool) -> None:
-    """Copy in ``source``'s complete stages whose fingerprint equals ours, where we have none yet."""
+                   display_enabled: bool, identity: str) -> None:
+    """Copy in ``source``'s complete stages whose fingerprint equals ours and that were trained on the
+    same data (``identity``), where we have none yet."""
     for stage in stages:
         here, there = layout.stage(stage.id), source.stage(stage.id)
         state = there.state()
         if here.directory.exists() or state.get("status") != "complete" or state.get("fingerprint") != prints[stage.id]:
+            continue
+        if DATA_IDENTITY not in state or data_changed(state, identity):
+            if display_enabled:
+                print(f"[reuse] {stage.id}: not copied, trained on other data (or not recorded)", flush=True)
             continue
         staging = here.directory.with_name(here.directory.name + ".copying")
         shutil.rmtree(staging, ignore_errors=True)  # debris of an interrupted copy
@@ -97,7 +111,7 @@ def _differences(before: Any, after: Any, prefix: str = "") -> list[str]:
     return [] if before == after else [prefix.rstrip(".")]
 
 
-def rerun_refusal(stale: list[Path], layout: RunLayout, configs: dict[str, Any]) -> str:
+def rerun_refusal(stale: list[Path], layout: RunLayout, configs: dict[str, Any], identity: str) -> str:
     """Which stages already run would be superseded, and what changed for each."""
     recorded = {entry.get("id"): entry.get("config") for entry in (read_json(layout.manifest) or {}).get("stages", [])
                 if isinstance(entry, dict)}
@@ -106,6 +120,8 @@ def rerun_refusal(stale: list[Path], layout: RunLayout, configs: dict[str, Any])
         identifier = directory.relative_to(layout.stages).as_posix()
         changed = [key for key in _differences(recorded.get(identifier), config_data(configs[identifier]))
                    if key not in LOCATION_KEYS] if identifier in recorded else []
+        if not changed and data_changed(layout.stage(identifier).state(), identity):
+            changed = ["the data in data.dataset"]
         reasons.append(f"{identifier} ({', '.join(changed) if changed else 'a stage it depends on changed'})")
     shown = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more" if len(reasons) > 3 else "")
     return (f"{layout.root}: settings changed for stages already run: {shown}. Pass --rerun to move them to "
@@ -121,10 +137,11 @@ def epochs_done(layout: RunLayout, pending: set[str]) -> dict[str, int]:
     return done
 
 
-def move_aside(stale: list[Path], layout: RunLayout, display_enabled: bool) -> None:
-    """Move stages whose settings changed to ``RUN/superseded/{time}/``, never deleting them."""
+def move_aside(stale: list[Path], layout: RunLayout, display_enabled: bool) -> Path | None:
+    """Move stages whose settings changed (or a stage's unusable evaluation) to ``RUN/superseded/{time}/``,
+    never deleting them; returns that folder."""
     if not stale:
-        return
+        return None
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     target, count = layout.superseded / stamp, 1
     while target.exists():  # two changes within one second
@@ -136,3 +153,4 @@ def move_aside(stale: list[Path], layout: RunLayout, display_enabled: bool) -> N
     if display_enabled:
         names = ", ".join(d.relative_to(layout.stages).as_posix() for d in stale)
         print(f"settings changed for {names}: rerunning; the previous runs are in {target}", flush=True)
+    return target

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from kdrecon import __version__
-from kdrecon.data.dataset import SliceData, load_split
+from kdrecon.data.dataset import SliceData, dataset_identity, load_split
 from kdrecon.data.layout import remove_debris
 from kdrecon.evaluation.benchmark import count_macs
 from kdrecon.evaluation.evaluate import evaluate, write_json
@@ -49,8 +49,9 @@ from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fing
 from kdrecon.experiment.training_path import adopted, copy_recorded_path, experiment_cpu_path, recorded_cpu_path
 from kdrecon.models import count_parameters
 from kdrecon.report.build import build_report
+from kdrecon.report.results import evaluation_problem
 from kdrecon.report.run_layout import RunLayout, StageFiles
-from kdrecon.training.checkpoint import load_model
+from kdrecon.training.checkpoint import DATA_IDENTITY, load_model
 from kdrecon.training.config import (DISTILL, TRAIN, ConfigError, DistillConfig, TrainConfig, config_data, validate,
                                      write_config)
 from kdrecon.training.distill import distill_student
@@ -148,27 +149,30 @@ def _recorded_if_stopped(files: StageFiles, state: dict[str, Any], main: bool) -
         raise
 
 
-def _run_stage(
-    stage: Stage, index: int, total: int, run_dir: Path, config: ExperimentConfig, stage_config: Any,
-    fingerprint: str, display: Progress, validation_data: SliceData,
-) -> None:
+def _running_state(stage: Stage, plan: _Plan, previous: dict[str, Any]) -> dict[str, Any]:
+    """``stage.json`` of a stage being run; a resumed stage keeps the time it first started."""
+    return {
+        "name": stage.name,
+        "seed": stage.seed,
+        "fingerprint": plan.prints[stage.id],
+        DATA_IDENTITY: plan.data_identity,
+        "status": "running",
+        "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _run_stage(stage: Stage, index: int, plan: _Plan, display: Progress) -> None:
     """Train (or resume) one stage, evaluate it, measure it, and mark it complete.
 
     Training runs on every rank; rank 0 alone writes ``stage.json``, evaluates and measures.
     """
-    files = RunLayout(run_dir).stage(stage.id)
+    config, stage_config, validation_data = plan.config, plan.configs[stage.id], plan.validation_data
+    files = plan.layout.stage(stage.id)
     stage_dir = files.directory
     main = current_world().is_main
     if display.enabled:
-        print(f"[stage {index}/{total} {stage.id}] {stage.label}: {stage.planned_epochs()} epochs", flush=True)
-    previous = files.state()
-    state = {
-        "name": stage.name,
-        "seed": stage.seed,
-        "fingerprint": fingerprint,
-        "status": "running",
-        "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+        print(f"[stage {index}/{len(plan.stages)} {stage.id}] {stage.label}: {stage.planned_epochs()} epochs", flush=True)
+    state = _running_state(stage, plan, files.state())
     if main:
         stage_dir.mkdir(parents=True, exist_ok=True)
         follow_moves(stage_dir / CONFIG_FILE, stage_config)
@@ -200,6 +204,27 @@ def _run_stage(
     )
     write_json(files.state_file, state)
     barrier()
+
+
+def _evaluate_again_where_unusable(plan: _Plan, pending: set[str], display_enabled: bool) -> None:
+    """Evaluate again every complete stage whose evaluation the report cannot use (files removed, or
+    another split, acceleration or checkpoint evaluated into it by hand): the trained network is the
+    work, its evaluation derived from it. The unusable one is moved to ``RUN/superseded/``."""
+    for stage in plan.stages:
+        files = plan.layout.stage(stage.id)
+        state = files.state()
+        if stage.id in pending or state.get("status") != "complete" or state.get("fingerprint") != plan.prints[stage.id]:
+            continue
+        problem = evaluation_problem(files, plan.config.data)
+        if problem is None:
+            continue
+        kept = move_aside([files.evaluation], plan.layout, False) if files.evaluation.exists() else None
+        if display_enabled:
+            print(f"[evaluate again] {stage.id}: {problem}" + (f"; the previous evaluation is in {kept}" if kept else ""),
+                  flush=True)
+        evaluation = evaluate(files.directory, files.evaluation, device=plan.config.device, data=plan.validation_data,
+                              precision=state.get("precision", "fp32"))
+        write_json(files.state_file, {**state, "metrics": evaluation.summary["model_metrics"]})
 
 
 def _run_in_parallel(stages: list[Stage], pending: set[str], run_dir: Path, workers: int, progress: bool) -> None:
@@ -289,6 +314,8 @@ class _Plan:
     configs: dict[str, TrainConfig | DistillConfig]
     selected: set[str]
     validation_data: SliceData
+    #: :func:`kdrecon.data.dataset.dataset_identity` of the experiment's data, recorded by every stage.
+    data_identity: str
 
 
 def _plan(config: ExperimentConfig, layout: RunLayout, only: Sequence[str], parallel: int,
@@ -311,7 +338,8 @@ def _plan(config: ExperimentConfig, layout: RunLayout, only: Sequence[str], para
         recorded_cpu_path(recorded)  # a damaged record is refused before anything is written
     check_dataset_slices(config, len(validation_data))
     check_experiment(config, stages, configs, len(validation_data))
-    return _Plan(config, layout, stages, fingerprints(stages), configs, selected, validation_data)
+    return _Plan(config, layout, stages, fingerprints(stages), configs, selected, validation_data,
+                 dataset_identity(config.data.dataset))
 
 
 def _write_run_directory(plan: _Plan, only: Sequence[str], stale: list[Path], progress: bool) -> None:
@@ -338,8 +366,7 @@ def _run_pending(plan: _Plan, pending: set[str], progress: bool) -> None:
         if plan.selected and stage.id not in plan.selected:
             continue
         if stage.id in pending:
-            _run_stage(stage, index, total, plan.layout.root, plan.config, plan.configs[stage.id],
-                       plan.prints[stage.id], display, plan.validation_data)
+            _run_stage(stage, index, plan, display)
         elif display.enabled:
             print(f"[stage {index}/{total} {stage.id}] complete, reused", flush=True)
 
@@ -369,17 +396,17 @@ def run_experiment(
     plan = _plan(config, layout, only, parallel, reuse_from)
     main = current_world().is_main
     if reuse_from is not None and main:
-        copy_reusable(plan.stages, plan.prints, layout, RunLayout(Path(reuse_from)), progress)
+        copy_reusable(plan.stages, plan.prints, layout, RunLayout(Path(reuse_from)), progress, plan.data_identity)
         copy_recorded_path(layout, RunLayout(Path(reuse_from)))
     barrier()
     # Every rank must run the same stages (each one's collectives and barriers): rank 0 decides.
-    pending, stale = from_main(pending_stages(plan.stages, plan.prints, layout, plan.selected))
+    pending, stale = from_main(pending_stages(plan.stages, plan.prints, layout, plan.selected, plan.data_identity))
     if stale and not rerun:
-        raise ConfigError(from_main(rerun_refusal(stale, layout, plan.configs)))
+        raise ConfigError(from_main(rerun_refusal(stale, layout, plan.configs, plan.data_identity)))
+    check_inputs(plan.stages, plan.selected, pending)  # before a changed stage is moved aside
     if main:
         _write_run_directory(plan, only, stale, progress)
     barrier()
-    check_inputs(plan.stages, plan.selected, pending)
     started = time.perf_counter()
     # auto resolves for every stage as this experiment's first process measured it
     cpu_path = from_main(experiment_cpu_path(plan.config, layout, plan.stages, plan.prints) if main else None)
@@ -387,6 +414,8 @@ def run_experiment(
         if parallel > 1 and not only:
             _run_in_parallel(plan.stages, pending, layout.root, parallel, progress)
         _run_pending(plan, pending, progress)
+    if main:
+        _evaluate_again_where_unusable(plan, pending, progress)
     if only or not main:
         return None
     manifest = _manifest(plan.config, plan.stages, plan.prints, plan.configs, layout, time.perf_counter() - started)

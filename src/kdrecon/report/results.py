@@ -14,9 +14,11 @@ from typing import Any
 
 from kdrecon.data.image import MAGNITUDE
 from kdrecon.data.task import RECONSTRUCTION
-from kdrecon.evaluation.evaluate import BICUBIC, METRICS, MODEL, ZERO_FILLED, metrics_key
+from kdrecon.evaluation.evaluate import BICUBIC, METRICS, MODEL, RECONSTRUCTIONS, ZERO_FILLED, metrics_key
 from kdrecon.report.run_layout import RunLayout, StageFiles, read_json
 from kdrecon.report.stage_names import Role
+from kdrecon.training.checkpoint import checkpoint_path
+from kdrecon.training.config import DataConfig
 
 #: Roles in report order.
 ROLE_ORDER = tuple(Role)
@@ -134,16 +136,40 @@ class ExperimentResults:
 _MANIFEST_KEYS = frozenset({"id", "name", "seed", "role", "label", "fingerprint"})
 
 
-def _stage_result(layout: RunLayout, entry: dict[str, Any]) -> StageResult | None:
+def evaluation_problem(files: StageFiles, data: DataConfig) -> str | None:
+    """What makes a complete stage's evaluation unusable in its experiment's report, or None: files
+    missing (reconstructions removed to save disk, say), or scores of another split, acceleration,
+    task or checkpoint than the experiment's (``kdrecon evaluate`` run into it by hand)."""
+    summary = read_json(files.summary)
+    if summary is None:
+        return f"{files.summary} is missing or unreadable"
+    for path in (files.per_slice, files.per_volume):
+        if not path.is_file():
+            return f"{path} is missing"
+    stored = len(list((files.evaluation / RECONSTRUCTIONS).glob("*.h5")))
+    if stored != summary.get("volumes"):
+        return f"{files.evaluation / RECONSTRUCTIONS} holds {stored} of its {summary.get('volumes')} volumes"
+    expected = {"split": "validation", "acceleration": data.acceleration, "task": data.task}
+    for key, value in expected.items():
+        if summary.get(key, RECONSTRUCTION if key == "task" else None) != value:
+            return f"it scores {key} {summary.get(key)}, the experiment's is {value}"
+    if Path(str(summary.get("checkpoint"))).name != checkpoint_path(Path(), "best").name:
+        return f"it scores {summary.get('checkpoint')}, not the stage's best checkpoint"
+    return None
+
+
+def _stage_result(layout: RunLayout, entry: dict[str, Any], data: DataConfig) -> StageResult | None:
     files = layout.stage(entry["id"])
     state = files.state()
     if state.get("status") != "complete" or state.get("fingerprint") != entry["fingerprint"]:
         return None
+    problem = evaluation_problem(files, data)
+    if problem is not None:
+        raise ValueError(f"stage {entry['id']}: its evaluation cannot be reported: {problem}; "
+                         "'kdrecon run' with the experiment evaluates it again")
     per_slice, _ = _read_rows(files.per_slice, "slice")
     per_volume, _ = _read_rows(files.per_volume, "volume")
     summary = read_json(files.summary)
-    if summary is None:
-        raise ValueError(f"{files.summary}: missing, though {files.state_file} says the stage is complete")
     return StageResult(entry["id"], entry["name"], entry["seed"], entry["role"], entry["label"], entry["method"],
                        entry["model"], entry["variant"], entry["ablation_of"], files, state, summary, per_slice,
                        per_volume)
@@ -161,8 +187,9 @@ def load_results(run_dir: Path) -> ExperimentResults:
     if "paper_setting" not in manifest or any("ablation_of" not in entry for entry in manifest.get("stages", [])):
         raise ValueError(f"{layout.manifest}: written by an older kdrecon without seeds; run 'kdrecon run' again")
     results, pending = [], []
+    data = DataConfig.model_validate(manifest.get("config", {}).get("data", {}))
     for entry in manifest["stages"]:
-        result = _stage_result(layout, entry)
+        result = _stage_result(layout, entry, data)
         if result is None:
             pending.append(entry["id"])
         else:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdrecon.data.dataset import dataset_identity
 from kdrecon.data.layout import atomic_path
 from kdrecon.models import build_model
 from kdrecon.models.weights import load_by_name
@@ -91,3 +92,23 @@ def initialise_from(model: nn.Module, run_or_checkpoint: Path, which: str = "bes
     if not isinstance(source, dict):
         raise ValueError(f"{path}: the checkpoint holds no model weights")
     return load_by_name(model, source, f"init_from {path}")
+
+
+#: The checkpoint key holding :func:`kdrecon.data.dataset.dataset_identity` of the data a network was trained on.
+DATA_IDENTITY = "data_identity"
+
+
+def data_record(dataset: str | Path, loaded_from_config: bool) -> dict[str, str]:
+    """``{DATA_IDENTITY: ...}`` for a checkpoint when the training data was loaded from ``dataset``
+    (none when the caller passed slices in memory, which the path does not describe)."""
+    return {DATA_IDENTITY: dataset_identity(dataset)} if loaded_from_config else {}
+
+
+def check_same_data(payload: dict[str, Any], dataset: str | Path, source: str | Path) -> None:
+    """Refuse ``dataset`` as the data the checkpoint ``payload`` (of ``source``) was trained on when the
+    path now holds other data: prepared again with other options, or a relative path read from
+    another working directory."""
+    recorded = payload.get(DATA_IDENTITY)
+    if recorded is not None and dataset_identity(dataset) != recorded:
+        raise ValueError(f"{source}: {dataset} does not hold the data it was trained on (prepared again with other "
+                         "options, or the path is relative to another directory); name the dataset to use explicitly")

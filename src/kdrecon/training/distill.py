@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,8 @@ from kdrecon.distillation.losses import FEATURE_LOSSES, FeatureLoss, build_featu
 from kdrecon.distillation.preparation import prepare_feature_loss
 from kdrecon.models import build_model
 from kdrecon.models.sft import StudentFriendlyTeacher
-from kdrecon.training.checkpoint import checkpoint_path, load_checkpoint, load_model, resolve_checkpoint
+from kdrecon.training.checkpoint import (check_same_data, checkpoint_path, data_record, load_checkpoint, load_model,
+                                         resolve_checkpoint)
 from kdrecon.training.config import (DISTILL, IMITATION, ConfigError, DataConfig, DistillConfig, config_data, trained_on,
                                      validate, write_config)
 from kdrecon.training.supervised import CONFIG_FILE, claim_run_directory, load_splits
@@ -74,6 +75,8 @@ class _Distillation:
     validation_data: SliceData
     progress: bool
     on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None
+    #: What the checkpoints record of the training data (:func:`~kdrecon.training.checkpoint.data_record`).
+    data_record: dict[str, str] = field(default_factory=dict)
 
     def run_stage(self, directory: Path, stage: str, weights: LossWeights, loss: FeatureLoss | None,
                   epochs: int) -> FitResult:
@@ -87,6 +90,7 @@ class _Distillation:
             "stage": stage,
             "model": {"name": config.student.name, "options": config.student.options()},
             "config": config_data(config),
+            **self.data_record,
             "distillation": {**self.record, "weights": asdict(weights),
                              "connector_parameters": distiller.connector_parameter_count()},
         }
@@ -131,8 +135,12 @@ def _set_up(config: DistillConfig, run_dir: Path, progress: bool, train_data: Sl
             f"init: sft needs a student-friendly teacher (kdrecon train --model sft-teacher); "
             f"{config.teacher} holds {teacher_payload['model']['name']}"
         )
+    data_from_teacher = config.data is None
     config = _with_teacher_data(config, teacher_payload)
     check_teacher_data(config, teacher_payload)
+    if data_from_teacher and train_data is None:
+        check_same_data(teacher_payload, config.data.dataset, config.teacher)
+    data = data_record(config.data.dataset, train_data is None)
     device = local_device(resolve_device(config.device))
     train_data, validation_data = load_splits(config.data, train_data, validation_data)
     # Everything that can reject the config runs before the run directory is created.
@@ -158,7 +166,7 @@ def _set_up(config: DistillConfig, run_dir: Path, progress: bool, train_data: Sl
     }
     return _Distillation(config, teacher, student, teacher_layers, student_layers, feature_loss, feature_weight,
                          record, device, path.precision, path.channels_last, train_data, validation_data, progress,
-                         on_epoch_end)
+                         on_epoch_end, data)
 
 
 def _training_path(config: DistillConfig, run_dir: Path, device: torch.device) -> TrainingPath:
@@ -211,13 +219,18 @@ def check_teacher_data(config: DistillConfig, teacher_payload: dict[str, Any]) -
     if teacher_channels != channels_of(config.data.image):
         raise ConfigError(f"teacher: {config.teacher} takes {teacher_channels}-channel images, "
                           f"but data.image is {config.data.image} ({channels_of(config.data.image)} channels)")
-    if "data" not in teacher_payload.get("config", {}):
+    _check_trained_for(config.data, teacher_payload, f"the teacher {config.teacher}")
+
+
+def _check_trained_for(data: DataConfig, payload: dict[str, Any], what: str) -> None:
+    """Refuse a network (``payload``) trained for another task or acceleration than ``data``."""
+    if "data" not in payload.get("config", {}):
         return  # nothing recorded to compare with
-    teacher_data = trained_on(teacher_payload)
+    recorded = trained_on(payload)
     for key in ("task", "acceleration"):
-        if getattr(teacher_data, key) != getattr(config.data, key):
-            raise ConfigError(f"data.{key}: {getattr(config.data, key)}, but the teacher {config.teacher} was trained "
-                              f"for {getattr(teacher_data, key)}; distil from a teacher of the same {key}")
+        if getattr(recorded, key) != getattr(data, key):
+            raise ConfigError(f"data.{key}: {getattr(data, key)}, but {what} was trained for {getattr(recorded, key)}; "
+                              f"use one of the same {key}")
 
 
 def _has_checkpoint(directory: Path) -> bool:
@@ -250,6 +263,7 @@ def _initialise(
             raise ConfigError(
                 f"baseline: {config.baseline} holds {baseline_payload['model']['name']}, not the student {config.student.name}"
             )
+        _check_trained_for(config.data, baseline_payload, f"the baseline {config.baseline}")
         first_block_state = baseline.state_dict()
     return initialise_from_student_friendly_teacher(student, teacher_model.student_state_dict(), first_block_state)
 

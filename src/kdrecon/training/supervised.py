@@ -11,7 +11,7 @@ import torch
 from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model
-from kdrecon.training.checkpoint import initialise_from
+from kdrecon.training.checkpoint import data_record, initialise_from
 from kdrecon.training.config import (SFT_TEACHER, TRAIN, ConfigError, DataConfig, TrainConfig, config_data, read_yaml,
                                      write_config)
 from kdrecon.training.distributed import barrier, current_world, local_device
@@ -70,6 +70,7 @@ def train_model(
     """
     run_dir = Path(run_dir)
     device = local_device(resolve_device(config.device))
+    data = data_record(config.data.dataset, train_data is None)
     train_data, validation_data = load_splits(config.data, train_data, validation_data)
     torch.manual_seed(config.seed)
     model = build_model(config.model.name, **config.model.options())
@@ -99,6 +100,7 @@ def train_model(
             "stage": SFT_TEACHER if config.model.is_student_friendly_teacher else TRAIN,
             "model": {"name": config.model.name, "options": config.model.options()},
             "config": config_data(config),
+            **data,
         },
         progress=progress,
         on_epoch_end=on_epoch_end,
