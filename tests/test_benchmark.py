@@ -167,3 +167,5 @@ def test_bench_experiment_writes_the_estimate(tiny_dataset, tmp_path):
     assert main(["bench", "--steps", "1", "--output", str(tmp_path / "run")]) == 2
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]
     assert main(["bench", "--experiment", str(experiment), "--steps", "1", "--output", str(output), "--overwrite"]) == 0
+    # The experiment names its networks: a --teacher beside it would be ignored, so it is refused.
+    assert main(["bench", "--experiment", str(experiment), "--teacher", "D2C3", "--output", str(tmp_path / "e2")]) == 2

@@ -131,6 +131,10 @@ def test_evaluation_replaces_a_previous_one_whole_and_refuses_other_folders(trai
     assert f"holds the evaluation of {trained_run}" in capsys.readouterr().err
     assert (output / "summary.json").read_text() == summary
     assert main(["evaluate", str(trained_run), "--which", "last", "--output", str(output), *small]) == 0  # same run
+    from kdrecon.training.checkpoint import load_checkpoint
+
+    last = load_checkpoint(trained_run / "checkpoints" / "last.pt")
+    assert json.loads((output / "summary.json").read_text())["epoch"] == last["epoch"]  # the epoch scored, not the best
     # Files of the user's beside an evaluation would go with it.
     (output / "NOTES.md").write_text("keep me")
     assert main(["evaluate", str(trained_run), "--output", str(output), *small]) == 2

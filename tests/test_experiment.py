@@ -373,6 +373,23 @@ def test_a_dataset_prepared_again_with_other_options_is_not_taken_for_the_data_s
     assert not (tmp_path / "copy").exists()
 
 
+def test_a_second_run_on_a_directory_another_live_run_is_writing_is_refused(tmp_path, tiny_run, tiny_overrides):
+    import os
+    import subprocess
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    lock = run_dir / ".kdrecon-run.lock"
+    lock.write_text(f"{os.getppid()}\n")  # a live process: the one that started these tests
+    with pytest.raises(ConfigError, match=rf"another kdrecon run \(process {os.getppid()}\) is writing it"):
+        run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    lock.write_text(f"{finished.pid}\n")  # left by a killed run: taken over
+    run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
+    assert not lock.exists()
+
+
 def test_independent_stages_of_every_seed_run_in_parallel_processes(tmp_path, tiny_overrides):
     run_dir = tmp_path / "run"
     # One seed: its teacher and student (and the distillations of each teacher) are independent.

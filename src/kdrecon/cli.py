@@ -358,14 +358,13 @@ def _add_bench(bench: argparse.ArgumentParser) -> None:
     from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRAINING_BATCH_SIZE, TRAINING_STEPS
     from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 
-    bench.add_argument("--teacher", default=DEFAULT_TEACHER, help=f"any network, e.g. {_model_names()}")
-    bench.add_argument("--student", default=DEFAULT_STUDENT)
-    bench.add_argument("--size", type=int, default=IMAGE_SIZE,
-                       help=f"image size (a centre crop of the sample; default {IMAGE_SIZE})")
+    # None where not given: bench --experiment refuses the options it would not use.
+    bench.add_argument("--teacher", help=f"any network, e.g. {_model_names()} (default {DEFAULT_TEACHER})")
+    bench.add_argument("--student", help=f"default {DEFAULT_STUDENT}")
+    bench.add_argument("--size", type=int, help=f"image size (a centre crop of the sample; default {IMAGE_SIZE})")
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     bench.add_argument("--steps", type=int, default=TRAINING_STEPS, help="timed training steps per measurement")
-    bench.add_argument("--batch-size", type=int, default=TRAINING_BATCH_SIZE,
-                       help=f"slices per training step (default {TRAINING_BATCH_SIZE}, the papers')")
+    bench.add_argument("--batch-size", type=int, help=f"slices per training step (default {TRAINING_BATCH_SIZE}, the papers')")
     bench.add_argument("--repeats", type=int, default=INFERENCE_REPEATS, help="timed inference calls per measurement")
     bench.add_argument("--output", type=Path, default=Path("bench"), help=f"directory for {' and '.join(BENCH_FILES)}")
     bench.add_argument("--overwrite", action="store_true", help="replace the results of an earlier measurement in --output")
@@ -421,11 +420,19 @@ def _run_estimate(args: argparse.Namespace) -> None:
 def _run_bench(args: argparse.Namespace) -> None:
     import json
 
+    from kdrecon.evaluation.bench_settings import IMAGE_SIZE, TRAINING_BATCH_SIZE
     from kdrecon.evaluation.benchmark import format_markdown, run_benchmark
-    from kdrecon.models.registry import canonical_model_name
+    from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, canonical_model_name
     from kdrecon.training.trainer import resolve_device
 
     # Everything that can be refused is checked before minutes of measuring.
+    defaults = {"teacher": DEFAULT_TEACHER, "student": DEFAULT_STUDENT, "size": IMAGE_SIZE, "batch_size": TRAINING_BATCH_SIZE}
+    for option, default in defaults.items():
+        if args.experiment is not None and getattr(args, option) is not None:
+            raise ValueError(f"--{option.replace('_', '-')}: bench --experiment measures the experiment's own networks "
+                             "and settings; leave it out")
+        if getattr(args, option) is None:
+            setattr(args, option, default)
     for name in (args.teacher, args.student):
         canonical_model_name(name)
     for option, value, least in (("--steps", args.steps, 1), ("--repeats", args.repeats, 1), ("--size", args.size, 16),

@@ -185,6 +185,7 @@ def evaluate(
     summary = {
         "checkpoint": str(resolve_checkpoint(run_or_checkpoint, which).resolve()),
         "model": payload["model"],
+        "epoch": payload.get("epoch"),  # of the checkpoint scored (last.pt's can be after the best)
         "best_epoch": payload.get("best_epoch"),
         "dataset": str(dataset),
         "split": split,

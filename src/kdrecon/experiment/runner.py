@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +43,7 @@ from kdrecon.evaluation.benchmark import count_macs
 from kdrecon.evaluation.evaluate import evaluate, write_json
 from kdrecon.experiment.checks import check_dataset_slices, check_experiment, check_inputs, check_run_directory
 from kdrecon.experiment.config import ExperimentConfig
+from kdrecon.experiment.run_lock import refuse_if_locked, run_lock
 from kdrecon.experiment.resumption import (copy_reusable, epochs_done, follow_moves, move_aside, pending_stages,
                                           recorded_locations, rerun_refusal)
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fingerprints
@@ -395,6 +396,9 @@ def run_experiment(
     layout = RunLayout(Path(run_dir))
     plan = _plan(config, layout, only, parallel, reuse_from)
     main = current_world().is_main
+    locking = main and not only  # --parallel's stage processes (--only) work under their parent's lock
+    if locking:
+        refuse_if_locked(layout)
     if reuse_from is not None and main:
         copy_reusable(plan.stages, plan.prints, layout, RunLayout(Path(reuse_from)), progress, plan.data_identity)
         copy_recorded_path(layout, RunLayout(Path(reuse_from)))
@@ -407,21 +411,30 @@ def run_experiment(
     if main:
         _write_run_directory(plan, only, stale, progress)
     barrier()
+    with run_lock(layout) if locking else nullcontext():
+        return _run_and_report(plan, pending, only, parallel, progress, report)
+
+
+def _run_and_report(plan: _Plan, pending: set[str], only: Sequence[str], parallel: int, progress: bool,
+                    report: bool) -> dict[str, Any] | None:
+    """Run the pending stages, evaluate again what cannot be reported, then (unless ``only``) write
+    the manifest and the report."""
+    main = current_world().is_main
     started = time.perf_counter()
     # auto resolves for every stage as this experiment's first process measured it
-    cpu_path = from_main(experiment_cpu_path(plan.config, layout, plan.stages, plan.prints) if main else None)
+    cpu_path = from_main(experiment_cpu_path(plan.config, plan.layout, plan.stages, plan.prints) if main else None)
     with adopted(cpu_path):
         if parallel > 1 and not only:
-            _run_in_parallel(plan.stages, pending, layout.root, parallel, progress)
+            _run_in_parallel(plan.stages, pending, plan.layout.root, parallel, progress)
         _run_pending(plan, pending, progress)
     if main:
         _evaluate_again_where_unusable(plan, pending, progress)
     if only or not main:
         return None
-    manifest = _manifest(plan.config, plan.stages, plan.prints, plan.configs, layout, time.perf_counter() - started)
-    write_json(layout.manifest, manifest)
+    manifest = _manifest(plan.config, plan.stages, plan.prints, plan.configs, plan.layout, time.perf_counter() - started)
+    write_json(plan.layout.manifest, manifest)
     if report:
-        build_report(layout.root)
+        build_report(plan.layout.root)
     return manifest
 
 

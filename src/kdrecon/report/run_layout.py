@@ -12,6 +12,7 @@
         evaluation/            what :func:`kdrecon.evaluation.evaluate.evaluate` writes
     superseded/{time}/seed-{s}/{stage}/   stages whose settings changed, moved aside (restorable)
     report.md, report.html, figures/
+    .kdrecon-run.lock          the process id of the ``kdrecon run`` writing the directory, while it runs
 
 The runner writes through :class:`RunLayout` and the report reads through it, so neither spells
 a file name; the names inside a training run directory and an evaluation directory are the
@@ -50,6 +51,8 @@ REPORT_HTML = "report.html"
 FIGURES = "figures"
 #: How ``auto`` precision and layout resolve on a CPU for every stage of the experiment.
 CPU_TRAINING_PATH = "cpu-training-path.json"
+#: Held (with the process id) while a ``kdrecon run`` writes the directory.
+RUN_LOCK = ".kdrecon-run.lock"
 
 
 def stage_id(name: str, seed: int) -> str:
@@ -165,6 +168,10 @@ class RunLayout:
     @property
     def figures(self) -> Path:
         return self.root / FIGURES
+
+    @property
+    def lock(self) -> Path:
+        return self.root / RUN_LOCK
 
     @property
     def cpu_training_path(self) -> Path:
