@@ -171,6 +171,16 @@ def test_run_directory_with_another_config_is_refused(trained_run):
     assert code == 2 and "different config" in error and error.count("\n") == 1
 
 
+def test_a_renamed_run_directory_resumes_with_the_same_command(trained_run, tmp_path):
+    renamed = tmp_path / "renamed"
+    shutil.copytree(trained_run, renamed)
+    before = (renamed / "checkpoints/last.pt").stat().st_mtime_ns
+    config = tmp_path / "config.yaml"
+    config.write_text((trained_run / "config.yaml").read_text())  # its name is the old directory's
+    assert main(["train", "--config", str(config), "--run-dir", str(renamed), "--quiet"]) == 0
+    assert (renamed / "checkpoints/last.pt").stat().st_mtime_ns == before  # finished: nothing trained again
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from kdrecon.data import layout
-from kdrecon.data.dataset import count_slices, load_sample, load_split, sample_directory
+from kdrecon.data.dataset import count_slices, dataset_identity, load_sample, load_split, sample_directory
 from kdrecon.data.prepare import PrepareOptions, make_mask, prepare_dataset, register_papers_h5, split_subjects
 from kdrecon.data.sources import sunnybrook
 from kdrecon.data.volume import Volume
@@ -197,6 +197,16 @@ def test_load_split_equals_load_sample(prepared, shared_dir, split, acceleration
     first = data.volumes[0]
     expected = raw_volume(*first.name.split("_phase")[:1], int(first.name.split("_phase")[1]))
     np.testing.assert_allclose(data.target[first.start : first.stop, 0].numpy(), expected, rtol=0, atol=1e-6)
+
+
+def test_dataset_identity_follows_the_contents_not_the_location(prepared, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(prepared, moved)
+    assert dataset_identity(moved) == dataset_identity(prepared) != dataset_identity("sample")
+    mask_file = moved / "masks" / "mask_4x.npy"
+    mask = np.load(mask_file)
+    np.save(mask_file, np.roll(mask, 1, axis=0))  # another mask of the same size
+    assert dataset_identity(moved) != dataset_identity(prepared)
 
 
 def test_volume_index_covers_every_slice_once(prepared):

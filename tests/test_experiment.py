@@ -311,6 +311,9 @@ def test_damaged_run_directory_files_are_named_not_read_as_absent(tmp_path, tiny
 
 
 def test_an_unusable_stage_evaluation_is_refused_by_the_report_and_evaluated_again_by_run(tmp_path, tiny_run, tiny_overrides):
+    from kdrecon.data.dataset import sample_directory
+    from kdrecon.data.prepare import PrepareOptions, prepare_dataset
+    from kdrecon.data.sources import sunnybrook
     from kdrecon.evaluation.evaluate import evaluate
     from kdrecon.report.results import evaluation_problem
     from kdrecon.report.run_layout import StageFiles
@@ -325,12 +328,20 @@ def test_an_unusable_stage_evaluation_is_refused_by_the_report_and_evaluated_aga
                                          r"not the stage's best checkpoint; 'kdrecon run' .* evaluates it again"):
         build_report(run_dir)
     shutil.rmtree(student / "evaluation" / "reconstructions")  # to save disk, say
-    problem = evaluation_problem(StageFiles(student), DataConfig(dataset=str(tiny_overrides["data.dataset"])))
+    other = tmp_path / "other-data"  # the same slices prepared with another mask: other scores
+    prepare_dataset(sunnybrook.read_volumes(sample_directory(), phases=[0]), other,
+                    PrepareOptions(crop=48, mask="equispaced", validation_subjects=["SCD0000401"]))
+    seed_2_teacher = run_dir / "stages" / "seed-2" / "teacher"
+    evaluate(seed_2_teacher, seed_2_teacher / "evaluation", dataset=other)
+    problem = evaluation_problem(StageFiles(seed_2_teacher), DataConfig(), json.loads((run_dir / "experiment.json").read_text())["data_identity"])
+    assert problem == f"it scores other data ({other}) than the experiment's"
+    problem = evaluation_problem(StageFiles(student), DataConfig(dataset=str(tiny_overrides["data.dataset"])), None)
     assert problem is not None and re.search(r"reconstructions holds 0 of its \d+ volumes", problem)
     run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)  # trains nothing, evaluates both again
     assert json.loads((teacher / "evaluation" / "summary.json").read_text())["model_metrics"] == before
-    kept = sorted(p.relative_to(run_dir / "superseded").as_posix() for p in (run_dir / "superseded").glob("*/seed-1/*/evaluation"))
-    assert [k.split("/", 1)[1] for k in kept] == ["seed-1/student/evaluation", "seed-1/teacher/evaluation"]
+    kept = sorted(p.relative_to(run_dir / "superseded").as_posix() for p in (run_dir / "superseded").glob("*/seed-*/*/evaluation"))
+    assert sorted(k.split("/", 1)[1] for k in kept) == ["seed-1/student/evaluation", "seed-1/teacher/evaluation",
+                                                        "seed-2/teacher/evaluation"]
     assert (run_dir / "report.md").is_file()
 
 
@@ -357,6 +368,11 @@ def test_a_dataset_prepared_again_with_other_options_is_not_taken_for_the_data_s
     config = tiny_experiment({**tiny_overrides, "data.dataset": str(dataset), "optimization.epochs": 1,
                               "epochs.distillation": 1}, seeds=[1])
     run_experiment(config, tmp_path / "run", progress=False)
+    from kdrecon.cli import main
+
+    train = ["train", "--model", "D2C3", "--set", "model.channels=4", "--epochs", "1", "--dataset", str(dataset),
+             "--run-dir", str(tmp_path / "train"), "--quiet"]
+    assert main(train) == 0
     # The same path prepared again from the same slices with another mask: every number would change.
     shutil.rmtree(dataset)
     volumes = sunnybrook.read_volumes(sample_directory(), phases=[0])
@@ -367,6 +383,7 @@ def test_a_dataset_prepared_again_with_other_options_is_not_taken_for_the_data_s
     with pytest.raises(ValueError, match=r"teacher: .*data does not hold the data it was trained on"):
         evaluate(teacher, tmp_path / "evaluation")  # on "the data it was trained on", by default
     assert not (tmp_path / "evaluation").exists()
+    assert main(train) == 2  # resuming (here: finding it finished) on other data
     stages = build_stages(config)
     copy_reusable(stages, fingerprints(stages), RunLayout(tmp_path / "copy"), RunLayout(tmp_path / "run"), False,
                   identity="not the data the stages were trained on")
@@ -383,6 +400,9 @@ def test_a_second_run_on_a_directory_another_live_run_is_writing_is_refused(tmp_
     lock.write_text(f"{os.getppid()}\n")  # a live process: the one that started these tests
     with pytest.raises(ConfigError, match=rf"another kdrecon run \(process {os.getppid()}\) is writing it"):
         run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
+    with pytest.raises(ConfigError, match="another kdrecon run"):  # one stage alone, too
+        run_experiment(tiny_experiment(tiny_overrides, channels=6), run_dir, progress=False, only=["seed-1/teacher"], rerun=True)
+    assert not (run_dir / "superseded").exists()
     finished = subprocess.Popen(["true"])
     finished.wait()
     lock.write_text(f"{finished.pid}\n")  # left by a killed run: taken over

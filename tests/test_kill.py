@@ -186,3 +186,19 @@ def test_killed_experiment_resumes_to_the_same_stages(tiny_overrides, tmp_path):
         assert found["status"] == "complete" and found["metrics"] == expected["metrics"], stage
     assert (tmp_path / "killed" / "report.md").is_file() and not (tmp_path / "killed" / "superseded").exists()
     assert debris(tmp_path) == []
+
+
+def test_terminated_experiment_records_its_stage_interrupted_and_releases_its_lock(tiny_overrides, tmp_path):
+    settings = {**tiny_overrides, "optimization.epochs": 1, "epochs.distillation": 1}
+    arguments = ["run", "demo", "--seeds", "1"] + [item for key, value in settings.items() for item in ("--set", f"{key}={value}")]
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(command(*arguments, "--run-dir", run_dir), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(run_dir.glob("stages/*/*/stage.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)  # as `kill` or a scheduler's time limit sends it
+    assert process.wait(timeout=120) != 0
+    statuses = [json.loads(path.read_text())["status"] for path in run_dir.glob("stages/*/*/stage.json")]
+    assert "running" not in statuses and statuses.count("interrupted") == 1, statuses
+    assert not (run_dir / ".kdrecon-run.lock").exists()

@@ -191,7 +191,10 @@ def dataset_identity(dataset: str | Path) -> str:
         return SAMPLE
     root = Path(dataset)
     manifest = read_manifest(root)
-    digest = hashlib.sha256(json.dumps({k: v for k, v in manifest.items() if k != "source"}, sort_keys=True).encode())
+    # Where the files came from or lie is not what they hold: the source, a registered split's folder, mask files' paths.
+    described = {key: value for key, value in manifest.items() if key not in ("source", "splits", "mask")}
+    described["subjects"] = {split: entry.get("subjects") for split, entry in manifest["splits"].items()}
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
     for acceleration, name in sorted(manifest["masks"].items()):
         digest.update(acceleration.encode() + ((root / name).read_bytes() if (root / name).is_file() else b""))
     for split, entry in sorted(manifest["splits"].items()):

@@ -40,7 +40,7 @@ from kdrecon.evaluation import metrics
 from kdrecon.models.inference import inference_batch_size
 from kdrecon.mri.channels import magnitude
 from kdrecon.mri.resolution import bicubic_upsampling
-from kdrecon.training.checkpoint import CHECKPOINTS, check_same_data, load_model, resolve_checkpoint
+from kdrecon.training.checkpoint import CHECKPOINTS, check_same_data, data_record, load_model, resolve_checkpoint
 from kdrecon.training.config import AS_TRAINED, DataConfig, trained_on
 from kdrecon.training.fast_path import autocast, inference_precision
 from kdrecon.training.trainer import prepare_module, resolve_device
@@ -55,6 +55,8 @@ SUMMARY = "summary.json"
 #: ``reconstruction`` column of the CSV files for the network's own rows.
 MODEL = "model"
 ZERO_FILLED, BICUBIC = "zero_filled", "bicubic"
+#: A run directory's own evaluation folder (``RUN/evaluation``), where ``kdrecon evaluate RUN`` writes.
+EVALUATION = "evaluation"
 #: Everything an evaluation directory holds.
 EVALUATION_FILES = (RECONSTRUCTIONS, PER_SLICE, PER_VOLUME, SUMMARY)
 
@@ -188,6 +190,7 @@ def evaluate(
         "epoch": payload.get("epoch"),  # of the checkpoint scored (last.pt's can be after the best)
         "best_epoch": payload.get("best_epoch"),
         "dataset": str(dataset),
+        **_data_record(data, dataset),
         "split": split,
         "acceleration": data.acceleration,
         "task": data.task,
@@ -204,6 +207,14 @@ def evaluate(
     summary = _write_evaluation(staging, data, prediction, summary)
     _replace_directory(staging, output_dir)
     return Evaluation(output_dir, summary)
+
+
+def _data_record(data: SliceData, dataset: str | Path) -> dict[str, str]:
+    """The digest of the dataset scored, for a summary (none for slices whose folder is not a dataset's)."""
+    try:
+        return data_record(dataset, loaded_from_config=True)
+    except ValueError:
+        return {}
 
 
 def _split_to_evaluate(source: Path, recorded: DataConfig, dataset: str | Path, split: str, acceleration: str,
@@ -266,8 +277,9 @@ def _check_replaceable(output_dir: Path, checkpoint: Path) -> None:
 def _is_own_evaluation(output_dir: Path, checkpoint: Path) -> bool:
     """Whether ``output_dir`` is the evaluation folder of ``checkpoint``'s own run directory
     (``RUN/checkpoints/best.pt`` → ``RUN/evaluation``), wherever the run has been moved."""
-    checkpoint = checkpoint.resolve()
-    return checkpoint.parent.name == CHECKPOINTS and output_dir.resolve().parent == checkpoint.parent.parent
+    checkpoint, output_dir = checkpoint.resolve(), output_dir.resolve()
+    return (checkpoint.parent.name == CHECKPOINTS and output_dir.name == EVALUATION
+            and output_dir.parent == checkpoint.parent.parent)
 
 
 def _replace_directory(new: Path, target: Path) -> None:

@@ -81,5 +81,5 @@ def build_dependencies(stages: list[Stage], stage: str) -> set[str]:
 def check_run_directory(run_dir: Path) -> None:
     """Refuse a directory that holds something other than an experiment."""
     layout = RunLayout(Path(run_dir))
-    if layout.root.is_dir() and any(layout.root.iterdir()) and not layout.config.is_file():
+    if layout.root.is_dir() and any(p != layout.lock for p in layout.root.iterdir()) and not layout.config.is_file():
         raise ConfigError(f"{layout.root}: exists and is not an experiment run directory")

@@ -71,15 +71,15 @@ def pending_stages(stages: list[Stage], prints: dict[str, str], layout: RunLayou
 def copy_reusable(stages: list[Stage], prints: dict[str, str], layout: RunLayout, source: RunLayout,
                    display_enabled: bool, identity: str) -> None:
     """Copy in ``source``'s complete stages whose fingerprint equals ours and that were trained on the
-    same data (``identity``), where we have none yet."""
+    same data (``identity``, where recorded), where we have none yet."""
     for stage in stages:
         here, there = layout.stage(stage.id), source.stage(stage.id)
         state = there.state()
         if here.directory.exists() or state.get("status") != "complete" or state.get("fingerprint") != prints[stage.id]:
             continue
-        if DATA_IDENTITY not in state or data_changed(state, identity):
+        if data_changed(state, identity):  # stages of older versions record none: taken as unchanged
             if display_enabled:
-                print(f"[reuse] {stage.id}: not copied, trained on other data (or not recorded)", flush=True)
+                print(f"[reuse] {stage.id}: not copied, trained on other data", flush=True)
             continue
         staging = here.directory.with_name(here.directory.name + ".copying")
         shutil.rmtree(staging, ignore_errors=True)  # debris of an interrupted copy

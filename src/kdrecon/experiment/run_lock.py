@@ -2,9 +2,10 @@
 
 Two runs of the same experiment in one directory would train the same stages at once and write
 the same files: both fail, or leave a stage marked complete whose evaluation the other removed.
-The run holds ``RUN/.kdrecon-run.lock`` (its process id) from when the directory is written until
-it ends; a second run is refused while that process is alive, and a lock left by a killed process
-is taken over. Stage processes started by ``--parallel`` (``--only``) work under their parent's lock.
+A run takes ``RUN/.kdrecon-run.lock`` (created exclusively, holding its process id) once its
+experiment is validated and before it writes anything, and removes it when it ends; another run
+is refused while that process is alive, and a lock left by a killed process is taken over. The
+stage processes of ``--parallel`` run under their parent's lock (:data:`RUN_LOCK_HOLDER`).
 """
 
 from __future__ import annotations
@@ -16,38 +17,58 @@ from contextlib import contextmanager
 from kdrecon.report.run_layout import RunLayout
 from kdrecon.training.config import ConfigError
 
+#: Environment variable through which a run passes its process id to its ``--parallel`` stage processes.
+RUN_LOCK_HOLDER = "KDRECON_RUN_LOCK_HOLDER"
 
-def _holder(layout: RunLayout) -> int | None:
-    """The live process holding the lock, or None (no lock, an unreadable one, or one left by a dead process)."""
+
+def _recorded_pid(layout: RunLayout) -> int | None:
     try:
-        pid = int(layout.lock.read_text().strip())
+        return int(layout.lock.read_text().strip())
     except (OSError, ValueError):
         return None
-    if pid == os.getpid():
-        return None
+
+
+def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
     except ProcessLookupError:
-        return None
+        return False
     except PermissionError:
-        return pid  # exists, owned by another user
-    return pid
+        return True  # it exists, owned by another user
+    return True
 
 
-def refuse_if_locked(layout: RunLayout) -> None:
-    """Refuse a run directory another live ``kdrecon run`` holds (checked before anything is written)."""
-    holder = _holder(layout)
-    if holder is not None:
-        raise ConfigError(f"{layout.root}: another kdrecon run (process {holder}) is writing it; "
-                          "wait for it to end, or stop it first")
+def _acquire(layout: RunLayout) -> None:
+    for _ in range(2):  # the second try after removing a dead process's lock
+        try:
+            descriptor = os.open(layout.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _recorded_pid(layout)
+            if holder is not None and holder != os.getpid() and _alive(holder):
+                raise ConfigError(f"{layout.root}: another kdrecon run (process {holder}) is writing it; "
+                                  "wait for it to end, or stop it first") from None
+            layout.lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return
+    raise ConfigError(f"{layout.root}: could not take {layout.lock.name}; is another run starting?")
 
 
 @contextmanager
 def run_lock(layout: RunLayout) -> Iterator[None]:
-    """Hold the run directory's lock for the ``with`` block; refuse while another live run holds it."""
-    refuse_if_locked(layout)
-    layout.lock.write_text(f"{os.getpid()}\n")
+    """Hold the run directory's lock for the ``with`` block (or share the parent run's, in a stage
+    process it started); a run directory this creates and leaves empty is removed again."""
+    created = not layout.root.exists()
+    layout.root.mkdir(parents=True, exist_ok=True)
+    inherited = os.environ.get(RUN_LOCK_HOLDER)
+    if inherited is not None and str(_recorded_pid(layout)) == inherited:
+        yield
+        return
+    _acquire(layout)
     try:
         yield
     finally:
         layout.lock.unlink(missing_ok=True)
+        if created and not any(layout.root.iterdir()):
+            layout.root.rmdir()

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -43,7 +45,7 @@ from kdrecon.evaluation.benchmark import count_macs
 from kdrecon.evaluation.evaluate import evaluate, write_json
 from kdrecon.experiment.checks import check_dataset_slices, check_experiment, check_inputs, check_run_directory
 from kdrecon.experiment.config import ExperimentConfig
-from kdrecon.experiment.run_lock import refuse_if_locked, run_lock
+from kdrecon.experiment.run_lock import RUN_LOCK_HOLDER, run_lock
 from kdrecon.experiment.resumption import (copy_reusable, epochs_done, follow_moves, move_aside, pending_stages,
                                           recorded_locations, rerun_refusal)
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fingerprints
@@ -216,7 +218,7 @@ def _evaluate_again_where_unusable(plan: _Plan, pending: set[str], display_enabl
         state = files.state()
         if stage.id in pending or state.get("status") != "complete" or state.get("fingerprint") != plan.prints[stage.id]:
             continue
-        problem = evaluation_problem(files, plan.config.data)
+        problem = evaluation_problem(files, plan.config.data, plan.data_identity)
         if problem is None:
             continue
         kept = move_aside([files.evaluation], plan.layout, False) if files.evaluation.exists() else None
@@ -244,7 +246,7 @@ def _run_in_parallel(stages: list[Stage], pending: set[str], run_dir: Path, work
             for stage in list(waiting):
                 if free and not any(d in pending for d in stage.depends_on):
                     slot = free.pop(0)
-                    environment = dict(os.environ)
+                    environment = {**os.environ, RUN_LOCK_HOLDER: str(os.getpid())}  # they share our lock
                     if gpus >= workers:
                         environment["CUDA_VISIBLE_DEVICES"] = str(slot)
                     else:
@@ -280,7 +282,7 @@ def _select(stages: list[Stage], only: Sequence[str]) -> set[str]:
 
 
 def _manifest(config: ExperimentConfig, stages: list[Stage], prints: dict[str, str], configs: dict[str, Any],
-              layout: RunLayout, seconds: float | None) -> dict[str, Any]:
+              layout: RunLayout, seconds: float | None, identity: str) -> dict[str, Any]:
     return {
         "name": config.name,
         "kdrecon": __version__,
@@ -292,6 +294,7 @@ def _manifest(config: ExperimentConfig, stages: list[Stage], prints: dict[str, s
         "paper_setting": config.paper_column,
         "checkpoint_selection": SELECTION_RULE,
         "config": config_data(config),
+        DATA_IDENTITY: identity,
         "stages": [
             {"id": s.id, "name": s.name, "seed": s.seed, "role": s.role, "label": s.label, "kind": s.kind,
              "method": s.method, "model": s.model, "variant": s.variant, "ablation_of": s.ablation_of,
@@ -355,7 +358,8 @@ def _write_run_directory(plan: _Plan, only: Sequence[str], stale: list[Path], pr
     if not only or not layout.config.is_file():
         write_config(plan.config, layout.config)
         # Written now too, so 'kdrecon report' can report the finished stages of a study still running.
-        write_json(layout.manifest, _manifest(plan.config, plan.stages, plan.prints, plan.configs, layout, None))
+        write_json(layout.manifest, _manifest(plan.config, plan.stages, plan.prints, plan.configs, layout, None,
+                                              plan.data_identity))
     move_aside(stale, layout, display_enabled=progress)
 
 
@@ -395,10 +399,32 @@ def run_experiment(
     """
     layout = RunLayout(Path(run_dir))
     plan = _plan(config, layout, only, parallel, reuse_from)
-    main = current_world().is_main
-    locking = main and not only  # --parallel's stage processes (--only) work under their parent's lock
-    if locking:
-        refuse_if_locked(layout)
+    with run_lock(layout) if current_world().is_main else nullcontext(), _sigterm_as_interrupt():
+        return _run_locked(plan, only, parallel, reuse_from, rerun, progress, report)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler's time limit, ``--parallel`` stopping its stage processes) ends the
+    run as Ctrl-C does: the stage recorded ``interrupted`` and the lock released."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_locked(plan: _Plan, only: Sequence[str], parallel: int, reuse_from: Path | None, rerun: bool, progress: bool,
+                report: bool) -> dict[str, Any] | None:
+    """:func:`run_experiment` once the run directory is locked."""
+    layout, main = plan.layout, current_world().is_main
     if reuse_from is not None and main:
         copy_reusable(plan.stages, plan.prints, layout, RunLayout(Path(reuse_from)), progress, plan.data_identity)
         copy_recorded_path(layout, RunLayout(Path(reuse_from)))
@@ -411,8 +437,7 @@ def run_experiment(
     if main:
         _write_run_directory(plan, only, stale, progress)
     barrier()
-    with run_lock(layout) if locking else nullcontext():
-        return _run_and_report(plan, pending, only, parallel, progress, report)
+    return _run_and_report(plan, pending, only, parallel, progress, report)
 
 
 def _run_and_report(plan: _Plan, pending: set[str], only: Sequence[str], parallel: int, progress: bool,
@@ -427,11 +452,11 @@ def _run_and_report(plan: _Plan, pending: set[str], only: Sequence[str], paralle
         if parallel > 1 and not only:
             _run_in_parallel(plan.stages, pending, plan.layout.root, parallel, progress)
         _run_pending(plan, pending, progress)
-    if main:
-        _evaluate_again_where_unusable(plan, pending, progress)
-    if only or not main:
+    if only or not main:  # --parallel's stage processes leave the evaluations to their parent
         return None
-    manifest = _manifest(plan.config, plan.stages, plan.prints, plan.configs, plan.layout, time.perf_counter() - started)
+    _evaluate_again_where_unusable(plan, pending, progress)
+    manifest = _manifest(plan.config, plan.stages, plan.prints, plan.configs, plan.layout, time.perf_counter() - started,
+                         plan.data_identity)
     write_json(plan.layout.manifest, manifest)
     if report:
         build_report(plan.layout.root)

@@ -240,7 +240,8 @@ def _refuse_unused_method_settings(config: ExperimentConfig, used: set[str]) -> 
     for method in config.method_settings:
         if method not in used:
             raise ConfigError(f"method_settings.{method}: no stage of this experiment distils with {method} "
-                              f"(its stages use {', '.join(sorted(used)) or 'no method'})")
+                              f"(its stages use {', '.join(sorted(used)) or 'no method'}); remove it, or "
+                              "--set 'method_settings={}' to drop a preset's")
 
 
 def fingerprints(stages: list[Stage]) -> dict[str, str]:

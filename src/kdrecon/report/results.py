@@ -17,7 +17,7 @@ from kdrecon.data.task import RECONSTRUCTION
 from kdrecon.evaluation.evaluate import BICUBIC, METRICS, MODEL, RECONSTRUCTIONS, ZERO_FILLED, metrics_key
 from kdrecon.report.run_layout import RunLayout, StageFiles, read_json
 from kdrecon.report.stage_names import Role
-from kdrecon.training.checkpoint import checkpoint_path
+from kdrecon.training.checkpoint import DATA_IDENTITY, checkpoint_path
 from kdrecon.training.config import DataConfig
 
 #: Roles in report order.
@@ -136,10 +136,11 @@ class ExperimentResults:
 _MANIFEST_KEYS = frozenset({"id", "name", "seed", "role", "label", "fingerprint"})
 
 
-def evaluation_problem(files: StageFiles, data: DataConfig) -> str | None:
+def evaluation_problem(files: StageFiles, data: DataConfig, identity: str | None) -> str | None:
     """What makes a complete stage's evaluation unusable in its experiment's report, or None: files
-    missing (reconstructions removed to save disk, say), or scores of another split, acceleration,
-    task or checkpoint than the experiment's (``kdrecon evaluate`` run into it by hand)."""
+    missing (reconstructions removed to save disk, say), or scores of another dataset (``identity``,
+    :func:`kdrecon.data.dataset.dataset_identity` of the experiment's, where recorded), split,
+    acceleration, task or checkpoint than the experiment's (``kdrecon evaluate`` run into it by hand)."""
     summary = read_json(files.summary)
     if summary is None:
         return f"{files.summary} is missing or unreadable"
@@ -153,17 +154,19 @@ def evaluation_problem(files: StageFiles, data: DataConfig) -> str | None:
     for key, value in expected.items():
         if summary.get(key, RECONSTRUCTION if key == "task" else None) != value:
             return f"it scores {key} {summary.get(key)}, the experiment's is {value}"
+    if identity is not None and summary.get(DATA_IDENTITY, identity) != identity:
+        return f"it scores other data ({summary.get('dataset')}) than the experiment's"
     if Path(str(summary.get("checkpoint"))).name != checkpoint_path(Path(), "best").name:
         return f"it scores {summary.get('checkpoint')}, not the stage's best checkpoint"
     return None
 
 
-def _stage_result(layout: RunLayout, entry: dict[str, Any], data: DataConfig) -> StageResult | None:
+def _stage_result(layout: RunLayout, entry: dict[str, Any], data: DataConfig, identity: str | None) -> StageResult | None:
     files = layout.stage(entry["id"])
     state = files.state()
     if state.get("status") != "complete" or state.get("fingerprint") != entry["fingerprint"]:
         return None
-    problem = evaluation_problem(files, data)
+    problem = evaluation_problem(files, data, identity)
     if problem is not None:
         raise ValueError(f"stage {entry['id']}: its evaluation cannot be reported: {problem}; "
                          "'kdrecon run' with the experiment evaluates it again")
@@ -189,7 +192,7 @@ def load_results(run_dir: Path) -> ExperimentResults:
     results, pending = [], []
     data = DataConfig.model_validate(manifest.get("config", {}).get("data", {}))
     for entry in manifest["stages"]:
-        result = _stage_result(layout, entry, data)
+        result = _stage_result(layout, entry, data, manifest.get(DATA_IDENTITY))
         if result is None:
             pending.append(entry["id"])
         else:

@@ -36,7 +36,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from kdrecon.evaluation.evaluate import PER_SLICE, PER_VOLUME, RECONSTRUCTIONS, SUMMARY
+from kdrecon.evaluation.evaluate import EVALUATION, PER_SLICE, PER_VOLUME, RECONSTRUCTIONS, SUMMARY
 from kdrecon.training.distill import FEATURE_STAGE
 from kdrecon.training.trainer import HISTORY
 
@@ -44,7 +44,6 @@ EXPERIMENT_CONFIG = "experiment.yaml"
 MANIFEST = "experiment.json"
 STAGES = "stages"
 STAGE_FILE = "stage.json"
-EVALUATION = "evaluation"
 SUPERSEDED = "superseded"
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"

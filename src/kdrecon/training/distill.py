@@ -48,7 +48,7 @@ from kdrecon.training.checkpoint import (check_same_data, checkpoint_path, data_
                                          resolve_checkpoint)
 from kdrecon.training.config import (DISTILL, IMITATION, ConfigError, DataConfig, DistillConfig, config_data, trained_on,
                                      validate, write_config)
-from kdrecon.training.supervised import CONFIG_FILE, claim_run_directory, load_splits
+from kdrecon.training.supervised import CONFIG_FILE, check_resumed_on_same_data, claim_run_directory, load_splits
 from kdrecon.training.distributed import barrier, current_world, local_device
 from kdrecon.training.trainer import FitResult, TrainingPath, fit, prepare_module, resolve_device, training_path
 
@@ -76,7 +76,7 @@ class _Distillation:
     progress: bool
     on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None
     #: What the checkpoints record of the training data (:func:`~kdrecon.training.checkpoint.data_record`).
-    data_record: dict[str, str] = field(default_factory=dict)
+    recorded_data: dict[str, str] = field(default_factory=dict)
 
     def run_stage(self, directory: Path, stage: str, weights: LossWeights, loss: FeatureLoss | None,
                   epochs: int) -> FitResult:
@@ -90,7 +90,7 @@ class _Distillation:
             "stage": stage,
             "model": {"name": config.student.name, "options": config.student.options()},
             "config": config_data(config),
-            **self.data_record,
+            **self.recorded_data,
             "distillation": {**self.record, "weights": asdict(weights),
                              "connector_parameters": distiller.connector_parameter_count()},
         }
@@ -140,6 +140,8 @@ def _set_up(config: DistillConfig, run_dir: Path, progress: bool, train_data: Sl
     check_teacher_data(config, teacher_payload)
     if data_from_teacher and train_data is None:
         check_same_data(teacher_payload, config.data.dataset, config.teacher)
+    if train_data is None:
+        check_resumed_on_same_data(run_dir, config.data.dataset)
     data = data_record(config.data.dataset, train_data is None)
     device = local_device(resolve_device(config.device))
     train_data, validation_data = load_splits(config.data, train_data, validation_data)

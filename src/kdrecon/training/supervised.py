@@ -11,7 +11,7 @@ import torch
 from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.models import build_model
-from kdrecon.training.checkpoint import data_record, initialise_from
+from kdrecon.training.checkpoint import check_same_data, checkpoint_path, data_record, initialise_from, load_checkpoint
 from kdrecon.training.config import (SFT_TEACHER, TRAIN, ConfigError, DataConfig, TrainConfig, config_data, read_yaml,
                                      write_config)
 from kdrecon.training.distributed import barrier, current_world, local_device
@@ -26,13 +26,22 @@ def claim_run_directory(run_dir: Path, config_data: dict) -> None:
     existing = run_dir / CONFIG_FILE
     if existing.is_file():
         previous = read_yaml(existing)
-        if previous != config_data:
-            changed = sorted(k for k in set(previous) | set(config_data) if previous.get(k) != config_data.get(k))
+        # The name is a label (the CLI's default is the directory's name): a renamed run directory resumes.
+        changed = sorted(k for k in set(previous) | set(config_data) if previous.get(k) != config_data.get(k) and k != "name")
+        if changed:
             raise ConfigError(
                 f"{run_dir}: holds a run with a different config (differs in: {', '.join(changed)}); "
                 "use another run directory"
             )
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def check_resumed_on_same_data(run_dir: Path, dataset: str | Path) -> None:
+    """A run resumed from its last checkpoint continues on the data it began with: the same path
+    prepared again with other options would mix two datasets in one network."""
+    last = checkpoint_path(Path(run_dir), "last")
+    if last.is_file():
+        check_same_data(load_checkpoint(last), dataset, run_dir)
 
 
 def load_splits(
@@ -70,6 +79,8 @@ def train_model(
     """
     run_dir = Path(run_dir)
     device = local_device(resolve_device(config.device))
+    if train_data is None:
+        check_resumed_on_same_data(run_dir, config.data.dataset)
     data = data_record(config.data.dataset, train_data is None)
     train_data, validation_data = load_splits(config.data, train_data, validation_data)
     torch.manual_seed(config.seed)
