@@ -142,7 +142,7 @@ def _train_stage(stage: Stage, stage_config: Any, files: StageFiles, callback: C
 @contextmanager
 def _recorded_if_stopped(files: StageFiles, state: dict[str, Any], main: bool) -> Iterator[None]:
     """A stage that stops with an error is recorded in ``stage.json`` as ``failed`` (``interrupted``
-    for Ctrl-C) with the error, not left ``running``; it is still resumed by the next run."""
+    for Ctrl-C or SIGTERM) with the error, not left ``running``; it is still resumed by the next run."""
     try:
         yield
     except BaseException as error:
