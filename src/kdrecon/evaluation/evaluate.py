@@ -190,7 +190,7 @@ def evaluate(
         "epoch": payload.get("epoch"),  # of the checkpoint scored (last.pt's can be after the best)
         "best_epoch": payload.get("best_epoch"),
         "dataset": str(dataset),
-        **_data_record(data, dataset),
+        **_data_record(dataset),
         "split": split,
         "acceleration": data.acceleration,
         "task": data.task,
@@ -209,7 +209,7 @@ def evaluate(
     return Evaluation(output_dir, summary)
 
 
-def _data_record(data: SliceData, dataset: str | Path) -> dict[str, str]:
+def _data_record(dataset: str | Path) -> dict[str, str]:
     """The digest of the dataset scored, for a summary (none for slices whose folder is not a dataset's)."""
     try:
         return data_record(dataset, loaded_from_config=True)
