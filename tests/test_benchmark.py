@@ -168,4 +168,6 @@ def test_bench_experiment_writes_the_estimate(tiny_dataset, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]
     assert main(["bench", "--experiment", str(experiment), "--steps", "1", "--output", str(output), "--overwrite"]) == 0
     # The experiment names its networks: a --teacher beside it would be ignored, so it is refused.
-    assert main(["bench", "--experiment", str(experiment), "--teacher", "D2C3", "--output", str(tmp_path / "e2")]) == 2
+    for ignored in (["--teacher", "D2C3"], ["--repeats", "3"], ["--no-compile"]):
+        assert main(["bench", "--experiment", str(experiment), *ignored, "--output", str(tmp_path / "e2")]) == 2, ignored
+    assert not (tmp_path / "e2").exists()

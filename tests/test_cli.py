@@ -160,6 +160,24 @@ def test_the_zero_filled_input_is_scored_once_per_process(trained_run, tmp_path,
     assert (tmp_path / "first" / "per_slice.csv").read_text() == (tmp_path / "second" / "per_slice.csv").read_text()
 
 
+def test_an_interrupted_evaluation_keeps_the_previous_one_and_leaves_no_staging_directory(trained_run, tmp_path,
+                                                                                          monkeypatch):
+    from kdrecon.evaluation import evaluate as evaluation
+
+    output = tmp_path / "evaluation"
+    evaluation.evaluate(trained_run, output)
+    before = {path.name: path.read_bytes() for path in output.iterdir() if path.is_file()}
+
+    def interrupted(*arguments):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation, "write_reconstruction", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.evaluate(trained_run, output)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["evaluation"]
+    assert {path.name: path.read_bytes() for path in output.iterdir() if path.is_file()} == before
+
+
 def test_rerunning_a_finished_run_is_a_no_op(trained_run):
     before = (trained_run / "checkpoints/last.pt").stat().st_mtime_ns
     assert main(["train", "--config", str(trained_run / "config.yaml"), "--run-dir", str(trained_run), "--quiet"]) == 0

@@ -149,6 +149,26 @@ def test_papers_h5_kspace_is_reconstructed_as_acquired(tmp_path):
     np.testing.assert_allclose(ours, expected, atol=1e-5)
 
 
+class _RunsCodeWhenLoaded:
+    """Unpickling it would create ``marker`` (a harmless stand-in for any code)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path, capsys):
+    marker = tmp_path / "code-ran"
+    torch.save({"format": "kdrecon-checkpoint", "modules": _RunsCodeWhenLoaded(marker)}, tmp_path / "evil.pt")
+    assert main(["reconstruct", "--model", str(tmp_path / "evil.pt"), "--input", str(sample_directory()),
+                 "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "evil.pt: holds pickled objects other than tensors and plain data" in error
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
 def test_refused_inputs_name_the_problem_and_write_nothing(tmp_path, validation_volume):
     pickled = tmp_path / "evil.safetensors"
     pickled.write_bytes(pickle.dumps({"weights": torch.zeros(3)}))

@@ -190,6 +190,22 @@ def test_bad_distillation_settings_leave_no_run_directory(tmp_path, teachers, sm
     assert not (tmp_path / "run").exists()
 
 
+def test_a_teacher_whose_training_stopped_is_refused_unless_its_checkpoint_is_named(tmp_path, small_train,
+                                                                                 small_validation):
+    def stop_after_the_first(epoch, row):
+        raise KeyboardInterrupt
+
+    config = validate(TrainConfig, {"model": {"name": "D3C3", "channels": 8}, "optimization": {"epochs": 2, "batch_size": 8}})
+    with pytest.raises(KeyboardInterrupt):
+        train_model(config, tmp_path / "teacher", False, small_train, small_validation, on_epoch_end=stop_after_the_first)
+    with pytest.raises(ConfigError, match=r"^teacher: .*teacher: its training stopped at epoch 1 of 2; finish it"):
+        distill(tmp_path / "run", (small_train, small_validation), teacher=str(tmp_path / "teacher"), procedure="single-stage")
+    assert not (tmp_path / "run").exists()
+    best = tmp_path / "teacher" / "checkpoints" / "best.pt"
+    distill(tmp_path / "run", (small_train, small_validation), teacher=str(best), procedure="single-stage")
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["distillation"]["teacher"] == str(best)
+
+
 @pytest.mark.parametrize(
     "data, message",
     [

@@ -362,6 +362,8 @@ def test_a_dataset_prepared_again_with_other_options_is_not_taken_for_the_data_s
     from kdrecon.evaluation.evaluate import evaluate
     from kdrecon.experiment.resumption import copy_reusable
     from kdrecon.report.run_layout import RunLayout
+    from kdrecon.training.config import DistillConfig, validate
+    from kdrecon.training.distill import distill_student
 
     dataset = tmp_path / "data"
     shutil.copytree(tiny_dataset, dataset)
@@ -373,6 +375,15 @@ def test_a_dataset_prepared_again_with_other_options_is_not_taken_for_the_data_s
     train = ["train", "--model", "D2C3", "--set", "model.channels=4", "--epochs", "1", "--dataset", str(dataset),
              "--run-dir", str(tmp_path / "train"), "--quiet"]
     assert main(train) == 0
+    distillation = validate(DistillConfig, {"teacher": str(tmp_path / "run" / "stages" / "seed-1" / "teacher"),
+                                            "student": {"name": "D2C3", "channels": 4}, "procedure": "two-stage",
+                                            "data": {"dataset": str(dataset)}, "optimization": {"epochs": 1}})
+
+    def stop_in_the_feature_stage(stage, epoch, row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distill_student(distillation, tmp_path / "distill", False, on_epoch_end=stop_in_the_feature_stage)
     # The same path prepared again from the same slices with another mask: every number would change.
     shutil.rmtree(dataset)
     volumes = sunnybrook.read_volumes(sample_directory(), phases=[0])
@@ -384,6 +395,8 @@ def test_a_dataset_prepared_again_with_other_options_is_not_taken_for_the_data_s
         evaluate(teacher, tmp_path / "evaluation")  # on "the data it was trained on", by default
     assert not (tmp_path / "evaluation").exists()
     assert main(train) == 2  # resuming (here: finding it finished) on other data
+    with pytest.raises(ValueError, match=r"feature-stage: .*data does not hold the data it was trained on"):
+        distill_student(distillation, tmp_path / "distill", False)  # resuming its first stage on other data
     stages = build_stages(config)
     copy_reusable(stages, fingerprints(stages), RunLayout(tmp_path / "copy"), RunLayout(tmp_path / "run"), False,
                   identity="not the data the stages were trained on")
@@ -391,21 +404,33 @@ def test_a_dataset_prepared_again_with_other_options_is_not_taken_for_the_data_s
 
 
 def test_a_second_run_on_a_directory_another_live_run_is_writing_is_refused(tmp_path, tiny_run, tiny_overrides):
-    import os
+    import socket
     import subprocess
+    import sys
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     lock = run_dir / ".kdrecon-run.lock"
-    lock.write_text(f"{os.getppid()}\n")  # a live process: the one that started these tests
-    with pytest.raises(ConfigError, match=rf"another kdrecon run \(process {os.getppid()}\) is writing it"):
-        run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
-    with pytest.raises(ConfigError, match="another kdrecon run"):  # one stage alone, too
-        run_experiment(tiny_experiment(tiny_overrides, channels=6), run_dir, progress=False, only=["seed-1/teacher"], rerun=True)
-    assert not (run_dir / "superseded").exists()
-    finished = subprocess.Popen(["true"])
-    finished.wait()
-    lock.write_text(f"{finished.pid}\n")  # left by a killed run: taken over
+    # Another process holds the lock, as a running `kdrecon run` does, on a host of the same name.
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, os, sys
+descriptor = os.open({str(lock)!r}, os.O_CREAT | os.O_RDWR)
+fcntl.flock(descriptor, fcntl.LOCK_EX)
+os.write(descriptor, b"4321 {socket.gethostname()}")
+print("held", flush=True)
+sys.stdin.read()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(ConfigError, match=rf"another kdrecon run \(process 4321 on {socket.gethostname()}\) is writing it"):
+            run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
+        with pytest.raises(ConfigError, match="another kdrecon run"):  # one stage alone, too
+            run_experiment(tiny_experiment(tiny_overrides, channels=6), run_dir, progress=False, only=["seed-1/teacher"],
+                           rerun=True)
+    finally:
+        holder.kill()  # as a killed run: its lock file stays, the kernel's lock goes with the process
+        holder.wait()
+    assert not (run_dir / "superseded").exists() and lock.exists()
     run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
     assert not lock.exists()
 

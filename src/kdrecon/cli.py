@@ -365,13 +365,13 @@ def _add_bench(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     bench.add_argument("--steps", type=int, default=TRAINING_STEPS, help="timed training steps per measurement")
     bench.add_argument("--batch-size", type=int, help=f"slices per training step (default {TRAINING_BATCH_SIZE}, the papers')")
-    bench.add_argument("--repeats", type=int, default=INFERENCE_REPEATS, help="timed inference calls per measurement")
+    bench.add_argument("--repeats", type=int, help=f"timed inference calls per measurement (default {INFERENCE_REPEATS})")
     bench.add_argument("--output", type=Path, default=Path("bench"), help=f"directory for {' and '.join(BENCH_FILES)}")
     bench.add_argument("--overwrite", action="store_true", help="replace the results of an earlier measurement in --output")
     bench.add_argument("--experiment", metavar="PRESET_OR_YAML",
                        help="instead: estimate how long this experiment takes here, from its stages' measured costs "
                             f"(writes {' and '.join(ESTIMATE_FILES)})")
-    bench.add_argument("--no-compile", dest="compile", action="store_false",
+    bench.add_argument("--no-compile", dest="compile", action="store_false", default=None,
                        help="leave out the torch.compile and AOTInductor paths (each compiles every network first, seconds each)")
 
 
@@ -420,17 +420,19 @@ def _run_estimate(args: argparse.Namespace) -> None:
 def _run_bench(args: argparse.Namespace) -> None:
     import json
 
-    from kdrecon.evaluation.bench_settings import IMAGE_SIZE, TRAINING_BATCH_SIZE
+    from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRAINING_BATCH_SIZE
     from kdrecon.evaluation.benchmark import format_markdown, run_benchmark
     from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, canonical_model_name
     from kdrecon.training.trainer import resolve_device
 
     # Everything that can be refused is checked before minutes of measuring.
-    defaults = {"teacher": DEFAULT_TEACHER, "student": DEFAULT_STUDENT, "size": IMAGE_SIZE, "batch_size": TRAINING_BATCH_SIZE}
+    defaults = {"teacher": DEFAULT_TEACHER, "student": DEFAULT_STUDENT, "size": IMAGE_SIZE, "batch_size": TRAINING_BATCH_SIZE,
+                "repeats": INFERENCE_REPEATS, "compile": True}
     for option, default in defaults.items():
         if args.experiment is not None and getattr(args, option) is not None:
-            raise ValueError(f"--{option.replace('_', '-')}: bench --experiment measures the experiment's own networks "
-                             "and settings; leave it out")
+            flag = "--no-compile" if option == "compile" else f"--{option.replace('_', '-')}"
+            raise ValueError(f"{flag}: bench --experiment does not use it (it times the experiment's own networks "
+                             "and settings); leave it out")
         if getattr(args, option) is None:
             setattr(args, option, default)
     for name in (args.teacher, args.student):

@@ -200,13 +200,22 @@ def evaluate(
         "precision": precision,
         "conventions": "per volume, data_range = volume target max (fastMRI); mean ± std over volumes",
     }
-    # Written whole into a staging directory, then swapped in: an interrupted evaluation leaves no
-    # reconstructions without their summary, and old and new results never mix.
+    return Evaluation(output_dir, _write_whole(output_dir, data, prediction, summary))
+
+
+def _write_whole(output_dir: Path, data: SliceData, prediction: np.ndarray, summary: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_write_evaluation` into a staging directory, then swapped in for ``output_dir``: an
+    interrupted evaluation leaves no reconstructions without their summary, nor a staging directory,
+    and old and new results never mix."""
     staging = output_dir.with_name(f".{output_dir.name}.writing")
-    shutil.rmtree(staging, ignore_errors=True)
-    summary = _write_evaluation(staging, data, prediction, summary)
+    shutil.rmtree(staging, ignore_errors=True)  # a killed process's
+    try:
+        summary = _write_evaluation(staging, data, prediction, summary)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     _replace_directory(staging, output_dir)
-    return Evaluation(output_dir, summary)
+    return summary
 
 
 def _data_record(dataset: str | Path) -> dict[str, str]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import Stage
-from kdrecon.report.run_layout import RunLayout, read_history, read_json
+from kdrecon.report.run_layout import RunLayout, StageStatus, is_finished, read_history, read_json
 from kdrecon.training.checkpoint import DATA_IDENTITY
 from kdrecon.training.config import config_data, read_yaml, write_yaml
 
@@ -63,7 +63,7 @@ def pending_stages(stages: list[Stage], prints: dict[str, str], layout: RunLayou
             if files.directory.exists() and (not only or stage.id in only):
                 stale.append(files.directory)  # its config or an upstream stage changed
             pending.add(stage.id)
-        elif state.get("status") != "complete":
+        elif state.get("status") != StageStatus.COMPLETE:
             pending.add(stage.id)
     return pending, stale
 
@@ -75,7 +75,7 @@ def copy_reusable(stages: list[Stage], prints: dict[str, str], layout: RunLayout
     for stage in stages:
         here, there = layout.stage(stage.id), source.stage(stage.id)
         state = there.state()
-        if here.directory.exists() or state.get("status") != "complete" or state.get("fingerprint") != prints[stage.id]:
+        if here.directory.exists() or not is_finished(state, prints[stage.id]):
             continue
         if data_changed(state, identity):  # stages of older versions record none: taken as unchanged
             if display_enabled:

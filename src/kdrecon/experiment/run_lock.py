@@ -2,15 +2,19 @@
 
 Two runs of the same experiment in one directory would train the same stages at once and write
 the same files: both fail, or leave a stage marked complete whose evaluation the other removed.
-A run takes ``RUN/.kdrecon-run.lock`` (created exclusively, holding its process id) once its
-experiment is validated and before it writes anything, and removes it when it ends; another run
-is refused while that process is alive, and a lock left by a killed process is taken over. The
-stage processes of ``--parallel`` run under their parent's lock (:data:`RUN_LOCK_HOLDER`).
+A run holds an exclusive ``flock`` on ``RUN/.kdrecon-run.lock`` (which records its process id and
+host) from when its experiment is validated, before it writes anything, until it ends. The
+kernel releases the lock when its process dies, however it dies, so a killed run's lock file is
+taken over without guessing from process ids (which would mistake a run on another host sharing
+the filesystem for a dead one). The stage processes of ``--parallel`` run under their parent's
+lock (:data:`RUN_LOCK_HOLDER`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,38 +25,40 @@ from kdrecon.training.config import ConfigError
 RUN_LOCK_HOLDER = "KDRECON_RUN_LOCK_HOLDER"
 
 
-def _recorded_pid(layout: RunLayout) -> int | None:
+def _recorded_holder(layout: RunLayout) -> str:
+    """``"PID HOST"`` of the run that wrote the lock file, or empty."""
     try:
-        return int(layout.lock.read_text().strip())
-    except (OSError, ValueError):
-        return None
+        return layout.lock.read_text().strip()
+    except OSError:
+        return ""
 
 
-def _alive(pid: int) -> bool:
+def _is_current_file(descriptor: int, layout: RunLayout) -> bool:
+    """Whether the open lock file is still the one at the lock's path: the run that held it before
+    removes it when it ends, and a lock taken on the removed file would guard nothing."""
     try:
-        os.kill(pid, 0)  # signal 0 only asks whether the process exists
-    except ProcessLookupError:
+        return os.fstat(descriptor).st_ino == os.stat(layout.lock).st_ino
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        return True  # it exists, owned by another user
-    return True
 
 
-def _acquire(layout: RunLayout) -> None:
-    for _ in range(2):  # the second try after removing a dead process's lock
+def _acquire(layout: RunLayout) -> int:
+    """The descriptor of the lock file, exclusively locked and holding this process's id and host."""
+    while True:
+        descriptor = os.open(layout.lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            descriptor = os.open(layout.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _recorded_pid(layout)
-            if holder is not None and holder != os.getpid() and _alive(holder):
-                raise ConfigError(f"{layout.root}: another kdrecon run (process {holder}) is writing it; "
-                                  "wait for it to end, or stop it first") from None
-            layout.lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(f"{os.getpid()}\n")
-        return
-    raise ConfigError(f"{layout.root}: could not take {layout.lock.name}; is another run starting?")
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            pid, _, host = _recorded_holder(layout).partition(" ")
+            raise ConfigError(f"{layout.root}: another kdrecon run (process {pid or '?'} on {host or '?'}) is "
+                              "writing it; wait for it to end, or stop it first") from None
+        if _is_current_file(descriptor, layout):
+            break
+        os.close(descriptor)
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    return descriptor
 
 
 @contextmanager
@@ -62,13 +68,14 @@ def run_lock(layout: RunLayout) -> Iterator[None]:
     created = not layout.root.exists()
     layout.root.mkdir(parents=True, exist_ok=True)
     inherited = os.environ.get(RUN_LOCK_HOLDER)
-    if inherited is not None and str(_recorded_pid(layout)) == inherited:
+    if inherited is not None and _recorded_holder(layout).partition(" ")[0] == inherited:
         yield
         return
-    _acquire(layout)
+    descriptor = _acquire(layout)
     try:
         yield
     finally:
-        layout.lock.unlink(missing_ok=True)
+        layout.lock.unlink(missing_ok=True)  # before unlocking: see _is_current_file
+        os.close(descriptor)
         if created and not any(layout.root.iterdir()):
             layout.root.rmdir()

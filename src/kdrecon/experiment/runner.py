@@ -53,7 +53,7 @@ from kdrecon.experiment.training_path import adopted, copy_recorded_path, experi
 from kdrecon.models import count_parameters
 from kdrecon.report.build import build_report
 from kdrecon.report.results import evaluation_problem
-from kdrecon.report.run_layout import RunLayout, StageFiles
+from kdrecon.report.run_layout import RunLayout, StageFiles, StageStatus, is_finished
 from kdrecon.training.checkpoint import DATA_IDENTITY, load_model
 from kdrecon.training.config import (DISTILL, TRAIN, ConfigError, DistillConfig, TrainConfig, config_data, validate,
                                      write_config)
@@ -147,7 +147,7 @@ def _recorded_if_stopped(files: StageFiles, state: dict[str, Any], main: bool) -
         yield
     except BaseException as error:
         if main:
-            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            status = StageStatus.INTERRUPTED if isinstance(error, KeyboardInterrupt) else StageStatus.FAILED
             write_json(files.state_file, {**state, "status": status, "error": str(error) or type(error).__name__})
         raise
 
@@ -159,7 +159,7 @@ def _running_state(stage: Stage, plan: _Plan, previous: dict[str, Any]) -> dict[
         "seed": stage.seed,
         "fingerprint": plan.prints[stage.id],
         DATA_IDENTITY: plan.data_identity,
-        "status": "running",
+        "status": StageStatus.RUNNING,
         "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -194,7 +194,7 @@ def _run_stage(stage: Stage, index: int, plan: _Plan, display: Progress) -> None
         measured = _measure(stage_dir, config.report.timing_batch_size, validation_data)
     device = resolve_device(config.device)
     state.update(
-        status="complete",
+        status=StageStatus.COMPLETE,
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         wall_seconds=result.wall_seconds,
         session_seconds=time.perf_counter() - began,
@@ -216,7 +216,7 @@ def _evaluate_again_where_unusable(plan: _Plan, pending: set[str], display_enabl
     for stage in plan.stages:
         files = plan.layout.stage(stage.id)
         state = files.state()
-        if stage.id in pending or state.get("status") != "complete" or state.get("fingerprint") != plan.prints[stage.id]:
+        if stage.id in pending or not is_finished(state, plan.prints[stage.id]):
             continue
         problem = evaluation_problem(files, plan.config.data, plan.data_identity)
         if problem is None:

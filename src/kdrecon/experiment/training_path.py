@@ -24,7 +24,7 @@ import torch
 from kdrecon.evaluation.evaluate import write_json
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import Stage
-from kdrecon.report.run_layout import RunLayout, read_json
+from kdrecon.report.run_layout import RunLayout, is_finished, read_json
 from kdrecon.training.fast_path import (AUTO_LAYOUT, AUTO_PRECISION, CpuTrainingPath, adopted_cpu_path,
                                         current_cpu_path, native_bf16)
 from kdrecon.training.trainer import resolve_device
@@ -58,7 +58,7 @@ def _from_finished_stages(config: ExperimentConfig, layout: RunLayout, stages: l
     (the float32 layout of stages that all ran in bf16)."""
     states = {stage.id: layout.stage(stage.id).state() for stage in stages}
     trained = [s for identifier, s in states.items()
-               if s.get("status") == "complete" and s.get("fingerprint") == prints[identifier]
+               if is_finished(s, prints[identifier])
                and s.get("device") == "cpu" and s.get("precision") in ("fp32", "bf16")]
     if not trained:
         return None

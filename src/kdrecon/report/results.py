@@ -15,7 +15,7 @@ from typing import Any
 from kdrecon.data.image import MAGNITUDE
 from kdrecon.data.task import RECONSTRUCTION
 from kdrecon.evaluation.evaluate import BICUBIC, METRICS, MODEL, RECONSTRUCTIONS, ZERO_FILLED, metrics_key
-from kdrecon.report.run_layout import RunLayout, StageFiles, read_json
+from kdrecon.report.run_layout import RunLayout, StageFiles, is_finished, read_json
 from kdrecon.report.stage_names import Role
 from kdrecon.training.checkpoint import DATA_IDENTITY, checkpoint_path
 from kdrecon.training.config import DataConfig
@@ -164,7 +164,7 @@ def evaluation_problem(files: StageFiles, data: DataConfig, identity: str | None
 def _stage_result(layout: RunLayout, entry: dict[str, Any], data: DataConfig, identity: str | None) -> StageResult | None:
     files = layout.stage(entry["id"])
     state = files.state()
-    if state.get("status") != "complete" or state.get("fingerprint") != entry["fingerprint"]:
+    if not is_finished(state, entry["fingerprint"]):
         return None
     problem = evaluation_problem(files, data, identity)
     if problem is not None:

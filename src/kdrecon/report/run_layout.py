@@ -12,7 +12,7 @@
         evaluation/            what :func:`kdrecon.evaluation.evaluate.evaluate` writes
     superseded/{time}/seed-{s}/{stage}/   stages whose settings changed, moved aside (restorable)
     report.md, report.html, figures/
-    .kdrecon-run.lock          the process id of the ``kdrecon run`` writing the directory, while it runs
+    .kdrecon-run.lock          locked by the ``kdrecon run`` writing the directory (its process id and host), while it runs
 
 The runner writes through :class:`RunLayout` and the report reads through it, so neither spells
 a file name; the names inside a training run directory and an evaluation directory are the
@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,23 @@ REPORT_HTML = "report.html"
 FIGURES = "figures"
 #: How ``auto`` precision and layout resolve on a CPU for every stage of the experiment.
 CPU_TRAINING_PATH = "cpu-training-path.json"
-#: Held (with the process id) while a ``kdrecon run`` writes the directory.
+#: Locked (and naming its process and host) while a ``kdrecon run`` writes the directory.
 RUN_LOCK = ".kdrecon-run.lock"
+
+
+class StageStatus(StrEnum):
+    """A stage's ``status`` in ``stage.json``; only ``complete`` stages are reused and reported."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    #: Stopped by Ctrl-C or SIGTERM.
+    INTERRUPTED = "interrupted"
+
+
+def is_finished(state: dict[str, Any], fingerprint: str) -> bool:
+    """Whether ``stage.json``'s ``state`` records a complete stage of the settings ``fingerprint``."""
+    return state.get("status") == StageStatus.COMPLETE and state.get("fingerprint") == fingerprint
 
 
 def stage_id(name: str, seed: int) -> str:

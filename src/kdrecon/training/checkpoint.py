@@ -6,6 +6,7 @@ loading one never unpickles code (the papers' checkpoints held argparse objects)
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or foreign files
+        # weights_only names the class or function ("GLOBAL") it refused to import
+        if isinstance(error, pickle.UnpicklingError) and "unsupported global" in str(error).lower():
+            raise ValueError(f"{path}: holds pickled objects other than tensors and plain data, which could run code "
+                             "when loaded; refused") from None
         raise ValueError(f"{path}: not a readable kdrecon checkpoint ({type(error).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a kdrecon checkpoint")
@@ -48,6 +53,22 @@ CHECKPOINTS = "checkpoints"
 def checkpoint_path(run_dir: Path, which: str = "best") -> Path:
     """Where a run directory keeps its ``best`` or ``last`` checkpoint (whether or not it exists)."""
     return Path(run_dir) / CHECKPOINTS / f"{which}.pt"
+
+
+def stopped_early(run_or_checkpoint: Path) -> str | None:
+    """Why a run directory's network is not the one its training set out to make: its training
+    stopped (interrupted, failed) before the planned last epoch. None for a finished run, and for a
+    checkpoint file, which is taken as the user chose it.
+    """
+    last = checkpoint_path(run_or_checkpoint, "last")
+    if not Path(run_or_checkpoint).is_dir() or not last.is_file():
+        return None
+    payload = load_checkpoint(last)
+    planned = payload.get("config", {}).get("optimization", {}).get("epochs")
+    epoch = payload.get("epoch")
+    if isinstance(planned, int) and isinstance(epoch, int) and epoch < planned:
+        return f"its training stopped at epoch {epoch} of {planned}"
+    return None
 
 
 def resolve_checkpoint(run_or_checkpoint: Path, which: str = "best") -> Path:

@@ -45,7 +45,7 @@ from kdrecon.distillation.preparation import prepare_feature_loss
 from kdrecon.models import build_model
 from kdrecon.models.sft import StudentFriendlyTeacher
 from kdrecon.training.checkpoint import (check_same_data, checkpoint_path, data_record, load_checkpoint, load_model,
-                                         resolve_checkpoint)
+                                         resolve_checkpoint, stopped_early)
 from kdrecon.training.config import (DISTILL, IMITATION, ConfigError, DataConfig, DistillConfig, config_data, trained_on,
                                      validate, write_config)
 from kdrecon.training.supervised import CONFIG_FILE, check_resumed_on_same_data, claim_run_directory, load_splits
@@ -128,6 +128,7 @@ def _set_up(config: DistillConfig, run_dir: Path, progress: bool, train_data: Sl
             validation_data: SliceData | None,
             on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None) -> _Distillation:
     """Load the teacher, build and initialise the student, check everything, then claim ``run_dir``."""
+    _check_finished("teacher", config.teacher)
     teacher_model, teacher_payload = load_model(config.teacher, config.teacher_checkpoint)
     teacher = teacher_model.teacher if isinstance(teacher_model, StudentFriendlyTeacher) else teacher_model
     if config.init == "sft" and not isinstance(teacher_model, StudentFriendlyTeacher):
@@ -141,7 +142,8 @@ def _set_up(config: DistillConfig, run_dir: Path, progress: bool, train_data: Sl
     if data_from_teacher and train_data is None:
         check_same_data(teacher_payload, config.data.dataset, config.teacher)
     if train_data is None:
-        check_resumed_on_same_data(run_dir, config.data.dataset)
+        for stage_dir in (run_dir / FEATURE_STAGE, run_dir):
+            check_resumed_on_same_data(stage_dir, config.data.dataset)
     data = data_record(config.data.dataset, train_data is None)
     device = local_device(resolve_device(config.device))
     train_data, validation_data = load_splits(config.data, train_data, validation_data)
@@ -224,6 +226,16 @@ def check_teacher_data(config: DistillConfig, teacher_payload: dict[str, Any]) -
     _check_trained_for(config.data, teacher_payload, f"the teacher {config.teacher}")
 
 
+def _check_finished(key: str, run_or_checkpoint: Path) -> None:
+    """Refuse a teacher or baseline run directory whose training stopped early: distilling from a
+    half-trained network would be reported as distilling from the trained one."""
+    problem = stopped_early(run_or_checkpoint)
+    if problem is not None:
+        raise ConfigError(f"{key}: {run_or_checkpoint}: {problem}; finish it (run its command again, it resumes), or "
+                          f"give one of its checkpoint files, e.g. {checkpoint_path(run_or_checkpoint, 'best')}, "
+                          "to use it as it is")
+
+
 def _check_trained_for(data: DataConfig, payload: dict[str, Any], what: str) -> None:
     """Refuse a network (``payload``) trained for another task or acceleration than ``data``."""
     if "data" not in payload.get("config", {}):
@@ -260,6 +272,7 @@ def _initialise(
         )
     first_block_state = None
     if config.first_block == "baseline":
+        _check_finished("baseline", config.baseline)
         baseline, baseline_payload = load_model(config.baseline)
         if baseline_payload["model"]["name"] != config.student.name:
             raise ConfigError(
