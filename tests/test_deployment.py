@@ -2,6 +2,7 @@
 round trips on real slices (NIfTI and papers' h5), the inputs it refuses, and export with data consistency."""
 
 import pickle
+import shutil
 
 import h5py
 import nibabel as nib
@@ -147,6 +148,36 @@ def test_papers_h5_kspace_is_reconstructed_as_acquired(tmp_path):
     model, _ = load_weights(shipped_weights("sunnybrook-4x-teacher"))
     expected = reconstruct(model, data, torch.device("cpu"))[first.start : first.stop]
     np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def test_papers_h5_kspace_is_reconstructed_in_its_own_scale_and_refused_with_phase(tmp_path):
+    data = load_sample("validation", "4x")
+    first = data.volumes[0]
+    target, kspace = data.target[first.start : first.stop, 0].numpy(), data.kspace[first.start : first.stop].numpy()
+    mask = data.mask.numpy()
+    for name, factor in (("scale-1.h5", 1.0), ("scale-1000.h5", 1000.0)):
+        layout.write_volume(tmp_path / "in" / name, target * factor,
+                            {"4x": (np.abs(np.fft.ifft2(kspace * factor, norm="ortho")), kspace * factor)})
+    reconstruct_files("sunnybrook-4x-student", tmp_path / "in", tmp_path / "out", progress=False)
+    with h5py.File(tmp_path / "out" / "scale-1.h5") as one, h5py.File(tmp_path / "out" / "scale-1000.h5") as thousand:
+        np.testing.assert_allclose(thousand["reconstruction"][()], 1000 * one["reconstruction"][()], rtol=1e-4, atol=1e-3)
+    # The same anatomy with a phase ramp: a magnitude model's data consistency would discard the phase.
+    ramp = np.exp(1j * np.linspace(0, 3, target.shape[-1]))[None, None, :]
+    with_phase = np.fft.fft2(target * ramp, norm="ortho") * mask
+    with h5py.File(tmp_path / "phase.h5", "w") as file:
+        file.create_dataset("kspace_volus_4x", data=np.moveaxis(with_phase, 0, -1).astype(np.complex64))
+    with pytest.raises(ValueError, match=r"phase.h5: the k-space has phase .* use a complex model"):
+        reconstruct_files("sunnybrook-4x-student", tmp_path / "phase.h5", tmp_path / "out-phase", progress=False)
+    assert not (tmp_path / "out-phase").exists() or not any((tmp_path / "out-phase").iterdir())
+
+
+def test_a_blank_slice_of_a_volume_stays_blank(tmp_path, validation_volume):
+    stored = np.moveaxis(validation_volume, 0, -1).astype(np.float32)
+    stored[..., 1] = 0  # padding, as some volumes carry
+    nib.save(nib.Nifti1Image(stored, np.eye(4)), tmp_path / "padded.nii.gz")
+    reconstruct_files("sunnybrook-4x-student", tmp_path / "padded.nii.gz", tmp_path / "out", progress=False)
+    result = np.asarray(nib.load(tmp_path / "out" / "padded.nii.gz").dataobj)
+    assert (result[..., 1] == 0).all() and (result[..., 0] > 0).any()
 
 
 class _RunsCodeWhenLoaded:
@@ -372,14 +403,23 @@ def test_dicom_round_trip_makes_a_new_series_with_the_inputs_geometry(tmp_path, 
         ds.Rows, ds.Columns = image.shape
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         ds.RescaleSlope, ds.RescaleIntercept = 2, -5
+        ds.ImageType, ds.LargestImagePixelValue = ["ORIGINAL", "PRIMARY", "M"], int(((image + 5) / 2).round().max())
         ds.PixelData = ((image + 5) / 2).round().astype(np.uint16).tobytes()
         (tmp_path / "in").mkdir(exist_ok=True)
         ds.save_as(tmp_path / "in" / f"IM{index}", enforce_file_format=True)
+    directory = FileDataset(str(tmp_path / "in" / "DICOMDIR"), {}, file_meta=FileMetaDataset(), preamble=b"\0" * 128)
+    directory.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage: no image
+    directory.file_meta.MediaStorageSOPInstanceUID, directory.file_meta.TransferSyntaxUID = generate_uid(), ExplicitVRLittleEndian
+    directory.PatientID = "SCD0000401"
+    directory.save_as(tmp_path / "in" / "DICOMDIR", enforce_file_format=True)
     reconstruct_files("sunnybrook-4x-student", tmp_path / "in", tmp_path / "out", progress=False)
     inputs = [dcmread(tmp_path / "in" / f"IM{i}") for i in range(3)]
     outputs = [dcmread(tmp_path / "out" / f"IM{i}") for i in range(3)]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["IM0", "IM1", "IM2"]  # the DICOMDIR skipped
     assert len({o.SeriesInstanceUID for o in outputs}) == 1 and outputs[0].SeriesInstanceUID != series
     assert len({o.SOPInstanceUID for o in outputs} | {i.SOPInstanceUID for i in inputs}) == 6
+    assert {o.SeriesNumber for o in outputs} == {1007} and {tuple(o.ImageType) for o in outputs} == {("DERIVED", "SECONDARY", "M")}
+    assert not any("LargestImagePixelValue" in o for o in outputs)  # the input's maximum, not the output's
     for source, result in zip(inputs, outputs):
         for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "PatientID", "StudyInstanceUID"):
             assert result[tag].value == source[tag].value
@@ -394,3 +434,13 @@ def test_dicom_round_trip_makes_a_new_series_with_the_inputs_geometry(tmp_path, 
         expected = model(zero_filled[:, None], kspace, mask)[:, 0].numpy() * scale
     ours = np.stack([o.pixel_array * 2.0 - 5 for o in outputs])
     assert np.abs(ours - np.clip(expected, -5, None)).max() <= 1.0 + 1e-3
+    # A folder whose images of another size cannot be reconstructed (no --mask for them) gets nothing written.
+    (tmp_path / "mixed").mkdir()
+    shutil.copy(tmp_path / "in" / "IM0", tmp_path / "mixed" / "IM0")
+    small = dcmread(tmp_path / "in" / "IM1")
+    small.PixelData = small.pixel_array[:128, :128].copy().tobytes()
+    small.Rows = small.Columns = 128
+    small.save_as(tmp_path / "mixed" / "IM1")
+    with pytest.raises(ValueError, match=r"mixed/IM1 \(128×128\): images are 128×128, .* give --mask"):
+        reconstruct_files("sunnybrook-4x-student", tmp_path / "mixed", tmp_path / "out-mixed", progress=False)
+    assert not (tmp_path / "out-mixed").exists() or not any((tmp_path / "out-mixed").iterdir())

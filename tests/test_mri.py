@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdrecon.mri.fft import fft2, fft2c, ifft2, ifft2c
+from kdrecon.mri.fft import fft2, fft2c, hermitian_mismatch, ifft2, ifft2c
 from kdrecon.mri.undersample import data_consistency, merge_measurements, undersample
 
 
@@ -33,6 +33,20 @@ def test_uncentred_dc_term_is_at_origin(real_slices):
 def test_fft_stays_float32_for_half_input():
     x = torch.rand(2, 16, 16).to(torch.bfloat16)
     assert fft2(x).dtype == torch.complex64
+
+
+def test_hermitian_mismatch_is_rounding_for_real_slices_and_large_with_phase(real_slices, cardiac_mask_4x):
+    images, mask = real_slices, cardiac_mask_4x
+    assert hermitian_mismatch(torch.from_numpy(np.fft.fft2(images, norm="ortho")), torch.from_numpy(mask)) < 1e-12
+    phased = images * np.exp(1j * np.linspace(0, 3, images.shape[-1]))
+    k = np.fft.fft2(phased, norm="ortho") * mask
+    # k(-u) written out with indices: row (-r mod H), column (-c mod W)
+    rows, columns = (-np.arange(k.shape[-2])) % k.shape[-2], (-np.arange(k.shape[-1])) % k.shape[-1]
+    opposite = k[..., rows, :][..., :, columns]
+    pairs = (mask != 0) & (mask[rows][:, columns] != 0)
+    expected = np.abs(k - opposite.conj())[..., pairs].max() / np.abs(k).max()
+    assert hermitian_mismatch(torch.from_numpy(k), torch.from_numpy(mask)) == pytest.approx(expected, rel=1e-9)
+    assert expected > 0.1
 
 
 def test_undersample_matches_numpy(real_slices, cardiac_mask_4x):

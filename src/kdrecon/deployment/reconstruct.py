@@ -9,8 +9,10 @@ name (:mod:`kdrecon.deployment.shipped`), a ``.safetensors`` weights file, a run
   shape, affine and header, the reconstruction in place of the image.
 * **papers' h5** (``volfs`` (H, W, S) magnitude, and optionally ``kspace_volus_{acc}``): stored
   k-space of the model's acceleration is used **as acquired** (it must hold nothing outside the
-  model's mask); otherwise ``volfs`` is undersampled. Written as ``reconstruction`` (S, H, W), the
-  papers' results layout, with the input's attributes.
+  model's mask, and no phase for a magnitude model), each slice scaled by its ``volfs`` maximum as
+  in training (by its zero-filled image's where the file has no ``volfs``); otherwise ``volfs`` is
+  undersampled. Written as ``reconstruction`` (S, H, W), the papers' results layout, with the
+  input's attributes.
 * **fastMRI single-coil h5** (``kspace``, ``reconstruction_esc``): the magnitude target image (or
   the cropped image of the fully sampled ``kspace``) is undersampled and reconstructed. A test- or
   challenge-split file (it has a ``mask``) is reconstructed **as acquired**: its undersampled
@@ -23,8 +25,8 @@ name (:mod:`kdrecon.deployment.shipped`), a ``.safetensors`` weights file, a run
   taken as skipped and the k-space is reconstructed as acquired with that mask; fully sampled
   k-space is undersampled like an image. Each coil is reconstructed on its own and the coils
   combined by root-sum-of-squares, written as a float32 ``(lines, readout / oversampling)`` ``.npy``.
-* **DICOM** (single-frame MR images, found by their ``DICM`` mark): written as a new series, see
-  :func:`reconstruct_dicom`.
+* **DICOM** (single-frame MR images, found by their ``DICM`` mark; files without an image, such as a
+  ``DICOMDIR``, are skipped): written as a new series, see :func:`reconstruct_dicom`.
 
 A **complex model** (trained on ``data.image: complex``) takes the complex image wherever the input has
 one: the stored k-space or ``volfs_complex`` of a papers' h5 file, and always the ``kspace`` of a
@@ -34,7 +36,8 @@ output is the magnitude of the network's output. Acquired k-space with phase nee
 
 A slice is scaled to maximum magnitude 1 (as in training), undersampled with the model's own mask
 (or, for another image size, a mask of ``--mask`` kind at the model's acceleration; in
-super-resolution the low-pass box of that size), reconstructed, and multiplied back by its maximum.
+super-resolution the low-pass box of that size), reconstructed, and multiplied back by its maximum;
+a blank slice stays blank.
 Every output file is written under a temporary name and renamed, so a failure leaves no half file.
 """
 
@@ -55,6 +58,7 @@ from tqdm.auto import tqdm
 from kdrecon.data import layout
 from kdrecon.data.integrity import ACCELERATION_TOLERANCE
 from kdrecon.data.prepare import make_mask
+from kdrecon.data.sources import dicom as dicom_source
 from kdrecon.data.sources import fastmri, nifti, raw_kspace
 from kdrecon.data.task import SUPER_RESOLUTION, factor_of
 from kdrecon.deployment.acquired import AcquiredSlices, from_centred, refuse_empty_lines, sampled_lines
@@ -63,7 +67,7 @@ from kdrecon.deployment.shipped import shipped_models, shipped_weights
 from kdrecon.models.inference import inference_batch_size, inference_layout
 from kdrecon.models.weights import SUFFIX, WeightsInfo, load_weights
 from kdrecon.mri.channels import COMPLEX_CHANNELS, magnitude, to_channels
-from kdrecon.mri.fft import ifft2
+from kdrecon.mri.fft import hermitian_mismatch, ifft2
 from kdrecon.mri.resolution import low_pass_mask
 from kdrecon.mri.undersample import undersample
 from kdrecon.training.config import AS_TRAINED
@@ -75,6 +79,11 @@ H5_SUFFIX = ".h5"
 RAW_KSPACE_SUFFIX = raw_kspace.SUFFIX
 #: The dataset that marks a fastMRI single-coil file (papers' files hold ``kspace_volus_{acc}``).
 FASTMRI_KSPACE = "kspace"
+#: :func:`kdrecon.mri.fft.hermitian_mismatch` above which k-space is taken as that of images with
+#: phase: float32 rounding of real images' k-space stays orders of magnitude below it.
+PHASE_TOLERANCE = 1e-3
+MAGNITUDE_MODEL_ON_PHASE = ("the k-space has phase (it is not that of a magnitude image), which a magnitude "
+                            "model's data consistency discards: use a complex model (trained with data.image: complex)")
 
 
 def load_deployable(model: str | Path) -> tuple[nn.Module, WeightsInfo]:
@@ -150,10 +159,14 @@ class Reconstructor:
         scale = np.where(maxima > 0, maxima, 1).astype(np.float32)
         mask = self.mask(images.shape[1:])
         kspace, _ = undersample(torch.from_numpy(images / scale), torch.from_numpy(mask))
-        return self.run(kspace.to(torch.complex64).numpy(), mask) * scale
+        # A blank slice (a volume's padding) stays blank: the network's biases would paint noise on it.
+        return self.run(kspace.to(torch.complex64).numpy(), mask) * scale * (maxima > 0)
 
-    def acquired(self, kspace: np.ndarray) -> np.ndarray:
-        """Reconstruct un-centred undersampled k-space ``(S, H, W)`` as acquired (scaled as the training data)."""
+    def acquired(self, kspace: np.ndarray, maxima: np.ndarray | None = None) -> np.ndarray:
+        """Reconstruct un-centred k-space ``(S, H, W)`` sampled with the model's own mask, as acquired,
+        in its own scale: each slice divided by ``maxima`` (the maximum magnitude of its fully sampled
+        image, where the file stores one: the training data's normalisation), else by its zero-filled
+        image's, and multiplied back."""
         if not np.isfinite(kspace).all():
             raise ValueError("the k-space contains NaN or infinite values")
         mask = self.mask(kspace.shape[1:])
@@ -162,8 +175,13 @@ class Reconstructor:
             raise ValueError(f"the k-space has energy outside the model's {self.info.data['acceleration']} mask "
                              "(acquired with another mask, or in the centred layout)")
         _check_sampled_lines(np.abs(kspace), mask > 0)
-        return self.run(kspace.astype(np.complex64), mask)
-
+        kspace = kspace.astype(np.complex64)
+        if not self.is_complex and hermitian_mismatch(torch.from_numpy(kspace), torch.from_numpy(mask)) > PHASE_TOLERANCE:
+            raise ValueError(MAGNITUDE_MODEL_ON_PHASE)
+        if maxima is None:
+            maxima = np.abs(ifft2(torch.from_numpy(kspace)).numpy()).max(axis=(1, 2))
+        scale = np.where(maxima > 0, maxima, 1).astype(np.float32)[:, None, None]
+        return self.run(kspace / scale, mask) * scale
 
     def measured(self, slices: AcquiredSlices, acceleration: float | None = None) -> np.ndarray:
         """Reconstruct k-space acquired with its own mask, each slice scaled to a zero-filled maximum of 1
@@ -173,8 +191,7 @@ class Reconstructor:
         if self.info.data["task"] == SUPER_RESOLUTION:
             raise ValueError("a super-resolution model cannot reconstruct undersampled k-space")
         if not self.is_complex:
-            raise ValueError("acquired k-space has phase, which a magnitude model's data consistency discards: "
-                             "use a complex model (trained with data.image: complex)")
+            raise ValueError(MAGNITUDE_MODEL_ON_PHASE)
         ours, theirs = factor_of(self.info.data["acceleration"]), acceleration or 1 / slices.sampled_fraction
         if abs(theirs / ours - 1) > ACCELERATION_TOLERANCE:
             raise ValueError(f"the k-space was acquired at {theirs:.3g}x, the model is for {self.info.data['acceleration']}")
@@ -218,28 +235,53 @@ def input_files(path: Path) -> list[Path]:
     return files
 
 
+#: Series numbers of reconstructed series: the input's plus this, so a viewer lists both apart.
+SERIES_NUMBER_OFFSET = 1000
+
+
 def reconstruct_dicom(reconstructor: Reconstructor, sources: list[Path], root: Path, output: Path) -> list[Path]:
     """Single-frame DICOM images, each reconstructed and written as an image of a **new series**:
-    new Series and SOP Instance UIDs, the input's geometry, patient and study tags, its pixel
-    encoding (values rounded and clipped to the stored range, ``RescaleSlope``/``Intercept`` kept)."""
+    new Series and SOP Instance UIDs, a series number :data:`SERIES_NUMBER_OFFSET` above the
+    input's, ``ImageType`` ``DERIVED\\SECONDARY``, the input's geometry, patient and study tags, its
+    pixel encoding (values rounded and clipped to the stored range, ``RescaleSlope``/``Intercept``
+    kept). Every image is reconstructed before any is written, so a failing group of images leaves
+    none of the others behind."""
     datasets = [pydicom.dcmread(str(file)) for file in sources]
     series = {uid: generate_uid() for uid in dict.fromkeys(str(ds.get("SeriesInstanceUID", "")) for ds in datasets)}
     shapes: dict[tuple[int, int], list[int]] = {}
     for index, ds in enumerate(datasets):
-        shapes.setdefault(tuple(ds.pixel_array.shape), []).append(index)
+        shapes.setdefault((int(ds.Rows), int(ds.Columns)), []).append(index)
+    reconstructed: dict[int, np.ndarray] = {}
+    for shape, indices in shapes.items():  # slices are reconstructed independently: batch those of one size
+        try:
+            images = reconstructor.images(np.stack([_pixel_values(datasets[i]) for i in indices]))
+        except (ValueError, AttributeError) as error:
+            more = f" and {len(indices) - 1} more of that size" if len(indices) > 1 else ""
+            raise ValueError(f"{sources[indices[0]]}{more} ({shape[0]}×{shape[1]}): {error}") from None
+        reconstructed.update(zip(indices, images))
     written = []
-    for indices in shapes.values():  # slices are reconstructed independently: batch those of one size
-        images = np.stack([_pixel_values(datasets[i]) for i in indices])
-        for index, image in zip(indices, reconstructor.images(images)):
-            ds, destination = datasets[index], output / sources[index].relative_to(root)
-            _encode(ds, image)
-            ds.SeriesInstanceUID = series[str(ds.get("SeriesInstanceUID", ""))]
-            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-            ds.SeriesDescription = f"{ds.get('SeriesDescription', '')} kdrecon {reconstructor.info.model['name']}".strip()
-            with layout.atomic_path(destination) as temporary:
-                ds.save_as(str(temporary), enforce_file_format=True)
-            written.append(destination)
+    for index, ds in enumerate(datasets):
+        _encode(ds, reconstructed[index])
+        _label_as_derived(ds, series[str(ds.get("SeriesInstanceUID", ""))], reconstructor.info.model["name"])
+        destination = output / sources[index].relative_to(root)
+        with layout.atomic_path(destination) as temporary:
+            ds.save_as(str(temporary), enforce_file_format=True)
+        written.append(destination)
     return written
+
+
+def _label_as_derived(ds: pydicom.Dataset, series_uid: str, model: str) -> None:
+    """Mark ``ds`` as an image of the reconstructed series ``series_uid``, derived by ``model``."""
+    ds.SeriesInstanceUID = series_uid
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesDescription = f"{ds.get('SeriesDescription', '')} kdrecon {model}".strip()
+    if ds.get("SeriesNumber") not in (None, ""):
+        ds.SeriesNumber = int(ds.SeriesNumber) + SERIES_NUMBER_OFFSET
+    ds.ImageType = ["DERIVED", "SECONDARY", *list(ds.get("ImageType", []))[2:]]
+    ds.DerivationDescription = f"reconstructed by kdrecon {model} from retrospectively undersampled k-space"
+    for stale in ("LargestImagePixelValue", "SmallestImagePixelValue"):  # of the input's pixels
+        if stale in ds:
+            del ds[stale]
 
 
 def _pixel_values(ds: pydicom.Dataset) -> np.ndarray:
@@ -285,7 +327,8 @@ def reconstruct_papers_h5(reconstructor: Reconstructor, source: Path, destinatio
     with h5py.File(source, "r") as file:
         attributes = dict(file.attrs)
         if key in file:
-            result = reconstructor.acquired(np.moveaxis(file[key][()], -1, 0))
+            maxima = np.abs(file[layout.TARGET_KEY][()]).max(axis=(0, 1)) if layout.TARGET_KEY in file else None
+            result = reconstructor.acquired(np.moveaxis(file[key][()], -1, 0), maxima)
         elif reconstructor.is_complex and layout.COMPLEX_TARGET_KEY in file:
             result = reconstructor.images(np.moveaxis(file[layout.COMPLEX_TARGET_KEY][()], -1, 0).astype(np.complex64))
         elif layout.TARGET_KEY in file:
@@ -378,13 +421,17 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
     reconstructor = Reconstructor(network, info, torch_device, batch_size, mask_kind, precision)
     files = input_files(input_path)
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
-    _refuse_replacing(files, root, Path(output), overwrite)
     dicom = [file for file in files if is_dicom(file)]
+    others = [file for file in files if file not in dicom]
+    dicom = [file for file in dicom if dicom_source.read_image_header(file) is not None]  # not DICOMDIR, reports
+    if not dicom and not others:
+        raise ValueError(f"{input_path}: no images to reconstruct (its DICOM files hold none)")
+    _refuse_replacing([*dicom, *others], root, Path(output), overwrite)
     try:
         written = reconstruct_dicom(reconstructor, dicom, root, Path(output)) if dicom else []
     except (OSError, ValueError, AttributeError) as error:
         raise ValueError(f"DICOM input under {root}: {error}") from None
-    for source in tqdm([f for f in files if f not in dicom], desc="reconstruct", unit="file", disable=None if progress else True):
+    for source in tqdm(others, desc="reconstruct", unit="file", disable=None if progress else True):
         destination = Path(output) / source.relative_to(root)
         try:
             if source.suffix == H5_SUFFIX:

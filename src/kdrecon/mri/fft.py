@@ -56,3 +56,37 @@ def ifft2c(k: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`fft2c`: ``fftshift(ifft2(ifftshift(k)))`` over the last two axes."""
     shifted = torch.fft.ifftshift(_as_complex(k), dim=_DIMS)
     return torch.fft.fftshift(torch.fft.ifft2(shifted, dim=_DIMS, norm="ortho"), dim=_DIMS)
+
+
+def mirrored(k: torch.Tensor) -> torch.Tensor:
+    """Un-centred k-space at the opposite frequencies, ``k(−u)`` (indices ``−u mod N``) over the last two axes."""
+    return torch.roll(torch.flip(k, dims=_DIMS), shifts=(1, 1), dims=_DIMS)
+
+
+def hermitian_mismatch(k: torch.Tensor, mask: torch.Tensor) -> float:
+    """How far un-centred k-space is from that of real images, relative to its largest sample.
+
+    A real image's transform is Hermitian, :math:`k(-u) = \\overline{k(u)}`, so
+
+    .. math::
+
+        \\frac{\\max_u |k(u) - \\overline{k(-u)}|}{\\max_u |k(u)|},
+
+    over the frequencies ``u`` that ``mask`` samples together with their mirror ``−u``, is zero up
+    to rounding for real images and of order one for images with phase. 0 where no sampled
+    frequency has its mirror sampled (nothing to compare).
+
+    Example:
+        >>> import torch
+        >>> image = torch.rand(2, 8, 8)
+        >>> hermitian_mismatch(fft2(image), torch.ones(8, 8)) < 1e-5
+        True
+        >>> hermitian_mismatch(fft2(image * torch.exp(1j * image)), torch.ones(8, 8)) > 0.01
+        True
+    """
+    pairs = (mask != 0) & (mirrored(mask) != 0)
+    largest = k.abs().max()
+    if not pairs.any() or largest == 0:
+        return 0.0
+    difference = (k - mirrored(k).conj()).abs()[..., pairs]
+    return float(difference.max() / largest)

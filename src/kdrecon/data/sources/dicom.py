@@ -113,13 +113,15 @@ def _read_headers(path: Path) -> list[_Header]:
         candidates = sorted(p for p in path.rglob("*") if p.is_file())
     else:
         raise ValueError(f"{path}: no such file or directory")
-    headers = [h for h in (_read_header(p) for p in candidates) if h is not None]
+    headers = [h for h in (read_image_header(p) for p in candidates) if h is not None]
     if not headers:
         raise ValueError(f"{path}: no DICOM image files found ({len(candidates)} files checked)")
     return headers
 
 
-def _read_header(file: Path) -> _Header | None:
+def read_image_header(file: Path) -> _Header | None:
+    """The header of a single-frame grey-level DICOM image; None for a file that is not DICOM or holds
+    no image (``DICOMDIR``, reports); ValueError naming the file for images kdrecon cannot read."""
     try:
         ds = pydicom.dcmread(file, stop_before_pixels=True)
     except (InvalidDicomError, EOFError, OSError):
