@@ -6,6 +6,7 @@ Siemens GRE phantom k-space (2 coils, readout 2x oversampled) for fastMRI.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import numpy as np
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage, generate_uid
+from test_bad_input import refused
 
+from kdrecon.cli import main
 from kdrecon.data.sources import dicom, fastmri, nifti
 
 
@@ -282,14 +285,57 @@ def test_fastmri_kspace_reproduces_reconstruction(phantom_image: np.ndarray, tmp
     np.testing.assert_allclose(from_kspace.images, target, rtol=0, atol=1e-5 * target.max())
 
 
-def test_fastmri_test_split_crops_to_320(phantom_image: np.ndarray, tmp_path: Path) -> None:
+def test_fastmri_kspace_without_reconstruction_crops_to_320(phantom_image: np.ndarray, tmp_path: Path) -> None:
     padded = np.pad(phantom_image, ((0, 0), (121, 120), (21, 20)))  # odd sizes: (2, 401, 361)
-    write_fastmri(tmp_path / "test" / "file1000002.h5", kspace=centred_kspace(padded).astype(np.complex64))
+    write_fastmri(tmp_path / "full" / "file1000002.h5", kspace=centred_kspace(padded).astype(np.complex64))
     (volume,) = fastmri.read_volumes(tmp_path, image_source="kspace")
     expected = padded[:, 40:360, 20:340]  # fastMRI centre crop: start (n - 320) // 2
     np.testing.assert_allclose(volume.images, expected, rtol=0, atol=1e-5 * expected.max())
-    with pytest.raises(ValueError, match=r"file1000002\.h5.*reconstruction_esc"):
+    with pytest.raises(ValueError, match=r"file1000002\.h5: no 'reconstruction_esc'; use --image-source kspace"):
         next(fastmri.read_volumes(tmp_path))
+
+
+def write_test_split(file: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A file like fastMRI's test split: ``kspace`` with 3 of every 4 columns zeroed, their ``mask``, no
+    ``reconstruction_esc``; returns the k-space and mask written."""
+    kspace = centred_kspace(images).astype(np.complex64)
+    lines = np.arange(kspace.shape[-1]) % 4 == 0
+    write_fastmri(file, kspace=kspace * lines, mask=lines.astype(np.float32))
+    return kspace * lines, lines
+
+
+@pytest.mark.parametrize("image_source", ["reconstruction", "kspace"])
+def test_fastmri_test_split_file_is_refused_as_a_target(phantom_image: np.ndarray, tmp_path: Path,
+                                                        image_source: str) -> None:
+    """Its k-space is undersampled, so its image is aliased: never a target, and no advice to use its k-space."""
+    file = tmp_path / "file1000003.h5"
+    kspace, lines = write_test_split(file, phantom_image)
+    with pytest.raises(ValueError) as refusal:
+        fastmri.read_volumes(file, image_source=image_source)  # the call itself, before any volume is read
+    assert str(refusal.value) == (f"{file}: undersampled (a test- or challenge-split file: it has a 'mask'), so it "
+                                  "cannot be a target; reconstruct it with `kdrecon reconstruct`")
+    acquired, mask, acceleration = fastmri.read_acquired(file)  # how `kdrecon reconstruct` reads it
+    np.testing.assert_array_equal(acquired, kspace)
+    np.testing.assert_array_equal(mask, lines)
+    assert acceleration is None
+
+
+@pytest.mark.parametrize("image_source", ["reconstruction", "kspace"])
+def test_prepare_fastmri_refuses_a_folder_holding_a_test_split_file(phantom_image: np.ndarray, tmp_path: Path,
+                                                                    image_source: str) -> None:
+    source = tmp_path / "singlecoil"
+    for name in ("file1000001", "file1000002"):  # fully sampled, sorted before the test-split file
+        write_fastmri(source / f"{name}.h5", kspace=centred_kspace(phantom_image).astype(np.complex64),
+                      reconstruction_esc=phantom_image[:, :, 80:240])
+    write_test_split(source / "file1000003.h5", phantom_image)
+    arguments = ["prepare", "fastmri", source, tmp_path / "knee", "--image-source", image_source, "--mask", "recipe"]
+    message = refused(arguments, tmp_path)
+    assert message == (f"kdrecon: error: {source / 'file1000003.h5'}: undersampled (a test- or challenge-split file: "
+                       "it has a 'mask'), so it cannot be a target; reconstruct it with `kdrecon reconstruct`\n")
+    (source / "file1000003.h5").unlink()  # without it the same command prepares the dataset
+    assert main([str(a) for a in arguments]) == 0
+    splits = json.loads((tmp_path / "knee" / "dataset.json").read_text())["splits"]
+    assert [splits[split]["subjects"] for split in ("train", "validation")] == [["file1000001"], ["file1000002"]]
 
 
 def test_fastmri_bad_input(phantom_image: np.ndarray, tmp_path: Path) -> None:

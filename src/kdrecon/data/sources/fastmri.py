@@ -4,6 +4,9 @@ Each file holds ``kspace`` complex ``(S, H_k, W_k)`` with the k-space centre in 
 of the array (centred layout), ``reconstruction_esc`` float32 ``(S, 320, 320)`` (absent in
 the test split) and the attribute ``max`` (not used here: normalisation is a later stage).
 
+A file with a ``mask`` dataset (test or challenge split) holds undersampled ``kspace`` and no
+target: :func:`read_volumes` refuses it (its images would be aliased), :func:`read_acquired` reads it.
+
 ``image_source="reconstruction"`` (default) returns ``reconstruction_esc`` as stored.
 ``image_source="kspace"`` returns ``|fftshift(ifft2(ifftshift(kspace), norm="ortho"))|``
 over the last two axes, computed with NumPy's FFT (not ``kdrecon.mri.fft``, so that this
@@ -46,7 +49,7 @@ def read_volumes(
     image_source: Literal["reconstruction", "kspace"] = "reconstruction",
     complex_images: bool = False,
 ) -> Iterator[Volume]:
-    """Yield one volume per fastMRI single-coil file.
+    """One volume per fastMRI single-coil file, each read as the iterator reaches it.
 
     Args:
         path: a ``.h5`` file, or a directory searched recursively for ``.h5``/``.hdf5``
@@ -55,13 +58,15 @@ def read_volumes(
             compute the magnitude image from ``kspace`` (see the module docstring).
         complex_images: keep the phase of the image computed from ``kspace`` (needs ``"kspace"``).
 
-    Yields:
-        ``Volume(name=<file stem>, subject=<file stem>, images=float32 (S, H, W))``.
+    Returns:
+        An iterator of ``Volume(name=<file stem>, subject=<file stem>, images=float32 (S, H, W))``.
 
     Raises:
-        ValueError: no h5 file found, unreadable file, ``kspace`` missing, not complex or
-            not 3-D, ``reconstruction_esc`` missing (for ``"reconstruction"``), not 3-D or
-            with another number of slices than ``kspace``, image smaller than the crop.
+        ValueError: no h5 file found, unreadable file, undersampled file (it has a ``mask``),
+            ``kspace`` missing, not complex or not 3-D, ``reconstruction_esc`` missing (for
+            ``"reconstruction"``), not 3-D or with another number of slices than ``kspace``,
+            image smaller than the crop. A bad argument and the first three are raised by the
+            call itself, before any volume is read; the others as the files are read.
     """
     if image_source not in ("reconstruction", "kspace"):
         raise ValueError(f"image_source must be 'reconstruction' or 'kspace', got {image_source!r}")
@@ -69,7 +74,13 @@ def read_volumes(
         raise ValueError("--image complex: fastMRI's reconstruction_esc is a magnitude image; use --image-source kspace")
     path = Path(path)
     files = _find_files(path)
-    root = path if path.is_dir() else path.parent
+    for file in files:  # every file, so a test-split file among many is refused before any work
+        with _open(file) as h5:
+            _refuse_undersampled(h5, file)
+    return _volumes(files, path if path.is_dir() else path.parent, image_source, complex_images)
+
+
+def _volumes(files: list[Path], root: Path, image_source: str, complex_images: bool) -> Iterator[Volume]:
     for file, name in zip(files, _unique_names(files, root)):
         images = _read_images(file, image_source, complex_images)
         try:
@@ -104,12 +115,24 @@ def _unique_names(files: list[Path], root: Path) -> list[str]:
     ]
 
 
-def _read_images(file: Path, image_source: str, complex_images: bool = False) -> np.ndarray:
+def _open(file: Path) -> h5py.File:
     try:
-        h5 = h5py.File(file, "r")
+        return h5py.File(file, "r")
     except OSError as err:
         raise ValueError(f"{file}: cannot open as HDF5 ({err})") from err
-    with h5:
+
+
+def _refuse_undersampled(h5: h5py.File, file: Path) -> None:
+    if MASK_KEY in h5:
+        raise ValueError(
+            f"{file}: undersampled (a test- or challenge-split file: it has a '{MASK_KEY}'), so it cannot be a "
+            "target; reconstruct it with `kdrecon reconstruct`"
+        )
+
+
+def _read_images(file: Path, image_source: str, complex_images: bool = False) -> np.ndarray:
+    with _open(file) as h5:
+        _refuse_undersampled(h5, file)  # here too: the advice below is for fully sampled k-space only
         kspace = _dataset(h5, file, "kspace")
         if kspace.dtype.kind != "c":
             raise ValueError(f"{file}: 'kspace' must be complex, got dtype {kspace.dtype}")
@@ -124,7 +147,8 @@ def _read_images(file: Path, image_source: str, complex_images: bool = False) ->
                 )
         if image_source == "reconstruction":
             if target is None:
-                raise ValueError(f"{file}: no 'reconstruction_esc' (test split?); use image_source='kspace'")
+                raise ValueError(f"{file}: no 'reconstruction_esc'; use --image-source kspace for the image of its "
+                                 "fully sampled 'kspace'")
             return np.asarray(target[()], dtype=np.float32)
         crop = target.shape[1:] if target is not None else DEFAULT_CROP
         image = _kspace_to_image(file, kspace[()], crop)
