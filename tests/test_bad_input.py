@@ -270,9 +270,26 @@ def test_a_bad_option_is_refused_before_any_work(tmp_path, option, data):
     arguments = {"train": ["train", "--run-dir", root / "run"], "run": ["run", "demo", "--run-dir", root / "run"],
                  "bench": ["bench", "--output", root / "bench"], "evaluate": ["evaluate", root / "run"],
                  "prepare": ["prepare", "sunnybrook", sample_directory(), root / "data", "--phases", "0", "--crop", "48",
-                             "--mask", "recipe"]}[command]
+                             "--mask", "equispaced"]}[command]  # a mask that takes every mask option
     message = refused([*arguments, name, value], root)
     assert mentioned in message, message
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--mask-seed", "0"], "--mask-seed: the papers mask is fixed, not drawn; leave it out"),  # the source's default mask
+    (["--mask", "papers", "--center-fraction", "0.3"], "--center-fraction: the papers mask has its own centre; leave it out"),
+    (["--mask", "recipe", "--center-fraction", "0.3"], "--center-fraction: the recipe mask has its own centre; leave it out"),
+    (["--mask", "{npy}", "--mask-seed", "7"], "--mask-seed: the mask file {npy} is fixed, not drawn; leave it out"),
+    (["--mask", "{npy}", "--center-fraction", "0.3"], "--center-fraction: the mask file {npy} has its own centre; leave it out"),
+    (["--task", "super-resolution", "--mask-seed", "7"], "--mask-seed: super-resolution keeps the central block of k-space"),
+    (["--task", "super-resolution", "--center-fraction", "0.3"],
+     "--center-fraction: super-resolution keeps the central block of k-space"),
+])
+def test_prepare_refuses_a_mask_option_the_mask_or_task_does_not_use(tmp_path, shared_dir, options, message):
+    npy = str(shared_dir / "masks/cardiac/mask_4x.npy")
+    options = [option.replace("{npy}", npy) for option in options]
+    arguments = ["prepare", "sunnybrook", sample_directory(), tmp_path / "data", "--phases", "0", *options]
+    assert message.replace("{npy}", npy) in refused(arguments, tmp_path)
 
 
 @pytest.mark.parametrize("command", ["train", "run"])

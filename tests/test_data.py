@@ -18,11 +18,14 @@ import numpy as np
 import pytest
 import torch
 
+from kdrecon.cli import main
 from kdrecon.data import layout
 from kdrecon.data.dataset import count_slices, dataset_identity, load_sample, load_split, sample_directory
-from kdrecon.data.prepare import PrepareOptions, make_mask, prepare_dataset, register_papers_h5, split_subjects
+from kdrecon.data.prepare import (MASK_SEED, PrepareOptions, make_mask, prepare_dataset, register_papers_h5,
+                                  split_subjects)
 from kdrecon.data.sources import sunnybrook
 from kdrecon.data.volume import Volume
+from kdrecon.mri import masks as mask_generators
 
 SUBJECTS = ("SCD0000101", "SCD0000201", "SCD0000301", "SCD0000401")
 TRAIN, VALIDATION = SUBJECTS[:3], SUBJECTS[3:]
@@ -174,6 +177,44 @@ def test_mask_kinds_at_8x(tmp_path, phase0_volumes, kind, low, high):
     if kind != "recipe":  # fastMRI's centre block: round(0.08 * 150) = 12 lines
         assert rows[[5, 144]].all()
     check_papers_file(dataset / "train/SCD0000101_phase00.h5", raw_volume("SCD0000101", 0), {"8x": mask})
+
+
+def expected_mask(recorded: dict, shared_dir: Path, size: int) -> np.ndarray:
+    """The 4x mask the manifest's record describes, made by the generator itself (or the papers' file)."""
+    kind, seed, fraction = recorded["kind"], recorded.get("seed"), recorded.get("center_fraction")
+    if kind == "papers":
+        return shared_mask(shared_dir, "cardiac", "4x")
+    if kind == "recipe":
+        return mask_generators.papers_mask(size, 4, seed=seed).uncentred().values
+    generator = {"random": mask_generators.random_mask, "equispaced": mask_generators.equispaced_mask}[kind]
+    return generator((size, size), fraction, 4, seed=seed).uncentred().values
+
+
+@pytest.mark.parametrize("options, recorded", [
+    (["--mask", "papers", "--crop", "150"], {"kind": "papers"}),
+    (["--mask", "recipe", "--mask-seed", "7"], {"kind": "recipe", "seed": 7}),
+    (["--mask", "recipe"], {"kind": "recipe", "seed": MASK_SEED}),
+    (["--mask", "random", "--mask-seed", "0", "--center-fraction", "0.1"],
+     {"kind": "random", "seed": 0, "center_fraction": 0.1}),
+    (["--mask", "equispaced", "--center-fraction", "0.15"],
+     {"kind": "equispaced", "seed": MASK_SEED, "center_fraction": 0.15}),
+])
+def test_prepare_records_only_the_mask_options_used(tmp_path, shared_dir, options, recorded):
+    crop = [] if "--crop" in options else ["--crop", "48"]
+    arguments = ["prepare", "sunnybrook", sample_directory(), tmp_path / "ds", "--phases", "0", *crop, *options]
+    assert main([str(a) for a in arguments]) == 0
+    manifest = json.loads((tmp_path / "ds/dataset.json").read_text())
+    assert manifest["mask"] == recorded
+    mask = np.load(tmp_path / "ds/masks/mask_4x.npy")
+    np.testing.assert_array_equal(mask, expected_mask(recorded, shared_dir, mask.shape[0]))
+
+
+def test_make_mask_refuses_a_parameter_its_kind_does_not_use():
+    """``make_mask`` is called without ``PrepareOptions`` too (``kdrecon reconstruct --mask``)."""
+    with pytest.raises(ValueError, match="--mask-seed: the papers mask is fixed, not drawn; leave it out"):
+        make_mask("papers", "4x", (150, 150), seed=7)
+    with pytest.raises(ValueError, match="--center-fraction: the recipe mask has its own centre; leave it out"):
+        make_mask("recipe", "4x", (150, 150), center_fraction=0.08)
 
 
 # --- 2. load_split / load_sample / SliceData -------------------------------------------------

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the CLI imports its commands' modules lazily, so that --hel
 def _add_prepare_options(parser: argparse.ArgumentParser, crop: int | None = None, mask: str | None = None) -> None:
     """The options every source of ``kdrecon prepare`` takes; defaults are :class:`PrepareOptions`'s, or
     the source's own ``crop`` (0: none) and ``mask``."""
-    from kdrecon.data.prepare import PrepareOptions
+    from kdrecon.data.prepare import CENTER_FRACTION, MASK_PARAMETERS, MASK_SEED, PrepareOptions
     from kdrecon.data.task import RECONSTRUCTION, TASKS
 
     defaults = PrepareOptions()
@@ -46,8 +46,10 @@ def _add_prepare_options(parser: argparse.ArgumentParser, crop: int | None = Non
     parser.add_argument(
         "--mask", help=f"papers | recipe | random | equispaced | PATH.npy (default {mask}; not for super-resolution)"
     )
-    parser.add_argument("--mask-seed", type=int, default=defaults.mask_seed)
-    parser.add_argument("--center-fraction", type=float, default=defaults.center_fraction, help="for random/equispaced masks")
+    # No number as the default: an option the mask kind does not use is refused only if it was given.
+    kinds = {name: "/".join(kind for kind, used in MASK_PARAMETERS.items() if name in used) for name in ("seed", "center_fraction")}
+    parser.add_argument("--mask-seed", type=int, help=f"for {kinds['seed']} masks (default {MASK_SEED})")
+    parser.add_argument("--center-fraction", type=float, help=f"for {kinds['center_fraction']} masks (default {CENTER_FRACTION})")
     parser.add_argument("--validation-subjects", nargs="+", default=(), metavar="SUBJECT")
     parser.add_argument("--validation-fraction", type=float,
                         help=f"of the subjects, where --validation-subjects is not given (default {defaults.validation_fraction})")
@@ -146,7 +148,6 @@ def _run_prepare(args: argparse.Namespace) -> None:
         return
     if args.validation_subjects and args.validation_fraction is not None:
         raise ValueError("--validation-fraction: the split is given by --validation-subjects; give one of the two")
-    volumes = _read_source_volumes(args)
     if args.format == "sunnybrook" and not args.validation_subjects and args.validation_fraction is None:
         from kdrecon.data.dataset import SAMPLE_VALIDATION_SUBJECTS  # the sample's split, kept on the full data
 
@@ -166,7 +167,7 @@ def _run_prepare(args: argparse.Namespace) -> None:
         validation_fraction=defaults.validation_fraction if args.validation_fraction is None else args.validation_fraction,
         source=f"{args.format}:{args.source.resolve()}",
     )
-    out = prepare.prepare_dataset(volumes, args.output, options)
+    out = prepare.prepare_dataset(_read_source_volumes(args), args.output, options)
     print(f"dataset written to {out}")
 
 

@@ -21,7 +21,7 @@ from kdrecon.data import layout
 from kdrecon.data.image import COMPLEX, MAGNITUDE, check_image_kind, image_kind_of
 from kdrecon.data.integrity import check_mask, check_volume
 from kdrecon.data.package_files import package_resource
-from kdrecon.data.prepare import MANIFEST, MASK_SEED, PrepareOptions, prepare_volume
+from kdrecon.data.prepare import MANIFEST, PrepareOptions, prepare_volume
 from kdrecon.data.sources import sunnybrook
 from kdrecon.data.task import RECONSTRUCTION, SAMPLE_SUPER_RESOLUTION_SIZE, SUPER_RESOLUTION, check_task, task_of
 from kdrecon.mri.channels import to_channels
@@ -138,7 +138,7 @@ def sample_directory() -> Path:
     return package_resource("sunnybrook_sample")
 
 
-def load_sample(split: str, acceleration: str = "4x", mask_kind: str = "papers", mask_seed: int = MASK_SEED,
+def load_sample(split: str, acceleration: str = "4x", mask_kind: str = "papers", mask_seed: int | None = None,
                 task: str = RECONSTRUCTION) -> SliceData:
     """The embedded real sample, prepared in memory like ``kdrecon prepare sunnybrook``.
 

@@ -58,23 +58,49 @@ def papers_mask_file(size: int, acceleration: str) -> Path:
 #: The seed of generated masks and the fully sampled centre of fastMRI's random and equispaced ones,
 #: when not given.
 MASK_SEED, CENTER_FRACTION = 42, 0.08
+#: The parameters each generated mask kind is made with: ``papers`` and ``.npy`` masks are fixed files,
+#: and the recipe has its own centre block.
+MASK_PARAMETERS = {"recipe": ("seed",), "random": ("seed", "center_fraction"), "equispaced": ("seed", "center_fraction")}
+_PARAMETER_DEFAULTS = {"seed": MASK_SEED, "center_fraction": CENTER_FRACTION}
+#: The ``kdrecon prepare`` option of each parameter, and why a mask that does not use it refuses it.
+_PARAMETER_OPTIONS = {"seed": ("--mask-seed", "is fixed, not drawn"),
+                      "center_fraction": ("--center-fraction", "has its own centre")}
+
+
+def mask_parameters(kind: str, seed: int | None = None, center_fraction: float | None = None) -> dict:
+    """The parameters the mask ``kind`` is made with, a default where one is not given (None).
+
+    Raises ValueError for an unknown kind, or a parameter given that the kind does not use.
+    """
+    if kind not in MASK_KINDS and not kind.endswith(".npy"):
+        raise ValueError(f"mask kind {kind!r}: expected one of {', '.join(MASK_KINDS)} or a path to a .npy file")
+    given = {"seed": seed, "center_fraction": center_fraction}
+    used = MASK_PARAMETERS.get(kind, ())
+    for name, value in given.items():
+        if value is not None and name not in used:
+            option, reason = _PARAMETER_OPTIONS[name]
+            mask = f"the mask file {kind}" if kind.endswith(".npy") else f"the {kind} mask"
+            raise ValueError(f"{option}: {mask} {reason}; leave it out")
+    return {name: _PARAMETER_DEFAULTS[name] if given[name] is None else given[name] for name in used}
 
 
 def make_mask(
     kind: str,
     acceleration: str,
     shape: tuple[int, int],
-    seed: int = MASK_SEED,
-    center_fraction: float = CENTER_FRACTION,
+    seed: int | None = None,
+    center_fraction: float | None = None,
 ) -> np.ndarray:
     """Build an un-centred ``(H, W)`` float32 mask of the given kind for one acceleration.
 
     ``papers`` loads the papers' fixed masks, ``recipe`` generates one with the papers' recipe,
     ``random`` and ``equispaced`` use fastMRI's generators; a path to a ``.npy`` file loads it
-    (un-centred layout expected).
+    (un-centred layout expected). ``seed`` and ``center_fraction`` are as :func:`mask_parameters`.
     """
     acceleration = layout.parse_acceleration(acceleration)
     factor = float(acceleration.removesuffix("x"))
+    parameters = mask_parameters(kind, seed, center_fraction)
+    seed, center_fraction = parameters.get("seed"), parameters.get("center_fraction")
     if kind == "papers":
         if shape[0] != shape[1]:
             raise ValueError(f"the papers' masks are square; images are {shape}")
@@ -87,10 +113,8 @@ def make_mask(
         mask = mask_generators.random_mask(shape, center_fraction, factor, seed=seed)
     elif kind == "equispaced":
         mask = mask_generators.equispaced_mask(shape, center_fraction, factor, seed=seed)
-    elif kind.endswith(".npy"):
+    else:  # a .npy file: mask_parameters refused anything else
         mask = mask_generators.load_mask(Path(kind))
-    else:
-        raise ValueError(f"mask kind {kind!r}: expected one of {', '.join(MASK_KINDS)} or a path to a .npy file")
     values = mask.uncentred().values.astype(np.float32)
     if values.shape != tuple(shape):
         raise ValueError(f"mask {kind!r} for {acceleration} has shape {values.shape}, images are {tuple(shape)}")
@@ -164,8 +188,8 @@ class PrepareOptions:
     accelerations: Sequence[str] = ("4x",)
     crop: int | None = 150
     mask: str = "papers"
-    mask_seed: int = MASK_SEED
-    center_fraction: float = CENTER_FRACTION
+    mask_seed: int | None = None  # None: MASK_SEED where the mask kind is seeded
+    center_fraction: float | None = None  # None: CENTER_FRACTION where the mask kind takes one
     validation_subjects: Sequence[str] = ()
     validation_fraction: float = 0.25
     source: str = "unknown"
@@ -175,12 +199,17 @@ class PrepareOptions:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task {self.task!r}: expected one of {', '.join(TASKS)}")
-        if self.task == SUPER_RESOLUTION and self.mask != "papers":
-            raise ValueError(f"mask {self.mask!r}: super-resolution keeps the central block of k-space; it takes no mask")
         # Named as the command line names them: these come from `kdrecon prepare` options.
-        if not 0 <= self.mask_seed < 2**32:
+        if self.task == SUPER_RESOLUTION:
+            given = {"--mask": self.mask != "papers", "--mask-seed": self.mask_seed is not None,
+                     "--center-fraction": self.center_fraction is not None}
+            refused = next((option for option, is_given in given.items() if is_given), None)
+            if refused:
+                raise ValueError(f"{refused}: super-resolution keeps the central block of k-space; it takes no mask")
+        mask_parameters(self.mask, self.mask_seed, self.center_fraction)  # refuses what the mask kind does not use
+        if self.mask_seed is not None and not 0 <= self.mask_seed < 2**32:
             raise ValueError(f"--mask-seed {self.mask_seed}: must be between 0 and 2**32 - 1")
-        if not 0 < self.center_fraction < 1:
+        if self.center_fraction is not None and not 0 < self.center_fraction < 1:
             raise ValueError(f"--center-fraction {self.center_fraction}: must be between 0 and 1")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"--validation-fraction {self.validation_fraction}: must be between 0 and 1")
@@ -197,7 +226,7 @@ class PrepareOptions:
         """How the masks were made, for the manifest."""
         if self.task == SUPER_RESOLUTION:
             return {"kind": LOW_PASS}
-        return {"kind": self.mask, "seed": self.mask_seed, "center_fraction": self.center_fraction}
+        return {"kind": self.mask, **mask_parameters(self.mask, self.mask_seed, self.center_fraction)}
 
 
 def split_subjects(subjects: Iterable[str], options: PrepareOptions) -> dict[str, list[str]]:
