@@ -10,7 +10,7 @@ import torch
 from kdrecon.cli import main
 from kdrecon.deployment.acquired import from_centred
 from kdrecon.deployment.package import NORMALISATION, describe_mask
-from kdrecon.deployment.reconstruct import reconstruct_files
+from kdrecon.deployment.reconstruct import Reconstructor, reconstruct_files
 from kdrecon.models import build_model
 from kdrecon.models.weights import save_weights
 
@@ -83,13 +83,19 @@ def fastmri_test_file(path, image, lines, acceleration):
         file.attrs.update({"acceleration": acceleration, "num_low_frequency": 20, "acquisition": "CORPD_FBK"})
 
 
-def test_fastmri_test_split_is_reconstructed_as_acquired_and_cropped_as_fastmri(tmp_path, complex_slices):
+def test_fastmri_test_split_is_reconstructed_as_acquired_and_cropped_as_fastmri(tmp_path, complex_slices, monkeypatch):
     image = np.pad(complex_slices, ((0, 0), (192, 192), (56, 56)))  # (3, 640, 368) as a fastMRI knee grid
     lines = line_mask(368, 4, 30)
     (tmp_path / "in").mkdir()
     fastmri_test_file(tmp_path / "in" / "file1000001.h5", image, lines, 4)
     model = zero_filled_model(tmp_path / "complex.safetensors")
+    masks = []
+    original_run = Reconstructor.run
+    monkeypatch.setattr(Reconstructor, "run", lambda self, kspace, mask: masks.append(mask) or original_run(self, kspace, mask))
     reconstruct_files(model, tmp_path / "in", tmp_path / "out", progress=False)
+    # The network sees fastMRI's phase-encoding lines as rows, as kdrecon's masks (and its training) sample.
+    (mask,) = masks
+    assert mask.shape == (368, 320) and (mask == mask[:, :1]).all() and mask[:, 0].sum() == lines.sum()
     with h5py.File(tmp_path / "out" / "file1000001.h5") as file:
         ours, attributes = file["reconstruction"][()], dict(file.attrs)
     # fastMRI's zero-filled baseline: ifft2c of the stored k-space, magnitude, 320×320 centre crop.

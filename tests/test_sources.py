@@ -280,9 +280,11 @@ def test_fastmri_kspace_reproduces_reconstruction(phantom_image: np.ndarray, tmp
     (from_recon,) = fastmri.read_volumes(file)
     (from_kspace,) = fastmri.read_volumes(file, image_source="kspace")
     assert from_recon.name == from_recon.subject == "file1000001"
-    np.testing.assert_array_equal(from_recon.images, target)
+    # Transposed: fastMRI's phase-encoding direction (its columns) along kdrecon's mask rows.
+    transposed = np.swapaxes(target, -1, -2)
+    np.testing.assert_array_equal(from_recon.images, transposed)
     assert from_kspace.images.dtype == np.float32 and from_kspace.images.shape == (2, 160, 160)
-    np.testing.assert_allclose(from_kspace.images, target, rtol=0, atol=1e-5 * target.max())
+    np.testing.assert_allclose(from_kspace.images, transposed, rtol=0, atol=1e-5 * target.max())
 
 
 def test_fastmri_kspace_without_reconstruction_crops_to_320(phantom_image: np.ndarray, tmp_path: Path) -> None:
@@ -290,7 +292,7 @@ def test_fastmri_kspace_without_reconstruction_crops_to_320(phantom_image: np.nd
     write_fastmri(tmp_path / "full" / "file1000002.h5", kspace=centred_kspace(padded).astype(np.complex64))
     (volume,) = fastmri.read_volumes(tmp_path, image_source="kspace")
     expected = padded[:, 40:360, 20:340]  # fastMRI centre crop: start (n - 320) // 2
-    np.testing.assert_allclose(volume.images, expected, rtol=0, atol=1e-5 * expected.max())
+    np.testing.assert_allclose(volume.images, np.swapaxes(expected, -1, -2), rtol=0, atol=1e-5 * expected.max())
     with pytest.raises(ValueError, match=r"file1000002\.h5: no 'reconstruction_esc'; use --image-source kspace"):
         next(fastmri.read_volumes(tmp_path))
 

@@ -350,13 +350,17 @@ def reconstruct_fastmri(reconstructor: Reconstructor, source: Path, destination:
         acquired = fastmri.MASK_KEY in file
         # A complex model needs the phase, which only the k-space has.
         image_source = "reconstruction" if "reconstruction_esc" in file and not reconstructor.is_complex else "kspace"
+    # In kdrecon's orientation, the phase-encoding lines along the rows as its networks were trained
+    # (fastmri.swap_phase_encoding_axis), and back to fastMRI's for the output.
     if acquired:
         kspace, lines, acceleration = fastmri.read_acquired(source)
-        slices = from_centred(kspace, lines, line_axis=-1, readout_size=fastmri.DEFAULT_CROP[0])
-        result = fastmri.centre_crop(reconstructor.measured(slices, acceleration), fastmri.DEFAULT_CROP)
+        slices = from_centred(fastmri.swap_phase_encoding_axis(kspace), lines, line_axis=-2,
+                              readout_size=fastmri.DEFAULT_CROP[0])
+        result = fastmri.centre_crop(fastmri.swap_phase_encoding_axis(reconstructor.measured(slices, acceleration)),
+                                     fastmri.DEFAULT_CROP)
     else:
         volume = next(fastmri.read_volumes(source, image_source=image_source, complex_images=reconstructor.is_complex))
-        result = reconstructor.images(volume.images)
+        result = fastmri.swap_phase_encoding_axis(reconstructor.images(volume.images))
     with layout.atomic_path(destination) as temporary, h5py.File(temporary, "w") as file:
         file.create_dataset("reconstruction", data=result.astype(np.float32))
         file.attrs.update(attributes)

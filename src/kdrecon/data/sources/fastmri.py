@@ -16,6 +16,12 @@ file has one, else to ``(320, 320)``. The crop follows fastMRI's ``center_crop``
 (``W_k`` ≈ 2 x 320 for knee), so the crop is also what removes the readout oversampling;
 no other oversampling removal is done. With ``complex_images`` the cropped image keeps its phase
 (complex64), for the complex networks (:mod:`kdrecon.data.image`).
+
+**Orientation.** fastMRI acquires its phase-encoding lines along the last axis (its ``mask`` is
+``(W_k,)``), while kdrecon's masks sample whole rows. Volumes are therefore returned transposed,
+``(S, W, H)`` (:func:`swap_phase_encoding_axis`), so that a mask of ``kdrecon prepare`` skips
+phase-encoding lines as a real acquisition does, and a network trained on them sees the aliasing
+of fastMRI's own undersampled files. ``kdrecon reconstruct`` transposes its results back.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy as np
 
 from kdrecon.data.volume import Volume
 
-__all__ = ["read_volumes", "read_acquired", "centre_crop", "DEFAULT_CROP", "MASK_KEY"]
+__all__ = ["read_volumes", "read_acquired", "centre_crop", "swap_phase_encoding_axis", "DEFAULT_CROP", "MASK_KEY"]
 
 DEFAULT_CROP = (320, 320)
 """Crop of ``image_source="kspace"`` images when the file has no ``reconstruction_esc``."""
@@ -59,7 +65,8 @@ def read_volumes(
         complex_images: keep the phase of the image computed from ``kspace`` (needs ``"kspace"``).
 
     Returns:
-        An iterator of ``Volume(name=<file stem>, subject=<file stem>, images=float32 (S, H, W))``.
+        An iterator of ``Volume(name=<file stem>, subject=<file stem>, images=float32 (S, W, H))``,
+        transposed so that the phase-encoding direction runs along the rows (see the module docstring).
 
     Raises:
         ValueError: no h5 file found, unreadable file, undersampled file (it has a ``mask``),
@@ -80,9 +87,15 @@ def read_volumes(
     return _volumes(files, path if path.is_dir() else path.parent, image_source, complex_images)
 
 
+def swap_phase_encoding_axis(array: np.ndarray) -> np.ndarray:
+    """Images or k-space ``(..., H, W)`` transposed to ``(..., W, H)``: fastMRI's orientation (phase
+    encoding along the columns) to kdrecon's (along the rows its masks sample), and back."""
+    return np.swapaxes(array, -1, -2)
+
+
 def _volumes(files: list[Path], root: Path, image_source: str, complex_images: bool) -> Iterator[Volume]:
     for file, name in zip(files, _unique_names(files, root)):
-        images = _read_images(file, image_source, complex_images)
+        images = np.ascontiguousarray(swap_phase_encoding_axis(_read_images(file, image_source, complex_images)))
         try:
             yield Volume(name=name, subject=file.stem, images=images)
         except ValueError as err:
