@@ -221,10 +221,11 @@ def test_complex_model_reconstructs_and_exports(complex_teachers, complex_datase
     (written,) = reconstruct_files(weights, validation, tmp_path / "out", progress=False).files
     with h5py.File(written) as file:
         np.testing.assert_allclose(file["reconstruction"][()], expected, rtol=0, atol=1e-5)
-    # A fastMRI file of the same complex slice at another scale: the image comes from its k-space,
-    # phase kept, and the scale is undone on the way out.
+    # A fastMRI file of the same complex slice at another scale, in fastMRI's orientation (phase encoding
+    # along the columns: the slice transposed): the image comes from its k-space, phase kept, reconstructed
+    # in kdrecon's orientation, and the scale and the transposition are undone on the way out.
     data = load_split(complex_dataset, "validation", "4x", image="complex")
-    image = to_complex(data.target[:1]).numpy() * 3.0
+    image = np.swapaxes(to_complex(data.target[:1]).numpy(), -1, -2) * 3.0
     (tmp_path / "fastmri").mkdir()
     with h5py.File(tmp_path / "fastmri" / "file1.h5", "w") as file:
         shifted = np.fft.ifftshift(image, axes=(-2, -1))
@@ -232,7 +233,7 @@ def test_complex_model_reconstructs_and_exports(complex_teachers, complex_datase
         file.create_dataset("reconstruction_esc", data=np.abs(image).astype(np.float32))
     (written,) = reconstruct_files(weights, tmp_path / "fastmri", tmp_path / "out-fastmri", progress=False).files
     with h5py.File(written) as file:
-        np.testing.assert_allclose(file["reconstruction"][()], 3.0 * expected[:1], rtol=0, atol=1e-4)
+        np.testing.assert_allclose(file["reconstruction"][()], 3.0 * np.swapaxes(expected[:1], -1, -2), rtol=0, atol=1e-4)
     # Export with data consistency: ONNX Runtime agrees with PyTorch on the complex network.
     check = export_and_check(weights, tmp_path / "teacher.onnx", "onnx")
     assert check.max_abs_difference <= 1e-4 * check.max_reference
