@@ -7,11 +7,16 @@ from scipy import stats
 
 from kdrecon.evaluation.statistics import (
     CONTRADICTED,
+    NO_SPREAD_BETWEEN_SEEDS,
     NOT_RESOLVED,
     REPRODUCED,
+    SEED_VARIANCE_NOT_COVERED,
     detectable_effect,
     hierarchical_bootstrap,
+    paired_wilcoxon,
     seed_effect,
+    seed_verdict,
+    unresolved_reason,
     verdict,
 )
 
@@ -47,6 +52,44 @@ def test_one_seed_does_not_cover_training_variance():
     effect = seed_effect(a, a + 1.0)
     assert effect.interval is None and effect.detectable is None and not effect.covers_training_variance
     assert verdict(effect.interval, 1) == NOT_RESOLVED
+    assert seed_verdict(effect, 1) == NOT_RESOLVED and unresolved_reason(effect) == SEED_VARIANCE_NOT_COVERED
+
+
+def test_seeds_with_equal_means_do_not_resolve_a_claim():
+    # Identical per-seed effects (deterministic training, copied stages): the t interval mean ± t·0
+    # has zero width and excludes 0, but the seeds estimate no training variance.
+    effect = seed_effect([[30.0, 30.0], [30.0, 30.0]], [[30.1, 30.1], [30.1, 30.1]])
+    assert effect.interval == pytest.approx((0.1, 0.1)) and verdict(effect.interval, 1) == REPRODUCED
+    assert effect.detectable is None  # a t test over seeds without spread is undefined
+    assert seed_verdict(effect, 1) == NOT_RESOLVED and unresolved_reason(effect) == NO_SPREAD_BETWEEN_SEEDS
+    # Volumes that differ, seeds whose means do not: the same.
+    a = per_volume(seeds=3, volumes=4)
+    flat = seed_effect(a, a + np.array([0.1, 0.5, 0.2, 0.4]))  # +0.3 on average in every seed
+    assert seed_verdict(flat, 1) == NOT_RESOLVED and unresolved_reason(flat) == NO_SPREAD_BETWEEN_SEEDS
+
+
+def test_seeds_with_spread_get_the_verdict_of_scipys_interval():
+    a = per_volume()
+    b = a + np.array([[0.30], [0.25], [0.35]])
+    means = (b - a).mean(axis=1)
+    expected = verdict(stats.t.interval(0.95, 2, loc=means.mean(), scale=stats.sem(means)), 1)
+    effect = seed_effect(a, b)
+    assert expected == REPRODUCED and seed_verdict(effect, 1) == expected and unresolved_reason(effect) is None
+    assert seed_verdict(effect, -1) == CONTRADICTED
+
+
+def test_wilcoxon_counts_the_slices_scipy_tests_not_the_zero_differences_it_drops():
+    generator = np.random.default_rng(8)
+    a = generator.normal(30, 1, 12)
+    b = a + generator.normal(0.2, 0.3, 12)
+    b[[1, 5, 9]] = a[[1, 5, 9]]  # three slices where both networks score the same
+    result = paired_wilcoxon(a, b)
+    assert result["slices"] == 9 and result["zero_differences"] == 3
+    nonzero = (a - b)[a != b]
+    assert result["p_value"] == pytest.approx(stats.wilcoxon(nonzero).pvalue, rel=1e-12)  # the 9 it used
+    assert result["mean_difference"] == pytest.approx(np.mean(a - b))  # over all 12 pairs
+    same = paired_wilcoxon(a, a)
+    assert (same["slices"], same["zero_differences"], same["p_value"]) == (0, 12, 1.0)
 
 
 def test_bootstrap_with_one_seed_is_scipys_volume_bootstrap():

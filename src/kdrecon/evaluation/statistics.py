@@ -19,14 +19,18 @@ Two questions, two tools:
     non-centrality ``δ √n / sd(m)`` of the non-central t distribution solved for that power.
 
   With one seed none of the seed-level quantities exist; the bootstrap then resamples volumes
-  only, and the result says that training variance is not covered.
+  only, and the result says that training variance is not covered. Seeds with equal means (no
+  spread: deterministic training, or stages copied between seeds) give a zero-width interval that
+  estimates no training variance either, and no detectable effect.
 
-:func:`verdict` turns an interval into *reproduced* / *contradicted* / *not resolved*.
+:func:`verdict` turns an interval into *reproduced* / *contradicted* / *not resolved*;
+:func:`seed_verdict` does so for a :class:`SeedEffect`, *not resolved* with a reason
+(:func:`unresolved_reason`) when its seeds cannot cover training variance.
 
 Example:
     >>> result = paired_wilcoxon([30.1, 31.2, 29.8, 30.5, 31.0, 30.2], [30.0, 31.0, 29.9, 30.1, 30.6, 30.0])
-    >>> round(result["p_value"], 4), result["slices"], result["mean_difference"] > 0
-    (0.0625, 6, True)
+    >>> round(result["p_value"], 4), result["slices"], result["zero_differences"], result["mean_difference"] > 0
+    (0.0625, 6, 0, True)
     >>> effect = seed_effect([[1.0, 2.0], [2.0, 3.0], [3.0, 4.0]], [[1.5, 2.5], [2.1, 3.1], [3.6, 4.6]])
     >>> round(effect.mean, 3), effect.seeds, [round(x, 3) for x in effect.interval]
     (0.4, 3, [-0.257, 1.057])
@@ -46,6 +50,9 @@ from scipy import optimize, stats
 REPRODUCED = "reproduced"
 CONTRADICTED = "contradicted"
 NOT_RESOLVED = "not resolved"
+#: Why a :class:`SeedEffect` cannot resolve a claim, whatever its mean.
+SEED_VARIANCE_NOT_COVERED = "1 seed: training variance not covered"
+NO_SPREAD_BETWEEN_SEEDS = "no spread between seeds: training variance not estimated"
 CONFIDENCE = 0.95
 POWER = 0.80
 
@@ -54,20 +61,23 @@ def paired_wilcoxon(a: Sequence[float], b: Sequence[float], alpha: float = 0.05)
     """Wilcoxon signed-rank test of ``a − b`` (paired per slice), with the mean difference.
 
     SciPy's test: two-sided, zero differences dropped as in Wilcoxon's original test, exact
-    distribution for small samples, normal approximation otherwise.
+    distribution for small samples, normal approximation otherwise. ``slices`` counts the pairs
+    the test used, ``zero_differences`` those it dropped; the mean difference is over all pairs.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired samples must be 1-D and of equal length, got {a.shape} and {b.shape}")
     difference = a - b
-    if not np.any(difference):
-        return {"statistic": 0.0, "p_value": 1.0, "slices": len(a), "mean_difference": 0.0, "significant": False}
+    used = int(np.count_nonzero(difference))
+    counts = {"slices": used, "zero_differences": len(a) - used}
+    if not used:
+        return {"statistic": 0.0, "p_value": 1.0, **counts, "mean_difference": 0.0, "significant": False}
     result = stats.wilcoxon(a, b)
     p_value = float(result.pvalue)
     return {
         "statistic": float(result.statistic),
         "p_value": p_value,
-        "slices": len(a),
+        **counts,
         "mean_difference": float(difference.mean()),
         "significant": p_value < alpha,
     }
@@ -76,7 +86,7 @@ def paired_wilcoxon(a: Sequence[float], b: Sequence[float], alpha: float = 0.05)
 @dataclass(frozen=True)
 class SeedEffect:
     """The effect ``other − baseline`` over seeds (:func:`seed_effect`); ``interval`` and ``detectable``
-    are None with one seed."""
+    are None with one seed, ``detectable`` also when the seeds show no spread."""
 
     mean: float
     seeds: int
@@ -89,6 +99,11 @@ class SeedEffect:
     @property
     def covers_training_variance(self) -> bool:
         return self.interval is not None
+
+    @property
+    def spread_between_seeds(self) -> bool:
+        """Whether the seeds' means differ: a t interval from equal ones has zero width and means nothing."""
+        return len(set(self.per_seed)) > 1
 
 
 def seed_effect(
@@ -107,7 +122,9 @@ def seed_effect(
         standard_error = per_seed.std(ddof=1) / math.sqrt(n)
         critical = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)
         interval = (per_seed.mean() - critical * standard_error, per_seed.mean() + critical * standard_error)
-        detectable = detectable_effect(n) * standard_error
+        # Equal seed means leave the t test undefined (its statistic divides by a zero spread; the
+        # rounding of the mean may make that spread a tiny nonzero one): no detectable effect.
+        detectable = detectable_effect(n) * standard_error if np.ptp(per_seed) > 0 else None
     return SeedEffect(
         mean=float(per_seed.mean()),
         seeds=n,
@@ -147,6 +164,19 @@ def hierarchical_bootstrap(difference: np.ndarray, resamples: int = 10000, seed:
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def unresolved_reason(effect: SeedEffect) -> str | None:
+    """Why ``effect`` cannot resolve a claim whatever its interval, or None when it can."""
+    if not effect.covers_training_variance:
+        return SEED_VARIANCE_NOT_COVERED
+    return None if effect.spread_between_seeds else NO_SPREAD_BETWEEN_SEEDS
+
+
+def seed_verdict(effect: SeedEffect, expected_sign: int) -> str:
+    """:func:`verdict` on ``effect``'s t interval; *not resolved* when :func:`unresolved_reason` gives a reason."""
+    result = verdict(effect.interval, expected_sign)
+    return NOT_RESOLVED if unresolved_reason(effect) else result
 
 
 def verdict(interval: tuple[float, float] | None, expected_sign: int) -> str:

@@ -21,7 +21,9 @@ from kdrecon.data.layout import atomic_path
 from kdrecon.data.task import RECONSTRUCTION
 from kdrecon.distillation.losses import method_label
 from kdrecon.evaluation.evaluate import baselines
-from kdrecon.evaluation.statistics import CONTRADICTED, NOT_RESOLVED, REPRODUCED, SeedEffect, paired_wilcoxon, verdict
+from kdrecon.evaluation.statistics import (CONTRADICTED, NO_SPREAD_BETWEEN_SEEDS, NOT_RESOLVED, REPRODUCED,
+                                          SEED_VARIANCE_NOT_COVERED, SeedEffect, paired_wilcoxon, unresolved_reason,
+                                          verdict)
 from kdrecon.report import figures
 from kdrecon.report.claims import EffectRow, all_comparisons, effect_row, kd_mri_comparisons, paper_claims, published_effect, published_gap
 from kdrecon.report.document import Block, Code, Document, Heading, Image, Paragraph, Table
@@ -31,8 +33,6 @@ from kdrecon.report.run_layout import read_history
 from kdrecon.report.speed import NetworkTimes, SpeedComparison, time_networks
 from kdrecon.report.stage_names import SFT_TEACHER, STUDENT, TEACHER, Role, is_sft_kd, sft_kd, std_kd
 from kdrecon.training.trainer import resolve_device
-
-SEED_VARIANCE_NOT_COVERED = "1 seed: training variance not covered"
 
 
 # --- numbers over seeds ------------------------------------------------------------------------
@@ -112,8 +112,9 @@ def _claim_cells(row: EffectRow, setting: str) -> list[str]:
 
 
 def _verdict_text(row: EffectRow) -> str:
-    if row.effect.interval is None:
-        return f"{NOT_RESOLVED} ({SEED_VARIANCE_NOT_COVERED})"
+    reason = unresolved_reason(row.effect)
+    if reason is not None:
+        return f"{NOT_RESOLVED} ({reason})"
     return row.verdict if row.verdict != NOT_RESOLVED else f"{NOT_RESOLVED} at this budget"
 
 
@@ -152,7 +153,9 @@ def _claims_section(results: ExperimentResults, speed: SpeedComparison | None) -
         "Effect = PSNR of the better-claimed model minus the other, per validation volume, averaged per seed, "
         "then over seeds (paired by seed: a distilled student of seed s learned from the teacher of seed s). "
         f"Verdict: {REPRODUCED} when the t interval over seeds excludes 0 in the papers' direction, {CONTRADICTED} "
-        f"when it excludes 0 in the other direction, {NOT_RESOLVED} when it contains 0. The bootstrap resamples "
+        f"when it excludes 0 in the other direction, {NOT_RESOLVED} when it contains 0, or when the seeds "
+        f"cannot estimate training variance ({SEED_VARIANCE_NOT_COVERED}; {NO_SPREAD_BETWEEN_SEEDS}, e.g. deterministic "
+        "training or stages copied between seeds, whose t interval has zero width). The bootstrap resamples "
         "seeds, then volumes within each seed; with few seeds it is narrower than the t interval, and volumes of "
         "one subject (its cardiac phases) are not independent, so the verdict uses the t interval. Smallest detectable effect: two-sided α = 0.05 at power 0.8 for the "
         "observed spread between seeds. The SFT-KD row's gap is teacher − student for Std-KD → SFT-KD, the same "
@@ -370,16 +373,22 @@ def _wilcoxon_section(results: ExperimentResults) -> list[Block]:
             test = paired_wilcoxon([other[seed].per_slice[k]["psnr"] for k in keys],
                                    [baseline[seed].per_slice[k]["psnr"] for k in keys])
             rows.append([f"{other[seed].label} vs {baseline[seed].label}", seed, f"{test['mean_difference']:+.4f}",
-                         f"{test['p_value']:.3g}", "yes" if test["significant"] else "no", test["slices"]])
+                         f"{test['p_value']:.3g}", "yes" if test["significant"] else "no", _slices_text(test)])
     if not rows:
         return []
     return [
         Heading("Within-run tests: paired Wilcoxon signed-rank per slice (α = 0.05)"),
-        Table(["B vs A (PSNR)", "seed", "mean difference B − A", "p-value", "p < 0.05", "slices"], rows),
+        Table(["B vs A (PSNR)", "seed", "mean difference B − A", "p-value", "p < 0.05", "slices tested"], rows),
         Paragraph("Each test takes the slices of one training run per stage as its sample, as the papers do: it says "
                   "whether two networks of one seed differ on these slices, not whether retraining with another seed "
                   "would give the same difference. The effects over seeds above answer that question."),
     ]
+
+
+def _slices_text(test: dict[str, Any]) -> str:
+    """The slices a Wilcoxon test used, and those it dropped for a zero difference."""
+    zeros = test["zero_differences"]
+    return str(test["slices"]) + (f" ({zeros} with zero difference dropped)" if zeros else "")
 
 
 def _figures_section(results: ExperimentResults) -> list[Block]:

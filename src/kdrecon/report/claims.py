@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdrecon.evaluation.statistics import SeedEffect, seed_effect, verdict
+from kdrecon.evaluation.statistics import SeedEffect, seed_effect, seed_verdict
 from kdrecon.report.published import published_psnr
 from kdrecon.report.results import ExperimentResults
 from kdrecon.report.stage_names import SFT_TEACHER, STUDENT, TEACHER, Role, other_distillation, sft_kd, std_kd, student
@@ -44,7 +44,7 @@ class EffectRow:
 
     @property
     def verdict(self) -> str:
-        return verdict(self.effect.interval, self.comparison.expected_sign)
+        return seed_verdict(self.effect, self.comparison.expected_sign)
 
 
 def _present(results: ExperimentResults, *names: str) -> bool:
