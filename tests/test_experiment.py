@@ -278,6 +278,22 @@ def test_presets_are_valid_and_bad_keys_are_named():
         load_experiment("demo", {"procedure": "single-stage", "procedure_ablation": True, "epochs.feature_stage": 10})
 
 
+def test_a_paper_column_of_another_acceleration_or_task_is_refused():
+    with pytest.raises(ConfigError, match=re.escape(
+            "report.paper_setting: cardiac-4x was measured on reconstruction at 4x, this experiment's data is "
+            "reconstruction at 5x")):
+        load_experiment("demo", {"data.acceleration": "5x", "report.paper_setting": "cardiac-4x"})
+    with pytest.raises(ConfigError, match=re.escape(
+            "report.paper_setting: cardiac-4x was measured on reconstruction at 4x, this experiment's data is "
+            "super-resolution at 4x")):
+        load_experiment("demo-sr", {"report.paper_setting": "cardiac-4x"})
+    # Unset: the first published setting of the data's task and acceleration, none where none is.
+    assert load_experiment("demo", {"data.acceleration": "5x"}).paper_column == "cardiac-5x"
+    assert load_experiment("demo-sr").paper_column == "calgary-super-resolution-4x"
+    assert load_experiment("demo", {"data.acceleration": "8x"}).paper_column is None
+    assert load_experiment("paper-brain-5x").paper_column == "brain-5x"
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"method_settings": {"at": {"layers": {"teacher": ["blocks.0.layers.9"], "student": ["blocks.0.layers.0"]}}}},
      r"stage seed-1/std-kd-at: layers.teacher: no module 'blocks.0.layers.9' in the teacher"),
@@ -457,7 +473,49 @@ def test_report_of_a_partial_study_skips_comparisons_without_a_shared_seed(tmp_p
     assert "Incomplete: 3 of 10 stages are not finished (seed-1/student, seed-2/teacher, seed-2/std-kd-at)" in report
     claims = report.split("## Claims of the papers")[1].split("\n## ")[0]
     assert "the student trails the teacher" not in claims  # no seed has both
-    assert "| AT SFT-KD beats AT Std-KD and shrinks the teacher–student gap | +0.08 (gap 0.20 → 0.12) | " in claims
+    assert "| AT SFT-KD beats AT Std-KD and shrinks the teacher–student gap | — | " in claims  # other networks
+
+
+def table_cells(report, section, column):
+    """Row label → its cell in ``column`` of the first table of ``section``."""
+    table = report.split(section)[1].split("\n## ")[0]
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in table.splitlines() if line.startswith("| ")]
+    return {row[0]: row[column] for row in rows[1:]}
+
+
+def test_a_report_of_other_networks_shows_no_published_number(tiny_run):
+    report = (tiny_run / "report.md").read_text()  # D3C3 teacher, D2C3 student, 8 channels
+    for psnr, ssim in [(32.15, 0.9108), (31.68, 0.9013), (32.26, 0.9126), (31.95, 0.9060), (32.03, 0.9070)]:
+        assert f"{psnr:.2f} / {ssim:.4f}" not in report  # the paper's Table 1, cardiac 4x
+    assert set(table_cells(report, "papers' Table 1)", 4).values()) == {"—"}
+    assert set(table_cells(report, "papers' Table 8)", 10).values()) == {"—"}
+    assert set(table_cells(report, "## Claims of the papers", 1).values()) == {"—"}  # the speed claim's too
+    assert "the paper's networks are 32 channels wide, this experiment's 8." in report
+
+
+def test_published_numbers_stand_beside_the_papers_networks_only(tmp_path, tiny_overrides):
+    papers = {**tiny_overrides, "teacher": "D5C5", "student": "D3C5", "channels": 32, "optimization.epochs": 1,
+              "epochs.distillation": 1}
+    run_experiment(tiny_experiment(papers, seeds=[1]), tmp_path / "run", progress=False)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert table_cells(report, "papers' Table 1)", 4) == {  # the paper's Table 1, cardiac 4x
+        "Zero-filled": "—", "Teacher D5C5": "32.15 / 0.9108", "SFT teacher D5C5": "32.26 / 0.9126",
+        "Student D3C5": "31.68 / 0.9013", "AT Std-KD": "31.95 / 0.9060", "AT SFT-KD": "32.03 / 0.9070"}
+    claims = table_cells(report, "## Claims of the papers", 1)
+    assert claims["the student trails the teacher"] == "+0.47"  # 32.15 − 31.68
+    assert claims["AT SFT-KD beats AT Std-KD and shrinks the teacher–student gap"] == "+0.08 (gap 0.20 → 0.12)"
+    assert claims["the student is faster than the teacher at inference (teacher time / student time > 1)"] == (
+        "2.64× (17.4 vs 6.6 ms, GPU)")  # 17.4 / 6.6
+    # The same stages beside Table 6 (DC-UNet teacher, D3C5 student): only the student's number compares.
+    before = finished(tmp_path / "run")
+    table_6 = tiny_experiment({**papers, "report.paper_setting": "brain-4x-dc-unet"}, seeds=[1])
+    run_experiment(table_6, tmp_path / "run", progress=False)
+    assert finished(tmp_path / "run") == before
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert table_cells(report, "papers' Table 1)", 4) == {
+        "Zero-filled": "—", "Teacher D5C5": "—", "SFT teacher D5C5": "—", "Student D3C5": "39.47 / 0.9758",
+        "AT Std-KD": "—", "AT SFT-KD": "—"}
+    assert "not comparable: teacher D5C5, not the paper's U2C5." in report
 
 
 def test_ablations_run_on_the_first_seed_only():
@@ -577,18 +635,18 @@ def test_table_presets_run_end_to_end_on_a_tiny_setting(tmp_path, tiny_overrides
         assert [line.split("|")[1].strip() for line in section.splitlines()[3:] if line.startswith("| ")] == [
             "Student D2C3", "KD-MRI: AT alone", "KD-MRI: imitation alone", "KD-MRI: AT + imitation (its procedure)",
             "Teacher D3C3"]
-        assert "32.07 / 0.9084" in section  # KD-MRI's cardiac 4x result beside ours
+        assert "kd-mri-cardiac-4x: KD-MRI results table" in report and "32.07 / 0.9084" not in section  # other networks
         assert "KD-MRI: AT + imitation (its procedure) − KD-MRI: AT alone | PSNR" in report
         imitation = tmp_path / "run" / "stages" / "seed-1" / "kd-mri-imitation" / "config.yaml"
         assert "method: imitation" in imitation.read_text() and "alpha: 0.5" in imitation.read_text()
     elif preset.startswith("conventional-sft"):
         assert "| Teacher R9B3 |" in report and "| AT SFT-KD | " in report
-        assert "34.06 / 0.9296" in report  # Table 4's SF teacher beside ours
+        assert "brain-4x-conventional-sft: SFT-KD-Recon Table 4" in report and "34.06 / 0.9296" not in report
         branches = tmp_path / "run" / "stages" / "seed-1" / "sft-teacher" / "config.yaml"
         assert "teacher: R9B3" in branches.read_text() and "student: R6B3" in branches.read_text()
     elif "heterogeneous" in preset:
         assert "| Teacher U1C3 |" in report and "| AT SFT-KD | " in report
-        assert "40.11 / 0.9777" in report  # Table 6's teacher beside ours
+        assert "brain-4x-dc-unet: SFT-KD-Recon Table 6" in report and "40.11 / 0.9777" not in report
     else:
         assert [line.split("|")[1].strip() for line in table8.splitlines() if line.startswith("| ") and "network" not in line] == [
             "Teacher D4C3", "Student D3C3", "AT Std-KD", "AT SFT-KD", "Student D2C3", "AT Std-KD D2C3", "AT SFT-KD D2C3"]

@@ -31,11 +31,10 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from kdrecon.data.package_files import package_resource
-from kdrecon.data.task import RECONSTRUCTION
 from kdrecon.distillation.losses import DEFAULT_METHOD, METHOD_NAMES
 from kdrecon.models.registry import (DEFAULT_STUDENT, DEFAULT_TEACHER, canonical_model_name, cascades_of,
                                      default_channels_of, state_kind_of)
-from kdrecon.report.published import PUBLISHED
+from kdrecon.report.published import PUBLISHED, default_setting
 from kdrecon.training.config import (
     DataConfig,
     OptimizationConfig,
@@ -101,7 +100,8 @@ class ReportConfig(StrictModel):
     timing_batch_size: int = Field(1, gt=0, description="batch size of the inference timing and the MAC count")
     timing_rounds: int = Field(30, ge=5, description="alternating rounds of the report's inference timing (every architecture)")
     paper_setting: str | None = Field(
-        None, description="the papers' column shown beside ours (default: cardiac at this acceleration)"
+        None, description="the papers' column shown beside ours; must be of the data's task and acceleration "
+                          "(default: the first published at them, cardiac before brain)"
     )
     bootstrap_resamples: int = Field(10000, ge=100, le=1_000_000, description="resamples of the hierarchical bootstrap")
 
@@ -249,6 +249,17 @@ class ExperimentConfig(StrictModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _paper_setting_of_this_data(self) -> ExperimentConfig:
+        """A paper column measured at another acceleration or task compares nothing of ours."""
+        name = self.report.paper_setting
+        setting = PUBLISHED.get(name) if name else None
+        data = (self.data.task, self.data.acceleration)
+        if setting is not None and (setting.task, setting.acceleration) != data:
+            raise ValueError(f"report.paper_setting: {name} was measured on {setting.task} at {setting.acceleration}, "
+                             f"this experiment's data is {data[0]} at {data[1]}")
+        return self
+
     @property
     def replicate_seeds(self) -> list[int]:
         """The seeds every stage runs with, the first of which also runs the ablations."""
@@ -262,11 +273,9 @@ class ExperimentConfig(StrictModel):
         return {} if settings is None else settings.model_dump(mode="json", exclude_defaults=True)
 
     @property
-    def paper_column(self) -> str:
-        if self.report.paper_setting:
-            return self.report.paper_setting
-        anatomy = "cardiac" if self.data.task == RECONSTRUCTION else "calgary-super-resolution"
-        return f"{anatomy}-{self.data.acceleration}"
+    def paper_column(self) -> str | None:
+        """The papers' setting the report shows beside ours; None when none is published for this data."""
+        return self.report.paper_setting or default_setting(self.data.task, self.data.acceleration)
 
 
 def preset_path(name: str) -> Path:

@@ -27,7 +27,8 @@ from kdrecon.evaluation.statistics import (CONTRADICTED, NO_SPREAD_BETWEEN_SEEDS
 from kdrecon.report import figures
 from kdrecon.report.claims import EffectRow, all_comparisons, effect_row, kd_mri_comparisons, paper_claims, published_effect, published_gap
 from kdrecon.report.document import Block, Code, Document, Heading, Image, Paragraph, Table
-from kdrecon.report.published import PUBLISHED_INFERENCE_MS, PUBLISHED_SUPER_RESOLUTION_GAPS, published_psnr, published_ssim
+from kdrecon.report.paper_column import column_heading, paper_note, published_inference_ms, published_text
+from kdrecon.report.published import PUBLISHED_SUPER_RESOLUTION_GAPS
 from kdrecon.report.results import MAIN_ROLES, ExperimentResults, StageResult, baseline_label, load_results
 from kdrecon.report.run_layout import read_history
 from kdrecon.report.speed import NetworkTimes, SpeedComparison, time_networks
@@ -90,6 +91,7 @@ def _header(results: ExperimentResults) -> list[Block]:
             f"seeds {', '.join(map(str, results.seeds))}; "
             "every number below says how many seeds it rests on, in brackets."
         ),
+        Paragraph(paper_note(results)),
     ]
     if results.pending:
         blocks.append(Paragraph(
@@ -99,11 +101,11 @@ def _header(results: ExperimentResults) -> list[Block]:
     return blocks
 
 
-def _claim_cells(row: EffectRow, setting: str) -> list[str]:
+def _claim_cells(row: EffectRow, results: ExperimentResults) -> list[str]:
     comparison, effect = row.comparison, row.effect
-    paper = published_effect(setting, comparison)
+    paper = published_effect(results, comparison)
     paper_text = "—" if paper is None else f"{paper:+.2f}"
-    gaps = [published_gap(setting, comparison.baseline), published_gap(setting, comparison.other)]
+    gaps = [published_gap(results, comparison.baseline), published_gap(results, comparison.other)]
     if is_sft_kd(comparison.other) and None not in gaps:
         paper_text += f" (gap {gaps[0]:.2f} → {gaps[1]:.2f})"
     detectable = "—" if effect.detectable is None else f"{effect.detectable:.2f}"
@@ -133,20 +135,19 @@ def _gap_text(results: ExperimentResults, row: EffectRow) -> str:
 
 
 def _claims_section(results: ExperimentResults, speed: SpeedComparison | None) -> list[Block]:
-    setting = results.paper_setting
     rows = []
     for row in _effects(results, paper_claims(results), "psnr"):
-        cells = _claim_cells(row, setting)
+        cells = _claim_cells(row, results)
         if is_sft_kd(row.comparison.other):
             cells[2] += _gap_text(results, row)
         rows.append(cells)
     if speed is not None:
-        rows.append(_speed_row(speed))
+        rows.append(_speed_row(speed, published_inference_ms(results)))
     blocks: list[Block] = [Heading("Claims of the papers: reproduced, contradicted or not resolved")]
     if not rows:
         return blocks + [Paragraph("This experiment has no pair of stages that a claim of the papers compares.")]
     blocks.append(Table(
-        ["claim", f"paper ({setting}, dB)", "ours: mean effect (seeds)", "95% CI over seeds (t)",
+        ["claim", f"paper ({column_heading(results)}, dB)", "ours: mean effect (seeds)", "95% CI over seeds (t)",
          "95% CI, hierarchical bootstrap", "smallest detectable effect", "verdict"], rows,
     ))
     blocks.append(Paragraph(
@@ -164,12 +165,12 @@ def _claims_section(results: ExperimentResults, speed: SpeedComparison | None) -
     return blocks
 
 
-def _speed_row(speed: SpeedComparison) -> list[str]:
-    paper = PUBLISHED_INFERENCE_MS["teacher"] / PUBLISHED_INFERENCE_MS["student"]
+def _speed_row(speed: SpeedComparison, paper: tuple[float, float] | None) -> list[str]:
+    """The speed claim; ``paper``: the paper's teacher and student times, where it timed these networks."""
     low, high = speed.ratio_range
     return [
         "the student is faster than the teacher at inference (teacher time / student time > 1)",
-        f"{paper:.2f}× ({PUBLISHED_INFERENCE_MS['teacher']} vs {PUBLISHED_INFERENCE_MS['student']} ms, GPU)",
+        "—" if paper is None else f"{paper[0] / paper[1]:.2f}× ({paper[0]} vs {paper[1]} ms, GPU)",
         f"{speed.ratio:.2f}× ({speed.teacher_ms:.2f} vs {speed.student_ms:.2f} ms; ratio over "
         f"{speed.rounds} alternating rounds, 2.5–97.5%: {low:.2f}–{high:.2f}×)",
         "— (timed, not trained)", "—", "—",
@@ -202,7 +203,6 @@ def _effects_section(results: ExperimentResults) -> list[Block]:
 
 
 def _main_table(results: ExperimentResults) -> list[Block]:
-    setting = results.paper_setting
     teacher = results.by_name(TEACHER)
     rows = [[label, f"{values['psnr']['mean']:.2f}", f"{values['ssim']['mean']:.4f}", "", "—"]
             for label, values in results.baselines()]
@@ -210,12 +210,12 @@ def _main_table(results: ExperimentResults) -> list[Block]:
         stage = results.by_name(name)
         seeds = sorted(set(stage) & set(teacher))
         gap = "" if not seeds or name == TEACHER else f"{np.mean([teacher[s].metrics['psnr']['mean'] - stage[s].metrics['psnr']['mean'] for s in seeds]):+.2f}"
-        paper_text = "—" if results.first(name).variant else _published_text(setting, name)
+        paper_text = "—" if results.first(name).variant else published_text(results, name)
         rows.append([results.first(name).label, _over_seeds(stage, "psnr", 2), _over_seeds(stage, "ssim", 4), gap, paper_text])
     return [
         Heading("Reconstruction quality (papers' Table 1)"),
         Table(["model", "PSNR (dB)", "SSIM", "teacher − model PSNR (dB), mean over the seeds both have",
-               f"paper PSNR / SSIM ({setting})"], rows),
+               f"paper PSNR / SSIM ({column_heading(results)})"], rows),
         Paragraph("Each cell: mean over seeds of the mean over validation volumes, ± the standard deviation between "
                   "seeds, (number of seeds). The baselines above the networks are the same for every seed (in "
                   "super-resolution the LR input is the low-resolution image on the full grid, its spectrum "
@@ -243,7 +243,7 @@ def _per_method_section(results: ExperimentResults) -> list[Block]:
     """Papers' Table 9 layout: per method its Std-KD and SFT-KD student, their difference over seeds, the gap."""
     if results.task == RECONSTRUCTION or not results.methods:
         return []
-    teacher, setting = results.by_name(TEACHER), results.paper_setting
+    teacher = results.by_name(TEACHER)
     effects = {row.comparison.other: row for row in _effects(results, paper_claims(results), "psnr")}
 
     def quality(name: str) -> str:
@@ -254,8 +254,7 @@ def _per_method_section(results: ExperimentResults) -> list[Block]:
         return "—" if value is None else f"{value:.2f}"
 
     def paper(name: str) -> str:
-        psnr = published_psnr(setting, name)
-        return "—" if psnr is None else f"{psnr:.2f} / {published_ssim(setting, name):.4f}"
+        return published_text(results, name)
 
     rows = [["Teacher", _pair_text(results, TEACHER, SFT_TEACHER, quality), "", "", _pair_text(results, TEACHER, SFT_TEACHER, paper)],
             ["Student", _cell(results, STUDENT, quality), "", _cell(results, STUDENT, gap), paper(STUDENT)]]
@@ -269,7 +268,7 @@ def _per_method_section(results: ExperimentResults) -> list[Block]:
         Heading("Std-KD → SFT-KD per method (papers' Table 9)"),
         Table(["method", "PSNR (dB) / SSIM: Std-KD → SFT-KD (teacher → SFT teacher)",
                "SFT-KD − Std-KD PSNR: mean, 95% CI over seeds (seeds)", "teacher − student PSNR gap (dB): Std-KD → SFT-KD",
-               f"paper PSNR / SSIM: Std-KD → SFT-KD ({setting})"], rows),
+               f"paper PSNR / SSIM: Std-KD → SFT-KD ({column_heading(results)})"], rows),
         Paragraph("Cells: mean over seeds ± the standard deviation between seeds (number of seeds). The gap is the "
                   "teacher's PSNR minus the student's, averaged over the seeds both have; the paper reports it "
                   "shrinking from the plain student to Std-KD to SFT-KD ("
@@ -289,19 +288,14 @@ def _kd_mri_section(results: ExperimentResults) -> list[Block]:
         effect = effects.get(name)
         versus = "" if effect is None else f"{effect.effect.mean:+.2f} {_interval(effect.effect.interval, 2)} ({effect.effect.seeds})"
         rows.append([results.first(name).label, _over_seeds(results.by_name(name), "psnr", 2),
-                     _over_seeds(results.by_name(name), "ssim", 4), versus, _published_text(results.paper_setting, name)])
+                     _over_seeds(results.by_name(name), "ssim", 4), versus, published_text(results, name)])
     return [
         Heading("KD-MRI's ablation: attention transfer, imitation, both"),
         Table(["model", "PSNR (dB)", "SSIM", "PSNR − student: mean, 95% CI over seeds (seeds)",
-               f"paper PSNR / SSIM ({results.paper_setting})"], rows),
+               f"paper PSNR / SSIM ({column_heading(results)})"], rows),
         Paragraph("Std-KD from the teacher at equal total epochs. AT alone: the feature stage, then L1; imitation "
                   "alone: half L1 to the target, half L1 to the teacher's output; both: KD-MRI's procedure."),
     ]
-
-
-def _published_text(setting: str, name: str) -> str:
-    psnr = published_psnr(setting, name)
-    return "—" if psnr is None else f"{psnr:.2f} / {published_ssim(setting, name):.4f}"
 
 
 def _quality_table(results: ExperimentResults) -> list[Block]:
@@ -344,12 +338,12 @@ def _size_table(results: ExperimentResults, times: NetworkTimes | None) -> list[
         rows.append([first.label, f"{first.state['parameters']:,}", compression, f"{first.state['macs_per_slice'] / 1e9:.3f}",
                      *_timing_cells(times, teacher, first.model), _over_seeds(stage, "psnr", 2),
                      _over_seeds(stage, "ssim", 4), _over_seeds(stage, "hfn", 4), _over_seeds(stage, "vif", 4),
-                     _published_text(results.paper_setting, name)])
+                     published_text(results, name)])
     blocks: list[Block] = [
         Heading("Size, cost and quality per network (papers' Table 8)"),
         Table(["network", "parameters", "compression (parameters saved)", "GMAC per slice",
                "inference (ms per slice)", "teacher time ÷ this network's (2.5–97.5 %)", "PSNR (dB)", "SSIM",
-               "HFN", "VIF", f"paper PSNR / SSIM ({results.paper_setting})"], rows),
+               "HFN", "VIF", f"paper PSNR / SSIM ({column_heading(results)})"], rows),
         Paragraph("Per student size: the baseline, then each distilled student (Std-KD from the teacher, SFT-KD from "
                   "an SFT teacher trained with that student's branches). MACs count the convolutions (the FFTs of data "
                   "consistency are left out)."),

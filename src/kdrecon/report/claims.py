@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdrecon.evaluation.statistics import SeedEffect, seed_effect, seed_verdict
-from kdrecon.report.published import published_psnr
+from kdrecon.report.paper_column import published_numbers
 from kdrecon.report.results import ExperimentResults
 from kdrecon.report.stage_names import SFT_TEACHER, STUDENT, TEACHER, Role, other_distillation, sft_kd, std_kd, student
 from kdrecon.training.config import KD_MRI_ABLATION
@@ -141,13 +141,13 @@ def effect_row(results: ExperimentResults, comparison: Comparison, metric: str, 
     return EffectRow(comparison, metric, seed_effect(a, b, resamples), labels)
 
 
-def published_effect(setting: str, comparison: Comparison) -> float | None:
-    """The papers' PSNR difference for ``comparison`` in ``setting``, when both are published."""
-    other, baseline = published_psnr(setting, comparison.other), published_psnr(setting, comparison.baseline)
-    return None if other is None or baseline is None else other - baseline
+def published_effect(results: ExperimentResults, comparison: Comparison) -> float | None:
+    """The papers' PSNR difference for ``comparison``, when both numbers are published and comparable with ours."""
+    other, baseline = published_numbers(results, comparison.other), published_numbers(results, comparison.baseline)
+    return None if other is None or baseline is None else other[0] - baseline[0]
 
 
-def published_gap(setting: str, stage: str) -> float | None:
-    """The papers' teacher − ``stage`` PSNR gap."""
-    teacher, value = published_psnr(setting, TEACHER), published_psnr(setting, stage)
-    return None if teacher is None or value is None else teacher - value
+def published_gap(results: ExperimentResults, stage: str) -> float | None:
+    """The papers' teacher − ``stage`` PSNR gap, when both numbers are published and comparable with ours."""
+    teacher, value = published_numbers(results, TEACHER), published_numbers(results, stage)
+    return None if teacher is None or value is None else teacher[0] - value[0]
