@@ -477,10 +477,10 @@ def test_report_of_a_partial_study_skips_comparisons_without_a_shared_seed(tmp_p
 
 
 def table_cells(report, section, column):
-    """Row label → its cell in ``column`` of the first table of ``section``."""
+    """Row label → its cell in ``column`` (all its cells when None) of the first table of ``section``."""
     table = report.split(section)[1].split("\n## ")[0]
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in table.splitlines() if line.startswith("| ")]
-    return {row[0]: row[column] for row in rows[1:]}
+    return {row[0]: row if column is None else row[column] for row in rows[1:]}
 
 
 def test_a_report_of_other_networks_shows_no_published_number(tiny_run):
@@ -516,6 +516,25 @@ def test_published_numbers_stand_beside_the_papers_networks_only(tmp_path, tiny_
         "Zero-filled": "—", "Teacher D5C5": "—", "SFT teacher D5C5": "—", "Student D3C5": "39.47 / 0.9758",
         "AT Std-KD": "—", "AT SFT-KD": "—"}
     assert "not comparable: teacher D5C5, not the paper's U2C5." in report
+
+
+def test_seeds_with_identical_effects_leave_a_claim_not_resolved_and_say_why(tmp_path, tiny_run):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    for stage in ("teacher", "student"):  # seed 2 scores exactly as seed 1 (a copied or deterministic stage)
+        shutil.rmtree(run_dir / "stages" / "seed-2" / stage / "evaluation")
+        shutil.copytree(run_dir / "stages" / "seed-1" / stage / "evaluation", run_dir / "stages" / "seed-2" / stage / "evaluation")
+
+    def volume_psnr(stage):
+        rows = read_rows(run_dir / "stages" / "seed-1" / stage / "evaluation" / "per_volume.csv")
+        return {r["volume"]: float(r["psnr"]) for r in rows if r["reconstruction"] == "model"}
+
+    teacher, student = volume_psnr("teacher"), volume_psnr("student")
+    effect = sum(teacher[v] - student[v] for v in teacher) / len(teacher)
+    claims = table_cells(build_report(run_dir).read_text(), "## Claims of the papers", None)
+    row = claims["the student trails the teacher"]
+    assert row[3] == f"[{effect:+.2f}, {effect:+.2f}]" and row[5] == "—"  # zero width, no detectable effect
+    assert row[6] == "not resolved (no spread between seeds: training variance not estimated)"
 
 
 def test_ablations_run_on_the_first_seed_only():
