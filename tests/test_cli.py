@@ -176,6 +176,17 @@ def test_an_interrupted_evaluation_keeps_the_previous_one_and_leaves_no_staging_
         evaluation.evaluate(trained_run, output)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["evaluation"]
     assert {path.name: path.read_bytes() for path in output.iterdir() if path.is_file()} == before
+    monkeypatch.undo()
+
+    def stopped_between_the_renames(new, target):  # the old evaluation moved aside, the new one not yet in
+        target.rename(target.with_name(f".{target.name}.previous"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation, "_replace_directory", stopped_between_the_renames)
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.evaluate(trained_run, output)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["evaluation"]
+    assert {path.name: path.read_bytes() for path in output.iterdir() if path.is_file()} == before
 
 
 def test_rerunning_a_finished_run_is_a_no_op(trained_run):

@@ -19,6 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageS
 from test_bad_input import refused
 
 from kdrecon.cli import main
+from kdrecon.data.dataset import dataset_identity
 from kdrecon.data.sources import dicom, fastmri, nifti
 
 
@@ -336,8 +337,16 @@ def test_prepare_fastmri_refuses_a_folder_holding_a_test_split_file(phantom_imag
                        "it has a 'mask'), so it cannot be a target; reconstruct it with `kdrecon reconstruct`\n")
     (source / "file1000003.h5").unlink()  # without it the same command prepares the dataset
     assert main([str(a) for a in arguments]) == 0
-    splits = json.loads((tmp_path / "knee" / "dataset.json").read_text())["splits"]
+    manifest = json.loads((tmp_path / "knee" / "dataset.json").read_text())
+    splits = manifest["splits"]
     assert [splits[split]["subjects"] for split in ("train", "validation")] == [["file1000001"], ["file1000002"]]
+    # The images' orientation is recorded: a dataset prepared before fastMRI images were transposed (its
+    # manifest without the entry) is other data to the checks that compare datasets.
+    assert manifest["orientation"] == fastmri.MANIFEST_ORIENTATION["orientation"]
+    identity = dataset_identity(tmp_path / "knee")
+    del manifest["orientation"]
+    (tmp_path / "knee" / "dataset.json").write_text(json.dumps(manifest))
+    assert dataset_identity(tmp_path / "knee") != identity
 
 
 def test_fastmri_bad_input(phantom_image: np.ndarray, tmp_path: Path) -> None:

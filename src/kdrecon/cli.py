@@ -139,6 +139,15 @@ def _read_source_volumes(args: argparse.Namespace) -> Iterable[Volume]:
     return fastmri.read_volumes(args.source, image_source=args.image_source, complex_images=args.image == "complex")
 
 
+def _source_manifest_entries(source_format: str) -> dict[str, str]:
+    """What a source's reader adds to the dataset's manifest (fastMRI: its images' orientation)."""
+    if source_format != "fastmri":
+        return {}
+    from kdrecon.data.sources import fastmri
+
+    return dict(fastmri.MANIFEST_ORIENTATION)
+
+
 def _run_prepare(args: argparse.Namespace) -> None:
     from kdrecon.data import prepare
     from kdrecon.data.task import SUPER_RESOLUTION
@@ -166,6 +175,7 @@ def _run_prepare(args: argparse.Namespace) -> None:
         validation_subjects=args.validation_subjects,
         validation_fraction=defaults.validation_fraction if args.validation_fraction is None else args.validation_fraction,
         source=f"{args.format}:{args.source.resolve()}",
+        extra=_source_manifest_entries(args.format),
     )
     out = prepare.prepare_dataset(_read_source_volumes(args), args.output, options)
     print(f"dataset written to {out}")

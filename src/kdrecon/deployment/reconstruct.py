@@ -174,14 +174,19 @@ class Reconstructor:
         if outside > 1e-6 * max(np.abs(kspace).max(), 1e-12):
             raise ValueError(f"the k-space has energy outside the model's {self.info.data['acceleration']} mask "
                              "(acquired with another mask, or in the centred layout)")
-        _check_sampled_lines(np.abs(kspace), mask > 0)
-        kspace = kspace.astype(np.complex64)
+        acquired = np.abs(kspace).max(axis=(1, 2)) > 0  # a blank slice (a volume's padding) stays blank
+        _check_sampled_lines(np.abs(kspace[acquired]), mask > 0)
+        kspace = kspace[acquired].astype(np.complex64)
         if not self.is_complex and hermitian_mismatch(torch.from_numpy(kspace), torch.from_numpy(mask)) > PHASE_TOLERANCE:
             raise ValueError(MAGNITUDE_MODEL_ON_PHASE)
         if maxima is None:
             maxima = np.abs(ifft2(torch.from_numpy(kspace)).numpy()).max(axis=(1, 2))
+        else:
+            maxima = np.asarray(maxima)[acquired]
         scale = np.where(maxima > 0, maxima, 1).astype(np.float32)[:, None, None]
-        return self.run(kspace / scale, mask) * scale
+        result = np.zeros((len(acquired), *mask.shape), np.float32)
+        result[acquired] = self.run(kspace / scale, mask) * scale
+        return result
 
     def measured(self, slices: AcquiredSlices, acceleration: float | None = None) -> np.ndarray:
         """Reconstruct k-space acquired with its own mask, each slice scaled to a zero-filled maximum of 1
@@ -277,7 +282,8 @@ def _label_as_derived(ds: pydicom.Dataset, series_uid: str, model: str) -> None:
     ds.SeriesDescription = f"{ds.get('SeriesDescription', '')} kdrecon {model}".strip()
     if ds.get("SeriesNumber") not in (None, ""):
         ds.SeriesNumber = int(ds.SeriesNumber) + SERIES_NUMBER_OFFSET
-    ds.ImageType = ["DERIVED", "SECONDARY", *list(ds.get("ImageType", []))[2:]]
+    values = ds.get("ImageType", [])
+    ds.ImageType = ["DERIVED", "SECONDARY", *([] if isinstance(values, str) else list(values)[2:])]  # str: one value
     ds.DerivationDescription = f"reconstructed by kdrecon {model} from retrospectively undersampled k-space"
     for stale in ("LargestImagePixelValue", "SmallestImagePixelValue"):  # of the input's pixels
         if stale in ds:

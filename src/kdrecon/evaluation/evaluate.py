@@ -208,14 +208,32 @@ def _write_whole(output_dir: Path, data: SliceData, prediction: np.ndarray, summ
     interrupted evaluation leaves no reconstructions without their summary, nor a staging directory,
     and old and new results never mix."""
     staging = output_dir.with_name(f".{output_dir.name}.writing")
+    _recover(output_dir)
     shutil.rmtree(staging, ignore_errors=True)  # a killed process's
     try:
         summary = _write_evaluation(staging, data, prediction, summary)
+        _replace_directory(staging, output_dir)
     except BaseException:
+        _recover(output_dir)
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _replace_directory(staging, output_dir)
     return summary
+
+
+def _previous(target: Path) -> Path:
+    """Where :func:`_replace_directory` keeps the evaluation it replaces until the new one is in place."""
+    return target.with_name(f".{target.name}.previous")
+
+
+def _recover(target: Path) -> None:
+    """Put back the previous evaluation of a replacement stopped between its two renames (the only
+    complete copy then), or remove a leftover one."""
+    previous = _previous(target)
+    if previous.exists():
+        if target.exists():
+            shutil.rmtree(previous)
+        else:
+            previous.rename(target)
 
 
 def _data_record(dataset: str | Path) -> dict[str, str]:
@@ -293,8 +311,7 @@ def _is_own_evaluation(output_dir: Path, checkpoint: Path) -> bool:
 
 def _replace_directory(new: Path, target: Path) -> None:
     """Put ``new`` where ``target`` is, removing the previous evaluation only once the new one is in place."""
-    previous = target.with_name(f".{target.name}.previous")
-    shutil.rmtree(previous, ignore_errors=True)
+    previous = _previous(target)
     if target.exists():
         target.rename(previous)
     new.rename(target)

@@ -103,7 +103,18 @@ class SeedEffect:
     @property
     def spread_between_seeds(self) -> bool:
         """Whether the seeds' means differ: a t interval from equal ones has zero width and means nothing."""
-        return len(set(self.per_seed)) > 1
+        return has_spread(self.per_seed)
+
+
+#: Seed means closer than this (relative to their size) are equal: far below any training variance,
+#: far above the rounding of a mean of float64 differences.
+SPREAD_TOLERANCE = 1e-9
+
+
+def has_spread(per_seed: Sequence[float]) -> bool:
+    """Whether the seeds' mean effects differ by more than rounding (:data:`SPREAD_TOLERANCE`)."""
+    values = np.asarray(per_seed, dtype=np.float64)
+    return values.size > 1 and np.ptp(values) > SPREAD_TOLERANCE * max(1.0, float(np.abs(values).max()))
 
 
 def seed_effect(
@@ -124,7 +135,7 @@ def seed_effect(
         interval = (per_seed.mean() - critical * standard_error, per_seed.mean() + critical * standard_error)
         # Equal seed means leave the t test undefined (its statistic divides by a zero spread; the
         # rounding of the mean may make that spread a tiny nonzero one): no detectable effect.
-        detectable = detectable_effect(n) * standard_error if np.ptp(per_seed) > 0 else None
+        detectable = detectable_effect(n) * standard_error if has_spread(per_seed) else None
     return SeedEffect(
         mean=float(per_seed.mean()),
         seeds=n,

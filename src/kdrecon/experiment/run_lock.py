@@ -21,8 +21,13 @@ from contextlib import contextmanager
 from kdrecon.report.run_layout import RunLayout
 from kdrecon.training.config import ConfigError
 
-#: Environment variable through which a run passes its process id to its ``--parallel`` stage processes.
+#: Environment variable through which a run passes :func:`holder` to its ``--parallel`` stage processes.
 RUN_LOCK_HOLDER = "KDRECON_RUN_LOCK_HOLDER"
+
+
+def holder() -> str:
+    """``"PID HOST"`` of this process, as its lock file records it."""
+    return f"{os.getpid()} {socket.gethostname()}"
 
 
 def _recorded_holder(layout: RunLayout) -> str:
@@ -57,7 +62,7 @@ def _acquire(layout: RunLayout) -> int:
             break
         os.close(descriptor)
     os.ftruncate(descriptor, 0)
-    os.write(descriptor, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    os.write(descriptor, f"{holder()}\n".encode())
     return descriptor
 
 
@@ -68,7 +73,7 @@ def run_lock(layout: RunLayout) -> Iterator[None]:
     created = not layout.root.exists()
     layout.root.mkdir(parents=True, exist_ok=True)
     inherited = os.environ.get(RUN_LOCK_HOLDER)
-    if inherited is not None and _recorded_holder(layout).partition(" ")[0] == inherited:
+    if inherited is not None and _recorded_holder(layout) == inherited:
         yield
         return
     descriptor = _acquire(layout)

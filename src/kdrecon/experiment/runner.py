@@ -45,7 +45,7 @@ from kdrecon.evaluation.benchmark import count_macs
 from kdrecon.evaluation.evaluate import evaluate, write_json
 from kdrecon.experiment.checks import check_dataset_slices, check_experiment, check_inputs, check_run_directory
 from kdrecon.experiment.config import ExperimentConfig
-from kdrecon.experiment.run_lock import RUN_LOCK_HOLDER, run_lock
+from kdrecon.experiment.run_lock import RUN_LOCK_HOLDER, holder, run_lock
 from kdrecon.experiment.resumption import (copy_reusable, epochs_done, follow_moves, move_aside, pending_stages,
                                           recorded_locations, rerun_refusal)
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fingerprints
@@ -246,7 +246,7 @@ def _run_in_parallel(stages: list[Stage], pending: set[str], run_dir: Path, work
             for stage in list(waiting):
                 if free and not any(d in pending for d in stage.depends_on):
                     slot = free.pop(0)
-                    environment = {**os.environ, RUN_LOCK_HOLDER: str(os.getpid())}  # they share our lock
+                    environment = {**os.environ, RUN_LOCK_HOLDER: holder()}  # they share our lock
                     if gpus >= workers:
                         environment["CUDA_VISIBLE_DEVICES"] = str(slot)
                     else:

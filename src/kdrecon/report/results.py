@@ -110,7 +110,7 @@ class ExperimentResults:
         return list(dict.fromkeys(r.method for r in self.stages if r.role == Role.STD_KD and not r.variant))
 
     @property
-    def paper_setting(self) -> str:
+    def paper_setting(self) -> str | None:
         """The papers' column shown beside ours, e.g. ``cardiac-4x``."""
         return self.manifest["paper_setting"]
 

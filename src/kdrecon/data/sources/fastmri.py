@@ -37,7 +37,8 @@ import numpy as np
 
 from kdrecon.data.volume import Volume
 
-__all__ = ["read_volumes", "read_acquired", "centre_crop", "swap_phase_encoding_axis", "DEFAULT_CROP", "MASK_KEY"]
+__all__ = ["read_volumes", "read_acquired", "centre_crop", "swap_phase_encoding_axis", "DEFAULT_CROP", "MASK_KEY",
+           "MANIFEST_ORIENTATION"]
 
 DEFAULT_CROP = (320, 320)
 """Crop of ``image_source="kspace"`` images when the file has no ``reconstruction_esc``."""
@@ -85,6 +86,12 @@ def read_volumes(
         with _open(file) as h5:
             _refuse_undersampled(h5, file)
     return _volumes(files, path if path.is_dir() else path.parent, image_source, complex_images)
+
+
+#: What the manifest of a dataset prepared from fastMRI files records: its images are transposed
+#: (:func:`swap_phase_encoding_axis`). A dataset prepared before kdrecon transposed them lacks it, so
+#: its digest (:func:`kdrecon.data.dataset.dataset_identity`) differs from one prepared since.
+MANIFEST_ORIENTATION = {"orientation": "phase encoding along the rows (fastMRI's images transposed)"}
 
 
 def swap_phase_encoding_axis(array: np.ndarray) -> np.ndarray:
