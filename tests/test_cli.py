@@ -221,12 +221,15 @@ def test_a_renamed_run_directory_resumes_with_the_same_command(trained_run, tmp_
         (["train", "--dataset", "nowhere", "--run-dir", "RUN"], "nowhere: not a kdrecon dataset"),
     ],
 )
-def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message):
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message, capsys, monkeypatch):
+    # In this process (a subprocess per case cost seconds of imports): `python -m kdrecon` exits with
+    # main()'s code and stderr, as test_run_directory_with_another_config_is_refused checks in a subprocess.
+    monkeypatch.chdir(tmp_path)
     args = [a.replace("RUN", str(tmp_path / "run")).replace("OUT", str(tmp_path / "out")) for a in args]
-    process = subprocess.run([sys.executable, "-m", "kdrecon", *args], capture_output=True, text=True, cwd=tmp_path)
-    assert process.returncode == 2
-    assert process.stderr.startswith("kdrecon: error: ") and process.stderr.count("\n") == 1
-    assert message in process.stderr
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("kdrecon: error: ") and error.count("\n") == 1
+    assert message in error
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -255,8 +258,8 @@ def test_sft_teacher_then_sft_kd_from_the_command_line(tmp_path):
         (["train", "--model", "D3C5", "--sft-preset", "sft-code", "--run-dir", "RUN"], "sft: only for model sft-teacher"),
     ],
 )
-def test_bad_distillation_input_is_one_line(tmp_path, args, message):
-    test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message)
+def test_bad_distillation_input_is_one_line(tmp_path, args, message, capsys, monkeypatch):
+    test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message, capsys, monkeypatch)
     assert not (tmp_path / "run").exists()
 
 
