@@ -317,3 +317,15 @@ def test_a_value_of_another_type_is_refused_not_coerced(tmp_path, setting, messa
     root = tmp_path / "case"
     root.mkdir()
     assert message in refused(["run", "demo", "--run-dir", root / "run", "--set", setting], root)
+
+
+def test_numbers_in_scientific_notation_are_numbers_in_configs_and_set(tmp_path):
+    """YAML 1.1 (PyYAML's) reads ``1e-3`` as a string, which strict validation would refuse."""
+    from kdrecon.cli import _key_values
+    from kdrecon.training.config import TrainConfig, read_yaml, validate
+
+    (tmp_path / "teacher.yaml").write_text("model:\n  name: D2C2\noptimization:\n  learning_rate: 5e-4\n")
+    config = validate(TrainConfig, read_yaml(tmp_path / "teacher.yaml"))
+    assert config.optimization.learning_rate == 0.0005
+    assert _key_values(["optimization.learning_rate=2e-3", "name=1e3x"]) == {"optimization.learning_rate": 0.002,
+                                                                            "name": "1e3x"}

@@ -234,13 +234,15 @@ def _key_values(items: list[str]) -> dict:
     """``["a.b=3", ...]`` → ``{"a.b": 3, ...}`` with each value read as YAML."""
     import yaml
 
+    from kdrecon.training.config import parse_yaml
+
     values = {}
     for item in items:
         key, separator, value = item.partition("=")
         if not separator or not key:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE such as optimization.epochs=10")
         try:
-            values[key.strip()] = yaml.safe_load(value)
+            values[key.strip()] = parse_yaml(value)
         except yaml.YAMLError as error:
             raise ValueError(f"--set {item!r}: the value is not valid YAML ({str(error).splitlines()[0]})") from None
     return values
