@@ -190,6 +190,16 @@ def test_bad_distillation_settings_leave_no_run_directory(tmp_path, teachers, sm
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("method", ["at", "fitnets"])
+def test_paired_features_of_other_sizes_are_refused_before_anything_is_written(tmp_path, small_train, small_validation,
+                                                                               method):
+    config = validate(TrainConfig, {"model": {"name": "D3C3", "channels": 8, "padding": 5}, "optimization": TINY})
+    train_model(config, tmp_path / "teacher", False, small_train, small_validation)  # maps 74×74, the student's 64×64
+    with pytest.raises(ConfigError, match=r"^layers: the paired features do not fit: .*\(64, 64\).*\(74, 74\)"):
+        distill(tmp_path / "run", (small_train, small_validation), teacher=str(tmp_path / "teacher"), method=method)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_teacher_whose_training_stopped_is_refused_unless_its_checkpoint_is_named(tmp_path, small_train,
                                                                                  small_validation):
     def stop_after_the_first(epoch, row):

@@ -155,6 +155,7 @@ def test_demo_sr_runs_end_to_end_with_the_table_9_layout(tmp_path, tiny_override
     assert config.data.task == "super-resolution" and config.methods == ["at", "fitnets", "cc", "nst", "ft", "pkt"]
     run_experiment(config, tmp_path / "run", progress=False)
     report = (tmp_path / "run" / "report.md").read_text()
+    assert ", 4x super-resolution, validation split" in report and "undersampling" not in report.split("\n\n")[1]
     table = report.split("papers' Table 9")[1].split("\n## ")[0]
     rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "method" not in line]
     assert rows == ["Teacher", "Student", "AT", "FitNets", "CC", "NST", "FT", "PKT"]

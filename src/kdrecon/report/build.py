@@ -80,12 +80,17 @@ def _precisions(results: ExperimentResults) -> list[str]:
     return sorted({r.state.get("precision", configured) for r in results.stages})
 
 
+def _degradation(task: str, acceleration: str) -> str:
+    """What the networks undo: ``4x undersampling``, or ``4x super-resolution`` (a low-resolution input)."""
+    return f"{acceleration} undersampling" if task == RECONSTRUCTION else f"{acceleration} super-resolution"
+
+
 def _header(results: ExperimentResults) -> list[Block]:
     manifest, first = results.manifest, results.stages[0].summary
     blocks: list[Block] = [
         Heading(f"kdrecon report: {manifest['name']}", 1),
         Paragraph(
-            f"Dataset {first['dataset']}, {first['acceleration']} undersampling, {first['split']} split: "
+            f"Dataset {first['dataset']}, {_degradation(results.task, first['acceleration'])}, {first['split']} split: "
             f"{first['volumes']} volumes, {first['slices']} slices. Metrics: {first['conventions']}. "
             f"Device {manifest['device']}, precision {', '.join(_precisions(results))}, "
             f"seeds {', '.join(map(str, results.seeds))}; "

@@ -152,6 +152,7 @@ def _set_up(config: DistillConfig, run_dir: Path, progress: bool, train_data: Sl
     student = build_model(config.student.name, **config.student.options())
     initialised = _initialise(student, config, teacher_model, teacher_payload)
     teacher_layers, student_layers, feature_loss = plan_feature_loss(config, teacher, student)
+    _check_features_fit(teacher, student, teacher_layers, student_layers, feature_loss, train_data)
     if current_world().is_main:
         claim_run_directory(run_dir, config_data(config))
         write_config(config, run_dir / CONFIG_FILE)
@@ -224,6 +225,28 @@ def check_teacher_data(config: DistillConfig, teacher_payload: dict[str, Any]) -
         raise ConfigError(f"teacher: {config.teacher} takes {teacher_channels}-channel images, "
                           f"but data.image is {config.data.image} ({channels_of(config.data.image)} channels)")
     _check_trained_for(config.data, teacher_payload, f"the teacher {config.teacher}")
+
+
+def _check_features_fit(teacher: nn.Module, student: nn.Module, teacher_layers: list[str], student_layers: list[str],
+                        feature_loss: FeatureLoss | None, data: SliceData) -> None:
+    """Run both networks and the feature loss on one training slice, so that paired maps the loss
+    cannot compare (of other sizes: another ``padding``, say) are refused before anything is written,
+    not at the first step. In eval mode: normalisation statistics stay as initialised."""
+    if feature_loss is None:
+        return
+    modes = [(module, module.training) for module in (student, feature_loss)]
+    probe = Distiller(student, teacher, LossWeights(0.0, 0.0, 1.0), feature_loss, student_layers, teacher_layers)
+    try:
+        for module, _ in modes:
+            module.eval()
+        with torch.no_grad():
+            probe.training_losses(data.batch(torch.arange(1, device=data.target.device)))
+    except ValueError as error:
+        raise ConfigError(f"layers: the paired features do not fit: {error}") from None
+    finally:
+        probe.close()
+        for module, training in modes:
+            module.train(training)
 
 
 def _check_finished(key: str, run_or_checkpoint: Path) -> None:
