@@ -329,3 +329,15 @@ def test_numbers_in_scientific_notation_are_numbers_in_configs_and_set(tmp_path)
     assert config.optimization.learning_rate == 0.0005
     assert _key_values(["optimization.learning_rate=2e-3", "name=1e3x"]) == {"optimization.learning_rate": 0.002,
                                                                             "name": "1e3x"}
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"name": "U9C1"}, r"^config: model: U9C1 at 32 channels has 7,963,678,881 parameters, more than"),
+    ({"name": "D5C5", "padding": 1000}, r"^config: model.padding: Input should be less than or equal to 64"),
+])
+def test_a_network_too_large_to_train_is_refused_before_anything_is_allocated(model, message):
+    from kdrecon.training.config import ConfigError, TrainConfig, validate
+
+    # U9C1's bottom level is 32·2⁹ channels wide: 9 levels of 3×3 convolutions, counted without allocating.
+    with pytest.raises(ConfigError, match=message):
+        validate(TrainConfig, {"model": model})

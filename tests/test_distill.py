@@ -226,6 +226,12 @@ def test_a_teacher_whose_training_stopped_is_refused_unless_its_checkpoint_is_na
         ({"teacher": "t", "student": {"name": "sft-teacher"}}, r"^config: student: the student must be a network such as D3C5, not sft-teacher"),
         ({"teacher": "t", "alpha": 1.5}, r"^config: alpha: "),
         ({"teacher": "t", "layers": {"teacher": ["a", "b"], "student": ["a"]}}, r"^config: layers: 2 teacher layers"),
+        ({"teacher": "t", "method": "imitation", "feature_weight": 100},
+         r"^config: feature_weight: method imitation distils no features"),
+        ({"teacher": "t", "method": "imitation", "method_options": {"p": 2}},
+         r"^config: method_options: method imitation distils no features"),
+        ({"teacher": "t", "procedure": "single-stage", "feature_epochs": 5},
+         r"^config: feature_epochs: the single-stage procedure has no feature stage"),
     ],
 )
 def test_bad_distillation_config_names_the_key(data, message):

@@ -64,6 +64,8 @@ def test_a_dataset_is_refused_for_another_task(prepared, tiny_dataset):
         PrepareOptions(mask="random", task="super-resolution")
     with pytest.raises(ValueError, match="must be a whole number of pixels"):
         low_pass_mask((150, 150), 4)
+    with pytest.raises(ValueError, match="factor 1: the low-resolution image would be the target itself"):
+        low_pass_mask((150, 150), 1)  # an identity task
 
 
 def test_bicubic_passes_through_the_low_resolution_pixels_and_follows_a_smooth_image():

@@ -43,8 +43,11 @@ def kept_size(size: int, factor: float) -> int:
         >>> kept_size(256, 4), kept_size(128, 4)
         (64, 32)
     """
+    if factor <= 1:
+        raise ValueError(f"super-resolution factor {factor:g}: the low-resolution image would be the target itself; "
+                         "use a factor above 1")
     kept = size / factor
-    if factor < 1 or abs(kept - round(kept)) > 1e-9 or round(kept) < 1:
+    if abs(kept - round(kept)) > 1e-9 or round(kept) < 1:
         raise ValueError(
             f"super-resolution factor {factor:g} on {size}-pixel images: the kept central block "
             f"({size}/{factor:g}) must be a whole number of pixels; choose a crop divisible by the factor"

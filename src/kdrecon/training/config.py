@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
+import torch
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_serializer,
                       model_validator)
@@ -27,6 +28,7 @@ from kdrecon.data.layout import atomic_path, parse_acceleration
 from kdrecon.data.task import RECONSTRUCTION, Task
 from kdrecon.training.checkpoint import resolve_checkpoint
 from kdrecon.distillation.losses import ATTENTION_TRANSFER, DEFAULT_METHOD, METHOD_NAMES
+from kdrecon.models import build_model
 from kdrecon.models.registry import (
     DEFAULT_STUDENT,
     DEFAULT_TEACHER,
@@ -46,6 +48,10 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 #: Bounds that catch a typo (an extra digit or three) before it becomes a run of weeks.
 MAX_EPOCHS = 10_000
 MAX_CHANNELS = 1024
+#: Bounds that keep a typo from allocating for minutes before failing: parameters of one network
+#: (4 GB of float32 weights; the papers' networks have under a million) and DC-CNN padding per side.
+MAX_PARAMETERS = 10**9
+MAX_PADDING = 64
 #: Distillation procedures: KD-MRI's two stages (feature loss alone, then L1 + imitation), or
 #: SFT-KD-Recon's Algorithm 1 in one stage (L1 + imitation + feature loss together).
 Procedure = Literal["two-stage", "single-stage"]
@@ -139,7 +145,7 @@ class ModelConfig(StrictModel):
     name: str = DEFAULT_TEACHER
     channels: int = Field(32, gt=0, le=MAX_CHANNELS, description="width of the hidden layers (a DC-UNet's full-resolution level)")
     residual: bool = False
-    padding: int = Field(0, ge=0, description="DC-CNN: zero-pad each block's input by this many pixels")
+    padding: int = Field(0, ge=0, le=MAX_PADDING, description="DC-CNN: zero-pad each block's input by this many pixels")
     data_consistency: bool | None = Field(None, description="residual CNN: one DC layer after the last block (default off)")
     image_channels: Literal[1, 2] | None = Field(None, description="1 magnitude, 2 complex (real, imaginary); default: from data.image")
     teacher: str | None = Field(None, description=f"{SFT_TEACHER} only: the teacher (default {DEFAULT_TEACHER})")
@@ -180,6 +186,11 @@ class ModelConfig(StrictModel):
         for key in MODEL_OPTIONS:
             if getattr(self, key) not in (None, type(self).model_fields[key].default) and key not in self._accepted_options():
                 raise ValueError(f"{key}: {' and '.join(self._networks())} {'have' if len(self._networks()) > 1 else 'has'} no such option")
+        with torch.device("meta"):  # counted without allocating
+            parameters = sum(p.numel() for p in build_model(self.name, **self.options()).parameters())
+        if parameters > MAX_PARAMETERS:
+            raise ValueError(f"{self.name} at {self.channels} channels has {parameters:,} parameters, more than the "
+                             f"{MAX_PARAMETERS:,} kdrecon trains; choose a smaller network or fewer channels")
         return self
 
     def _networks(self) -> list[str]:
@@ -378,6 +389,11 @@ class DistillConfig(StageConfig):
             raise ValueError("first_block: baseline needs init: sft")
         if (self.first_block == "baseline") != (self.baseline is not None):
             raise ValueError("baseline: give it exactly when first_block is baseline")
+        unused = [key for key in ("feature_weight", "layers", "method_options") if getattr(self, key)]
+        if self.method == IMITATION and unused:  # settings that would be recorded as if they had effect
+            raise ValueError(f"{unused[0]}: method imitation distils no features; leave it out")
+        if self.procedure == "single-stage" and self.feature_epochs is not None:
+            raise ValueError("feature_epochs: the single-stage procedure has no feature stage; leave it out")
         object.__setattr__(self, "student", fit_to_images(self.student, self.data, "student"))
         return self
 
