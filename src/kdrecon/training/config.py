@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
@@ -28,7 +27,7 @@ from kdrecon.data.layout import atomic_path, parse_acceleration
 from kdrecon.data.task import RECONSTRUCTION, Task
 from kdrecon.training.checkpoint import resolve_checkpoint
 from kdrecon.distillation.losses import ATTENTION_TRANSFER, DEFAULT_METHOD, METHOD_NAMES
-from kdrecon.models import build_model
+from kdrecon.models import build_model, count_parameters
 from kdrecon.models.registry import (
     DEFAULT_STUDENT,
     DEFAULT_TEACHER,
@@ -187,7 +186,7 @@ class ModelConfig(StrictModel):
             if getattr(self, key) not in (None, type(self).model_fields[key].default) and key not in self._accepted_options():
                 raise ValueError(f"{key}: {' and '.join(self._networks())} {'have' if len(self._networks()) > 1 else 'has'} no such option")
         with torch.device("meta"):  # counted without allocating
-            parameters = sum(p.numel() for p in build_model(self.name, **self.options()).parameters())
+            parameters = count_parameters(build_model(self.name, **self.options()))
         if parameters > MAX_PARAMETERS:
             raise ValueError(f"{self.name} at {self.channels} channels has {parameters:,} parameters, more than the "
                              f"{MAX_PARAMETERS:,} kdrecon trains; choose a smaller network or fewer channels")
