@@ -332,12 +332,13 @@ def test_numbers_in_scientific_notation_are_numbers_in_configs_and_set(tmp_path)
 
 
 @pytest.mark.parametrize("model, message", [
-    ({"name": "U9C1"}, r"^config: model: U9C1 at 32 channels has 7,963,678,881 parameters, more than"),
+    ({"name": "U8C1"}, r"^config: model: U8C1 at 32 channels has 1,990,932,641 parameters, more than"),
+    ({"name": "U9C1"}, r"^config: model.name: model U9C1: a U-Net block has 1 to 8 levels of down-sampling, got 9"),
     ({"name": "D5C5", "padding": 1000}, r"^config: model.padding: Input should be less than or equal to 64"),
 ])
 def test_a_network_too_large_to_train_is_refused_before_anything_is_allocated(model, message):
     from kdrecon.training.config import ConfigError, TrainConfig, validate
 
-    # U9C1's bottom level is 32·2⁹ channels wide: 9 levels of 3×3 convolutions, counted without allocating.
+    # U8C1's bottom level is 32·2⁸ channels wide; the count (the formula of dc_unet's docstring) is made without allocating.
     with pytest.raises(ConfigError, match=message):
         validate(TrainConfig, {"model": model})

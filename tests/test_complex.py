@@ -160,9 +160,9 @@ def complex_teachers(complex_dataset, tmp_path_factory):
     root = tmp_path_factory.mktemp("complex-runs")
     common = {"data": {"dataset": str(complex_dataset), **COMPLEX_DATA}, "precision": "fp32",
               "optimization": {"epochs": 2, "batch_size": 3}}
-    teacher = validate(TrainConfig, {**common, "model": {"name": "D3C3", "channels": 8}})
+    teacher = validate(TrainConfig, {**common, "model": {"name": "D4C3", "channels": 8}})
     train_model(teacher, root / "teacher", progress=False)
-    sft = validate(TrainConfig, {**common, "model": {"name": "sft-teacher", "teacher": "D3C3", "student": "D2C3",
+    sft = validate(TrainConfig, {**common, "model": {"name": "sft-teacher", "teacher": "D4C3", "student": "D3C3",
                                                      "channels": 8}})
     train_model(sft, root / "sft-teacher", progress=False)
     return root
@@ -178,7 +178,7 @@ def test_every_distillation_method_on_complex_images(method, complex_teachers):
     sft = method == "at"  # SFT-KD once, Std-KD for every method
     config = validate(DistillConfig, {
         "teacher": str(complex_teachers / ("sft-teacher" if sft else "teacher")), "method": method,
-        "student": {"name": "D2C3", "channels": 8}, "procedure": "single-stage", "precision": "fp32",
+        "student": {"name": "D3C3", "channels": 8}, "procedure": "single-stage", "precision": "fp32",  # FSP: 2 hidden layers
         "optimization": {"epochs": 1, "batch_size": 3}, **({"init": "sft"} if sft else {}),
     })
     run = complex_teachers / f"student-{method}"

@@ -12,7 +12,8 @@ from kdrecon.training.distill import FEATURE_STAGE, distill_student
 from kdrecon.training.supervised import train_model
 
 TINY = {"epochs": 1, "batch_size": 8}
-STUDENT = {"name": "D2C3", "channels": 8}
+#: Three convolutions per block: FSP compares the flow between two hidden layers of each.
+STUDENT = {"name": "D3C3", "channels": 8}
 METHODS = ("at", "fitnets", "sp", "fsp", "cc")
 
 
@@ -20,10 +21,10 @@ METHODS = ("at", "fitnets", "sp", "fsp", "cc")
 def teachers(tmp_path_factory, small_train, small_validation):
     """A plain teacher and a student-friendly teacher, briefly trained on real 64×64 slices."""
     root = tmp_path_factory.mktemp("teachers")
-    plain = validate(TrainConfig, {"model": {"name": "D3C3", "channels": 8}, "optimization": TINY})
+    plain = validate(TrainConfig, {"model": {"name": "D4C3", "channels": 8}, "optimization": TINY})
     friendly = validate(
         TrainConfig,
-        {"model": {"name": "sft-teacher", "teacher": "D3C3", "student": "D2C3", "channels": 8}, "optimization": TINY},
+        {"model": {"name": "sft-teacher", "teacher": "D4C3", "student": "D3C3", "channels": 8}, "optimization": TINY},
     )
     train_model(plain, root / "teacher", False, small_train, small_validation)
     train_model(friendly, root / "sft-teacher", False, small_train, small_validation)
@@ -52,11 +53,11 @@ def test_each_method_runs_both_paths(tmp_path, teachers, small_train, small_vali
     final = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
     assert feature_stage["distillation"]["weights"]["reconstruction"] == 0
     assert feature_stage["history"][0]["train_feature"] > 0
-    assert final["stage"] == "fine-tune" and final["model"]["name"] == "D2C3"
+    assert final["stage"] == "fine-tune" and final["model"]["name"] == "D3C3"
     assert {"train_reconstruction", "train_imitation", "train_total"} <= set(final["history"][0])
     assert 0 < result.best_validation_loss < 1
     if path == "sft-kd":
-        assert final["distillation"]["initialised_tensors"] == 2 * 4  # S2, S3: two convolutions each
+        assert final["distillation"]["initialised_tensors"] == 2 * 6  # S2, S3: three convolutions each
 
 
 def test_sft_kd_starts_from_the_branches_and_is_evaluated(tmp_path, teachers, small_train, small_validation):
@@ -81,7 +82,7 @@ def test_sft_kd_starts_from_the_branches_and_is_evaluated(tmp_path, teachers, sm
     for name, value in sft.student_state_dict().items():
         assert torch.allclose(student.state_dict()[name], value, atol=1e-9), name
     summary = evaluate(result.run_dir, tmp_path / "evaluation", dataset="sample").summary
-    assert summary["model"]["name"] == "D2C3" and summary["model_metrics"]["psnr"]["mean"] > 0
+    assert summary["model"]["name"] == "D3C3" and summary["model_metrics"]["psnr"]["mean"] > 0
 
 
 def test_first_block_from_a_baseline_student(tmp_path, teachers, small_train, small_validation):
@@ -109,7 +110,7 @@ def test_first_block_from_a_baseline_student(tmp_path, teachers, small_train, sm
 
 
 def test_fitnets_connectors_are_trained_and_saved(tmp_path, teachers, small_train, small_validation):
-    wide_teacher = validate(TrainConfig, {"model": {"name": "D3C3", "channels": 16}, "optimization": TINY})
+    wide_teacher = validate(TrainConfig, {"model": {"name": "D4C3", "channels": 16}, "optimization": TINY})
     train_model(wide_teacher, tmp_path / "wide", False, small_train, small_validation)
     distill(tmp_path / "run", (small_train, small_validation), teacher=str(tmp_path / "wide"), method="fitnets")
     feature_stage = load_checkpoint(tmp_path / "run" / FEATURE_STAGE / "checkpoints" / "last.pt")

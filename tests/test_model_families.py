@@ -16,8 +16,9 @@ from kdrecon.training.supervised import train_model
 
 TINY = {"epochs": 1, "batch_size": 8}
 #: A small teacher of each family with 3 blocks, and the student it is paired with.
-SMALL = {"DC-CNN": ("D3C3", "D2C3"), "DC-UNet": ("U1C3", "D2C3"), "residual CNN": ("R9B3", "R6B3"),
-         "VDSR": ("VDSR6B3", "VDSR3B3")}
+#: Students have at least 3 convolutions per block: FSP takes two hidden layers of each.
+SMALL = {"DC-CNN": ("D4C3", "D3C3"), "DC-UNet": ("U1C3", "D3C3"), "residual CNN": ("R12B3", "R9B3"),
+         "VDSR": ("VDSR9B3", "VDSR6B3")}
 
 
 def unet_parameters_by_hand(channels: int, levels: int) -> int:
@@ -135,6 +136,18 @@ def test_any_family_teaches_under_std_kd_and_sft_kd(tmp_path, family, small_trai
         assert 0 < result.best_validation_loss < 1
 
 
+@pytest.mark.parametrize("teacher, student, role", [("D5C5", "D2C5", "student"), ("D2C5", "D3C5", "teacher"),
+                                                    ("VDSR8B4", "VDSR4B4", "student"), ("R10B5", "R15B5", "teacher")])
+def test_fsp_default_pairs_never_pair_a_layer_with_itself(teacher, student, role):
+    """A block with one hidden layer up to its middle has no flow between two of them to compare."""
+    from kdrecon.distillation.layer_pairs import default_layer_pairs
+
+    with pytest.raises(ValueError, match=rf"^fsp takes 2 layers per block, and the {role} has too few"):
+        default_layer_pairs("fsp", build_model(teacher), build_model(student))
+    pairs = default_layer_pairs("fsp", build_model("D5C5"), build_model("D3C5"))
+    assert pairs.student[:2] == ["blocks.0.layers.0", "blocks.0.layers.1"]  # spec §4's layer and the one before
+
+
 def test_dc_unet_features_have_the_image_size_when_it_was_padded(real_slices, cardiac_mask_4x):
     """150 is not a multiple of 4: U2 pads to 152, yet its default AT and FSP maps pair with a 150×150 student."""
     from kdrecon.distillation.hooks import FeatureTap
@@ -145,7 +158,7 @@ def test_dc_unet_features_have_the_image_size_when_it_was_padded(real_slices, ca
     target = torch.from_numpy(real_slices[:2]).float()
     mask = torch.from_numpy(cardiac_mask_4x).float()
     kspace, zero_filled = undersample(target, mask)
-    teacher, student = build_model("U2C2", channels=4), build_model("D2C2", channels=4)
+    teacher, student = build_model("U2C2", channels=4), build_model("D3C2", channels=4)
     for method in ("at", "fsp"):
         pairs = default_layer_pairs(method, teacher, student)
         teacher_layers, student_layers = pairs.teacher, pairs.student

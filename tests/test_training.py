@@ -34,6 +34,8 @@ def test_defaults_are_the_papers_settings():
         ("optimization:\n  epochs: three\n", r"optimization\.epochs: .*integer"),
         ("optimization:\n  epochs: 0\n", r"optimization\.epochs: .*greater than 0"),
         ("model:\n  name: ResNet\n", r"model\.name: .*unknown model"),
+        # A known family with an impossible shape says what is wrong, not "unknown model".
+        ("model:\n  name: D1C5\n", r"model\.name: model D1C5: a CNN block needs at least 2 convolutions, got 1"),
         ("data:\n  acceleration: fast\n", r"data\.acceleration: .*expected a number"),
         ("precision: fp8\n", r"precision: "),
         ("- a\n- b\n", r"expected a mapping"),

@@ -52,11 +52,14 @@ def default_layer_pairs(method: str, teacher: nn.Module, student: nn.Module) -> 
             f"{student.cascades}); give 'layers' in the config"
         )
     layers = FEATURE_LOSSES[method].layers_per_pair if method in FEATURE_LOSSES else 1
-    pairs = LayerPairs()
-    for cascade in range(teacher.cascades):
-        pairs.teacher.extend(teacher.feature_layers(cascade, layers))
-        pairs.student.extend(student.feature_layers(cascade, layers))
-    return pairs
+    return LayerPairs(_network_layers("teacher", teacher, method, layers), _network_layers("student", student, method, layers))
+
+
+def _network_layers(role: str, network: CascadeNetwork, method: str, layers: int) -> list[str]:
+    try:
+        return [path for cascade in range(network.cascades) for path in network.feature_layers(cascade, layers)]
+    except ValueError as error:
+        raise ValueError(f"{method} takes {layers} layers per block, and the {role} has too few ({error}); give 'layers' in the config") from None
 
 
 def feature_channels(model: nn.Module, paths: list[str]) -> list[int]:

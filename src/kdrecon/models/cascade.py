@@ -85,5 +85,9 @@ def use_matrix_consistency(model: nn.Module, enabled: bool = True) -> nn.Module:
 
 def middle_layer_paths(network: CascadeNetwork, cascade: int, count: int) -> list[str]:
     """``blocks.{cascade}.layers.{j}`` for the middle layer ``(n − 1) // 2`` of a block of ``n`` and the ``count − 1`` before it."""
-    middle = (len(network.blocks[cascade].layers) - 1) // 2
-    return [f"blocks.{cascade}.layers.{max(middle - offset, 0)}" for offset in reversed(range(count))]
+    size = len(network.blocks[cascade].layers)
+    middle = (size - 1) // 2
+    if middle + 1 < count:  # fewer hidden layers up to the middle than asked: a pair of one layer with itself
+        raise ValueError(f"a block of {size} convolutions has {middle + 1} hidden layer(s) up to its middle; "
+                         f"{count} asked for")
+    return [f"blocks.{cascade}.layers.{middle - offset}" for offset in reversed(range(count))]

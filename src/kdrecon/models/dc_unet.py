@@ -47,6 +47,11 @@ from kdrecon.models.dccnn import ConvReLU
 from kdrecon.models.family import ModelFamily
 
 
+#: The most down-samplings: eight halve a 256-pixel image to one pixel, and each level doubles
+#: the width, so deeper U-Nets only add parameters.
+MAX_LEVELS = 8
+
+
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(ConvReLU(in_channels, out_channels), ConvReLU(out_channels, out_channels))
 
@@ -77,8 +82,8 @@ class UNetBlock(nn.Module):
 
     def __init__(self, levels: int = 2, channels: int = 32, residual: bool = False, image_channels: int = 1) -> None:
         super().__init__()
-        if levels < 1:
-            raise ValueError(f"a U-Net block needs at least 1 level of down-sampling, got {levels}")
+        if not 1 <= levels <= MAX_LEVELS:
+            raise ValueError(f"a U-Net block has 1 to {MAX_LEVELS} levels of down-sampling, got {levels}")
         widths = [channels * 2**level for level in range(levels + 1)]
         self.encoder = nn.ModuleList(_double_conv(([image_channels] + widths)[k], widths[k]) for k in range(levels))
         self.bottom = _double_conv(widths[levels - 1], widths[levels])

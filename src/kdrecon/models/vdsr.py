@@ -93,7 +93,9 @@ class VDSR(CascadeNetwork):
         if cascade == self.cascades - 1:
             return []
         paths = [f"blocks.{b}.layers.{j}" for b in range(cascade + 1) for j in range(len(self.blocks[b].layers))]
-        return paths[-count:] if len(paths) >= count else [paths[0]] * (count - len(paths)) + paths
+        if len(paths) < count:
+            raise ValueError(f"block {cascade} ends layer {len(paths)} of the network; {count} layers up to it asked for")
+        return paths[-count:]
 
 
 FAMILY = ModelFamily(

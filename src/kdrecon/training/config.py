@@ -156,9 +156,10 @@ class ModelConfig(StrictModel):
         if value.lower() == SFT_TEACHER:
             return SFT_TEACHER
         try:
-            return canonical_model_name(value)
+            family_of(value)
         except ValueError:
             raise ValueError(f"unknown model {value!r}: expected a name such as {model_name_help()}, or {SFT_TEACHER}") from None
+        return canonical_model_name(value)  # a known family's error says what is wrong with the shape
 
     @field_validator("teacher", "student")
     @classmethod
