@@ -87,13 +87,17 @@ def tiny_dataset(tmp_path_factory):
     return prepare_dataset(volumes, tmp_path_factory.mktemp("data") / "tiny", options)
 
 
+#: The feature stage of the tiny experiments' two-stage distillations (their other epoch follows).
+TWO_STAGE = {"epochs.feature_stage": 1}
+
+
 @pytest.fixture(scope="session")
 def tiny_overrides(tiny_dataset) -> dict:
     """Settings that shrink the demo preset to seconds on ``tiny_dataset``: small networks, 2
-    epochs per stage, float32."""
+    epochs per stage, float32. A test with two-stage distillations adds :data:`TWO_STAGE`."""
     return {
         "name": "tiny", "data.dataset": str(tiny_dataset), "teacher": "D3C3", "student": "D2C3", "channels": 8,
-        "optimization.epochs": 2, "optimization.batch_size": 8, "epochs.feature_stage": 1,
+        "optimization.epochs": 2, "optimization.batch_size": 8,
         "epochs.distillation": 2, "report.figure_slices": 1, "precision": "fp32", "report.timing_rounds": 5,
         "report.bootstrap_resamples": 1000,
     }

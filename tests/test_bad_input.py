@@ -331,6 +331,21 @@ def test_numbers_in_scientific_notation_are_numbers_in_configs_and_set(tmp_path)
                                                                             "name": "1e3x"}
 
 
+def test_set_null_removes_a_preset_key_so_its_default_applies():
+    """A preset's setting that another --set makes unused can be dropped: ``--set KEY=null``."""
+    from kdrecon.cli import _key_values
+    from kdrecon.experiment.config import load_experiment
+    from kdrecon.experiment.stages import build_stages
+    from kdrecon.training.config import ConfigError
+
+    without_ablation = {"kd_mri_ablation": False}
+    with pytest.raises(ConfigError, match=r"^epochs.feature_stage: no stage of this experiment distils with the two-stage"):
+        build_stages(load_experiment("kd-mri-sunnybrook-4x", without_ablation))
+    config = load_experiment("kd-mri-sunnybrook-4x", {**without_ablation, **_key_values(["epochs.feature_stage=null"])})
+    assert config.epochs.feature_stage is None and config.optimization.lr_step_epochs == 5  # only that key removed
+    assert {stage.config["procedure"] for stage in build_stages(config) if stage.kind == "distill"} == {"single-stage"}
+
+
 @pytest.mark.parametrize("model, message", [
     ({"name": "U8C1"}, r"^config: model: U8C1 at 32 channels has 1,990,932,641 parameters, more than"),
     ({"name": "U9C1"}, r"^config: model.name: model U9C1: a U-Net block has 1 to 8 levels of down-sampling, got 9"),

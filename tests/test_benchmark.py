@@ -8,6 +8,7 @@ import torch
 from kdrecon.cli import main
 from kdrecon.evaluation.benchmark import PerItemH5Slices, count_macs, training_flops_per_slice
 from kdrecon.models import build_model
+from conftest import TWO_STAGE
 
 
 @pytest.mark.parametrize("name, convs", [("D5C5", 5), ("D3C5", 3), ("D2C5", 2)])
@@ -116,7 +117,7 @@ def test_experiment_estimate_costs_every_stage_from_its_kind(tiny_overrides, tmp
     from kdrecon.experiment.estimate import CostKey, estimate_experiment
     from kdrecon.experiment.stages import build_stages
 
-    config = load_experiment("demo", {**tiny_overrides, "procedure": "two-stage"})
+    config = load_experiment("demo", {**tiny_overrides, **TWO_STAGE, "procedure": "two-stage"})
     estimate = estimate_experiment(config, steps=1)
     assert [s.stage for s in estimate.stages] == [s.id for s in build_stages(config)]
     # Teacher and student on L1, the SFT step, and one distillation pair for Std-KD and SFT-KD alike.
@@ -136,7 +137,7 @@ def test_a_stage_costs_what_the_formula_says_by_hand(tiny_overrides):
     from kdrecon.experiment.estimate import MeasuredCost, stage_seconds
     from kdrecon.experiment.stages import build_stages
 
-    config = load_experiment("demo", {**tiny_overrides, "procedure": "two-stage"})
+    config = load_experiment("demo", {**tiny_overrides, **TWO_STAGE, "procedure": "two-stage"})
     stages = {stage.role: stage for stage in build_stages(config)}
     cost = MeasuredCost(step=2.0, cache=5.0, validation=3.0, scores=7.0)
     batch = stages["std-kd"].config["optimization"]["batch_size"]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from kdrecon.training.checkpoint import load_checkpoint
+from conftest import TWO_STAGE
 
 # Batch 3 on two ranks splits every batch unevenly (2 + 1): the loss scaling must handle it.
 SETTINGS = ["--model", "D2C2", "--set", "model.channels=4", "--epochs", "2", "--batch-size", "3",
@@ -78,7 +79,7 @@ def run_tiny_experiment(run_dir, overrides, processes):
 def test_torchrun_runs_a_whole_experiment_like_one_process(tmp_path, tiny_overrides):
     one, two = tmp_path / "one", tmp_path / "two"
     # Two-stage covers the feature stages too; one epoch per stage keeps the four processes short.
-    overrides = {**tiny_overrides, "procedure": "two-stage", "optimization.epochs": 1, "epochs.distillation": 1}
+    overrides = {**tiny_overrides, **TWO_STAGE, "procedure": "two-stage", "optimization.epochs": 1, "epochs.distillation": 1}
     run_tiny_experiment(one, overrides, 1)
     printed = run_tiny_experiment(two, overrides, 2)
     assert printed.count("experiment complete") == 1  # rank 0 reports, the other rank is silent

@@ -16,6 +16,7 @@ from kdrecon.experiment.runner import Progress, run_experiment
 from kdrecon.experiment.stages import build_stages, fingerprints
 from kdrecon.report.build import build_report
 from kdrecon.training.config import ConfigError
+from conftest import TWO_STAGE
 
 SEEDS = [1, 2]
 STAGES = {"teacher", "student", "sft-teacher", "std-kd-at", "sft-kd-at"}
@@ -270,6 +271,9 @@ def test_presets_are_valid_and_bad_keys_are_named():
         load_experiment("demo", {"compression_sweep": ["D4C5", "D5C5"]})
     with pytest.raises(ConfigError, match="the SFT teacher pairs blocks one to one: teacher D5C5 and student D3C4"):
         load_experiment("demo", {"compression_sweep": ["D3C4"]})
+    with pytest.raises(ConfigError, match="compression_methods: there is no compression_sweep student to distil"):
+        load_experiment("demo", {"compression_methods": ["sp"]})
+    assert load_experiment("demo", {"compression_sweep": ["D2C5"]}).sweep_methods == ["at"]  # the first of methods
     with pytest.raises(ConfigError, match="method_settings: unknown method 'kd'"):
         load_experiment("demo", {"method_settings": {"kd": {"feature_weight": 1}}})
     with pytest.raises(ConfigError, match=r"method_settings.at.feature_weight: Input should be greater than 0"):
@@ -304,6 +308,7 @@ def test_a_paper_column_of_another_acceleration_or_task_is_refused():
     ({"dataset_slices": {"validation": 110}}, r"dataset_slices.validation: the experiment expects 110 validation slices"),
     ({"report.timing_batch_size": 500}, r"report.timing_batch_size: 500 is more than the \d+ validation slices"),
     ({"device": "cuda"}, "device 'cuda' requested but no CUDA device is available"),
+    (TWO_STAGE, r"^epochs.feature_stage: no stage of this experiment distils with the two-stage procedure"),
 ])
 def test_what_would_fail_hours_later_is_refused_before_anything_is_written(tmp_path, tiny_overrides, changes, message):
     if changes.get("device") == "cuda" and torch.cuda.is_available():
@@ -549,7 +554,7 @@ def test_ablations_run_on_the_first_seed_only():
 
 def test_ablations_and_compression_sweep_reach_the_report(tmp_path, tiny_overrides):
     config = load_experiment("demo", {
-        **tiny_overrides, "random_init_ablation": True, "compression_sweep": ["D4C3"],
+        **tiny_overrides, **TWO_STAGE, "random_init_ablation": True, "compression_sweep": ["D4C3"],
         "optimization.epochs": 1, "epochs.distillation": 2, "procedure": "single-stage", "procedure_ablation": True,
         "sft_preset_ablation": ["sft-paper-equations"],
     })
@@ -636,7 +641,7 @@ SHRUNK_PRESETS = {
     "heterogeneous-sunnybrook-4x": {"teacher": "U1C3", "student": "D2C3"},
     "paper-heterogeneous-brain-4x": {"teacher": "U1C3", "student": "D2C3"},
     "compression-sunnybrook-4x": {"teacher": "D4C3", "student": "D3C3", "compression_sweep": ["D2C3"]},
-    "kd-mri-sunnybrook-4x": {"epochs.distillation": 2},
+    "kd-mri-sunnybrook-4x": {"epochs.distillation": 2, **TWO_STAGE},
     "conventional-sft-sunnybrook-4x": {"teacher": "R9B3", "student": "R6B3"},
 }
 
@@ -701,7 +706,7 @@ def test_a_study_is_built_stage_by_stage_from_a_new_directory(tmp_path, tiny_ove
 
 def test_stages_with_the_same_settings_and_inputs_are_copied_from_another_run(tmp_path, tiny_run, tiny_overrides):
     # Another experiment sharing seed 1's teacher and student (same settings), with a new student-side setting.
-    config = tiny_experiment(tiny_overrides, seeds=[1], kd_mri_ablation=True)
+    config = tiny_experiment({**tiny_overrides, **TWO_STAGE}, seeds=[1], kd_mri_ablation=True)
     run_experiment(config, tmp_path / "run", only=["teacher", "student", "sft-teacher"], reuse_from=tiny_run, progress=False)
     copied = finished(tmp_path / "run")
     assert copied == {k: v for k, v in finished(tiny_run).items() if k in copied}  # copied, not retrained

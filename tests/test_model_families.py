@@ -148,6 +148,17 @@ def test_fsp_default_pairs_never_pair_a_layer_with_itself(teacher, student, role
     assert pairs.student[:2] == ["blocks.0.layers.0", "blocks.0.layers.1"]  # spec §4's layer and the one before
 
 
+@pytest.mark.parametrize("teacher, student", [("VDSR12B5", "D3C5"), ("D5C5", "VDSR12B5"), ("VDSR12B4", "R8B4")])
+def test_default_pairs_leave_out_a_block_that_passes_no_features_on(teacher, student):
+    """VDSR's last block returns the image: the other network's last cascade has nothing to pair with."""
+    from kdrecon.distillation.layer_pairs import default_layer_pairs
+
+    pairs = default_layer_pairs("at", build_model(teacher), build_model(student))
+    last = cascades_of(teacher) - 1
+    assert len(pairs.teacher) == len(pairs.student) == last
+    assert not any(path.startswith(f"blocks.{last}.") for path in pairs.teacher + pairs.student)
+
+
 def test_dc_unet_features_have_the_image_size_when_it_was_padded(real_slices, cardiac_mask_4x):
     """150 is not a multiple of 4: U2 pads to 152, yet its default AT and FSP maps pair with a 150×150 student."""
     from kdrecon.distillation.hooks import FeatureTap

@@ -231,10 +231,10 @@ def _stage_overrides(args: argparse.Namespace) -> dict:
 
 
 def _key_values(items: list[str]) -> dict:
-    """``["a.b=3", ...]`` → ``{"a.b": 3, ...}`` with each value read as YAML."""
+    """``["a.b=3", ...]`` → ``{"a.b": 3, ...}`` with each value read as YAML; ``null`` removes the key."""
     import yaml
 
-    from kdrecon.training.config import parse_yaml
+    from kdrecon.training.config import UNSET, parse_yaml
 
     values = {}
     for item in items:
@@ -242,9 +242,10 @@ def _key_values(items: list[str]) -> dict:
         if not separator or not key:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE such as optimization.epochs=10")
         try:
-            values[key.strip()] = parse_yaml(value)
+            parsed = parse_yaml(value)
         except yaml.YAMLError as error:
             raise ValueError(f"--set {item!r}: the value is not valid YAML ({str(error).splitlines()[0]})") from None
+        values[key.strip()] = UNSET if parsed is None else parsed
     return values
 
 

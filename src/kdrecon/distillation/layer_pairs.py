@@ -7,7 +7,8 @@ the 3rd convolution of every D5C5 cascade with the 2nd of the D3C5's (``blocks.{
 ``blocks.{i}.layers.1``, spec §4), the middle hidden layer of each block; a DC-UNet teacher
 offers its last full-resolution decoder layer, so the maps compared have the student's
 resolution. A method that compares the *flow* between k layers of one network (FSP,
-``layers_per_pair = 2``) takes the k layers ending at that one in every cascade.
+``layers_per_pair = 2``) takes the k layers ending at that one in every cascade. A cascade
+where either network offers no layer (VDSR's last block, which passes no features on) is left out.
 
 Any other pairing is configuration (``layers`` in a distillation config): module paths, tapped
 with forward hooks, so a model need not be edited to be distilled.
@@ -52,12 +53,19 @@ def default_layer_pairs(method: str, teacher: nn.Module, student: nn.Module) -> 
             f"{student.cascades}); give 'layers' in the config"
         )
     layers = FEATURE_LOSSES[method].layers_per_pair if method in FEATURE_LOSSES else 1
-    return LayerPairs(_network_layers("teacher", teacher, method, layers), _network_layers("student", student, method, layers))
+    pairs = LayerPairs()
+    for cascade in range(teacher.cascades):
+        teacher_layers = _block_layers("teacher", teacher, cascade, method, layers)
+        student_layers = _block_layers("student", student, cascade, method, layers)
+        if teacher_layers and student_layers:  # a block that passes no features on (VDSR's last) pairs with none
+            pairs.teacher.extend(teacher_layers)
+            pairs.student.extend(student_layers)
+    return pairs
 
 
-def _network_layers(role: str, network: CascadeNetwork, method: str, layers: int) -> list[str]:
+def _block_layers(role: str, network: CascadeNetwork, cascade: int, method: str, layers: int) -> list[str]:
     try:
-        return [path for cascade in range(network.cascades) for path in network.feature_layers(cascade, layers)]
+        return network.feature_layers(cascade, layers)
     except ValueError as error:
         raise ValueError(f"{method} takes {layers} layers per block, and the {role} has too few ({error}); give 'layers' in the config") from None
 

@@ -221,8 +221,9 @@ class ExperimentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
-        if self.compression_methods is None:
-            object.__setattr__(self, "compression_methods", self.methods[:1])
+        if self.compression_methods is not None and not self.compression_sweep:
+            raise ValueError("compression_methods: there is no compression_sweep student to distil with them; "
+                             "add compression_sweep or remove compression_methods")
         for model in set(self.compression_sweep) & {self.teacher, self.student}:
             raise ValueError(f"compression_sweep: {model} is already the {'teacher' if model == self.teacher else 'student'}")
         for student in [self.student, *self.compression_sweep]:
@@ -266,6 +267,11 @@ class ExperimentConfig(StrictModel):
         if self.seeds is not None:
             return list(self.seeds)
         return [DEFAULT_SEED if self.seed is None else self.seed]
+
+    @property
+    def sweep_methods(self) -> list[str]:
+        """The methods each ``compression_sweep`` student is distilled with (default: the first of ``methods``)."""
+        return self.methods[:1] if self.compression_methods is None else list(self.compression_methods)
 
     def method_settings_of(self, method: str) -> dict[str, Any]:
         """The distillation config keys ``method_settings`` sets for ``method`` (none when not given)."""

@@ -183,10 +183,10 @@ class _SeedGraph:
         """Table 8 for one more student size: its baseline and, per method, Std-KD and SFT-KD (own SFT teacher)."""
         config = self.config
         self.train(names.student(student), Role.SWEEP, f"Student {student}", {"name": student}, config.epochs.student)
-        if not config.compression_methods:
+        if not config.sweep_methods:
             return
         sft_teacher = self.sft_teacher(config.sft.preset, student=student)
-        for method in config.compression_methods:
+        for method in config.sweep_methods:
             self.distill(Role.SWEEP_STD_KD, method, teacher, "random", config.procedure, suffix=student, student=student)
             self.distill(Role.SWEEP_SFT_KD, method, sft_teacher, "sft", config.procedure, suffix=student, student=student)
 
@@ -232,6 +232,7 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
     first.ablations(*mains[0])
     stages = [stage for graph in graphs for stage in graph.stages] + first.stages
     _refuse_unused_method_settings(config, {stage.method for stage in stages if stage.method})
+    _refuse_unused_feature_stage(config, stages)
     return stages
 
 
@@ -242,6 +243,14 @@ def _refuse_unused_method_settings(config: ExperimentConfig, used: set[str]) -> 
             raise ConfigError(f"method_settings.{method}: no stage of this experiment distils with {method} "
                               f"(its stages use {', '.join(sorted(used)) or 'no method'}); remove it, or "
                               "--set 'method_settings={}' to drop a preset's")
+
+
+def _refuse_unused_feature_stage(config: ExperimentConfig, stages: list[Stage]) -> None:
+    """``epochs.feature_stage`` counts the first stage of two-stage distillations; without one it would be ignored."""
+    two_stage = config.procedure == "two-stage" or any(stage.config.get("procedure") == "two-stage" for stage in stages)
+    if config.epochs.feature_stage is not None and not two_stage:
+        raise ConfigError("epochs.feature_stage: no stage of this experiment distils with the two-stage procedure; "
+                          "remove it (--set epochs.feature_stage=null), or set procedure: two-stage or an ablation that runs it")
 
 
 def fingerprints(stages: list[Stage]) -> dict[str, str]:

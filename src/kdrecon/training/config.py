@@ -464,19 +464,33 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+class _Unset:
+    """An override that removes a key from a config file, so that its default applies (``--set KEY=null``)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
+
+
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``data["a"]["b"] = value`` for ``key = "a.b"``, creating mappings on the way."""
+    """Set ``data["a"]["b"] = value`` for ``key = "a.b"``, creating mappings on the way; :data:`UNSET` removes it."""
     *parents, last = key.split(".")
     node = data
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"config: {key}: {part!r} is not a mapping")
-    node[last] = value
+    if value is UNSET:
+        node.pop(last, None)
+    else:
+        node[last] = value
 
 
 def load_config(cls: type[Config], path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read ``path`` (optional), apply dotted ``overrides`` (``None`` values skipped), validate."""
+    """Read ``path`` (optional), apply dotted ``overrides`` (``None`` values skipped, :data:`UNSET` removes
+    the key), validate."""
     data = read_yaml(path) if path is not None else {}
     for key, value in (overrides or {}).items():
         if value is not None:
