@@ -80,12 +80,12 @@ def _ablation_comparisons(results: ExperimentResults) -> list[Comparison]:
     comparisons = []
     variants = [r for r in results.stages if r.ablation_of and r.seed == min(results.by_name(r.name))]
     for result in variants:
-        if _present(results, result.ablation_of):
+        if _present(results, result.ablation_of, result.name):
             comparisons.append(Comparison(result.ablation_of, result.name, f"{result.variant} instead of the main setting"))
         if result.role == Role.SFT_KD:
             same = [v.name for v in variants if v.role == Role.STD_KD and v.variant == result.variant and v.method == result.method]
             std = same[0] if same else std_kd(result.method)
-            if _present(results, std):
+            if _present(results, std, result.name):
                 comparisons.append(Comparison(std, result.name, f"SFT-KD over Std-KD, {result.variant}"))
     return comparisons
 
@@ -95,10 +95,10 @@ def all_comparisons(results: ExperimentResults) -> list[Comparison]:
     comparisons = paper_claims(results)
     for name in results.names((Role.SFT_KD,), variants=False):
         label = results.first(name).label
-        if _present(results, STUDENT):
+        if _present(results, STUDENT, name):
             comparisons.append(Comparison(STUDENT, name, f"{label} improves on the student"))
         random = sft_kd(results.first(name).method, "random")
-        if _present(results, random):
+        if _present(results, random, name):
             comparisons.append(Comparison(random, name, f"{label}: SFT initialisation over a random one"))
     return comparisons + kd_mri_comparisons(results) + _compression_comparisons(results) + _ablation_comparisons(results)
 
