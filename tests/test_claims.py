@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from kdrecon.report.claims import all_comparisons, effect_row
+from kdrecon.evaluation.statistics import REPRODUCED
+from kdrecon.report.claims import all_comparisons, effect_row, paper_claims, published_effect
 from kdrecon.report.results import ExperimentResults, StageResult
 from kdrecon.report.run_layout import RunLayout
 
@@ -26,8 +27,8 @@ def stage(name, seed, psnr):
                        None, {}, summary, {}, per_volume)
 
 
-def results(stages, seeds=(1, 2, 3)):
-    manifest = {"seeds": list(seeds), "paper_setting": "cardiac-4x", "stages": [],
+def results(stages, seeds=(1, 2, 3), paper="cardiac-4x"):
+    manifest = {"seeds": list(seeds), "paper_setting": paper, "stages": [],
                 "config": {"channels": 32, "teacher": "D5C5", "student": "D3C5", "report": {"bootstrap_resamples": 100}}}
     return ExperimentResults(RunLayout(Path("unused")), manifest, stages, [])
 
@@ -45,3 +46,17 @@ def test_comparisons_pair_only_the_seeds_both_stages_have():
     differences = [(31.7 - 31.5 + 32.9 + s / 20 - 32.5 - s / 10) / 2 for s in (1, 2)]  # seeds 1 and 2
     low, high = stats.t.interval(0.95, 1, loc=np.mean(differences), scale=stats.sem(differences))
     assert sft.seeds == 2 and np.allclose(sft.interval, (low, high))
+
+
+def test_kd_mri_procedure_against_the_student_is_a_claim_with_the_papers_effect():
+    done = [stage("student", s, [31.0 + s / 10, 32.0]) for s in (1, 2, 3)]
+    done += [stage("kd-mri-at-imitation", s, [31.2 + s / 10, 32.0 + s / 100]) for s in (1, 2, 3)]
+    experiment = results(done, paper="kd-mri-cardiac-4x")
+    [claim] = [c for c in paper_claims(experiment) if c.other == "kd-mri-at-imitation"]
+    assert claim.baseline == "student" and claim.is_claim
+    assert sum(c.other == "kd-mri-at-imitation" and c.baseline == "student" for c in all_comparisons(experiment)) == 1
+    assert round(published_effect(experiment, claim), 2) == 0.15  # KD-MRI's table: 32.07 − 31.92
+    row = effect_row(experiment, claim, "psnr", 100)
+    differences = [(0.2 + s / 100) / 2 for s in (1, 2, 3)]  # per seed: mean over the two volumes
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(differences), scale=stats.sem(differences))
+    assert np.allclose(row.effect.interval, (low, high)) and low > 0 and row.verdict == REPRODUCED

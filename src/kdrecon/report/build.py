@@ -285,7 +285,8 @@ def _kd_mri_section(results: ExperimentResults) -> list[Block]:
     parts = results.names((Role.KD_MRI,), variants=False)
     if not parts:
         return []
-    effects = {row.comparison.other: row for row in _effects(results, [c for c in kd_mri_comparisons(results) if c.baseline == STUDENT], "psnr")}
+    versus_student = [c for c in paper_claims(results) + kd_mri_comparisons(results) if c.baseline == STUDENT and c.other in parts]
+    effects = {row.comparison.other: row for row in _effects(results, versus_student, "psnr")}
     rows = []
     for name in [STUDENT, *parts, TEACHER]:
         if results.first(name) is None:
