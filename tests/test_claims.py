@@ -7,6 +7,7 @@ import numpy as np
 from scipy import stats
 
 from kdrecon.evaluation.statistics import REPRODUCED
+from kdrecon.report.build import _main_table
 from kdrecon.report.claims import all_comparisons, effect_row, paper_claims, published_effect
 from kdrecon.report.results import ExperimentResults, StageResult
 from kdrecon.report.run_layout import RunLayout
@@ -60,3 +61,13 @@ def test_kd_mri_procedure_against_the_student_is_a_claim_with_the_papers_effect(
     differences = [(0.2 + s / 100) / 2 for s in (1, 2, 3)]  # per seed: mean over the two volumes
     low, high = stats.t.interval(0.95, 2, loc=np.mean(differences), scale=stats.sem(differences))
     assert np.allclose(row.effect.interval, (low, high)) and low > 0 and row.verdict == REPRODUCED
+
+
+def test_teacher_gap_says_how_many_seeds_it_rests_on():
+    # The teacher is done for seeds 1 and 2, the student for 1, 2 and 3: the gap rests on two seeds.
+    done = [stage("teacher", s, [32.0 + s / 10, 33.0]) for s in (1, 2)]
+    done += [stage("student", s, [31.8, 32.6 - s / 10]) for s in (1, 2, 3)]
+    [table] = [block for block in _main_table(results(done)) if hasattr(block, "rows")]
+    cells = {row[0]: row for row in table.cells()}
+    gap = np.mean([(32.0 + s / 10 + 33.0) / 2 - (31.8 + 32.6 - s / 10) / 2 for s in (1, 2)])  # 0.45
+    assert cells["Student D3C5"][1].endswith("(3)") and cells["Student D3C5"][3] == f"{gap:+.2f} (2)"

@@ -213,13 +213,12 @@ def _main_table(results: ExperimentResults) -> list[Block]:
             for label, values in results.baselines()]
     for name in results.names(MAIN_ROLES, variants=True):
         stage = results.by_name(name)
-        seeds = sorted(set(stage) & set(teacher))
-        gap = "" if not seeds or name == TEACHER else f"{np.mean([teacher[s].metrics['psnr']['mean'] - stage[s].metrics['psnr']['mean'] for s in seeds]):+.2f}"
+        gap = "" if name == TEACHER else _gap_cell(teacher, stage, "+")
         paper_text = "—" if results.first(name).variant else published_text(results, name)
         rows.append([results.first(name).label, _over_seeds(stage, "psnr", 2), _over_seeds(stage, "ssim", 4), gap, paper_text])
     return [
         Heading("Reconstruction quality (papers' Table 1)"),
-        Table(["model", "PSNR (dB)", "SSIM", "teacher − model PSNR (dB), mean over the seeds both have",
+        Table(["model", "PSNR (dB)", "SSIM", "teacher − model PSNR (dB), mean over the seeds both have (seeds)",
                f"paper PSNR / SSIM ({column_heading(results)})"], rows),
         Paragraph("Each cell: mean over seeds of the mean over validation volumes, ± the standard deviation between "
                   "seeds, (number of seeds). The baselines above the networks are the same for every seed (in "
@@ -228,10 +227,13 @@ def _main_table(results: ExperimentResults) -> list[Block]:
     ]
 
 
-def _mean_gap(teacher: dict[int, StageResult], stage: dict[int, StageResult]) -> float | None:
-    """Mean over shared seeds of teacher − ``stage`` PSNR."""
+def _gap_cell(teacher: dict[int, StageResult], stage: dict[int, StageResult], sign: str = "") -> str:
+    """Mean over shared seeds of teacher − ``stage`` PSNR and their number, e.g. ``0.30 (3)``; "" when none."""
     seeds = sorted(set(teacher) & set(stage))
-    return float(np.mean([teacher[s].metrics["psnr"]["mean"] - stage[s].metrics["psnr"]["mean"] for s in seeds])) if seeds else None
+    if not seeds:
+        return ""
+    gap = np.mean([teacher[s].metrics["psnr"]["mean"] - stage[s].metrics["psnr"]["mean"] for s in seeds])
+    return f"{gap:{sign}.2f} ({len(seeds)})"
 
 
 def _cell(results: ExperimentResults, name: str, cell: Any) -> str:
@@ -255,8 +257,7 @@ def _per_method_section(results: ExperimentResults) -> list[Block]:
         return f"{_over_seeds(results.by_name(name), 'psnr', 2)} / {_over_seeds(results.by_name(name), 'ssim', 4)}"
 
     def gap(name: str) -> str:
-        value = _mean_gap(teacher, results.by_name(name))
-        return "—" if value is None else f"{value:.2f}"
+        return _gap_cell(teacher, results.by_name(name)) or "—"
 
     def paper(name: str) -> str:
         return published_text(results, name)
@@ -272,7 +273,7 @@ def _per_method_section(results: ExperimentResults) -> list[Block]:
     return [
         Heading("Std-KD → SFT-KD per method (papers' Table 9)"),
         Table(["method", "PSNR (dB) / SSIM: Std-KD → SFT-KD (teacher → SFT teacher)",
-               "SFT-KD − Std-KD PSNR: mean, 95% CI over seeds (seeds)", "teacher − student PSNR gap (dB): Std-KD → SFT-KD",
+               "SFT-KD − Std-KD PSNR: mean, 95% CI over seeds (seeds)", "teacher − student PSNR gap (dB) (seeds): Std-KD → SFT-KD",
                f"paper PSNR / SSIM: Std-KD → SFT-KD ({column_heading(results)})"], rows),
         Paragraph("Cells: mean over seeds ± the standard deviation between seeds (number of seeds). The gap is the "
                   "teacher's PSNR minus the student's, averaged over the seeds both have; the paper reports it "
