@@ -66,6 +66,9 @@ def test_a_dataset_is_refused_for_another_task(prepared, tiny_dataset):
         low_pass_mask((150, 150), 4)
     with pytest.raises(ValueError, match="factor 1: the low-resolution image would be the target itself"):
         low_pass_mask((150, 150), 1)  # an identity task
+    with pytest.raises(ValueError, match=r"factor 150 on 150-pixel images keeps only the mean intensity \(1 pixel\)"):
+        low_pass_mask((150, 150), 150)  # a flat input
+    assert low_pass_mask((150, 150), 75).sum() == 4  # 2×2 around DC: the coarsest input with any structure
 
 
 def test_bicubic_passes_through_the_low_resolution_pixels_and_follows_a_smooth_image():
@@ -163,7 +166,106 @@ def test_demo_sr_runs_end_to_end_with_the_table_9_layout(tmp_path, tiny_override
     assert rows == ["Teacher", "Student", "AT", "FitNets", "CC", "NST", "FT", "PKT"]
     # Table 9's numbers are of VDSR12B4 and VDSR4B4 at 64 channels, not of these networks.
     assert "30.02 / 0.8673" not in table and "the paper's networks are 64 channels wide, this experiment's 8." in report
-    assert "| LR input |" in report and "| Bicubic upsampling |" in report
+    assert "| LR input |" in report and "| Cubic-spline upsampling |" in report
     summary = json.loads((tmp_path / "run/stages/seed-1/std-kd-ft/evaluation/summary.json").read_text())
     assert summary["task"] == "super-resolution" and {"model_metrics", "zero_filled_metrics", "bicubic_metrics"} <= set(summary)
     assert (tmp_path / "run/figures").is_dir() and any((tmp_path / "run/figures").glob("reconstruction-*.png"))
+
+
+def numpy_sinc_upsampling(small: np.ndarray, factor: int) -> np.ndarray:
+    """A low-resolution image's centred spectrum zero-padded to ``factor``× its size, written out in NumPy
+    (``factor`` per axis restores the orthonormal scale, so pixel ``i`` keeps its value at ``factor·i``)."""
+    size = small.shape[-1]
+    spectrum = np.fft.fftshift(np.fft.fft2(small, norm="ortho"))
+    before = size * factor // 2 - size // 2
+    padded = np.pad(spectrum, [(before, size * factor - size - before)] * 2)
+    return np.fft.ifft2(np.fft.ifftshift(padded), norm="ortho") * factor
+
+
+def test_a_genuine_low_resolution_image_gets_the_low_passed_kspace_of_training(real_slices):
+    """The central 36×36 of a real 144×144 slice's spectrum, as its own image, embeds back into exactly that k-space."""
+    from kdrecon.mri.resolution import embedded_kspace
+
+    image = real_slices[0, :144, :144]
+    spectrum = np.fft.fftshift(np.fft.fft2(image, norm="ortho"))
+    block = spectrum[72 - 18 : 72 + 18, 72 - 18 : 72 + 18]
+    small = np.fft.ifft2(np.fft.ifftshift(block), norm="ortho") * 36 / 144  # the orthonormal scale of 36 pixels
+    low_passed = np.fft.fft2(image, norm="ortho") * low_pass_mask((144, 144), 4)
+    np.testing.assert_allclose(embedded_kspace(small, 4), low_passed, atol=1e-6)
+    np.testing.assert_allclose(np.fft.ifft2(low_passed, norm="ortho")[::4, ::4], small, atol=1e-7)  # pixel i at 4·i
+    with pytest.raises(ValueError, match=r"a 37-pixel low-resolution image at super-resolution factor 2.5 has no whole"):
+        embedded_kspace(np.ones((37, 37)), 2.5)
+
+
+@pytest.fixture
+def identity_vdsr(tmp_path):
+    """A VDSR4B4 whose last convolution is zero: its output is its input, the low-resolution image on the full grid."""
+    from kdrecon.deployment.package import NORMALISATION, describe_mask
+    from kdrecon.models.weights import save_weights
+
+    model = build_model("VDSR4B4", channels=8)
+    with torch.no_grad():
+        model.blocks[3].layers[0].weight.zero_()
+        model.blocks[3].layers[0].bias.zero_()
+    data = {"task": "super-resolution", "acceleration": "4x", "image_shape": [64, 64],
+            "mask": describe_mask(low_pass_mask((64, 64), 4)), "normalisation": NORMALISATION}
+    save_weights(tmp_path / "vdsr.safetensors", model, {"name": "VDSR4B4", "options": {"channels": 8}}, data)
+    return tmp_path / "vdsr.safetensors"
+
+
+def test_low_resolution_nifti_and_dicom_are_restored_at_four_times_their_size(tmp_path, real_slices, identity_vdsr, capsys):
+    import nibabel as nib
+    from pydicom import dcmread
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    from kdrecon.cli import main
+
+    small = (real_slices[:3, 50:98, 40:88] * 1000).astype(np.float32)  # three genuine 48×48 images
+    expected = np.abs(np.stack([numpy_sinc_upsampling(image, 4) for image in small]))
+    affine = np.array([[0, -2.5, 0, 90.0], [2.5, 0, 0, -80.0], [0, 0, 8.0, 12.5], [0, 0, 0, 1]])
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(np.moveaxis(small, 0, -1), affine), tmp_path / "in" / "lr.nii.gz")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(tmp_path / "in" / "IM0"), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesNumber = generate_uid(), generate_uid(), 3
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = [10.0, -20.0, 8.0], [1.0, 0, 0, 0, 1.0, 0]
+    ds.PixelSpacing, ds.SamplesPerPixel, ds.PhotometricInterpretation = [2.5, 3.0], 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = small[0].shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = small[0].round().astype(np.uint16).tobytes()
+    ds.save_as(tmp_path / "in" / "IM0", enforce_file_format=True)
+
+    assert main(["reconstruct", "--model", str(identity_vdsr), "--input", str(tmp_path / "in"),
+                 "--output", str(tmp_path / "out"), "--low-resolution-input"]) == 0
+    assert "super-resolved 4x from the low-resolution image" in capsys.readouterr().out
+    result = nib.load(tmp_path / "out" / "lr.nii.gz")
+    assert result.shape == (192, 192, 3)
+    np.testing.assert_allclose(np.moveaxis(result.get_fdata(), -1, 0), expected, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(result.affine[:3, :2], affine[:3, :2] / 4, atol=1e-6)  # voxels 4× smaller in-plane
+    np.testing.assert_allclose(result.affine[:, 2:], affine[:, 2:], atol=1e-5)  # voxel (0, 0, 0) where it was
+    np.testing.assert_allclose(result.header.get_zooms(), (0.625, 0.625, 8.0), atol=1e-6)
+    image = dcmread(tmp_path / "out" / "IM0")
+    assert (image.Rows, image.Columns) == (192, 192) and [float(v) for v in image.PixelSpacing] == [0.625, 0.75]
+    assert image.ImagePositionPatient == ds.ImagePositionPatient and "super-resolved 4x" in image.DerivationDescription
+    stored = np.abs(numpy_sinc_upsampling(small[0].round(), 4))  # of the input's stored integers
+    np.testing.assert_allclose(image.pixel_array, stored, atol=0.5 + 1e-3)  # rounded to integers
+
+
+def test_low_resolution_input_is_refused_where_it_means_nothing(tmp_path, real_slices, identity_vdsr):
+    from kdrecon.data import layout
+    from kdrecon.deployment.reconstruct import reconstruct_files
+
+    image = real_slices[:2, :64, :64].astype(np.float32)
+    with pytest.raises(ValueError, match=r"^a low-resolution input needs a super-resolution model; this one was trained "
+                                         r"for reconstruction"):
+        reconstruct_files("sunnybrook-4x-student", tmp_path, tmp_path / "out", progress=False, low_resolution_input=True)
+    kspace = np.fft.fft2(image, norm="ortho") * low_pass_mask((64, 64), 4)
+    layout.write_volume(tmp_path / "h5" / "stored.h5", image, {"4x": (np.abs(np.fft.ifft2(kspace, norm="ortho")), kspace)})
+    with pytest.raises(ValueError, match=r"stored.h5: 'kspace_volus_4x' is k-space on the full grid, not a low-resolution "
+                                         r"image: reconstruct it without --low-resolution-input"):
+        reconstruct_files(identity_vdsr, tmp_path / "h5", tmp_path / "out", progress=False, low_resolution_input=True)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

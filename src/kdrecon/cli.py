@@ -581,6 +581,7 @@ def _run_models(args: argparse.Namespace) -> None:
 
 def _add_reconstruct(reconstruct: argparse.ArgumentParser) -> None:
     from kdrecon.data.sources.raw_kspace import READOUT_OVERSAMPLING
+    from kdrecon.deployment.reconstruct import LOW_RESOLUTION_OPTION
     from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 
     reconstruct.add_argument("--model", required=True, help="a shipped model (kdrecon models), .safetensors, run directory or .pt")
@@ -595,6 +596,9 @@ def _add_reconstruct(reconstruct: argparse.ArgumentParser) -> None:
                              help="default: bf16 if the model was trained in bf16 and bf16 is this device's fast path "
                                   "(measured on a CPU), else fp32")
     reconstruct.add_argument("--overwrite", action="store_true", help="replace reconstructions already in --output")
+    reconstruct.add_argument(LOW_RESOLUTION_OPTION, action="store_true",
+                             help="super-resolution: the images are genuine low-resolution ones, restored at the model's "
+                                  "factor times their size (default: full-resolution images, low-passed first as in evaluation)")
 
 
 def _run_reconstruct(args: argparse.Namespace) -> None:
@@ -609,8 +613,8 @@ def _run_reconstruct(args: argparse.Namespace) -> None:
         raise ValueError(f"--readout-oversampling {args.readout_oversampling}: must be at least 1")
     written = reconstruct_files(args.model, args.input, args.output, args.batch_size, args.device, args.mask,
                                 readout_oversampling=args.readout_oversampling, precision=args.precision,
-                                overwrite=args.overwrite)
-    print(f"{len(written.files)} reconstruction(s) written to {args.output} ({written.precision})")
+                                overwrite=args.overwrite, low_resolution_input=args.low_resolution_input)
+    print(f"{len(written.files)} reconstruction(s) written to {args.output} ({written.precision}): {written.derivation}")
 
 
 def _add_export(export: argparse.ArgumentParser) -> None:

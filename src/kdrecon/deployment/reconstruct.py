@@ -37,7 +37,10 @@ output is the magnitude of the network's output. Acquired k-space with phase nee
 A slice is scaled to maximum magnitude 1 (as in training), undersampled with the model's own mask
 (or, for another image size, a mask of ``--mask`` kind at the model's acceleration; in
 super-resolution the low-pass box of that size), reconstructed, and multiplied back by its maximum;
-a blank slice stays blank.
+a blank slice stays blank. A super-resolution model's inputs are genuine low-resolution images with
+``low_resolution_input`` (``--low-resolution-input``): each is restored ``r`` times larger per side
+(:func:`kdrecon.mri.resolution.embedded_kspace`), NIfTI voxels and DICOM pixel spacing made ``r``
+times smaller.
 Every output file is written under a temporary name and renamed, so a failure leaves no half file.
 """
 
@@ -68,7 +71,7 @@ from kdrecon.models.inference import inference_batch_size, inference_layout
 from kdrecon.models.weights import SUFFIX, WeightsInfo, load_weights
 from kdrecon.mri.channels import COMPLEX_CHANNELS, magnitude, to_channels
 from kdrecon.mri.fft import hermitian_mismatch, ifft2
-from kdrecon.mri.resolution import low_pass_mask
+from kdrecon.mri.resolution import embedded_kspace, low_pass_mask
 from kdrecon.mri.undersample import undersample
 from kdrecon.training.config import AS_TRAINED
 from kdrecon.training.fast_path import autocast, inference_precision
@@ -109,6 +112,26 @@ class Reconstructor:
     batch_size: int | None = None  # None: the device's (kdrecon.models.inference)
     mask_kind: str | None = None
     precision: str = "fp32"  # fp32 or bf16 (autocast of the convolutions; data consistency stays float32)
+    low_resolution_input: bool = False  # super-resolution: images are genuine low-resolution ones, to upsample
+
+    def __post_init__(self) -> None:
+        if self.low_resolution_input and not self.is_super_resolution:
+            raise ValueError(f"a low-resolution input needs a super-resolution model; this one was trained for "
+                             f"{self.info.data['task']}")
+
+    @property
+    def is_super_resolution(self) -> bool:
+        return self.info.data["task"] == SUPER_RESOLUTION
+
+    @property
+    def derivation(self) -> str:
+        """How an output image came about, for its DICOM ``DerivationDescription`` and the CLI."""
+        acceleration = self.info.data["acceleration"]
+        if self.low_resolution_input:
+            return f"super-resolved {acceleration} from the low-resolution image"
+        if self.is_super_resolution:
+            return f"super-resolved from the image low-passed to 1/{acceleration} of its k-space (a simulation)"
+        return f"reconstructed from the image's k-space retrospectively undersampled {acceleration}"
 
     def mask(self, shape: tuple[int, int]) -> np.ndarray:
         """The model's mask for images of ``shape``: its own, or one made for that size."""
@@ -116,7 +139,7 @@ class Reconstructor:
         if tuple(own["shape"]) == tuple(shape):
             return mask_from_description(own)
         acceleration = self.info.data["acceleration"]
-        if self.info.data["task"] == SUPER_RESOLUTION:
+        if self.is_super_resolution:
             return low_pass_mask(shape, factor_of(acceleration))
         if self.mask_kind is None:
             raise ValueError(f"images are {shape[0]}×{shape[1]}, the model's {acceleration} mask is "
@@ -148,7 +171,8 @@ class Reconstructor:
 
     def images(self, images: np.ndarray) -> np.ndarray:
         """Retrospectively undersample slices ``(S, H, W)`` (magnitude, or complex for a complex model) and
-        reconstruct them, in their own scale."""
+        reconstruct them, in their own scale; genuine low-resolution slices (``low_resolution_input``)
+        are restored on the model's full grid, ``(S, r·H, r·W)``."""
         if not np.isfinite(images).all():
             raise ValueError("the images contain NaN or infinite values")
         if not np.abs(images).max(initial=0) > 0:
@@ -157,10 +181,14 @@ class Reconstructor:
             images = np.abs(images)
         maxima = np.abs(images).max(axis=(1, 2), keepdims=True)
         scale = np.where(maxima > 0, maxima, 1).astype(np.float32)
-        mask = self.mask(images.shape[1:])
-        kspace, _ = undersample(torch.from_numpy(images / scale), torch.from_numpy(mask))
+        if self.low_resolution_input:
+            kspace = embedded_kspace(images / scale, factor_of(self.info.data["acceleration"]))
+            mask = self.mask(kspace.shape[1:])
+        else:
+            mask = self.mask(images.shape[1:])
+            kspace = undersample(torch.from_numpy(images / scale), torch.from_numpy(mask))[0].to(torch.complex64).numpy()
         # A blank slice (a volume's padding) stays blank: the network's biases would paint noise on it.
-        return self.run(kspace.to(torch.complex64).numpy(), mask) * scale * (maxima > 0)
+        return self.run(kspace, mask) * scale * (maxima > 0)
 
     def acquired(self, kspace: np.ndarray, maxima: np.ndarray | None = None) -> np.ndarray:
         """Reconstruct un-centred k-space ``(S, H, W)`` sampled with the model's own mask, as acquired,
@@ -193,7 +221,7 @@ class Reconstructor:
         and back. ``acceleration``: the acquisition's stated one, else lines / sampled lines, which a
         fully sampled centre makes lower than the nominal one; it must be within ACCELERATION_TOLERANCE of the
         model's (relative)."""
-        if self.info.data["task"] == SUPER_RESOLUTION:
+        if self.is_super_resolution:
             raise ValueError("a super-resolution model cannot reconstruct undersampled k-space")
         if not self.is_complex:
             raise ValueError(MAGNITUDE_MODEL_ON_PHASE)
@@ -267,7 +295,9 @@ def reconstruct_dicom(reconstructor: Reconstructor, sources: list[Path], root: P
     written = []
     for index, ds in enumerate(datasets):
         _encode(ds, reconstructed[index])
-        _label_as_derived(ds, series[str(ds.get("SeriesInstanceUID", ""))], reconstructor.info.model["name"])
+        _resize(ds, reconstructed[index].shape)  # after encoding, which reads the input's pixels for their type
+        _label_as_derived(ds, series[str(ds.get("SeriesInstanceUID", ""))], reconstructor.info.model["name"],
+                          reconstructor.derivation)
         destination = output / sources[index].relative_to(root)
         with layout.atomic_path(destination) as temporary:
             ds.save_as(str(temporary), enforce_file_format=True)
@@ -275,8 +305,8 @@ def reconstruct_dicom(reconstructor: Reconstructor, sources: list[Path], root: P
     return written
 
 
-def _label_as_derived(ds: pydicom.Dataset, series_uid: str, model: str) -> None:
-    """Mark ``ds`` as an image of the reconstructed series ``series_uid``, derived by ``model``."""
+def _label_as_derived(ds: pydicom.Dataset, series_uid: str, model: str, derivation: str) -> None:
+    """Mark ``ds`` as an image of the reconstructed series ``series_uid``, derived by ``model`` as ``derivation`` says."""
     ds.SeriesInstanceUID = series_uid
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.SeriesDescription = f"{ds.get('SeriesDescription', '')} kdrecon {model}".strip()
@@ -284,10 +314,21 @@ def _label_as_derived(ds: pydicom.Dataset, series_uid: str, model: str) -> None:
         ds.SeriesNumber = int(ds.SeriesNumber) + SERIES_NUMBER_OFFSET
     values = ds.get("ImageType", [])
     ds.ImageType = ["DERIVED", "SECONDARY", *([] if isinstance(values, str) else list(values)[2:])]  # str: one value
-    ds.DerivationDescription = f"reconstructed by kdrecon {model} from retrospectively undersampled k-space"
+    ds.DerivationDescription = f"kdrecon {model}: {derivation}"
     for stale in ("LargestImagePixelValue", "SmallestImagePixelValue"):  # of the input's pixels
         if stale in ds:
             del ds[stale]
+
+
+def _resize(ds: pydicom.Dataset, shape: tuple[int, int]) -> None:
+    """A super-resolved image's size and pixel spacing. ``ImagePositionPatient`` (the centre of the
+    first pixel) stays: low-resolution pixel ``i`` lies at full-grid pixel ``r·i``."""
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if (rows, columns) == tuple(shape):
+        return
+    if "PixelSpacing" in ds:
+        ds.PixelSpacing = [float(ds.PixelSpacing[0]) * rows / shape[0], float(ds.PixelSpacing[1]) * columns / shape[1]]
+    ds.Rows, ds.Columns = shape
 
 
 def _pixel_values(ds: pydicom.Dataset) -> np.ndarray:
@@ -315,12 +356,16 @@ def reconstruct_nifti(reconstructor: Reconstructor, source: Path, destination: P
     height, width = data.shape[:2]
     # every (slice, frame) pair becomes one 2-D slice, in the order of the file
     slices = np.moveaxis(data.reshape(height, width, -1), -1, 0)
-    result = np.moveaxis(reconstructor.images(slices), 0, -1).reshape(data.shape)
+    images = reconstructor.images(slices)
+    result = np.moveaxis(images, 0, -1).reshape(*images.shape[1:], *data.shape[2:])
+    # Super-resolved voxels are r times smaller in-plane; voxel (0, 0) stays where it was (pixel i at r·i).
+    affine = image.affine.copy()
+    affine[:3, :2] *= np.array([height, width]) / images.shape[1:]
     header = image.header.copy()
     header.set_data_dtype(np.float32)
     header.set_slope_inter(1, 0)
-    output = nib.Nifti1Image(result.astype(np.float32), image.affine, header) if isinstance(image, nib.Nifti1Image) \
-        else nib.Nifti2Image(result.astype(np.float32), image.affine, header)
+    output = nib.Nifti1Image(result.astype(np.float32), affine, header) if isinstance(image, nib.Nifti1Image) \
+        else nib.Nifti2Image(result.astype(np.float32), affine, header)
     suffix = next(s for s in NIFTI_SUFFIXES if source.name.endswith(s))
     with layout.atomic_path(destination) as temporary:
         nib.save(output, str(temporary.with_name(temporary.name + suffix)))
@@ -332,6 +377,9 @@ def reconstruct_papers_h5(reconstructor: Reconstructor, source: Path, destinatio
     key = layout.kspace_key(reconstructor.info.data["acceleration"])
     with h5py.File(source, "r") as file:
         attributes = dict(file.attrs)
+        if key in file and reconstructor.low_resolution_input:
+            raise ValueError(f"{key!r} is k-space on the full grid, not a low-resolution image: "
+                             f"reconstruct it without {LOW_RESOLUTION_OPTION}")
         if key in file:
             maxima = np.abs(file[layout.TARGET_KEY][()]).max(axis=(0, 1)) if layout.TARGET_KEY in file else None
             result = reconstructor.acquired(np.moveaxis(file[key][()], -1, 0), maxima)
@@ -351,6 +399,7 @@ def reconstruct_fastmri(reconstructor: Reconstructor, source: Path, destination:
     (``reconstruction_esc``, or the cropped image of ``kspace`` where that is absent) undersampled and
     reconstructed; written as fastMRI's ``reconstruction`` (S, H, W) with the input's attributes,
     the file fastMRI's ``evaluate.py`` scores."""
+    _refuse_low_resolution(reconstructor, "a fastMRI file")
     with h5py.File(source, "r") as file:
         attributes = dict(file.attrs)
         acquired = fastmri.MASK_KEY in file
@@ -376,12 +425,22 @@ def reconstruct_raw_kspace(reconstructor: Reconstructor, source: Path, destinati
     """A scanner's centred ``.npy`` k-space: skipped (all-zero) lines make it an acquisition with that
     mask, else it is undersampled with the model's; every coil reconstructed, combined by
     root-sum-of-squares and written as a float32 ``.npy`` image."""
+    _refuse_low_resolution(reconstructor, "raw k-space")
     per_coil = np.moveaxis(raw_kspace.load_kspace(source), 1, 0)  # (coils, lines, readout), coils as slices
     readout = raw_kspace.kept_readout(per_coil.shape[-1], readout_oversampling, source)
     slices = from_centred(per_coil, sampled_lines(per_coil, line_axis=-2), line_axis=-2, readout_size=readout)
     coils = reconstructor.images(slices.images()) if slices.fully_sampled else reconstructor.measured(slices)
     with layout.atomic_path(destination) as temporary, open(temporary, "wb") as file:
         np.save(file, np.sqrt((coils.astype(np.float64) ** 2).sum(axis=0)).astype(np.float32))
+
+
+#: The CLI option that says the inputs are genuine low-resolution images (named in refusals).
+LOW_RESOLUTION_OPTION = "--low-resolution-input"
+
+
+def _refuse_low_resolution(reconstructor: Reconstructor, what: str) -> None:
+    if reconstructor.low_resolution_input:
+        raise ValueError(f"{what} is a full-resolution acquisition: reconstruct it without {LOW_RESOLUTION_OPTION}")
 
 
 def reconstruct_h5(reconstructor: Reconstructor, source: Path, destination: Path) -> None:
@@ -408,15 +467,16 @@ def _refuse_replacing(files: list[Path], root: Path, output: Path, overwrite: bo
 
 @dataclass(frozen=True)
 class Reconstructions:
-    """What :func:`reconstruct_files` wrote, and the precision the network ran in."""
+    """What :func:`reconstruct_files` wrote, the precision the network ran in, and how the images came about."""
 
     files: tuple[Path, ...]
     precision: str
+    derivation: str
 
 
 def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_size: int | None = None, device: str = "auto",
                       mask_kind: str | None = None, progress: bool = True, readout_oversampling: int = raw_kspace.READOUT_OVERSAMPLING,
-                      precision: str = AS_TRAINED, overwrite: bool = False) -> Reconstructions:
+                      precision: str = AS_TRAINED, overwrite: bool = False, low_resolution_input: bool = False) -> Reconstructions:
     """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files
     written and the precision the network ran in. Files already in ``output`` under those names are
     refused unless ``overwrite``; if one input fails, the reconstructions written before it are kept
@@ -428,7 +488,7 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
     torch_device = resolve_device(device)
     precision = inference_precision(precision, info.provenance.get("precision"), torch_device)
     layout.remove_debris(Path(output))  # of an interrupted earlier run into the same folder
-    reconstructor = Reconstructor(network, info, torch_device, batch_size, mask_kind, precision)
+    reconstructor = Reconstructor(network, info, torch_device, batch_size, mask_kind, precision, low_resolution_input)
     files = input_files(input_path)
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
     dicom = [file for file in files if is_dicom(file)]
@@ -455,4 +515,4 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
             kept = f" ({len(written)} reconstruction(s) written before it are kept in {output})" if written else ""
             raise ValueError(message + kept) from None
         written.append(destination)
-    return Reconstructions(tuple(written), precision)
+    return Reconstructions(tuple(written), precision, reconstructor.derivation)

@@ -12,7 +12,8 @@ Outputs in the evaluation directory:
 
 The baselines are the network's input (``zero_filled``: the zero-filled image, or in
 super-resolution the low-resolution image on the full grid) and, in super-resolution, the
-classical ``bicubic`` upsampling of the low-resolution image.
+classical upsampling of the low-resolution image (stored as ``bicubic``: interpolation by cubic
+B-splines, :func:`kdrecon.mri.resolution.bicubic_upsampling`).
 """
 
 from __future__ import annotations

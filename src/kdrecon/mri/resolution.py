@@ -52,6 +52,9 @@ def kept_size(size: int, factor: float) -> int:
             f"super-resolution factor {factor:g} on {size}-pixel images: the kept central block "
             f"({size}/{factor:g}) must be a whole number of pixels; choose a crop divisible by the factor"
         )
+    if round(kept) < 2:
+        raise ValueError(f"super-resolution factor {factor:g} on {size}-pixel images keeps only the mean intensity "
+                         "(1 pixel): every low-resolution image would be flat; use a smaller factor")
     return int(round(kept))
 
 
@@ -80,6 +83,42 @@ def low_resolution_grid(kspace: np.ndarray, factor: float) -> np.ndarray:
     centred = np.fft.fftshift(kspace, axes=(-2, -1))[..., _centre_block(height, rows), _centre_block(width, columns)]
     small = np.fft.ifft2(np.fft.ifftshift(centred, axes=(-2, -1)), norm="ortho")
     return np.abs(small) * np.sqrt(rows * columns / (height * width))
+
+
+def full_size(size: int, factor: float) -> int:
+    """The side ``N = n · r`` of the full grid a genuine ``n``-pixel low-resolution image is restored on.
+
+    Example:
+        >>> full_size(64, 4)
+        256
+    """
+    full = size * factor
+    if abs(full - round(full)) > 1e-9 or kept_size(int(round(full)), factor) != size:
+        raise ValueError(f"a {size}-pixel low-resolution image at super-resolution factor {factor:g} has no whole "
+                         f"number of full-resolution pixels ({size}·{factor:g})")
+    return int(round(full))
+
+
+def embedded_kspace(low_resolution: np.ndarray, factor: float) -> np.ndarray:
+    """The un-centred k-space ``(..., n·r, m·r)`` of a genuine low-resolution image ``(..., n, m)``:
+    its orthonormal spectrum as the central block (scaled by ``r`` per axis), zero elsewhere.
+
+    The inverse of :func:`low_resolution_grid` before its magnitude: the image of this k-space
+    equals ``low_resolution`` at the full-grid positions ``r·i``, so a super-resolution network
+    receives the input it was trained on, :math:`F^{-1}(M_r \\odot F x)`, on the full grid.
+
+    Example:
+        >>> small = np.arange(16, dtype=np.complex64).reshape(4, 4)
+        >>> kspace = embedded_kspace(small, 2)
+        >>> kspace.shape, bool(np.allclose(np.fft.ifft2(kspace, norm="ortho")[::2, ::2], small, atol=1e-5))
+        ((8, 8), True)
+    """
+    rows, columns = low_resolution.shape[-2:]
+    height, width = full_size(rows, factor), full_size(columns, factor)
+    spectrum = np.fft.fftshift(np.fft.fft2(low_resolution, norm="ortho"), axes=(-2, -1))
+    centred = np.zeros((*low_resolution.shape[:-2], height, width), dtype=np.complex64)
+    centred[..., _centre_block(height, rows), _centre_block(width, columns)] = spectrum * np.sqrt(height * width / (rows * columns))
+    return np.fft.ifftshift(centred, axes=(-2, -1))
 
 
 def bicubic_upsampling(kspace: np.ndarray, factor: float) -> np.ndarray:

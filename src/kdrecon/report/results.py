@@ -34,7 +34,7 @@ VolumeMetrics = dict[str, dict[str, float]]
 def baseline_label(kind: str, task: str) -> str:
     """How a report names a baseline of :func:`kdrecon.evaluation.evaluate.baselines`."""
     if kind == BICUBIC:
-        return "Bicubic upsampling"
+        return "Cubic-spline upsampling"  # SciPy's interpolating cubic B-spline, not Keys' bicubic kernel
     return "Zero-filled" if task == RECONSTRUCTION else "LR input"
 
 
