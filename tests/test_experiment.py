@@ -201,6 +201,16 @@ def test_the_demo_command_also_asks_before_superseding(tmp_path, tiny_run, tiny_
     assert build_parser().parse_args(["demo", "--rerun"]).rerun
 
 
+def test_the_demo_table_says_which_seed_its_numbers_rest_on(tmp_path, tiny_run, tiny_overrides, capsys):
+    from kdrecon.demo import run_demo
+
+    shutil.copytree(tiny_run, tmp_path / "run")
+    table = run_demo(tmp_path / "run", {"seeds": SEEDS, **tiny_overrides}, progress=False)  # every stage reused
+    printed = capsys.readouterr().out
+    assert "each stage's lowest finished seed of 2 (1, 2); the report has every seed:" in printed
+    assert set(table) >= {"Zero-filled", "Teacher D3C3", "Student D2C3"}
+
+
 def test_adding_a_seed_trains_only_that_seeds_stages(tmp_path, tiny_run, tiny_overrides):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)

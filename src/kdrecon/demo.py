@@ -29,6 +29,9 @@ def run_demo(run_dir: Path, overrides: dict[str, Any] | None = None, progress: b
         return {}  # not rank 0 under torchrun: that one reports
     results = load_results(run_dir)
     table = summary_rows(results)
+    seeds = results.seeds
+    print(f"seed {seeds[0]} (one seed):" if len(seeds) == 1 else
+          f"each stage's lowest finished seed of {len(seeds)} ({', '.join(map(str, seeds))}); the report has every seed:")
     print(format_table(table))
     print(f"claims, with their verdicts over seeds: {run_dir / REPORT_MARKDOWN} and {run_dir / REPORT_HTML}")
     return table
