@@ -1,5 +1,6 @@
 """A prepared dataset edited after preparation is refused when it is loaded (issue 14, item 1)."""
 
+import json
 import shutil
 
 import h5py
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 
 from kdrecon.data.dataset import load_split
-from kdrecon.data.integrity import check_mask
-from kdrecon.data.prepare import make_mask
+from kdrecon.data.integrity import acceleration_tolerance, check_mask
+from kdrecon.data.prepare import load_mask_files, make_mask, papers_mask_file
 from kdrecon.mri.resolution import low_pass_mask
 
 FILE = "train/SCD0000101_phase00.h5"
@@ -69,3 +70,38 @@ def test_acceleration_label_must_match_the_mask():
         check_mask(low_pass_mask((48, 48), 4), "2x", "super-resolution", "box")
     with pytest.raises(ValueError, match="samples everything"):
         check_mask(np.ones((8, 8)), "1x", "reconstruction", "m")
+
+
+def test_a_fixed_mask_of_a_neighbouring_acceleration_is_refused(tmp_path):
+    # The papers' cardiac masks sample 37 and 30 of 150 lines: 150 / 37 = 4.05x is 19 % off 5x and
+    # 150 / 30 = 5x is 25 % off 4x, so the loose tolerance of drawn masks took either for the other.
+    four, five = papers_mask_file(150, "4x"), papers_mask_file(150, "5x")
+    assert np.load(four)[:, 0].sum() == 37 and np.load(five)[:, 0].sum() == 30
+    with pytest.raises(ValueError, match=r"labelled 5x but samples 37 of 150 lines \(4\.05x; more than 15% off\)"):
+        make_mask(str(four), "5x", (150, 150))
+    with pytest.raises(ValueError, match=r"labelled 4x but samples 30 of 150 lines \(5\.00x"):
+        make_mask(str(five), "4x", (150, 150))
+    with pytest.raises(ValueError, match=r"labelled 5x but samples 37 of 150 lines"):
+        load_mask_files({"5x": four})
+    assert make_mask(str(four), "4x", (150, 150))[:, 0].sum() == 37
+
+
+def test_a_drawn_mask_keeps_the_loose_tolerance():
+    lines = np.zeros(150, bool)
+    lines[:31], lines[-1] = True, True  # 32 lines: 4.69x, 17 % off 4x, as fastMRI's random masks may be
+    mask = np.repeat(lines[:, None], 150, axis=1).astype(np.float32)
+    check_mask(mask, "4x", "reconstruction", "m", acceleration_tolerance("random"))
+    with pytest.raises(ValueError, match=r"\(4\.69x; more than 15% off\)"):
+        check_mask(mask, "4x", "reconstruction", "m", acceleration_tolerance("papers"))
+
+
+def test_a_relabelled_papers_mask_is_refused_at_load(copy):
+    mask = np.load(copy / "masks/mask_4x.npy")
+    height, kept = mask.shape[0], int(mask[:, 0].sum())
+    assert height / kept < 4 * 1.25 and height / kept * 1.15 < 5  # within 25 % of 5x, not within 15 %
+    (copy / "masks/mask_4x.npy").rename(copy / "masks/mask_5x.npy")
+    manifest = json.loads((copy / "dataset.json").read_text())
+    manifest["masks"] = {"5x": "masks/mask_5x.npy"}
+    (copy / "dataset.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=rf"mask_5x\.npy: labelled 5x but samples {kept} of {height} lines"):
+        load_split(copy, "train", "5x")

@@ -19,7 +19,7 @@ import torch
 
 from kdrecon.data import layout
 from kdrecon.data.image import COMPLEX, MAGNITUDE, check_image_kind, image_kind_of
-from kdrecon.data.integrity import check_mask, check_volume
+from kdrecon.data.integrity import acceleration_tolerance, check_mask, check_volume
 from kdrecon.data.package_files import package_resource
 from kdrecon.data.prepare import MANIFEST, PrepareOptions, prepare_volume
 from kdrecon.data.sources import sunnybrook
@@ -221,6 +221,12 @@ def count_slices(dataset: str | Path, split: str) -> int:
     return total
 
 
+def _mask_kind(manifest: dict) -> str | None:
+    """The kind of mask a manifest records (``papers``, ``random``, a file…), ``None`` if it records none."""
+    described = manifest.get("mask")
+    return described.get("kind") if isinstance(described, dict) else None
+
+
 def load_split(dataset: str | Path, split: str, acceleration: str = "4x", task: str = RECONSTRUCTION,
                image: str = MAGNITUDE) -> SliceData:
     """Load every slice of ``split`` ('train' or 'validation') of a dataset into memory.
@@ -249,7 +255,7 @@ def load_split(dataset: str | Path, split: str, acceleration: str = "4x", task: 
         mask = np.load(mask_path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise ValueError(f"{mask_path}: not a readable .npy mask ({error})") from None
-    check_mask(mask, acceleration, task, mask_path)
+    check_mask(mask, acceleration, task, mask_path, acceleration_tolerance(_mask_kind(manifest)))
     directory = dataset / manifest["splits"][split]["directory"]
     files = sorted(directory.glob("*.h5"))
     if not files:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from kdrecon.data import layout
 from kdrecon.data import image as image_kinds
-from kdrecon.data.integrity import check_mask, check_volume
+from kdrecon.data.integrity import FIXED_MASK_TOLERANCE, acceleration_tolerance, check_mask, check_volume
 from kdrecon.data.package_files import package_resource
 from kdrecon.data.task import MANIFEST_KEY, RECONSTRUCTION, SUPER_RESOLUTION, TASKS, factor_of
 from kdrecon.data.volume import Volume
@@ -118,7 +118,8 @@ def make_mask(
     values = mask.uncentred().values.astype(np.float32)
     if values.shape != tuple(shape):
         raise ValueError(f"mask {kind!r} for {acceleration} has shape {values.shape}, images are {tuple(shape)}")
-    check_mask(values, acceleration, RECONSTRUCTION, kind if kind.endswith(".npy") else f"the {kind} mask")
+    check_mask(values, acceleration, RECONSTRUCTION, kind if kind.endswith(".npy") else f"the {kind} mask",
+               acceleration_tolerance(kind))
     return values
 
 
@@ -425,7 +426,7 @@ def load_mask_files(mask_files: dict[str, Path]) -> dict[str, tuple[Path, np.nda
         if path.suffix != ".npy":
             raise ValueError(f"mask file {path}: expected a .npy file")
         masks[key] = (path, mask_generators.load_mask(path).uncentred().values.astype(np.float32))
-        check_mask(masks[key][1], key, RECONSTRUCTION, path)
+        check_mask(masks[key][1], key, RECONSTRUCTION, path, FIXED_MASK_TOLERANCE)
     return masks
 
 
