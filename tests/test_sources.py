@@ -147,6 +147,7 @@ def write_dicom(
     slice_location: float | None = None,
     trigger_time: float | None = None,
     explicit: bool = True,
+    phase_encoding: str | None = None,
 ) -> None:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
@@ -166,6 +167,8 @@ def write_dicom(
         ds.ImageOrientationPatient = [float(v) for v in (*ROW, *COL)]
     if slice_location is not None:
         ds.SliceLocation = slice_location
+    if phase_encoding is not None:
+        ds.InPlanePhaseEncodingDirection = phase_encoding
     if trigger_time is not None:
         ds.TriggerTime = trigger_time
         ds.CardiacNumberOfImages = 2
@@ -237,6 +240,14 @@ def test_dicom_split_phases_off(dicom_tree: Path, frames: np.ndarray) -> None:
     np.testing.assert_array_equal(cine.images, rescaled[[1, 5, 3, 7, 0, 4, 2, 6]])  # location-major
 
 
+def test_prepare_dicom_records_the_orientation_it_reads_in(dicom_tree: Path, tmp_path: Path) -> None:
+    """A dataset prepared before ROW-encoded series were transposed (no entry) is other data to the checks."""
+    assert main(["prepare", "dicom", str(dicom_tree), str(tmp_path / "cine"), "--mask", "recipe", "--crop", "48",
+                 "--validation-fraction", "0.5"]) == 0
+    manifest = json.loads((tmp_path / "cine" / "dataset.json").read_text())
+    assert manifest["orientation"] == dicom.MANIFEST_ORIENTATION["orientation"]
+
+
 def test_dicom_subject_falls_back_to_folder(frames: np.ndarray, tmp_path: Path) -> None:
     uid = generate_uid()
     for s in range(2):
@@ -244,6 +255,21 @@ def test_dicom_subject_falls_back_to_folder(frames: np.ndarray, tmp_path: Path) 
                     series_number=1, instance=s + 1, slice_location=float(s))
     (volume,) = dicom.read_volumes(tmp_path)
     assert volume.subject == "case17"
+
+
+def test_dicom_series_phase_encoded_along_rows_is_read_transposed(frames: np.ndarray, tmp_path: Path) -> None:
+    """Its phase-encoding lines are image columns: transposed, they are the rows kdrecon's masks sample."""
+    uid = generate_uid()
+    for s in range(2):
+        write_dicom(tmp_path / f"{s}.dcm", frames[s], patient="P", series_uid=uid, series_number=1, instance=s + 1,
+                    slice_location=float(s), phase_encoding="ROW")
+    (volume,) = dicom.read_volumes(tmp_path)
+    np.testing.assert_array_equal(volume.images, (frames[:2].astype(np.float32) * 2 - 5).transpose(0, 2, 1))
+    assert volume.images.flags.c_contiguous
+    write_dicom(tmp_path / "2.dcm", frames[2], patient="P", series_uid=uid, series_number=1, instance=3,
+                slice_location=2.0, phase_encoding="COL")
+    with pytest.raises(ValueError, match=r"2.dcm: its InPlanePhaseEncodingDirection differs from .*0.dcm's in series"):
+        next(dicom.read_volumes(tmp_path))
 
 
 def test_dicom_bad_input(frames: np.ndarray, tmp_path: Path) -> None:

@@ -140,12 +140,16 @@ def _read_source_volumes(args: argparse.Namespace) -> Iterable[Volume]:
 
 
 def _source_manifest_entries(source_format: str) -> dict[str, str]:
-    """What a source's reader adds to the dataset's manifest (fastMRI: its images' orientation)."""
-    if source_format != "fastmri":
-        return {}
-    from kdrecon.data.sources import fastmri
+    """What a source's reader adds to the dataset's manifest (fastMRI, DICOM: their images' orientation)."""
+    if source_format == "fastmri":
+        from kdrecon.data.sources import fastmri
 
-    return dict(fastmri.MANIFEST_ORIENTATION)
+        return dict(fastmri.MANIFEST_ORIENTATION)
+    if source_format == "dicom":
+        from kdrecon.data.sources import dicom
+
+        return dict(dicom.MANIFEST_ORIENTATION)
+    return {}
 
 
 def _run_prepare(args: argparse.Namespace) -> None:

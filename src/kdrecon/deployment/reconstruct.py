@@ -281,17 +281,19 @@ def reconstruct_dicom(reconstructor: Reconstructor, sources: list[Path], root: P
     none of the others behind."""
     datasets = [pydicom.dcmread(str(file)) for file in sources]
     series = {uid: generate_uid() for uid in dict.fromkeys(str(ds.get("SeriesInstanceUID", "")) for ds in datasets)}
+    # Images phase-encoded along the rows are reconstructed transposed, as `prepare dicom` reads them.
+    pixels = [_in_mask_orientation(_pixel_values(ds), ds) for ds in datasets]
     shapes: dict[tuple[int, int], list[int]] = {}
-    for index, ds in enumerate(datasets):
-        shapes.setdefault((int(ds.Rows), int(ds.Columns)), []).append(index)
+    for index, image in enumerate(pixels):
+        shapes.setdefault(image.shape, []).append(index)
     reconstructed: dict[int, np.ndarray] = {}
     for shape, indices in shapes.items():  # slices are reconstructed independently: batch those of one size
         try:
-            images = reconstructor.images(np.stack([_pixel_values(datasets[i]) for i in indices]))
+            images = reconstructor.images(np.stack([pixels[i] for i in indices]))
         except (ValueError, AttributeError) as error:
             more = f" and {len(indices) - 1} more of that size" if len(indices) > 1 else ""
             raise ValueError(f"{sources[indices[0]]}{more} ({shape[0]}×{shape[1]}): {error}") from None
-        reconstructed.update(zip(indices, images))
+        reconstructed.update((i, _in_mask_orientation(image, datasets[i])) for i, image in zip(indices, images))
     written = []
     for index, ds in enumerate(datasets):
         _encode(ds, reconstructed[index])
@@ -329,6 +331,11 @@ def _resize(ds: pydicom.Dataset, shape: tuple[int, int]) -> None:
     if "PixelSpacing" in ds:
         ds.PixelSpacing = [float(ds.PixelSpacing[0]) * rows / shape[0], float(ds.PixelSpacing[1]) * columns / shape[1]]
     ds.Rows, ds.Columns = shape
+
+
+def _in_mask_orientation(image: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    """``image`` transposed if ``ds`` is phase-encoded along its rows (and back: the transpose is its own inverse)."""
+    return np.ascontiguousarray(image.T) if dicom_source.phase_encoding_along_rows(ds) else image
 
 
 def _pixel_values(ds: pydicom.Dataset) -> np.ndarray:

@@ -16,7 +16,10 @@ neither is present for every image of a series, ``InstanceNumber`` (such a serie
 a cine series: the phases could not be told apart, so that is an error).
 
 Pixel values: ``pixel_array * RescaleSlope + RescaleIntercept`` (defaults 1 and 0), float32;
-rows are ``H``, columns ``W``, as stored. Nothing is cropped or normalised here.
+rows are ``H``, columns ``W``, as stored, except in a series whose ``InPlanePhaseEncodingDirection``
+is ``ROW`` (phase-encoding lines are image columns): its images are transposed, so that kdrecon's
+masks, which sample rows, skip phase-encoding lines as a scanner does (:func:`phase_encoding_along_rows`;
+the manifest records it, :data:`MANIFEST_ORIENTATION`). Nothing is cropped or normalised here.
 
 Subject: ``PatientID``; fallback the name of the first folder under ``path`` that holds the
 file (or ``path``'s own name for files directly in it).
@@ -45,7 +48,11 @@ from pydicom.errors import InvalidDicomError
 
 from kdrecon.data.volume import Volume
 
-__all__ = ["read_volumes"]
+__all__ = ["read_volumes", "phase_encoding_along_rows", "MANIFEST_ORIENTATION"]
+
+#: What the manifest of a dataset prepared from DICOM records: series phase-encoded along the rows
+#: were transposed. A dataset prepared before kdrecon did so lacks it, so it counts as other data.
+MANIFEST_ORIENTATION = {"orientation": "phase encoding along the rows (DICOM series encoded along ROW transposed)"}
 
 _POSITION_DECIMALS = 3  # slice positions equal to 1 µm are the same location
 
@@ -64,6 +71,7 @@ class _Header:
     temporal: float | None  # TriggerTime, or TemporalPositionIdentifier
     instance: int | None
     cardiac_images: int | None
+    transposed: bool  # phase-encoded along the rows: read transposed
 
 
 def read_volumes(path: Path, *, split_phases: bool = True) -> Iterator[Volume]:
@@ -96,10 +104,13 @@ def read_volumes(path: Path, *, split_phases: bool = True) -> Iterator[Volume]:
         members = series[uid]
         subject = _subject(members[0], root)
         _check_shapes(members, uid)
+        transposed = _series_transposed(members, uid)
         groups = _phase_groups(members, uid, split_phases)
         for k, group in enumerate(groups):
             name = names[uid] if len(groups) == 1 else f"{names[uid]}_t{k:02d}"
             images = np.stack([_read_pixels(h) for h in group])
+            if transposed:
+                images = np.ascontiguousarray(images.transpose(0, 2, 1))
             try:
                 yield Volume(name=name, subject=subject, images=images)
             except ValueError as err:
@@ -143,7 +154,14 @@ def read_image_header(file: Path) -> _Header | None:
         temporal=_float(ds.get("TriggerTime", ds.get("TemporalPositionIdentifier"))),
         instance=_int(ds.get("InstanceNumber")),
         cardiac_images=_int(ds.get("CardiacNumberOfImages")),
+        transposed=phase_encoding_along_rows(ds),
     )
+
+
+def phase_encoding_along_rows(ds: pydicom.Dataset) -> bool:
+    """Whether the image's phase-encoding lines are its columns (``InPlanePhaseEncodingDirection`` ``ROW``):
+    kdrecon reads such an image transposed. Absent, the Sunnybrook data's ``COL`` is assumed."""
+    return str(ds.get("InPlanePhaseEncodingDirection", "") or "").strip().upper() == "ROW"
 
 
 def _position(ds: pydicom.Dataset) -> float | None:
@@ -202,6 +220,15 @@ def _check_shapes(members: list[_Header], uid: str) -> None:
             f"{odd.file}: image shape {odd.rows}x{odd.columns} differs from {common[0]}x{common[1]} "
             f"of the other images in series {uid}"
         )
+
+
+def _series_transposed(members: list[_Header], uid: str) -> bool:
+    directions = {h.transposed for h in members}
+    if len(directions) > 1:
+        odd = next(h for h in members if h.transposed != members[0].transposed)
+        raise ValueError(f"{odd.file}: its InPlanePhaseEncodingDirection differs from {members[0].file}'s "
+                         f"in series {uid}")
+    return directions.pop()
 
 
 def _phase_groups(members: list[_Header], uid: str, split_phases: bool) -> list[list[_Header]]:
