@@ -163,6 +163,8 @@ def test_acquired_kspace_that_no_model_or_mask_explains_is_refused(tmp_path, cap
     fastmri_lines = line_mask(368, 4, 30)
     fastmri_test_file(cases / "file1000002.h5", image, fastmri_lines, 8)
     refused(tmp_path, capsys, model, cases / "file1000002.h5", "acquired at 8x, the model is for 4x")
+    fastmri_test_file(cases / "file1000004.h5", image, fastmri_lines, 5)  # stated 5x: 25 % off, yet not 4x
+    refused(tmp_path, capsys, model, cases / "file1000004.h5", "acquired at 5x, the model is for 4x")
     with h5py.File(cases / "file1000003.h5", "w") as file:  # k-space on a line its mask skips
         file.create_dataset("kspace", data=centred_fft(image).astype(np.complex64) * line_mask(368, 2, 30))
         file.create_dataset("mask", data=fastmri_lines.astype(np.float32))

@@ -219,14 +219,14 @@ class Reconstructor:
     def measured(self, slices: AcquiredSlices, acceleration: float | None = None) -> np.ndarray:
         """Reconstruct k-space acquired with its own mask, each slice scaled to a zero-filled maximum of 1
         and back. ``acceleration``: the acquisition's stated one, else lines / sampled lines, which a
-        fully sampled centre makes lower than the nominal one; it must be within ACCELERATION_TOLERANCE of the
-        model's (relative)."""
+        fully sampled centre makes lower than the nominal one. A stated acceleration must be the model's; a
+        measured one within ACCELERATION_TOLERANCE of it (relative), as drawn masks vary."""
         if self.is_super_resolution:
             raise ValueError("a super-resolution model cannot reconstruct undersampled k-space")
         if not self.is_complex:
             raise ValueError(MAGNITUDE_MODEL_ON_PHASE)
         ours, theirs = factor_of(self.info.data["acceleration"]), acceleration or 1 / slices.sampled_fraction
-        if abs(theirs / ours - 1) > ACCELERATION_TOLERANCE:
+        if abs(theirs / ours - 1) > (ACCELERATION_TOLERANCE if acceleration is None else 1e-6):
             raise ValueError(f"the k-space was acquired at {theirs:.3g}x, the model is for {self.info.data['acceleration']}")
         maxima = np.abs(slices.images()).max(axis=(1, 2), keepdims=True)
         scale = np.where(maxima > 0, maxima, 1).astype(np.float32)
