@@ -60,6 +60,14 @@ def test_rescaled_kspace_and_edited_zero_filled_images_are_caught(copy):
         load_split(copy, "train")
 
 
+def test_a_blank_slice_is_refused_before_training_not_at_evaluation(copy):
+    """Zeroed consistently (target, k-space, zero-filled), it would pass the other checks and only fail scoring."""
+    for key in ("volfs", "kspace_volus_4x", "img_volus_4x"):
+        edit(copy / FILE, key, lambda x: np.concatenate([x[..., :2], np.zeros_like(x[..., 2:3]), x[..., 3:]], axis=-1))
+    with pytest.raises(ValueError, match=r"SCD0000101_phase00\.h5: slice 2 of the target is all zeros \(1 such\)"):
+        load_split(copy, "train")
+
+
 def test_acceleration_label_must_match_the_mask():
     mask = make_mask("papers", "4x", (150, 150))
     check_mask(mask, "4x", "reconstruction", "m")

@@ -15,7 +15,8 @@ data's own maximum and sit far above float32 rounding (about 1e-7) and far below
   ``H / r`` rows and ``W / r`` columns for super-resolution;
 * the stored k-space has no energy outside the mask (``≤ 1e-6`` of its maximum) and equals
   ``M ⊙ F(target)`` (``≤ 1e-4``): the target's scale and normalisation are the k-space's;
-* the zero-filled image is ``|F⁻¹ k|`` (``≤ 1e-4`` of its maximum).
+* the zero-filled image is ``|F⁻¹ k|`` (``≤ 1e-4`` of its maximum);
+* no target slice is blank (it has no maximum to normalise by or to score against).
 
 Example:
     >>> import numpy as np
@@ -81,8 +82,13 @@ def check_mask(mask: np.ndarray, acceleration: str, task: str, where: object,
 def check_volume(target: np.ndarray, zero_filled: np.ndarray, kspace: np.ndarray, mask: np.ndarray, where: object) -> None:
     """Refuse a volume ``(S, H, W)`` whose k-space, target and zero-filled image disagree with each other or the mask.
 
-    ``target`` is the magnitude image, or in a complex dataset the complex one.
+    ``target`` is the magnitude image, or in a complex dataset the complex one. A blank target slice is
+    refused too: a slice has no maximum to scale by or to take its PSNR's data range from.
     """
+    blank = np.flatnonzero(~(np.abs(target).reshape(len(target), -1).max(axis=1) > 0))
+    if blank.size:
+        raise ValueError(f"{where}: slice {blank[0]} of the target is all zeros ({blank.size} such); "
+                         "remove blank slices (kdrecon prepare drops them)")
     scale = max(float(np.abs(kspace).max()), 1e-12)
     if np.abs(kspace * (1 - mask)).max() > OUTSIDE_MASK * scale:
         raise ValueError(f"{where}: the k-space has energy outside the mask (another mask, or a centred mask "
