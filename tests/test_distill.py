@@ -139,6 +139,26 @@ def test_interrupted_distillation_resumes_to_the_same_student(tmp_path, teachers
         assert torch.equal(resumed.state_dict()[name], value), name
 
 
+def test_a_resumed_factor_transfer_keeps_its_paraphraser_losses(tmp_path, teachers, small_train, small_validation):
+    data = (small_train, small_validation)
+    settings = {"teacher": str(teachers / "teacher"), "method": "ft", "procedure": "single-stage",
+                "method_options": {"paraphraser_epochs": 2}, "optimization": {**TINY, "epochs": 2}}
+    distill(tmp_path / "whole", data, **settings)
+
+    def stop(stage, epoch, row):
+        raise KeyboardInterrupt
+
+    config = validate(DistillConfig, {"student": STUDENT, **settings})
+    with pytest.raises(KeyboardInterrupt):
+        distill_student(config, tmp_path / "resumed", False, *data, on_epoch_end=stop)
+    distill_student(config, tmp_path / "resumed", False, *data)
+    for which in ("best", "last"):
+        whole, resumed = (load_checkpoint(tmp_path / run / "checkpoints" / f"{which}.pt") for run in ("whole", "resumed"))
+        assert resumed["epoch"] == whole["epoch"] == 2
+        losses = resumed["distillation"]["preparation_losses"]
+        assert len(losses) == 2 and losses == whole["distillation"]["preparation_losses"]
+
+
 @pytest.mark.parametrize("interrupted", ["feature", "fine-tune"])
 def test_a_resumed_distillation_keeps_the_layout_it_began_with(interrupted, tmp_path, teachers, small_train,
                                                               small_validation, monkeypatch):

@@ -105,14 +105,21 @@ class _Distillation:
             distiller.close()
 
     def _prepare(self, loss: FeatureLoss, directory: Path) -> list[float]:
-        """The method's preparatory step (FT's paraphraser), unless a resumed stage restores it."""
-        history = []
-        if not _has_checkpoint(directory):
+        """The method's preparatory step (FT's paraphraser) and its losses; a resumed stage restores the
+        step with its checkpoint and takes the losses that checkpoint recorded."""
+        if _has_checkpoint(directory):
+            history = _recorded_preparation_losses(checkpoint_path(directory, "last"))
+        else:
             history = prepare_feature_loss(loss.to(self.device), self.teacher, self.teacher_layers,
                                            self.train_data.to(self.device), self.config.optimization.batch_size,
                                            self.config.seed)
         loss.finish_preparation()
         return history
+
+
+def _recorded_preparation_losses(last: Path) -> list[float]:
+    """The preparatory step's losses as ``last`` recorded them."""
+    return list(load_checkpoint(last).get("distillation", {}).get("preparation_losses", []))
 
 
 def _with_teacher_data(config: DistillConfig, teacher_payload: dict[str, Any]) -> DistillConfig:
