@@ -466,6 +466,48 @@ sys.stdin.read()
     assert not lock.exists()
 
 
+def test_stage_processes_of_a_killed_parallel_run_keep_its_directory_locked(tmp_path):
+    """A --parallel run killed by SIGKILL leaves its stage processes writing: no other run may take
+    the directory until they end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kdrecon.experiment.run_lock import run_lock
+    from kdrecon.report.run_layout import RunLayout
+
+    layout = RunLayout(tmp_path / "run")
+    parent = subprocess.Popen([sys.executable, "-c", f"""
+import os, signal, sys
+from pathlib import Path
+from kdrecon.experiment.run_lock import run_lock
+from kdrecon.experiment.runner import _stage_process
+from kdrecon.report.run_layout import RunLayout
+layout = RunLayout(Path({str(layout.root)!r}))
+with run_lock(layout):
+    stage = _stage_process([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), layout)
+    print(stage.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""], stdout=subprocess.PIPE, text=True)
+    stage = int(parent.stdout.readline())
+    assert parent.wait() == -signal.SIGKILL
+    try:
+        with pytest.raises(ConfigError, match="another kdrecon run"):
+            with run_lock(layout):
+                pass
+    finally:
+        os.kill(stage, signal.SIGKILL)
+    for _ in range(100):  # the kernel releases the lock as the stage process exits
+        try:
+            with run_lock(layout):
+                break
+        except ConfigError:
+            time.sleep(0.05)
+    else:
+        pytest.fail("the lock outlived the stage process")
+
+
 def test_independent_stages_of_every_seed_run_in_parallel_processes(tmp_path, tiny_overrides):
     run_dir = tmp_path / "run"
     # One seed: its teacher and student (and the distillations of each teacher) are independent.

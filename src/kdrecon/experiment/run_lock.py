@@ -7,7 +7,8 @@ host) from when its experiment is validated, before it writes anything, until it
 kernel releases the lock when its process dies, however it dies, so a killed run's lock file is
 taken over without guessing from process ids (which would mistake a run on another host sharing
 the filesystem for a dead one). The stage processes of ``--parallel`` run under their parent's
-lock (:data:`RUN_LOCK_HOLDER`).
+lock (:data:`RUN_LOCK_HOLDER`), and each holds it too (:func:`lock_descriptors`): stage processes
+that outlive a killed parent keep the directory locked until they end.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ from kdrecon.training.config import ConfigError
 
 #: Environment variable through which a run passes :func:`holder` to its ``--parallel`` stage processes.
 RUN_LOCK_HOLDER = "KDRECON_RUN_LOCK_HOLDER"
+
+#: The locked descriptor of each run directory this process holds the lock of, by its root.
+_held: dict[str, int] = {}
+
+
+def lock_descriptors(layout: RunLayout) -> tuple[int, ...]:
+    """The descriptor holding ``layout``'s lock in this process (none where it holds none): passed to a
+    stage process, it keeps the lock held while that process lives, even if this one is killed."""
+    descriptor = _held.get(str(layout.root))
+    return () if descriptor is None else (descriptor,)
 
 
 def holder() -> str:
@@ -77,9 +88,11 @@ def run_lock(layout: RunLayout) -> Iterator[None]:
         yield
         return
     descriptor = _acquire(layout)
+    _held[str(layout.root)] = descriptor
     try:
         yield
     finally:
+        del _held[str(layout.root)]
         layout.lock.unlink(missing_ok=True)  # before unlocking: see _is_current_file
         os.close(descriptor)
         if created and not any(layout.root.iterdir()):

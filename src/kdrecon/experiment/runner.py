@@ -45,7 +45,7 @@ from kdrecon.evaluation.benchmark import count_macs
 from kdrecon.evaluation.evaluate import evaluate, write_json
 from kdrecon.experiment.checks import check_dataset_slices, check_experiment, check_inputs, check_run_directory
 from kdrecon.experiment.config import ExperimentConfig
-from kdrecon.experiment.run_lock import RUN_LOCK_HOLDER, holder, run_lock
+from kdrecon.experiment.run_lock import RUN_LOCK_HOLDER, holder, lock_descriptors, run_lock
 from kdrecon.experiment.resumption import (copy_reusable, epochs_done, follow_moves, move_aside, pending_stages,
                                           recorded_locations, rerun_refusal)
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages, fingerprints
@@ -253,7 +253,7 @@ def _run_in_parallel(stages: list[Stage], pending: set[str], run_dir: Path, work
                         environment["OMP_NUM_THREADS"] = str(threads)
                     command = [sys.executable, "-m", "kdrecon", "run", str(RunLayout(run_dir).config), "--run-dir",
                                str(run_dir), "--only", stage.id, "--no-report"] + ([] if progress else ["--quiet"])
-                    running[stage.id] = (subprocess.Popen(command, env=environment), slot)
+                    running[stage.id] = (_stage_process(command, environment, RunLayout(run_dir)), slot)
                     waiting.remove(stage)
             time.sleep(0.5)
             for name, (process, slot) in list(running.items()):
@@ -267,6 +267,14 @@ def _run_in_parallel(stages: list[Stage], pending: set[str], run_dir: Path, work
     finally:
         for process, _ in running.values():
             process.terminate()
+        for process, _ in running.values():
+            process.wait()  # each records its stage interrupted before the lock is released
+
+
+def _stage_process(command: list[str], environment: dict[str, str], layout: RunLayout) -> subprocess.Popen:
+    """A stage process of ``--parallel``, holding the run directory's lock with its parent: if the
+    parent is killed, no other run can take the directory while the stage process still writes it."""
+    return subprocess.Popen(command, env=environment, pass_fds=lock_descriptors(layout))
 
 
 def _select(stages: list[Stage], only: Sequence[str]) -> set[str]:
