@@ -328,6 +328,14 @@ def test_what_would_fail_hours_later_is_refused_before_anything_is_written(tmp_p
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_refused_once_locked_removes_the_folders_it_created(tmp_path, tiny_overrides):
+    (tmp_path / "kept").mkdir()
+    run_dir = tmp_path / "kept" / "new" / "deeper" / "run"
+    with pytest.raises(ConfigError, match=r"--only: stage 'seed-1/teacher', an input of seed-1/std-kd-at, is not complete"):
+        run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False, only=["seed-1/std-kd-at"])
+    assert list(tmp_path.iterdir()) == [tmp_path / "kept"] and not any((tmp_path / "kept").iterdir())
+
+
 def test_damaged_run_directory_files_are_named_not_read_as_absent(tmp_path, tiny_run, tiny_overrides):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)

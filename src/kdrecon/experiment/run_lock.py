@@ -18,6 +18,7 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from kdrecon.report.run_layout import RunLayout
 from kdrecon.training.config import ConfigError
@@ -80,8 +81,9 @@ def _acquire(layout: RunLayout) -> int:
 @contextmanager
 def run_lock(layout: RunLayout) -> Iterator[None]:
     """Hold the run directory's lock for the ``with`` block (or share the parent run's, in a stage
-    process it started); a run directory this creates and leaves empty is removed again."""
-    created = not layout.root.exists()
+    process it started); a run directory this creates and leaves empty is removed again, with the
+    folders above it that it created."""
+    created = [folder for folder in (layout.root, *layout.root.parents) if not folder.exists()]
     layout.root.mkdir(parents=True, exist_ok=True)
     inherited = os.environ.get(RUN_LOCK_HOLDER)
     if inherited is not None and _recorded_holder(layout) == inherited:
@@ -95,5 +97,12 @@ def run_lock(layout: RunLayout) -> Iterator[None]:
         del _held[str(layout.root)]
         layout.lock.unlink(missing_ok=True)  # before unlocking: see _is_current_file
         os.close(descriptor)
-        if created and not any(layout.root.iterdir()):
-            layout.root.rmdir()
+        _remove_if_empty(created)
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty."""
+    for folder in folders:
+        if any(folder.iterdir()):
+            return
+        folder.rmdir()
