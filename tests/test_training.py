@@ -105,6 +105,27 @@ def test_metrics_file_a_kill_left_behind_its_checkpoint_is_rewritten_on_resume(t
     assert not list((tmp_path / "run").rglob("*.partial"))
 
 
+def test_a_run_whose_config_file_is_gone_resumes_only_with_the_config_its_checkpoint_records(
+        tmp_path, small_train, small_validation):
+    from kdrecon.training.supervised import train_model
+
+    settings = {"model": {"name": "D2C3", "channels": 4}, "optimization": {"epochs": 2, "batch_size": 8}}
+
+    def stop(epoch, row):
+        raise KeyboardInterrupt
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_model(TrainConfig.model_validate(settings), run_dir, False, small_train, small_validation, stop)
+    (run_dir / "config.yaml").unlink()
+    other = {**settings, "optimization": {**settings["optimization"], "learning_rate": 0.05}}
+    with pytest.raises(ConfigError, match=r"run: holds a run with a different config \(differs in: optimization\)"):
+        train_model(TrainConfig.model_validate(other), run_dir, False, small_train, small_validation)
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 1
+    train_model(TrainConfig.model_validate(settings), run_dir, False, small_train, small_validation)
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 2 and (run_dir / "config.yaml").is_file()
+
+
 def test_checkpoint_is_plain_data(tmp_path, small_train, small_validation):
     _fit(tmp_path / "run", small_train, small_validation, epochs=1)
     payload = torch.load(tmp_path / "run/checkpoints/best.pt", weights_only=True)

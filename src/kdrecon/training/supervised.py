@@ -21,11 +21,11 @@ CONFIG_FILE = "config.yaml"
 
 
 def claim_run_directory(run_dir: Path, config_data: dict) -> None:
-    """Create ``run_dir`` for ``config_data``, or check that the run already there used the same config."""
+    """Create ``run_dir`` for ``config_data``, or check that the run already there used the same config
+    (its ``config.yaml``, else the config its last checkpoint records: a resumed run continues it)."""
     run_dir = Path(run_dir)
-    existing = run_dir / CONFIG_FILE
-    if existing.is_file():
-        previous = read_yaml(existing)
+    previous = _recorded_config(run_dir)
+    if previous is not None:
         # The name is a label (the CLI's default is the directory's name): a renamed run directory resumes.
         changed = sorted(k for k in set(previous) | set(config_data) if previous.get(k) != config_data.get(k) and k != "name")
         if changed:
@@ -34,6 +34,14 @@ def claim_run_directory(run_dir: Path, config_data: dict) -> None:
                 "use another run directory"
             )
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _recorded_config(run_dir: Path) -> dict | None:
+    """The config of the run in ``run_dir``: its ``config.yaml``, else its last checkpoint's; None for none."""
+    if (run_dir / CONFIG_FILE).is_file():
+        return read_yaml(run_dir / CONFIG_FILE)
+    last = checkpoint_path(run_dir, "last")
+    return load_checkpoint(last).get("config") if last.is_file() else None
 
 
 def check_resumed_on_same_data(run_dir: Path, dataset: str | Path) -> None:
