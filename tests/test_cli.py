@@ -195,6 +195,23 @@ def test_rerunning_a_finished_run_is_a_no_op(trained_run):
     assert (trained_run / "checkpoints/last.pt").stat().st_mtime_ns == before
 
 
+def test_a_train_or_distill_already_writing_a_run_directory_keeps_it(trained_run, tmp_path, capsys):
+    """Two processes training into one directory would write the same checkpoints at once."""
+    from kdrecon.experiment.run_lock import run_lock
+    from kdrecon.report.run_layout import RunLayout
+
+    shutil.copytree(trained_run, tmp_path / "run")
+    before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
+    config = str(trained_run / "config.yaml")
+    with run_lock(RunLayout(tmp_path / "run")):  # another train holding it (flock: per open file, so in-process too)
+        assert main(["train", "--config", config, "--run-dir", str(tmp_path / "run"), "--quiet", "--epochs", "2"]) == 2
+        assert main(["distill", "--teacher", str(trained_run), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 2
+    assert capsys.readouterr().err.count("another kdrecon run") == 2
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before
+    assert main(["train", "--config", config, "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0  # released
+    assert not RunLayout(tmp_path / "run").lock.exists()
+
+
 def test_run_directory_with_another_config_is_refused(trained_run):
     code, _, error = run_cli("train", "--run-dir", trained_run, "--model", "D3C5", "--epochs", "1")
     assert code == 2 and "different config" in error and error.count("\n") == 1

@@ -8,8 +8,9 @@ input (a bad config key, a missing file, a mask of the wrong shape, …) ends wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -259,6 +260,20 @@ def _is_main_process() -> bool:
     return current_world().is_main
 
 
+@contextlib.contextmanager
+def _run_directory_lock(run_dir: Path) -> Iterator[None]:
+    """One ``train`` or ``distill`` at a time in ``run_dir``, as ``kdrecon run`` holds its directory
+    (under torchrun rank 0 holds it for every rank)."""
+    if not _is_main_process():
+        yield
+        return
+    from kdrecon.experiment.run_lock import run_lock
+    from kdrecon.report.run_layout import RunLayout
+
+    with run_lock(RunLayout(run_dir)):
+        yield
+
+
 def _add_train(train: argparse.ArgumentParser) -> None:
     _add_stage_options(train)
     train.add_argument("--model", help=f"a network, e.g. {_model_names()}, or sft-teacher")
@@ -288,7 +303,8 @@ def _run_train(args: argparse.Namespace) -> None:
     }
     config = load_config(TrainConfig, args.config, overrides)
     _check_writable(args.run_dir, "--run-dir")
-    result = train_model(config, args.run_dir, progress=not args.quiet)
+    with _run_directory_lock(args.run_dir):
+        result = train_model(config, args.run_dir, progress=not args.quiet)
     if _is_main_process():
         print(f"best validation loss {result.best_validation_loss:.6f} at epoch {result.best_epoch}; run in {result.run_dir}")
 
@@ -327,7 +343,8 @@ def _run_distill(args: argparse.Namespace) -> None:
     }
     config = load_config(DistillConfig, args.config, overrides)
     _check_writable(args.run_dir, "--run-dir")
-    result = distill_student(config, args.run_dir, progress=not args.quiet)
+    with _run_directory_lock(args.run_dir):
+        result = distill_student(config, args.run_dir, progress=not args.quiet)
     if _is_main_process():
         print(
             f"student: best validation loss {result.best_validation_loss:.6f} at epoch {result.best_epoch}; "
