@@ -346,6 +346,21 @@ def test_set_null_removes_a_preset_key_so_its_default_applies():
     assert {stage.config["procedure"] for stage in build_stages(config) if stage.kind == "distill"} == {"single-stage"}
 
 
+def test_set_null_on_a_key_that_is_not_there_changes_nothing():
+    """Removing an absent key must not add its parent as an empty mapping, which is a setting of its own."""
+    from kdrecon.cli import _key_values
+    from kdrecon.experiment.config import load_experiment
+    from kdrecon.experiment.stages import build_stages
+    from kdrecon.training.config import DistillConfig, TrainConfig, load_config
+
+    train = load_config(TrainConfig, None, {"model.name": "D3C5", **_key_values(["sft.teacher_weight=null"])})
+    assert train.sft is None  # an `sft: {}` is refused for a model other than sft-teacher
+    distill = load_config(DistillConfig, None, {"teacher": "t", **_key_values(["layers.student=null"])})
+    assert distill.layers is None  # `layers: {}` lacks its teacher and student paths
+    config = load_experiment("demo", _key_values(["method_settings.fsp.feature_weight=null"]))
+    assert config.method_settings == {} and build_stages(config)  # `fsp: {}` is a method no stage uses
+
+
 @pytest.mark.parametrize("model, message", [
     ({"name": "U8C1"}, r"^config: model: U8C1 at 32 channels has 1,990,932,641 parameters, more than"),
     ({"name": "U9C1"}, r"^config: model.name: model U9C1: a U-Net block has 1 to 8 levels of down-sampling, got 9"),

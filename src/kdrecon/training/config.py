@@ -475,10 +475,13 @@ UNSET = _Unset()
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``data["a"]["b"] = value`` for ``key = "a.b"``, creating mappings on the way; :data:`UNSET` removes it."""
+    """Set ``data["a"]["b"] = value`` for ``key = "a.b"``, creating mappings on the way; :data:`UNSET` removes it
+    (and creates nothing: an empty mapping would be a setting of its own, such as ``sft: {}``)."""
     *parents, last = key.split(".")
     node = data
     for part in parents:
+        if value is UNSET and part not in node:
+            return
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"config: {key}: {part!r} is not a mapping")
