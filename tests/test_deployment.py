@@ -411,6 +411,18 @@ def test_a_dicom_image_phase_encoded_along_its_rows_is_reconstructed_transposed(
     assert np.abs(row - as_stored).mean() > 1  # read as stored, its reconstruction differs
 
 
+def test_a_refused_dicom_image_read_transposed_is_named_with_its_own_size(tmp_path, validation_volume):
+    """Rows × Columns as the file has them (48×64), not the transposed 64×48 the network was given."""
+    from pydicom.uid import generate_uid
+    from test_sources import write_dicom
+
+    write_dicom(tmp_path / "in" / "row", validation_volume[4, :48, :64] + 5, patient="P", series_uid=generate_uid(),
+                series_number=1, instance=1, slice_location=0.0, phase_encoding="ROW")
+    with pytest.raises(ValueError, match=r"in/row \(48×64, phase-encoded along its rows: read transposed\): images are "
+                                         r"64×48, the model's 4x mask is 150×150"):
+        reconstruct_files("sunnybrook-4x-student", tmp_path / "in", tmp_path / "out", progress=False)
+
+
 def test_dicom_round_trip_makes_a_new_series_with_the_inputs_geometry(tmp_path, validation_volume):
     from pydicom import dcmread
     from pydicom.dataset import FileDataset, FileMetaDataset

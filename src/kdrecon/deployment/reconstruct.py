@@ -291,8 +291,10 @@ def reconstruct_dicom(reconstructor: Reconstructor, sources: list[Path], root: P
         try:
             images = reconstructor.images(np.stack([pixels[i] for i in indices]))
         except (ValueError, AttributeError) as error:
+            first = datasets[indices[0]]
             more = f" and {len(indices) - 1} more of that size" if len(indices) > 1 else ""
-            raise ValueError(f"{sources[indices[0]]}{more} ({shape[0]}×{shape[1]}): {error}") from None
+            turned = ", phase-encoded along its rows: read transposed" if dicom_source.phase_encoding_along_rows(first) else ""
+            raise ValueError(f"{sources[indices[0]]}{more} ({first.Rows}×{first.Columns}{turned}): {error}") from None
         reconstructed.update((i, _in_mask_orientation(image, datasets[i])) for i, image in zip(indices, images))
     written = []
     for index, ds in enumerate(datasets):
