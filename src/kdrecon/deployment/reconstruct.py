@@ -275,10 +275,11 @@ SERIES_NUMBER_OFFSET = 1000
 def reconstruct_dicom(reconstructor: Reconstructor, sources: list[Path], root: Path, output: Path) -> list[Path]:
     """Single-frame DICOM images, each reconstructed and written as an image of a **new series**:
     new Series and SOP Instance UIDs, a series number :data:`SERIES_NUMBER_OFFSET` above the
-    input's, ``ImageType`` ``DERIVED\\SECONDARY``, the input's geometry, patient and study tags, its
-    pixel encoding (values rounded and clipped to the stored range, ``RescaleSlope``/``Intercept``
-    kept). Every image is reconstructed before any is written, so a failing group of images leaves
-    none of the others behind."""
+    input's, ``ImageType`` ``DERIVED\\SECONDARY``, the input's geometry (super-resolved: ``r`` times
+    the rows and columns, ``PixelSpacing`` ``r`` times finer), patient and study tags, its pixel
+    encoding (values rounded and clipped to the stored range, ``RescaleSlope``/``Intercept`` kept).
+    Every image is reconstructed before any is written, so a failing group of images leaves none
+    of the others behind."""
     datasets = [pydicom.dcmread(str(file)) for file in sources]
     series = {uid: generate_uid() for uid in dict.fromkeys(str(ds.get("SeriesInstanceUID", "")) for ds in datasets)}
     # Images phase-encoded along the rows are reconstructed transposed, as `prepare dicom` reads them.
@@ -358,7 +359,8 @@ def _encode(ds: pydicom.Dataset, image: np.ndarray) -> None:
 def reconstruct_nifti(reconstructor: Reconstructor, source: Path, destination: Path) -> None:
     """A 3-D NIfTI volume (slices along the third axis) or a 4-D series such as a cardiac cine
     (``(H, W, slices, frames)``: each frame's slices reconstructed with their own scale),
-    written with the input's shape, affine and header."""
+    written with the input's shape, affine and header (super-resolved: ``r`` times the in-plane
+    size, voxels ``r`` times smaller)."""
     image, data = nifti.read_image(source)
     if len(image.shape) not in (3, 4):
         raise ValueError(f"{source}: expected a 3-D volume or a 4-D series of volumes, got shape {image.shape}")
@@ -487,9 +489,9 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
                       mask_kind: str | None = None, progress: bool = True, readout_oversampling: int = raw_kspace.READOUT_OVERSAMPLING,
                       precision: str = AS_TRAINED, overwrite: bool = False, low_resolution_input: bool = False) -> Reconstructions:
     """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files
-    written and the precision the network ran in. Files already in ``output`` under those names are
-    refused unless ``overwrite``; if one input fails, the reconstructions written before it are kept
-    (the error says how many).
+    written, the precision the network ran in and how the images came about. Files already in
+    ``output`` under those names are refused unless ``overwrite``; if one input fails, the
+    reconstructions written before it are kept (the error says how many).
     ``readout_oversampling`` applies to raw ``.npy`` k-space (the central 1/N of its readout is kept);
     ``precision`` as :func:`kdrecon.training.fast_path.inference_precision` resolves it, from the
     precision the model's weights file or checkpoint records (float32 where none is recorded)."""

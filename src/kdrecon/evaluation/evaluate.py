@@ -63,7 +63,7 @@ EVALUATION_FILES = (RECONSTRUCTIONS, PER_SLICE, PER_VOLUME, SUMMARY)
 
 
 def baselines(data: SliceData) -> dict[str, np.ndarray]:
-    """What every network is compared against, ``(N, H, W)``: its input and, in super-resolution, bicubic upsampling."""
+    """What every network is compared against, ``(N, H, W)``: its input and, in super-resolution, cubic-spline upsampling."""
     images = {ZERO_FILLED: magnitude(data.zero_filled).cpu().numpy()}
     if data.task == SUPER_RESOLUTION:
         images[BICUBIC] = bicubic_upsampling(data.kspace.cpu().numpy(), factor_of(data.acceleration))
