@@ -88,7 +88,7 @@ def check_volume(target: np.ndarray, zero_filled: np.ndarray, kspace: np.ndarray
     blank = np.flatnonzero(~(np.abs(target).reshape(len(target), -1).max(axis=1) > 0))
     if blank.size:
         raise ValueError(f"{where}: slice {blank[0]} of the target is all zeros ({blank.size} such); "
-                         "remove blank slices (kdrecon prepare drops them)")
+                         "remove blank slices from it (a slice without a maximum cannot be normalised or scored)")
     scale = max(float(np.abs(kspace).max()), 1e-12)
     if np.abs(kspace * (1 - mask)).max() > OUTSIDE_MASK * scale:
         raise ValueError(f"{where}: the k-space has energy outside the mask (another mask, or a centred mask "

@@ -70,7 +70,7 @@ class ResidualCNN(CascadeNetwork):
                  image_channels: int = 1) -> None:
         super().__init__()
         if blocks < 1 or convolutions % blocks or convolutions < 2 * blocks:
-            raise ValueError(f"R{convolutions}B{blocks}: the convolutions must split into blocks of at least 2")
+            raise ValueError(f"{convolutions} convolutions do not split into {blocks} blocks of at least 2")
         widths = [image_channels] + [channels] * (convolutions - 1) + [image_channels]
         per_block = convolutions // blocks
         self.blocks = nn.ModuleList(FeatureBlock(widths[i * per_block : (i + 1) * per_block + 1], outputs_image=i == blocks - 1)

@@ -64,7 +64,7 @@ class ConvolutionChain(nn.Module):
 def block_sizes(layers: int, blocks: int) -> list[int]:
     """``layers`` split into ``blocks`` consecutive groups, the first ones one larger when uneven."""
     if blocks < 1 or layers < max(blocks, 2):
-        raise ValueError(f"VDSR{layers}B{blocks}: needs at least 2 layers and at least one per block")
+        raise ValueError(f"VDSR needs at least 2 layers and one per block, got {layers} layers in {blocks} blocks")
     size, extra = divmod(layers, blocks)
     return [size + (index < extra) for index in range(blocks)]
 
