@@ -59,7 +59,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdrecon.data import layout
-from kdrecon.data.integrity import ACCELERATION_TOLERANCE
+from kdrecon.data.integrity import ACCELERATION_TOLERANCE, OUTSIDE_MASK
 from kdrecon.data.prepare import make_mask
 from kdrecon.data.sources import dicom as dicom_source
 from kdrecon.data.sources import fastmri, nifti, raw_kspace
@@ -100,6 +100,10 @@ def load_deployable(model: str | Path) -> tuple[nn.Module, WeightsInfo]:
         return describe_run(path)
     raise ValueError(f"--model {model}: not a shipped model ({', '.join(shipped_models())}), a {SUFFIX} file, "
                      "a run directory or a .pt checkpoint")
+
+
+#: How far an acquisition's stated acceleration may be from the model's: the same factor, up to rounding.
+STATED_ACCELERATION_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,7 @@ class Reconstructor:
             raise ValueError("the k-space contains NaN or infinite values")
         mask = self.mask(kspace.shape[1:])
         outside = np.abs(kspace * (1 - mask)).max()
-        if outside > 1e-6 * max(np.abs(kspace).max(), 1e-12):
+        if outside > OUTSIDE_MASK * max(np.abs(kspace).max(), 1e-12):
             raise ValueError(f"the k-space has energy outside the model's {self.info.data['acceleration']} mask "
                              "(acquired with another mask, or in the centred layout)")
         acquired = np.abs(kspace).max(axis=(1, 2)) > 0  # a blank slice (a volume's padding) stays blank
@@ -226,7 +230,7 @@ class Reconstructor:
         if not self.is_complex:
             raise ValueError(MAGNITUDE_MODEL_ON_PHASE)
         ours, theirs = factor_of(self.info.data["acceleration"]), acceleration or 1 / slices.sampled_fraction
-        if abs(theirs / ours - 1) > (ACCELERATION_TOLERANCE if acceleration is None else 1e-6):
+        if abs(theirs / ours - 1) > (ACCELERATION_TOLERANCE if acceleration is None else STATED_ACCELERATION_TOLERANCE):
             raise ValueError(f"the k-space was acquired at {theirs:.3g}x, the model is for {self.info.data['acceleration']}")
         maxima = np.abs(slices.images()).max(axis=(1, 2), keepdims=True)
         scale = np.where(maxima > 0, maxima, 1).astype(np.float32)
