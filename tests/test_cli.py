@@ -251,6 +251,22 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message, capsy
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["reconstruct", "--model", "M", "--input", "I", "--output", "O", "--acceleration", "5"],
+         "kdrecon: error: kdrecon reconstruct: unrecognized arguments: --acceleration 5 (see 'kdrecon reconstruct --help')"),
+        (["models", "extra"], "kdrecon: error: kdrecon models: unrecognized arguments: extra (see 'kdrecon models --help')"),
+        (["bogus"], "kdrecon: error: argument COMMAND: invalid choice: 'bogus'"),
+    ],
+)
+def test_a_misspelt_option_or_command_points_at_the_right_help(args, message, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(args)
+    error = capsys.readouterr().err
+    assert refused.value.code == 2 and error.startswith(message) and error.count("\n") == 1
+
+
 def test_sft_teacher_then_sft_kd_from_the_command_line(tmp_path):
     """The SFT-KD path on the embedded sample: SFT teacher, distilled student, evaluation."""
     tiny = ["--epochs", "1", "--batch-size", "8", "--quiet"]

@@ -716,17 +716,33 @@ COMMANDS = {
 }
 
 
+PROGRAM = "kdrecon"
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, with a refusal in one line like every other error (not the usage block)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"kdrecon: error: {self.prog}: {message} (see '{self.prog} --help')\n")
+        command = f"{self.prog}: " if self.prog != PROGRAM else ""  # a command's parser names the command
+        self.exit(2, f"{PROGRAM}: error: {command}{message} (see '{self.prog} --help')\n")
+
+    #: The commands' parsers by name (set on the program's parser by :func:`build_parser`).
+    command_parsers: dict[str, argparse.ArgumentParser] = {}
+
+    def parse_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 (argparse's signature)
+        """As argparse, but an option the command does not take is refused by that command's parser,
+        which points at its own help rather than the program's."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            refusing = self.command_parsers.get(getattr(parsed, "command", None), self)
+            refusing.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
 
 
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
     """The parser, with the options of ``commands`` (default: all); the other commands are listed with
     their help only, so that ``kdrecon --help`` does not import torch."""
-    parser = OneLineParser(prog="kdrecon", description="Knowledge distillation for MRI reconstruction.")
+    parser = OneLineParser(prog=PROGRAM, description="Knowledge distillation for MRI reconstruction.")
     parser.add_argument("--version", action="version", version=f"kdrecon {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -735,6 +751,7 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
         subparser = subparsers.add_parser(name, help=command.help)
         if name in selected:
             command.add_options(subparser)
+    parser.command_parsers = subparsers.choices
     return parser
 
 
