@@ -3,25 +3,77 @@
 #
 # The device machine's image has PyTorch (another version than this project's pin), h5py,
 # scikit-image, SciPy, ONNX Runtime, safetensors and TensorBoard, but not pydantic, nibabel or
-# pydicom, and it cannot download. Fetch their wheels here first (.whl/ is git-ignored; carry it):
-#   python3 -m pip download --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl pydantic nibabel pydicom
-# then, with the device tool:
-#   run(command="bash scripts/gpu_session.sh", carry=[".whl"], timeout_s=540)
-# and copy the figures from $OUT/bench-b*/bench.md into docs/benchmarks.md with this command.
-# Smoke test on the CPU (minutes): DEVICE=cpu SIZE=40 STEPS=1 REPEATS=1 OUT=/tmp/gpu-smoke bash scripts/gpu_session.sh
-set -euo pipefail
+# pydicom, and it cannot download; ../shared does not travel either. Here, once, from the repository root:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#       pydantic pydantic_core annotated-types typing-inspection typing_extensions nibabel pydicom
+#   python3 scripts/gpu_session_data.py   # the study's phases of the shared Sunnybrook files, into .gpu-data/
+# (.whl/ and .gpu-data/ are ignored; carry both), then, with the device tool:
+#   run(command="OUT=$OUT bash scripts/gpu_session.sh", carry=[".whl", ".gpu-data"], timeout_s=580)
+# Each part runs under a time limit taken from BUDGET (seconds for the whole script), in order of
+# importance, and writes its figures into $OUT as soon as it ends, so a late part that runs out of
+# time loses only itself:
+#   steps.md      every stage kind's training step, fp32 and bf16, at batch 4 and 16, with its breakdown
+#   metrics.csv   one full paper-length stage (D5C5 teacher, 150 epochs, Sunnybrook 4x): epoch times
+#   metrics-compiled.csv  the same stage's first epochs under `kdrecon train --compile` (part train-compiled, not in the default PARTS)
+#   estimate.md   the paper-cardiac-4x graph on that data, costed from its stage kinds' measured steps
+#   compiled.md   torch.compile in CUDA graphs against eager, training at batch 4
+#   bench.md      kdrecon bench (inference, deployed ONNX Runtime, training fast vs reference), batch 4
+# PARTS (default: prepare steps full-stage estimate compiled bench) picks parts by name; COMPILE=1 runs
+# the full stage under --compile; COMPILED_KINDS (default: train distill) the stage kinds of part compiled.
+# Smoke test on the CPU: DEVICE=cpu BATCHES=2 EPOCHS=1 STEPS=2 BUDGET=1500 OUT=/tmp/gpu-smoke bash scripts/gpu_session.sh
+set -uo pipefail
 out=${OUT:-gpu-session}
 device=${DEVICE:-cuda}
+budget=${BUDGET:-540}
+steps=${STEPS:-30}
+batches=${BATCHES:-4 16}
 mkdir -p "$out"
+log="$out/log.txt"
+export PYTHONUNBUFFERED=1
+
+parts=" ${PARTS:-prepare steps full-stage estimate compiled bench} "
+part() {  # part NAME CAP COMMAND...: run COMMAND for at most CAP seconds, or what is left of the budget
+  local name=$1 cap=$2 left=$((budget - SECONDS - 15))
+  shift 2
+  [[ $parts == *" $name "* ]] || return 0
+  local limit=$((left < cap ? left : cap))
+  if ((limit < 20)); then
+    echo "== $name: skipped, ${left} s of the budget left" | tee -a "$log"
+    return
+  fi
+  echo "== $name (limit ${limit} s, at ${SECONDS} s): $*" | tee -a "$log"
+  timeout "$limit" "$@" 2>&1 | tail -c 20000 | tee -a "$log"
+  echo "== $name: exit ${PIPESTATUS[0]} at ${SECONDS} s" | tee -a "$log"
+}
+
 if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --find-links .whl pydantic nibabel pydicom
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
 fi
-python3 -m pip install -q --no-deps --no-build-isolation -e .
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" \
-  | tee "$out/device.txt"
-# The papers' batch 4 and a GPU-sized batch 16, every path timed in alternation inside each run.
-for batch in 4 16; do
-  python3 -m kdrecon bench --device "$device" --size "${SIZE:-150}" --batch-size "$batch" --steps "${STEPS:-20}" \
-    --repeats "${REPEATS:-50}" --output "$out/bench-b$batch" 2>&1 | tee "$out/bench-b$batch.log"
-done
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 || true
+  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+} | tee "$out/device.txt"
+
+part prepare 90 python3 -m kdrecon prepare sunnybrook "${DATA:-.gpu-data/sunnybrook}" datasets/sunnybrook-4x \
+  --phases 0 2 4 6 8 10 12 14 16 18
+part steps 150 python3 scripts/gpu_steps.py --device "$device" --batch-sizes $batches --steps "$steps" --output "$out/steps.md"
+# One stage at the papers' settings, as `kdrecon run paper-cardiac-4x` would train it here (precision auto).
+part full-stage 240 python3 -m kdrecon train --config configs/teacher-cardiac-4x.yaml --run-dir runs/gpu-teacher \
+  --device "$device" --precision auto --quiet ${EPOCHS:+--epochs "$EPOCHS"} ${COMPILE:+--compile}
+cp runs/gpu-teacher/metrics.csv "$out/metrics.csv" 2>/dev/null
+# `kdrecon train --compile` as a user runs it: torch.compile in CUDA graphs; its first epoch holds the compilation.
+part train-compiled 150 python3 -m kdrecon train --config configs/teacher-cardiac-4x.yaml --run-dir runs/gpu-teacher-compiled \
+  --device "$device" --precision auto --compile --quiet --epochs "${EPOCHS:-8}"
+cp runs/gpu-teacher-compiled/metrics.csv "$out/metrics-compiled.csv" 2>/dev/null
+# The paper-cardiac-4x graph (ACDC in the papers, absent here) on the Sunnybrook data it was timed on.
+sed 's#datasets/cardiac#datasets/sunnybrook-4x#' src/kdrecon/resources/experiments/paper-cardiac-4x.yaml > /tmp/paper-graph.yaml
+part estimate 150 python3 -m kdrecon bench --experiment /tmp/paper-graph.yaml --device "$device" --output /tmp/estimate --overwrite
+cp /tmp/estimate/estimate.md "$out/estimate.md" 2>/dev/null
+part compiled 200 python3 scripts/gpu_steps.py --device "$device" --batch-sizes 4 --kinds ${COMPILED_KINDS:-train distill} --compile \
+  --steps "$steps" --output "$out/compiled.md"
+part bench 120 python3 -m kdrecon bench --device "$device" --no-compile --steps "$steps" --repeats 50 --output /tmp/bench-b4 --overwrite
+cp /tmp/bench-b4/bench.md "$out/bench.md" 2>/dev/null
+echo "== done at ${SECONDS} s" | tee -a "$log"

@@ -684,6 +684,21 @@ def test_recorded_study_keeps_its_fingerprints():
     assert digest == "a6dc5abc9370aa22"
 
 
+def test_compile_reaches_every_stage_and_only_when_asked():
+    """``compile: true`` (the GPU's fast path, docs/benchmarks.md) is a setting of every stage, validated
+    by the stage's own config; left at its default it is absent, so earlier runs keep their fingerprints."""
+    from kdrecon.experiment.runner import _stage_config
+    from kdrecon.report.run_layout import RunLayout
+
+    compiled = build_stages(load_experiment("demo", {"compile": True}))
+    plain = build_stages(load_experiment("demo"))
+    assert all(stage.config["compile"] is True for stage in compiled)
+    assert all("compile" not in stage.config for stage in plain)
+    layout = RunLayout(Path("unused"))
+    assert all(_stage_config(stage, layout).compile for stage in compiled)
+    assert set(fingerprints(compiled).values()).isdisjoint(fingerprints(plain).values())
+
+
 def test_method_settings_reach_every_distillation_of_that_method_only():
     layers = {"teacher": ["blocks.0.layers.1"], "student": ["blocks.0.layers.0"]}
     config = load_experiment("demo", {"methods": ["at", "sp"], "compression_sweep": ["D2C5"],

@@ -120,6 +120,10 @@ class ExperimentConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Precision = "auto"
     channels_last: bool | Literal["auto"] = "auto"
+    compile: bool = Field(
+        False, description="torch.compile every stage's trained network (on a GPU in CUDA graphs, where it pays most: "
+        "docs/benchmarks.md)"
+    )
     data: DataConfig = DataConfig()
     dataset_slices: dict[Literal["train", "validation"], int] | None = Field(
         None, description="slices per split data.dataset must hold: a dataset prepared with other options is refused"

@@ -89,8 +89,10 @@ class _SeedGraph:
 
     def common(self) -> dict[str, Any]:
         config = self.config
-        return {"seed": self.seed, "device": config.device, "precision": config.precision,
-                "channels_last": config.channels_last, "data": config.data.model_dump(mode="json")}
+        common = {"seed": self.seed, "device": config.device, "precision": config.precision,
+                  "channels_last": config.channels_last, "data": config.data.model_dump(mode="json")}
+        # Only when asked: the stages of every earlier run keep their fingerprints.
+        return {**common, "compile": True} if config.compile else common
 
     def optimization(self, epochs: int | None, lr_step_shift: int = 0) -> dict[str, Any]:
         """The optimisation settings for ``epochs``; ``lr_step_shift`` moves the learning-rate decay."""

@@ -76,9 +76,14 @@ class LineMask:
     rows: bool
 
 
+@torch.compiler.disable
 def line_mask(mask: torch.Tensor) -> LineMask | None:
     """``mask`` as a :class:`LineMask`, or ``None`` if it is not a 2-D mask of whole lines short enough
-    for the matrix form. Cached per mask tensor (rebuilt if it was changed in place)."""
+    for the matrix form. Cached per mask tensor (rebuilt if it was changed in place).
+
+    Never traced by ``torch.compile``: the cache is Python state, and a projection built inside a
+    network compiled into CUDA graphs would be a graph output, overwritten by the next replay while
+    the cache still holds it (``kdrecon train --compile`` on a GPU failed so in session 24)."""
     key = id(mask)
     cached = _LINE_MASKS.get(key)
     if cached is not None and cached[0]() is mask and cached[1] == mask._version:
