@@ -147,6 +147,37 @@ def test_a_stage_costs_what_the_formula_says_by_hand(tiny_overrides):
     assert stage_seconds(stages["std-kd"], cost, 10) == 3 * (steps * 2.0 + 3.0) + 2 * 5.0 + 3.0 + 7.0
     teacher_epochs = stages["teacher"].config["optimization"]["epochs"]
     assert stage_seconds(stages["teacher"], cost, 10) == teacher_epochs * (steps * 2.0 + 3.0) + 3.0 + 7.0
+    # Compiled: each training run compiles its network once (two runs for the two-stage distillation).
+    compiled = MeasuredCost(step=2.0, cache=5.0, validation=3.0, scores=7.0, compile=11.0)
+    assert stage_seconds(stages["std-kd"], compiled, 10) == 3 * (steps * 2.0 + 3.0) + 2 * (11.0 + 5.0) + 3.0 + 7.0
+    assert stage_seconds(stages["teacher"], compiled, 10) == teacher_epochs * (steps * 2.0 + 3.0) + 11.0 + 3.0 + 7.0
+
+
+def test_a_compiled_experiment_is_costed_with_its_compilation(tiny_overrides, monkeypatch):
+    """``compile: true`` compiles each stage kind's trained network as training does, and the seconds
+    its first steps take beyond the measured step are the compilation (a stand-in compiler here:
+    inductor needs a minute per network on this CPU)."""
+    import time
+
+    from kdrecon.experiment import estimate as estimate_module
+    from kdrecon.experiment.config import load_experiment
+
+    compiled_models = []
+
+    def slow_compile(model, example):
+        compiled_models.append(type(model).__name__)
+        time.sleep(0.3)
+        return True
+
+    monkeypatch.setattr(estimate_module, "compile_forward", slow_compile)
+    result = estimate_module.estimate_experiment(load_experiment("demo", {**tiny_overrides, "compile": True}), steps=1)
+    assert len(compiled_models) == len(result.costs) == 4  # teacher, student, SFT teacher, distillation
+    # 0.3 s, less or more by how far the first three steps differ from the median step deducted for them
+    assert all(0.2 <= cost.compile < 30 for cost in result.costs.values()), [c.compile for c in result.costs.values()]
+    assert "compilation (s)" in estimate_module.format_estimate(result)
+    plain = estimate_module.estimate_experiment(load_experiment("demo", tiny_overrides), steps=1)
+    assert all(cost.compile == 0 for cost in plain.costs.values()) and len(compiled_models) == 4
+    assert "compilation (s)" not in estimate_module.format_estimate(plain)
 
 
 def test_bench_experiment_writes_the_estimate(tiny_dataset, tmp_path):

@@ -2,19 +2,21 @@
 
 Every distinct kind of stage the experiment runs (a network trained on L1, an SFT step, a
 distillation, each with its networks) is built once and timed on the experiment's own data and
-settings (batch size, precision, device): the median of a few training steps after warm-up, the
-teacher cache a distillation builds before its first step, one validation pass and the scoring of
-the validation split. A stage then costs
+settings (batch size, precision, device, ``compile``): the median of a few training steps after
+warm-up, the teacher cache a distillation builds before its first step, one validation pass, the
+scoring of the validation split and, for a compiled experiment, what compiling the trained network
+adds to its first steps. A stage then costs
 
 .. math::
 
-    T = E\\,(\\lceil N_{train} / B \\rceil\\, t_{step} + t_{validation}) + c\\, t_{cache} + t_{validation} + t_{scores},
+    T = E\\,(\\lceil N_{train} / B \\rceil\\, t_{step} + t_{validation}) + r\\,(t_{compile} + t_{cache}[distillation])
+        + t_{validation} + t_{scores},
 
-with ``E`` its planned epochs (both parts of a two-stage distillation), ``c`` the number of its
-training runs that build a teacher cache (two for a two-stage distillation) and the last two terms
-its evaluation. Every distillation is costed as attention transfer with the default layer pairs;
-the other feature losses differ by little next to the networks' own work. Nothing of the report
-(bootstrap, figures, the inference timing) is counted.
+with ``E`` its planned epochs (both parts of a two-stage distillation), ``r`` the number of its
+training runs (two for a two-stage distillation: each compiles its network and a distillation's each
+builds its teacher cache) and the last two terms its evaluation. Every distillation is costed as
+attention transfer with the default layer pairs; the other feature losses differ by little next to
+the networks' own work. Nothing of the report (bootstrap, figures, the inference timing) is counted.
 
 Example (``kdrecon bench --experiment demo``)::
 
@@ -35,14 +37,14 @@ import torch
 
 from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.data.image import COMPLEX, channels_of
-from kdrecon.evaluation.benchmark import training_step
+from kdrecon.evaluation.benchmark import TrainingStep, training_step
 from kdrecon.evaluation.evaluate import ZERO_FILLED, baselines, score
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages
 from kdrecon.models.registry import SFT_TEACHER
 from kdrecon.training.config import DISTILL, TRAIN
-from kdrecon.training.timing import median_seconds
-from kdrecon.training.trainer import resolve_device, validate
+from kdrecon.training.timing import median_seconds, synchronise
+from kdrecon.training.trainer import compile_forward, resolve_device, validate
 
 
 @dataclass(frozen=True)
@@ -61,12 +63,14 @@ class CostKey:
 
 @dataclass(frozen=True)
 class MeasuredCost:
-    """Seconds of one training step, the teacher cache, a validation pass and the evaluation's scores."""
+    """Seconds of one training step, the teacher cache, a validation pass, the evaluation's scores and
+    the compilation (0 unless the experiment compiles) that one training run's first steps add."""
 
     step: float
     cache: float
     validation: float
     scores: float
+    compile: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -109,11 +113,14 @@ def cost_key(stage: Stage, stages: dict[str, Stage]) -> CostKey:
     return CostKey(DISTILL, teacher, stage.config["student"]["name"])
 
 
+def training_runs(stage: Stage) -> int:
+    """How many training runs ``stage`` makes: two for a distillation with a feature stage, else one."""
+    return 2 if stage.planned_epochs() > stage.config["optimization"]["epochs"] else 1
+
+
 def training_runs_with_cache(stage: Stage) -> int:
     """How many training runs of ``stage`` build a teacher cache: one per distillation run."""
-    if stage.kind != DISTILL:
-        return 0
-    return 2 if stage.planned_epochs() > stage.config["optimization"]["epochs"] else 1  # with a feature stage
+    return training_runs(stage) if stage.kind == DISTILL else 0
 
 
 def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, validation: SliceData,
@@ -125,10 +132,25 @@ def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, valid
     timed = training_step(key.kind, key.teacher, key.student or key.teacher,
                           train, None, device, config.optimization.batch_size, options, config.precision,
                           config.channels_last)
+    compiling = _seconds(lambda: _compile(timed, train, config.optimization.batch_size, device)) if config.compile else 0.0
     step_seconds = median_seconds(timed.step, device, steps, warmup=2)
     batch = config.optimization.validation_batch_size
     validation_seconds = _seconds(lambda: validate(timed.objective, validation, batch, device, timed.precision))
-    return MeasuredCost(step_seconds, timed.cache_seconds, validation_seconds, scores_seconds)
+    compile_seconds = max(0.0, compiling - COMPILED_FIRST_STEPS * step_seconds)
+    return MeasuredCost(step_seconds, timed.cache_seconds, validation_seconds, scores_seconds, compile_seconds)
+
+
+#: Training steps that pay for compilation: the forward graph, the backward graph, then (on a GPU) the
+#: CUDA-graph recording; the steps after them replay.
+COMPILED_FIRST_STEPS = 3
+
+
+def _compile(timed: TrainingStep, train: SliceData, batch_size: int, device: torch.device) -> None:
+    """Compile the trained network as training does and run the steps that compilation slows."""
+    compile_forward(timed.objective.modules()["model"], train.batch(torch.arange(batch_size, device=device)))
+    for _ in range(COMPILED_FIRST_STEPS):
+        timed.step()
+    synchronise(device)
 
 
 def _seconds(function: Callable[[], Any]) -> float:
@@ -141,8 +163,8 @@ def stage_seconds(stage: Stage, cost: MeasuredCost, train_slices: int) -> float:
     """``T`` of the module docstring for one stage."""
     steps_per_epoch = math.ceil(train_slices / stage.config["optimization"]["batch_size"])
     epochs = stage.planned_epochs()
-    return (epochs * (steps_per_epoch * cost.step + cost.validation) + training_runs_with_cache(stage) * cost.cache
-            + cost.validation + cost.scores)
+    return (epochs * (steps_per_epoch * cost.step + cost.validation) + training_runs(stage) * cost.compile
+            + training_runs_with_cache(stage) * cost.cache + cost.validation + cost.scores)
 
 
 def estimate_experiment(config: ExperimentConfig, steps: int = 5,
@@ -180,10 +202,11 @@ def format_estimate(estimate: ExperimentEstimate) -> str:
              f"**{_duration(estimate.total_seconds)}** for {len(estimate.stages)} stages (report not counted).",
              "", "| stages | count | time |", "|---|---|---|"]
     lines += [f"| {role} | {count} | {_duration(seconds)} |" for role, count, seconds in estimate.by_role()]
-    lines += ["", "| measured | training step (s) | teacher cache (s) | validation pass (s) | scores (s) |",
-              "|---|---|---|---|---|"]
+    compiled = any(cost.compile > 0 for cost in estimate.costs.values())
+    lines += ["", "| measured | training step (s) | teacher cache (s) | validation pass (s) | scores (s) |"
+              + (" compilation (s) |" if compiled else ""), "|---|---|---|---|---|" + ("---|" if compiled else "")]
     lines += [f"| {key.label()} | {cost.step:.3f} | {cost.cache:.1f} | {cost.validation:.1f} | {cost.scores:.1f} |"
-              for key, cost in estimate.costs.items()]
+              + (f" {cost.compile:.1f} |" if compiled else "") for key, cost in estimate.costs.items()]
     return "\n".join(lines)
 
 
