@@ -17,7 +17,7 @@
 #   metrics.csv   one full paper-length stage (D5C5 teacher, 150 epochs, Sunnybrook 4x): epoch times
 #   metrics-compiled.csv  the same stage's first epochs under `kdrecon train --compile` (part train-compiled, not in the default PARTS)
 #   estimate.md   the paper-cardiac-4x graph on that data, costed from its stage kinds' measured steps
-#   compiled.md   torch.compile in CUDA graphs against eager, training at batch 4
+#   compiled.md   torch.compile in CUDA graphs (float32 and bf16) against eager, training at batch 4
 #   bench.md      kdrecon bench (inference, deployed ONNX Runtime, training fast vs reference), batch 4
 # PARTS (default: prepare steps full-stage estimate compiled bench) picks parts by name; COMPILE=1 runs
 # the full stage under --compile; COMPILED_KINDS (default: train distill) the stage kinds of part compiled.
@@ -72,7 +72,7 @@ cp runs/gpu-teacher-compiled/metrics.csv "$out/metrics-compiled.csv" 2>/dev/null
 sed 's#datasets/cardiac#datasets/sunnybrook-4x#' src/kdrecon/resources/experiments/paper-cardiac-4x.yaml > /tmp/paper-graph.yaml
 part estimate 150 python3 -m kdrecon bench --experiment /tmp/paper-graph.yaml --device "$device" --output /tmp/estimate --overwrite
 cp /tmp/estimate/estimate.md "$out/estimate.md" 2>/dev/null
-part compiled 200 python3 scripts/gpu_steps.py --device "$device" --batch-sizes 4 --kinds ${COMPILED_KINDS:-train distill} --compile \
+part compiled 200 python3 scripts/gpu_steps.py --device "$device" --batch-sizes 4 --kinds ${COMPILED_KINDS:-train distill} --compile fp32 bf16 \
   --steps "$steps" --output "$out/compiled.md"
 part bench 120 python3 -m kdrecon bench --device "$device" --no-compile --steps "$steps" --repeats 50 --output /tmp/bench-b4 --overwrite
 cp /tmp/bench-b4/bench.md "$out/bench.md" 2>/dev/null

@@ -1,14 +1,14 @@
 """Training steps on a GPU: each stage kind in float32 and bf16, eager and compiled, and where a step's time goes.
 
     python scripts/gpu_steps.py --device cuda --batch-sizes 4 16 --output steps.md
-    python scripts/gpu_steps.py --device cuda --batch-sizes 4 --compile --kinds train distill --output compiled.md
+    python scripts/gpu_steps.py --device cuda --batch-sizes 4 --compile fp32 bf16 --kinds train distill --output compiled.md
 
 The step is the bench's fast path (``training_step``: in-memory data, teacher cache, channels-last),
 D5C5 teacher and D3C5 student, 150×150 slices of the embedded sample. The variants of one batch size
 and kind are timed in alternation (the median of ``--steps`` rounds after warm-up), with the
-channels-last 32→32 3×3 convolution of each precision as the peak. ``--compile`` adds the trained
-network's forward under ``torch.compile`` (on a GPU in CUDA graphs, as ``kdrecon train --compile``
-runs it). Each eager step is then profiled: device (kernel) time by operator group, and the rest of
+channels-last 32→32 3×3 convolution of each precision as the peak. ``--compile [PRECISION ...]``
+adds steps with the trained network's forward under ``torch.compile`` (on a GPU in CUDA graphs, as
+``kdrecon train --compile`` runs it). Each eager step is then profiled: device (kernel) time by operator group, and the rest of
 the wall time, when the device waits for Python, dispatch and kernel launches.
 
 Issue 15's GPU item; ``scripts/gpu_session.sh`` runs it on the lent machine.
@@ -49,23 +49,24 @@ def flops_per_slice(kind: str, device: torch.device) -> float:
     return 3 * student_flops + teacher_flops
 
 
-def step_variants(kind: str, batch_size: int, device: torch.device, compiled: bool) -> dict[str, Callable[[], None]]:
+def step_variants(kind: str, batch_size: int, device: torch.device, compiled: list[str]) -> dict[str, Callable[[], None]]:
+    """The eager steps in both precisions, and a compiled step in each precision of ``compiled``."""
     data = load_sample("train").to(device)
     variants = {}
     for precision in PRECISIONS:
         variants[f"{precision} eager"] = training_step(kind, "D5C5", "D3C5", data, None, device, batch_size,
                                                        precision=precision, channels_last=True).step
-    if compiled:
-        timed = training_step(kind, "D5C5", "D3C5", data, None, device, batch_size, precision="bf16",
+    for precision in compiled:
+        timed = training_step(kind, "D5C5", "D3C5", data, None, device, batch_size, precision=precision,
                               channels_last=True)
         started = time.perf_counter()
         ok = compile_forward(timed.objective.modules()["model"], data.batch(torch.arange(batch_size, device=device)))
         for _ in range(3):  # the backward graph and CUDA-graph recording happen in the first steps
             timed.step()
         synchronise(device)
-        print(f"  {kind} batch {batch_size}: compiled={ok}, compile and first steps {time.perf_counter() - started:.1f} s",
-              flush=True)
-        variants["bf16 compiled"] = timed.step
+        print(f"  {kind} batch {batch_size} {precision}: compiled={ok}, compile and first steps "
+              f"{time.perf_counter() - started:.1f} s", flush=True)
+        variants[f"{precision} compiled"] = timed.step
     return variants
 
 
@@ -92,7 +93,7 @@ def breakdown(step: Callable[[], None], device: torch.device, steps: int) -> tup
     return wall, dict(groups)
 
 
-def measure(kind: str, batch_size: int, device: torch.device, steps: int, compiled: bool) -> list[str]:
+def measure(kind: str, batch_size: int, device: torch.device, steps: int, compiled: list[str]) -> list[str]:
     variants = step_variants(kind, batch_size, device, compiled)
     peaks = {}
     for precision in PRECISIONS:
@@ -121,10 +122,12 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile", nargs="*", choices=PRECISIONS, default=None,
+                        help="add compiled steps in these precisions (default, with the flag alone: bf16)")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     device = torch.device(args.device)
+    compiled = [] if args.compile is None else args.compile or ["bf16"]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     lines = [f"Device: {name}, torch {torch.__version__}; 150×150 slices, D5C5 teacher, D3C5 student, channels-last; "
              f"median of {args.steps} alternated steps. Times in ms per step.", "",
@@ -132,7 +135,7 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     for batch_size in args.batch_sizes:
         for kind in args.kinds:
-            lines += measure(kind, batch_size, device, args.steps, args.compile)
+            lines += measure(kind, batch_size, device, args.steps, compiled)
             args.output.write_text("\n".join(lines) + "\n")  # what is measured so far survives a time-out
             print("\n".join(lines[-4:]), flush=True)
 
