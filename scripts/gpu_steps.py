@@ -27,9 +27,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from kdrecon.data.dataset import load_sample
 from kdrecon.evaluation.benchmark import convolution_peak_calls, count_macs, split_peak, training_step
+from kdrecon.experiment.estimate import compile_training_step
 from kdrecon.models.registry import build_model
 from kdrecon.training.timing import interleaved_median_seconds, synchronise
-from kdrecon.training.trainer import compile_forward
 from step_profile import group_of  # this script's folder: the CPU profile's operator groups
 
 KINDS = ("train", "sft-teacher", "distill")
@@ -60,12 +60,9 @@ def step_variants(kind: str, batch_size: int, device: torch.device, compiled: li
         timed = training_step(kind, "D5C5", "D3C5", data, None, device, batch_size, precision=precision,
                               channels_last=True)
         started = time.perf_counter()
-        ok = compile_forward(timed.objective.modules()["model"], data.batch(torch.arange(batch_size, device=device)))
-        for _ in range(3):  # the backward graph and CUDA-graph recording happen in the first steps
-            timed.step()
-        synchronise(device)
-        print(f"  {kind} batch {batch_size} {precision}: compiled={ok}, compile and first steps "
-              f"{time.perf_counter() - started:.1f} s", flush=True)
+        compile_training_step(timed, data, batch_size, device)
+        print(f"  {kind} batch {batch_size} {precision}: compile and first steps {time.perf_counter() - started:.1f} s",
+              flush=True)
         variants[f"{precision} compiled"] = timed.step
     return variants
 

@@ -132,7 +132,9 @@ def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, valid
     timed = training_step(key.kind, key.teacher, key.student or key.teacher,
                           train, None, device, config.optimization.batch_size, options, config.precision,
                           config.channels_last)
-    compiling = _seconds(lambda: _compile(timed, train, config.optimization.batch_size, device)) if config.compile else 0.0
+    compiling = 0.0
+    if config.compile:
+        compiling = _seconds(lambda: compile_training_step(timed, train, config.optimization.batch_size, device))
     step_seconds = median_seconds(timed.step, device, steps, warmup=2)
     batch = config.optimization.validation_batch_size
     validation_seconds = _seconds(lambda: validate(timed.objective, validation, batch, device, timed.precision))
@@ -145,7 +147,7 @@ def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, valid
 COMPILED_FIRST_STEPS = 3
 
 
-def _compile(timed: TrainingStep, train: SliceData, batch_size: int, device: torch.device) -> None:
+def compile_training_step(timed: TrainingStep, train: SliceData, batch_size: int, device: torch.device) -> None:
     """Compile the trained network as training does and run the steps that compilation slows."""
     compile_forward(timed.objective.modules()["model"], train.batch(torch.arange(batch_size, device=device)))
     for _ in range(COMPILED_FIRST_STEPS):
