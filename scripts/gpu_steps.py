@@ -26,7 +26,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from kdrecon.data.dataset import load_sample
-from kdrecon.evaluation.benchmark import convolution_peak_calls, count_macs, split_peak, training_step
+from kdrecon.evaluation.benchmark import (convolution_peak_calls, count_macs, split_peak, training_flops_per_slice,
+                                         training_step)
 from kdrecon.experiment.estimate import compile_training_step
 from kdrecon.models.registry import build_model
 from kdrecon.training.timing import interleaved_median_seconds, synchronise
@@ -36,17 +37,13 @@ KINDS = ("train", "sft-teacher", "distill")
 PRECISIONS = ("fp32", "bf16")
 
 def flops_per_slice(kind: str, device: torch.device) -> float:
-    """As ``kdrecon bench`` counts them: backward twice the forward; SFT branch j runs N − j student
-    blocks; distillation runs the student forward and backward and the teacher forward once."""
-    data = load_sample("train").to(device)
-    example = data.batch(torch.arange(1, device=device))
-    teacher, student = build_model("D5C5").to(device), build_model("D3C5").to(device)
-    teacher_flops, student_flops = 2 * count_macs(teacher, example), 2 * count_macs(student, example)
-    if kind == "train":
-        return 3 * teacher_flops
-    if kind == "sft-teacher":
-        return 3 * (teacher_flops + student_flops * sum(range(1, student.cascades)) / student.cascades)
-    return 3 * student_flops + teacher_flops
+    """The step's convolution FLOPs per slice, counted as ``kdrecon bench`` counts them."""
+    example = load_sample("train").to(device).batch(torch.arange(1, device=device))
+    models = {}
+    for role, name in (("teacher", "D5C5"), ("student", "D3C5")):
+        model = build_model(name).to(device)
+        models[role] = {"macs_per_slice": count_macs(model, example), "cascades": model.cascades}
+    return training_flops_per_slice({"models": models}, kind)
 
 
 def step_variants(kind: str, batch_size: int, device: torch.device, compiled: list[str]) -> dict[str, Callable[[], None]]:
