@@ -19,8 +19,12 @@
 #   estimate.md   the paper-cardiac-4x graph on that data, costed from its stage kinds' measured steps
 #   compiled.md   torch.compile in CUDA graphs (float32 and bf16) against eager, training at batch 4
 #   bench.md      kdrecon bench (inference, deployed ONNX Runtime, training fast vs reference), batch 4
+#   bench-compiled.md  the same with torch.compile inference (part bench-compiled, not in the default PARTS)
+#   demo-compiled.tar, demo-eager.tar  `kdrecon run demo` (DEMO_EPOCHS epochs, default 30) with and without
+#                 compile: epoch times and reports (parts demo-compiled, demo-eager, not in the default PARTS)
 # PARTS (default: prepare steps full-stage estimate compiled bench) picks parts by name; COMPILE=1 runs
-# the full stage under --compile; COMPILED_KINDS (default: train distill) the stage kinds of part compiled.
+# the full stage under --compile; COMPILED_KINDS (default: train distill),
+# COMPILED_BATCHES (default: 4) and COMPILED_CAP (seconds, default 200) set part compiled.
 # Smoke test on the CPU: DEVICE=cpu BATCHES=2 EPOCHS=1 STEPS=2 BUDGET=1500 OUT=/tmp/gpu-smoke bash scripts/gpu_session.sh
 set -uo pipefail
 out=${OUT:-gpu-session}
@@ -29,6 +33,7 @@ budget=${BUDGET:-540}
 steps=${STEPS:-30}
 batches=${BATCHES:-4 16}
 mkdir -p "$out"
+results=$(cd "$out" && pwd)
 log="$out/log.txt"
 export PYTHONUNBUFFERED=1
 
@@ -72,8 +77,20 @@ cp runs/gpu-teacher-compiled/metrics.csv "$out/metrics-compiled.csv" 2>/dev/null
 sed 's#datasets/cardiac#datasets/sunnybrook-4x#' src/kdrecon/resources/experiments/paper-cardiac-4x.yaml > /tmp/paper-graph.yaml
 part estimate 150 python3 -m kdrecon bench --experiment /tmp/paper-graph.yaml --device "$device" --output /tmp/estimate --overwrite
 cp /tmp/estimate/estimate.md "$out/estimate.md" 2>/dev/null
-part compiled 200 python3 scripts/gpu_steps.py --device "$device" --batch-sizes 4 --kinds ${COMPILED_KINDS:-train distill} --compile fp32 bf16 \
+part compiled ${COMPILED_CAP:-200} python3 scripts/gpu_steps.py --device "$device" --batch-sizes ${COMPILED_BATCHES:-4} --kinds ${COMPILED_KINDS:-train distill} --compile fp32 bf16 \
   --steps "$steps" --output "$out/compiled.md"
 part bench 120 python3 -m kdrecon bench --device "$device" --no-compile --steps "$steps" --repeats 50 --output /tmp/bench-b4 --overwrite
 cp /tmp/bench-b4/bench.md "$out/bench.md" 2>/dev/null
+# The same with the compiled paths: torch.compile of the fast path (CUDA graphs on a GPU) beside eager.
+part bench-compiled 200 python3 -m kdrecon bench --device "$device" --steps "$steps" --repeats 50 --output /tmp/bench-compiled --overwrite
+cp /tmp/bench-compiled/bench.md "$out/bench-compiled.md" 2>/dev/null
+# A whole experiment in one process, compiled and eager: every stage must compile (no dynamo
+# recompile-limit warning in the log) and train faster than eagerly.
+for mode in compiled eager; do
+  compile_setting=()
+  [ "$mode" = compiled ] && compile_setting=(--set compile=true)
+  part "demo-$mode" 200 python3 -m kdrecon run demo --run-dir "runs/gpu-demo-$mode" --quiet --set device="$device" \
+    --set optimization.epochs="${DEMO_EPOCHS:-30}" --set optimization.lr_step_epochs="${DEMO_EPOCHS:-30}" "${compile_setting[@]}"
+  (cd "runs/gpu-demo-$mode" 2>/dev/null && find . -name metrics.csv -o -name "*.md" | tar -cf "$results/demo-$mode.tar" -T -)
+done
 echo "== done at ${SECONDS} s" | tee -a "$log"

@@ -164,7 +164,8 @@ def test_a_compiled_experiment_is_costed_with_its_compilation(tiny_overrides, mo
 
     compiled_models = []
 
-    def slow_compile(model, example):
+    def slow_compile(model, example, fresh=False):
+        assert fresh  # each stage kind compiles afresh, as its training run would
         compiled_models.append(type(model).__name__)
         time.sleep(0.5)
         return True

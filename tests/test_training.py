@@ -213,6 +213,23 @@ def test_compile_uses_cuda_graphs_only_on_a_gpu(monkeypatch, small_train):
     assert modes == [None, "reduce-overhead"]  # CUDA graphs on a GPU only
 
 
+def test_every_training_run_of_one_process_is_compiled(monkeypatch, tmp_path, small_train, small_validation):
+    """Stages of ``kdrecon run`` train one after another in one process and share the networks'
+    forward code; dynamo gives up on a function after ``recompile_limit`` variants, so without a
+    fresh start per run the later runs trained eagerly (the third of these, with dynamo's default limit)."""
+    from torch._dynamo.utils import counters
+
+    compile_function = torch.compile
+    # dynamo's tracing and its guards as in a real compile, without inductor's code generation
+    monkeypatch.setattr(torch, "compile", lambda function, mode=None: compile_function(function, backend="eager"))
+    for index, name in enumerate(["D2C2", "D3C2", "D2C3", "D3C3"]):
+        captured = counters["stats"]["unique_graphs"]
+        fit(ReconstructionObjective(build_model(name, channels=4)), small_train, small_validation, tmp_path / name,
+            OptimizationConfig(epochs=1, batch_size=4), seed=index, device=torch.device("cpu"), progress=False,
+            compile=True)
+        assert counters["stats"]["unique_graphs"] > captured, f"training run {index + 1} ({name}) ran eagerly"
+
+
 def test_init_from_copies_every_tensor_by_name_or_names_the_one_missing(tmp_path):
     from kdrecon.training.checkpoint import initialise_from, save_checkpoint
 
@@ -322,6 +339,23 @@ def test_cpu_path_measures_bf16_only_where_it_is_native(monkeypatch):
     timed, native = _measured_with(monkeypatch, True, SECONDS)
     assert sorted(timed) == sorted(SECONDS) and native.precision == "bf16"
     assert fast_path.resolve_precision("bf16", torch.device("cpu")) == "bf16"  # asked for: never overridden
+
+
+def test_auto_precision_on_a_gpu_is_bf16_only_for_a_compiled_network(monkeypatch, tmp_path):
+    """Eagerly a GPU step at the papers' sizes waits on kernel launches, which bf16's casts add to;
+    compiled into CUDA graphs bf16 was the faster (docs/benchmarks.md, "GPU")."""
+    from kdrecon.training import fast_path
+    from kdrecon.training.trainer import TrainingPath, training_path
+
+    gpu = torch.device("cuda")
+    for supported in (True, False):
+        monkeypatch.setattr(fast_path, "native_bf16", lambda device: supported)
+        assert fast_path.resolve_precision("auto", gpu) == "fp32"
+        assert fast_path.resolve_precision("auto", gpu, compiled=True) == ("bf16" if supported else "fp32")
+        assert fast_path.resolve_precision("bf16", gpu) == "bf16"  # asked for: never overridden
+    monkeypatch.setattr(fast_path, "native_bf16", lambda device: True)
+    assert training_path(tmp_path / "last.pt", gpu, "auto", "auto") == TrainingPath("fp32", True)
+    assert training_path(tmp_path / "last.pt", gpu, "auto", "auto", compiled=True) == TrainingPath("bf16", True)
 
 
 @pytest.mark.parametrize("changes, precision, channels_last", [

@@ -222,12 +222,13 @@ class TrainingStep:
 def training_step(
     kind: str, teacher: str, student: str, data: SliceData, h5_slices: PerItemH5Slices | None,
     device: torch.device, batch_size: int, options: dict[str, Any] | None = None, precision: str = "auto",
-    channels_last: bool | str = AUTO_LAYOUT,
+    channels_last: bool | str = AUTO_LAYOUT, compiled: bool = False,
 ) -> TrainingStep:
     """One training step of stage ``kind`` (the batch read included), with the seconds spent once
-    per stage before the first step (the fast path's teacher cache; 0 for the reference)."""
+    per stage before the first step (the fast path's teacher cache; 0 for the reference); ``auto``
+    precision resolved as for a network that will run ``compiled`` or not."""
     reference = h5_slices is not None
-    precision = "fp32" if reference else resolve_precision(precision, device)
+    precision = "fp32" if reference else resolve_precision(precision, device, compiled)
     channels_last = not reference and resolve_channels_last(channels_last, device, precision)
     objective = _objective(kind, teacher, student, device, channels_last=channels_last, reference=reference,
                            options=options)
@@ -303,7 +304,7 @@ def inference_seconds_per_slice(
     compile: bool = True,
 ) -> WithPeak:
     """Median seconds per slice of fresh ``teacher`` and ``student`` networks on the fast path
-    (bf16, channels-last), the float32 NCHW reference and the deployed paths (:data:`DEPLOYED_PATHS`:
+    (``precision: auto``, channels-last), the float32 NCHW reference and the deployed paths (:data:`DEPLOYED_PATHS`:
     the exported graph in ONNX Runtime on CPU; with ``compile``, ``torch.compile`` of the fast
     path and on CPU the exported graph compiled by AOTInductor), keyed ``"{role}/{path}"``.
 
@@ -347,7 +348,7 @@ def compiled_call(name: str, batch: Batch, device: torch.device) -> Callable[[],
     """One call of network ``name`` on the fast path with a ``torch.compile`` forward; ``None`` (and a
     warning) where compiling is not available."""
     model = prepare_module(build_model(name), device, channels_last=True).eval()
-    precision = resolve_precision("auto", device)
+    precision = resolve_precision("auto", device, compiled=True)
     with autocast(device, precision):
         if not compile_forward(model, batch):
             return None

@@ -131,7 +131,7 @@ def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, valid
         options["image_channels"] = channels_of(COMPLEX)
     timed = training_step(key.kind, key.teacher, key.student or key.teacher,
                           train, None, device, config.optimization.batch_size, options, config.precision,
-                          config.channels_last)
+                          config.channels_last, compiled=config.compile)
     compiling = 0.0
     if config.compile:
         compiling = _seconds(lambda: compile_training_step(timed, train, config.optimization.batch_size, device))
@@ -148,8 +148,8 @@ COMPILED_FIRST_STEPS = 3
 
 
 def compile_training_step(timed: TrainingStep, train: SliceData, batch_size: int, device: torch.device) -> None:
-    """Compile the trained network as training does and run the steps that compilation slows."""
-    compile_forward(timed.objective.modules()["model"], train.batch(torch.arange(batch_size, device=device)))
+    """Compile the trained network as a training run does (afresh) and run the steps that compilation slows."""
+    compile_forward(timed.objective.modules()["model"], train.batch(torch.arange(batch_size, device=device)), fresh=True)
     for _ in range(COMPILED_FIRST_STEPS):
         timed.step()
     synchronise(device)

@@ -285,7 +285,7 @@ class StageConfig(StrictModel):
     precision: Precision = Field(
         "auto",
         description="bf16: convolutions under bf16 autocast (FFTs and data consistency stay float32); "
-        "auto: the faster of the two on this device (bf16 on a GPU that supports it; measured on a CPU)",
+        "auto: the faster of the two on this device (on a GPU bf16 when compiled, float32 eagerly; measured on a CPU)",
     )
     channels_last: bool | Literal["auto"] = Field(
         "auto", description="convolutions in channels-last memory layout; auto: on a GPU or under bf16, for float32 on a CPU "

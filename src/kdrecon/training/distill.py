@@ -187,7 +187,7 @@ def _training_path(config: DistillConfig, run_dir: Path, device: torch.device) -
     the teacher then share them, whichever process a resumed run measures ``auto`` in."""
     checkpoints = [checkpoint_path(directory, "last") for directory in (run_dir, run_dir / FEATURE_STAGE)]
     latest = next((path for path in checkpoints if path.is_file()), checkpoints[0])
-    return training_path(latest, device, config.precision, config.channels_last)
+    return training_path(latest, device, config.precision, config.channels_last, config.compile)
 
 
 def distill_student(

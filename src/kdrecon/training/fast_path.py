@@ -2,7 +2,11 @@
 precision a trained network then runs in (:func:`inference_precision`).
 
 ``precision: auto`` and ``channels_last: auto`` in a config resolve here. On a GPU the answer is
-fixed: bf16 where the GPU supports it, channels-last (cuDNN's preferred layout). On a CPU the
+fixed: channels-last (cuDNN's preferred layout), and bf16 where the GPU supports it and the network
+runs compiled, else float32. At the papers' sizes an eager step on a GPU is bound by launching its
+many small kernels, and autocast's casts add more: bf16 was slower than float32 eagerly and faster
+compiled into CUDA graphs, for every stage kind at the papers' batch of four (one H200, figures in
+``docs/benchmarks.md``). On a CPU the
 answer depends on the processor in ways its flags do not tell, so it is **measured**, once per
 process, by :func:`cpu_training_path` (or adopted from an earlier process: :func:`adopted_cpu_path`):
 
@@ -166,13 +170,14 @@ def adopted_cpu_path(path: CpuTrainingPath) -> Iterator[None]:
         _ADOPTED.pop()
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` becomes the faster of ``bf16`` and ``fp32`` on ``device``: bf16 on a GPU that
-    supports it, the measured choice on a CPU (:func:`cpu_training_path`)."""
+def resolve_precision(precision: str, device: torch.device, compiled: bool = False) -> str:
+    """``auto`` becomes the faster of ``bf16`` and ``fp32`` on ``device``: on a GPU, bf16 for a
+    ``compiled`` network where the GPU supports it, float32 for an eager one (see the module
+    docstring); on a CPU the measured choice (:func:`cpu_training_path`), compiled or not."""
     if precision != AUTO_PRECISION:
         return precision
     if device.type == "cuda":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if compiled and native_bf16(device) else "fp32"
     return current_cpu_path().precision
 
 

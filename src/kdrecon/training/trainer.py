@@ -126,16 +126,24 @@ def prepare_module(module: nn.Module, device: torch.device, channels_last: bool 
     return module.to(memory_format=torch.channels_last) if channels_last else module
 
 
-def compile_forward(model: nn.Module, example: Batch) -> bool:
+def compile_forward(model: nn.Module, example: Batch, fresh: bool = False) -> bool:
     """Replace ``model.forward`` by its ``torch.compile`` version; keep eager if that fails.
 
     On a GPU the compiled forward is also captured in CUDA graphs (``mode="reduce-overhead"``),
     meant to replay a step's many small kernels (five cascades of convolutions, FFTs and masks) at
-    once instead of launching them one by one from Python; this has not been run on a GPU yet.
+    once instead of launching them one by one from Python (measured in docs/benchmarks.md, "GPU").
     The trial call runs without gradients, so a failure that only the backward pass meets is not
     caught here. Returns whether the compiled forward is in use. The weights and their names are
     untouched.
+
+    ``fresh`` first drops what this process compiled before (``torch._dynamo.reset``), as a new
+    training run must: every cascade network runs the same forward code, and dynamo stops compiling
+    a function after a few variants of it (``recompile_limit``: networks, grad modes, precisions),
+    so without it the fourth training run of one process, e.g. a stage of ``kdrecon run``, would
+    silently run eagerly. A network compiled earlier still works; it compiles again when next called.
     """
+    if fresh:
+        torch._dynamo.reset()
     eager = model.forward
     cuda_graphs = example.zero_filled.device.type == "cuda"
     model.forward = torch.compile(eager, mode="reduce-overhead" if cuda_graphs else None)
@@ -407,8 +415,10 @@ class TrainingPath:
     channels_last: bool
 
 
-def training_path(last: Path, device: torch.device, precision: str, channels_last: bool | str) -> TrainingPath:
-    """The precision and layout to train in, ``auto`` resolved for ``device``; a run resuming from
+def training_path(last: Path, device: torch.device, precision: str, channels_last: bool | str,
+                  compiled: bool = False) -> TrainingPath:
+    """The precision and layout to train in, ``auto`` resolved for ``device`` (and whether the network
+    runs ``compiled``: :func:`~kdrecon.training.fast_path.resolve_precision`); a run resuming from
     ``last`` keeps what that checkpoint recorded for a setting left to ``auto``, so it goes on as it
     began (a CPU's measured choice may differ from one process to the next, or one rank to the
     next: every rank takes rank 0's). bf16 where it is emulated warns
@@ -420,7 +430,7 @@ def training_path(last: Path, device: torch.device, precision: str, channels_las
         precision = recorded.get("precision", precision)
     if channels_last == AUTO_LAYOUT:
         channels_last = recorded.get("channels_last", channels_last)
-    precision = resolve_precision(precision, device)
+    precision = resolve_precision(precision, device, compiled)
     warn_if_emulated(precision, device)
     # Every rank of a distributed run trains as rank 0 measured: each process measures on its own.
     return from_main(TrainingPath(precision, resolve_channels_last(channels_last, device, precision)))
@@ -428,12 +438,13 @@ def training_path(last: Path, device: torch.device, precision: str, channels_las
 
 def _start(objective: Objective, train_data: SliceData, validation_data: SliceData, run_dir: Path,
            optimization: OptimizationConfig, seed: int, device: torch.device, precision: str,
-           channels_last: bool | str, progress: bool, checkpoint_extra: dict[str, Any] | None) -> _Training:
+           channels_last: bool | str, compile: bool, progress: bool,
+           checkpoint_extra: dict[str, Any] | None) -> _Training:
     """Modules on the device in their layout, the optimizer and schedule, the run directory ready."""
     if len(train_data) == 0 or len(validation_data) == 0:
         raise ValueError("training needs non-empty train and validation splits")
     run_dir = Path(run_dir)
-    path = training_path(checkpoint_path(run_dir, "last"), device, precision, channels_last)
+    path = training_path(checkpoint_path(run_dir, "last"), device, precision, channels_last, compile)
     world = current_world()
     if world.is_main:
         (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
@@ -477,10 +488,10 @@ def fit(
             the precision used.
     """
     training = _start(objective, train_data, validation_data, run_dir, optimization, seed, device, precision,
-                      channels_last, progress, checkpoint_extra)
+                      channels_last, compile, progress, checkpoint_extra)
     state = _resume(training)
     if state.epoch < optimization.epochs and compile:
-        compile_forward(training.modules["model"], training.train_data.batch(torch.arange(1, device=device)))
+        compile_forward(training.modules["model"], training.train_data.batch(torch.arange(1, device=device)), fresh=True)
     if state.epoch < optimization.epochs and hasattr(objective, "before_training"):
         # e.g. cache a frozen teacher's features
         objective.before_training(training.train_data, lambda: autocast(device, training.precision))
