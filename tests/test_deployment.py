@@ -340,6 +340,17 @@ def test_export_keeps_an_existing_file_unless_overwrite_and_a_good_export(tmp_pa
     assert output.read_bytes() != b"an earlier export" and sorted(tmp_path.iterdir()) == [output]
 
 
+def test_a_student_friendly_teacher_exports_its_teacher_network(tmp_path, monkeypatch):
+    from kdrecon.deployment import export as export_module
+    from kdrecon.models.sft import StudentFriendlyTeacher
+
+    teacher, info = load_weights(shipped_weights("sunnybrook-4x-teacher"))
+    trained = StudentFriendlyTeacher(teacher, build_model("D3C5"))  # as an SFT teacher run's checkpoint loads
+    monkeypatch.setattr(export_module, "load_deployable", lambda model: (trained, info))
+    check = export_and_check("an SFT teacher run", tmp_path / "sft-teacher.onnx", "onnx")
+    assert check.max_abs_difference < 1e-5 * check.max_reference and check.max_reference > 0
+
+
 def test_exported_network_without_data_consistency(tmp_path):
     torch.manual_seed(0)
     model = build_model("VDSR4B4", channels=8)

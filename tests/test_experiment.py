@@ -189,6 +189,21 @@ def test_changed_setting_reruns_exactly_the_dependent_stages(tmp_path, tiny_run,
     assert kept == {stage: before[stage] for stage in rerun}
 
 
+def test_the_refusal_to_supersede_names_what_changed_for_the_stage_itself(tmp_path, tiny_run, tiny_overrides):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    (run_dir / "stages" / "seed-1" / "teacher" / "stage.json").unlink()
+    with pytest.raises(ConfigError, match=r"seed-1/teacher \(its stage.json is missing or holds no fingerprint\)"):
+        run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
+    shutil.rmtree(run_dir)
+    shutil.copytree(tiny_run, run_dir)
+    # One stage rerun alone with another setting: the manifest still holds the old one, the stage its own.
+    changed = tiny_experiment(tiny_overrides, **{"optimization.learning_rate": 0.002})
+    run_experiment(changed, run_dir, progress=False, only=["seed-1/teacher"], rerun=True, report=False)
+    with pytest.raises(ConfigError, match=r"seed-1/teacher \(optimization\.learning_rate\)"):
+        run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
+
+
 def test_the_demo_command_also_asks_before_superseding(tmp_path, tiny_run, tiny_overrides):
     from kdrecon.cli import build_parser
     from kdrecon.demo import run_demo
@@ -290,6 +305,10 @@ def test_presets_are_valid_and_bad_keys_are_named():
         load_experiment("demo", {"method_settings": {"at": {"feature_weight": 0}}})
     with pytest.raises(ConfigError, match="procedure_ablation: .*epochs.feature_stage below"):
         load_experiment("demo", {"procedure": "single-stage", "procedure_ablation": True, "epochs.feature_stage": 10})
+    for name in ("../../escape", "/tmp/elsewhere", "a/b", ".hidden"):  # the name makes the run directory runs/NAME
+        with pytest.raises(ConfigError, match=r"name: not a plain name .*runs/NAME"):
+            load_experiment("demo", {"name": name})
+    assert load_experiment("demo", {"name": "cardiac-4x_v2.1"}).name == "cardiac-4x_v2.1"
 
 
 def test_a_paper_column_of_another_acceleration_or_task_is_refused():

@@ -268,4 +268,7 @@ def test_low_resolution_input_is_refused_where_it_means_nothing(tmp_path, real_s
     with pytest.raises(ValueError, match=r"stored.h5: 'kspace_volus_4x' is k-space on the full grid, not a low-resolution "
                                          r"image: reconstruct it without --low-resolution-input"):
         reconstruct_files(identity_vdsr, tmp_path / "h5", tmp_path / "out", progress=False, low_resolution_input=True)
+    for mask_kind in ("equispaced", str(tmp_path / "nonexistent.npy")):  # a mask would be ignored: refused
+        with pytest.raises(ValueError, match=r"--mask .*: a super-resolution model takes no mask"):
+            reconstruct_files(identity_vdsr, tmp_path / "h5", tmp_path / "out", progress=False, mask_kind=mask_kind)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -435,3 +435,17 @@ def test_a_resumed_run_keeps_the_precision_and_layout_it_began_with(tmp_path, mo
     assert training_path(last, cpu, "auto", "auto") == TrainingPath("bf16", True)  # resumed: as recorded
     assert training_path(last, cpu, "fp32", False) == TrainingPath("fp32", False)  # stated settings win
     assert training_path(last, cpu, "fp32", "auto") == TrainingPath("fp32", True)
+
+
+def test_a_run_directory_without_the_asked_checkpoint_says_what_it_holds(tmp_path):
+    from kdrecon.training.checkpoint import resolve_checkpoint
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"run: the run directory has no checkpoints/best.pt \(no epoch has finished\)"):
+        resolve_checkpoint(tmp_path / "run")
+    (tmp_path / "run" / "checkpoints" / "last.pt").touch()
+    with pytest.raises(ValueError, match=r"run: the run directory has no checkpoints/best.pt \(it holds last.pt\)"):
+        resolve_checkpoint(tmp_path / "run")
+    assert resolve_checkpoint(tmp_path / "run", "last") == tmp_path / "run" / "checkpoints" / "last.pt"
+    with pytest.raises(ValueError, match=r"elsewhere: no checkpoint found \(expected a .pt file or a run directory\)"):
+        resolve_checkpoint(tmp_path / "elsewhere")

@@ -456,7 +456,7 @@ def _run_bench(args: argparse.Namespace) -> None:
     import json
 
     from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRAINING_BATCH_SIZE
-    from kdrecon.evaluation.benchmark import format_markdown, run_benchmark
+    from kdrecon.evaluation.benchmark import check_pair, format_markdown, run_benchmark
     from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER, canonical_model_name
     from kdrecon.training.trainer import resolve_device
 
@@ -481,6 +481,7 @@ def _run_bench(args: argparse.Namespace) -> None:
         _run_estimate(args)
         return
     _check_results_folder(args.output, BENCH_FILES, args.overwrite)
+    check_pair(args.teacher, args.student)
     result = run_benchmark(
         args.teacher, args.student, args.size, args.device, args.steps, args.repeats,
         progress=lambda message: print(f"measuring {message} ...", file=sys.stderr, flush=True), compile=args.compile,

@@ -21,6 +21,7 @@ from kdrecon.deployment.package import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
 from kdrecon.models.cascade import use_matrix_consistency
 from kdrecon.models.export import BF16_FORMATS, export_network, run_exported
+from kdrecon.models.sft import StudentFriendlyTeacher
 from kdrecon.models.weights import WeightsInfo
 from kdrecon.mri.channels import COMPLEX_CHANNELS, to_channels
 from kdrecon.mri.fft import ifft2
@@ -74,6 +75,8 @@ def export_and_check(model: str | Path, output: Path, export_format: str, slices
     if output.exists() and not overwrite:
         raise ValueError(f"--output {output}: exists already; choose another file or pass --overwrite to replace it")
     network, info = load_deployable(model)
+    if isinstance(network, StudentFriendlyTeacher):  # what it deploys is its teacher: the branches only train it
+        network = network.teacher
     cpu = torch.device("cpu")
     if export_format in BF16_FORMATS:
         precision = inference_precision(precision, info.provenance.get("precision"), cpu)

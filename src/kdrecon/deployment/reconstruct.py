@@ -122,6 +122,9 @@ class Reconstructor:
         if self.low_resolution_input and not self.is_super_resolution:
             raise ValueError(f"a low-resolution input needs a super-resolution model; this one was trained for "
                              f"{self.info.data['task']}")
+        if self.mask_kind is not None and self.is_super_resolution:
+            raise ValueError(f"--mask {self.mask_kind}: a super-resolution model takes no mask (its low-pass "
+                             "filter follows from its factor and the image size)")
 
     @property
     def is_super_resolution(self) -> bool:

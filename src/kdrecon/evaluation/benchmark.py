@@ -205,6 +205,13 @@ def _objective(kind: str, teacher: str, student: str, device: torch.device, chan
                      int(DEFAULT_TEACHER_CACHE_GIB * 2**30))  # what a distillation stage gets
 
 
+def check_pair(teacher: str, student: str) -> None:
+    """Refuse, before any measuring, a teacher and student whose stages cannot be built (an SFT
+    teacher pairs their blocks one to one; attention transfer pairs their layers)."""
+    for kind in STAGE_KINDS:
+        _objective(kind, teacher, student, torch.device("cpu"), channels_last=False, reference=True)
+
+
 @dataclass(frozen=True)
 class TrainingStep:
     """A timed stage's training step and what else a stage of its kind costs.

@@ -25,6 +25,7 @@ Presets shipped with the package (:data:`PRESETS`) are such files; ``kdrecon run
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,8 +114,12 @@ class ReportConfig(StrictModel):
         return value
 
 
+#: An experiment's name: it names its run directory (``runs/NAME``), so one plain path component.
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 class ExperimentConfig(StrictModel):
-    name: str = "experiment"
+    name: str = Field("experiment", description="names the default run directory, runs/NAME")
     seed: Seed | None = Field(None, description=f"the one seed of an unreplicated experiment (default {DEFAULT_SEED})")
     seeds: list[Seed] | None = Field(None, min_length=1, description="replicates: every stage once per seed")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -154,6 +159,14 @@ class ExperimentConfig(StrictModel):
     optimization: OptimizationConfig = OptimizationConfig()
     epochs: StageEpochs = StageEpochs()
     report: ReportConfig = ReportConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not EXPERIMENT_NAME.fullmatch(value):
+            raise ValueError("not a plain name (letters, digits, '.', '_' and '-', not starting with '.' or '-'): "
+                             "it names the run directory runs/NAME")
+        return value
 
     @field_validator("teacher", "student")
     @classmethod

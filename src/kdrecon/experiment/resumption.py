@@ -19,9 +19,10 @@ from typing import Any
 
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import Stage
-from kdrecon.report.run_layout import RunLayout, StageStatus, is_finished, read_history, read_json
+from kdrecon.report.run_layout import STAGE_FILE, RunLayout, StageStatus, is_finished, read_history, read_json
 from kdrecon.training.checkpoint import DATA_IDENTITY
-from kdrecon.training.config import config_data, read_yaml, write_yaml
+from kdrecon.training.config import ConfigError, config_data, read_yaml, write_yaml
+from kdrecon.training.supervised import CONFIG_FILE
 
 
 #: Config keys that locate another stage of the same run rather than set anything: a stage's
@@ -111,17 +112,31 @@ def _differences(before: Any, after: Any, prefix: str = "") -> list[str]:
     return [] if before == after else [prefix.rstrip(".")]
 
 
+def _recorded_config(directory: Path, manifest: dict[str, Any], identifier: str) -> Any:
+    """The config a stage trained with: its own ``config.yaml``, else the experiment manifest's entry
+    (which a run of other stages alone, ``--only``, does not rewrite for this one)."""
+    try:
+        recorded = read_yaml(directory / CONFIG_FILE)
+    except ConfigError:
+        recorded = None
+    return recorded if isinstance(recorded, dict) else manifest.get(identifier)
+
+
 def rerun_refusal(stale: list[Path], layout: RunLayout, configs: dict[str, Any], identity: str) -> str:
     """Which stages already run would be superseded, and what changed for each."""
-    recorded = {entry.get("id"): entry.get("config") for entry in (read_json(layout.manifest) or {}).get("stages", [])
+    manifest = {entry.get("id"): entry.get("config") for entry in (read_json(layout.manifest) or {}).get("stages", [])
                 if isinstance(entry, dict)}
     reasons = []
     for directory in stale:
         identifier = directory.relative_to(layout.stages).as_posix()
-        changed = [key for key in _differences(recorded.get(identifier), config_data(configs[identifier]))
-                   if key not in LOCATION_KEYS] if identifier in recorded else []
-        if not changed and data_changed(layout.stage(identifier).state(), identity):
+        recorded = _recorded_config(directory, manifest, identifier)
+        changed = [key for key in _differences(recorded, config_data(configs[identifier]))
+                   if key not in LOCATION_KEYS] if recorded is not None else []
+        state = layout.stage(identifier).state()
+        if not changed and data_changed(state, identity):
             changed = ["the data in data.dataset"]
+        if not changed and "fingerprint" not in state:
+            changed = [f"its {STAGE_FILE} is missing or holds no fingerprint"]
         reasons.append(f"{identifier} ({', '.join(changed) if changed else 'a stage it depends on changed'})")
     shown = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more" if len(reasons) > 3 else "")
     return (f"{layout.root}: settings changed for stages already run: {shown}. Pass --rerun to move them to "

@@ -76,6 +76,10 @@ def resolve_checkpoint(run_or_checkpoint: Path, which: str = "best") -> Path:
     path = Path(run_or_checkpoint)
     if path.is_dir():
         path = checkpoint_path(path, which)
+        if not path.is_file() and path.parent.is_dir():  # a run directory: say what it lacks and holds
+            present = sorted(p.name for p in path.parent.glob("*.pt"))
+            held = f"it holds {', '.join(present)}" if present else "no epoch has finished"
+            raise ValueError(f"{run_or_checkpoint}: the run directory has no {path.relative_to(run_or_checkpoint)} ({held})")
     if not path.is_file():
         raise ValueError(f"{run_or_checkpoint}: no checkpoint found (expected a .pt file or a run directory)")
     return path
