@@ -216,7 +216,7 @@ def test_compile_uses_cuda_graphs_only_on_a_gpu(monkeypatch, small_train):
 def test_every_training_run_of_one_process_is_compiled(monkeypatch, tmp_path, small_train, small_validation):
     """Stages of ``kdrecon run`` train one after another in one process and share the networks'
     forward code; dynamo gives up on a function after ``recompile_limit`` variants, so without a
-    fresh start per run the later runs trained eagerly (the third of these, with dynamo's default limit)."""
+    fresh start per run the later runs trained eagerly (from the fourth of these, with dynamo's default limit)."""
     from torch._dynamo.utils import counters
 
     compile_function = torch.compile
