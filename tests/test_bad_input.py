@@ -346,6 +346,14 @@ def test_set_null_removes_a_preset_key_so_its_default_applies():
     assert {stage.config["procedure"] for stage in build_stages(config) if stage.kind == "distill"} == {"single-stage"}
 
 
+def test_set_with_an_empty_value_is_refused_not_read_as_null(tmp_path):
+    """``--set name=`` would read as YAML null and quietly restore the default name ``experiment``."""
+    root = tmp_path / "case"
+    root.mkdir()
+    message = refused(["run", "demo", "--run-dir", root / "run", "--set", "name="], root)
+    assert "--set 'name=': no value after '='; write name=null to remove the key" in message
+
+
 def test_set_null_on_a_key_that_is_not_there_changes_nothing():
     """Removing an absent key must not add its parent as an empty mapping, which is a setting of its own."""
     from kdrecon.cli import _key_values

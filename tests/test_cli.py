@@ -212,6 +212,39 @@ def test_a_train_or_distill_already_writing_a_run_directory_keeps_it(trained_run
     assert not RunLayout(tmp_path / "run").lock.exists()
 
 
+def test_a_train_into_a_stage_of_an_experiment_being_run_is_refused(trained_run, tmp_path, capsys):
+    """``kdrecon run`` locks its experiment's directory, not each stage's: a ``train`` or ``distill``
+    aimed at one of its stages must take the experiment's lock too, or both write that stage."""
+    from kdrecon.experiment.run_lock import run_lock
+    from kdrecon.report.run_layout import RunLayout
+
+    experiment = RunLayout(tmp_path / "experiment")
+    stage = experiment.stage("seed-42/teacher").directory
+    shutil.copytree(trained_run, stage)
+    experiment.manifest.write_text("{}")
+    before = (stage / "checkpoints" / "last.pt").read_bytes()
+    config = str(trained_run / "config.yaml")
+    with run_lock(experiment):  # the experiment's `kdrecon run`
+        assert main(["train", "--config", config, "--run-dir", str(stage), "--quiet", "--epochs", "2"]) == 2
+        assert main(["distill", "--teacher", str(trained_run), "--run-dir", str(stage), "--quiet"]) == 2
+    assert capsys.readouterr().err.count(f"{experiment.root}: another kdrecon run") == 2
+    assert (stage / "checkpoints" / "last.pt").read_bytes() == before
+    assert not RunLayout(stage).lock.exists()
+    assert main(["train", "--config", config, "--run-dir", str(stage), "--quiet"]) == 0  # released: a no-op rerun
+    assert not experiment.lock.exists() and not RunLayout(stage).lock.exists()
+
+
+def test_evaluate_on_data_of_another_task_says_what_the_network_was_trained_for(trained_run, tiny_super_resolution_dataset,
+                                                                            tmp_path, capsys):
+    """The data loader's refusal advises changing data.task, which evaluate has no option for."""
+    output = tmp_path / "evaluation"
+    assert main(["evaluate", str(trained_run), "--dataset", str(tiny_super_resolution_dataset), "--output", str(output)]) == 2
+    message = capsys.readouterr().err
+    assert (f"{tiny_super_resolution_dataset}: prepared for super-resolution on magnitude images, but {trained_run} was "
+            "trained for reconstruction on magnitude images; evaluate it on a dataset prepared like its own") in message
+    assert "data.task" not in message and not output.exists()
+
+
 def test_run_directory_with_another_config_is_refused(trained_run):
     code, _, error = run_cli("train", "--run-dir", trained_run, "--model", "D3C5", "--epochs", "1")
     assert code == 2 and "different config" in error and error.count("\n") == 1

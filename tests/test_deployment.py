@@ -1,6 +1,7 @@
 """Deployment (issue 13): safetensors weights, shipped models and their cards, `kdrecon reconstruct`
 round trips on real slices (NIfTI and papers' h5), the inputs it refuses, and export with data consistency."""
 
+import json
 import pickle
 import shutil
 
@@ -307,8 +308,16 @@ def test_exported_network_with_data_consistency_equals_pytorch_on_real_slices(tm
     data = load_sample("validation", "4x")
     batch = data.batch(torch.arange(20, 23))
     exported = run_exported(output, export_format, (batch.zero_filled, batch.kspace.real.contiguous(), batch.kspace.imag.contiguous()))
-    model, _ = load_weights(shipped_weights(name))
+    model, info = load_weights(shipped_weights(name))
     np.testing.assert_allclose(exported[:, 0], reconstruct(model, data, torch.device("cpu"))[20:23], atol=1e-5)
+    if export_format == "onnx":  # the weights file's description travels with the graph
+        import onnx
+
+        exported = onnx.load(str(output))
+        assert [i.name for i in exported.graph.input] == ["zero_filled", "kspace_real", "kspace_imag"]
+        properties = {p.key: p.value for p in exported.metadata_props}
+        assert json.loads(properties["data"]) == info.data and json.loads(properties["model"]) == info.model
+        assert json.loads(properties["provenance"])["seed"] == info.provenance["seed"]
 
 
 @pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="this CPU only emulates bf16")
@@ -360,6 +369,14 @@ def test_exported_network_without_data_consistency(tmp_path):
     save_weights(tmp_path / "vdsr.safetensors", model, {"name": "VDSR4B4", "options": {"channels": 8}}, data)
     check = export_and_check(tmp_path / "vdsr.safetensors", tmp_path / "vdsr.onnx", "onnx")
     assert check.max_abs_difference < 1e-5 and check.max_reference > 0
+    import onnx  # what a user of the file sees, without kdrecon
+
+    exported = onnx.load(str(tmp_path / "vdsr.onnx"))
+    assert [i.name for i in exported.graph.input] == ["low_resolution"]  # no k-space: VDSR has no data consistency
+    properties = {p.key: p.value for p in exported.metadata_props}
+    assert json.loads(properties["data"])["acceleration"] == "4x" and json.loads(properties["data"])["task"] == "super-resolution"
+    assert json.loads(properties["model"]) == {"name": "VDSR4B4", "options": {"channels": 8}}
+    assert properties["inputs"].startswith("low_resolution (B, 1, H, W): the low-resolution image on the full H x W grid")
 
 
 def test_real_arithmetic_data_consistency_equals_the_fft_one_on_real_slices(real_slices, cardiac_mask_4x):

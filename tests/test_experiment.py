@@ -368,6 +368,28 @@ def test_damaged_run_directory_files_are_named_not_read_as_absent(tmp_path, tiny
         build_report(run_dir)
 
 
+def test_per_volume_rows_that_disagree_with_the_summary_are_refused_and_evaluated_again(tmp_path, tiny_run, tiny_overrides):
+    """The claims come from per_volume.csv and Table 1 from summary.json: an edited row must not
+    change one and not the other."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    table = run_dir / "stages" / "seed-2" / "student" / "evaluation" / "per_volume.csv"
+    original = table.read_text()
+    header, first, *rest = original.splitlines()
+    cells = first.split(",")
+    cells[1] = str(float(cells[1]) + 0.5)  # its PSNR, half a dB better
+    table.write_text("\n".join([header, ",".join(cells), *rest]) + "\n")
+    with pytest.raises(ValueError, match=r"stage seed-2/student: its evaluation cannot be reported: its model psnr in "
+                                         r"per_volume.csv averages [\d.]+, summary.json records [\d.]+; 'kdrecon run'"):
+        build_report(run_dir)
+    table.write_text("\n".join([header, *rest]) + "\n")  # a volume's rows removed
+    with pytest.raises(ValueError, match=r"per_volume.csv has \d+ model rows, summary.json counts \d+ volumes"):
+        build_report(run_dir)
+    run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)  # evaluates it again
+    assert table.read_text() == original
+    build_report(run_dir)
+
+
 def test_an_unusable_stage_evaluation_is_refused_by_the_report_and_evaluated_again_by_run(tmp_path, tiny_run, tiny_overrides):
     from kdrecon.data.dataset import sample_directory
     from kdrecon.data.prepare import PrepareOptions, prepare_dataset
@@ -469,18 +491,18 @@ def test_a_second_run_on_a_directory_another_live_run_is_writing_is_refused(tmp_
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     lock = run_dir / ".kdrecon-run.lock"
-    # Another process holds the lock, as a running `kdrecon run` does, on a host of the same name.
+    # Another live process holds the lock and names itself in it, as a running `kdrecon run` does.
     holder = subprocess.Popen([sys.executable, "-c", f"""
 import fcntl, os, sys
 descriptor = os.open({str(lock)!r}, os.O_CREAT | os.O_RDWR)
 fcntl.flock(descriptor, fcntl.LOCK_EX)
-os.write(descriptor, b"4321 {socket.gethostname()}")
+os.write(descriptor, f"{{os.getpid()}} {socket.gethostname()}".encode())
 print("held", flush=True)
 sys.stdin.read()
 """], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
-        with pytest.raises(ConfigError, match=rf"another kdrecon run \(process 4321 on {socket.gethostname()}\) is writing it"):
+        with pytest.raises(ConfigError, match=rf"another kdrecon run \(process {holder.pid} on {socket.gethostname()}\) is writing it"):
             run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
         with pytest.raises(ConfigError, match="another kdrecon run"):  # one stage alone, too
             run_experiment(tiny_experiment(tiny_overrides, channels=6), run_dir, progress=False, only=["seed-1/teacher"],
@@ -520,7 +542,8 @@ with run_lock(layout):
     stage = int(parent.stdout.readline())
     assert parent.wait() == -signal.SIGKILL
     try:
-        with pytest.raises(ConfigError, match="another kdrecon run"):
+        with pytest.raises(ConfigError, match=rf"the kdrecon run that locked it \(process {parent.pid}\) has ended, "
+                                              rf"but processes it started still write it \(process {stage}\)"):
             with run_lock(layout):
                 pass
     finally:

@@ -1,6 +1,8 @@
 """Super-resolution (issue 12): the low-resolution degradation, bicubic baseline, VDSR and its SFT
 grouping, the feature losses on VDSR features, and `demo-sr` end to end on real data."""
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -8,7 +10,8 @@ import pytest
 import torch
 from test_feature_losses import ref_ft, ref_nst, ref_pkt, _conv_params
 
-from kdrecon.data.dataset import load_split
+from kdrecon.cli import main
+from kdrecon.data.dataset import load_split, sample_directory
 from kdrecon.data.prepare import PrepareOptions, prepare_dataset
 from kdrecon.data.sources import sunnybrook
 from kdrecon.distillation.layer_pairs import default_layer_pairs
@@ -68,6 +71,9 @@ def test_a_dataset_is_refused_for_another_task(prepared, tiny_dataset):
         low_pass_mask((150, 150), 1)  # an identity task
     with pytest.raises(ValueError, match=r"factor 150 on 150-pixel images keeps only the mean intensity \(1 pixel\)"):
         low_pass_mask((150, 150), 150)  # a flat input
+    with pytest.raises(ValueError, match=r"factor 512 on 256-pixel images keeps less than one pixel \(256/512\); "
+                                         r"use a factor of at most 128$"):
+        low_pass_mask((256, 256), 512)  # no crop would help
     assert low_pass_mask((150, 150), 75).sum() == 4  # 2×2 around DC: the coarsest input with any structure
 
 
@@ -170,6 +176,11 @@ def test_demo_sr_runs_end_to_end_with_the_table_9_layout(tmp_path, tiny_override
     summary = json.loads((tmp_path / "run/stages/seed-1/std-kd-ft/evaluation/summary.json").read_text())
     assert summary["task"] == "super-resolution" and {"model_metrics", "zero_filled_metrics", "bicubic_metrics"} <= set(summary)
     assert (tmp_path / "run/figures").is_dir() and any((tmp_path / "run/figures").glob("reconstruction-*.png"))
+    output = io.StringIO()  # `kdrecon evaluate` names the baselines as the report does
+    with contextlib.redirect_stdout(output):
+        assert main(["evaluate", str(tmp_path / "run/stages/seed-1/student"), "--output", str(tmp_path / "evaluation")]) == 0
+    labels = [line.split("  ")[0] for line in output.getvalue().splitlines()[2:4]]
+    assert labels == ["LR input", "Cubic-spline upsampling"] and "zero" not in output.getvalue().lower()
 
 
 def numpy_sinc_upsampling(small: np.ndarray, factor: int) -> np.ndarray:
@@ -253,6 +264,25 @@ def test_low_resolution_nifti_and_dicom_are_restored_at_four_times_their_size(tm
     assert image.ImagePositionPatient == ds.ImagePositionPatient and "super-resolved 4x" in image.DerivationDescription
     stored = np.abs(numpy_sinc_upsampling(small[0].round(), 4))  # of the input's stored integers
     np.testing.assert_allclose(image.pixel_array, stored, atol=0.5 + 1e-3)  # rounded to integers
+
+
+def test_sizes_the_factor_does_not_divide_get_advice_that_fits_the_command(tmp_path, real_slices, identity_vdsr):
+    """Preparing can crop; reconstructing one's own images cannot, so its advice is to crop or pad them."""
+    import nibabel as nib
+
+    from kdrecon.deployment.reconstruct import reconstruct_files
+
+    volumes = sunnybrook.read_volumes(sample_directory(), phases=[0])
+    with pytest.raises(ValueError, match=r"factor 4 on 150-pixel images: the kept central block \(150/4\) must be a whole "
+                                         r"number of pixels; choose a --crop that the factor divides$"):
+        prepare_dataset(volumes, tmp_path / "data", PrepareOptions(crop=150, task="super-resolution"))
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(np.moveaxis(real_slices[:2, :150, :150], 0, -1).astype(np.float32), np.eye(4)),
+             tmp_path / "in" / "odd.nii.gz")
+    with pytest.raises(ValueError, match=r"odd.nii.gz.*\(150/4\) must be a whole number of pixels: this model super-resolves 4x; "
+                                         r"crop or pad the images to a size that factor divides$"):
+        reconstruct_files(identity_vdsr, tmp_path / "in", tmp_path / "out", progress=False)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
 
 
 def test_low_resolution_input_is_refused_where_it_means_nothing(tmp_path, real_slices, identity_vdsr):

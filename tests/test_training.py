@@ -39,7 +39,9 @@ def test_defaults_are_the_papers_settings():
         ("data:\n  acceleration: fast\n", r"data\.acceleration: .*expected a number"),
         ("precision: fp8\n", r"precision: "),
         ("- a\n- b\n", r"expected a mapping"),
-        ("model: [unclosed\n", r"not valid YAML"),
+        ("model: [unclosed\n", r"not valid YAML at line 2, column 1 \(expected ',' or '\]', but got '<stream end>'\)"),
+        # PyYAML counts from 0; an editor from 1: the indented key is on the third line.
+        ("model:\n  name: D3C5\n    epochs: 3\n", r"not valid YAML at line 3, column 11 \(mapping values are not allowed here\)"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, message):

@@ -246,6 +246,9 @@ def _key_values(items: list[str]) -> dict:
         key, separator, value = item.partition("=")
         if not separator or not key:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE such as optimization.epochs=10")
+        if not value.strip():
+            # An empty value would read as YAML null and silently restore the default.
+            raise ValueError(f"--set {item!r}: no value after '='; write {key.strip()}=null to remove the key")
         try:
             parsed = parse_yaml(value)
         except yaml.YAMLError as error:
@@ -263,14 +266,19 @@ def _is_main_process() -> bool:
 @contextlib.contextmanager
 def _run_directory_lock(run_dir: Path) -> Iterator[None]:
     """One ``train`` or ``distill`` at a time in ``run_dir``, as ``kdrecon run`` holds its directory
-    (under torchrun rank 0 holds it for every rank)."""
+    (under torchrun rank 0 holds it for every rank); inside an experiment's run directory (one of its
+    stages), the experiment's lock too, so that no ``kdrecon run`` writes that stage meanwhile."""
     if not _is_main_process():
         yield
         return
     from kdrecon.experiment.run_lock import run_lock
-    from kdrecon.report.run_layout import RunLayout
+    from kdrecon.report.run_layout import RunLayout, enclosing_experiment
 
-    with run_lock(RunLayout(run_dir)):
+    with contextlib.ExitStack() as locks:
+        experiment = enclosing_experiment(run_dir)
+        if experiment is not None:
+            locks.enter_context(run_lock(experiment))
+        locks.enter_context(run_lock(RunLayout(run_dir)))
         yield
 
 
@@ -367,7 +375,8 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from kdrecon.evaluation.evaluate import MODEL, evaluate, format_table, metrics_key
+    from kdrecon.data.task import RECONSTRUCTION
+    from kdrecon.evaluation.evaluate import MODEL, baseline_label, evaluate, format_table, metrics_key
     from kdrecon.report.run_layout import EVALUATION
 
     output = args.output or (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent) / EVALUATION
@@ -378,7 +387,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     run_name = (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent.parent).name
     label = f"{run_name} ({summary['model']['name']})"
     baselines = [key.removesuffix("_metrics") for key in summary if key.endswith("_metrics") and key != metrics_key(MODEL)]
-    rows = {name.replace("_", "-"): summary[metrics_key(name)] for name in baselines}
+    rows = {baseline_label(name, summary.get("task", RECONSTRUCTION)): summary[metrics_key(name)] for name in baselines}
     print(format_table({**rows, label: summary[metrics_key(MODEL)]}))
     print(f"({summary['volumes']} volumes, {summary['slices']} slices, {summary['precision']}, {summary['conventions']}); "
           f"written to {output}")

@@ -33,7 +33,7 @@ from kdrecon.data.package_files import package_resource
 from kdrecon.data.task import MANIFEST_KEY, RECONSTRUCTION, SUPER_RESOLUTION, TASKS, factor_of
 from kdrecon.data.volume import Volume
 from kdrecon.mri import masks as mask_generators
-from kdrecon.mri.resolution import low_pass_mask
+from kdrecon.mri.resolution import IndivisibleSize, low_pass_mask
 from kdrecon.mri.undersample import undersample
 
 MANIFEST = "dataset.json"
@@ -220,7 +220,10 @@ class PrepareOptions:
     def make_mask(self, acceleration: str, shape: tuple[int, int]) -> np.ndarray:
         """The un-centred mask of one acceleration: a line mask, or the low-pass box of super-resolution."""
         if self.task == SUPER_RESOLUTION:
-            return low_pass_mask(shape, factor_of(acceleration))
+            try:
+                return low_pass_mask(shape, factor_of(acceleration))
+            except IndivisibleSize as error:
+                raise ValueError(f"{error}; choose a --crop that the factor divides") from None
         return make_mask(self.mask, acceleration, shape, self.mask_seed, self.center_fraction)
 
     def mask_description(self) -> dict:

@@ -9,6 +9,7 @@ native bf16) to :data:`BF16_TOLERANCE`, the size of bf16's rounding after five c
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 
 from kdrecon.data import layout
 from kdrecon.data.dataset import load_sample
+from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION
 from kdrecon.deployment.package import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
 from kdrecon.models.cascade import use_matrix_consistency
@@ -63,6 +65,28 @@ def check_slices(info: WeightsInfo, count: int) -> tuple[torch.Tensor, ...]:
     return network_input.contiguous(), kspace.real.contiguous(), kspace.imag.contiguous()
 
 
+#: What an exported graph's inputs hold, by task, stored in an ONNX export beside the model's description.
+INPUTS = {
+    RECONSTRUCTION: "zero_filled (B, C, H, W): the inverse FFT of the undersampled k-space, its magnitude (C = 1) or "
+                    "its real and imaginary parts (C = 2); kspace_real, kspace_imag (B, H, W): that k-space, un-centred, "
+                    "zero where not sampled; each slice scaled as 'normalisation' in 'data' says",
+    SUPER_RESOLUTION: "low_resolution (B, 1, H, W): the low-resolution image on the full H x W grid (its k-space zero "
+                      "outside the central block of 1/factor per side, 'acceleration' in 'data'); each slice scaled as "
+                      "'normalisation' in 'data' says",
+}
+
+
+def image_input(info: WeightsInfo) -> str:
+    """The name of the exported graph's image input: what the network is given, by its task."""
+    return "low_resolution" if info.data.get("task") == SUPER_RESOLUTION else "zero_filled"
+
+
+def onnx_metadata(info: WeightsInfo) -> dict[str, str]:
+    """The weights file's description (model, data, provenance, as JSON) and what the inputs hold."""
+    return {"model": json.dumps(info.model), "data": json.dumps(info.data), "provenance": json.dumps(info.provenance),
+            "inputs": INPUTS[info.data.get("task", RECONSTRUCTION)]}
+
+
 def export_and_check(model: str | Path, output: Path, export_format: str, slices: int = 8,
                      precision: str = AS_TRAINED, overwrite: bool = False) -> ExportCheck:
     """Export a deployable model (a shipped name, weights file, run or checkpoint) and check it on real
@@ -90,7 +114,7 @@ def export_and_check(model: str | Path, output: Path, export_format: str, slices
     # Checked under a temporary name (the runtimes want the format's suffix), then moved into place.
     staged = output.with_name(f"{layout.partial_name(output)}checking{layout.PARTIAL_SUFFIX}{output.suffix}")
     try:
-        export_network(network, mask, staged, export_format, example, precision)
+        export_network(network, mask, staged, export_format, example, precision, image_input(info), onnx_metadata(info))
         check = _compare(network, mask, run_exported(staged, export_format, inputs), inputs, precision)
         tolerance = BF16_TOLERANCE if precision == "bf16" else FLOAT32_TOLERANCE
         if not check.max_abs_difference <= tolerance * check.max_reference:

@@ -71,7 +71,7 @@ from kdrecon.models.inference import inference_batch_size, inference_layout
 from kdrecon.models.weights import SUFFIX, WeightsInfo, load_weights
 from kdrecon.mri.channels import COMPLEX_CHANNELS, magnitude, to_channels
 from kdrecon.mri.fft import hermitian_mismatch, ifft2
-from kdrecon.mri.resolution import embedded_kspace, low_pass_mask
+from kdrecon.mri.resolution import IndivisibleSize, embedded_kspace, low_pass_mask
 from kdrecon.mri.undersample import undersample
 from kdrecon.training.config import AS_TRAINED
 from kdrecon.training.fast_path import autocast, inference_precision
@@ -147,7 +147,11 @@ class Reconstructor:
             return mask_from_description(own)
         acceleration = self.info.data["acceleration"]
         if self.is_super_resolution:
-            return low_pass_mask(shape, factor_of(acceleration))
+            try:
+                return low_pass_mask(shape, factor_of(acceleration))
+            except IndivisibleSize as error:
+                raise ValueError(f"{error}: this model super-resolves {acceleration}; crop or pad the images "
+                                 "to a size that factor divides") from None
         if self.mask_kind is None:
             raise ValueError(f"images are {shape[0]}×{shape[1]}, the model's {acceleration} mask is "
                              f"{own['shape'][0]}×{own['shape'][1]}: give --mask recipe|random|equispaced|PATH.npy")

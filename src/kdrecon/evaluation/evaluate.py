@@ -34,9 +34,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from kdrecon.data.dataset import SliceData, load_split
+from kdrecon.data.dataset import SAMPLE, SliceData, load_split, read_manifest
+from kdrecon.data.image import image_kind_of
 from kdrecon.data.layout import atomic_path, parse_acceleration, write_reconstruction
-from kdrecon.data.task import SUPER_RESOLUTION, factor_of
+from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION, factor_of, task_of
 from kdrecon.evaluation import metrics
 from kdrecon.models.inference import inference_batch_size
 from kdrecon.mri.channels import magnitude
@@ -68,6 +69,13 @@ def baselines(data: SliceData) -> dict[str, np.ndarray]:
     if data.task == SUPER_RESOLUTION:
         images[BICUBIC] = bicubic_upsampling(data.kspace.cpu().numpy(), factor_of(data.acceleration))
     return images
+
+
+def baseline_label(kind: str, task: str) -> str:
+    """How tables and reports name a baseline of :func:`baselines` (``kind``) for ``task``."""
+    if kind == BICUBIC:
+        return "Cubic-spline upsampling"  # SciPy's interpolating cubic B-spline, not Keys' bicubic kernel
+    return "Zero-filled" if task == RECONSTRUCTION else "LR input"
 
 
 def metrics_key(reconstruction: str) -> str:
@@ -245,10 +253,23 @@ def _data_record(dataset: str | Path) -> dict[str, str]:
         return {}
 
 
+def _check_dataset_fits(source: Path, recorded: DataConfig, dataset: str | Path) -> None:
+    """Refuse a dataset prepared for another task or image kind than the network ``source`` was trained on,
+    in the words of evaluation (the data loader's own refusal speaks of a configuration to change)."""
+    if str(dataset) == SAMPLE:
+        return
+    manifest = read_manifest(Path(dataset))
+    task, image = task_of(manifest), image_kind_of(manifest)
+    if (task, image) != (recorded.task, recorded.image):
+        raise ValueError(f"{dataset}: prepared for {task} on {image} images, but {source} was trained for "
+                         f"{recorded.task} on {recorded.image} images; evaluate it on a dataset prepared like its own")
+
+
 def _split_to_evaluate(source: Path, recorded: DataConfig, dataset: str | Path, split: str, acceleration: str,
                        data: SliceData | None) -> SliceData:
     """``data``, checked against what the network was trained on (``recorded``), or the split loaded."""
     if data is None:
+        _check_dataset_fits(source, recorded, dataset)
         data = load_split(dataset, split, acceleration, recorded.task, recorded.image)
     elif (data.acceleration, data.task, data.image) != (parse_acceleration(acceleration), recorded.task, recorded.image):
         raise ValueError(f"{source}: trained on {acceleration} {recorded.task} {recorded.image} data, "

@@ -50,6 +50,51 @@ def _recorded_holder(layout: RunLayout) -> str:
         return ""
 
 
+def _refusal(layout: RunLayout) -> str:
+    """Why the lock cannot be taken: the run its file names, or, when that run has died on this host
+    and left ``--parallel`` stage processes holding the lock, those processes."""
+    pid, _, host = _recorded_holder(layout).partition(" ")
+    holders = _local_holders(layout.lock) if host == socket.gethostname() and not _alive(pid) else []
+    if holders:
+        listed = ", ".join(str(holder) for holder in holders)
+        return (f"{layout.root}: the kdrecon run that locked it (process {pid}) has ended, but processes it started "
+                f"still write it (process {listed}); wait for them to end, or stop them first")
+    return (f"{layout.root}: another kdrecon run (process {pid or '?'} on {host or '?'}) is writing it; "
+            "wait for it to end, or stop it first")
+
+
+def _alive(pid: str) -> bool:
+    """Whether process ``pid`` of this host exists (True when that cannot be told)."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _local_holders(path: Path) -> list[int]:
+    """The processes of this host with ``path`` open (Linux's /proc; none where it cannot be read)."""
+    try:
+        target = os.stat(path)
+        processes = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return []
+    holders = []
+    for process in processes:
+        try:
+            descriptors = os.listdir(f"/proc/{process}/fd")
+            opened = (os.stat(f"/proc/{process}/fd/{fd}") for fd in descriptors)
+            if any(s.st_ino == target.st_ino and s.st_dev == target.st_dev for s in opened):
+                holders.append(int(process))
+        except OSError:  # ended meanwhile, or another user's
+            continue
+    return sorted(holders)
+
+
 def _is_current_file(descriptor: int, layout: RunLayout) -> bool:
     """Whether the open lock file is still the one at the lock's path: the run that held it before
     removes it when it ends, and a lock taken on the removed file would guard nothing."""
@@ -67,9 +112,7 @@ def _acquire(layout: RunLayout) -> int:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(descriptor)
-            pid, _, host = _recorded_holder(layout).partition(" ")
-            raise ConfigError(f"{layout.root}: another kdrecon run (process {pid or '?'} on {host or '?'}) is "
-                              "writing it; wait for it to end, or stop it first") from None
+            raise ConfigError(_refusal(layout)) from None
         if _is_current_file(descriptor, layout):
             break
         os.close(descriptor)

@@ -29,7 +29,9 @@ kernel for so few output channels (docs/benchmarks.md). Both are exact up to flo
 
 The exported graph takes ``zero_filled (B, C, H, W)``, ``kspace_real`` and ``kspace_imag (B, H, W)``
 (un-centred) and returns the image ``(B, C, H, W)``, ``C`` = 1 or 2; the mask is built in and the
-image size fixed to the model's.
+image size fixed to the model's. A network without data consistency (VDSR) takes only the image,
+which a super-resolution export names ``low_resolution``; inputs the network does not use are
+dropped from an ONNX graph.
 
 Example:
     >>> import torch
@@ -230,12 +232,15 @@ class ExportableNetwork(nn.Module):
 
 
 def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, export_format: str, example: tuple,
-                   precision: str = "fp32") -> None:
+                   precision: str = "fp32", image_input: str = "zero_filled",
+                   metadata: dict[str, str] | None = None) -> None:
     """Write ``network`` (with DC, ``mask`` built in) as ONNX, a ``torch.export`` program or an
     AOTInductor package; ``example`` (``zero_filled``, ``kspace_real``, ``kspace_imag``) fixes the image
     size. ONNX and ``torch.export`` take any batch (give an example batch ≥ 2: ``torch.export``
     specialises a batch of 1 to a constant); an AOTInductor package is compiled for the example's
-    batch (with a dynamic batch it ran slower), in ``precision`` (``fp32`` or ``bf16``)."""
+    batch (with a dynamic batch it ran slower), in ``precision`` (``fp32`` or ``bf16``). An ONNX
+    graph names its image input ``image_input`` and carries ``metadata`` as its model properties
+    (ONNX's ``metadata_props``, which any ONNX reader shows)."""
     if export_format not in FORMATS:
         raise ValueError(f"format {export_format!r}: choose {', '.join(FORMATS)}")
     if precision != "fp32" and export_format not in BF16_FORMATS:
@@ -244,9 +249,12 @@ def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, expo
     remove_debris(Path(output).parent, Path(output).name, recursive=False)  # of an interrupted export
     with atomic_path(Path(output)) as temporary:
         if export_format == "onnx":
-            torch.onnx.export(exportable, example, str(temporary), input_names=["zero_filled", "kspace_real", "kspace_imag"],
-                              output_names=["image"], opset_version=OPSET, dynamo=False,
-                              dynamic_axes={name: {0: "batch"} for name in ("zero_filled", "kspace_real", "kspace_imag", "image")})
+            names = [image_input, "kspace_real", "kspace_imag"]
+            torch.onnx.export(exportable, example, str(temporary), input_names=names, output_names=["image"],
+                              opset_version=OPSET, dynamo=False,
+                              dynamic_axes={name: {0: "batch"} for name in (*names, "image")})
+            if metadata:
+                _set_onnx_metadata(temporary, metadata)
             return
         named = temporary.with_name(temporary.name + SUFFIXES[export_format])  # torch.export.save wants .pt2
         if export_format == "torch-export":
@@ -255,6 +263,15 @@ def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, expo
         else:
             _compile_ahead_of_time(exportable, example, named)
         named.replace(temporary)
+
+
+def _set_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Store ``metadata`` in the ONNX model at ``path`` as its ``metadata_props``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, metadata)
+    onnx.save(model, str(path))
 
 
 def _compile_ahead_of_time(exportable: ExportableNetwork, example: tuple, path: Path) -> None:

@@ -36,6 +36,11 @@ from __future__ import annotations
 import numpy as np
 
 
+class IndivisibleSize(ValueError):
+    """An image side that a super-resolution factor does not divide into whole pixels: what to do
+    about it (crop when preparing, crop or pad one's own images) depends on the caller."""
+
+
 def kept_size(size: int, factor: float) -> int:
     """The side ``n = size / factor`` of the kept central block; it must be a whole number.
 
@@ -47,11 +52,12 @@ def kept_size(size: int, factor: float) -> int:
         raise ValueError(f"super-resolution factor {factor:g}: the low-resolution image would be the target itself; "
                          "use a factor above 1")
     kept = size / factor
-    if abs(kept - round(kept)) > 1e-9 or round(kept) < 1:
-        raise ValueError(
-            f"super-resolution factor {factor:g} on {size}-pixel images: the kept central block "
-            f"({size}/{factor:g}) must be a whole number of pixels; choose a crop divisible by the factor"
-        )
+    if kept < 1 - 1e-9:
+        raise ValueError(f"super-resolution factor {factor:g} on {size}-pixel images keeps less than one pixel "
+                         f"({size}/{factor:g}); use a factor of at most {size // 2}")
+    if abs(kept - round(kept)) > 1e-9:
+        raise IndivisibleSize(f"super-resolution factor {factor:g} on {size}-pixel images: the kept central block "
+                              f"({size}/{factor:g}) must be a whole number of pixels")
     if round(kept) < 2:
         raise ValueError(f"super-resolution factor {factor:g} on {size}-pixel images keeps only the mean intensity "
                          "(1 pixel): every low-resolution image would be flat; use a smaller factor")

@@ -20,7 +20,7 @@ from kdrecon.data.dataset import load_split
 from kdrecon.data.layout import atomic_path
 from kdrecon.data.task import RECONSTRUCTION
 from kdrecon.distillation.losses import method_label
-from kdrecon.evaluation.evaluate import baselines
+from kdrecon.evaluation.evaluate import baseline_label, baselines
 from kdrecon.evaluation.statistics import (CONTRADICTED, NO_SPREAD_BETWEEN_SEEDS, NOT_RESOLVED, REPRODUCED,
                                           SEED_VARIANCE_NOT_COVERED, SeedEffect, paired_wilcoxon, unresolved_reason,
                                           verdict)
@@ -29,7 +29,7 @@ from kdrecon.report.claims import EffectRow, all_comparisons, effect_row, kd_mri
 from kdrecon.report.document import Block, Code, Document, Heading, Image, Paragraph, Table
 from kdrecon.report.paper_column import column_heading, paper_note, published_inference_ms, published_text
 from kdrecon.report.published import PUBLISHED_SUPER_RESOLUTION_GAPS
-from kdrecon.report.results import MAIN_ROLES, ExperimentResults, StageResult, baseline_label, load_results
+from kdrecon.report.results import MAIN_ROLES, ExperimentResults, StageResult, load_results
 from kdrecon.report.run_layout import read_history
 from kdrecon.report.speed import NetworkTimes, SpeedComparison, time_networks
 from kdrecon.report.stage_names import SFT_TEACHER, STUDENT, TEACHER, Role, is_sft_kd, sft_kd, std_kd

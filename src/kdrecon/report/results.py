@@ -8,13 +8,14 @@ volume) through :mod:`kdrecon.report.run_layout`. Stages not complete yet are li
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kdrecon.data.image import MAGNITUDE
 from kdrecon.data.task import RECONSTRUCTION
-from kdrecon.evaluation.evaluate import BICUBIC, METRICS, MODEL, RECONSTRUCTIONS, ZERO_FILLED, metrics_key
+from kdrecon.evaluation.evaluate import BICUBIC, METRICS, MODEL, RECONSTRUCTIONS, ZERO_FILLED, baseline_label, metrics_key
 from kdrecon.report.run_layout import RunLayout, StageFiles, is_finished, read_json
 from kdrecon.report.stage_names import Role
 from kdrecon.training.checkpoint import DATA_IDENTITY, checkpoint_path
@@ -29,13 +30,6 @@ MAIN_ROLES = tuple(role for role in ROLE_ORDER if role not in SWEEP_ROLES)
 SliceMetrics = dict[tuple[str, int], dict[str, float]]
 #: volume → metric → value
 VolumeMetrics = dict[str, dict[str, float]]
-
-
-def baseline_label(kind: str, task: str) -> str:
-    """How a report names a baseline of :func:`kdrecon.evaluation.evaluate.baselines`."""
-    if kind == BICUBIC:
-        return "Cubic-spline upsampling"  # SciPy's interpolating cubic B-spline, not Keys' bicubic kernel
-    return "Zero-filled" if task == RECONSTRUCTION else "LR input"
 
 
 @dataclass
@@ -140,7 +134,8 @@ def evaluation_problem(files: StageFiles, data: DataConfig, identity: str | None
     """What makes a complete stage's evaluation unusable in its experiment's report, or None: files
     missing (reconstructions removed to save disk, say), or scores of another dataset (``identity``,
     :func:`kdrecon.data.dataset.dataset_identity` of the experiment's, where recorded), split,
-    acceleration, task or checkpoint than the experiment's (``kdrecon evaluate`` run into it by hand)."""
+    acceleration, task or checkpoint than the experiment's (``kdrecon evaluate`` run into it by hand), or
+    per-volume rows that do not average to the summary's means (an edited file)."""
     summary = read_json(files.summary)
     if summary is None:
         return f"{files.summary} is missing or unreadable"
@@ -158,6 +153,27 @@ def evaluation_problem(files: StageFiles, data: DataConfig, identity: str | None
         return f"it scores other data ({summary.get('dataset')}) than the experiment's"
     if Path(str(summary.get("checkpoint"))).name != checkpoint_path(Path(), "best").name:
         return f"it scores {summary.get('checkpoint')}, not the stage's best checkpoint"
+    try:
+        model, zero_filled = _read_rows(files.per_volume, "volume")
+    except (KeyError, ValueError) as error:
+        return f"{files.per_volume} is not an evaluation's table ({type(error).__name__}: {error})"
+    return _disagreement(model, summary, MODEL) or _disagreement(zero_filled, summary, ZERO_FILLED)
+
+
+def _disagreement(per_volume: VolumeMetrics, summary: dict[str, Any], kind: str) -> str | None:
+    """Where ``per_volume.csv``'s rows of ``kind`` (the model or a baseline) do not average to the means
+    ``summary.json`` records for them, or None. The report's effects and claims come from the rows and
+    its tables from the summary: an edited or stale file would make them tell two stories."""
+    recorded = summary.get(metrics_key(kind))
+    if recorded is None:
+        return None
+    if len(per_volume) != summary.get("volumes"):
+        return f"per_volume.csv has {len(per_volume)} {kind} rows, summary.json counts {summary.get('volumes')} volumes"
+    for metric in METRICS:
+        mean = sum(row[metric] for row in per_volume.values()) / len(per_volume)
+        if not math.isclose(mean, recorded[metric]["mean"], rel_tol=1e-9, abs_tol=1e-12):
+            return (f"its {kind} {metric} in per_volume.csv averages {mean:.6g}, "
+                    f"summary.json records {recorded[metric]['mean']:.6g}")
     return None
 
 

@@ -194,3 +194,12 @@ class RunLayout:
 
     def stage(self, identifier: str) -> StageFiles:
         return StageFiles(self.stages / identifier)
+
+
+def enclosing_experiment(path: Path) -> RunLayout | None:
+    """The experiment run directory ``path`` lies inside (the nearest folder above it with a
+    manifest), or None: a stage's directory belongs to the ``kdrecon run`` writing its experiment."""
+    for folder in Path(path).resolve().parents:
+        if (folder / MANIFEST).is_file():
+            return RunLayout(folder)
+    return None
