@@ -292,6 +292,17 @@ def test_prepare_refuses_a_mask_option_the_mask_or_task_does_not_use(tmp_path, s
     assert message.replace("{npy}", npy) in refused(arguments, tmp_path)
 
 
+@pytest.mark.parametrize("content", ["truncated", "not an archive"])
+def test_prepare_names_a_damaged_subject_file(tmp_path, content):
+    source = tmp_path / "sunnybrook"
+    source.mkdir()
+    original = next(Path(sample_directory()).glob("SCD*.npz"))
+    data = original.read_bytes()
+    (source / original.name).write_bytes(data[: len(data) // 2] if content == "truncated" else b"not an npz")
+    message = refused(["prepare", "sunnybrook", source, tmp_path / "data", "--phases", "0"], tmp_path)
+    assert f"{source / original.name}: not a readable .npz archive" in message
+
+
 @pytest.mark.parametrize("command", ["train", "run"])
 def test_an_unreadable_config_or_set_value_is_refused_in_one_line(tmp_path, command):
     root = tmp_path / "case"
@@ -344,6 +355,19 @@ def test_set_null_removes_a_preset_key_so_its_default_applies():
     config = load_experiment("kd-mri-sunnybrook-4x", {**without_ablation, **_key_values(["epochs.feature_stage=null"])})
     assert config.epochs.feature_stage is None and config.optimization.lr_step_epochs == 5  # only that key removed
     assert {stage.config["procedure"] for stage in build_stages(config) if stage.kind == "distill"} == {"single-stage"}
+
+
+@pytest.mark.parametrize("command,arguments,message", [
+    ("train", ["--model", "D3C5", "--epochs", "1", "--set", "optimization.epochs=2"],
+     "--set optimization.epochs=2: an option of this command already sets optimization.epochs (to 1); give it once"),
+    ("train", ["--set", "model.name=D5C5", "--model", "D3C5"],
+     "--set model.name=D5C5: an option of this command already sets model.name (to D3C5)"),
+    ("distill", ["--teacher", "runs/t", "--method", "at", "--set", "method=fitnets"],
+     "--set method=fitnets: an option of this command already sets method (to at)"),
+])
+def test_a_key_given_by_an_option_and_by_set_is_refused(tmp_path, command, arguments, message):
+    run_dir = tmp_path / "run"
+    assert message in refused([command, "--dataset", "sample", "--run-dir", run_dir, *arguments], tmp_path)
 
 
 def test_set_with_an_empty_value_is_refused_not_read_as_null(tmp_path):

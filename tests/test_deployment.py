@@ -1,6 +1,8 @@
 """Deployment (issue 13): safetensors weights, shipped models and their cards, `kdrecon reconstruct`
 round trips on real slices (NIfTI and papers' h5), the inputs it refuses, and export with data consistency."""
 
+import contextlib
+import io
 import json
 import pickle
 import shutil
@@ -296,6 +298,74 @@ def test_earlier_reconstructions_are_not_replaced_without_overwrite(tmp_path, va
     assert (tmp_path / "out" / "a.nii").read_bytes() != first
 
 
+def test_an_interrupted_folder_continues_with_skip_existing_and_only_its_own_debris_is_removed(tmp_path, validation_volume):
+    inputs, output = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for name in ("a.nii", "b.nii"):
+        nib.save(nib.Nifti1Image(np.moveaxis(validation_volume[:2], 0, -1), np.eye(4)), inputs / name)
+    reconstruct_files("sunnybrook-4x-student", inputs / "a.nii", output, progress=False)  # a run stopped after a.nii
+    first = (output / "a.nii").read_bytes()
+    # b.nii's temporary from the killed run, and another process's temporary deeper down: only b.nii's goes.
+    own, foreign = output / ".b.nii.k2j4.partial", output / "sub" / ".c.nii.x9.partial"
+    foreign.parent.mkdir()
+    own.write_bytes(b"half"), foreign.write_bytes(b"in progress")
+    with pytest.raises(ValueError, match=r"a.nii exists already; .* pass --overwrite to replace, or --skip-existing to keep"):
+        reconstruct_files("sunnybrook-4x-student", inputs, output, progress=False)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["reconstruct", "--model", "sunnybrook-4x-student", "--input", str(inputs), "--output", str(output),
+                     "--skip-existing"]) == 0
+    assert "1 reconstruction(s) written" in out.getvalue() and "1 already there kept" in out.getvalue()
+    assert (output / "a.nii").read_bytes() == first and (output / "b.nii").exists()
+    assert not own.exists() and foreign.read_bytes() == b"in progress"
+
+
+def test_a_mask_option_is_used_or_refused_never_ignored(tmp_path, validation_volume):
+    source = tmp_path / "in" / "a.nii"
+    source.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.moveaxis(validation_volume[:2], 0, -1), np.eye(4)), source)
+    own = reconstruct_files("sunnybrook-4x-student", source, tmp_path / "own", progress=False)
+    np.save(tmp_path / "recipe.npy", make_mask("recipe", "4x", (150, 150), seed=7))
+    other = reconstruct_files("sunnybrook-4x-student", source, tmp_path / "other", mask_kind=str(tmp_path / "recipe.npy"),
+                              progress=False)
+    assert "recipe.npy mask" in other.derivation and "mask" not in own.derivation
+    assert not np.array_equal(np.asarray(nib.load(tmp_path / "own" / "a.nii").dataobj),
+                              np.asarray(nib.load(tmp_path / "other" / "a.nii").dataobj))
+    with pytest.raises(ValueError, match="--mask nowhere.npy: no such file"):
+        reconstruct_files("sunnybrook-4x-student", source, tmp_path / "x", mask_kind="nowhere.npy", progress=False)
+    with pytest.raises(ValueError, match="mask kind 'lines': expected one of"):
+        reconstruct_files("sunnybrook-4x-student", source, tmp_path / "x", mask_kind="lines", progress=False)
+    # Stored k-space is used as acquired: a mask given for it would go unused.
+    data = load_sample("validation", "4x")
+    layout.write_volume(tmp_path / "h5" / "v.h5", data.target[:2, 0].numpy(),
+                        {"4x": (data.zero_filled[:2, 0].numpy(), data.kspace[:2].numpy())})
+    with pytest.raises(ValueError, match="v.h5: its k-space is used as acquired.*--mask recipe applies only to images"):
+        reconstruct_files("sunnybrook-4x-student", tmp_path / "h5", tmp_path / "x", mask_kind="recipe", progress=False)
+    acquired = reconstruct_files("sunnybrook-4x-student", tmp_path / "h5", tmp_path / "x", progress=False)
+    assert acquired.derivation == "reconstructed from k-space acquired 4x"
+
+
+def test_stored_kspace_that_is_not_the_spectrum_of_its_target_is_refused(tmp_path):
+    data = load_sample("validation", "4x")
+    target, kspace = data.target[:2, 0].numpy(), data.kspace[:2].numpy()
+    cases = {"rescaled.h5": (target, 1000 * kspace, "its k-space and 'volfs': the k-space is not the masked spectrum"),
+             "real.h5": (target, kspace.real.copy(), "the k-space must be complex, got float32"),
+             "short.h5": (target, kspace[:1], r"its k-space and 'volfs': the k-space is 150×150×1 slices, the target 150×150×2")}
+    for name, (images, stored, message) in cases.items():
+        folder = tmp_path / name.removesuffix(".h5")
+        folder.mkdir()
+        with h5py.File(folder / name, "w") as file:
+            file.create_dataset(layout.TARGET_KEY, data=np.moveaxis(images, 0, -1))
+            file.create_dataset(layout.kspace_key("4x"), data=np.moveaxis(stored, 0, -1))
+        with pytest.raises(ValueError, match=f"{name}: {message}"):
+            reconstruct_files("sunnybrook-4x-student", folder, tmp_path / "out", progress=False)
+    with h5py.File(tmp_path / "group.h5", "w") as file:
+        file.create_group(layout.TARGET_KEY)
+    with pytest.raises(ValueError, match="group.h5: 'volfs' is a group; the papers' layout stores"):
+        reconstruct_files("sunnybrook-4x-student", tmp_path / "group.h5", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.*"))
+
+
 @pytest.mark.parametrize("name,export_format", [("sunnybrook-4x-teacher", "onnx"), ("sunnybrook-4x-student", "onnx"),
                                                 ("sunnybrook-4x-sft-kd-at", "torch-export"),
                                                 ("sunnybrook-4x-student", "aot-inductor")])
@@ -451,6 +521,21 @@ def test_a_refused_dicom_image_read_transposed_is_named_with_its_own_size(tmp_pa
         reconstruct_files("sunnybrook-4x-student", tmp_path / "in", tmp_path / "out", progress=False)
 
 
+def test_a_truncated_dicom_image_in_a_folder_is_named(tmp_path, validation_volume):
+    from pydicom.uid import generate_uid
+    from test_sources import write_dicom
+
+    series = generate_uid()
+    for index in range(2):
+        write_dicom(tmp_path / "in" / f"IM{index}", validation_volume[index] + 5, patient="P", series_uid=series,
+                    series_number=1, instance=index + 1, slice_location=float(index))
+    damaged = tmp_path / "in" / "IM1"
+    damaged.write_bytes(damaged.read_bytes()[:-20000])  # a download cut short inside the pixel data
+    with pytest.raises(ValueError, match=f"^{damaged}: "):
+        reconstruct_files("sunnybrook-4x-student", tmp_path / "in", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_dicom_round_trip_makes_a_new_series_with_the_inputs_geometry(tmp_path, validation_volume):
     from pydicom import dcmread
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -513,3 +598,46 @@ def test_dicom_round_trip_makes_a_new_series_with_the_inputs_geometry(tmp_path, 
     with pytest.raises(ValueError, match=r"mixed/IM1 \(128×128\): images are 128×128, .* give --mask"):
         reconstruct_files("sunnybrook-4x-student", tmp_path / "mixed", tmp_path / "out-mixed", progress=False)
     assert not (tmp_path / "out-mixed").exists() or not any((tmp_path / "out-mixed").iterdir())
+
+
+def test_an_interrupted_reconstruct_says_how_to_continue(tmp_path, monkeypatch, validation_volume):
+    import kdrecon.deployment.reconstruct as reconstruct_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(reconstruct_module, "reconstruct_files", interrupted)
+    source = tmp_path / "a.nii"
+    nib.save(nib.Nifti1Image(np.moveaxis(validation_volume[:1], 0, -1), np.eye(4)), source)
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):
+        assert main(["reconstruct", "--model", "sunnybrook-4x-student", "--input", str(source),
+                     "--output", str(tmp_path / "out")]) == 130
+    assert errors.getvalue() == ("kdrecon: interrupted; the reconstructions written are kept: add --skip-existing "
+                                 "to the same command to do the rest\n")
+
+
+def test_a_run_whose_training_stopped_is_not_evaluated_exported_or_deployed_as_trained(tmp_path, small_train,
+                                                                                     small_validation):
+    from kdrecon.training.config import TrainConfig, validate
+    from kdrecon.training.supervised import train_model
+
+    def stop_after_the_first(epoch, row):
+        raise KeyboardInterrupt
+
+    config = validate(TrainConfig, {"model": {"name": "D3C3", "channels": 8}, "optimization": {"epochs": 2, "batch_size": 8}})
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_model(config, run, False, small_train, small_validation, on_epoch_end=stop_after_the_first)
+    source = tmp_path / "a.nii"
+    nib.save(nib.Nifti1Image(np.ones((150, 150, 1), np.float32), np.eye(4)), source)
+    commands = {"evaluate": ["evaluate", str(run)],
+                "--model": ["export", "--model", str(run), "--output", str(tmp_path / "a.onnx")],
+                "--model ": ["reconstruct", "--model", str(run), "--input", str(source), "--output", str(tmp_path / "out")]}
+    for where, arguments in commands.items():
+        errors = io.StringIO()
+        with contextlib.redirect_stderr(errors):
+            assert main(arguments) == 2
+        assert errors.getvalue().startswith(f"kdrecon: error: {where.strip()}: {run}: its training stopped at epoch 1 of 2; "
+                                             f"finish it"), errors.getvalue()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.nii", "run"]
+    assert not (run / "evaluation").exists()

@@ -216,9 +216,21 @@ def _add_stage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _stage_overrides(args: argparse.Namespace) -> dict:
-    overrides = {
-        "name": args.run_dir.name,
+def _stage_overrides(args: argparse.Namespace, options: dict) -> dict:
+    """The config keys a stage command's options set (``options``: the command's own, then the common
+    ones), then its ``--set`` values; a key that both an option and ``--set`` give is refused, since
+    which one wins would be a guess."""
+    options = {**options, **_stage_options(args)}
+    values = _key_values(args.set)
+    for key, value in values.items():
+        if options.get(key) is not None:
+            raise ValueError(f"--set {key}={'null' if value is None else value}: an option of this command already "
+                             f"sets {key} (to {options[key]}); give it once")
+    return {"name": args.run_dir.name, **options, **values}  # the run directory's name unless --set names it
+
+
+def _stage_options(args: argparse.Namespace) -> dict:
+    return {
         "data.dataset": args.dataset,
         "data.acceleration": args.acceleration,
         "data.task": args.task,
@@ -231,8 +243,6 @@ def _stage_overrides(args: argparse.Namespace) -> dict:
         "precision": args.precision,
         "compile": args.compile,
     }
-    overrides.update(_key_values(args.set))
-    return overrides
 
 
 def _key_values(items: list[str]) -> dict:
@@ -301,14 +311,13 @@ def _run_train(args: argparse.Namespace) -> None:
     from kdrecon.training.config import TrainConfig, load_config
     from kdrecon.training.supervised import train_model
 
-    overrides = {
+    overrides = _stage_overrides(args, {
         "model.name": args.model,
         "model.residual": args.residual,
         "model.padding": args.padding,
         "init_from": args.init_from,
         "sft.preset": args.sft_preset,
-        **_stage_overrides(args),
-    }
+    })
     config = load_config(TrainConfig, args.config, overrides)
     _check_writable(args.run_dir, "--run-dir")
     with _run_directory_lock(args.run_dir):
@@ -336,7 +345,7 @@ def _run_distill(args: argparse.Namespace) -> None:
     from kdrecon.training.config import DistillConfig, load_config
     from kdrecon.training.distill import distill_student
 
-    overrides = {
+    overrides = _stage_overrides(args, {
         "teacher": args.teacher,
         "method": args.method,
         "student.name": args.student,
@@ -347,8 +356,7 @@ def _run_distill(args: argparse.Namespace) -> None:
         "alpha": args.alpha,
         "feature_weight": args.feature_weight,
         "feature_epochs": args.feature_epochs,
-        **_stage_overrides(args),
-    }
+    })
     config = load_config(DistillConfig, args.config, overrides)
     _check_writable(args.run_dir, "--run-dir")
     with _run_directory_lock(args.run_dir):
@@ -378,9 +386,11 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     from kdrecon.data.task import RECONSTRUCTION
     from kdrecon.evaluation.evaluate import MODEL, baseline_label, evaluate, format_table, metrics_key
     from kdrecon.report.run_layout import EVALUATION
+    from kdrecon.training.checkpoint import refuse_unfinished
 
     output = args.output or (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent) / EVALUATION
     _check_writable(output, "--output")
+    refuse_unfinished(args.checkpoint, "evaluate")
     result = evaluate(args.checkpoint, output, args.dataset, args.split, args.acceleration, args.device, args.which,
                       args.precision)
     summary = result.summary
@@ -612,13 +622,14 @@ def _run_models(args: argparse.Namespace) -> None:
 
 def _add_reconstruct(reconstruct: argparse.ArgumentParser) -> None:
     from kdrecon.data.sources.raw_kspace import READOUT_OVERSAMPLING
-    from kdrecon.deployment.reconstruct import LOW_RESOLUTION_OPTION
+    from kdrecon.deployment.reconstruct import LOW_RESOLUTION_OPTION, SKIP_EXISTING_OPTION
     from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 
     reconstruct.add_argument("--model", required=True, help="a shipped model (kdrecon models), .safetensors, run directory or .pt")
     reconstruct.add_argument("--input", type=Path, required=True, help="a file or a directory of .nii/.nii.gz/.h5/.npy/DICOM files")
     reconstruct.add_argument("--output", type=Path, required=True, help="directory for the reconstructions (same names)")
-    reconstruct.add_argument("--mask", help="for images of another size than the model's mask: recipe | random | equispaced | PATH.npy")
+    reconstruct.add_argument("--mask", help="undersample images with this mask: recipe | random | equispaced | PATH.npy "
+                                            "(default the model's own; needed for images of another size; not for acquired k-space)")
     reconstruct.add_argument("--batch-size", type=int, help="slices per forward pass (default: the device's)")
     reconstruct.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     reconstruct.add_argument("--readout-oversampling", type=int, default=READOUT_OVERSAMPLING,
@@ -627,6 +638,9 @@ def _add_reconstruct(reconstruct: argparse.ArgumentParser) -> None:
                              help="default: bf16 if the model was trained in bf16 and bf16 is this device's fast path "
                                   "(measured on a CPU), else fp32")
     reconstruct.add_argument("--overwrite", action="store_true", help="replace reconstructions already in --output")
+    reconstruct.add_argument(SKIP_EXISTING_OPTION, action="store_true",
+                             help="keep reconstructions already in --output and reconstruct only the other inputs "
+                                  "(continues an interrupted run)")
     reconstruct.add_argument(LOW_RESOLUTION_OPTION, action="store_true",
                              help="super-resolution: the images are genuine low-resolution ones, restored at the model's "
                                   "factor times their size (default: full-resolution images, low-passed first as in evaluation)")
@@ -644,8 +658,16 @@ def _run_reconstruct(args: argparse.Namespace) -> None:
         raise ValueError(f"--readout-oversampling {args.readout_oversampling}: must be at least 1")
     written = reconstruct_files(args.model, args.input, args.output, args.batch_size, args.device, args.mask,
                                 readout_oversampling=args.readout_oversampling, precision=args.precision,
-                                overwrite=args.overwrite, low_resolution_input=args.low_resolution_input)
-    print(f"{len(written.files)} reconstruction(s) written to {args.output} ({written.precision}): {written.derivation}")
+                                overwrite=args.overwrite, low_resolution_input=args.low_resolution_input,
+                                skip_existing=args.skip_existing)
+    kept = f"; {len(written.kept)} already there kept" if written.kept else ""
+    print(f"{len(written.files)} reconstruction(s) written to {args.output} ({written.precision}): {written.derivation}{kept}")
+
+
+def _reconstruct_after_interrupt() -> str:
+    from kdrecon.deployment.reconstruct import SKIP_EXISTING_OPTION
+
+    return f"the reconstructions written are kept: add {SKIP_EXISTING_OPTION} to the same command to do the rest"
 
 
 def _add_export(export: argparse.ArgumentParser) -> None:
@@ -697,6 +719,8 @@ class Command:
     help: str
     add_options: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], None]
+    #: What to do after Ctrl-C (printed after "kdrecon: interrupted; ").
+    after_interrupt: Callable[[], str] = lambda: "run the same command again to resume"
 
 
 COMMANDS = {
@@ -714,6 +738,7 @@ COMMANDS = {
     "reconstruct": Command(
         "apply a trained network to new data (NIfTI, papers' or fastMRI h5, DICOM, raw k-space .npy)",
         _add_reconstruct, _run_reconstruct,
+        after_interrupt=_reconstruct_after_interrupt,
     ),
     "export": Command(
         "export a network with its data-consistency layer (ONNX, torch.export, AOTInductor)",
@@ -796,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("kdrecon: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"kdrecon: interrupted; {COMMANDS[args.command].after_interrupt()}", file=sys.stderr)
         return 130
     finally:
         if args.command in DISTRIBUTED_COMMANDS:

@@ -79,6 +79,28 @@ def check_mask(mask: np.ndarray, acceleration: str, task: str, where: object,
                          f"({measured:.2f}x; more than {tolerance:.0%} off)")
 
 
+def check_kspace_of_target(target: np.ndarray, kspace: np.ndarray, mask: np.ndarray, where: object) -> None:
+    """Refuse k-space ``(S, H, W)`` that is not ``mask · FFT(target)``, the orthonormal spectrum of the
+    fully sampled images ``target`` (S, H, W) on the sampled lines, up to float32 rounding.
+
+    Example:
+        >>> import numpy as np
+        >>> target, mask = np.ones((1, 4, 4)), np.ones((4, 4))
+        >>> check_kspace_of_target(target, np.fft.fft2(target, norm="ortho") * mask, mask, "x.h5")
+        >>> check_kspace_of_target(target, 2 * np.fft.fft2(target, norm="ortho"), mask, "x.h5")
+        Traceback (most recent call last):
+        ...
+        ValueError: x.h5: the k-space is not the masked spectrum of the target (rescaled or edited data?)
+    """
+    if target.shape != kspace.shape:
+        raise ValueError(f"{where}: the k-space is {kspace.shape[1]}×{kspace.shape[2]}×{kspace.shape[0]} slices, "
+                         f"the target {target.shape[1]}×{target.shape[2]}×{target.shape[0]}; they must match")
+    scale = max(float(np.abs(kspace).max()), 1e-12)
+    simulated = np.fft.fft2(target.astype(np.complex128 if np.iscomplexobj(target) else np.float64), norm="ortho") * mask
+    if np.abs(simulated - kspace).max() > KSPACE_AGREEMENT * scale:
+        raise ValueError(f"{where}: the k-space is not the masked spectrum of the target (rescaled or edited data?)")
+
+
 def check_volume(target: np.ndarray, zero_filled: np.ndarray, kspace: np.ndarray, mask: np.ndarray, where: object) -> None:
     """Refuse a volume ``(S, H, W)`` whose k-space, target and zero-filled image disagree with each other or the mask.
 
@@ -93,9 +115,7 @@ def check_volume(target: np.ndarray, zero_filled: np.ndarray, kspace: np.ndarray
     if np.abs(kspace * (1 - mask)).max() > OUTSIDE_MASK * scale:
         raise ValueError(f"{where}: the k-space has energy outside the mask (another mask, or a centred mask "
                          "where the un-centred layout is expected)")
-    simulated = np.fft.fft2(target.astype(np.complex128 if np.iscomplexobj(target) else np.float64), norm="ortho") * mask
-    if np.abs(simulated - kspace).max() > KSPACE_AGREEMENT * scale:
-        raise ValueError(f"{where}: the k-space is not the masked spectrum of the target (rescaled or edited data?)")
+    check_kspace_of_target(target, kspace, mask, where)
     recomputed = np.abs(np.fft.ifft2(kspace.astype(np.complex128), norm="ortho"))
     if np.abs(recomputed - zero_filled).max() > ZERO_FILLED_AGREEMENT * max(float(zero_filled.max()), 1e-12):
         raise ValueError(f"{where}: the zero-filled image is not |inverse FFT| of the k-space (edited data?)")

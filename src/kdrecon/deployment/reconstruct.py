@@ -46,7 +46,7 @@ Every output file is written under a temporary name and renamed, so a failure le
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -59,8 +59,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdrecon.data import layout
-from kdrecon.data.integrity import ACCELERATION_TOLERANCE, OUTSIDE_MASK
-from kdrecon.data.prepare import make_mask
+from kdrecon.data.integrity import ACCELERATION_TOLERANCE, OUTSIDE_MASK, check_kspace_of_target
+from kdrecon.data.prepare import make_mask, mask_parameters
 from kdrecon.data.sources import dicom as dicom_source
 from kdrecon.data.sources import fastmri, nifti, raw_kspace
 from kdrecon.data.task import SUPER_RESOLUTION, factor_of
@@ -73,6 +73,7 @@ from kdrecon.mri.channels import COMPLEX_CHANNELS, magnitude, to_channels
 from kdrecon.mri.fft import hermitian_mismatch, ifft2
 from kdrecon.mri.resolution import IndivisibleSize, embedded_kspace, low_pass_mask
 from kdrecon.mri.undersample import undersample
+from kdrecon.training.checkpoint import refuse_unfinished
 from kdrecon.training.config import AS_TRAINED
 from kdrecon.training.fast_path import autocast, inference_precision
 from kdrecon.training.trainer import prepare_module, resolve_device
@@ -97,6 +98,7 @@ def load_deployable(model: str | Path) -> tuple[nn.Module, WeightsInfo]:
     if path.suffix == SUFFIX:
         return load_weights(path)
     if path.is_dir() or path.suffix == ".pt":
+        refuse_unfinished(path, "--model")
         return describe_run(path)
     raise ValueError(f"--model {model}: not a shipped model ({', '.join(shipped_models())}), a {SUFFIX} file, "
                      "a run directory or a .pt checkpoint")
@@ -117,6 +119,8 @@ class Reconstructor:
     mask_kind: str | None = None
     precision: str = "fp32"  # fp32 or bf16 (autocast of the convolutions; data consistency stays float32)
     low_resolution_input: bool = False  # super-resolution: images are genuine low-resolution ones, to upsample
+    #: What the inputs so far were: "images" (undersampled here) and/or "acquired" k-space, for :attr:`derivation`.
+    inputs_seen: set[str] = field(default_factory=set, compare=False)
 
     def __post_init__(self) -> None:
         if self.low_resolution_input and not self.is_super_resolution:
@@ -125,6 +129,10 @@ class Reconstructor:
         if self.mask_kind is not None and self.is_super_resolution:
             raise ValueError(f"--mask {self.mask_kind}: a super-resolution model takes no mask (its low-pass "
                              "filter follows from its factor and the image size)")
+        if self.mask_kind is not None:
+            mask_parameters(self.mask_kind)  # an unknown kind is refused before any file is read
+            if self.mask_kind.endswith(".npy") and not Path(self.mask_kind).is_file():
+                raise ValueError(f"--mask {self.mask_kind}: no such file")
 
     @property
     def is_super_resolution(self) -> bool:
@@ -138,12 +146,19 @@ class Reconstructor:
             return f"super-resolved {acceleration} from the low-resolution image"
         if self.is_super_resolution:
             return f"super-resolved from the image low-passed to 1/{acceleration} of its k-space (a simulation)"
-        return f"reconstructed from the image's k-space retrospectively undersampled {acceleration}"
+        acquired = f"reconstructed from k-space acquired {acceleration}"
+        mask = f" ({self.mask_kind} mask)" if self.mask_kind is not None else ""
+        retrospective = f"reconstructed from the image's k-space retrospectively undersampled {acceleration}{mask}"
+        if self.inputs_seen == {"acquired"}:
+            return acquired
+        if self.inputs_seen == {"acquired", "images"}:
+            return f"{retrospective}, or {acquired} where a file stores it"
+        return retrospective
 
     def mask(self, shape: tuple[int, int]) -> np.ndarray:
-        """The model's mask for images of ``shape``: its own, or one made for that size."""
+        """The mask --mask asks for, else the model's own for images of ``shape``, or one made for that size."""
         own = self.info.data["mask"]
-        if tuple(own["shape"]) == tuple(shape):
+        if tuple(own["shape"]) == tuple(shape) and self.mask_kind is None:
             return mask_from_description(own)
         acceleration = self.info.data["acceleration"]
         if self.is_super_resolution:
@@ -184,6 +199,7 @@ class Reconstructor:
         """Retrospectively undersample slices ``(S, H, W)`` (magnitude, or complex for a complex model) and
         reconstruct them, in their own scale; genuine low-resolution slices (``low_resolution_input``)
         are restored on the model's full grid, ``(S, r·H, r·W)``."""
+        self.inputs_seen.add("images")
         if not np.isfinite(images).all():
             raise ValueError("the images contain NaN or infinite values")
         if not np.abs(images).max(initial=0) > 0:
@@ -201,11 +217,14 @@ class Reconstructor:
         # A blank slice (a volume's padding) stays blank: the network's biases would paint noise on it.
         return self.run(kspace, mask) * scale * (maxima > 0)
 
-    def acquired(self, kspace: np.ndarray, maxima: np.ndarray | None = None) -> np.ndarray:
+    def acquired(self, kspace: np.ndarray, target: np.ndarray | None = None) -> np.ndarray:
         """Reconstruct un-centred k-space ``(S, H, W)`` sampled with the model's own mask, as acquired,
-        in its own scale: each slice divided by ``maxima`` (the maximum magnitude of its fully sampled
-        image, where the file stores one: the training data's normalisation), else by its zero-filled
-        image's, and multiplied back."""
+        in its own scale: each slice divided by the maximum magnitude of its fully sampled image
+        ``target`` (S, H, W), where the file stores one (the training data's normalisation; the k-space
+        must then be its masked spectrum), else by its zero-filled image's, and multiplied back."""
+        self._refuse_mask_option()
+        if not np.iscomplexobj(kspace):
+            raise ValueError(f"the k-space must be complex, got {kspace.dtype} (real values are not an acquisition)")
         if not np.isfinite(kspace).all():
             raise ValueError("the k-space contains NaN or infinite values")
         mask = self.mask(kspace.shape[1:])
@@ -215,13 +234,15 @@ class Reconstructor:
                              "(acquired with another mask, or in the centred layout)")
         acquired = np.abs(kspace).max(axis=(1, 2)) > 0  # a blank slice (a volume's padding) stays blank
         _check_sampled_lines(np.abs(kspace[acquired]), mask > 0)
+        if target is not None:
+            check_kspace_of_target(target, kspace, mask, f"its k-space and {layout.TARGET_KEY!r}")
         kspace = kspace[acquired].astype(np.complex64)
         if not self.is_complex and hermitian_mismatch(torch.from_numpy(kspace), torch.from_numpy(mask)) > PHASE_TOLERANCE:
             raise ValueError(MAGNITUDE_MODEL_ON_PHASE)
-        if maxima is None:
+        if target is None:
             maxima = np.abs(ifft2(torch.from_numpy(kspace)).numpy()).max(axis=(1, 2))
         else:
-            maxima = np.asarray(maxima)[acquired]
+            maxima = np.abs(target).max(axis=(1, 2))[acquired]
         scale = np.where(maxima > 0, maxima, 1).astype(np.float32)[:, None, None]
         result = np.zeros((len(acquired), *mask.shape), np.float32)
         result[acquired] = self.run(kspace / scale, mask) * scale
@@ -234,6 +255,7 @@ class Reconstructor:
         measured one within ACCELERATION_TOLERANCE of it (relative), as drawn masks vary."""
         if self.is_super_resolution:
             raise ValueError("a super-resolution model cannot reconstruct undersampled k-space")
+        self._refuse_mask_option()
         if not self.is_complex:
             raise ValueError(MAGNITUDE_MODEL_ON_PHASE)
         ours, theirs = factor_of(self.info.data["acceleration"]), acceleration or 1 / slices.sampled_fraction
@@ -242,6 +264,14 @@ class Reconstructor:
         maxima = np.abs(slices.images()).max(axis=(1, 2), keepdims=True)
         scale = np.where(maxima > 0, maxima, 1).astype(np.float32)
         return self.run(slices.kspace / scale, slices.mask) * scale
+
+
+    def _refuse_mask_option(self) -> None:
+        """Acquired k-space is used with the mask it was acquired with: a --mask would go unused."""
+        self.inputs_seen.add("acquired")
+        if self.mask_kind is not None:
+            raise ValueError(f"its k-space is used as acquired, with the mask it was acquired with; --mask "
+                             f"{self.mask_kind} applies only to images (leave it out for acquired k-space)")
 
 
 def _check_sampled_lines(magnitudes: np.ndarray, mask: np.ndarray) -> None:
@@ -291,10 +321,15 @@ def reconstruct_dicom(reconstructor: Reconstructor, sources: list[Path], root: P
     encoding (values rounded and clipped to the stored range, ``RescaleSlope``/``Intercept`` kept).
     Every image is reconstructed before any is written, so a failing group of images leaves none
     of the others behind."""
-    datasets = [pydicom.dcmread(str(file)) for file in sources]
+    datasets, pixels = [], []
+    for file in sources:
+        try:
+            datasets.append(pydicom.dcmread(str(file)))
+            # Images phase-encoded along the rows are reconstructed transposed, as `prepare dicom` reads them.
+            pixels.append(_in_mask_orientation(_pixel_values(datasets[-1]), datasets[-1]))
+        except (OSError, ValueError, AttributeError) as error:  # truncated, or pixel data it cannot decode
+            raise ValueError(f"{file}: {error}") from None
     series = {uid: generate_uid() for uid in dict.fromkeys(str(ds.get("SeriesInstanceUID", "")) for ds in datasets)}
-    # Images phase-encoded along the rows are reconstructed transposed, as `prepare dicom` reads them.
-    pixels = [_in_mask_orientation(_pixel_values(ds), ds) for ds in datasets]
     shapes: dict[tuple[int, int], list[int]] = {}
     for index, image in enumerate(pixels):
         shapes.setdefault(image.shape, []).append(index)
@@ -394,6 +429,15 @@ def reconstruct_nifti(reconstructor: Reconstructor, source: Path, destination: P
         temporary.with_name(temporary.name + suffix).replace(temporary)
 
 
+def _volume(file: h5py.File, key: str) -> np.ndarray:
+    """Dataset ``key`` of a papers'-layout file, (H, W, S) there, as (S, H, W)."""
+    item = file[key]
+    if not isinstance(item, h5py.Dataset) or item.ndim != 3:
+        what = f"a {item.ndim}-D array" if isinstance(item, h5py.Dataset) else "a group"
+        raise ValueError(f"{key!r} is {what}; the papers' layout stores (H, W, S) arrays")
+    return np.moveaxis(item[()], -1, 0)
+
+
 def reconstruct_papers_h5(reconstructor: Reconstructor, source: Path, destination: Path) -> None:
     """A papers'-layout file: its k-space of the model's acceleration as acquired, else ``volfs`` undersampled."""
     key = layout.kspace_key(reconstructor.info.data["acceleration"])
@@ -403,12 +447,14 @@ def reconstruct_papers_h5(reconstructor: Reconstructor, source: Path, destinatio
             raise ValueError(f"{key!r} is k-space on the full grid, not a low-resolution image: "
                              f"reconstruct it without {LOW_RESOLUTION_OPTION}")
         if key in file:
-            maxima = np.abs(file[layout.TARGET_KEY][()]).max(axis=(0, 1)) if layout.TARGET_KEY in file else None
-            result = reconstructor.acquired(np.moveaxis(file[key][()], -1, 0), maxima)
+            # The fully sampled image whose masked spectrum the k-space must be: complex for a complex model.
+            target_key = layout.COMPLEX_TARGET_KEY if reconstructor.is_complex else layout.TARGET_KEY
+            target = _volume(file, target_key) if target_key in file else None
+            result = reconstructor.acquired(_volume(file, key), target)
         elif reconstructor.is_complex and layout.COMPLEX_TARGET_KEY in file:
-            result = reconstructor.images(np.moveaxis(file[layout.COMPLEX_TARGET_KEY][()], -1, 0).astype(np.complex64))
+            result = reconstructor.images(_volume(file, layout.COMPLEX_TARGET_KEY).astype(np.complex64))
         elif layout.TARGET_KEY in file:
-            result = reconstructor.images(np.moveaxis(file[layout.TARGET_KEY][()], -1, 0).astype(np.float32))
+            result = reconstructor.images(_volume(file, layout.TARGET_KEY).astype(np.float32))
         else:
             raise ValueError(f"neither {key!r} nor {layout.TARGET_KEY!r} (has: {', '.join(sorted(file))})")
     with layout.atomic_path(destination) as temporary, h5py.File(temporary, "w") as file:
@@ -472,19 +518,41 @@ def reconstruct_h5(reconstructor: Reconstructor, source: Path, destination: Path
     (reconstruct_fastmri if is_fastmri else reconstruct_papers_h5)(reconstructor, source, destination)
 
 
-def _refuse_replacing(files: list[Path], root: Path, output: Path, overwrite: bool) -> None:
-    """An output file (``output`` / its input's path below ``root``) must never be one of the inputs,
-    and must not exist already unless ``overwrite``: an earlier reconstruction is work too."""
+#: The option that keeps the reconstructions an interrupted run wrote (named in messages).
+SKIP_EXISTING_OPTION = "--skip-existing"
+
+
+def _to_reconstruct(files: list[Path], root: Path, output: Path, overwrite: bool, skip_existing: bool) -> list[Path]:
+    """The inputs to reconstruct. An output file (``output`` / its input's path below ``root``) must
+    never be one of the inputs, and must not exist already unless ``overwrite`` (replace it) or
+    ``skip_existing`` (keep it and skip its input; written atomically, it is complete): an earlier
+    reconstruction is work too. A DICOM series is written whole, so it is skipped only whole."""
     inputs = {file.resolve() for file in files}
     for file in files:
         if (output / file.relative_to(root)).resolve() in inputs:
             raise ValueError(f"--output {output}: its reconstruction of {file} would replace an input file; "
                              "choose another output directory")
-    existing = [output / file.relative_to(root) for file in files if (output / file.relative_to(root)).exists()]
-    if existing and not overwrite:
+    existing = [file for file in files if (output / file.relative_to(root)).exists()]
+    if not existing or overwrite:
+        return files
+    if not skip_existing:
         more = f" (and {len(existing) - 1} more of the reconstructions' names)" if len(existing) > 1 else ""
-        raise ValueError(f"--output {output}: {existing[0]} exists already{more}; choose another output directory "
-                         "or pass --overwrite to replace")
+        raise ValueError(f"--output {output}: {output / existing[0].relative_to(root)} exists already{more}; choose "
+                         f"another output directory, pass --overwrite to replace, or {SKIP_EXISTING_OPTION} to keep")
+    dicom = [file for file in files if is_dicom(file)]
+    kept_dicom = [file for file in dicom if file in existing]
+    if kept_dicom and len(kept_dicom) < len(dicom):
+        raise ValueError(f"--output {output}: {len(kept_dicom)} of the {len(dicom)} DICOM images' reconstructions exist; "
+                         f"a series is written whole: remove them, or pass --overwrite")
+    return [file for file in files if file not in existing]
+
+
+def _remove_own_debris(files: list[Path], root: Path, output: Path) -> None:
+    """The temporaries a killed earlier run left under the names this run writes; no others, which
+    another process may be writing."""
+    for file in files:
+        destination = output / file.relative_to(root)
+        layout.remove_debris(destination.parent, destination.name, recursive=False)
 
 
 @dataclass(frozen=True)
@@ -494,22 +562,24 @@ class Reconstructions:
     files: tuple[Path, ...]
     precision: str
     derivation: str
+    kept: tuple[Path, ...] = ()  # reconstructions already in the output folder, kept (``skip_existing``)
 
 
 def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_size: int | None = None, device: str = "auto",
                       mask_kind: str | None = None, progress: bool = True, readout_oversampling: int = raw_kspace.READOUT_OVERSAMPLING,
-                      precision: str = AS_TRAINED, overwrite: bool = False, low_resolution_input: bool = False) -> Reconstructions:
+                      precision: str = AS_TRAINED, overwrite: bool = False, low_resolution_input: bool = False,
+                      skip_existing: bool = False) -> Reconstructions:
     """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files
     written, the precision the network ran in and how the images came about. Files already in
-    ``output`` under those names are refused unless ``overwrite``; if one input fails, the
-    reconstructions written before it are kept (the error says how many).
+    ``output`` under those names are refused unless ``overwrite`` (replaced) or ``skip_existing`` (kept,
+    their inputs skipped: how an interrupted run continues); if one input fails, the reconstructions
+    written before it are kept (the error says how many).
     ``readout_oversampling`` applies to raw ``.npy`` k-space (the central 1/N of its readout is kept);
     ``precision`` as :func:`kdrecon.training.fast_path.inference_precision` resolves it, from the
     precision the model's weights file or checkpoint records (float32 where none is recorded)."""
     network, info = load_deployable(model)
     torch_device = resolve_device(device)
     precision = inference_precision(precision, info.provenance.get("precision"), torch_device)
-    layout.remove_debris(Path(output))  # of an interrupted earlier run into the same folder
     reconstructor = Reconstructor(network, info, torch_device, batch_size, mask_kind, precision, low_resolution_input)
     files = input_files(input_path)
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
@@ -518,11 +588,14 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
     dicom = [file for file in dicom if dicom_source.read_image_header(file) is not None]  # not DICOMDIR, reports
     if not dicom and not others:
         raise ValueError(f"{input_path}: no images to reconstruct (its DICOM files hold none)")
-    _refuse_replacing([*dicom, *others], root, Path(output), overwrite)
+    pending = _to_reconstruct([*dicom, *others], root, Path(output), overwrite, skip_existing)
+    _remove_own_debris(pending, root, Path(output))
+    dicom_all, others_all = dicom, others
+    dicom, others = [file for file in dicom if file in pending], [file for file in others if file in pending]
     try:
         written = reconstruct_dicom(reconstructor, dicom, root, Path(output)) if dicom else []
-    except (OSError, ValueError, AttributeError) as error:
-        raise ValueError(f"DICOM input under {root}: {error}") from None
+    except (OSError, ValueError, AttributeError) as error:  # named by file where one is to blame
+        raise ValueError(error if str(error).startswith(str(root)) else f"DICOM input under {root}: {error}") from None
     for source in tqdm(others, desc="reconstruct", unit="file", disable=None if progress else True):
         destination = Path(output) / source.relative_to(root)
         try:
@@ -534,7 +607,9 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
                 reconstruct_nifti(reconstructor, source, destination)
         except (OSError, ValueError) as error:  # named once: a reader's message may name the file already
             message = str(error) if str(error).startswith(f"{source}:") else f"{source}: {error}"
-            kept = f" ({len(written)} reconstruction(s) written before it are kept in {output})" if written else ""
+            kept = (f" ({len(written)} reconstruction(s) written before it are kept in {output}: rerun with "
+                    f"{SKIP_EXISTING_OPTION} to continue after them)") if written else ""
             raise ValueError(message + kept) from None
         written.append(destination)
-    return Reconstructions(tuple(written), precision, reconstructor.derivation)
+    kept = tuple(Path(output) / file.relative_to(root) for file in [*dicom_all, *others_all] if file not in pending)
+    return Reconstructions(tuple(written), precision, reconstructor.derivation, kept)

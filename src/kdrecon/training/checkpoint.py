@@ -71,6 +71,16 @@ def stopped_early(run_or_checkpoint: Path) -> str | None:
     return None
 
 
+def refuse_unfinished(run_or_checkpoint: Path, where: str) -> None:
+    """Refuse a run directory whose training stopped early (:func:`stopped_early`): its network would
+    be used, scored or shipped as the trained one. Naming one of its checkpoint files uses it as it is."""
+    problem = stopped_early(run_or_checkpoint)
+    if problem is not None:
+        raise ValueError(f"{where}: {run_or_checkpoint}: {problem}; finish it (run its command again, it resumes), or "
+                         f"give one of its checkpoint files, e.g. {checkpoint_path(run_or_checkpoint, 'best')}, "
+                         "to use it as it is")
+
+
 def resolve_checkpoint(run_or_checkpoint: Path, which: str = "best") -> Path:
     """A checkpoint file, given the file itself or a run directory (``best`` or ``last``)."""
     path = Path(run_or_checkpoint)

@@ -45,7 +45,7 @@ from kdrecon.distillation.preparation import prepare_feature_loss
 from kdrecon.models import build_model
 from kdrecon.models.sft import StudentFriendlyTeacher
 from kdrecon.training.checkpoint import (check_same_data, checkpoint_path, data_record, load_checkpoint, load_model,
-                                         resolve_checkpoint, stopped_early)
+                                         refuse_unfinished, resolve_checkpoint)
 from kdrecon.training.config import (DISTILL, IMITATION, ConfigError, DataConfig, DistillConfig, config_data, trained_on,
                                      validate, write_config)
 from kdrecon.training.supervised import CONFIG_FILE, check_resumed_on_same_data, claim_run_directory, load_splits
@@ -259,11 +259,10 @@ def _check_features_fit(teacher: nn.Module, student: nn.Module, teacher_layers: 
 def _check_finished(key: str, run_or_checkpoint: Path) -> None:
     """Refuse a teacher or baseline run directory whose training stopped early: distilling from a
     half-trained network would be reported as distilling from the trained one."""
-    problem = stopped_early(run_or_checkpoint)
-    if problem is not None:
-        raise ConfigError(f"{key}: {run_or_checkpoint}: {problem}; finish it (run its command again, it resumes), or "
-                          f"give one of its checkpoint files, e.g. {checkpoint_path(run_or_checkpoint, 'best')}, "
-                          "to use it as it is")
+    try:
+        refuse_unfinished(run_or_checkpoint, key)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _check_trained_for(data: DataConfig, payload: dict[str, Any], what: str) -> None:

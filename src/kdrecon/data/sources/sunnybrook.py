@@ -8,6 +8,8 @@ volumes the papers used, and all phases of a subject share the subject for the s
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,6 +27,22 @@ def subject_files(path: Path) -> list[Path]:
     return files
 
 
+def _read_subject(file: Path) -> tuple[np.ndarray, list[int]]:
+    """A subject file's ``images`` (slices, phases, H, W) and the original numbers of its phases."""
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in ("images", "phase_index") if name in archive.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, AttributeError) as error:
+        # truncated, or not an .npz archive at all (NumPy then tries it as a pickle, refused)
+        raise ValueError(f"{file}: not a readable .npz archive ({error})") from None
+    if "images" not in arrays:
+        raise ValueError(f"{file}: missing array 'images'")
+    images = arrays["images"]
+    if images.ndim != 4:
+        raise ValueError(f"{file}: 'images' must be (slices, phases, H, W), got shape {images.shape}")
+    return images, arrays["phase_index"].tolist() if "phase_index" in arrays else list(range(images.shape[1]))
+
+
 def read_volumes(path: Path, phases: Sequence[int] | None = None) -> Iterator[Volume]:
     """Yield one volume per (subject, cardiac phase), slices ordered as acquired.
 
@@ -33,15 +51,7 @@ def read_volumes(path: Path, phases: Sequence[int] | None = None) -> Iterator[Vo
         phases: original phase numbers to keep (default: all in the file).
     """
     for file in subject_files(path):
-        with np.load(file, allow_pickle=False) as archive:
-            if "images" not in archive.files:
-                raise ValueError(f"{file}: missing array 'images'")
-            images = archive["images"]
-            if images.ndim != 4:
-                raise ValueError(f"{file}: 'images' must be (slices, phases, H, W), got shape {images.shape}")
-            stored_phases = (
-                archive["phase_index"].tolist() if "phase_index" in archive.files else list(range(images.shape[1]))
-            )
+        images, stored_phases = _read_subject(file)
         wanted = stored_phases if phases is None else list(phases)
         for phase in wanted:
             if phase not in stored_phases:
