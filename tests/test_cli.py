@@ -55,6 +55,15 @@ def test_evaluate_writes_reconstructions_csvs_and_summary(trained_run, tmp_path)
         assert sum(1 for r in csv.DictReader(handle) if r["reconstruction"] == "model") == 44
 
 
+def test_evaluate_on_other_data_than_the_networks_own_says_so_beside_the_scores(trained_run, tmp_path, capsys):
+    assert main(["evaluate", str(trained_run), "--output", str(tmp_path / "own")]) == 0
+    assert "note:" not in capsys.readouterr().out
+    assert main(["evaluate", str(trained_run), "--output", str(tmp_path / "5x"), "--acceleration", "5x"]) == 0
+    assert f"note: {trained_run.name} was trained at 4x, evaluated at 5x" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "5x" / "summary.json").read_text())
+    assert summary["trained_on"] == {"dataset": "sample", "acceleration": "4x"} and summary["acceleration"] == "5x"
+
+
 def test_evaluation_in_bf16_records_it_and_scores_as_float32_does(trained_run, tiny_dataset, tmp_path, capsys):
     small = ["--dataset", str(tiny_dataset)]
     summaries = {}

@@ -384,7 +384,7 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> None:
     from kdrecon.data.task import RECONSTRUCTION
-    from kdrecon.evaluation.evaluate import MODEL, baseline_label, evaluate, format_table, metrics_key
+    from kdrecon.evaluation.evaluate import MODEL, baseline_label, data_differences, evaluate, format_table, metrics_key
     from kdrecon.report.run_layout import EVALUATION
     from kdrecon.training.checkpoint import refuse_unfinished
 
@@ -401,6 +401,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     print(format_table({**rows, label: summary[metrics_key(MODEL)]}))
     print(f"({summary['volumes']} volumes, {summary['slices']} slices, {summary['precision']}, {summary['conventions']}); "
           f"written to {output}")
+    for difference in data_differences(summary):  # scores on other data than its own: say so beside them
+        print(f"note: {run_name} was {difference}")
 
 
 #: What ``kdrecon bench`` writes into its ``--output``, and what ``bench --experiment`` writes.

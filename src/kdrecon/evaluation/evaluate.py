@@ -208,6 +208,8 @@ def evaluate(
         "slices": len(data),
         "precision": precision,
         "conventions": "per volume, data_range = volume target max (fastMRI); mean ± std over volumes",
+        # What the network was trained on: scores on other data (another acceleration or mask) are not its own.
+        "trained_on": {"dataset": str(recorded.dataset), "acceleration": recorded.acceleration},
     }
     return Evaluation(output_dir, _write_whole(output_dir, data, prediction, summary))
 
@@ -251,6 +253,20 @@ def _data_record(dataset: str | Path) -> dict[str, str]:
         return data_record(dataset, loaded_from_config=True)
     except ValueError:
         return {}
+
+
+def data_differences(summary: dict[str, Any]) -> list[str]:
+    """How the evaluated data differ from the network's training data, as a summary records both
+    (empty for the same dataset and acceleration, and for summaries from before the record)."""
+    trained = summary.get("trained_on")
+    if not trained:
+        return []
+    differences = []
+    if trained["acceleration"] != summary["acceleration"]:
+        differences.append(f"trained at {trained['acceleration']}, evaluated at {summary['acceleration']}")
+    if Path(trained["dataset"]).resolve() != Path(summary["dataset"]).resolve() and trained["dataset"] != summary["dataset"]:
+        differences.append(f"trained on {trained['dataset']}, evaluated on {summary['dataset']}")
+    return differences
 
 
 def _check_dataset_fits(source: Path, recorded: DataConfig, dataset: str | Path) -> None:
