@@ -28,7 +28,7 @@ import yaml
 
 from kdrecon.data.dataset import load_sample
 from kdrecon.deployment.package import describe_run, package_run
-from kdrecon.deployment.shipped import CARD_SUFFIX, SHIPPED_DIRECTORY
+from kdrecon.models.shipped import CARD_SUFFIX, SHIPPED_DIRECTORY
 from kdrecon.evaluation.evaluate import reconstruct, score, summarise
 from kdrecon.models.registry import count_parameters
 from kdrecon.models.weights import SUFFIX

@@ -2,6 +2,7 @@
 round trips on real slices (NIfTI and papers' h5), the inputs it refuses, and export with data consistency."""
 
 import contextlib
+import csv
 import io
 import json
 import pickle
@@ -24,7 +25,7 @@ from kdrecon.deployment.export import BF16_TOLERANCE, export_and_check
 from kdrecon.models.export import SUFFIXES, RealDataConsistency, run_exported
 from kdrecon.deployment.package import NORMALISATION, describe_mask, mask_from_description
 from kdrecon.deployment.reconstruct import reconstruct_files
-from kdrecon.deployment.shipped import model_card, shipped_models, shipped_weights
+from kdrecon.models.shipped import model_card, shipped_models, shipped_weights
 from kdrecon.evaluation.evaluate import reconstruct
 from kdrecon.models import build_model
 from kdrecon.models.weights import load_weights, read_weights, save_weights
@@ -66,6 +67,44 @@ def test_shipped_model_reproduces_the_psnr_its_card_states(name):
     assert abs(ours - stated) < 0.01
     assert f"{stated:.4f} dB" in model_card(name).read_text()
     assert np.array_equal(mask_from_description(info.data["mask"]), make_mask("papers", acceleration, (150, 150)))
+
+
+def test_a_shipped_model_is_evaluated_by_name_with_its_cards_psnr(tmp_path, capsys):
+    name = "sunnybrook-4x-sft-kd-at"
+    assert main(["evaluate", name, "--dataset", "sample", "--output", str(tmp_path / "scores")]) == 0
+    assert f"note: {name} was trained on datasets/sunnybrook-4x, evaluated on sample" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "scores" / "summary.json").read_text())
+    stated = load_weights(shipped_weights(name))[1].provenance["sample_validation_psnr"]
+    assert summary["checkpoint"] == str(shipped_weights(name).resolve()) and summary["model"]["name"] == "D3C5"
+    assert abs(summary["model_metrics"]["psnr"]["mean"] - stated) < 0.01
+    # its PSNR per volume, as fastMRI defines it, from the reconstructions evaluate wrote
+    data = load_sample("validation", "4x")
+    with open(tmp_path / "scores" / "per_volume.csv", newline="") as table:
+        stated_per_volume = {row["volume"]: float(row["psnr"]) for row in csv.DictReader(table)
+                             if row["reconstruction"] == "model"}
+    for volume in data.volumes:
+        with h5py.File(tmp_path / "scores" / "reconstructions" / f"{volume.name}.h5") as stored:
+            prediction = stored["reconstruction"][()]
+        target = data.target[volume.start : volume.stop, 0].numpy()
+        assert stated_per_volume[volume.name] == pytest.approx(psnr(target, prediction), abs=1e-4)
+
+
+def test_weights_files_are_evaluated_only_into_a_named_output_on_named_data(tmp_path):
+    name, other = "sunnybrook-4x-student", "sunnybrook-4x-teacher"
+    for arguments, problem in (([name, "--output", str(tmp_path / "a")], "name the dataset to evaluate on (--dataset"),
+                               ([name, "--dataset", "sample"], "give --output"),
+                               ([name, "--dataset", "sample", "--output", str(tmp_path / "a"), "--which", "last"],
+                                "holds one network")):
+        error = io.StringIO()
+        with contextlib.redirect_stderr(error):
+            assert main(["evaluate", *arguments]) != 0
+        assert problem in error.getvalue()
+    assert not (tmp_path / "a").exists()
+    assert main(["evaluate", name, "--dataset", "sample", "--output", str(tmp_path / "a")]) == 0
+    error = io.StringIO()
+    with contextlib.redirect_stderr(error):  # another shipped model's evaluation is not replaced by this one's
+        assert main(["evaluate", other, "--dataset", "sample", "--output", str(tmp_path / "a")]) != 0
+    assert f"not of {shipped_weights(other)}" in error.getvalue()
 
 
 def test_nifti_round_trip_keeps_geometry_and_reconstructs_in_the_input_scale(tmp_path, validation_volume, capsys):

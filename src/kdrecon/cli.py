@@ -371,9 +371,12 @@ def _run_distill(args: argparse.Namespace) -> None:
 def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
     from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 
-    evaluate.add_argument("checkpoint", type=Path, help="a run directory or a .pt checkpoint")
-    evaluate.add_argument("--output", type=Path, help="evaluation directory (default RUN/evaluation)")
-    evaluate.add_argument("--dataset", help="default: the dataset the model was trained on")
+    evaluate.add_argument("checkpoint", type=Path, help="a run directory, a .pt checkpoint, a .safetensors weights "
+                          "file or a shipped model (kdrecon models)")
+    evaluate.add_argument("--output", type=Path, help="evaluation directory (default RUN/evaluation; required for "
+                          "weights files and shipped models)")
+    evaluate.add_argument("--dataset", help="default: the dataset the model was trained on (a run's or checkpoint's; "
+                          "'sample' is the embedded sample)")
     evaluate.add_argument("--split", default="validation", choices=("train", "validation"))
     evaluate.add_argument("--acceleration")
     evaluate.add_argument("--which", default="best", choices=("best", "last"))
@@ -385,16 +388,21 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
 def _run_evaluate(args: argparse.Namespace) -> None:
     from kdrecon.data.task import RECONSTRUCTION
     from kdrecon.evaluation.evaluate import MODEL, baseline_label, data_differences, evaluate, format_table, metrics_key
+    from kdrecon.evaluation.trained_network import is_weights
     from kdrecon.report.run_layout import EVALUATION
     from kdrecon.training.checkpoint import refuse_unfinished
 
+    if is_weights(args.checkpoint) and args.output is None:
+        raise ValueError(f"evaluate: {args.checkpoint} is a weights file or shipped model, which has no run directory "
+                         "to write into; give --output")
     output = args.output or (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent) / EVALUATION
     _check_writable(output, "--output")
-    refuse_unfinished(args.checkpoint, "evaluate")
+    if not is_weights(args.checkpoint):
+        refuse_unfinished(args.checkpoint, "evaluate")
     result = evaluate(args.checkpoint, output, args.dataset, args.split, args.acceleration, args.device, args.which,
                       args.precision)
     summary = result.summary
-    run_name = (args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent.parent).name
+    run_name = _network_name(args.checkpoint)
     label = f"{run_name} ({summary['model']['name']})"
     baselines = [key.removesuffix("_metrics") for key in summary if key.endswith("_metrics") and key != metrics_key(MODEL)]
     rows = {baseline_label(name, summary.get("task", RECONSTRUCTION)): summary[metrics_key(name)] for name in baselines}
@@ -403,6 +411,15 @@ def _run_evaluate(args: argparse.Namespace) -> None:
           f"written to {output}")
     for difference in data_differences(summary):  # scores on other data than its own: say so beside them
         print(f"note: {run_name} was {difference}")
+
+
+def _network_name(source: Path) -> str:
+    """What a table calls the evaluated network: its run's name, or the weights file's or shipped model's."""
+    if source.is_dir():
+        return source.name
+    if source.suffix == ".pt":
+        return source.parent.parent.name
+    return source.name.removesuffix(".safetensors")
 
 
 #: What ``kdrecon bench`` writes into its ``--output``, and what ``bench --experiment`` writes.
@@ -612,7 +629,7 @@ def _add_models(models: argparse.ArgumentParser) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> None:
-    from kdrecon.deployment.shipped import model_card, shipped_models, shipped_weights
+    from kdrecon.models.shipped import model_card, shipped_models, shipped_weights
     from kdrecon.models.weights import read_weights
 
     for name in shipped_models():

@@ -1,7 +1,7 @@
 """Apply a trained network to new data and write the result in the input's own format.
 
 ``kdrecon reconstruct --model MODEL --input FILE_OR_DIR --output DIR``. MODEL is a shipped model's
-name (:mod:`kdrecon.deployment.shipped`), a ``.safetensors`` weights file, a run directory or a
+name (:mod:`kdrecon.models.shipped`), a ``.safetensors`` weights file, a run directory or a
 ``.pt`` checkpoint. Inputs:
 
 * **NIfTI** (``.nii``, ``.nii.gz``): a 3-D magnitude volume (slices along the third axis) or a
@@ -66,7 +66,7 @@ from kdrecon.data.sources import fastmri, nifti, raw_kspace
 from kdrecon.data.task import SUPER_RESOLUTION, factor_of
 from kdrecon.deployment.acquired import AcquiredSlices, from_centred, refuse_empty_lines, sampled_lines
 from kdrecon.deployment.package import describe_run, mask_from_description
-from kdrecon.deployment.shipped import shipped_models, shipped_weights
+from kdrecon.models.shipped import shipped_models, shipped_weights
 from kdrecon.models.inference import inference_batch_size, inference_layout
 from kdrecon.models.weights import SUFFIX, WeightsInfo, load_weights
 from kdrecon.mri.channels import COMPLEX_CHANNELS, magnitude, to_channels

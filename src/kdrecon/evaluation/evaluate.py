@@ -40,10 +40,12 @@ from kdrecon.data.layout import atomic_path, parse_acceleration, write_reconstru
 from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION, factor_of, task_of
 from kdrecon.evaluation import metrics
 from kdrecon.models.inference import inference_batch_size
+from kdrecon.models.weights import SUFFIX
 from kdrecon.mri.channels import magnitude
 from kdrecon.mri.resolution import bicubic_upsampling
-from kdrecon.training.checkpoint import CHECKPOINTS, check_same_data, data_record, load_model, resolve_checkpoint
-from kdrecon.training.config import AS_TRAINED, DataConfig, trained_on
+from kdrecon.evaluation.trained_network import load_trained
+from kdrecon.training.checkpoint import CHECKPOINTS, data_record
+from kdrecon.training.config import AS_TRAINED, DataConfig
 from kdrecon.training.fast_path import autocast, inference_precision
 from kdrecon.training.trainer import prepare_module, resolve_device
 
@@ -171,8 +173,10 @@ def evaluate(
     precision: str = AS_TRAINED,
     data: SliceData | None = None,
 ) -> Evaluation:
-    """Evaluate a checkpoint on a split; dataset and acceleration default to those it was trained on,
-    the precision to the one it was trained in (:func:`kdrecon.training.fast_path.inference_precision`).
+    """Evaluate a trained network on a split: ``run_or_checkpoint`` is a run directory, a checkpoint,
+    a weights file or a shipped model's name (:func:`kdrecon.evaluation.trained_network.load_trained`).
+    Dataset and acceleration default to those it was trained on (a weights file's dataset must be
+    given), the precision to the one it was trained in (:func:`kdrecon.training.fast_path.inference_precision`).
 
     ``data`` is that split already in memory, as :func:`kdrecon.data.dataset.load_split` of
     ``dataset`` and ``split`` returns it (an experiment loads it once for all its stages; the
@@ -181,23 +185,26 @@ def evaluate(
     ``output_dir`` is written whole or not at all; an existing evaluation there is replaced.
     """
     output_dir = Path(output_dir)
-    _check_replaceable(output_dir, resolve_checkpoint(run_or_checkpoint, which))
-    model, payload = load_model(run_or_checkpoint, which)
+    network = load_trained(run_or_checkpoint, which)
+    _check_replaceable(output_dir, network.file)
     torch_device = resolve_device(device)
-    precision = inference_precision(precision, payload.get("precision"), torch_device)
-    recorded = trained_on(payload)
+    precision = inference_precision(precision, network.precision, torch_device)
+    recorded = network.trained_on
     if dataset is None and data is None:  # the data it was trained on, which the path must still hold
-        check_same_data(payload, recorded.dataset, run_or_checkpoint)
+        if not network.dataset_known:
+            raise ValueError(f"{run_or_checkpoint}: a weights file does not say where its training data is now; "
+                             f"name the dataset to evaluate on (--dataset: a prepared dataset, or {SAMPLE!r} for the embedded sample)")
+        network.check_training_data(recorded.dataset)
     dataset = dataset if dataset is not None else recorded.dataset
     data = _split_to_evaluate(run_or_checkpoint, recorded, dataset, split, acceleration or recorded.acceleration, data)
-    prediction = reconstruct(model, data, torch_device, precision=precision)
+    prediction = reconstruct(network.model, data, torch_device, precision=precision)
     if not np.isfinite(prediction).all():
         raise ValueError(f"{run_or_checkpoint}: the model produced non-finite values")
     summary = {
-        "checkpoint": str(resolve_checkpoint(run_or_checkpoint, which).resolve()),
-        "model": payload["model"],
-        "epoch": payload.get("epoch"),  # of the checkpoint scored (last.pt's can be after the best)
-        "best_epoch": payload.get("best_epoch"),
+        "checkpoint": str(network.file.resolve()),
+        "model": network.spec,
+        "epoch": network.epoch,  # of the checkpoint scored (last.pt's can be after the best)
+        "best_epoch": network.best_epoch,
         "dataset": str(dataset),
         **_data_record(dataset),
         "split": split,
@@ -335,8 +342,16 @@ def _check_replaceable(output_dir: Path, checkpoint: Path) -> None:
     if not previous.exists():  # moved, or a relative path from another working directory (older summaries)
         raise ValueError(f"{output_dir}: holds the evaluation of {previous}, which is not there to compare with "
                          f"{checkpoint}; choose another output or remove the directory")
-    if not os.path.samefile(previous.parent, checkpoint.parent):
+    if not _same_run(previous, checkpoint):
         raise ValueError(f"{output_dir}: holds the evaluation of {previous}, not of {checkpoint}; choose another output")
+
+
+def _same_run(previous: Path, checkpoint: Path) -> bool:
+    """Whether two checkpoints are of one run (its best and last), or two paths of one weights file
+    (weights files of different networks can share a folder)."""
+    if SUFFIX in (previous.suffix, checkpoint.suffix):
+        return os.path.samefile(previous, checkpoint)
+    return os.path.samefile(previous.parent, checkpoint.parent)
 
 
 def _is_own_evaluation(output_dir: Path, checkpoint: Path) -> bool:
