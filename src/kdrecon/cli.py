@@ -415,11 +415,13 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 def _network_name(source: Path) -> str:
     """What a table calls the evaluated network: its run's name, or the weights file's or shipped model's."""
+    from kdrecon.models.weights import SUFFIX
+
     if source.is_dir():
         return source.name
     if source.suffix == ".pt":
         return source.parent.parent.name
-    return source.name.removesuffix(".safetensors")
+    return source.name.removesuffix(SUFFIX)
 
 
 #: What ``kdrecon bench`` writes into its ``--output``, and what ``bench --experiment`` writes.
