@@ -9,7 +9,8 @@ import torch
 
 from kdrecon.cli import main
 from kdrecon.deployment.acquired import from_centred
-from kdrecon.deployment.package import NORMALISATION, describe_mask
+from kdrecon.deployment.package import NORMALISATION
+from kdrecon.mri.masks import describe_mask
 from kdrecon.deployment.reconstruct import Reconstructor, reconstruct_files
 from kdrecon.models import build_model
 from kdrecon.models.weights import save_weights

@@ -23,10 +23,11 @@ from kdrecon.data.prepare import make_mask
 from kdrecon.data.sources import sunnybrook
 from kdrecon.deployment.export import BF16_TOLERANCE, export_and_check
 from kdrecon.models.export import SUFFIXES, RealDataConsistency, run_exported
-from kdrecon.deployment.package import NORMALISATION, describe_mask, mask_from_description
+from kdrecon.deployment.package import NORMALISATION
+from kdrecon.mri.masks import describe_mask, mask_from_description
 from kdrecon.deployment.reconstruct import reconstruct_files
 from kdrecon.models.shipped import model_card, shipped_models, shipped_weights
-from kdrecon.evaluation.evaluate import reconstruct
+from kdrecon.evaluation.evaluate import data_differences, evaluate, reconstruct
 from kdrecon.models import build_model
 from kdrecon.models.weights import load_weights, read_weights, save_weights
 from kdrecon.mri.resolution import low_pass_mask
@@ -76,7 +77,7 @@ def test_a_shipped_model_is_evaluated_by_name_with_its_cards_psnr(tmp_path, caps
     summary = json.loads((tmp_path / "scores" / "summary.json").read_text())
     stated = load_weights(shipped_weights(name))[1].provenance["sample_validation_psnr"]
     assert summary["checkpoint"] == str(shipped_weights(name).resolve()) and summary["model"]["name"] == "D3C5"
-    assert abs(summary["model_metrics"]["psnr"]["mean"] - stated) < 0.01
+    assert abs(summary["model_metrics"]["psnr"]["mean"] - stated) < 0.01 and summary["trained_on"]["same_mask"]
     # its PSNR per volume, as fastMRI defines it, from the reconstructions evaluate wrote
     data = load_sample("validation", "4x")
     with open(tmp_path / "scores" / "per_volume.csv", newline="") as table:
@@ -87,6 +88,15 @@ def test_a_shipped_model_is_evaluated_by_name_with_its_cards_psnr(tmp_path, caps
             prediction = stored["reconstruction"][()]
         target = data.target[volume.start : volume.stop, 0].numpy()
         assert stated_per_volume[volume.name] == pytest.approx(psnr(target, prediction), abs=1e-4)
+
+
+def test_a_weights_file_scored_under_another_mask_of_its_acceleration_says_so(tmp_path):
+    """Its dataset path cannot tell (a weights file's is another machine's); the mask it records can."""
+    recipe = load_sample("validation", "4x", mask_kind="recipe", mask_seed=3)
+    assert not np.array_equal(recipe.mask.numpy(), make_mask("papers", "4x", (150, 150)))
+    summary = evaluate("sunnybrook-4x-student", tmp_path / "scores", dataset="sample", data=recipe).summary
+    assert summary["trained_on"]["same_mask"] is False
+    assert "trained with another 4x sampling mask than the evaluated data's" in data_differences(summary)
 
 
 def test_weights_files_are_evaluated_only_into_a_named_output_on_named_data(tmp_path):

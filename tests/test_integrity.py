@@ -9,7 +9,7 @@ import pytest
 
 from kdrecon.data.dataset import load_split
 from kdrecon.data.integrity import acceleration_tolerance, check_mask
-from kdrecon.data.prepare import load_mask_files, make_mask, papers_mask_file
+from kdrecon.data.prepare import load_mask_files, make_mask, papers_mask_file, register_papers_h5
 from kdrecon.mri.resolution import low_pass_mask
 
 FILE = "train/SCD0000101_phase00.h5"
@@ -66,6 +66,18 @@ def test_a_blank_slice_is_refused_before_training_not_at_evaluation(copy):
         edit(copy / FILE, key, lambda x: np.concatenate([x[..., :2], np.zeros_like(x[..., 2:3]), x[..., 3:]], axis=-1))
     with pytest.raises(ValueError, match=r"SCD0000101_phase00\.h5: slice 2 of the target is all zeros \(1 such\)"):
         load_split(copy, "train")
+
+
+def test_slices_not_scaled_to_maximum_one_are_refused_at_load_and_registration(copy, tmp_path):
+    """Rescaled consistently (a uint8-range volume, its k-space and zero-filled image), the other checks pass;
+    HFN's clip to [0, 1] and deployment's per-slice normalisation would then score or feed another scale."""
+    for key in ("volfs", "kspace_volus_4x", "img_volus_4x"):
+        edit(copy / FILE, key, lambda x: x * 255)
+    with pytest.raises(ValueError, match=r"SCD0000101_phase00\.h5: slice 0 of the target has maximum 255, not 1 "):
+        load_split(copy, "train")
+    with pytest.raises(ValueError, match=r"SCD0000101_phase00\.h5 .*slice 0 of the target has maximum 255"):
+        register_papers_h5(copy / "train", copy / "validation", {"4x": copy / "masks/mask_4x.npy"}, tmp_path / "registered")
+    assert not (tmp_path / "registered").exists()
 
 
 def test_acceleration_label_must_match_the_mask():

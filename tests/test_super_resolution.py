@@ -211,7 +211,8 @@ def test_a_genuine_low_resolution_image_gets_the_low_passed_kspace_of_training(r
 @pytest.fixture
 def identity_vdsr(tmp_path):
     """A VDSR4B4 whose last convolution is zero: its output is its input, the low-resolution image on the full grid."""
-    from kdrecon.deployment.package import NORMALISATION, describe_mask
+    from kdrecon.deployment.package import NORMALISATION
+    from kdrecon.mri.masks import describe_mask
     from kdrecon.models.weights import save_weights
 
     model = build_model("VDSR4B4", channels=8)

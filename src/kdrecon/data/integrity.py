@@ -16,7 +16,9 @@ data's own maximum and sit far above float32 rounding (about 1e-7) and far below
 * the stored k-space has no energy outside the mask (``≤ 1e-6`` of its maximum) and equals
   ``M ⊙ F(target)`` (``≤ 1e-4``): the target's scale and normalisation are the k-space's;
 * the zero-filled image is ``|F⁻¹ k|`` (``≤ 1e-4`` of its maximum);
-* no target slice is blank (it has no maximum to normalise by or to score against).
+* no target slice is blank (it has no maximum to normalise by or to score against);
+* every target slice is scaled to maximum magnitude 1 (``≤ 1e-4`` off), the papers' recipe: HFN's
+  clip to [0, 1], deployment's per-slice normalisation and the networks' learned scale assume it.
 
 Example:
     >>> import numpy as np
@@ -35,7 +37,7 @@ import numpy as np
 from kdrecon.data.task import SUPER_RESOLUTION, factor_of
 
 #: Relative tolerances of :func:`check_volume` (see the module docstring).
-OUTSIDE_MASK, KSPACE_AGREEMENT, ZERO_FILLED_AGREEMENT = 1e-6, 1e-4, 1e-4
+OUTSIDE_MASK, KSPACE_AGREEMENT, ZERO_FILLED_AGREEMENT, SLICE_MAXIMUM = 1e-6, 1e-4, 1e-4, 1e-4
 #: How far ``H / sampled rows`` of a line mask may be from its acceleration label, relatively (a
 #: mask with a fully sampled centre is accelerated less than its nominal factor); also how far an
 #: acquisition's may be from a model's (:mod:`kdrecon.deployment.reconstruct`).
@@ -101,6 +103,24 @@ def check_kspace_of_target(target: np.ndarray, kspace: np.ndarray, mask: np.ndar
         raise ValueError(f"{where}: the k-space is not the masked spectrum of the target (rescaled or edited data?)")
 
 
+def check_scaled(target: np.ndarray, where: object) -> None:
+    """Refuse targets ``(S, H, W)`` whose slices are not each scaled to maximum magnitude 1.
+
+    Example:
+        >>> import numpy as np
+        >>> check_scaled(np.array([[[0.5, 1.0]], [[1.0, 0.2]]]), "x.h5")
+        >>> check_scaled(np.array([[[0.5, 1.0]], [[255.0, 0.2]]]), "x.h5")
+        Traceback (most recent call last):
+        ...
+        ValueError: x.h5: slice 1 of the target has maximum 255, not 1 (1 such); scale each slice and its k-space to maximum 1, the papers' recipe (kdrecon prepare does)
+    """
+    maxima = np.abs(target).reshape(len(target), -1).max(axis=1)
+    off = np.flatnonzero(np.abs(maxima - 1) > SLICE_MAXIMUM)
+    if off.size:
+        raise ValueError(f"{where}: slice {off[0]} of the target has maximum {maxima[off[0]]:.6g}, not 1 ({off.size} such); "
+                         "scale each slice and its k-space to maximum 1, the papers' recipe (kdrecon prepare does)")
+
+
 def check_volume(target: np.ndarray, zero_filled: np.ndarray, kspace: np.ndarray, mask: np.ndarray, where: object) -> None:
     """Refuse a volume ``(S, H, W)`` whose k-space, target and zero-filled image disagree with each other or the mask.
 
@@ -111,6 +131,7 @@ def check_volume(target: np.ndarray, zero_filled: np.ndarray, kspace: np.ndarray
     if blank.size:
         raise ValueError(f"{where}: slice {blank[0]} of the target is all zeros ({blank.size} such); "
                          "remove blank slices from it (a slice without a maximum cannot be normalised or scored)")
+    check_scaled(target, where)
     scale = max(float(np.abs(kspace).max()), 1e-12)
     if np.abs(kspace * (1 - mask)).max() > OUTSIDE_MASK * scale:
         raise ValueError(f"{where}: the k-space has energy outside the mask (another mask, or a centred mask "

@@ -19,7 +19,7 @@ import torch
 from kdrecon.data import layout
 from kdrecon.data.dataset import load_sample
 from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION
-from kdrecon.deployment.package import mask_from_description
+from kdrecon.mri.masks import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
 from kdrecon.models.cascade import use_matrix_consistency
 from kdrecon.models.export import BF16_FORMATS, export_network, run_exported

@@ -65,12 +65,13 @@ from kdrecon.data.sources import dicom as dicom_source
 from kdrecon.data.sources import fastmri, nifti, raw_kspace
 from kdrecon.data.task import SUPER_RESOLUTION, factor_of
 from kdrecon.deployment.acquired import AcquiredSlices, from_centred, refuse_empty_lines, sampled_lines
-from kdrecon.deployment.package import describe_run, mask_from_description
+from kdrecon.deployment.package import describe_run
 from kdrecon.models.shipped import shipped_models, shipped_weights
 from kdrecon.models.inference import inference_batch_size, inference_layout
 from kdrecon.models.weights import SUFFIX, WeightsInfo, load_weights
 from kdrecon.mri.channels import COMPLEX_CHANNELS, magnitude, to_channels
 from kdrecon.mri.fft import hermitian_mismatch, ifft2
+from kdrecon.mri.masks import mask_from_description
 from kdrecon.mri.resolution import IndivisibleSize, embedded_kspace, low_pass_mask
 from kdrecon.mri.undersample import undersample
 from kdrecon.training.checkpoint import refuse_unfinished

@@ -43,7 +43,7 @@ from kdrecon.models.inference import inference_batch_size
 from kdrecon.models.weights import SUFFIX
 from kdrecon.mri.channels import magnitude
 from kdrecon.mri.resolution import bicubic_upsampling
-from kdrecon.evaluation.trained_network import load_trained
+from kdrecon.evaluation.trained_network import TrainedNetwork, load_trained
 from kdrecon.training.checkpoint import CHECKPOINTS, data_record
 from kdrecon.training.config import AS_TRAINED, DataConfig
 from kdrecon.training.fast_path import autocast, inference_precision
@@ -216,9 +216,18 @@ def evaluate(
         "precision": precision,
         "conventions": "per volume, data_range = volume target max (fastMRI); mean ± std over volumes",
         # What the network was trained on: scores on other data (another acceleration or mask) are not its own.
-        "trained_on": {"dataset": str(recorded.dataset), "acceleration": recorded.acceleration},
+        "trained_on": _trained_on(network, data),
     }
     return Evaluation(output_dir, _write_whole(output_dir, data, prediction, summary))
+
+
+def _trained_on(network: TrainedNetwork, data: SliceData) -> dict[str, Any]:
+    """The summary's record of the network's training data; ``same_mask`` where its source records its
+    mask (a weights file's), as a dataset path alone cannot tell a weights file's mask from another's."""
+    record: dict[str, Any] = {"dataset": str(network.trained_on.dataset), "acceleration": network.trained_on.acceleration}
+    if network.mask is not None:
+        record["same_mask"] = bool(np.array_equal(network.mask, data.mask.numpy()))
+    return record
 
 
 def _write_whole(output_dir: Path, data: SliceData, prediction: np.ndarray, summary: dict[str, Any]) -> dict[str, Any]:
@@ -264,7 +273,7 @@ def _data_record(dataset: str | Path) -> dict[str, str]:
 
 def data_differences(summary: dict[str, Any]) -> list[str]:
     """How the evaluated data differ from the network's training data, as a summary records both
-    (empty for the same dataset and acceleration, and for summaries from before the record)."""
+    (empty for the same dataset, acceleration and, where recorded, mask; and for summaries from before the record)."""
     trained = summary.get("trained_on")
     if not trained:
         return []
@@ -273,6 +282,8 @@ def data_differences(summary: dict[str, Any]) -> list[str]:
         differences.append(f"trained at {trained['acceleration']}, evaluated at {summary['acceleration']}")
     if Path(trained["dataset"]).resolve() != Path(summary["dataset"]).resolve() and trained["dataset"] != summary["dataset"]:
         differences.append(f"trained on {trained['dataset']}, evaluated on {summary['dataset']}")
+    if trained.get("same_mask") is False and trained["acceleration"] == summary["acceleration"]:
+        differences.append(f"trained with another {summary['acceleration']} sampling mask than the evaluated data's")
     return differences
 
 

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
+from kdrecon.mri.masks import mask_from_description
 from kdrecon.models.shipped import shipped_models, shipped_weights
 from kdrecon.models.weights import SUFFIX, load_weights
 from kdrecon.training.checkpoint import check_same_data, load_model, resolve_checkpoint
@@ -34,7 +36,8 @@ class TrainedNetwork:
     ``precision`` the one it was trained in where recorded; ``epoch`` and ``best_epoch`` those of a
     checkpoint (a weights file keeps the best epoch in its provenance). ``checkpoint_payload`` is a
     checkpoint's whole content, which can tell whether a dataset path still holds its training data;
-    a weights file cannot (``dataset_known`` is False), so its dataset must be named.
+    a weights file cannot (``dataset_known`` is False), so its dataset must be named. ``mask`` is the
+    un-centred sampling mask a weights file records (a checkpoint's is its dataset's).
     """
 
     model: nn.Module
@@ -46,6 +49,7 @@ class TrainedNetwork:
     epoch: int | None
     best_epoch: int | None
     checkpoint_payload: dict[str, Any] | None = None
+    mask: np.ndarray | None = None
 
     @property
     def dataset_known(self) -> bool:
@@ -82,5 +86,6 @@ def _from_weights(source: str | Path) -> TrainedNetwork:
     data = info.data
     recorded = DataConfig(dataset=str(info.provenance.get("dataset", "unknown")), acceleration=data["acceleration"],
                           task=data["task"], image=data.get("image", DataConfig().image))
+    mask = mask_from_description(data["mask"]) if "mask" in data else None
     return TrainedNetwork(model, str(source), path, info.model, recorded, info.provenance.get("precision"),
-                          None, info.provenance.get("best_epoch"))
+                          None, info.provenance.get("best_epoch"), mask=mask)

@@ -46,8 +46,10 @@ __all__ = [
     "CartesianMask",
     "KspaceLayout",
     "MaskFileError",
+    "describe_mask",
     "equispaced_mask",
     "load_mask",
+    "mask_from_description",
     "mask_statistics",
     "papers_mask",
     "random_mask",
@@ -455,3 +457,27 @@ def mask_statistics(mask: CartesianMask) -> dict[str, Any]:
         "fraction": mask.sampled_lines / num_lines,
         "centre_lines": block,
     }
+
+
+def describe_mask(mask: np.ndarray) -> dict[str, Any]:
+    """An un-centred ``(H, W)`` 0/1 mask that is an outer product of sampled rows and columns, as indices
+    (line masks and super-resolution's low-pass box alike), for a weights file's metadata.
+
+    Example:
+        >>> mask = np.zeros((6, 4), np.float32); mask[[0, 1, 5]] = 1
+        >>> description = describe_mask(mask)
+        >>> description["rows"], np.array_equal(mask_from_description(description), mask)
+        ([0, 1, 5], True)
+    """
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    description = {"layout": "uncentred", "shape": list(mask.shape), "rows": rows.tolist(), "columns": columns.tolist()}
+    if not np.array_equal(mask_from_description(description), mask):
+        raise ValueError("the mask is not a product of sampled rows and columns; it cannot be described by indices")
+    return description
+
+
+def mask_from_description(description: dict[str, Any]) -> np.ndarray:
+    """The un-centred float32 mask of :func:`describe_mask`."""
+    rows, columns = np.zeros(description["shape"][0], bool), np.zeros(description["shape"][1], bool)
+    rows[description["rows"]], columns[description["columns"]] = True, True
+    return np.outer(rows, columns).astype(np.float32)
