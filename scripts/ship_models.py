@@ -9,7 +9,8 @@ Retrain and ship, from a fresh checkout (hours on 2 CPU cores; the recorded runs
     python scripts/ship_models.py runs/study-sunnybrook-4x
 
     kdrecon prepare sunnybrook ../shared/data/sunnybrook datasets/sunnybrook-5x --acceleration 5x --phases 0 2 4 6 8 10 12 14 16 18
-    kdrecon run fine-tune-sunnybrook-5x --only teacher student sft-teacher std-kd-at sft-kd-at
+    kdrecon run fine-tune-sunnybrook-5x --only seed-42/teacher --only seed-42/student --only seed-42/sft-teacher \
+        --only seed-42/std-kd-at --only seed-42/sft-kd-at
     python scripts/ship_models.py runs/fine-tune-sunnybrook-5x
 
 Each model gets its weights file (safetensors, with its description) and a model card whose

@@ -47,6 +47,7 @@ def test_comparisons_pair_only_the_seeds_both_stages_have():
     differences = [(31.7 - 31.5 + 32.9 + s / 20 - 32.5 - s / 10) / 2 for s in (1, 2)]  # seeds 1 and 2
     low, high = stats.t.interval(0.95, 1, loc=np.mean(differences), scale=stats.sem(differences))
     assert sft.seeds == 2 and np.allclose(sft.interval, (low, high))
+    assert rows[("std-kd-at", "sft-kd-at")].paired_seeds == (1, 2)  # the order of per_seed
 
 
 def test_kd_mri_procedure_against_the_student_is_a_claim_with_the_papers_effect():

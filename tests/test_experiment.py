@@ -54,6 +54,10 @@ def test_graph_runs_every_stage_per_seed_and_report_holds_the_evaluated_numbers(
     for stage, values in psnr.items():
         mean, spread = sum(values) / 2, stats.tstd(values)
         assert f"{mean:.2f} ± {spread:.2f} (2)" in report, stage  # mean ± sd over the two seeds
+    # each seed's effect is named by its seed, whatever order the seeds ran in
+    teacher_gap = [psnr["teacher"][i] - psnr["student"][i] for i in range(len(SEEDS))]
+    expected = ", ".join(f"{s}: {g:+.2f}" for s, g in zip(SEEDS, teacher_gap))
+    assert f"| Teacher D3C3 − Student D2C3 | PSNR | {sum(teacher_gap) / 2:+.2f} | 2 | {expected} |" in report
     html = (tiny_run / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 and "http" not in html.replace("http-equiv", "")
     for name in ("reconstruction-SCD0000401_phase00.png", "per-slice-metrics.png", "validation-curves.png", "seed-effects.png"):
@@ -808,6 +812,21 @@ def test_fine_tuned_stage_starts_from_the_trained_network_and_is_compared_with_s
         run_experiment(load_experiment("demo", {**tiny_overrides, "seeds": [3], "fine_tune.teacher": str(tmp_path)}),
                        tmp_path / "other", progress=False)
     assert not (tmp_path / "other").exists()
+
+
+def test_a_fine_tune_path_with_a_seed_placeholder_fine_tunes_every_seed_from_its_own_network(tiny_overrides):
+    def fine_tuned(path: str) -> dict[str, str]:
+        config = load_experiment("fine-tune-sunnybrook-5x", {
+            **tiny_overrides, "data.acceleration": "4x", "seeds": [7, 8], "fine_tune.sft_teacher": path, "dataset_slices": {}})
+        return {s.id: s.config["init_from"] for s in build_stages(config) if s.name == "sft-teacher-fine-tuned"}
+
+    assert fine_tuned("runs/a/stages/seed-{seed}/sft-teacher") == {
+        "seed-7/sft-teacher-fine-tuned": "runs/a/stages/seed-7/sft-teacher",
+        "seed-8/sft-teacher-fine-tuned": "runs/a/stages/seed-8/sft-teacher"}
+    assert fine_tuned("runs/a/stages/seed-42/sft-teacher") == {
+        "seed-7/sft-teacher-fine-tuned": "runs/a/stages/seed-42/sft-teacher"}
+    with pytest.raises(ConfigError, match=r"fine_tune.sft_teacher: .*only placeholder.*\{seed\}"):
+        fine_tuned("runs/{name}/sft-teacher")
 
 
 def test_a_study_is_built_stage_by_stage_from_a_new_directory(tmp_path, tiny_overrides):

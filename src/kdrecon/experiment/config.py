@@ -78,21 +78,40 @@ class MethodSettings(StrictModel):
     layers: LayerPairsConfig | None = Field(None, description="teacher and student module paths; default: one per cascade")
 
 
+#: In a ``fine_tune`` path: the seed of the stage started from it.
+SEED_PLACEHOLDER = "{seed}"
+
+
 class FineTuneConfig(StrictModel):
     """Trained networks to fine-tune from (SFT-KD-Recon Figure 7), by the stage they replace.
 
-    Each one given adds a stage ``{stage}-fine-tuned`` on the first seed: the same training,
-    started from those weights (every tensor by name), beside the one trained from scratch.
+    Each one given adds a stage ``{stage}-fine-tuned``: the same training, started from those
+    weights (every tensor by name), beside the one trained from scratch. A path holding
+    :data:`SEED_PLACEHOLDER` names one network per seed and adds the stage on every seed, each
+    started from its own seed's network (so the comparison covers training variance); a path
+    without it adds the stage on the first seed only.
+
+    Example: ``sft_teacher: runs/study-sunnybrook-4x/stages/seed-{seed}/sft-teacher``.
     """
 
     teacher: str | None = Field(None, description="a run directory or checkpoint of the same teacher network")
     student: str | None = Field(None, description="... of the same student network")
     sft_teacher: str | None = Field(None, description="... of the same student-friendly teacher")
 
-    def sources(self) -> dict[str, str]:
-        """Stage name → the run or checkpoint it is fine-tuned from."""
+    @field_validator("teacher", "student", "sft_teacher")
+    @classmethod
+    def _one_placeholder(cls, value: str | None) -> str | None:
+        if value is not None and re.sub(re.escape(SEED_PLACEHOLDER), "", value).count("{"):
+            raise ValueError(f"the only placeholder a path may hold is {SEED_PLACEHOLDER}, got {value!r}")
+        return value
+
+    def sources(self, seed: int, per_seed: bool) -> dict[str, str]:
+        """Stage name → the run or checkpoint it is fine-tuned from on ``seed``: of the paths that
+        name one network per seed (``per_seed``), or of those that name one for the first seed."""
         names = {"teacher": "teacher", "student": "student", "sft_teacher": "sft-teacher"}
-        return {names[key]: value for key, value in self.model_dump().items() if value is not None}
+        return {names[key]: value.replace(SEED_PLACEHOLDER, str(seed))
+                for key, value in self.model_dump().items()
+                if value is not None and (SEED_PLACEHOLDER in value) == per_seed}
 
 
 class ReportConfig(StrictModel):

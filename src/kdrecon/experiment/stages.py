@@ -20,7 +20,8 @@ std-kd-{method}-{M}, sft-kd-{method}-{M}  sweep-std-kd/.. student M distilled (`
 std-kd-{method}-{procedure}               std-kd          first seed: the other procedure (ablation)
 sft-kd-{method}-{procedure}               sft-kd          first seed: the other procedure (ablation)
 sft-teacher-{p}, sft-kd-{method}-{p}     sft-teacher/..  first seed: SFT loss preset sft-{p} (ablation)
-{stage}-fine-tuned                        as {stage}      first seed: started from a trained network (Figure 7)
+{stage}-fine-tuned                        as {stage}      started from a trained network (Figure 7); first seed
+                                                          only unless its path holds ``{seed}``
 kd-mri-{at, imitation, at-imitation}      kd-mri          KD-MRI's ablation: AT alone, imitation alone, both
 ========================================  ==============  =========================================
 
@@ -173,7 +174,14 @@ class _SeedGraph:
             self.compression(model, teacher)
         if config.kd_mri_ablation:
             self.kd_mri(teacher)
+        self.fine_tune(teacher, sft_teacher, per_seed=True)
         return teacher, sft_teacher
+
+    def fine_tune(self, teacher: Stage, sft_teacher: Stage, per_seed: bool) -> None:
+        """The ``fine_tune`` stages of this seed: replicated ones (``per_seed``) or the first seed's."""
+        mains = {stage.name: stage for stage in (teacher, sft_teacher)}
+        for name, source in self.config.fine_tune.sources(self.seed, per_seed).items():
+            self.fine_tuned(mains.get(name) or self.main_student, source)
 
     def kd_mri(self, teacher: Stage) -> None:
         """KD-MRI's ablation, Std-KD from the teacher: attention transfer alone, imitation alone, both."""
@@ -203,9 +211,7 @@ class _SeedGraph:
 
     def ablations(self, teacher: Stage, sft_teacher: Stage) -> None:
         config = self.config
-        mains = {stage.name: stage for stage in (teacher, sft_teacher)}
-        for name, source in config.fine_tune.sources().items():
-            self.fine_tuned(mains.get(name) or self.main_student, source)
+        self.fine_tune(teacher, sft_teacher, per_seed=False)
         if config.procedure_ablation:
             other = next(p for p in PROCEDURES if p != config.procedure)
             for method in config.methods:

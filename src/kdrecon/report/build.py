@@ -62,6 +62,11 @@ def _bootstrap(effect: SeedEffect, digits: int) -> str:
     return text if effect.seeds > 1 else f"{text} (volumes only, 1 seed)"
 
 
+def _per_seed(row: EffectRow, digits: int) -> str:
+    """``42: +0.17, 43: +0.26``: each seed's effect beside its seed."""
+    return ", ".join(f"{seed}: {x:+.{digits}f}" for seed, x in zip(row.paired_seeds, row.effect.per_seed))
+
+
 def _digits(metric: str) -> int:
     return 2 if metric == "psnr" else 4
 
@@ -93,7 +98,7 @@ def _header(results: ExperimentResults) -> list[Block]:
             f"Dataset {first['dataset']}, {_degradation(results.task, first['acceleration'])}, {first['split']} split: "
             f"{first['volumes']} volumes, {first['slices']} slices. Metrics: {first['conventions']}. "
             f"Device {manifest['device']}, precision {', '.join(_precisions(results))}, "
-            f"seeds {', '.join(map(str, results.seeds))}; "
+            f"seeds {', '.join(map(str, sorted(results.seeds)))}; "
             "every number below says how many seeds it rests on, in brackets."
         ),
         Paragraph(paper_note(results)),
@@ -192,7 +197,7 @@ def _effects_section(results: ExperimentResults) -> list[Block]:
         for row in _effects(results, comparisons, metric):
             digits = _digits(metric)
             rows.append([f"{row.labels[1]} − {row.labels[0]}", metric.upper(), f"{row.effect.mean:+.{digits}f}",
-                         row.effect.seeds, ", ".join(f"{x:+.{digits}f}" for x in row.effect.per_seed),
+                         row.effect.seeds, _per_seed(row, digits),
                          _interval(row.effect.interval, digits), _bootstrap(row.effect, digits)])
             if metric == "psnr":
                 figure_rows.append(row)
@@ -200,7 +205,7 @@ def _effects_section(results: ExperimentResults) -> list[Block]:
     figures.seed_effects(path, [(f"{r.labels[1]} − {r.labels[0]}", r.effect) for r in figure_rows])
     return [
         Heading("Effects over seeds (model B − model A)"),
-        Table(["B − A", "metric", "mean over seeds", "seeds", "per seed", "95% CI over seeds (t)",
+        Table(["B − A", "metric", "mean over seeds", "seeds", "per seed (seed: effect)", "95% CI over seeds (t)",
                "95% CI, hierarchical bootstrap"], rows),
         Image(path, "PSNR effect of every comparison: one dot per seed, the t interval over seeds as a bar "
                     "(none with one seed), zero dashed"),

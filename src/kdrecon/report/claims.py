@@ -41,10 +41,14 @@ class Comparison:
 
 @dataclass(frozen=True)
 class EffectRow:
+    """One comparison's effect over ``paired_seeds``, the seeds both stages finished (``effect.per_seed``
+    in that order)."""
+
     comparison: Comparison
     metric: str
     effect: SeedEffect
     labels: tuple[str, str]
+    paired_seeds: tuple[int, ...]
 
     @property
     def verdict(self) -> str:
@@ -143,7 +147,7 @@ def effect_row(results: ExperimentResults, comparison: Comparison, metric: str, 
     a = [[baseline[s].per_volume[v][metric] for v in volumes] for s in seeds]
     b = [[other[s].per_volume[v][metric] for v in volumes] for s in seeds]
     labels = (baseline[seeds[0]].label, other[seeds[0]].label)
-    return EffectRow(comparison, metric, seed_effect(a, b, resamples), labels)
+    return EffectRow(comparison, metric, seed_effect(a, b, resamples), labels, tuple(seeds))
 
 
 def published_effect(results: ExperimentResults, comparison: Comparison) -> float | None:
