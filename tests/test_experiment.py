@@ -587,6 +587,16 @@ def test_report_of_a_partial_study_skips_comparisons_without_a_shared_seed(tmp_p
     assert "| AT SFT-KD beats AT Std-KD and shrinks the teacher–student gap | — | " in claims  # other networks
 
 
+def test_report_of_sft_teachers_alone_has_no_empty_size_table(tmp_path, tiny_run):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    for stage in run_dir.glob("stages/*/*"):
+        if stage.name != "sft-teacher":  # as `--only sft-teacher` leaves a run
+            shutil.rmtree(stage)
+    report = build_report(run_dir).read_text()
+    assert "| SFT teacher D3C3 | " in report and "papers' Table 8" not in report
+
+
 def table_cells(report, section, column):
     """Row label → its cell in ``column`` (all its cells when None) of the first table of ``section``."""
     table = report.split(section)[1].split("\n## ")[0]

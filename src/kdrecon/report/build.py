@@ -342,6 +342,7 @@ def _timing_cells(times: NetworkTimes | None, teacher: StageResult | None, model
 
 
 def _size_table(results: ExperimentResults, times: NetworkTimes | None) -> list[Block]:
+    """Table 8; none when no teacher or student is finished (e.g. a run of SFT teachers alone)."""
     teacher = results.first(TEACHER)
     rows = []
     for name in _compression_names(results):
@@ -351,6 +352,8 @@ def _size_table(results: ExperimentResults, times: NetworkTimes | None) -> list[
                      *_timing_cells(times, teacher, first.model), _over_seeds(stage, "psnr", 2),
                      _over_seeds(stage, "ssim", 4), _over_seeds(stage, "hfn", 4), _over_seeds(stage, "vif", 4),
                      published_text(results, name)])
+    if not rows:
+        return []
     blocks: list[Block] = [
         Heading("Size, cost and quality per network (papers' Table 8)"),
         Table(["network", "parameters", "compression (parameters saved)", "GMAC per slice",
