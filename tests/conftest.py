@@ -103,6 +103,21 @@ def tiny_overrides(tiny_dataset) -> dict:
     }
 
 
+#: The seeds of ``tiny_run``.
+TINY_RUN_SEEDS = [1, 2]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_overrides) -> Path:
+    """The tiny demo experiment run end to end for :data:`TINY_RUN_SEEDS`; copy it before changing it."""
+    from kdrecon.experiment.config import load_experiment
+    from kdrecon.experiment.runner import run_experiment
+
+    run_dir = tmp_path_factory.mktemp("experiment") / "run"
+    run_experiment(load_experiment("demo", {"seeds": TINY_RUN_SEEDS, **tiny_overrides}), run_dir, progress=False)
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def tiny_super_resolution_dataset(tmp_path_factory):
     """The same real slices as ``tiny_dataset`` (48×48) prepared for 4x super-resolution (12×12 kept)."""

@@ -16,9 +16,9 @@ from kdrecon.experiment.runner import Progress, run_experiment
 from kdrecon.experiment.stages import build_stages, fingerprints
 from kdrecon.report.build import build_report
 from kdrecon.training.config import ConfigError
-from conftest import TWO_STAGE
+from conftest import TINY_RUN_SEEDS, TWO_STAGE
 
-SEEDS = [1, 2]
+SEEDS = TINY_RUN_SEEDS
 STAGES = {"teacher", "student", "sft-teacher", "std-kd-at", "sft-kd-at"}
 
 
@@ -29,13 +29,6 @@ def tiny_experiment(overrides, **changes):
 def finished(run_dir):
     return {p.parent.relative_to(run_dir / "stages").as_posix(): json.loads(p.read_text())["finished"]
             for p in run_dir.glob("stages/*/*/stage.json")}
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_overrides):
-    run_dir = tmp_path_factory.mktemp("experiment") / "run"
-    run_experiment(tiny_experiment(tiny_overrides), run_dir, progress=False)
-    return run_dir
 
 
 def read_rows(path):

@@ -617,13 +617,18 @@ def _run_run(args: argparse.Namespace) -> None:
 
 def _add_report(report: argparse.ArgumentParser) -> None:
     report.add_argument("run_dir", type=Path)
+    report.add_argument("--with-record", type=Path, action="append", default=[], metavar="RECORD",
+                        help="pool the seeds of this record (scripts/record_experiment.sh) of the same experiment; "
+                             "repeatable")
 
 
 def _run_report(args: argparse.Namespace) -> None:
+    from kdrecon.experiment.records import recorded_stages
     from kdrecon.report.build import build_report
     from kdrecon.report.run_layout import REPORT_HTML
 
-    print(f"report written: {build_report(args.run_dir)} and {args.run_dir / REPORT_HTML}")
+    recorded = [stage for record in args.with_record for stage in recorded_stages(args.run_dir, record)]
+    print(f"report written: {build_report(args.run_dir, recorded)} and {args.run_dir / REPORT_HTML}")
 
 
 def _add_models(models: argparse.ArgumentParser) -> None:

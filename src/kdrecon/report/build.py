@@ -10,6 +10,7 @@ its complete stages, with the pending ones listed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,13 @@ def _header(results: ExperimentResults) -> list[Block]:
         ),
         Paragraph(paper_note(results)),
     ]
+    for record, seeds in results.records.items():
+        blocks.append(Paragraph(
+            f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} pooled from the record {record}: stages "
+            "whose fingerprints equal those this experiment gives them, so the same settings and data. A record keeps "
+            "per-volume scores and training histories; the per-slice tests, figures and timings below use this run's "
+            "own seeds."
+        ))
     if results.pending:
         blocks.append(Paragraph(
             f"Incomplete: {len(results.pending)} of {len(manifest['stages'])} stages are not finished "
@@ -472,10 +480,12 @@ def _time_networks(results: ExperimentResults) -> NetworkTimes | None:
                          resolve_device(config["device"]))
 
 
-def build_report(run_dir: Path) -> Path:
-    """Write ``report.md``, ``report.html`` and ``figures/`` for the experiment in ``run_dir``."""
-    results = load_results(Path(run_dir))
-    times = _time_networks(results)
+def build_report(run_dir: Path, recorded: Sequence[StageResult] = ()) -> Path:
+    """Write ``report.md``, ``report.html`` and ``figures/`` for the experiment in ``run_dir``, pooling
+    the ``recorded`` stages of other seeds (:func:`kdrecon.experiment.records.recorded_stages`)."""
+    results = load_results(Path(run_dir)).with_recorded(list(recorded))
+    own = results.own()
+    times = _time_networks(own)
     teacher, student = results.first(TEACHER), results.first(STUDENT)
     speed = None
     if times is not None and teacher is not None and student is not None:
@@ -483,8 +493,8 @@ def build_report(run_dir: Path) -> Path:
     document = Document()
     for section in (_header(results), _claims_section(results, speed), _main_table(results),
                     _per_method_section(results), _effects_section(results), _kd_mri_section(results),
-                    _quality_table(results), _size_table(results, times), _wilcoxon_section(results),
-                    _figures_section(results), _provenance(results)):
+                    _quality_table(results), _size_table(results, times), _wilcoxon_section(own),
+                    _figures_section(own), _provenance(results)):
         document.extend(section)
     layout = results.layout
     with atomic_path(layout.report_markdown) as temporary:

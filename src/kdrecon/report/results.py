@@ -50,6 +50,9 @@ class StageResult:
     summary: dict[str, Any]
     per_slice: SliceMetrics
     per_volume: VolumeMetrics
+    #: The record (``scripts/record_experiment.sh``) this stage was read from, None for the run's own:
+    #: a record keeps scores per volume and the history, not per-slice scores, reconstructions or checkpoints.
+    recorded_in: Path | None = None
 
     @property
     def metrics(self) -> dict[str, dict[str, float]]:
@@ -80,7 +83,32 @@ class ExperimentResults:
 
     @property
     def seeds(self) -> list[int]:
-        return list(self.manifest["seeds"])
+        """The run's seeds and those of the records pooled with it."""
+        return sorted(set(self.manifest["seeds"]) | {r.seed for r in self.stages})
+
+    @property
+    def records(self) -> dict[Path, list[int]]:
+        """Each record pooled into these results and the seeds read from it."""
+        seeds: dict[Path, set[int]] = {}
+        for result in self.stages:
+            if result.recorded_in is not None:
+                seeds.setdefault(result.recorded_in, set()).add(result.seed)
+        return {record: sorted(found) for record, found in seeds.items()}
+
+    def with_recorded(self, recorded: list[StageResult]) -> ExperimentResults:
+        """These results and the stages of other seeds read from records, in report order."""
+        clash = sorted({r.id for r in recorded} & {r.id for r in self.stages})
+        if clash:
+            raise ValueError(f"{clash[0]}: both in {self.layout.root} and in {recorded[0].recorded_in}; "
+                             "pool only seeds the run does not have")
+        return ExperimentResults(self.layout, self.manifest, _in_report_order(self.manifest, self.stages + recorded),
+                                 self.pending)
+
+    def own(self) -> ExperimentResults:
+        """The run's own stages only: what needs files a record does not keep (per-slice tests,
+        reconstructions, networks to time)."""
+        return ExperimentResults(self.layout, self.manifest, [r for r in self.stages if r.recorded_in is None],
+                                 self.pending)
 
     @property
     def task(self) -> str:
@@ -132,10 +160,7 @@ _MANIFEST_KEYS = frozenset({"id", "name", "seed", "role", "label", "fingerprint"
 
 def evaluation_problem(files: StageFiles, data: DataConfig, identity: str | None) -> str | None:
     """What makes a complete stage's evaluation unusable in its experiment's report, or None: files
-    missing (reconstructions removed to save disk, say), or scores of another dataset (``identity``,
-    :func:`kdrecon.data.dataset.dataset_identity` of the experiment's, where recorded), split,
-    acceleration, task or checkpoint than the experiment's (``kdrecon evaluate`` run into it by hand), or
-    per-volume rows that do not average to the summary's means (an edited file)."""
+    missing (reconstructions removed to save disk, say), or its scores unusable (:func:`scores_problem`)."""
     summary = read_json(files.summary)
     if summary is None:
         return f"{files.summary} is missing or unreadable"
@@ -145,6 +170,17 @@ def evaluation_problem(files: StageFiles, data: DataConfig, identity: str | None
     stored = len(list((files.evaluation / RECONSTRUCTIONS).glob("*.h5")))
     if stored != summary.get("volumes"):
         return f"{files.evaluation / RECONSTRUCTIONS} holds {stored} of its {summary.get('volumes')} volumes"
+    return scores_problem(files, data, identity)
+
+
+def scores_problem(files: StageFiles, data: DataConfig, identity: str | None) -> str | None:
+    """What makes a stage's recorded scores unusable in its experiment's report, or None: scores of
+    another dataset (``identity``, :func:`kdrecon.data.dataset.dataset_identity` of the experiment's,
+    where recorded), split, acceleration, task or checkpoint than the experiment's (``kdrecon evaluate``
+    run into it by hand), or per-volume rows that do not average to the summary's means (an edited file)."""
+    summary = read_json(files.summary)
+    if summary is None:
+        return f"{files.summary} is missing or unreadable"
     expected = {"split": "validation", "acceleration": data.acceleration, "task": data.task}
     for key, value in expected.items():
         if summary.get(key, RECONSTRUCTION if key == "task" else None) != value:
@@ -155,7 +191,7 @@ def evaluation_problem(files: StageFiles, data: DataConfig, identity: str | None
         return f"it scores {summary.get('checkpoint')}, not the stage's best checkpoint"
     try:
         model, zero_filled = _read_rows(files.per_volume, "volume")
-    except (KeyError, ValueError) as error:
+    except (OSError, KeyError, ValueError) as error:
         return f"{files.per_volume} is not an evaluation's table ({type(error).__name__}: {error})"
     return _disagreement(model, summary, MODEL) or _disagreement(zero_filled, summary, ZERO_FILLED)
 
@@ -187,11 +223,30 @@ def _stage_result(layout: RunLayout, entry: dict[str, Any], data: DataConfig, id
         raise ValueError(f"stage {entry['id']}: its evaluation cannot be reported: {problem}; "
                          "'kdrecon run' with the experiment evaluates it again")
     per_slice, _ = _read_rows(files.per_slice, "slice")
+    return _result(entry, files, state, per_slice)
+
+
+def _result(entry: dict[str, Any], files: StageFiles, state: dict[str, Any], per_slice: SliceMetrics,
+            recorded_in: Path | None = None) -> StageResult:
     per_volume, _ = _read_rows(files.per_volume, "volume")
-    summary = read_json(files.summary)
     return StageResult(entry["id"], entry["name"], entry["seed"], entry["role"], entry["label"], entry["method"],
-                       entry["model"], entry["variant"], entry["ablation_of"], files, state, summary, per_slice,
-                       per_volume)
+                       entry["model"], entry["variant"], entry["ablation_of"], files, state, read_json(files.summary),
+                       per_slice, per_volume, recorded_in)
+
+
+def recorded_stage_result(entry: dict[str, Any], record: Path, data: DataConfig, identity: str | None) -> StageResult:
+    """Stage ``entry`` (a manifest entry) of a record: its directory ``record/{id}`` as
+    ``scripts/record_experiment.sh`` copies it, checked as :func:`scores_problem` checks a run's."""
+    files = StageFiles(Path(record) / entry["id"])
+    problem = scores_problem(files, data, identity)
+    if problem is not None:
+        raise ValueError(f"{files.directory}: its evaluation cannot be reported: {problem}")
+    return _result(entry, files, files.state(), {}, Path(record))
+
+
+def _in_report_order(manifest: dict[str, Any], results: list[StageResult]) -> list[StageResult]:
+    order = {name: index for index, name in enumerate(e["name"] for e in manifest["stages"])}
+    return sorted(results, key=lambda r: (ROLE_ORDER.index(r.role), order.get(r.name, len(order)), r.seed))
 
 
 def load_results(run_dir: Path) -> ExperimentResults:
@@ -215,6 +270,4 @@ def load_results(run_dir: Path) -> ExperimentResults:
             results.append(result)
     if not results:
         raise ValueError(f"{layout.root}: no stage is complete yet; run 'kdrecon run' again")
-    order = {name: index for index, name in enumerate(e["name"] for e in manifest["stages"])}
-    results.sort(key=lambda r: (ROLE_ORDER.index(r.role), order[r.name], r.seed))
-    return ExperimentResults(layout, manifest, results, pending)
+    return ExperimentResults(layout, manifest, _in_report_order(manifest, results), pending)

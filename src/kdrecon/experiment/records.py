@@ -1,0 +1,75 @@
+"""Seeds of an experiment kept in a record, pooled with a run of the same experiment for its report.
+
+A record is what ``scripts/record_experiment.sh`` copies out of a finished run into ``docs/``: per
+stage and seed (``seed-{s}/{stage}/``) its ``stage.json``, training history and per-volume
+evaluation, no checkpoints or reconstructions. When the run directories of earlier seeds are gone
+(another machine, another session), new seeds run in a new directory and the report pools them
+with the record's, so claims rest on every seed trained.
+
+A recorded stage is pooled only when its fingerprint equals the one this run's experiment gives
+that stage for that seed: same settings, data path, dependencies and seed, hence a draw from the
+same training distribution as the run's own seeds. Anything else is refused, naming the stage.
+
+Usage (``kdrecon report RUN --with-record RECORD`` does this)::
+
+    stages = recorded_stages(Path("runs/sr-study"), Path("docs/super-resolution-sample-4x"))
+    build_report(Path("runs/sr-study"), recorded=stages)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdrecon.experiment.config import load_experiment
+from kdrecon.experiment.stages import Stage, build_stages, fingerprints
+from kdrecon.report.results import StageResult, recorded_stage_result
+from kdrecon.report.run_layout import RunLayout, StageFiles, StageStatus, read_json
+from kdrecon.training.checkpoint import DATA_IDENTITY
+
+SEED_FOLDER = "seed-"
+
+
+def record_seeds(record: Path) -> list[int]:
+    """The seeds a record holds (its ``seed-{s}`` folders)."""
+    seeds = []
+    for folder in Path(record).glob(SEED_FOLDER + "*"):
+        suffix = folder.name.removeprefix(SEED_FOLDER)
+        if folder.is_dir() and suffix.isdigit():
+            seeds.append(int(suffix))
+    if not seeds:
+        raise ValueError(f"{record}: no seed-N folders; not a record of scripts/record_experiment.sh")
+    return sorted(seeds)
+
+
+def _entry(stage: Stage) -> dict:
+    return {"id": stage.id, "name": stage.name, "seed": stage.seed, "role": stage.role, "label": stage.label,
+            "method": stage.method, "model": stage.model, "variant": stage.variant, "ablation_of": stage.ablation_of}
+
+
+def recorded_stages(run_dir: Path, record: Path) -> list[StageResult]:
+    """The complete stages of ``record``'s seeds, checked to be stages of the experiment in ``run_dir``
+    (fingerprints equal for their seeds); the run itself must not have those seeds."""
+    layout = RunLayout(Path(run_dir))
+    manifest = read_json(layout.manifest)
+    if manifest is None or not layout.config.is_file():
+        raise ValueError(f"{run_dir}: not an experiment run directory (no {layout.manifest.name} or {layout.config.name})")
+    seeds = record_seeds(record)
+    shared = sorted(set(seeds) & set(manifest["seeds"]))
+    if shared:
+        raise ValueError(f"{record}: seed {shared[0]} is also a seed of {run_dir}; pool only seeds the run does not have")
+    config = load_experiment(layout.config, {"seeds": seeds})
+    stages = build_stages(config)
+    expected = fingerprints(stages)
+    results = []
+    for stage in stages:
+        state = StageFiles(Path(record) / stage.id).state()
+        if state.get("status") != StageStatus.COMPLETE:
+            continue  # not finished when it was recorded, as the record's report says
+        if state.get("fingerprint") != expected[stage.id]:
+            raise ValueError(
+                f"{Path(record) / stage.id}: fingerprint {state.get('fingerprint')}, but {run_dir}'s experiment gives "
+                f"{expected[stage.id]} for this stage and seed: recorded with other settings, data path or code")
+        results.append(recorded_stage_result(_entry(stage), record, config.data, manifest.get(DATA_IDENTITY)))
+    if not results:
+        raise ValueError(f"{record}: no complete stage of {run_dir}'s experiment for seeds {seeds}")
+    return results

@@ -1,0 +1,83 @@
+"""Pooling a record's seeds (scripts/record_experiment.sh) with a run of the same experiment."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdrecon.experiment.config import load_experiment
+from kdrecon.experiment.records import recorded_stages
+from kdrecon.experiment.runner import run_experiment
+from kdrecon.report.build import build_report
+
+RECORD_SCRIPT = Path(__file__).parents[1] / "scripts" / "record_experiment.sh"
+
+
+def record_of(run_dir: Path, record: Path, keep_seed: int) -> Path:
+    """``run_dir`` recorded as docs/ keeps it, with only the seed ``keep_seed``."""
+    subprocess.run(["bash", str(RECORD_SCRIPT), str(run_dir), str(record)], check=True, capture_output=True)
+    for folder in record.glob("seed-*"):
+        if folder.name != f"seed-{keep_seed}":
+            shutil.rmtree(folder)
+    return record
+
+
+def section(report: str, heading: str) -> list[str]:
+    """The table rows of ``heading``'s section, without the inference-speed row (timed afresh per report)."""
+    text = report.split(heading)[1].split("\n## ")[0]
+    return [line for line in text.splitlines() if line.startswith("| ") and "faster than the teacher" not in line]
+
+
+@pytest.fixture(scope="module")
+def seed_2_run(tmp_path_factory, tiny_run, tiny_overrides):
+    """The two-seed tiny run narrowed to its seed 2 (every stage reused), and a record of its seed 1."""
+    root = tmp_path_factory.mktemp("pooling")
+    record = record_of(tiny_run, root / "record", keep_seed=1)
+    run_dir = root / "run"
+    shutil.copytree(tiny_run, run_dir)
+    shutil.rmtree(run_dir / "stages" / "seed-1")
+    run_experiment(load_experiment("demo", {**tiny_overrides, "seeds": [2]}), run_dir, progress=False)
+    return run_dir, record
+
+
+def test_pooled_report_has_the_numbers_of_one_run_of_both_seeds(seed_2_run, tiny_run):
+    run_dir, record = seed_2_run
+    report = build_report(run_dir, recorded_stages(run_dir, record)).read_text()
+    both = (tiny_run / "report.md").read_text()
+    assert f"Seed 1 pooled from the record {record}" in report
+    assert "seeds 1, 2;" in report
+    for heading in ("## Claims of the papers", "papers' Table 1)", "## Effects over seeds"):
+        rows = section(report, heading)
+        assert len(rows) > 3 and rows == section(both, heading)
+    assert "| AT SFT-KD vs AT Std-KD | 2 |" in report and "| AT SFT-KD vs AT Std-KD | 1 |" not in report  # per-slice: own seed
+
+
+def test_record_of_other_settings_is_refused(seed_2_run, tmp_path):
+    run_dir, record = seed_2_run
+    other = tmp_path / "run"
+    shutil.copytree(run_dir, other)
+    config = yaml.safe_load((other / "experiment.yaml").read_text())
+    config["optimization"]["learning_rate"] = 0.002
+    (other / "experiment.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match=r"seed-1/teacher: fingerprint \w+, but .* gives \w+ for this stage and seed"):
+        recorded_stages(other, record)
+
+
+def test_record_of_a_seed_the_run_has_is_refused(seed_2_run, tmp_path, tiny_run):
+    run_dir, _ = seed_2_run
+    record = record_of(tiny_run, tmp_path / "record", keep_seed=2)
+    with pytest.raises(ValueError, match="seed 2 is also a seed of"):
+        recorded_stages(run_dir, record)
+
+
+def test_cli_refuses_a_folder_that_is_no_record_in_one_line_and_writes_nothing(seed_2_run, tmp_path):
+    run_dir, _ = seed_2_run
+    before = (run_dir / "report.md").read_bytes()
+    process = subprocess.run([sys.executable, "-m", "kdrecon", "report", str(run_dir), "--with-record", str(tmp_path)],
+                             capture_output=True, text=True)
+    assert process.returncode != 0
+    assert process.stderr.strip().count("\n") == 0 and "no seed-N folders" in process.stderr
+    assert (run_dir / "report.md").read_bytes() == before
