@@ -99,6 +99,13 @@ def test_a_weights_file_scored_under_another_mask_of_its_acceleration_says_so(tm
     assert "trained with another 4x sampling mask than the evaluated data's" in data_differences(summary)
 
 
+def test_a_weights_file_scored_on_images_of_another_size_names_both_sizes(tmp_path, tiny_dataset):
+    summary = evaluate("sunnybrook-4x-student", tmp_path / "scores", dataset=tiny_dataset).summary
+    assert summary["trained_on"]["same_mask"] is False
+    assert ("trained with a 150×150 4x sampling mask, evaluated on 48×48 images under their own mask"
+            in data_differences(summary))
+
+
 def test_weights_files_are_evaluated_only_into_a_named_output_on_named_data(tmp_path):
     name, other = "sunnybrook-4x-student", "sunnybrook-4x-teacher"
     for arguments, problem in (([name, "--output", str(tmp_path / "a")], "name the dataset to evaluate on (--dataset"),

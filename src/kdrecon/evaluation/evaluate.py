@@ -227,6 +227,8 @@ def _trained_on(network: TrainedNetwork, data: SliceData) -> dict[str, Any]:
     record: dict[str, Any] = {"dataset": str(network.trained_on.dataset), "acceleration": network.trained_on.acceleration}
     if network.mask is not None:
         record["same_mask"] = bool(np.array_equal(network.mask, data.mask.numpy()))
+        if network.mask.shape != tuple(data.mask.shape):  # another image size: the note names both
+            record["mask_shape"], record["evaluated_mask_shape"] = list(network.mask.shape), list(data.mask.shape)
     return record
 
 
@@ -282,7 +284,12 @@ def data_differences(summary: dict[str, Any]) -> list[str]:
         differences.append(f"trained at {trained['acceleration']}, evaluated at {summary['acceleration']}")
     if Path(trained["dataset"]).resolve() != Path(summary["dataset"]).resolve() and trained["dataset"] != summary["dataset"]:
         differences.append(f"trained on {trained['dataset']}, evaluated on {summary['dataset']}")
-    if trained.get("same_mask") is False and trained["acceleration"] == summary["acceleration"]:
+    if "mask_shape" in trained:
+        size = "×".join(map(str, trained["mask_shape"]))
+        evaluated = "×".join(map(str, trained["evaluated_mask_shape"]))
+        differences.append(f"trained with a {size} {trained['acceleration']} sampling mask, evaluated on {evaluated} "
+                            "images under their own mask")
+    elif trained.get("same_mask") is False and trained["acceleration"] == summary["acceleration"]:
         differences.append(f"trained with another {summary['acceleration']} sampling mask than the evaluated data's")
     return differences
 
