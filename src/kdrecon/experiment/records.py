@@ -68,7 +68,8 @@ def recorded_stages(run_dir: Path, record: Path) -> list[StageResult]:
         if state.get("fingerprint") != expected[stage.id]:
             raise ValueError(
                 f"{Path(record) / stage.id}: fingerprint {state.get('fingerprint')}, but {run_dir}'s experiment gives "
-                f"{expected[stage.id]} for this stage and seed: recorded with other settings, data path or code")
+                f"{expected[stage.id]} for this stage and seed: recorded with other settings, data path or code (a "
+                f"default changed since? run the new seeds with --set KEY=<the recorded value>)")
         results.append(recorded_stage_result(_entry(stage), record, config.data, manifest.get(DATA_IDENTITY)))
     if not results:
         raise ValueError(f"{record}: no complete stage of {run_dir}'s experiment for seeds {seeds}")
