@@ -23,11 +23,8 @@ from pathlib import Path
 from kdrecon.experiment.config import load_experiment
 from kdrecon.experiment.stages import Stage, build_stages, fingerprints
 from kdrecon.report.results import StageResult, recorded_stage_result
-from kdrecon.report.run_layout import RunLayout, StageFiles, StageStatus, read_json
+from kdrecon.report.run_layout import SEED_FOLDER, RunLayout, StageFiles, StageStatus, read_json
 from kdrecon.training.checkpoint import DATA_IDENTITY
-
-SEED_FOLDER = "seed-"
-
 
 def record_seeds(record: Path) -> list[int]:
     """The seeds a record holds (its ``seed-{s}`` folders)."""

@@ -70,9 +70,13 @@ def is_finished(state: dict[str, Any], fingerprint: str) -> bool:
     return state.get("status") == StageStatus.COMPLETE and state.get("fingerprint") == fingerprint
 
 
+#: The folder of one seed's stages is this prefix and the seed, e.g. ``seed-42``.
+SEED_FOLDER = "seed-"
+
+
 def stage_id(name: str, seed: int) -> str:
     """The identifier (and relative directory below ``stages/``) of stage ``name`` for ``seed``."""
-    return f"seed-{seed}/{name}"
+    return f"{SEED_FOLDER}{seed}/{name}"
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
