@@ -853,3 +853,32 @@ def test_stages_with_the_same_settings_and_inputs_are_copied_from_another_run(tm
     assert not list((tmp_path / "run" / "stages" / "seed-1").glob("*.copying"))
     with pytest.raises(ConfigError, match="--reuse-from .*: not an experiment run directory"):
         run_experiment(config, tmp_path / "other", reuse_from=tmp_path / "nowhere")
+
+
+def test_claims_say_where_the_papers_effect_lies_against_the_seed_interval(tmp_path, tiny_run, monkeypatch):
+    """A published effect above, inside and below the t interval computed here with SciPy."""
+    def seed_means(stage_b, stage_a):
+        means = []
+        for seed in SEEDS:
+            scores = {}
+            for stage in (stage_b, stage_a):
+                rows = read_rows(tiny_run / "stages" / f"seed-{seed}" / stage / "evaluation" / "per_volume.csv")
+                scores[stage] = {r["volume"]: float(r["psnr"]) for r in rows if r["reconstruction"] == "model"}
+            means.append(sum(scores[stage_b][v] - scores[stage_a][v] for v in scores[stage_a]) / len(scores[stage_a]))
+        return means
+
+    published = {}
+    for (other, baseline), offset in {("teacher", "student"): +0.5, ("sft-kd-at", "std-kd-at"): -0.5,
+                                      ("sft-teacher", "teacher"): 0.0}.items():
+        means = seed_means(other, baseline)
+        low, high = stats.t.interval(0.95, len(means) - 1, loc=sum(means) / len(means), scale=stats.sem(means))
+        published[other, baseline] = (high if offset > 0 else low if offset < 0 else (low + high) / 2) + offset
+    monkeypatch.setattr("kdrecon.report.build.published_effect",
+                        lambda results, comparison: published.get((comparison.other, comparison.baseline)))
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    claims = table_cells(build_report(run_dir).read_text(), "## Claims of the papers", 7)
+    assert claims["the student trails the teacher"] == "above"
+    assert claims["AT SFT-KD beats AT Std-KD and shrinks the teacher–student gap"] == "below"
+    assert claims["the SFT teacher is at least as good as the teacher"] == "inside"
+    assert claims["AT Std-KD improves on the student"] == "—"  # no published number

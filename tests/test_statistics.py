@@ -14,6 +14,7 @@ from kdrecon.evaluation.statistics import (
     detectable_effect,
     hierarchical_bootstrap,
     paired_wilcoxon,
+    position_in_interval,
     seed_effect,
     seed_verdict,
     unresolved_reason,
@@ -117,3 +118,10 @@ def test_detectable_effect_has_the_stated_power_by_simulation(seeds):
     samples = generator.normal(effect / np.sqrt(seeds), 1.0, (40000, seeds))  # unit sd, so se = 1/sqrt(n)
     p_values = stats.ttest_1samp(samples, 0.0, axis=1).pvalue
     assert np.mean(p_values < 0.05) == pytest.approx(0.8, abs=0.01)
+
+
+def test_a_published_effect_on_the_interval_ends_is_inside_it():
+    assert [position_in_interval(v, (-0.15, 0.14)) for v in (-0.15, 0.14, 0.1401, -0.1501)] == [
+        "inside", "inside", "above", "below"]
+    with pytest.raises(ValueError, match="not an interval"):
+        position_in_interval(0.0, (0.2, 0.1))

@@ -25,7 +25,9 @@ Two questions, two tools:
 
 :func:`verdict` turns an interval into *reproduced* / *contradicted* / *not resolved*;
 :func:`seed_verdict` does so for a :class:`SeedEffect`, *not resolved* with a reason
-(:func:`unresolved_reason`) when its seeds cannot cover training variance.
+(:func:`unresolved_reason`) when its seeds cannot cover training variance. A verdict is about the
+direction of an effect; :func:`position_in_interval` says whether a published effect's size lies
+inside the interval too (a claim can be *not resolved* and still exclude the published size).
 
 Example:
     >>> result = paired_wilcoxon([30.1, 31.2, 29.8, 30.5, 31.0, 30.2], [30.0, 31.0, 29.9, 30.1, 30.6, 30.0])
@@ -36,6 +38,8 @@ Example:
     (0.4, 3, [-0.257, 1.057])
     >>> verdict(effect.interval, expected_sign=1)
     'not resolved'
+    >>> position_in_interval(1.2, effect.interval)
+    'above'
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ from scipy import optimize, stats
 REPRODUCED = "reproduced"
 CONTRADICTED = "contradicted"
 NOT_RESOLVED = "not resolved"
+#: Where a value lies against an interval (:func:`position_in_interval`).
+INSIDE, ABOVE, BELOW = "inside", "above", "below"
 #: Why a :class:`SeedEffect` cannot resolve a claim, whatever its mean.
 SEED_VARIANCE_NOT_COVERED = "1 seed: training variance not covered"
 NO_SPREAD_BETWEEN_SEEDS = "no spread between seeds: training variance not estimated"
@@ -201,3 +207,18 @@ def verdict(interval: tuple[float, float] | None, expected_sign: int) -> str:
     if low > 0 or high < 0:
         return REPRODUCED if (low > 0) == (expected_sign > 0) else CONTRADICTED
     return NOT_RESOLVED
+
+
+def position_in_interval(value: float, interval: tuple[float, float]) -> str:
+    """*inside* when ``low ≤ value ≤ high``, else *above* or *below* the interval.
+
+    Example: an interval over seeds of [−0.15, +0.14] dB holds 0 (the direction is not resolved)
+    but excludes a published +0.27 dB:
+
+    >>> position_in_interval(0.27, (-0.15, 0.14)), position_in_interval(0.0, (-0.15, 0.14))
+    ('above', 'inside')
+    """
+    low, high = interval
+    if low > high:
+        raise ValueError(f"not an interval: low {low} > high {high}")
+    return ABOVE if value > high else BELOW if value < low else INSIDE

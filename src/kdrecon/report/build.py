@@ -22,9 +22,9 @@ from kdrecon.data.layout import atomic_path
 from kdrecon.data.task import RECONSTRUCTION
 from kdrecon.distillation.losses import method_label
 from kdrecon.evaluation.evaluate import baseline_label, baselines
-from kdrecon.evaluation.statistics import (CONTRADICTED, NO_SPREAD_BETWEEN_SEEDS, NOT_RESOLVED, REPRODUCED,
-                                          SEED_VARIANCE_NOT_COVERED, SeedEffect, paired_wilcoxon, unresolved_reason,
-                                          verdict)
+from kdrecon.evaluation.statistics import (ABOVE, BELOW, CONTRADICTED, INSIDE, NO_SPREAD_BETWEEN_SEEDS, NOT_RESOLVED,
+                                          REPRODUCED, SEED_VARIANCE_NOT_COVERED, SeedEffect, paired_wilcoxon,
+                                          position_in_interval, unresolved_reason, verdict)
 from kdrecon.report import figures
 from kdrecon.report.claims import EffectRow, all_comparisons, effect_row, kd_mri_comparisons, paper_claims, published_effect, published_gap
 from kdrecon.report.document import Block, Code, Document, Heading, Image, Paragraph, Table
@@ -128,7 +128,15 @@ def _claim_cells(row: EffectRow, results: ExperimentResults) -> list[str]:
         paper_text += f" (gap {gaps[0]:.2f} → {gaps[1]:.2f})"
     detectable = "—" if effect.detectable is None else f"{effect.detectable:.2f}"
     return [comparison.text, paper_text, f"{effect.mean:+.2f} ({effect.seeds})", _interval(effect.interval, 2),
-            _bootstrap(effect, 2), detectable, _verdict_text(row)]
+            _bootstrap(effect, 2), detectable, _verdict_text(row), _paper_position_text(paper, row)]
+
+
+def _paper_position_text(paper: float | None, row: EffectRow) -> str:
+    """Where the published effect lies against our t interval; — without one of them, or where the
+    seeds cannot estimate training variance."""
+    if paper is None or row.effect.interval is None or unresolved_reason(row.effect) is not None:
+        return "—"
+    return position_in_interval(paper, row.effect.interval)
 
 
 def _verdict_text(row: EffectRow) -> str:
@@ -166,7 +174,8 @@ def _claims_section(results: ExperimentResults, speed: SpeedComparison | None) -
         return blocks + [Paragraph("This experiment has no pair of stages that a claim of the papers compares.")]
     blocks.append(Table(
         ["claim", f"paper ({column_heading(results)}, dB)", "ours: mean effect (seeds)", "95% CI over seeds (t)",
-         "95% CI, hierarchical bootstrap", "smallest detectable effect", "verdict"], rows,
+         "95% CI, hierarchical bootstrap", "smallest detectable effect", "verdict",
+         "paper's effect against our t CI"], rows,
     ))
     blocks.append(Paragraph(
         "Effect = PSNR of the better-claimed model minus the other, per validation volume, averaged per seed, "
@@ -177,7 +186,9 @@ def _claims_section(results: ExperimentResults, speed: SpeedComparison | None) -
         "training or stages copied between seeds, whose t interval has zero width). The bootstrap resamples "
         "seeds, then volumes within each seed; with few seeds it is narrower than the t interval, and volumes of "
         "one subject (its cardiac phases) are not independent, so the verdict uses the t interval. Smallest detectable effect: two-sided α = 0.05 at power 0.8 for the "
-        "observed spread between seeds. The SFT-KD row's gap is teacher − student for Std-KD → SFT-KD, the same "
+        "observed spread between seeds. The verdict is about the direction; the last column says whether the "
+        f"paper's effect size lies {INSIDE} our t interval (our seeds are compatible with its size) or {ABOVE} or {BELOW} it "
+        "(they exclude its size, whatever the verdict on the direction). The SFT-KD row's gap is teacher − student for Std-KD → SFT-KD, the same "
         "difference seen from the teacher."
     ))
     return blocks
@@ -193,6 +204,7 @@ def _speed_row(speed: SpeedComparison, paper: tuple[float, float] | None) -> lis
         f"{speed.rounds} alternating rounds, 2.5–97.5%: {low:.2f}–{high:.2f}×)",
         "— (timed, not trained)", "—", "—",
         verdict((low - 1, high - 1), 1) + " (the whole 2.5–97.5% range of the ratio against 1)",
+        "—",
     ]
 
 
