@@ -869,10 +869,13 @@ def test_claims_say_where_the_papers_effect_lies_against_the_seed_interval(tmp_p
 
     published = {}
     for (other, baseline), offset in {("teacher", "student"): +0.5, ("sft-kd-at", "std-kd-at"): -0.5,
-                                      ("sft-teacher", "teacher"): 0.0}.items():
+                                      ("sft-teacher", "teacher"): 0.0, ("std-kd-at", "student"): None}.items():
         means = seed_means(other, baseline)
         low, high = stats.t.interval(0.95, len(means) - 1, loc=sum(means) / len(means), scale=stats.sem(means))
-        published[other, baseline] = (high if offset > 0 else low if offset < 0 else (low + high) / 2) + offset
+        if offset is None:  # beyond the bound, but printed to two decimals as the bound: compared as printed
+            published[other, baseline] = round(high, 2) + 0.0049
+        else:
+            published[other, baseline] = (high if offset > 0 else low if offset < 0 else (low + high) / 2) + offset
     monkeypatch.setattr("kdrecon.report.build.published_effect",
                         lambda results, comparison: published.get((comparison.other, comparison.baseline)))
     run_dir = tmp_path / "run"
@@ -881,4 +884,4 @@ def test_claims_say_where_the_papers_effect_lies_against_the_seed_interval(tmp_p
     assert claims["the student trails the teacher"] == "above"
     assert claims["AT SFT-KD beats AT Std-KD and shrinks the teacher–student gap"] == "below"
     assert claims["the SFT teacher is at least as good as the teacher"] == "inside"
-    assert claims["AT Std-KD improves on the student"] == "—"  # no published number
+    assert claims["AT Std-KD improves on the student"] == "inside"

@@ -1,5 +1,6 @@
 """Pooling a record's seeds (scripts/record_experiment.sh) with a run of the same experiment."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,34 @@ def test_pooled_report_has_the_numbers_of_one_run_of_both_seeds(seed_2_run, tiny
         rows = section(report, heading)
         assert len(rows) > 3 and rows == section(both, heading)
     assert "| AT SFT-KD vs AT Std-KD | 2 |" in report and "| AT SFT-KD vs AT Std-KD | 1 |" not in report  # per-slice: own seed
+
+
+def training_path(stage_json: Path) -> str:
+    state = json.loads(stage_json.read_text())
+    return f"{state['precision']} {'channels-last' if state['channels_last'] else 'NCHW'}"
+
+
+def test_pooled_report_names_the_training_paths_and_says_when_they_differ(seed_2_run, tmp_path):
+    run_dir, record = seed_2_run
+    own = training_path(run_dir / "stages" / "seed-2" / "teacher" / "stage.json")
+    recorded = training_path(record / "seed-1" / "teacher" / "stage.json")
+    report = build_report(run_dir, recorded_stages(run_dir, record)).read_text()
+    assert f"Trained in {recorded}; this run's own stages in {own}." in report
+    other = tmp_path / "record"
+    shutil.copytree(record, other)
+    for stage_json in other.glob("seed-1/*/stage.json"):  # as if trained on a machine whose `auto` chose bf16
+        state = json.loads(stage_json.read_text())
+        stage_json.write_text(json.dumps({**state, "precision": "bf16", "channels_last": True}))
+    report = build_report(run_dir, recorded_stages(run_dir, other)).read_text()
+    assert f"Trained in bf16 channels-last; this run's own stages in {own}: the two differ" in report
+
+
+def test_a_seed_in_two_records_is_refused_naming_both(seed_2_run, tmp_path):
+    run_dir, record = seed_2_run
+    copy = tmp_path / "copy"
+    shutil.copytree(record, copy)
+    with pytest.raises(ValueError, match=f"seed-1/teacher: both in {record} and in {copy}"):
+        build_report(run_dir, recorded_stages(run_dir, record) + recorded_stages(run_dir, copy))
 
 
 def test_record_of_other_settings_is_refused(seed_2_run, tmp_path):

@@ -7,8 +7,9 @@ evaluation, no checkpoints or reconstructions. When the run directories of earli
 with the record's, so claims rest on every seed trained.
 
 A recorded stage is pooled only when its fingerprint equals the one this run's experiment gives
-that stage for that seed: same settings, data path, dependencies and seed, hence a draw from the
-same training distribution as the run's own seeds. Anything else is refused, naming the stage.
+that stage for that seed: same settings, data path, dependencies and seed. Anything else is refused,
+naming the stage. Settings left to the machine (``auto`` precision or layout) may have resolved
+otherwise there; the report names the training path of the record's stages beside the run's own.
 
 Usage (``kdrecon report RUN --with-record RECORD`` does this)::
 

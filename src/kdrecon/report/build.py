@@ -86,6 +86,18 @@ def _precisions(results: ExperimentResults) -> list[str]:
     return sorted({r.state.get("precision", configured) for r in results.stages})
 
 
+def _training_paths(results: ExperimentResults) -> list[str]:
+    """How the stages trained, e.g. ``fp32 NCHW``: precision and layout as each ``stage.json`` records
+    them, the layout from the configuration where it was set and not recorded."""
+    configured = results.manifest["config"]["channels_last"]
+    paths = set()
+    for result in results.stages:
+        layout = result.state.get("channels_last", configured if isinstance(configured, bool) else None)
+        layout_text = "layout not recorded" if layout is None else "channels-last" if layout else "NCHW"
+        paths.add(f"{result.state.get('precision', 'precision not recorded')} {layout_text}")
+    return sorted(paths)
+
+
 def _degradation(task: str, acceleration: str) -> str:
     """What the networks undo: ``4x undersampling``, or ``4x super-resolution`` (a low-resolution input)."""
     return f"{acceleration} undersampling" if task == RECONSTRUCTION else f"{acceleration} super-resolution"
@@ -104,12 +116,17 @@ def _header(results: ExperimentResults) -> list[Block]:
         ),
         Paragraph(paper_note(results)),
     ]
+    own_paths = _training_paths(results.own())
     for record, seeds in results.records.items():
+        paths = _training_paths(results.from_record(record))
         blocks.append(Paragraph(
             f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} pooled from the record {record}: stages "
-            "whose fingerprints equal those this experiment gives them, so the same settings and data. A record keeps "
-            "per-volume scores and training histories; the per-slice tests, figures and timings below use this run's "
-            "own seeds."
+            "whose fingerprints equal those this experiment gives them, so the same settings, data and budget. A record "
+            "keeps per-volume scores and training histories; the per-slice tests, figures and timings below use this "
+            f"run's own seeds. Trained in {', '.join(paths)}; this run's own stages in {', '.join(own_paths)}"
+            + ("." if paths == own_paths else
+               ": the two differ, and float rounding follows the kernels that ran, so the pooled seeds mix two "
+               "training paths (each seed's stages share one).")
         ))
     if results.pending:
         blocks.append(Paragraph(
@@ -136,7 +153,9 @@ def _paper_position_text(paper: float | None, row: EffectRow) -> str:
     seeds cannot estimate training variance."""
     if paper is None or row.effect.interval is None or unresolved_reason(row.effect) is not None:
         return "—"
-    return position_in_interval(paper, row.effect.interval)
+    # Compared as printed: the paper's numbers have two decimals, and so has the interval shown beside them.
+    low, high = (round(bound, 2) for bound in row.effect.interval)
+    return position_in_interval(round(paper, 2), (low, high))
 
 
 def _verdict_text(row: EffectRow) -> str:
@@ -187,8 +206,8 @@ def _claims_section(results: ExperimentResults, speed: SpeedComparison | None) -
         "seeds, then volumes within each seed; with few seeds it is narrower than the t interval, and volumes of "
         "one subject (its cardiac phases) are not independent, so the verdict uses the t interval. Smallest detectable effect: two-sided α = 0.05 at power 0.8 for the "
         "observed spread between seeds. The verdict is about the direction; the last column says whether the "
-        f"paper's effect size lies {INSIDE} our t interval (our seeds are compatible with its size) or {ABOVE} or {BELOW} it "
-        "(they exclude its size, whatever the verdict on the direction). The SFT-KD row's gap is teacher − student for Std-KD → SFT-KD, the same "
+        f"paper's point estimate (a single run, on its data and budget) lies {INSIDE} our t interval, or {ABOVE} or "
+        f"{BELOW} it, whatever the verdict on the direction. The SFT-KD row's gap is teacher − student for Std-KD → SFT-KD, the same "
         "difference seen from the teacher."
     ))
     return blocks

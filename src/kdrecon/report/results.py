@@ -97,10 +97,12 @@ class ExperimentResults:
 
     def with_recorded(self, recorded: list[StageResult]) -> ExperimentResults:
         """These results and the stages of other seeds read from records, in report order."""
-        clash = sorted({r.id for r in recorded} & {r.id for r in self.stages})
-        if clash:
-            raise ValueError(f"{clash[0]}: both in {self.layout.root} and in {recorded[0].recorded_in}; "
-                             "pool only seeds the run does not have")
+        seen = {r.id: self.layout.root for r in self.stages}
+        for result in recorded:
+            if result.id in seen:
+                raise ValueError(f"{result.id}: both in {seen[result.id]} and in {result.recorded_in}; "
+                                 "pool each seed from one place only")
+            seen[result.id] = result.recorded_in
         return ExperimentResults(self.layout, self.manifest, _in_report_order(self.manifest, self.stages + recorded),
                                  self.pending)
 
@@ -108,6 +110,11 @@ class ExperimentResults:
         """The run's own stages only: what needs files a record does not keep (per-slice tests,
         reconstructions, networks to time)."""
         return ExperimentResults(self.layout, self.manifest, [r for r in self.stages if r.recorded_in is None],
+                                 self.pending)
+
+    def from_record(self, record: Path) -> ExperimentResults:
+        """The stages pooled from ``record`` only."""
+        return ExperimentResults(self.layout, self.manifest, [r for r in self.stages if r.recorded_in == record],
                                  self.pending)
 
     @property
