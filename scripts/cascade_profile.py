@@ -22,7 +22,7 @@ import torch
 from torch._inductor import config
 
 from kdrecon.deployment.export import check_slices
-from kdrecon.deployment.package import mask_from_description
+from kdrecon.mri.masks import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
 from kdrecon.models.export import ExportableNetwork
 

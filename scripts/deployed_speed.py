@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from kdrecon.deployment.export import check_slices, export_and_check
-from kdrecon.deployment.package import mask_from_description
+from kdrecon.mri.masks import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
 from kdrecon.models.export import export_network, inference_session, load_ahead_of_time
 from kdrecon.training.trainer import prepare_module

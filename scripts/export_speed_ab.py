@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from kdrecon.deployment.export import check_slices
-from kdrecon.deployment.package import mask_from_description
+from kdrecon.mri.masks import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
 from kdrecon.models import export as current_export
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from kdrecon.deployment.export import check_slices
-from kdrecon.deployment.package import mask_from_description
+from kdrecon.mri.masks import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
 from kdrecon.models import export
 

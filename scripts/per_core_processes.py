@@ -27,7 +27,7 @@ ROLES = ("teacher", "student")
 
 def build(directory):
     from kdrecon.deployment.export import check_slices
-    from kdrecon.deployment.package import mask_from_description
+    from kdrecon.mri.masks import mask_from_description
     from kdrecon.deployment.reconstruct import load_deployable
     from kdrecon.models.export import export_network
     for role in ROLES:
@@ -58,7 +58,7 @@ def blocks(directory, threads, rounds, barrier=None, core=None, queue=None):
 
 def eager_blocks(threads, rounds):
     from kdrecon.deployment.export import check_slices
-    from kdrecon.deployment.package import mask_from_description
+    from kdrecon.mri.masks import mask_from_description
     from kdrecon.deployment.reconstruct import load_deployable
     from kdrecon.training.trainer import prepare_module
     torch.set_num_threads(threads)
