@@ -13,6 +13,8 @@ from kdrecon.experiment.config import load_experiment
 from kdrecon.experiment.records import recorded_stages
 from kdrecon.experiment.runner import run_experiment
 from kdrecon.report.build import build_report
+from kdrecon.report.paper_column import network_differences
+from kdrecon.report.results import load_results
 
 RECORD_SCRIPT = Path(__file__).parents[1] / "scripts" / "record_experiment.sh"
 
@@ -110,3 +112,13 @@ def test_cli_refuses_a_folder_that_is_no_record_in_one_line_and_writes_nothing(s
     assert process.returncode != 0
     assert process.stderr.strip().count("\n") == 0 and "no seed-N folders" in process.stderr
     assert (run_dir / "report.md").read_bytes() == before
+
+
+def test_a_pooled_sft_teachers_networks_are_read_from_the_runs_experiment(seed_2_run, tiny_overrides):
+    """The record's seed comes first, and its SFT teacher has no entry in the run's manifest."""
+    run_dir, record = seed_2_run
+    results = load_results(run_dir).with_recorded(recorded_stages(run_dir, record))
+    assert results.first("sft-teacher").recorded_in == record
+    teacher, student = tiny_overrides["teacher"], tiny_overrides["student"]
+    assert network_differences(results, "sft-teacher") == [
+        f"teacher {teacher}, not the paper's D5C5", f"student {student}, not the paper's D3C5"]

@@ -43,8 +43,8 @@ def _networks(results: ExperimentResults, result: StageResult) -> tuple[str | No
         return teacher, None
     if result.role in (Role.STUDENT, Role.SWEEP):
         return None, result.model
-    if result.model == SFT_TEACHER_MODEL:  # its student branches are in its recorded config
-        entry = next(e for e in results.manifest["stages"] if e["id"] == result.id)
+    if result.model == SFT_TEACHER_MODEL:  # its student branches are in the stage's config, alike for every seed
+        entry = next(e for e in results.manifest["stages"] if e["name"] == result.name)  # a pooled seed has no entry
         return teacher, entry["config"]["model"]["student"]
     return teacher, result.model
 
