@@ -123,8 +123,8 @@ def _header(results: ExperimentResults) -> list[Block]:
             f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} pooled from the record {record}: stages "
             "whose fingerprints equal those this experiment gives them, so the same settings, data and budget. A record "
             "keeps per-volume scores and training histories; the per-slice tests, figures and timings below use this "
-            f"run's own seeds. Trained in {', '.join(paths)}; this run's own stages in {', '.join(own_paths)}"
-            + ("." if paths == own_paths else
+            f"run's own seeds. Trained in {', '.join(paths)}; this run's own stages in {', '.join(own_paths) or '(none complete)'}"
+            + ("." if paths == own_paths or not own_paths else
                ": the two differ, and float rounding follows the kernels that ran, so the pooled seeds mix two "
                "training paths (each seed's stages share one).")
         ))
