@@ -767,6 +767,7 @@ SHRUNK_PRESETS = {
     "compression-sunnybrook-4x": {"teacher": "D4C3", "student": "D3C3", "compression_sweep": ["D2C3"]},
     "kd-mri-sunnybrook-4x": {"epochs.distillation": 2, **TWO_STAGE},
     "conventional-sft-sunnybrook-4x": {"teacher": "R9B3", "student": "R6B3"},
+    "methods-sunnybrook-4x": {"teacher": "D4C3", "student": "D3C3"},
 }
 
 
@@ -792,6 +793,12 @@ def test_table_presets_run_end_to_end_on_a_tiny_setting(tmp_path, tiny_overrides
         assert "brain-4x-conventional-sft: SFT-KD-Recon Table 4" in report and "34.06 / 0.9296" not in report
         branches = tmp_path / "run" / "stages" / "seed-1" / "sft-teacher" / "config.yaml"
         assert "teacher: R9B3" in branches.read_text() and "student: R6B3" in branches.read_text()
+    elif preset.startswith("methods"):
+        claims = report.split("## Claims of the papers")[1].split("\n## ")[0]
+        for label in ("AT", "FitNets", "SP", "FSP", "CC"):
+            assert f"| {label} SFT-KD beats {label} Std-KD and shrinks the teacher–student gap |" in claims
+            assert f"| {label} Std-KD improves on the student |" in claims
+        assert "paper (cardiac-4x, dB)" in claims and "31.95 / 0.9060" not in report  # other networks
     elif "heterogeneous" in preset:
         assert "| Teacher U1C3 |" in report and "| AT SFT-KD | " in report
         assert "brain-4x-dc-unet: SFT-KD-Recon Table 6" in report and "40.11 / 0.9777" not in report
