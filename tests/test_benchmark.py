@@ -122,7 +122,7 @@ def test_experiment_estimate_costs_every_stage_from_its_kind(tiny_overrides, tmp
     assert [s.stage for s in estimate.stages] == [s.id for s in build_stages(config)]
     # Teacher and student on L1, the SFT step, and one distillation pair for Std-KD and SFT-KD alike.
     assert set(estimate.costs) == {CostKey("train", "D3C3"), CostKey("train", "D2C3"),
-                                   CostKey("sft-teacher", "D3C3", "D2C3"), CostKey("distill", "D3C3", "D2C3")}
+                                   CostKey("sft-teacher", "D3C3", "D2C3"), CostKey("distill", "D3C3", "D2C3", "at")}
     assert all(stage.seconds > 0 for stage in estimate.stages)
     distillation = next(s for s in estimate.stages if s.role == "std-kd")
     cost = estimate.costs[distillation.cost]
@@ -130,6 +130,28 @@ def test_experiment_estimate_costs_every_stage_from_its_kind(tiny_overrides, tmp
     # One stage per role in the demo, grouped in the order the roles first run.
     assert [(role, count) for role, count, _ in estimate.by_role()] == [
         ("teacher", 1), ("student", 1), ("sft-teacher", 1), ("std-kd", 1), ("sft-kd", 1)]
+
+
+def test_each_distillation_method_is_timed_as_itself(tiny_overrides):
+    from kdrecon.data.dataset import load_split
+    from kdrecon.evaluation.benchmark import training_step
+    from kdrecon.experiment.config import load_experiment
+    from kdrecon.experiment.estimate import CostKey, estimate_experiment
+
+    config = load_experiment("demo", {**tiny_overrides, **TWO_STAGE, "methods": ["at", "sp"], "kd_mri_ablation": True})
+    estimate = estimate_experiment(config, steps=1)
+    distillations = {key for key in estimate.costs if key.kind == "distill"}
+    # KD-MRI's ablation adds imitation alone; its AT-alone and AT-then-imitation stages cost as AT.
+    assert distillations == {CostKey("distill", "D3C3", "D2C3", method) for method in ("at", "sp", "imitation")}
+    assert {key.label() for key in distillations} == {"distillation AT D3C3→D2C3", "distillation SP D3C3→D2C3",
+                                                      "distillation imitation D3C3→D2C3"}
+    # What each timed step runs: SP taps the paired layers, imitation taps none.
+    data = load_split(config.data.dataset, "train", config.data.acceleration, config.data.task, config.data.image)
+    for method, tapped in (("sp", True), ("imitation", False)):
+        objective = training_step("distill", "D3C3", "D2C3", data, None, torch.device("cpu"), 8,
+                                  {"channels": 8}, "fp32", method=method).objective
+        assert (objective.feature_loss is not None) == tapped
+        assert tapped is False or type(objective.feature_loss).name == method
 
 
 def test_a_stage_costs_what_the_formula_says_by_hand(tiny_overrides):

@@ -52,7 +52,7 @@ from kdrecon.data.dataset import Batch, SliceData, load_sample
 from kdrecon.data.layout import TARGET_KEY, kspace_key, write_volume, zero_filled_key
 from kdrecon.distillation.distiller import Distiller, LossWeights, TeacherSignals
 from kdrecon.distillation.layer_pairs import default_layer_pairs, feature_channels
-from kdrecon.distillation.losses import DEFAULT_METHOD, build_feature_loss, method_label
+from kdrecon.distillation.losses import DEFAULT_METHOD, FEATURE_LOSSES, build_feature_loss, method_label
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRAINING_BATCH_SIZE, TRAINING_STEPS
 from kdrecon.models import build_model, count_parameters
@@ -180,9 +180,10 @@ class _AutogradTeacherDistiller(Distiller):
 
 
 def _objective(kind: str, teacher: str, student: str, device: torch.device, channels_last: bool, reference: bool,
-               options: dict[str, Any] | None = None):
-    """A fresh training objective of stage ``kind`` (train, sft-teacher or distill); ``options`` go to
-    every network built (e.g. ``channels``)."""
+               options: dict[str, Any] | None = None, method: str = DEFAULT_METHOD):
+    """A fresh training objective of stage ``kind`` (train, sft-teacher or distill, the latter by ``method``:
+    a feature loss with its default layer pairs and weight, or ``imitation``); ``options`` go to every
+    network built (e.g. ``channels``)."""
     torch.manual_seed(0)
     options = options or {}
     if kind == TRAIN:
@@ -192,9 +193,12 @@ def _objective(kind: str, teacher: str, student: str, device: torch.device, chan
         return StudentFriendlyObjective(prepare_module(model, device, channels_last, plain=reference))
     teacher_model = prepare_module(build_model(teacher, **options), device, channels_last, plain=reference)
     student_model = prepare_module(build_model(student, **options), device, channels_last, plain=reference)
-    pairs = default_layer_pairs(DEFAULT_METHOD, teacher_model, student_model)
+    if method not in FEATURE_LOSSES:  # imitation: L1 to the target and to the teacher's output, no features
+        return Distiller(student_model, teacher_model, LossWeights(1.0, 1.0, 0.0),
+                         teacher_cache_bytes=int(DEFAULT_TEACHER_CACHE_GIB * 2**30))
+    pairs = default_layer_pairs(method, teacher_model, student_model)
     loss = build_feature_loss(
-        DEFAULT_METHOD, feature_channels(student_model, pairs.student), feature_channels(teacher_model, pairs.teacher)
+        method, feature_channels(student_model, pairs.student), feature_channels(teacher_model, pairs.teacher)
     ).to(device)
     weights = LossWeights(0.0, 0.0, loss.default_weight)  # KD-MRI's feature stage
     if reference:
@@ -229,16 +233,16 @@ class TrainingStep:
 def training_step(
     kind: str, teacher: str, student: str, data: SliceData, h5_slices: PerItemH5Slices | None,
     device: torch.device, batch_size: int, options: dict[str, Any] | None = None, precision: str = "auto",
-    channels_last: bool | str = AUTO_LAYOUT, compiled: bool = False,
+    channels_last: bool | str = AUTO_LAYOUT, compiled: bool = False, method: str = DEFAULT_METHOD,
 ) -> TrainingStep:
-    """One training step of stage ``kind`` (the batch read included), with the seconds spent once
-    per stage before the first step (the fast path's teacher cache; 0 for the reference); ``auto``
-    precision resolved as for a network that will run ``compiled`` or not."""
+    """One training step of stage ``kind`` (the batch read included; a distillation by ``method``), with
+    the seconds spent once per stage before the first step (the fast path's teacher cache; 0 for the
+    reference); ``auto`` precision resolved as for a network that will run ``compiled`` or not."""
     reference = h5_slices is not None
     precision = "fp32" if reference else resolve_precision(precision, device, compiled)
     channels_last = not reference and resolve_channels_last(channels_last, device, precision)
     objective = _objective(kind, teacher, student, device, channels_last=channels_last, reference=reference,
-                           options=options)
+                           options=options, method=method)
     cache_seconds = 0.0
     if not reference and hasattr(objective, "before_training"):
         synchronise(device)

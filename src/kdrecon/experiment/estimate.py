@@ -14,9 +14,10 @@ adds to its first steps. A stage then costs
 
 with ``E`` its planned epochs (both parts of a two-stage distillation), ``r`` the number of its
 training runs (two for a two-stage distillation: each compiles its network and a distillation's each
-builds its teacher cache) and the last two terms its evaluation. Every distillation is costed as
-attention transfer with the default layer pairs; the other feature losses differ by little next to
-the networks' own work. Nothing of the report (bootstrap, figures, the inference timing) is counted.
+builds its teacher cache) and the last two terms its evaluation. A distillation is costed by its
+method (feature loss or imitation) with that method's default layer pairs: the methods tap, cache and
+compare different features, so their steps and teacher caches differ (docs/benchmarks.md). Not counted: a stage's own ``layers`` (the defaults are timed), FT's paraphraser
+preparation, and the report (bootstrap, figures, the inference timing).
 
 Example (``kdrecon bench --experiment demo``)::
 
@@ -37,6 +38,7 @@ import torch
 
 from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.data.image import COMPLEX, channels_of
+from kdrecon.distillation.losses import DEFAULT_METHOD, FEATURE_LOSSES, method_label
 from kdrecon.evaluation.benchmark import TrainingStep, training_step
 from kdrecon.evaluation.evaluate import ZERO_FILLED, baselines, score
 from kdrecon.experiment.config import ExperimentConfig
@@ -49,15 +51,18 @@ from kdrecon.training.trainer import compile_forward, resolve_device, validate
 
 @dataclass(frozen=True)
 class CostKey:
-    """What a stage's cost depends on: its kind (``train``, ``sft-teacher``, ``distill``) and networks."""
+    """What a stage's cost depends on: its kind (``train``, ``sft-teacher``, ``distill``), networks and, for
+    a distillation, method."""
 
     kind: str
     teacher: str
     student: str = ""
+    method: str = ""
 
     def label(self) -> str:
         if self.kind == DISTILL:
-            return f"distillation {self.teacher}→{self.student}"
+            method = method_label(self.method) if self.method in FEATURE_LOSSES else self.method
+            return f"distillation {method} {self.teacher}→{self.student}"
         return f"SFT teacher {self.teacher}+{self.student}" if self.kind == SFT_TEACHER else f"{self.teacher} on L1"
 
 
@@ -110,7 +115,7 @@ def cost_key(stage: Stage, stages: dict[str, Stage]) -> CostKey:
         return CostKey(TRAIN, model["name"])
     source = stages[stage.config["teacher"].removeprefix(STAGE_REFERENCE)].config["model"]
     teacher = source["teacher"] if source["name"] == SFT_TEACHER else source["name"]
-    return CostKey(DISTILL, teacher, stage.config["student"]["name"])
+    return CostKey(DISTILL, teacher, stage.config["student"]["name"], stage.config["method"])
 
 
 def training_runs(stage: Stage) -> int:
@@ -131,7 +136,7 @@ def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, valid
         options["image_channels"] = channels_of(COMPLEX)
     timed = training_step(key.kind, key.teacher, key.student or key.teacher,
                           train, None, device, config.optimization.batch_size, options, config.precision,
-                          config.channels_last, compiled=config.compile)
+                          config.channels_last, compiled=config.compile, method=key.method or DEFAULT_METHOD)
     compiling = 0.0
     if config.compile:
         compiling = _seconds(lambda: compile_training_step(timed, train, config.optimization.batch_size, device))
