@@ -254,6 +254,8 @@ def test_a_teacher_whose_training_stopped_is_refused_unless_its_checkpoint_is_na
          r"^config: method_options: method imitation distils no features"),
         ({"teacher": "t", "procedure": "single-stage", "feature_epochs": 5},
          r"^config: feature_epochs: the single-stage procedure has no feature stage"),
+        ({"teacher": "t", "teacher_cache_gib": "lots"}, r"^config: teacher_cache_gib"),
+        ({"teacher": "t", "teacher_cache_gib": -1}, r"^config: teacher_cache_gib"),
     ],
 )
 def test_bad_distillation_config_names_the_key(data, message):
@@ -286,3 +288,40 @@ def test_factor_transfer_trains_its_paraphraser_first_then_keeps_it_fixed(tmp_pa
     best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
     paraphrasers = [k for k in final["modules"]["connectors"] if k.startswith("paraphrasers.")]
     assert paraphrasers and all(torch.equal(final["modules"]["connectors"][k], best["modules"]["connectors"][k]) for k in paraphrasers)
+
+
+def test_the_teacher_cache_is_sized_from_free_memory_unless_given(monkeypatch):
+    import types
+
+    from kdrecon.training import teacher_cache
+
+    cpu = torch.device("cpu")
+    assert teacher_cache.teacher_cache_bytes(2, cpu) == 2 * 1024**3
+    assert teacher_cache.teacher_cache_bytes(0, cpu) == 0
+    # auto: half of what the system reports available (here a made-up 10 GiB).
+    monkeypatch.setattr(teacher_cache.psutil, "virtual_memory", lambda: types.SimpleNamespace(available=10 * 1024**3))
+    assert teacher_cache.teacher_cache_bytes("auto", cpu) == 5 * 1024**3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun processes on this machine, each caching the split
+    assert teacher_cache.teacher_cache_bytes("auto", cpu) == 5 * 1024**3 // 2
+    assert validate(DistillConfig, {"teacher": "t"}).teacher_cache_gib == "auto"
+    assert validate(DistillConfig, {"teacher": "t", "teacher_cache_gib": 8}).teacher_cache_gib == 8
+
+
+def test_free_memory_on_a_cpu_is_what_linux_reports_available():
+    from kdrecon.training.teacher_cache import free_memory_bytes
+
+    meminfo = open("/proc/meminfo").read()
+    available = int(next(line for line in meminfo.splitlines() if line.startswith("MemAvailable:")).split()[1]) * 1024
+    assert abs(free_memory_bytes(torch.device("cpu")) - available) < 0.1 * available  # read at another moment
+
+
+def test_a_distillation_resumes_with_another_cache_size_but_not_another_method(tmp_path, teachers, small_train,
+                                                                               small_validation):
+    data = (small_train, small_validation)
+    settings = {"teacher": str(teachers / "teacher"), "procedure": "single-stage", "teacher_cache_gib": 0}
+    distill(tmp_path / "run", data, **settings)
+    record = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["distillation"]
+    assert record["teacher_cache_bytes"] == 0
+    distill(tmp_path / "run", data, **{**settings, "teacher_cache_gib": "auto"})  # finished: nothing to do, no refusal
+    with pytest.raises(ConfigError, match=r"different config \(differs in: method\)"):
+        distill(tmp_path / "run", data, **{**settings, "method": "sp"})

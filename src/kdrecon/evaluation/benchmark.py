@@ -58,9 +58,10 @@ from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRA
 from kdrecon.models import build_model, count_parameters
 from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 from kdrecon.models.export import export_network, inference_session, load_ahead_of_time
-from kdrecon.training.config import (DEFAULT_TEACHER_CACHE_GIB, DISTILL, SFT_TEACHER, STAGE_KINDS, TRAIN,
+from kdrecon.training.config import (DEFAULT_TEACHER_CACHE, DISTILL, SFT_TEACHER, STAGE_KINDS, TRAIN,
                                      OptimizationConfig)
 from kdrecon.training.fast_path import AUTO_LAYOUT, autocast, resolve_channels_last, resolve_precision
+from kdrecon.training.teacher_cache import teacher_cache_bytes
 from kdrecon.training.timing import interleaved_median_seconds, synchronise
 from kdrecon.training.trainer import ReconstructionObjective, compile_forward, prepare_module, resolve_device
 
@@ -195,7 +196,7 @@ def _objective(kind: str, teacher: str, student: str, device: torch.device, chan
     student_model = prepare_module(build_model(student, **options), device, channels_last, plain=reference)
     if method not in FEATURE_LOSSES:  # imitation: L1 to the target and to the teacher's output, no features
         return Distiller(student_model, teacher_model, LossWeights(1.0, 1.0, 0.0),
-                         teacher_cache_bytes=int(DEFAULT_TEACHER_CACHE_GIB * 2**30))
+                         teacher_cache_bytes=teacher_cache_bytes(DEFAULT_TEACHER_CACHE, device))
     pairs = default_layer_pairs(method, teacher_model, student_model)
     loss = build_feature_loss(
         method, feature_channels(student_model, pairs.student), feature_channels(teacher_model, pairs.teacher)
@@ -206,7 +207,7 @@ def _objective(kind: str, teacher: str, student: str, device: torch.device, chan
         distiller.teacher.requires_grad_(True)
         return distiller
     return Distiller(student_model, teacher_model, weights, loss, pairs.student, pairs.teacher,
-                     int(DEFAULT_TEACHER_CACHE_GIB * 2**30))  # what a distillation stage gets
+                     teacher_cache_bytes(DEFAULT_TEACHER_CACHE, device))  # what a distillation stage gets
 
 
 def check_pair(teacher: str, student: str) -> None:

@@ -26,6 +26,7 @@ from kdrecon.data.image import COMPLEX, MAGNITUDE, ImageKind, channels_of
 from kdrecon.data.layout import atomic_path, parse_acceleration
 from kdrecon.data.task import RECONSTRUCTION, Task
 from kdrecon.training.checkpoint import resolve_checkpoint
+from kdrecon.training.teacher_cache import AUTO as AUTO_TEACHER_CACHE
 from kdrecon.distillation.losses import ATTENTION_TRANSFER, DEFAULT_METHOD, METHOD_NAMES
 from kdrecon.models import build_model, count_parameters
 from kdrecon.models.registry import (
@@ -58,8 +59,10 @@ PROCEDURES: tuple[str, ...] = get_args(Procedure)
 DEFAULT_PROCEDURE: Procedure = "two-stage"
 #: ``auto``: bf16 autocast or float32, whichever is faster on the device (:mod:`kdrecon.training.fast_path`).
 Precision = Literal["auto", "fp32", "bf16"]
-#: Memory a distillation stage may fill with the teacher's features (or their summaries), GiB.
-DEFAULT_TEACHER_CACHE_GIB = 4.0
+#: Memory a distillation stage may fill with the teacher's features (or their summaries): GiB, or ``auto``,
+#: a share of the free memory (:mod:`kdrecon.training.teacher_cache`).
+TeacherCacheSize = Annotated[float, Field(ge=0, le=1024)] | Literal["auto"]
+DEFAULT_TEACHER_CACHE: TeacherCacheSize = AUTO_TEACHER_CACHE
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 #: The inference precision (evaluation, deployment) that runs a network as it was trained
 #: (:func:`kdrecon.training.fast_path.inference_precision`), and all that inference accepts.
@@ -364,9 +367,9 @@ class DistillConfig(StageConfig):
     init: Literal["random", "sft"] = "random"
     first_block: Literal["random", "baseline"] = Field("random", description="S1's source with init sft")
     baseline: str | None = Field(None, description="the trained baseline student, for first_block: baseline")
-    teacher_cache_gib: float = Field(
-        DEFAULT_TEACHER_CACHE_GIB, ge=0, le=1024, description="memory for the teacher's features (or, for AT, its attention maps) computed once per run "
-        "(0: run the teacher every step)"
+    teacher_cache_gib: TeacherCacheSize = Field(
+        DEFAULT_TEACHER_CACHE, description="GiB for the teacher's features (or, for AT, its attention maps) computed once "
+        "per run; auto: a share of the memory free when the run starts; 0: run the teacher every step"
     )
 
     @field_validator("method")

@@ -48,6 +48,7 @@ from kdrecon.training.checkpoint import (check_same_data, checkpoint_path, data_
                                          refuse_unfinished, resolve_checkpoint)
 from kdrecon.training.config import (DISTILL, IMITATION, ConfigError, DataConfig, DistillConfig, config_data, trained_on,
                                      validate, write_config)
+from kdrecon.training.teacher_cache import teacher_cache_bytes
 from kdrecon.training.supervised import CONFIG_FILE, check_resumed_on_same_data, claim_run_directory, load_splits
 from kdrecon.training.distributed import barrier, current_world, local_device
 from kdrecon.training.trainer import FitResult, TrainingPath, fit, prepare_module, resolve_device, training_path
@@ -85,14 +86,15 @@ class _Distillation:
         if loss is not None and loss.preparation_epochs:
             self.record["preparation_losses"] = self._prepare(loss, directory)
         distiller = Distiller(self.student, self.teacher, weights, loss, self.student_layers, self.teacher_layers,
-                              int(config.teacher_cache_gib * 2**30))
+                              teacher_cache_bytes(config.teacher_cache_gib, self.device))
         extra = {
             "stage": stage,
             "model": {"name": config.student.name, "options": config.student.options()},
             "config": config_data(config),
             **self.recorded_data,
             "distillation": {**self.record, "weights": asdict(weights),
-                             "connector_parameters": distiller.connector_parameter_count()},
+                             "connector_parameters": distiller.connector_parameter_count(),
+                             "teacher_cache_bytes": distiller.teacher_cache_bytes},
         }
         report = self.on_epoch_end
         try:

@@ -20,14 +20,20 @@ from kdrecon.training.trainer import FitResult, ReconstructionObjective, fit, re
 CONFIG_FILE = "config.yaml"
 
 
+#: Settings a run may be resumed with changed: the name is a label (the CLI's default is the directory's
+#: name, so a renamed run directory resumes) and the teacher cache's size is the machine's memory, not
+#: part of what is trained.
+RESUMABLE_WITH_ANOTHER_VALUE = frozenset({"name", "teacher_cache_gib"})
+
+
 def claim_run_directory(run_dir: Path, config_data: dict) -> None:
     """Create ``run_dir`` for ``config_data``, or check that the run already there used the same config
     (its ``config.yaml``, else the config its last checkpoint records: a resumed run continues it)."""
     run_dir = Path(run_dir)
     previous = _recorded_config(run_dir)
     if previous is not None:
-        # The name is a label (the CLI's default is the directory's name): a renamed run directory resumes.
-        changed = sorted(k for k in set(previous) | set(config_data) if previous.get(k) != config_data.get(k) and k != "name")
+        changed = sorted(k for k in set(previous) | set(config_data)
+                         if previous.get(k) != config_data.get(k) and k not in RESUMABLE_WITH_ANOTHER_VALUE)
         if changed:
             raise ConfigError(
                 f"{run_dir}: holds a run with a different config (differs in: {', '.join(changed)}); "
