@@ -127,6 +127,8 @@ def test_experiment_estimate_costs_every_stage_from_its_kind(tiny_overrides, tmp
     distillation = next(s for s in estimate.stages if s.role == "std-kd")
     cost = estimate.costs[distillation.cost]
     assert cost.cache > 0 and distillation.epochs == 1 + 2  # feature stage, then the distillation
+    assert cost.feature_validation > 0  # the feature stage's validation, teacher included, timed apart
+    assert all(c.feature_validation == 0 for key, c in estimate.costs.items() if key.kind != "distill")
     # One stage per role in the demo, grouped in the order the roles first run.
     assert [(role, count) for role, count, _ in estimate.by_role()] == [
         ("teacher", 1), ("student", 1), ("sft-teacher", 1), ("std-kd", 1), ("sft-kd", 1)]
@@ -161,18 +163,24 @@ def test_a_stage_costs_what_the_formula_says_by_hand(tiny_overrides):
 
     config = load_experiment("demo", {**tiny_overrides, **TWO_STAGE, "procedure": "two-stage"})
     stages = {stage.role: stage for stage in build_stages(config)}
-    cost = MeasuredCost(step=2.0, cache=5.0, validation=3.0, scores=7.0)
+    cost = MeasuredCost(step=2.0, cache=5.0, validation=3.0, scores=7.0, feature_validation=13.0)
     batch = stages["std-kd"].config["optimization"]["batch_size"]
-    # 10 training slices in ceil(10 / B) steps per epoch; a two-stage distillation: 1 feature epoch
-    # and 2 more, each validated, two teacher caches (one per run), then one evaluation.
+    # 10 training slices in ceil(10 / B) steps per epoch; a two-stage distillation: 1 feature epoch,
+    # validated on the feature loss (13 s), and 2 more validated on L1 (3 s), two teacher caches (one
+    # per run), then one evaluation.
     steps = -(-10 // batch)
-    assert stage_seconds(stages["std-kd"], cost, 10) == 3 * (steps * 2.0 + 3.0) + 2 * 5.0 + 3.0 + 7.0
+    assert stage_seconds(stages["std-kd"], cost, 10) == 3 * steps * 2.0 + 13.0 + 2 * 3.0 + 2 * 5.0 + 3.0 + 7.0
     teacher_epochs = stages["teacher"].config["optimization"]["epochs"]
     assert stage_seconds(stages["teacher"], cost, 10) == teacher_epochs * (steps * 2.0 + 3.0) + 3.0 + 7.0
     # Compiled: each training run compiles its network once (two runs for the two-stage distillation).
-    compiled = MeasuredCost(step=2.0, cache=5.0, validation=3.0, scores=7.0, compile=11.0)
-    assert stage_seconds(stages["std-kd"], compiled, 10) == 3 * (steps * 2.0 + 3.0) + 2 * (11.0 + 5.0) + 3.0 + 7.0
+    compiled = MeasuredCost(step=2.0, cache=5.0, validation=3.0, scores=7.0, compile=11.0, feature_validation=13.0)
+    assert (stage_seconds(stages["std-kd"], compiled, 10)
+            == 3 * steps * 2.0 + 13.0 + 2 * 3.0 + 2 * (11.0 + 5.0) + 3.0 + 7.0)
     assert stage_seconds(stages["teacher"], compiled, 10) == teacher_epochs * (steps * 2.0 + 3.0) + 11.0 + 3.0 + 7.0
+    # Single-stage: every epoch validates the student alone.
+    single = {s.role: s for s in build_stages(load_experiment("demo", {**tiny_overrides, "procedure": "single-stage"}))}
+    epochs = single["std-kd"].config["optimization"]["epochs"]
+    assert stage_seconds(single["std-kd"], cost, 10) == epochs * (steps * 2.0 + 3.0) + 5.0 + 3.0 + 7.0
 
 
 def test_a_compiled_experiment_is_costed_with_its_compilation(tiny_overrides, monkeypatch):

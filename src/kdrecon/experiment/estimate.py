@@ -9,12 +9,14 @@ adds to its first steps. A stage then costs
 
 .. math::
 
-    T = E\\,(\\lceil N_{train} / B \\rceil\\, t_{step} + t_{validation}) + r\\,(t_{compile} + t_{cache}[distillation])
-        + t_{validation} + t_{scores},
+    T = E\\,\\lceil N_{train} / B \\rceil\\, t_{step} + (E - E_f)\\, t_{validation} + E_f\\, t_{feature\\ validation}
+        + r\\,(t_{compile} + t_{cache}[distillation]) + t_{validation} + t_{scores},
 
-with ``E`` its planned epochs (both parts of a two-stage distillation), ``r`` the number of its
-training runs (two for a two-stage distillation: each compiles its network and a distillation's each
-builds its teacher cache) and the last two terms its evaluation. A distillation is costed by its
+with ``E`` its planned epochs (both parts of a two-stage distillation), ``E_f`` the epochs of a
+two-stage distillation's feature stage, which validates on the feature loss and so runs the teacher
+on the validation slices (every other epoch validates the trained network alone), ``r`` the number
+of its training runs (two for a two-stage distillation: each compiles its network and a
+distillation's each builds its teacher cache) and the last two terms its evaluation. A distillation is costed by its
 method (feature loss or imitation) with that method's default layer pairs: the methods tap, cache and
 compare different features, so their steps and teacher caches differ (docs/benchmarks.md). Not counted: a stage's own ``layers`` (the defaults are timed), FT's paraphraser
 preparation, and the report (bootstrap, figures, the inference timing).
@@ -46,7 +48,7 @@ from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages
 from kdrecon.models.registry import SFT_TEACHER
 from kdrecon.training.config import DISTILL, TRAIN
 from kdrecon.training.timing import median_seconds, synchronise
-from kdrecon.training.trainer import compile_forward, resolve_device, validate
+from kdrecon.training.trainer import ReconstructionObjective, compile_forward, resolve_device, validate
 
 
 @dataclass(frozen=True)
@@ -68,14 +70,16 @@ class CostKey:
 
 @dataclass(frozen=True)
 class MeasuredCost:
-    """Seconds of one training step, the teacher cache, a validation pass, the evaluation's scores and
-    the compilation (0 unless the experiment compiles) that one training run's first steps add."""
+    """Seconds of one training step, the teacher cache, a validation pass of the trained network, the
+    evaluation's scores, the compilation (0 unless the experiment compiles) that one training run's
+    first steps add and, for a distillation, a validation pass on the feature loss (teacher included)."""
 
     step: float
     cache: float
     validation: float
     scores: float
     compile: float = 0.0
+    feature_validation: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -142,9 +146,15 @@ def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, valid
         compiling = _seconds(lambda: compile_training_step(timed, train, config.optimization.batch_size, device))
     step_seconds = median_seconds(timed.step, device, steps, warmup=2)
     batch = config.optimization.validation_batch_size
-    validation_seconds = _seconds(lambda: validate(timed.objective, validation, batch, device, timed.precision))
+    objective = timed.objective
+    trained = objective if key.kind != DISTILL else ReconstructionObjective(objective.student)
+    validation_seconds = _seconds(lambda: validate(trained, validation, batch, device, timed.precision))
+    feature_seconds = 0.0
+    if key.kind == DISTILL and objective.feature_loss is not None:  # timed as a feature stage validates
+        feature_seconds = _seconds(lambda: validate(objective, validation, batch, device, timed.precision))
     compile_seconds = max(0.0, compiling - COMPILED_FIRST_STEPS * step_seconds)
-    return MeasuredCost(step_seconds, timed.cache_seconds, validation_seconds, scores_seconds, compile_seconds)
+    return MeasuredCost(step_seconds, timed.cache_seconds, validation_seconds, scores_seconds, compile_seconds,
+                        feature_seconds)
 
 
 #: Training steps that pay for compilation: the forward graph, the backward graph, then (on a GPU) the
@@ -170,7 +180,9 @@ def stage_seconds(stage: Stage, cost: MeasuredCost, train_slices: int) -> float:
     """``T`` of the module docstring for one stage."""
     steps_per_epoch = math.ceil(train_slices / stage.config["optimization"]["batch_size"])
     epochs = stage.planned_epochs()
-    return (epochs * (steps_per_epoch * cost.step + cost.validation) + training_runs(stage) * cost.compile
+    feature_epochs = epochs - stage.config["optimization"]["epochs"]  # a two-stage distillation's first stage
+    return (epochs * steps_per_epoch * cost.step + (epochs - feature_epochs) * cost.validation
+            + feature_epochs * cost.feature_validation + training_runs(stage) * cost.compile
             + training_runs_with_cache(stage) * cost.cache + cost.validation + cost.scores)
 
 
@@ -203,6 +215,11 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{seconds / 60:.1f} min"
 
 
+def _validation(cost: MeasuredCost) -> str:
+    feature_stage = f" (feature stage {cost.feature_validation:.1f})" if cost.feature_validation else ""
+    return f"{cost.validation:.1f}{feature_stage}"
+
+
 def format_estimate(estimate: ExperimentEstimate) -> str:
     """The estimate as Markdown: time per stage role, the total, and the measured costs behind them."""
     lines = [f"Estimated time of experiment {estimate.name!r} on {estimate.device}: "
@@ -212,7 +229,7 @@ def format_estimate(estimate: ExperimentEstimate) -> str:
     compiled = any(cost.compile > 0 for cost in estimate.costs.values())
     lines += ["", "| measured | training step (s) | teacher cache (s) | validation pass (s) | scores (s) |"
               + (" compilation (s) |" if compiled else ""), "|---|---|---|---|---|" + ("---|" if compiled else "")]
-    lines += [f"| {key.label()} | {cost.step:.3f} | {cost.cache:.1f} | {cost.validation:.1f} | {cost.scores:.1f} |"
+    lines += [f"| {key.label()} | {cost.step:.3f} | {cost.cache:.1f} | {_validation(cost)} | {cost.scores:.1f} |"
               + (f" {cost.compile:.1f} |" if compiled else "") for key, cost in estimate.costs.items()]
     return "\n".join(lines)
 
