@@ -3,10 +3,11 @@
 #
 # The device machine's image has PyTorch (another version than this project's pin), h5py,
 # scikit-image, SciPy, ONNX Runtime, safetensors and TensorBoard, but not pydantic, nibabel or
-# pydicom, and it cannot download; ../shared does not travel either. Here, once, from the repository root:
+# pydicom (psutil, a dependency since session 34, was not checked there: its wheel is in the list), and
+# it cannot download; ../shared does not travel either. Here, once, from the repository root:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
-#       pydantic pydantic_core annotated-types typing-inspection typing_extensions nibabel pydicom
+#       pydantic pydantic_core annotated-types typing-inspection typing_extensions nibabel pydicom psutil
 #   python3 scripts/gpu_session_data.py   # the study's phases of the shared Sunnybrook files, into .gpu-data/
 # (.whl/ and .gpu-data/ are ignored; carry both), then, with the device tool:
 #   run(command="OUT=$OUT bash scripts/gpu_session.sh", carry=[".whl", ".gpu-data"], timeout_s=580)

@@ -112,48 +112,68 @@ def test_macs_of_a_u_net_block_match_the_hand_count():
     assert count_macs(build_model("U1C1", channels=2), batch) == expected == 14_464
 
 
-def test_experiment_estimate_costs_every_stage_from_its_kind(tiny_overrides, tmp_path):
+def test_experiment_estimate_costs_every_stage_from_its_kind(tiny_overrides, monkeypatch):
+    from kdrecon.distillation.distiller import Distiller
+    from kdrecon.experiment import estimate as estimate_module
     from kdrecon.experiment.config import load_experiment
     from kdrecon.experiment.estimate import CostKey, estimate_experiment
     from kdrecon.experiment.stages import build_stages
+    from kdrecon.training.trainer import ReconstructionObjective
 
-    config = load_experiment("demo", {**tiny_overrides, **TWO_STAGE, "procedure": "two-stage"})
+    validated = []  # what each validation pass ran: a distiller (feature loss, teacher too) or a network alone
+    real_validate = estimate_module.validate
+    monkeypatch.setattr(estimate_module, "validate", lambda objective, *args: (
+        validated.append(type(objective)), real_validate(objective, *args))[1])
+    config = load_experiment("demo", {**tiny_overrides, **TWO_STAGE, "procedure": "two-stage", "alpha": 0.5})
     estimate = estimate_experiment(config, steps=1)
     assert [s.stage for s in estimate.stages] == [s.id for s in build_stages(config)]
-    # Teacher and student on L1, the SFT step, and one distillation pair for Std-KD and SFT-KD alike.
+    # Teacher and student on L1, the SFT step, and for Std-KD and SFT-KD alike the two runs of a
+    # two-stage distillation: AT's feature run, then L1 with imitation.
+    imitation = CostKey("distill", "D3C3", "D2C3", "imitation")
     assert set(estimate.costs) == {CostKey("train", "D3C3"), CostKey("train", "D2C3"),
-                                   CostKey("sft-teacher", "D3C3", "D2C3"), CostKey("distill", "D3C3", "D2C3", "at")}
+                                   CostKey("sft-teacher", "D3C3", "D2C3"), CostKey("distill", "D3C3", "D2C3", "at"),
+                                   imitation}
     assert all(stage.seconds > 0 for stage in estimate.stages)
     distillation = next(s for s in estimate.stages if s.role == "std-kd")
-    cost = estimate.costs[distillation.cost]
-    assert cost.cache > 0 and distillation.epochs == 1 + 2  # feature stage, then the distillation
-    assert cost.feature_validation > 0  # the feature stage's validation, teacher included, timed apart
-    assert all(c.feature_validation == 0 for key, c in estimate.costs.items() if key.kind != "distill")
+    assert distillation.fine_tuning == imitation and distillation.epochs == 1 + 2
+    assert estimate.costs[distillation.cost].cache > 0 and estimate.costs[distillation.cost].feature_validation > 0
+    assert all(c.feature_validation == 0 for key, c in estimate.costs.items() if key.method != "at")
+    # Teacher, student and both distillation runs validate a network alone, the SFT teacher as it
+    # trains, and AT's feature run also on its feature loss (the teacher run on the slices).
+    assert sorted(t.__name__ for t in validated) == sorted(
+        ["ReconstructionObjective"] * 4 + ["StudentFriendlyObjective", "Distiller"])
+    assert validated.count(Distiller) == 1 and validated.count(ReconstructionObjective) == 4
     # One stage per role in the demo, grouped in the order the roles first run.
     assert [(role, count) for role, count, _ in estimate.by_role()] == [
         ("teacher", 1), ("student", 1), ("sft-teacher", 1), ("std-kd", 1), ("sft-kd", 1)]
 
 
-def test_each_distillation_method_is_timed_as_itself(tiny_overrides):
-    from kdrecon.data.dataset import load_split
-    from kdrecon.evaluation.benchmark import training_step
+def test_each_distillation_method_is_timed_as_itself(tiny_overrides, monkeypatch):
+    from kdrecon.experiment import estimate as estimate_module
     from kdrecon.experiment.config import load_experiment
     from kdrecon.experiment.estimate import CostKey, estimate_experiment
 
-    config = load_experiment("demo", {**tiny_overrides, **TWO_STAGE, "methods": ["at", "sp"], "kd_mri_ablation": True})
+    timed = []  # (method, teacher layers) of each distillation step the estimate built
+    real_training_step = estimate_module.training_step
+
+    def recording(kind, *args, method, layers, **options):
+        step = real_training_step(kind, *args, method=method, layers=layers, **options)
+        if kind == "distill":
+            timed.append((method, tuple(layers.teacher) if layers else ()))
+            assert (step.objective.feature_loss is None) == (method == "imitation")
+        return step
+
+    monkeypatch.setattr(estimate_module, "training_step", recording)
+    sp_layers = {"teacher": ["blocks.0.layers.0", "blocks.1.layers.0"], "student": ["blocks.0.layers.0", "blocks.1.layers.0"]}
+    config = load_experiment("demo", {**tiny_overrides, **TWO_STAGE, "methods": ["at", "sp"], "kd_mri_ablation": True,
+                                      "method_settings": {"sp": {"layers": sp_layers}}})
     estimate = estimate_experiment(config, steps=1)
-    distillations = {key for key in estimate.costs if key.kind == "distill"}
+    own_layers = CostKey("distill", "D3C3", "D2C3", "sp", tuple(sp_layers["teacher"]), tuple(sp_layers["student"]))
     # KD-MRI's ablation adds imitation alone; its AT-alone and AT-then-imitation stages cost as AT.
-    assert distillations == {CostKey("distill", "D3C3", "D2C3", method) for method in ("at", "sp", "imitation")}
-    assert {key.label() for key in distillations} == {"distillation AT D3C3→D2C3", "distillation SP D3C3→D2C3",
-                                                      "distillation imitation D3C3→D2C3"}
-    # What each timed step runs: SP taps the paired layers, imitation taps none.
-    data = load_split(config.data.dataset, "train", config.data.acceleration, config.data.task, config.data.image)
-    for method, tapped in (("sp", True), ("imitation", False)):
-        objective = training_step("distill", "D3C3", "D2C3", data, None, torch.device("cpu"), 8,
-                                  {"channels": 8}, "fp32", method=method).objective
-        assert (objective.feature_loss is not None) == tapped
-        assert tapped is False or type(objective.feature_loss).name == method
+    assert {key for key in estimate.costs if key.kind == "distill"} == {
+        CostKey("distill", "D3C3", "D2C3", "at"), CostKey("distill", "D3C3", "D2C3", "imitation"), own_layers}
+    assert sorted(timed) == sorted([("at", ()), ("imitation", ()), ("sp", tuple(sp_layers["teacher"]))])
+    assert own_layers.label() == "distillation SP D3C3→D2C3 (its own layers)"
 
 
 def test_a_stage_costs_what_the_formula_says_by_hand(tiny_overrides):
@@ -164,23 +184,39 @@ def test_a_stage_costs_what_the_formula_says_by_hand(tiny_overrides):
     config = load_experiment("demo", {**tiny_overrides, **TWO_STAGE, "procedure": "two-stage"})
     stages = {stage.role: stage for stage in build_stages(config)}
     cost = MeasuredCost(step=2.0, cache=5.0, validation=3.0, scores=7.0, feature_validation=13.0)
+    tuning = MeasuredCost(step=1.0, cache=4.0, validation=3.0, scores=7.0)
     batch = stages["std-kd"].config["optimization"]["batch_size"]
-    # 10 training slices in ceil(10 / B) steps per epoch; a two-stage distillation: 1 feature epoch,
-    # validated on the feature loss (13 s), and 2 more validated on L1 (3 s), two teacher caches (one
-    # per run), then one evaluation.
+    # 10 training slices in ceil(10 / B) steps per epoch. A two-stage distillation: its feature run, 1
+    # epoch validated on the feature loss (13 s) and its cache (5 s); its fine-tuning run, 2 epochs of
+    # another step validated on L1 (3 s) and its own cache (4 s); then one evaluation (3 + 7 s).
     steps = -(-10 // batch)
-    assert stage_seconds(stages["std-kd"], cost, 10) == 3 * steps * 2.0 + 13.0 + 2 * 3.0 + 2 * 5.0 + 3.0 + 7.0
+    assert (stage_seconds(stages["std-kd"], cost, 10, tuning)
+            == (steps * 2.0 + 13.0) + 5.0 + 2 * (steps * 1.0 + 3.0) + 4.0 + 3.0 + 7.0)
     teacher_epochs = stages["teacher"].config["optimization"]["epochs"]
-    assert stage_seconds(stages["teacher"], cost, 10) == teacher_epochs * (steps * 2.0 + 3.0) + 3.0 + 7.0
+    assert stage_seconds(stages["teacher"], cost, 10) == teacher_epochs * (steps * 2.0 + 3.0) + 5.0 + 3.0 + 7.0
     # Compiled: each training run compiles its network once (two runs for the two-stage distillation).
-    compiled = MeasuredCost(step=2.0, cache=5.0, validation=3.0, scores=7.0, compile=11.0, feature_validation=13.0)
-    assert (stage_seconds(stages["std-kd"], compiled, 10)
-            == 3 * steps * 2.0 + 13.0 + 2 * 3.0 + 2 * (11.0 + 5.0) + 3.0 + 7.0)
+    compiled = MeasuredCost(step=2.0, cache=0.0, validation=3.0, scores=7.0, compile=11.0, feature_validation=13.0)
+    tuning_compiled = MeasuredCost(step=1.0, cache=4.0, validation=3.0, scores=7.0, compile=17.0)
+    assert (stage_seconds(stages["std-kd"], compiled, 10, tuning_compiled)
+            == (steps * 2.0 + 13.0) + 11.0 + 2 * (steps * 1.0 + 3.0) + 17.0 + 4.0 + 3.0 + 7.0)
     assert stage_seconds(stages["teacher"], compiled, 10) == teacher_epochs * (steps * 2.0 + 3.0) + 11.0 + 3.0 + 7.0
-    # Single-stage: every epoch validates the student alone.
+    # Single-stage: one run, every epoch validating the student alone.
     single = {s.role: s for s in build_stages(load_experiment("demo", {**tiny_overrides, "procedure": "single-stage"}))}
     epochs = single["std-kd"].config["optimization"]["epochs"]
     assert stage_seconds(single["std-kd"], cost, 10) == epochs * (steps * 2.0 + 3.0) + 5.0 + 3.0 + 7.0
+
+
+def test_a_two_stage_distillation_at_alpha_one_fine_tunes_on_l1_alone(tiny_overrides):
+    from kdrecon.experiment.config import load_experiment
+    from kdrecon.experiment.estimate import CostKey, cost_key, fine_tuning_key
+    from kdrecon.experiment.stages import build_stages
+
+    stages = build_stages(load_experiment("demo", {**tiny_overrides, **TWO_STAGE, "procedure": "two-stage", "alpha": 1.0}))
+    by_id = {stage.id: stage for stage in stages}
+    distillation = next(s for s in stages if s.role == "std-kd")
+    assert fine_tuning_key(distillation, cost_key(distillation, by_id)) == CostKey("train", "D2C3")  # no teacher, no cache
+    teacher = next(s for s in stages if s.role == "teacher")
+    assert fine_tuning_key(teacher, cost_key(teacher, by_id)) is None
 
 
 def test_a_compiled_experiment_is_costed_with_its_compilation(tiny_overrides, monkeypatch):

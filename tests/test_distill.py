@@ -1,5 +1,7 @@
 """Distillation runs end to end on real data: Std-KD and SFT-KD with each method, resume, errors."""
 
+import os
+
 import pytest
 import torch
 
@@ -290,38 +292,85 @@ def test_factor_transfer_trains_its_paraphraser_first_then_keeps_it_fixed(tmp_pa
     assert paraphrasers and all(torch.equal(final["modules"]["connectors"][k], best["modules"]["connectors"][k]) for k in paraphrasers)
 
 
-def test_the_teacher_cache_is_sized_from_free_memory_unless_given(monkeypatch):
-    import types
-
+@pytest.fixture
+def one_process(monkeypatch):
+    """No torchrun ranks or --parallel workers sharing this process's memory, no cgroup limit."""
     from kdrecon.training import teacher_cache
 
-    cpu = torch.device("cpu")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv(teacher_cache.SHARING_PROCESSES, raising=False)
+    monkeypatch.setattr(teacher_cache, "_cgroup_headroom", lambda: None)
+    return teacher_cache
+
+
+def test_the_teacher_cache_is_sized_from_free_memory_unless_given(monkeypatch, one_process):
+    import types
+
+    teacher_cache, cpu = one_process, torch.device("cpu")
     assert teacher_cache.teacher_cache_bytes(2, cpu) == 2 * 1024**3
     assert teacher_cache.teacher_cache_bytes(0, cpu) == 0
-    # auto: half of what the system reports available (here a made-up 10 GiB).
+    # auto: half of what the system reports available (here a made-up 10 GiB) ...
     monkeypatch.setattr(teacher_cache.psutil, "virtual_memory", lambda: types.SimpleNamespace(available=10 * 1024**3))
     assert teacher_cache.teacher_cache_bytes("auto", cpu) == 5 * 1024**3
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun processes on this machine, each caching the split
-    assert teacher_cache.teacher_cache_bytes("auto", cpu) == 5 * 1024**3 // 2
+    # ... or of a smaller cgroup headroom, shared by the processes that start together.
+    monkeypatch.setattr(teacher_cache, "_cgroup_headroom", lambda: 3 * 1024**3)
+    assert teacher_cache.teacher_cache_bytes("auto", cpu) == 3 * 1024**3 // 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun ranks on this machine, each caching the split
+    monkeypatch.setenv(teacher_cache.SHARING_PROCESSES, "3")  # in each of three --parallel workers
+    assert teacher_cache.teacher_cache_bytes("auto", cpu) == 3 * 1024**3 // 6 // 2
     assert validate(DistillConfig, {"teacher": "t"}).teacher_cache_gib == "auto"
     assert validate(DistillConfig, {"teacher": "t", "teacher_cache_gib": 8}).teacher_cache_gib == 8
 
 
-def test_free_memory_on_a_cpu_is_what_linux_reports_available():
-    from kdrecon.training.teacher_cache import free_memory_bytes
+def test_a_gpu_counts_its_allocator_s_unused_memory_as_free(monkeypatch, one_process):
+    teacher_cache, gpu = one_process, torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (6 * 1024**3, 80 * 1024**3))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 5 * 1024**3)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 1 * 1024**3)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun's ranks each have their own GPU
+    assert teacher_cache.free_memory_bytes(gpu) == 10 * 1024**3
+    monkeypatch.setenv(teacher_cache.SHARING_PROCESSES, "2")  # two --parallel workers on this one
+    assert teacher_cache.teacher_cache_bytes("auto", gpu) == 10 * 1024**3 // 2 // 2
 
+
+@pytest.mark.parametrize("files, headroom", [
+    (("1000", "300"), 700),  # cgroup v2: limit and use, in bytes
+    (("max", "300"), None),  # v2 without a limit
+    (("9223372036854771712", "300"), None),  # v1 without a limit
+])
+def test_the_cgroup_limit_caps_the_free_memory(tmp_path, monkeypatch, files, headroom):
+    from kdrecon.training import teacher_cache
+
+    (tmp_path / "max").write_text(files[0] + "\n")
+    (tmp_path / "current").write_text(files[1] + "\n")
+    monkeypatch.setattr(teacher_cache, "CGROUP_FILES", ((str(tmp_path / "none"), str(tmp_path / "none")),
+                                                        (str(tmp_path / "max"), str(tmp_path / "current"))))
+    assert teacher_cache._cgroup_headroom() == headroom
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="Linux reports available memory in /proc/meminfo")
+def test_free_memory_on_a_cpu_is_what_linux_reports_available(one_process):
     meminfo = open("/proc/meminfo").read()
     available = int(next(line for line in meminfo.splitlines() if line.startswith("MemAvailable:")).split()[1]) * 1024
-    assert abs(free_memory_bytes(torch.device("cpu")) - available) < 0.1 * available  # read at another moment
+    assert abs(one_process.free_memory_bytes(torch.device("cpu")) - available) < 0.1 * available  # another moment
 
 
-def test_a_distillation_resumes_with_another_cache_size_but_not_another_method(tmp_path, teachers, small_train,
-                                                                               small_validation):
+def test_an_interrupted_distillation_resumes_with_another_cache_size_but_not_another_method(
+        tmp_path, teachers, small_train, small_validation):
     data = (small_train, small_validation)
-    settings = {"teacher": str(teachers / "teacher"), "procedure": "single-stage", "teacher_cache_gib": 0}
-    distill(tmp_path / "run", data, **settings)
-    record = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["distillation"]
-    assert record["teacher_cache_bytes"] == 0
-    distill(tmp_path / "run", data, **{**settings, "teacher_cache_gib": "auto"})  # finished: nothing to do, no refusal
+    settings = {"teacher": str(teachers / "teacher"), "method": "sp", "procedure": "single-stage",
+                "teacher_cache_gib": 0, "optimization": {**TINY, "epochs": 2}}
+
+    def stop(stage, epoch, row):
+        raise KeyboardInterrupt
+
+    config = validate(DistillConfig, {"student": STUDENT, **settings})
+    with pytest.raises(KeyboardInterrupt):
+        distill_student(config, tmp_path / "run", False, *data, on_epoch_end=stop)
+    record = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["distillation"]["teacher_cache"]
+    assert record == {"budget_bytes": 0, "features_cached": False}  # the teacher ran at every step
+    distill(tmp_path / "run", data, **{**settings, "teacher_cache_gib": "auto"})
+    last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert last["epoch"] == 2 and last["distillation"]["teacher_cache"]["features_cached"]  # 64×64 slices fit
     with pytest.raises(ConfigError, match=r"different config \(differs in: method\)"):
-        distill(tmp_path / "run", data, **{**settings, "method": "sp"})
+        distill(tmp_path / "run", data, **{**settings, "method": "fitnets"})

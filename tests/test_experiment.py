@@ -555,13 +555,23 @@ with run_lock(layout):
         pytest.fail("the lock outlived the stage process")
 
 
-def test_independent_stages_of_every_seed_run_in_parallel_processes(tmp_path, tiny_overrides):
+def test_independent_stages_of_every_seed_run_in_parallel_processes(tmp_path, tiny_overrides, monkeypatch):
+    from kdrecon.experiment import runner
+    from kdrecon.training.teacher_cache import SHARING_PROCESSES
+
+    environments = []
+    real_stage_process = runner._stage_process
+    monkeypatch.setattr(runner, "_stage_process", lambda command, environment, layout: (
+        environments.append(environment), real_stage_process(command, environment, layout))[1])
     run_dir = tmp_path / "run"
     # One seed: its teacher and student (and the distillations of each teacher) are independent.
     config = tiny_experiment({**tiny_overrides, "optimization.epochs": 1, "epochs.distillation": 1}, seeds=[1])
     run_experiment(config, run_dir, progress=False, parallel=2)  # each worker reads RUN/experiment.yaml back
     states = [json.loads(p.read_text()) for p in run_dir.glob("stages/*/*/stage.json")]
     assert len(states) == 5 and all(state["status"] == "complete" for state in states)
+    # On the CPU the two workers share its cores and its memory: each sizes an auto teacher cache for two.
+    assert len(environments) == 5 and all(e["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+                                          and e[SHARING_PROCESSES] == "2" for e in environments)
     assert (run_dir / "report.html").is_file()
     with pytest.raises(ConfigError, match="--only: no stage 'nope'"):
         run_experiment(config, run_dir, only=["nope"])

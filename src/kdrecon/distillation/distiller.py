@@ -23,6 +23,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -87,6 +88,9 @@ class Distiller:
         self.student_tap = FeatureTap(student, student_layers) if self.feature_loss else None
         self.teacher_tap = FeatureTap(teacher, teacher_layers) if self.feature_loss else None
         self.teacher_cache_bytes = teacher_cache_bytes
+        #: What the cache holds, for the checkpoints: the budget, and (once :meth:`before_training` ran)
+        #: whether the tapped features or their summaries fitted it.
+        self.cache_record: dict[str, Any] = {"budget_bytes": teacher_cache_bytes}
         self._cached_outputs: torch.Tensor | None = None
         self._cached_features: list[torch.Tensor] | None = None
         self._cached_summarised = False
@@ -144,6 +148,7 @@ class Distiller:
                 for cache, feature in zip(features, tapped):
                     cache.index_copy_(0, batch.index, feature)
         self._cached_outputs, self._cached_features = outputs, features or None
+        self.cache_record["features_cached"] = bool(features)
 
     def _teacher_features(self) -> tuple[list[torch.Tensor], bool]:
         """The teacher pass's tapped features, summarised where the method can be: (tensors, summarised)."""

@@ -51,7 +51,7 @@ from torch import nn
 from kdrecon.data.dataset import Batch, SliceData, load_sample
 from kdrecon.data.layout import TARGET_KEY, kspace_key, write_volume, zero_filled_key
 from kdrecon.distillation.distiller import Distiller, LossWeights, TeacherSignals
-from kdrecon.distillation.layer_pairs import default_layer_pairs, feature_channels
+from kdrecon.distillation.layer_pairs import LayerPairs, default_layer_pairs, feature_channels
 from kdrecon.distillation.losses import DEFAULT_METHOD, FEATURE_LOSSES, build_feature_loss, method_label
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRAINING_BATCH_SIZE, TRAINING_STEPS
@@ -181,10 +181,10 @@ class _AutogradTeacherDistiller(Distiller):
 
 
 def _objective(kind: str, teacher: str, student: str, device: torch.device, channels_last: bool, reference: bool,
-               options: dict[str, Any] | None = None, method: str = DEFAULT_METHOD):
+               options: dict[str, Any] | None = None, method: str = DEFAULT_METHOD, layers: LayerPairs | None = None):
     """A fresh training objective of stage ``kind`` (train, sft-teacher or distill, the latter by ``method``:
-    a feature loss with its default layer pairs and weight, or ``imitation``); ``options`` go to every
-    network built (e.g. ``channels``)."""
+    a feature loss with its default weight on ``layers`` (default: the method's default pairs), or
+    ``imitation``); ``options`` go to every network built (e.g. ``channels``)."""
     torch.manual_seed(0)
     options = options or {}
     if kind == TRAIN:
@@ -197,7 +197,7 @@ def _objective(kind: str, teacher: str, student: str, device: torch.device, chan
     if method not in FEATURE_LOSSES:  # imitation: L1 to the target and to the teacher's output, no features
         return Distiller(student_model, teacher_model, LossWeights(1.0, 1.0, 0.0),
                          teacher_cache_bytes=teacher_cache_bytes(DEFAULT_TEACHER_CACHE, device))
-    pairs = default_layer_pairs(method, teacher_model, student_model)
+    pairs = layers or default_layer_pairs(method, teacher_model, student_model)
     loss = build_feature_loss(
         method, feature_channels(student_model, pairs.student), feature_channels(teacher_model, pairs.teacher)
     ).to(device)
@@ -222,7 +222,8 @@ class TrainingStep:
     """A timed stage's training step and what else a stage of its kind costs.
 
     ``step()`` runs one step (batch read included); ``cache_seconds`` were spent once before the
-    first step (the fast path's teacher cache); ``objective`` validates as the trainer does.
+    first step (the fast path's teacher cache); ``objective`` validates as the trainer does (a
+    distillation's as in a feature stage: on the feature loss, the teacher run on the slices).
     """
 
     step: Callable[[], None]
@@ -235,15 +236,17 @@ def training_step(
     kind: str, teacher: str, student: str, data: SliceData, h5_slices: PerItemH5Slices | None,
     device: torch.device, batch_size: int, options: dict[str, Any] | None = None, precision: str = "auto",
     channels_last: bool | str = AUTO_LAYOUT, compiled: bool = False, method: str = DEFAULT_METHOD,
+    layers: LayerPairs | None = None,
 ) -> TrainingStep:
-    """One training step of stage ``kind`` (the batch read included; a distillation by ``method``), with
+    """One training step of stage ``kind`` (the batch read included; a distillation by ``method`` on
+    ``layers``, default the method's default pairs), with
     the seconds spent once per stage before the first step (the fast path's teacher cache; 0 for the
     reference); ``auto`` precision resolved as for a network that will run ``compiled`` or not."""
     reference = h5_slices is not None
     precision = "fp32" if reference else resolve_precision(precision, device, compiled)
     channels_last = not reference and resolve_channels_last(channels_last, device, precision)
     objective = _objective(kind, teacher, student, device, channels_last=channels_last, reference=reference,
-                           options=options, method=method)
+                           options=options, method=method, layers=layers)
     cache_seconds = 0.0
     if not reference and hasattr(objective, "before_training"):
         synchronise(device)

@@ -1,25 +1,23 @@
 """How long an experiment will take on this device, from measured costs of its kinds of stage.
 
-Every distinct kind of stage the experiment runs (a network trained on L1, an SFT step, a
-distillation, each with its networks) is built once and timed on the experiment's own data and
-settings (batch size, precision, device, ``compile``): the median of a few training steps after
-warm-up, the teacher cache a distillation builds before its first step, one validation pass, the
-scoring of the validation split and, for a compiled experiment, what compiling the trained network
-adds to its first steps. A stage then costs
+Every distinct kind of training run the experiment makes (a network trained on L1, an SFT step, a
+distillation by its method and layer pairs, the imitation run that ends a two-stage distillation) is
+built once and timed on the experiment's own data and settings (batch size, precision, device,
+``compile``): the median of a few training steps after warm-up, the teacher cache a distillation
+builds before its first step, a validation pass of the trained network and, for a distillation with
+a feature loss, one on that loss (the teacher runs on the validation slices), the scoring of the
+validation split and, for a compiled experiment, what compiling the trained network adds to its
+first steps. A training run ``r`` of ``E_r`` epochs costs
 
 .. math::
 
-    T = E\\,\\lceil N_{train} / B \\rceil\\, t_{step} + (E - E_f)\\, t_{validation} + E_f\\, t_{feature\\ validation}
-        + r\\,(t_{compile} + t_{cache}[distillation]) + t_{validation} + t_{scores},
+    T_r = E_r\\,(\\lceil N_{train} / B \\rceil\\, t_{step} + t_{validation}) + t_{compile} + t_{cache},
 
-with ``E`` its planned epochs (both parts of a two-stage distillation), ``E_f`` the epochs of a
-two-stage distillation's feature stage, which validates on the feature loss and so runs the teacher
-on the validation slices (every other epoch validates the trained network alone), ``r`` the number
-of its training runs (two for a two-stage distillation: each compiles its network and a
-distillation's each builds its teacher cache) and the last two terms its evaluation. A distillation is costed by its
-method (feature loss or imitation) with that method's default layer pairs: the methods tap, cache and
-compare different features, so their steps and teacher caches differ (docs/benchmarks.md). Not counted: a stage's own ``layers`` (the defaults are timed), FT's paraphraser
-preparation, and the report (bootstrap, figures, the inference timing).
+and a stage the sum of its runs plus its evaluation, ``t_{validation} + t_{scores}`` of its network.
+A stage is one run, except a two-stage distillation: its feature run (the method's step, validated
+on the feature loss) and its fine-tuning run (L1 and imitation of the cached teacher outputs, or L1
+alone when ``alpha`` is 1). Not counted: FT's paraphraser preparation, a method's options, and the
+report (bootstrap, figures, the inference timing).
 
 Example (``kdrecon bench --experiment demo``)::
 
@@ -40,32 +38,39 @@ import torch
 
 from kdrecon.data.dataset import SliceData, load_split
 from kdrecon.data.image import COMPLEX, channels_of
+from kdrecon.distillation.layer_pairs import LayerPairs
 from kdrecon.distillation.losses import DEFAULT_METHOD, FEATURE_LOSSES, method_label
 from kdrecon.evaluation.benchmark import TrainingStep, training_step
 from kdrecon.evaluation.evaluate import ZERO_FILLED, baselines, score
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import STAGE_REFERENCE, Stage, build_stages
 from kdrecon.models.registry import SFT_TEACHER
-from kdrecon.training.config import DISTILL, TRAIN
+from kdrecon.training.config import DISTILL, IMITATION, TRAIN
 from kdrecon.training.timing import median_seconds, synchronise
 from kdrecon.training.trainer import ReconstructionObjective, compile_forward, resolve_device, validate
 
 
 @dataclass(frozen=True)
 class CostKey:
-    """What a stage's cost depends on: its kind (``train``, ``sft-teacher``, ``distill``), networks and, for
-    a distillation, method."""
+    """What a training run's cost depends on: its kind (``train``, ``sft-teacher``, ``distill``), networks
+    and, for a distillation, method and layer pairs (empty: the method's defaults)."""
 
     kind: str
     teacher: str
     student: str = ""
     method: str = ""
+    teacher_layers: tuple[str, ...] = ()
+    student_layers: tuple[str, ...] = ()
 
     def label(self) -> str:
         if self.kind == DISTILL:
             method = method_label(self.method) if self.method in FEATURE_LOSSES else self.method
-            return f"distillation {method} {self.teacher}→{self.student}"
+            layers = " (its own layers)" if self.teacher_layers else ""
+            return f"distillation {method} {self.teacher}→{self.student}{layers}"
         return f"SFT teacher {self.teacher}+{self.student}" if self.kind == SFT_TEACHER else f"{self.teacher} on L1"
+
+    def layer_pairs(self) -> LayerPairs | None:
+        return LayerPairs(list(self.teacher_layers), list(self.student_layers)) if self.teacher_layers else None
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ class StageEstimate:
     cost: CostKey
     epochs: int
     seconds: float
+    #: A two-stage distillation's second run.
+    fine_tuning: CostKey | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,7 @@ class ExperimentEstimate:
 
 
 def cost_key(stage: Stage, stages: dict[str, Stage]) -> CostKey:
-    """The kind and networks that set ``stage``'s cost."""
+    """The kind and networks that set the cost of ``stage``'s (first) training run."""
     if stage.kind == TRAIN:
         model = stage.config["model"]
         if model["name"] == SFT_TEACHER:
@@ -119,17 +126,19 @@ def cost_key(stage: Stage, stages: dict[str, Stage]) -> CostKey:
         return CostKey(TRAIN, model["name"])
     source = stages[stage.config["teacher"].removeprefix(STAGE_REFERENCE)].config["model"]
     teacher = source["teacher"] if source["name"] == SFT_TEACHER else source["name"]
-    return CostKey(DISTILL, teacher, stage.config["student"]["name"], stage.config["method"])
+    layers = stage.config.get("layers") or {}
+    return CostKey(DISTILL, teacher, stage.config["student"]["name"], stage.config["method"],
+                   tuple(layers.get("teacher", ())), tuple(layers.get("student", ())))
 
 
-def training_runs(stage: Stage) -> int:
-    """How many training runs ``stage`` makes: two for a distillation with a feature stage, else one."""
-    return 2 if stage.planned_epochs() > stage.config["optimization"]["epochs"] else 1
-
-
-def training_runs_with_cache(stage: Stage) -> int:
-    """How many training runs of ``stage`` build a teacher cache: one per distillation run."""
-    return training_runs(stage) if stage.kind == DISTILL else 0
+def fine_tuning_key(stage: Stage, first: CostKey) -> CostKey | None:
+    """The cost of a two-stage distillation's second run (None for any other stage): imitation of the
+    teacher's cached outputs with L1, or L1 alone when ``alpha`` is 1 (no teacher, no cache)."""
+    if stage.planned_epochs() == stage.config["optimization"]["epochs"]:
+        return None
+    if stage.config["alpha"] < 1:
+        return CostKey(DISTILL, first.teacher, first.student, IMITATION)
+    return CostKey(TRAIN, first.student)
 
 
 def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, validation: SliceData,
@@ -140,7 +149,8 @@ def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, valid
         options["image_channels"] = channels_of(COMPLEX)
     timed = training_step(key.kind, key.teacher, key.student or key.teacher,
                           train, None, device, config.optimization.batch_size, options, config.precision,
-                          config.channels_last, compiled=config.compile, method=key.method or DEFAULT_METHOD)
+                          config.channels_last, compiled=config.compile, method=key.method or DEFAULT_METHOD,
+                          layers=key.layer_pairs())
     compiling = 0.0
     if config.compile:
         compiling = _seconds(lambda: compile_training_step(timed, train, config.optimization.batch_size, device))
@@ -176,14 +186,22 @@ def _seconds(function: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def stage_seconds(stage: Stage, cost: MeasuredCost, train_slices: int) -> float:
-    """``T`` of the module docstring for one stage."""
+def run_seconds(cost: MeasuredCost, epochs: int, steps_per_epoch: int, validation: float) -> float:
+    """``T_r`` of the module docstring: one training run of ``epochs``, each validated in ``validation`` s."""
+    return epochs * (steps_per_epoch * cost.step + validation) + cost.compile + cost.cache
+
+
+def stage_seconds(stage: Stage, cost: MeasuredCost, train_slices: int, fine_tuning: MeasuredCost | None = None) -> float:
+    """The seconds of ``stage``: its runs (``fine_tuning``: the cost of a two-stage distillation's second
+    run) and its evaluation."""
     steps_per_epoch = math.ceil(train_slices / stage.config["optimization"]["batch_size"])
-    epochs = stage.planned_epochs()
-    feature_epochs = epochs - stage.config["optimization"]["epochs"]  # a two-stage distillation's first stage
-    return (epochs * steps_per_epoch * cost.step + (epochs - feature_epochs) * cost.validation
-            + feature_epochs * cost.feature_validation + training_runs(stage) * cost.compile
-            + training_runs_with_cache(stage) * cost.cache + cost.validation + cost.scores)
+    evaluation = cost.validation + cost.scores
+    if fine_tuning is None:
+        return run_seconds(cost, stage.planned_epochs(), steps_per_epoch, cost.validation) + evaluation
+    tuning_epochs = stage.config["optimization"]["epochs"]
+    feature_epochs = stage.planned_epochs() - tuning_epochs
+    return (run_seconds(cost, feature_epochs, steps_per_epoch, cost.feature_validation)
+            + run_seconds(fine_tuning, tuning_epochs, steps_per_epoch, fine_tuning.validation) + evaluation)
 
 
 def estimate_experiment(config: ExperimentConfig, steps: int = 5,
@@ -200,11 +218,13 @@ def estimate_experiment(config: ExperimentConfig, steps: int = 5,
     estimates = []
     for stage in stages:
         key = cost_key(stage, by_id)
-        if key not in costs:
-            progress(key.label())
-            costs[key] = measure_cost(key, config, train, validation, device, steps, scores_seconds)
-        estimates.append(StageEstimate(stage.id, stage.role, key, stage.planned_epochs(),
-                                       stage_seconds(stage, costs[key], len(train))))
+        tuning = fine_tuning_key(stage, key)
+        for needed in (key, tuning):
+            if needed is not None and needed not in costs:
+                progress(needed.label())
+                costs[needed] = measure_cost(needed, config, train, validation, device, steps, scores_seconds)
+        seconds = stage_seconds(stage, costs[key], len(train), costs[tuning] if tuning else None)
+        estimates.append(StageEstimate(stage.id, stage.role, key, stage.planned_epochs(), seconds, tuning))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return ExperimentEstimate(config.name, f"{name} ({device.type}, {torch.get_num_threads()} threads)",
                               tuple(estimates), costs)
@@ -240,7 +260,8 @@ def estimate_data(estimate: ExperimentEstimate) -> dict[str, Any]:
         "experiment": estimate.name,
         "device": estimate.device,
         "total_seconds": estimate.total_seconds,
-        "stages": [{"stage": s.stage, "role": s.role, "cost": s.cost.label(), "epochs": s.epochs, "seconds": s.seconds}
+        "stages": [{"stage": s.stage, "role": s.role, "cost": s.cost.label(), "epochs": s.epochs, "seconds": s.seconds,
+                    **({"fine_tuning": s.fine_tuning.label()} if s.fine_tuning else {})}
                    for s in estimate.stages],
         "costs": [{"cost": key.label(), **vars(cost)} for key, cost in estimate.costs.items()],
     }

@@ -22,7 +22,7 @@ from kdrecon.experiment.stages import Stage
 from kdrecon.report.run_layout import STAGE_FILE, RunLayout, StageStatus, is_finished, read_history, read_json
 from kdrecon.training.checkpoint import DATA_IDENTITY
 from kdrecon.training.config import ConfigError, config_data, read_yaml, write_yaml
-from kdrecon.training.supervised import CONFIG_FILE
+from kdrecon.training.supervised import CONFIG_FILE, RESUMABLE_WITH_ANOTHER_VALUE
 
 
 #: Config keys that locate another stage of the same run rather than set anything: a stage's
@@ -131,7 +131,7 @@ def rerun_refusal(stale: list[Path], layout: RunLayout, configs: dict[str, Any],
         identifier = directory.relative_to(layout.stages).as_posix()
         recorded = _recorded_config(directory, manifest, identifier)
         changed = [key for key in _differences(recorded, config_data(configs[identifier]))
-                   if key not in LOCATION_KEYS] if recorded is not None else []
+                   if key not in LOCATION_KEYS and key not in RESUMABLE_WITH_ANOTHER_VALUE] if recorded is not None else []
         state = layout.stage(identifier).state()
         if not changed and data_changed(state, identity):
             changed = ["the data in data.dataset"]

@@ -60,6 +60,7 @@ from kdrecon.training.config import (DISTILL, TRAIN, ConfigError, DistillConfig,
 from kdrecon.training.distill import distill_student
 from kdrecon.training.distributed import barrier, current_world, from_main
 from kdrecon.training.supervised import CONFIG_FILE, train_model
+from kdrecon.training.teacher_cache import SHARING_PROCESSES
 from kdrecon.training.trainer import FitResult, TrainingDiverged, resolve_device
 
 SELECTION_RULE = "checkpoint with the lowest validation loss (student L1; teacher L1 for the SFT teacher; feature loss in KD-MRI's feature stage)"
@@ -249,8 +250,9 @@ def _run_in_parallel(stages: list[Stage], pending: set[str], run_dir: Path, work
                     environment = {**os.environ, RUN_LOCK_HOLDER: holder()}  # they share our lock
                     if gpus >= workers:
                         environment["CUDA_VISIBLE_DEVICES"] = str(slot)
-                    else:
+                    else:  # the workers share the CPU cores, and the memory of the CPU or of a GPU
                         environment["OMP_NUM_THREADS"] = str(threads)
+                        environment[SHARING_PROCESSES] = str(workers)
                     command = [sys.executable, "-m", "kdrecon", "run", str(RunLayout(run_dir).config), "--run-dir",
                                str(run_dir), "--only", stage.id, "--no-report"] + ([] if progress else ["--quiet"])
                     running[stage.id] = (_stage_process(command, environment, RunLayout(run_dir)), slot)

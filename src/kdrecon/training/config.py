@@ -61,7 +61,8 @@ DEFAULT_PROCEDURE: Procedure = "two-stage"
 Precision = Literal["auto", "fp32", "bf16"]
 #: Memory a distillation stage may fill with the teacher's features (or their summaries): GiB, or ``auto``,
 #: a share of the free memory (:mod:`kdrecon.training.teacher_cache`).
-TeacherCacheSize = Annotated[float, Field(ge=0, le=1024)] | Literal["auto"]
+TeacherCacheSize = float | Literal["auto"]
+MAX_TEACHER_CACHE_GIB = 1024
 DEFAULT_TEACHER_CACHE: TeacherCacheSize = AUTO_TEACHER_CACHE
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 #: The inference precision (evaluation, deployment) that runs a network as it was trained
@@ -371,6 +372,15 @@ class DistillConfig(StageConfig):
         DEFAULT_TEACHER_CACHE, description="GiB for the teacher's features (or, for AT, its attention maps) computed once "
         "per run; auto: a share of the memory free when the run starts; 0: run the teacher every step"
     )
+
+    @field_validator("teacher_cache_gib", mode="before")
+    @classmethod
+    def _cache_size(cls, value: Any) -> Any:
+        if value == AUTO_TEACHER_CACHE:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_TEACHER_CACHE_GIB:
+            raise ValueError(f"give GiB from 0 to {MAX_TEACHER_CACHE_GIB}, or {AUTO_TEACHER_CACHE}")
+        return value
 
     @field_validator("method")
     @classmethod

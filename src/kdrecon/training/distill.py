@@ -94,7 +94,7 @@ class _Distillation:
             **self.recorded_data,
             "distillation": {**self.record, "weights": asdict(weights),
                              "connector_parameters": distiller.connector_parameter_count(),
-                             "teacher_cache_bytes": distiller.teacher_cache_bytes},
+                             "teacher_cache": distiller.cache_record},  # filled in as the run starts
         }
         report = self.on_epoch_end
         try:
