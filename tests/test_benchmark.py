@@ -151,7 +151,7 @@ def test_experiment_estimate_costs_every_stage_from_its_kind(tiny_overrides, mon
 def test_each_distillation_method_is_timed_as_itself(tiny_overrides, monkeypatch):
     from kdrecon.experiment import estimate as estimate_module
     from kdrecon.experiment.config import load_experiment
-    from kdrecon.experiment.estimate import CostKey, estimate_experiment
+    from kdrecon.experiment.estimate import CostKey, estimate_experiment, format_estimate
 
     timed = []  # (method, teacher layers) of each distillation step the estimate built
     real_training_step = estimate_module.training_step
@@ -173,6 +173,10 @@ def test_each_distillation_method_is_timed_as_itself(tiny_overrides, monkeypatch
     assert {key for key in estimate.costs if key.kind == "distill"} == {
         CostKey("distill", "D3C3", "D2C3", "at"), CostKey("distill", "D3C3", "D2C3", "imitation"), own_layers}
     assert sorted(timed) == sorted([("at", ()), ("imitation", ()), ("sp", tuple(sp_layers["teacher"]))])
+    # Only AT has a two-stage stage here (KD-MRI's AT, then imitation): only its feature run is validated
+    # on the feature loss; the single-stage SP's is not, nor shown.
+    assert {key.method for key, cost in estimate.costs.items() if cost.feature_validation > 0} == {"at"}
+    assert "feature stage" not in next(line for line in format_estimate(estimate).splitlines() if "SP D3C3" in line)
     assert own_layers.label() == "distillation SP D3C3→D2C3 (its own layers)"
 
 

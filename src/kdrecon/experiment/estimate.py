@@ -142,8 +142,9 @@ def fine_tuning_key(stage: Stage, first: CostKey) -> CostKey | None:
 
 
 def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, validation: SliceData,
-                 device: torch.device, steps: int, scores_seconds: float) -> MeasuredCost:
-    """Time one stage kind on the experiment's data and settings (see the module docstring)."""
+                 device: torch.device, steps: int, scores_seconds: float, feature_run: bool = False) -> MeasuredCost:
+    """Time one stage kind on the experiment's data and settings (see the module docstring); with
+    ``feature_run``, also a validation pass on its feature loss (the feature run of a two-stage distillation)."""
     options: dict[str, Any] = {"channels": config.channels}
     if config.data.image == COMPLEX:
         options["image_channels"] = channels_of(COMPLEX)
@@ -160,7 +161,7 @@ def measure_cost(key: CostKey, config: ExperimentConfig, train: SliceData, valid
     trained = objective if key.kind != DISTILL else ReconstructionObjective(objective.student)
     validation_seconds = _seconds(lambda: validate(trained, validation, batch, device, timed.precision))
     feature_seconds = 0.0
-    if key.kind == DISTILL and objective.feature_loss is not None:  # timed as a feature stage validates
+    if feature_run:
         feature_seconds = _seconds(lambda: validate(objective, validation, batch, device, timed.precision))
     compile_seconds = max(0.0, compiling - COMPILED_FIRST_STEPS * step_seconds)
     return MeasuredCost(step_seconds, timed.cache_seconds, validation_seconds, scores_seconds, compile_seconds,
@@ -214,15 +215,17 @@ def estimate_experiment(config: ExperimentConfig, steps: int = 5,
     stages = build_stages(config)
     by_id = {stage.id: stage for stage in stages}
     scores_seconds = _seconds(lambda: score(validation, baselines(validation)[ZERO_FILLED]))
+    planned = [(stage, cost_key(stage, by_id)) for stage in stages]
+    tunings = [fine_tuning_key(stage, key) for stage, key in planned]
+    feature_runs = {key for (_, key), tuning in zip(planned, tunings) if tuning is not None}
     costs: dict[CostKey, MeasuredCost] = {}
     estimates = []
-    for stage in stages:
-        key = cost_key(stage, by_id)
-        tuning = fine_tuning_key(stage, key)
+    for (stage, key), tuning in zip(planned, tunings):
         for needed in (key, tuning):
             if needed is not None and needed not in costs:
                 progress(needed.label())
-                costs[needed] = measure_cost(needed, config, train, validation, device, steps, scores_seconds)
+                costs[needed] = measure_cost(needed, config, train, validation, device, steps, scores_seconds,
+                                             feature_run=needed in feature_runs)
         seconds = stage_seconds(stage, costs[key], len(train), costs[tuning] if tuning else None)
         estimates.append(StageEstimate(stage.id, stage.role, key, stage.planned_epochs(), seconds, tuning))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
