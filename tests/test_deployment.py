@@ -697,3 +697,21 @@ def test_a_run_whose_training_stopped_is_not_evaluated_exported_or_deployed_as_t
                                              f"finish it"), errors.getvalue()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a.nii", "run"]
     assert not (run / "evaluation").exists()
+
+
+@pytest.mark.parametrize("signed, expected", [(0, [0, 100, 4095, 4095]), (1, [-2048, 100, 2047, 2047])])
+def test_a_dicom_reconstruction_is_clipped_to_the_bits_the_series_stores(signed, expected):
+    """A 12-bit series read as 16-bit integers: values past 4095 (or 2047) would wrap round to dark pixels."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+
+    from kdrecon.deployment.reconstruct import _encode
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID = MRImageStorage, ExplicitVRLittleEndian
+    ds = FileDataset("IM0", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, 4, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, signed
+    ds.PixelData = np.zeros(4, np.int16 if signed else np.uint16).tobytes()
+    _encode(ds, np.array([[-3000.0, 100.0, 4100.0, 5000.0]]))
+    assert ds.pixel_array.tolist() == [expected]

@@ -387,6 +387,31 @@ def test_per_volume_rows_that_disagree_with_the_summary_are_refused_and_evaluate
     build_report(run_dir)
 
 
+def test_truncated_evaluation_tables_are_named_not_read_short(tmp_path, tiny_run):
+    """A per-slice table cut short would run the per-slice tests on fewer slices; a per-volume row cut
+    mid-way crashed the report without naming the file."""
+    from kdrecon.report.results import evaluation_problem
+    from kdrecon.report.run_layout import StageFiles
+    from kdrecon.training.config import DataConfig
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    files = StageFiles(run_dir / "stages" / "seed-1" / "teacher")
+    identity = json.loads((run_dir / "experiment.json").read_text())["data_identity"]
+    data = DataConfig(dataset=json.loads((run_dir / "experiment.json").read_text())["config"]["data"]["dataset"])
+    assert evaluation_problem(files, data, identity) is None
+    rows = files.per_slice.read_text().splitlines()
+    model_rows = [i for i, row in enumerate(rows) if ",model" in row or row.endswith("model")]
+    files.per_slice.write_text("\n".join(r for i, r in enumerate(rows) if i != model_rows[-1]) + "\n")
+    summary = json.loads(files.summary.read_text())
+    assert evaluation_problem(files, data, identity) == (
+        f"{files.per_slice} has {summary['slices'] - 1} rows of the network, summary.json counts {summary['slices']} slices")
+    files.per_slice.write_text("\n".join(rows) + "\n")
+    table = files.per_volume.read_text().splitlines()
+    files.per_volume.write_text("\n".join([table[0], table[1][: len(table[1]) // 2]]) + "\n")  # a write cut short
+    assert evaluation_problem(files, data, identity).startswith(f"{files.per_volume} is not an evaluation's table (")
+
+
 def test_an_unusable_stage_evaluation_is_refused_by_the_report_and_evaluated_again_by_run(tmp_path, tiny_run, tiny_overrides):
     from kdrecon.data.dataset import sample_directory
     from kdrecon.data.prepare import PrepareOptions, prepare_dataset

@@ -68,6 +68,41 @@ def test_a_blank_slice_is_refused_before_training_not_at_evaluation(copy):
         load_split(copy, "train")
 
 
+def replace_slice(path, index, change):
+    """Slice ``index`` of the target replaced by ``change(slice)``, its k-space and zero-filled image
+    simulated from it with the dataset's mask (so only the target's own check can catch it)."""
+    from kdrecon.data.prepare import simulate
+
+    mask = np.load(path.parents[1] / "masks/mask_4x.npy")
+    with h5py.File(path, "r+") as file:
+        target = change(file["volfs"][:, :, index])
+        zero_filled, kspace = simulate(target[None].astype(np.float32), mask)
+        file["volfs"][:, :, index] = target
+        file["kspace_volus_4x"][:, :, index] = kspace[0]
+        file["img_volus_4x"][:, :, index] = zero_filled[0]
+
+
+def test_a_constant_slice_is_refused_before_training_not_at_evaluation(copy):
+    """Flat and scaled to 1, with its k-space and zero-filled image, it passes every other check; HFN and
+    VIF would fail on it only after training."""
+    replace_slice(copy / FILE, 1, np.ones_like)
+    with pytest.raises(ValueError, match=r"SCD0000101_phase00\.h5: slice 1 of the target is constant \(1 such\)"):
+        load_split(copy, "train")
+
+
+def test_a_signed_target_is_refused_as_not_a_magnitude(copy):
+    """A z-scored slice (mean 0, scaled to maximum magnitude 1) would be scored with its positive maximum as
+    the data range, against a zero-filled input that is a magnitude."""
+    def z_scored(image):
+        centred = image - image.mean()
+        return centred / np.abs(centred).max()
+
+    replace_slice(copy / FILE, 3, z_scored)
+    with pytest.raises(ValueError, match=r"SCD0000101_phase00\.h5: slice 3 of the target goes down to -[0-9.]+ \(1 such\): "
+                                         r"a signed image"):
+        load_split(copy, "train")
+
+
 def test_slices_not_scaled_to_maximum_one_are_refused_at_load_and_registration(copy, tmp_path):
     """Rescaled consistently (a uint8-range volume, its k-space and zero-filled image), the other checks pass;
     HFN's clip to [0, 1] and deployment's per-slice normalisation would then score or feed another scale."""

@@ -148,6 +148,8 @@ def write_dicom(
     trigger_time: float | None = None,
     explicit: bool = True,
     phase_encoding: str | None = None,
+    image_type: list[str] | str | None = None,
+    complex_component: str | None = None,
 ) -> None:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
@@ -169,6 +171,10 @@ def write_dicom(
         ds.SliceLocation = slice_location
     if phase_encoding is not None:
         ds.InPlanePhaseEncodingDirection = phase_encoding
+    if image_type is not None:
+        ds.ImageType = image_type
+    if complex_component is not None:
+        ds.ComplexImageComponent = complex_component
     if trigger_time is not None:
         ds.TriggerTime = trigger_time
         ds.CardiacNumberOfImages = 2
@@ -285,6 +291,24 @@ def test_dicom_bad_input(frames: np.ndarray, tmp_path: Path) -> None:
     write_dicom(tmp_path / "s2", frames[1, :40], patient="P", series_uid=uid, series_number=1, instance=2,
                 slice_location=5.0)
     with pytest.raises(ValueError, match=r"s2: image shape 40x56 differs"):
+        next(dicom.read_volumes(tmp_path))
+
+
+@pytest.mark.parametrize("image_type, component, refused", [
+    (["ORIGINAL", "PRIMARY", "P", "ND"], None, "phase"),  # Siemens' phase image
+    (["ORIGINAL", "PRIMARY", "R"], None, "real part"),
+    (["DERIVED", "PRIMARY"], "IMAGINARY", "imaginary part"),  # the enhanced-MR attribute
+    ("ORIGINAL", None, None),  # a single value: its letters are not values
+    (["ORIGINAL", "PRIMARY", "M", "ND"], "MAGNITUDE", None),
+])
+def test_dicom_images_other_than_a_magnitude_are_refused(frames: np.ndarray, tmp_path: Path, image_type, component,
+                                                        refused) -> None:
+    write_dicom(tmp_path / "IM1", frames[0], patient="P", series_uid=generate_uid(), series_number=1, instance=1,
+                slice_location=0.0, image_type=image_type, complex_component=component)
+    if refused is None:
+        assert next(dicom.read_volumes(tmp_path)).images.shape == (1, *frames[0].shape)
+        return
+    with pytest.raises(ValueError, match=rf"IM1: a {refused} image \(ImageType .*\), not a magnitude one"):
         next(dicom.read_volumes(tmp_path))
 
 

@@ -16,7 +16,12 @@ data's own maximum and sit far above float32 rounding (about 1e-7) and far below
 * the stored k-space has no energy outside the mask (``≤ 1e-6`` of its maximum) and equals
   ``M ⊙ F(target)`` (``≤ 1e-4``): the target's scale and normalisation are the k-space's;
 * the zero-filled image is ``|F⁻¹ k|`` (``≤ 1e-4`` of its maximum);
-* no target slice is blank (it has no maximum to normalise by or to score against);
+* no target slice is blank (it has no maximum to normalise by or to score against) or constant (it
+  has no edges: HFN and VIF are undefined on it, and SSIM and PSNR say nothing of a reconstruction);
+* a magnitude target is not signed (no value below ``−0.05`` of its slice's maximum; resampling may
+  ring slightly below zero, while a z-scored image or a phase or real part goes far below): PSNR's
+  data range is the target's maximum, and the zero-filled input ``|F⁻¹ k|`` can never match a
+  signed target;
 * every target slice is scaled to maximum magnitude 1 (``≤ 1e-4`` off), the papers' recipe: HFN's
   clip to [0, 1], deployment's per-slice normalisation and the networks' learned scale assume it.
 
@@ -38,6 +43,8 @@ from kdrecon.data.task import SUPER_RESOLUTION, factor_of
 
 #: Relative tolerances of :func:`check_volume` (see the module docstring).
 OUTSIDE_MASK, KSPACE_AGREEMENT, ZERO_FILLED_AGREEMENT, SLICE_MAXIMUM = 1e-6, 1e-4, 1e-4, 1e-4
+#: How far below zero a magnitude target may go, relative to its slice's maximum (see the module docstring).
+NEGATIVE_MAGNITUDE = 0.05
 #: How far ``H / sampled rows`` of a line mask may be from its acceleration label, relatively (a
 #: mask with a fully sampled centre is accelerated less than its nominal factor); also how far an
 #: acquisition's may be from a model's (:mod:`kdrecon.deployment.reconstruct`).
@@ -121,17 +128,43 @@ def check_scaled(target: np.ndarray, where: object) -> None:
                          "scale each slice and its k-space to maximum 1, the papers' recipe (kdrecon prepare does)")
 
 
+def check_unsigned(target: np.ndarray, where: object) -> None:
+    """Refuse a magnitude target ``(S, H, W)`` (scaled to maximum 1) with values below ``−NEGATIVE_MAGNITUDE``.
+
+    Example:
+        >>> import numpy as np
+        >>> check_unsigned(np.array([[[1.0, -0.01]]]), "x.h5")
+        >>> check_unsigned(np.array([[[1.0, 0.5]], [[0.25, -1.0]]]), "x.h5")
+        Traceback (most recent call last):
+        ...
+        ValueError: x.h5: slice 1 of the target goes down to -1 (1 such): a signed image (z-scored, or a phase or real part), not a magnitude; prepare the magnitude images
+    """
+    lowest = target.reshape(len(target), -1).min(axis=1)
+    signed = np.flatnonzero(lowest < -NEGATIVE_MAGNITUDE)
+    if signed.size:
+        raise ValueError(f"{where}: slice {signed[0]} of the target goes down to {lowest[signed[0]]:.3g} ({signed.size} "
+                         "such): a signed image (z-scored, or a phase or real part), not a magnitude; prepare the "
+                         "magnitude images")
+
+
 def check_volume(target: np.ndarray, zero_filled: np.ndarray, kspace: np.ndarray, mask: np.ndarray, where: object) -> None:
     """Refuse a volume ``(S, H, W)`` whose k-space, target and zero-filled image disagree with each other or the mask.
 
     ``target`` is the magnitude image, or in a complex dataset the complex one. A blank target slice is
     refused too: a slice has no maximum to scale by or to take its PSNR's data range from.
     """
-    blank = np.flatnonzero(~(np.abs(target).reshape(len(target), -1).max(axis=1) > 0))
+    magnitudes = np.abs(target).reshape(len(target), -1)
+    blank = np.flatnonzero(~(magnitudes.max(axis=1) > 0))
     if blank.size:
         raise ValueError(f"{where}: slice {blank[0]} of the target is all zeros ({blank.size} such); "
                          "remove blank slices from it (a slice without a maximum cannot be normalised or scored)")
+    flat = np.flatnonzero(magnitudes.min(axis=1) == magnitudes.max(axis=1))
+    if flat.size:
+        raise ValueError(f"{where}: slice {flat[0]} of the target is constant ({flat.size} such); remove it (a slice "
+                         "without edges has no HFN or VIF, and its PSNR and SSIM say nothing of a reconstruction)")
     check_scaled(target, where)
+    if not np.iscomplexobj(target):
+        check_unsigned(target, where)
     scale = max(float(np.abs(kspace).max()), 1e-12)
     if np.abs(kspace * (1 - mask)).max() > OUTSIDE_MASK * scale:
         raise ValueError(f"{where}: the k-space has energy outside the mask (another mask, or a centred mask "

@@ -392,12 +392,27 @@ def _pixel_values(ds: pydicom.Dataset) -> np.ndarray:
     return (ds.pixel_array * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)).astype(np.float32)
 
 
+def _stored_range(ds: pydicom.Dataset, dtype: np.dtype) -> tuple[float, float]:
+    """The values ``ds``'s pixels can hold: ``BitsStored`` bits, signed or not, within the array's type
+    (a 12-bit image read as uint16 would wrap round above 4095: 4100 reads back as 4)."""
+    if dtype.kind not in "iu":
+        limits = np.finfo(dtype)
+        return float(limits.min), float(limits.max)
+    bits = int(ds.get("BitsStored", 8 * dtype.itemsize) or 8 * dtype.itemsize)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        low, high = 0, 2**bits - 1
+    limits = np.iinfo(dtype)
+    return float(max(low, limits.min)), float(min(high, limits.max))
+
+
 def _encode(ds: pydicom.Dataset, image: np.ndarray) -> None:
     """Store ``image`` in ``ds``'s pixel encoding (uncompressed)."""
     slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
     dtype = ds.pixel_array.dtype
-    limits = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)
-    stored = np.clip(np.round((image - intercept) / slope), limits.min, limits.max).astype(dtype)
+    low, high = _stored_range(ds, dtype)
+    stored = np.clip(np.round((image - intercept) / slope), low, high).astype(dtype)
     ds.PixelData = stored.tobytes()
     if ds.file_meta.TransferSyntaxUID.is_compressed:
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

@@ -177,6 +177,12 @@ def evaluation_problem(files: StageFiles, data: DataConfig, identity: str | None
     stored = len(list((files.evaluation / RECONSTRUCTIONS).glob("*.h5")))
     if stored != summary.get("volumes"):
         return f"{files.evaluation / RECONSTRUCTIONS} holds {stored} of its {summary.get('volumes')} volumes"
+    try:
+        slices, _ = _read_rows(files.per_slice, "slice")
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        return f"{files.per_slice} is not an evaluation's table ({type(error).__name__}: {error})"
+    if "slices" in summary and len(slices) != summary["slices"]:  # a truncated file: per-slice tests on fewer slices
+        return f"{files.per_slice} has {len(slices)} rows of the network, {files.summary.name} counts {summary['slices']} slices"
     return scores_problem(files, data, identity)
 
 
@@ -198,7 +204,7 @@ def scores_problem(files: StageFiles, data: DataConfig, identity: str | None) ->
         return f"it scores {summary.get('checkpoint')}, not the stage's best checkpoint"
     try:
         model, zero_filled = _read_rows(files.per_volume, "volume")
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, KeyError, ValueError, TypeError) as error:  # TypeError: a row cut short
         return f"{files.per_volume} is not an evaluation's table ({type(error).__name__}: {error})"
     return _disagreement(model, summary, MODEL) or _disagreement(zero_filled, summary, ZERO_FILLED)
 

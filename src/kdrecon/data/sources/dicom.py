@@ -143,6 +143,11 @@ def read_image_header(file: Path) -> _Header | None:
         raise ValueError(f"{file}: multi-frame DICOM (NumberOfFrames={ds.NumberOfFrames}) is not supported")
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise ValueError(f"{file}: expected a grey-level image, got SamplesPerPixel={ds.SamplesPerPixel}")
+    component = complex_component(ds)
+    if component is not None:
+        image_type = "\\".join(_image_type(ds))  # as DICOM writes multiple values
+        raise ValueError(f"{file}: a {component} image (ImageType {image_type}), not a magnitude one; give the "
+                         "magnitude series")
     return _Header(
         file=file,
         series_uid=str(ds.get("SeriesInstanceUID", "") or f"no-series-uid:{file.parent}"),
@@ -156,6 +161,29 @@ def read_image_header(file: Path) -> _Header | None:
         cardiac_images=_int(ds.get("CardiacNumberOfImages")),
         transposed=phase_encoding_along_rows(ds),
     )
+
+
+#: ImageType values of MR images that hold a part of the complex image other than its magnitude.
+OTHER_COMPONENTS = {"P": "phase", "PHASE": "phase", "R": "real part", "REAL": "real part", "I": "imaginary part",
+                    "IMAGINARY": "imaginary part"}
+
+
+def complex_component(ds: pydicom.Dataset) -> str | None:
+    """What part of the complex image ``ds`` holds when it is not the magnitude (phase, real or imaginary
+    part), from ``ComplexImageComponent`` or the ``ImageType`` values scanners use; None for a magnitude."""
+    component = str(ds.get("ComplexImageComponent", "") or "").strip().upper()
+    if component and component != "MAGNITUDE":
+        return OTHER_COMPONENTS.get(component, component.lower())
+    for value in _image_type(ds):
+        if value.upper() in OTHER_COMPONENTS:
+            return OTHER_COMPONENTS[value.upper()]
+    return None
+
+
+def _image_type(ds: pydicom.Dataset) -> list[str]:
+    """``ImageType``'s values (a file may hold a single value, read as a string)."""
+    values = ds.get("ImageType") or []
+    return [str(v).strip() for v in ([values] if isinstance(values, str) else values)]
 
 
 def phase_encoding_along_rows(ds: pydicom.Dataset) -> bool:
