@@ -243,6 +243,30 @@ def test_a_train_into_a_stage_of_an_experiment_being_run_is_refused(trained_run,
     assert not experiment.lock.exists() and not RunLayout(stage).lock.exists()
 
 
+def test_evaluate_refuses_to_score_training_subjects_as_validation(tmp_path, capsys):
+    """The same source prepared again with another validation subject: its validation split is a subject
+    the network was trained on."""
+    from kdrecon.data.dataset import sample_directory
+    from kdrecon.data.prepare import PrepareOptions, prepare_dataset
+    from kdrecon.data.sources import sunnybrook
+
+    def prepared(name, validation):
+        options = PrepareOptions(crop=48, mask="recipe", validation_subjects=[validation], source="sunnybrook:sample")
+        return prepare_dataset(sunnybrook.read_volumes(sample_directory(), phases=[0]), tmp_path / name, options)
+
+    own, again = prepared("own", "SCD0000401"), prepared("again", "SCD0000101")
+    config = tmp_path / "student.yaml"
+    config.write_text(f"model:\n  name: D2C2\n  channels: 8\ndata:\n  dataset: {own}\n"
+                      "optimization:\n  epochs: 1\n  batch_size: 8\n")
+    assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
+    output = tmp_path / "evaluation"
+    assert main(["evaluate", str(tmp_path / "run"), "--dataset", str(again), "--output", str(output)]) == 2
+    assert (f"{again}: its validation split holds SCD0000101, on which {tmp_path / 'run'} was trained ({own}, prepared "
+            "from the same source); evaluate on subjects it has not seen") in capsys.readouterr().err
+    assert not output.exists()
+    assert main(["evaluate", str(tmp_path / "run"), "--dataset", str(own), "--output", str(output)]) == 0
+
+
 def test_evaluate_on_data_of_another_task_says_what_the_network_was_trained_for(trained_run, tiny_super_resolution_dataset,
                                                                             tmp_path, capsys):
     """The data loader's refusal advises changing data.task, which evaluate has no option for."""

@@ -38,6 +38,8 @@ from kdrecon.mri.undersample import undersample
 
 MANIFEST = "dataset.json"
 SPLITS = ("train", "validation")
+#: The manifest's ``source`` of a dataset prepared without naming one (through the API).
+UNKNOWN_SOURCE = "unknown"
 MASK_KINDS = ("papers", "recipe", "random", "equispaced")
 #: The mask kind of a super-resolution dataset: the central block of k-space.
 LOW_PASS = "low-pass"
@@ -193,7 +195,7 @@ class PrepareOptions:
     center_fraction: float | None = None  # None: CENTER_FRACTION where the mask kind takes one
     validation_subjects: Sequence[str] = ()
     validation_fraction: float = 0.25
-    source: str = "unknown"
+    source: str = UNKNOWN_SOURCE
     task: str = RECONSTRUCTION
     extra: dict = field(default_factory=dict)
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from kdrecon.data.dataset import SAMPLE, SliceData, load_split, read_manifest
 from kdrecon.data.image import image_kind_of
 from kdrecon.data.layout import atomic_path, parse_acceleration, write_reconstruction
+from kdrecon.data.prepare import UNKNOWN_SOURCE
 from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION, factor_of, task_of
 from kdrecon.evaluation import metrics
 from kdrecon.models.inference import inference_batch_size
@@ -306,11 +307,31 @@ def _check_dataset_fits(source: Path, recorded: DataConfig, dataset: str | Path)
                          f"{recorded.task} on {recorded.image} images; evaluate it on a dataset prepared like its own")
 
 
+def _check_unseen_subjects(source: Path, trained_on: str | Path, dataset: str | Path, split: str) -> None:
+    """Refuse to score as validation the subjects a network was trained on: a dataset prepared again
+    from the same source with other validation subjects would give training scores as validation ones.
+    Datasets of other sources are not compared (subject names need not mean the same patient there),
+    nor is a training dataset that is gone."""
+    if split != "validation" or SAMPLE in (str(trained_on), str(dataset)):
+        return
+    try:
+        trained, evaluated = read_manifest(Path(trained_on)), read_manifest(Path(dataset))
+    except ValueError:
+        return
+    if trained.get("source", UNKNOWN_SOURCE) in ("", UNKNOWN_SOURCE) or trained.get("source") != evaluated.get("source"):
+        return
+    seen = sorted(set(trained["splits"]["train"]["subjects"]) & set(evaluated["splits"][split]["subjects"]))
+    if seen:
+        raise ValueError(f"{dataset}: its {split} split holds {', '.join(seen)}, on which {source} was trained "
+                         f"({trained_on}, prepared from the same source); evaluate on subjects it has not seen")
+
+
 def _split_to_evaluate(source: Path, recorded: DataConfig, dataset: str | Path, split: str, acceleration: str,
                        data: SliceData | None) -> SliceData:
     """``data``, checked against what the network was trained on (``recorded``), or the split loaded."""
     if data is None:
         _check_dataset_fits(source, recorded, dataset)
+        _check_unseen_subjects(source, recorded.dataset, dataset, split)
         data = load_split(dataset, split, acceleration, recorded.task, recorded.image)
     elif (data.acceleration, data.task, data.image) != (parse_acceleration(acceleration), recorded.task, recorded.image):
         raise ValueError(f"{source}: trained on {acceleration} {recorded.task} {recorded.image} data, "
