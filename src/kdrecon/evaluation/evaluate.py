@@ -37,7 +37,6 @@ from tqdm.auto import tqdm
 from kdrecon.data.dataset import SAMPLE, SliceData, load_split, read_manifest
 from kdrecon.data.image import image_kind_of
 from kdrecon.data.layout import atomic_path, parse_acceleration, write_reconstruction
-from kdrecon.data.prepare import UNKNOWN_SOURCE
 from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION, factor_of, task_of
 from kdrecon.evaluation import metrics
 from kdrecon.models.inference import inference_batch_size
@@ -311,14 +310,16 @@ def _check_unseen_subjects(source: Path, trained_on: str | Path, dataset: str | 
     """Refuse to score as validation the subjects a network was trained on: a dataset prepared again
     from the same source with other validation subjects would give training scores as validation ones.
     Datasets of other sources are not compared (subject names need not mean the same patient there),
-    nor is a training dataset that is gone."""
+    nor those whose source names no place (prepared through the API, or registered papers' files), nor
+    a training dataset that is gone."""
     if split != "validation" or SAMPLE in (str(trained_on), str(dataset)):
         return
     try:
         trained, evaluated = read_manifest(Path(trained_on)), read_manifest(Path(dataset))
     except ValueError:
         return
-    if trained.get("source", UNKNOWN_SOURCE) in ("", UNKNOWN_SOURCE) or trained.get("source") != evaluated.get("source"):
+    source_of_both = trained.get("source", "")
+    if ":" not in source_of_both or source_of_both != evaluated.get("source"):  # only "FORMAT:PATH" names a place
         return
     seen = sorted(set(trained["splits"]["train"]["subjects"]) & set(evaluated["splits"][split]["subjects"]))
     if seen:
