@@ -8,6 +8,7 @@ scaling, ``np.fft.fft2(x, norm="ortho")`` with no shift), never by calling the m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import torch
 
 from kdrecon.cli import main
 from kdrecon.data import layout
-from kdrecon.data.dataset import count_slices, dataset_identity, load_sample, load_split, sample_directory
+from kdrecon.data.dataset import count_slices, dataset_identity, load_sample, load_split, same_data, sample_directory
 from kdrecon.data.prepare import (MASK_SEED, PrepareOptions, make_mask, prepare_dataset, register_papers_h5,
                                   split_subjects)
 from kdrecon.data.sources import sunnybrook
@@ -248,6 +249,39 @@ def test_dataset_identity_follows_the_contents_not_the_location(prepared, tmp_pa
     mask = np.load(mask_file)
     np.save(mask_file, np.roll(mask, 1, axis=0))  # another mask of the same size
     assert dataset_identity(moved) != dataset_identity(prepared)
+
+
+def _digest_of_files(dataset: Path) -> str:
+    """The manifest's content digest recomputed from the h5 files as stored (hashlib on the arrays read back)."""
+    digests = {}
+    for path in sorted(dataset.glob("*/*.h5")):
+        digest = hashlib.sha256()
+        with h5py.File(path) as file:
+            arrays = [np.moveaxis(file["volfs"][()], -1, 0)]
+            for acceleration in sorted(k.removeprefix("img_volus_") for k in file if k.startswith("img_volus_")):
+                digest.update(acceleration.encode())
+                arrays += [np.moveaxis(file[f"img_volus_{acceleration}"][()], -1, 0),
+                           np.moveaxis(file[f"kspace_volus_{acceleration}"][()], -1, 0)]
+        for array in arrays:
+            digest.update(str(array.shape).encode() + np.ascontiguousarray(array).tobytes())
+        digests[path.stem] = digest.hexdigest()
+    return hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()
+
+
+def test_dataset_identity_tells_apart_preparations_of_equal_sizes(phase0_volumes, tmp_path):
+    options = PrepareOptions(validation_subjects=("SCD0000401",))
+    first = prepare_dataset(phase0_volumes, tmp_path / "phase0", options)
+    other = prepare_dataset(sunnybrook.read_volumes(sample_directory(), phases=[5]), tmp_path / "phase5", options)
+    for dataset in (first, other):
+        assert json.loads((dataset / "dataset.json").read_text())["content"] == _digest_of_files(dataset)
+    for dataset in (first, other):  # the volumes are renamed to the same names: only their arrays differ
+        for path in sorted(dataset.glob("*/*.h5")):
+            path.rename(path.with_name(path.name.replace("_phase05", "_phase00")))
+    before, after = dataset_identity(first).split("+"), dataset_identity(other).split("+")
+    assert before[0] == after[0] and before[1] != after[1]  # names and sizes alone agree: the content tells
+    assert not same_data(dataset_identity(first), dataset_identity(other))
+    # An identity recorded before kdrecon digested content (no "+" part) still names this preparation.
+    assert same_data(before[0], dataset_identity(first)) and same_data(dataset_identity(first), before[0])
 
 
 def test_volume_index_covers_every_slice_once(prepared):

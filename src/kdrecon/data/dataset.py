@@ -21,7 +21,7 @@ from kdrecon.data import layout
 from kdrecon.data.image import COMPLEX, MAGNITUDE, check_image_kind, image_kind_of
 from kdrecon.data.integrity import acceleration_tolerance, check_mask, check_volume
 from kdrecon.data.package_files import package_resource
-from kdrecon.data.prepare import MANIFEST, PrepareOptions, prepare_volume
+from kdrecon.data.prepare import CONTENT, MANIFEST, PrepareOptions, prepare_volume
 from kdrecon.data.sources import sunnybrook
 from kdrecon.data.task import RECONSTRUCTION, SAMPLE_SUPER_RESOLUTION_SIZE, SUPER_RESOLUTION, check_task, task_of
 from kdrecon.mri.channels import to_channels
@@ -184,15 +184,18 @@ def read_manifest(dataset: Path) -> dict:
 def dataset_identity(dataset: str | Path) -> str:
     """A digest of what a dataset holds, to tell whether a path still names the data a network was
     trained on: its manifest (less the source's location), its masks, and the names and sizes of its
-    volumes (not their contents, so it costs milliseconds). Two preparations from the same source
-    with the same options agree; another mask, crop, phase selection or split does not. The
-    embedded sample is ``"sample"``."""
+    volumes (milliseconds: no volume is read); for a dataset prepared since kdrecon records it, ``+``
+    and the digest of the volumes' arrays written at preparation (the manifest's ``content``), which
+    tells apart preparations of equal sizes from other reader options or cardiac phases. Two
+    preparations from the same source with the same options agree; another mask, crop, phase
+    selection or split does not. The embedded sample is ``"sample"``. Compare two with
+    :func:`same_data`."""
     if str(dataset) == SAMPLE:
         return SAMPLE
     root = Path(dataset)
     manifest = read_manifest(root)
     # Where the files came from or lie is not what they hold: the source, a registered split's folder, mask files' paths.
-    described = {key: value for key, value in manifest.items() if key not in ("source", "splits", "mask")}
+    described = {key: value for key, value in manifest.items() if key not in ("source", "splits", "mask", CONTENT)}
     described["subjects"] = {split: entry.get("subjects") for split, entry in manifest["splits"].items()}
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
     for acceleration, name in sorted(manifest["masks"].items()):
@@ -200,7 +203,20 @@ def dataset_identity(dataset: str | Path) -> str:
     for split, entry in sorted(manifest["splits"].items()):
         for path in sorted((root / entry["directory"]).glob("*.h5")):
             digest.update(f"{split}/{path.name}:{path.stat().st_size}".encode())
-    return digest.hexdigest()[:16]
+    content = manifest.get(CONTENT)
+    return digest.hexdigest()[:16] + (f"{_CONTENT_SEPARATOR}{str(content)[:16]}" if content else "")
+
+
+#: Between the two parts of a :func:`dataset_identity`: manifest and sizes, then content.
+_CONTENT_SEPARATOR = "+"
+
+
+def same_data(recorded: str, current: str) -> bool:
+    """Whether two :func:`dataset_identity` values name the same data. An identity recorded before
+    kdrecon digested the volumes' arrays has no content part: it is compared on what it has, so
+    runs, checkpoints and records made earlier keep matching the same preparation."""
+    recorded_parts, current_parts = recorded.split(_CONTENT_SEPARATOR), current.split(_CONTENT_SEPARATOR)
+    return all(a == b for a, b in zip(recorded_parts, current_parts))
 
 
 def count_slices(dataset: str | Path, split: str) -> int:

@@ -12,6 +12,7 @@ magnitude ``|ifft2(k)|``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -37,6 +38,8 @@ from kdrecon.mri.resolution import IndivisibleSize, low_pass_mask
 from kdrecon.mri.undersample import undersample
 
 MANIFEST = "dataset.json"
+#: The manifest key holding a digest of the volumes' arrays as written (:func:`content_digest`).
+CONTENT = "content"
 SPLITS = ("train", "validation")
 #: The manifest's ``source`` of a dataset prepared without naming one (through the API).
 UNKNOWN_SOURCE = "unknown"
@@ -299,6 +302,26 @@ class _WrittenVolumes:
     subject_of: dict[str, str] = field(default_factory=dict)  # volume name → subject
     kinds: set[str] = field(default_factory=set)  # magnitude and/or complex
     skipped_slices: int = 0
+    digests: dict[str, str] = field(default_factory=dict)  # volume name → digest of its arrays
+
+
+def volume_digest(target: np.ndarray, undersampled: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    """SHA-256 of one volume's arrays as :func:`kdrecon.data.layout.write_volume` stores them: its
+    target and, per acceleration, its zero-filled images and k-space."""
+    digest = hashlib.sha256()
+    arrays = [target.astype(np.complex64 if np.iscomplexobj(target) else np.float32)]
+    for acceleration, (zero_filled, kspace) in sorted(undersampled.items()):
+        digest.update(acceleration.encode())
+        arrays += [zero_filled.astype(np.float32), kspace.astype(np.complex64)]
+    for array in arrays:
+        digest.update(str(array.shape).encode() + np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def content_digest(digests: dict[str, str]) -> str:
+    """One digest of every volume's (``{name: volume_digest}``): what the dataset holds, whatever
+    reader options, phases or files produced it."""
+    return hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()
 
 
 def _write_volumes(volumes: Iterable[Volume], directory: Path, options: PrepareOptions,
@@ -314,6 +337,7 @@ def _write_volumes(volumes: Iterable[Volume], directory: Path, options: PrepareO
         target, undersampled, skipped = prepare_volume(volume, options.crop, written.masks)
         written.skipped_slices += skipped
         layout.write_volume(directory / f"{volume.name}.h5", target, undersampled)
+        written.digests[volume.name] = volume_digest(target, undersampled)
         written.subject_of[volume.name] = volume.subject
         written.kinds.add(image_kinds.COMPLEX if volume.is_complex else image_kinds.MAGNITUDE)
         if len(written.kinds) > 1:
@@ -337,6 +361,7 @@ def _manifest(options: PrepareOptions, accelerations: list[str], written: _Writt
         "masks": {a: f"masks/mask_{a}.npy" for a in accelerations},
         "splits": {split: {"directory": split, "subjects": subjects} for split, subjects in splits.items()},
         "skipped_empty_slices": written.skipped_slices,
+        CONTENT: content_digest(written.digests),
         **options.extra,
     }
 

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kdrecon.data.dataset import same_data
 from kdrecon.experiment.config import ExperimentConfig
 from kdrecon.experiment.stages import Stage
 from kdrecon.report.run_layout import STAGE_FILE, RunLayout, StageStatus, is_finished, read_history, read_json
@@ -49,7 +50,7 @@ def follow_moves(config_file: Path, stage_config: Any) -> None:
 def data_changed(state: dict[str, Any], identity: str) -> bool:
     """Whether a stage's ``stage.json`` records data other than ``identity`` (stages run before
     kdrecon recorded it are taken as unchanged)."""
-    return state.get(DATA_IDENTITY, identity) != identity
+    return not same_data(str(state.get(DATA_IDENTITY, identity)), identity)
 
 
 def pending_stages(stages: list[Stage], prints: dict[str, str], layout: RunLayout, only: set[str],

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdrecon.data.dataset import same_data
 from kdrecon.data.image import MAGNITUDE
 from kdrecon.data.task import RECONSTRUCTION
 from kdrecon.evaluation.evaluate import BICUBIC, METRICS, MODEL, RECONSTRUCTIONS, ZERO_FILLED, baseline_label, metrics_key
@@ -198,7 +199,7 @@ def scores_problem(files: StageFiles, data: DataConfig, identity: str | None) ->
     for key, value in expected.items():
         if summary.get(key, RECONSTRUCTION if key == "task" else None) != value:
             return f"it scores {key} {summary.get(key)}, the experiment's is {value}"
-    if identity is not None and summary.get(DATA_IDENTITY, identity) != identity:
+    if identity is not None and not same_data(str(summary.get(DATA_IDENTITY, identity)), identity):
         return f"it scores other data ({summary.get('dataset')}) than the experiment's"
     if Path(str(summary.get("checkpoint"))).name != checkpoint_path(Path(), "best").name:
         return f"it scores {summary.get('checkpoint')}, not the stage's best checkpoint"

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdrecon.data.dataset import dataset_identity
+from kdrecon.data.dataset import dataset_identity, same_data
 from kdrecon.data.layout import atomic_path
 from kdrecon.models import build_model
 from kdrecon.models.weights import load_by_name
@@ -144,6 +144,6 @@ def check_same_data(payload: dict[str, Any], dataset: str | Path, source: str | 
     path now holds other data: prepared again with other options, or a relative path read from
     another working directory."""
     recorded = payload.get(DATA_IDENTITY)
-    if recorded is not None and dataset_identity(dataset) != recorded:
+    if recorded is not None and not same_data(recorded, dataset_identity(dataset)):
         raise ValueError(f"{source}: {dataset} does not hold the data it was trained on (prepared again with other "
                          "options, or the path is relative to another directory); name the dataset to use explicitly")
