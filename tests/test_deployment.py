@@ -163,6 +163,29 @@ def test_a_4d_cine_nifti_is_reconstructed_frame_by_frame_like_its_3d_volumes(tmp
         np.testing.assert_allclose(together[..., index], alone, rtol=1e-5, atol=1e-3)
 
 
+def test_a_nifti_sliced_along_another_axis_is_reconstructed_along_it(tmp_path, validation_volume, capsys):
+    """The same slices stored as (S, H, W), as `prepare nifti --slice-axis 0` reads them: reconstructed
+    along axis 0 they equal the (H, W, S) file's reconstruction, moved back to where they were stored."""
+    (tmp_path / "z").mkdir()
+    (tmp_path / "x").mkdir()
+    affine = np.diag([8.0, 1.37, 1.37, 1.0])
+    nib.save(nib.Nifti1Image(np.moveaxis(validation_volume, 0, -1), np.eye(4)), tmp_path / "z" / "volume.nii")
+    nib.save(nib.Nifti1Image(validation_volume, affine), tmp_path / "x" / "volume.nii")
+    reconstruct_files("sunnybrook-4x-student", tmp_path / "z", tmp_path / "out-z", progress=False)
+    assert main(["reconstruct", "--model", "sunnybrook-4x-student", "--input", str(tmp_path / "x"),
+                 "--output", str(tmp_path / "out-x"), "--slice-axis", "0"]) == 0
+    along_z = nib.load(tmp_path / "out-z" / "volume.nii").get_fdata()
+    along_x = nib.load(tmp_path / "out-x" / "volume.nii")
+    assert along_x.shape == validation_volume.shape
+    np.testing.assert_allclose(along_x.affine, affine)
+    np.testing.assert_allclose(along_x.get_fdata(), np.moveaxis(along_z, -1, 0), rtol=1e-5, atol=1e-3)
+    capsys.readouterr()
+    assert main(["reconstruct", "--model", "sunnybrook-4x-student", "--input", str(tmp_path / "x"),
+                 "--output", str(tmp_path / "bad"), "--slice-axis", "3"]) == 2
+    assert "slice axis 3: must be a spatial axis in -3..2" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_reconstruct_runs_a_float32_model_in_float32_unless_bf16_is_asked_for(tmp_path, validation_volume):
     nib.save(nib.Nifti1Image(np.moveaxis(validation_volume, 0, -1), np.eye(4)), tmp_path / "volume.nii")
     outputs = {}

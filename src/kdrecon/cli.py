@@ -57,6 +57,8 @@ def _add_prepare_options(parser: argparse.ArgumentParser, crop: int | None = Non
 
 
 def _add_prepare(prepare: argparse.ArgumentParser) -> None:
+    from kdrecon.data.sources import nifti as nifti_source
+
     formats = prepare.add_subparsers(dest="format", required=True, metavar="FORMAT")
 
     sunnybrook = formats.add_parser("sunnybrook", help="Sunnybrook SCD*.npz subject files")
@@ -66,7 +68,8 @@ def _add_prepare(prepare: argparse.ArgumentParser) -> None:
 
     nifti = formats.add_parser("nifti", help="NIfTI volumes (.nii/.nii.gz), a file or a directory")
     nifti.add_argument("source", type=Path)
-    nifti.add_argument("--slice-axis", type=int, default=-1)
+    nifti.add_argument("--slice-axis", type=int, default=nifti_source.SLICE_AXIS,
+                       help="the spatial axis (-3..2 of X, Y, Z) the slices run along (default the last)")
     nifti.add_argument("--subject-pattern", help="regex with one group taken from the file name as the subject")
     nifti.add_argument("--exclude-pattern", help=r"regex of file names to skip, e.g. '_gt\.nii' (ACDC labels)")
     _add_prepare_options(nifti)
@@ -648,6 +651,7 @@ def _run_models(args: argparse.Namespace) -> None:
 
 def _add_reconstruct(reconstruct: argparse.ArgumentParser) -> None:
     from kdrecon.data.sources.raw_kspace import READOUT_OVERSAMPLING
+    from kdrecon.data.sources import nifti as nifti_source
     from kdrecon.deployment.reconstruct import LOW_RESOLUTION_OPTION, SKIP_EXISTING_OPTION
     from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 
@@ -670,6 +674,9 @@ def _add_reconstruct(reconstruct: argparse.ArgumentParser) -> None:
     reconstruct.add_argument(LOW_RESOLUTION_OPTION, action="store_true",
                              help="super-resolution: the images are genuine low-resolution ones, restored at the model's "
                                   "factor times their size (default: full-resolution images, low-passed first as in evaluation)")
+    reconstruct.add_argument("--slice-axis", type=int, default=nifti_source.SLICE_AXIS,
+                             help="NIfTI: the spatial axis (-3..2 of X, Y, Z) the slices run along, as the model's data "
+                                  "was prepared with prepare nifti --slice-axis (default the last)")
 
 
 def _run_reconstruct(args: argparse.Namespace) -> None:
@@ -685,7 +692,7 @@ def _run_reconstruct(args: argparse.Namespace) -> None:
     written = reconstruct_files(args.model, args.input, args.output, args.batch_size, args.device, args.mask,
                                 readout_oversampling=args.readout_oversampling, precision=args.precision,
                                 overwrite=args.overwrite, low_resolution_input=args.low_resolution_input,
-                                skip_existing=args.skip_existing)
+                                skip_existing=args.skip_existing, slice_axis=args.slice_axis)
     kept = f"; {len(written.kept)} already there kept" if written.kept else ""
     print(f"{len(written.files)} reconstruction(s) written to {args.output} ({written.precision}): {written.derivation}{kept}")
 

@@ -418,22 +418,28 @@ def _encode(ds: pydicom.Dataset, image: np.ndarray) -> None:
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
 
-def reconstruct_nifti(reconstructor: Reconstructor, source: Path, destination: Path) -> None:
-    """A 3-D NIfTI volume (slices along the third axis) or a 4-D series such as a cardiac cine
-    (``(H, W, slices, frames)``: each frame's slices reconstructed with their own scale),
-    written with the input's shape, affine and header (super-resolved: ``r`` times the in-plane
-    size, voxels ``r`` times smaller)."""
+def reconstruct_nifti(reconstructor: Reconstructor, source: Path, destination: Path,
+                      slice_axis: int = nifti.SLICE_AXIS) -> None:
+    """A 3-D NIfTI volume or a 4-D series such as a cardiac cine (``(X, Y, Z, frames)``: each
+    frame's slices reconstructed with their own scale), its slices along the spatial axis
+    ``slice_axis`` (the other two, in stored order, are each slice's rows and columns, as
+    ``prepare nifti`` reads them), written with the input's shape, affine and header
+    (super-resolved: ``r`` times the in-plane size, voxels ``r`` times smaller)."""
+    nifti.check_slice_axis(slice_axis)
     image, data = nifti.read_image(source)
     if len(image.shape) not in (3, 4):
         raise ValueError(f"{source}: expected a 3-D volume or a 4-D series of volumes, got shape {image.shape}")
-    height, width = data.shape[:2]
+    axis = slice_axis % 3
+    in_plane = [a for a in range(3) if a != axis]
+    stacked = np.moveaxis(data, axis, 2)  # (rows, columns, slices[, frames])
+    height, width = stacked.shape[:2]
     # every (slice, frame) pair becomes one 2-D slice, in the order of the file
-    slices = np.moveaxis(data.reshape(height, width, -1), -1, 0)
+    slices = np.moveaxis(stacked.reshape(height, width, -1), -1, 0)
     images = reconstructor.images(slices)
-    result = np.moveaxis(images, 0, -1).reshape(*images.shape[1:], *data.shape[2:])
+    result = np.moveaxis(np.moveaxis(images, 0, -1).reshape(*images.shape[1:], *stacked.shape[2:]), 2, axis)
     # Super-resolved voxels are r times smaller in-plane; voxel (0, 0) stays where it was (pixel i at r·i).
     affine = image.affine.copy()
-    affine[:3, :2] *= np.array([height, width]) / images.shape[1:]
+    affine[:3, in_plane] *= np.array([height, width]) / images.shape[1:]
     header = image.header.copy()
     header.set_data_dtype(np.float32)
     header.set_slope_inter(1, 0)
@@ -584,7 +590,7 @@ class Reconstructions:
 def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_size: int | None = None, device: str = "auto",
                       mask_kind: str | None = None, progress: bool = True, readout_oversampling: int = raw_kspace.READOUT_OVERSAMPLING,
                       precision: str = AS_TRAINED, overwrite: bool = False, low_resolution_input: bool = False,
-                      skip_existing: bool = False) -> Reconstructions:
+                      skip_existing: bool = False, slice_axis: int = nifti.SLICE_AXIS) -> Reconstructions:
     """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files
     written, the precision the network ran in and how the images came about. Files already in
     ``output`` under those names are refused unless ``overwrite`` (replaced) or ``skip_existing`` (kept,
@@ -592,7 +598,9 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
     written before it are kept (the error says how many).
     ``readout_oversampling`` applies to raw ``.npy`` k-space (the central 1/N of its readout is kept);
     ``precision`` as :func:`kdrecon.training.fast_path.inference_precision` resolves it, from the
-    precision the model's weights file or checkpoint records (float32 where none is recorded)."""
+    precision the model's weights file or checkpoint records (float32 where none is recorded);
+    ``slice_axis``: the spatial axis NIfTI inputs are sliced along (:func:`reconstruct_nifti`)."""
+    nifti.check_slice_axis(slice_axis)
     network, info = load_deployable(model)
     torch_device = resolve_device(device)
     precision = inference_precision(precision, info.provenance.get("precision"), torch_device)
@@ -620,7 +628,7 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
             elif source.suffix == RAW_KSPACE_SUFFIX:
                 reconstruct_raw_kspace(reconstructor, source, destination, readout_oversampling)
             else:
-                reconstruct_nifti(reconstructor, source, destination)
+                reconstruct_nifti(reconstructor, source, destination, slice_axis)
         except (OSError, ValueError) as error:  # named once: a reader's message may name the file already
             message = str(error) if str(error).startswith(f"{source}:") else f"{source}: {error}"
             kept = (f" ({len(written)} reconstruction(s) written before it are kept in {output}: rerun with "

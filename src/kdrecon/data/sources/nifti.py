@@ -34,10 +34,20 @@ __all__ = ["read_volumes"]
 _SUFFIXES = (".nii.gz", ".nii")
 
 
+#: The spatial axis NIfTI slices run along unless told otherwise: the last (Z).
+SLICE_AXIS = -1
+
+
+def check_slice_axis(slice_axis: int) -> None:
+    """Refuse an axis that is not one of the three spatial axes (``X, Y, Z``: ``-3..2``)."""
+    if not -3 <= slice_axis <= 2:
+        raise ValueError(f"slice axis {slice_axis}: must be a spatial axis in -3..2")
+
+
 def read_volumes(
     path: Path,
     *,
-    slice_axis: int = -1,
+    slice_axis: int = SLICE_AXIS,
     subject_pattern: str | None = None,
     exclude_pattern: str | None = None,
 ) -> Iterator[Volume]:
@@ -62,8 +72,7 @@ def read_volumes(
             pattern that does not match, or an invalid ``slice_axis``.
     """
     path = Path(path)
-    if not -3 <= slice_axis <= 2:
-        raise ValueError(f"slice_axis must be a spatial axis in -3..2, got {slice_axis}")
+    check_slice_axis(slice_axis)
     subject_re = _compiled(subject_pattern, "subject pattern")
     files = _find_files(path, exclude_pattern)
     root = path if path.is_dir() else path.parent
