@@ -213,6 +213,9 @@ def test_complex_model_reconstructs_and_exports(complex_teachers, complex_datase
     assert info.model["options"]["image_channels"] == 2
     # the precision the run trained in travels with the weights, so reconstruct runs it as evaluate does
     assert info.provenance["precision"] == load_model(complex_teachers / "teacher")[1]["precision"]
+    manifest = json.loads((complex_dataset / "dataset.json").read_text())  # and so do its training subjects
+    assert info.provenance["training_subjects"] == {"source": manifest["source"],
+                                                    "subjects": manifest["splits"]["train"]["subjects"]}
     evaluation = evaluate(complex_teachers / "teacher", tmp_path / "evaluation")
     validation = next((complex_dataset / "validation").glob("*.h5"))
     with h5py.File(evaluation.directory / "reconstructions" / validation.name) as file:

@@ -21,6 +21,7 @@ from kdrecon.data import layout
 from kdrecon.data.dataset import load_sample, sample_directory
 from kdrecon.data.prepare import make_mask
 from kdrecon.data.sources import sunnybrook
+from kdrecon.data.subjects import SplitSubjects
 from kdrecon.deployment.export import BF16_TOLERANCE, export_and_check
 from kdrecon.models.export import SUFFIXES, RealDataConsistency, run_exported
 from kdrecon.deployment.package import NORMALISATION
@@ -104,6 +105,22 @@ def test_a_weights_file_scored_on_images_of_another_size_names_both_sizes(tmp_pa
     assert summary["trained_on"]["same_mask"] is False
     assert ("trained with a 150×150 4x sampling mask, evaluated on 48×48 images under their own mask"
             in data_differences(summary))
+
+
+def test_a_shipped_model_is_not_scored_on_the_subjects_it_was_trained_on(tmp_path, capsys):
+    """Its weights file names its Sunnybrook training subjects; SCD numbers are the same patients in
+    any copy of the data, here the embedded sample prepared with SCD0000101 held out."""
+    assert SplitSubjects.from_record(read_weights(shipped_weights("sunnybrook-4x-student"))[1]
+                                     .provenance["training_subjects"]).subjects == ("SCD0000101", "SCD0000201", "SCD0000301")
+    dataset = tmp_path / "again"
+    assert main(["prepare", "sunnybrook", str(sample_directory()), str(dataset), "--phases", "0",
+                 "--validation-subjects", "SCD0000101"]) == 0
+    capsys.readouterr()
+    output = tmp_path / "scores"
+    assert main(["evaluate", "sunnybrook-4x-student", "--dataset", str(dataset), "--output", str(output)]) == 2
+    assert (f"{dataset}: its validation split holds SCD0000101, on which sunnybrook-4x-student was trained (its weights "
+            "file names its sunnybrook training subjects); evaluate on subjects it has not seen") in capsys.readouterr().err
+    assert not output.exists()
 
 
 def test_weights_files_are_evaluated_only_into_a_named_output_on_named_data(tmp_path):

@@ -14,8 +14,9 @@ from typing import Any
 from torch import nn
 
 from kdrecon.data.dataset import load_split
+from kdrecon.data.subjects import split_subjects
 from kdrecon.mri.masks import describe_mask
-from kdrecon.models.weights import WeightsInfo, save_weights
+from kdrecon.models.weights import TRAINING_SUBJECTS, WeightsInfo, save_weights
 from kdrecon.training.checkpoint import load_model, resolve_checkpoint
 from kdrecon.training.config import trained_on
 
@@ -36,6 +37,9 @@ def describe_run(run_or_checkpoint: Path) -> tuple[nn.Module, WeightsInfo]:
     source = {"checkpoint": str(resolve_checkpoint(run_or_checkpoint)), "best_epoch": payload.get("best_epoch"),
               "seed": payload.get("config", {}).get("seed"), "dataset": recorded.dataset,
               "precision": payload.get("precision")}
+    subjects = split_subjects(recorded.dataset, "train")
+    if subjects is not None:
+        source[TRAINING_SUBJECTS] = subjects.as_record()
     return model, WeightsInfo(Path(run_or_checkpoint), payload["model"], description, source)
 
 

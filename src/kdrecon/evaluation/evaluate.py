@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from kdrecon.data.dataset import SAMPLE, SliceData, load_split, read_manifest
 from kdrecon.data.image import image_kind_of
+from kdrecon.data.subjects import seen_subjects, split_subjects
 from kdrecon.data.layout import atomic_path, parse_acceleration, write_reconstruction
 from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION, factor_of, task_of
 from kdrecon.evaluation import metrics
@@ -196,7 +197,7 @@ def evaluate(
                              f"name the dataset to evaluate on (--dataset: a prepared dataset, or {SAMPLE!r} for the embedded sample)")
         network.check_training_data(recorded.dataset)
     dataset = dataset if dataset is not None else recorded.dataset
-    data = _split_to_evaluate(run_or_checkpoint, recorded, dataset, split, acceleration or recorded.acceleration, data)
+    data = _split_to_evaluate(run_or_checkpoint, network, dataset, split, acceleration or recorded.acceleration, data)
     prediction = reconstruct(network.model, data, torch_device, precision=precision)
     if not np.isfinite(prediction).all():
         raise ValueError(f"{run_or_checkpoint}: the model produced non-finite values")
@@ -306,33 +307,30 @@ def _check_dataset_fits(source: Path, recorded: DataConfig, dataset: str | Path)
                          f"{recorded.task} on {recorded.image} images; evaluate it on a dataset prepared like its own")
 
 
-def _check_unseen_subjects(source: Path, trained_on: str | Path, dataset: str | Path, split: str) -> None:
+def _check_unseen_subjects(source: str | Path, network: TrainedNetwork, dataset: str | Path, split: str) -> None:
     """Refuse to score as validation the subjects a network was trained on: a dataset prepared again
     from the same source with other validation subjects would give training scores as validation ones.
-    Datasets of other sources are not compared (subject names need not mean the same patient there),
-    nor those whose source names no place (prepared through the API, or registered papers' files), nor
-    a training dataset that is gone."""
-    if split != "validation" or SAMPLE in (str(trained_on), str(dataset)):
+    Subjects are compared as :func:`kdrecon.data.subjects.seen_subjects` can (same source, or the same
+    public dataset); nothing is refused where the training subjects are unknown (a training dataset
+    that is gone, a weights file written before kdrecon recorded them)."""
+    trained, evaluated = network.training_subjects(), split_subjects(dataset, split)
+    if split != "validation" or trained is None or evaluated is None:
         return
-    try:
-        trained, evaluated = read_manifest(Path(trained_on)), read_manifest(Path(dataset))
-    except ValueError:
-        return
-    source_of_both = trained.get("source", "")
-    if ":" not in source_of_both or source_of_both != evaluated.get("source"):  # only "FORMAT:PATH" names a place
-        return
-    seen = sorted(set(trained["splits"]["train"]["subjects"]) & set(evaluated["splits"][split]["subjects"]))
+    seen = seen_subjects(trained, evaluated)
     if seen:
+        where = f"{network.trained_on.dataset}, prepared from the same source" if network.dataset_known \
+            else f"its weights file names its {trained.format} training subjects"
         raise ValueError(f"{dataset}: its {split} split holds {', '.join(seen)}, on which {source} was trained "
-                         f"({trained_on}, prepared from the same source); evaluate on subjects it has not seen")
+                         f"({where}); evaluate on subjects it has not seen")
 
 
-def _split_to_evaluate(source: Path, recorded: DataConfig, dataset: str | Path, split: str, acceleration: str,
+def _split_to_evaluate(source: str | Path, network: TrainedNetwork, dataset: str | Path, split: str, acceleration: str,
                        data: SliceData | None) -> SliceData:
-    """``data``, checked against what the network was trained on (``recorded``), or the split loaded."""
+    """``data``, checked against what ``network`` was trained on, or the split loaded."""
+    recorded = network.trained_on
     if data is None:
         _check_dataset_fits(source, recorded, dataset)
-        _check_unseen_subjects(source, recorded.dataset, dataset, split)
+        _check_unseen_subjects(source, network, dataset, split)
         data = load_split(dataset, split, acceleration, recorded.task, recorded.image)
     elif (data.acceleration, data.task, data.image) != (parse_acceleration(acceleration), recorded.task, recorded.image):
         raise ValueError(f"{source}: trained on {acceleration} {recorded.task} {recorded.image} data, "

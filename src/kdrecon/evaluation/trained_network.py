@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from kdrecon.data.subjects import SplitSubjects, split_subjects
 from kdrecon.mri.masks import mask_from_description
 from kdrecon.models.shipped import shipped_models, shipped_weights
-from kdrecon.models.weights import SUFFIX, load_weights
+from kdrecon.models.weights import SUFFIX, TRAINING_SUBJECTS, load_weights
 from kdrecon.training.checkpoint import check_same_data, load_model, resolve_checkpoint
 from kdrecon.training.config import DataConfig, trained_on
 
@@ -50,10 +51,19 @@ class TrainedNetwork:
     best_epoch: int | None
     checkpoint_payload: dict[str, Any] | None = None
     mask: np.ndarray | None = None
+    #: The subjects a weights file says the network was trained on (a checkpoint's are its dataset's).
+    recorded_training_subjects: SplitSubjects | None = None
 
     @property
     def dataset_known(self) -> bool:
         return self.checkpoint_payload is not None
+
+    def training_subjects(self) -> SplitSubjects | None:
+        """The subjects the network was trained on: as its weights file records them, or the training
+        split of the dataset its checkpoint names (None where neither tells)."""
+        if self.checkpoint_payload is None:
+            return self.recorded_training_subjects
+        return split_subjects(self.trained_on.dataset, "train")
 
     def check_training_data(self, dataset: str | Path) -> None:
         """Refuse ``dataset`` as this network's training data when the path now holds other data."""
@@ -88,4 +98,5 @@ def _from_weights(source: str | Path) -> TrainedNetwork:
                           task=data["task"], image=data.get("image", DataConfig().image))
     mask = mask_from_description(data["mask"]) if "mask" in data else None
     return TrainedNetwork(model, str(source), path, info.model, recorded, info.provenance.get("precision"),
-                          None, info.provenance.get("best_epoch"), mask=mask)
+                          None, info.provenance.get("best_epoch"), mask=mask,
+                          recorded_training_subjects=SplitSubjects.from_record(info.provenance.get(TRAINING_SUBJECTS)))

@@ -39,6 +39,9 @@ from kdrecon.models.registry import build_model
 
 FORMAT = "kdrecon-weights"
 SUFFIX = ".safetensors"
+#: The provenance key naming the subjects a network was trained on and their source
+#: (:meth:`kdrecon.data.subjects.SplitSubjects.as_record`), so evaluation can refuse to score them.
+TRAINING_SUBJECTS = "training_subjects"
 
 
 @dataclass(frozen=True)
