@@ -74,7 +74,7 @@ def test_nifti_slice_axis_option(frames: np.ndarray, tmp_path: Path) -> None:
     np.testing.assert_array_equal(along_x.images[5], frames[:, 5, :].T)  # stored order (Y, Z)
     (along_y,) = nifti.read_volumes(file, slice_axis=1)
     np.testing.assert_array_equal(along_y.images[7], frames[:, :, 7].T)  # stored order (X, Z)
-    with pytest.raises(ValueError, match="slice_axis"):
+    with pytest.raises(ValueError, match="slice axis 3: must be a spatial axis"):
         next(nifti.read_volumes(file, slice_axis=3))
 
 
@@ -108,6 +108,26 @@ def test_nifti_directory_subject_pattern_and_exclude(frames: np.ndarray, tmp_pat
     assert [v.subject for v in volumes] == ["patient001", "patient001", "patient002", "patient002"]
     with pytest.raises(ValueError, match="patient001_frame01.nii.gz.*subject_pattern"):
         next(nifti.read_volumes(tmp_path, subject_pattern=r"(subject\d+)"))
+
+
+def test_nifti_subjects_default_to_bids_and_acdc_names_so_one_persons_scans_stay_together(frames, tmp_path):
+    volume = frames[:2].transpose(1, 2, 0)
+    names = ["sub-01_run-1_T1w", "sub-01_run-2_T1w", "sub-02_T1w", "patient001_frame01", "patient001_frame12",
+             "patient0010_frame01", "scan3", "mysub-9"]
+    for name in names:
+        save_nifti(volume, tmp_path / f"{name}.nii.gz")
+    subjects = {v.name: v.subject for v in nifti.read_volumes(tmp_path)}
+    assert subjects == {"sub-01_run-1_T1w": "sub-01", "sub-01_run-2_T1w": "sub-01", "sub-02_T1w": "sub-02",
+                        "patient001_frame01": "patient001", "patient001_frame12": "patient001",
+                        "patient0010_frame01": "patient0010", "scan3": "scan3", "mysub-9": "mysub-9"}
+    # prepared, the two runs of sub-01 share a split
+    destination = tmp_path.parent / f"{tmp_path.name}-prepared"
+    assert main(["prepare", "nifti", str(tmp_path), str(destination), "--crop", "0", "--mask", "equispaced",
+                 "--validation-subjects", "sub-01", "patient001"]) == 0
+    manifest = json.loads((destination / "dataset.json").read_text())
+    assert sorted(manifest["splits"]["validation"]["subjects"]) == ["patient001", "sub-01"]
+    assert sorted(p.stem for p in (destination / "validation").glob("*.h5")) == [
+        "patient001_frame01", "patient001_frame12", "sub-01_run-1_T1w", "sub-01_run-2_T1w"]
 
 
 def test_nifti_duplicate_stems_get_unique_names(frames: np.ndarray, tmp_path: Path) -> None:

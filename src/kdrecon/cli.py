@@ -70,7 +70,8 @@ def _add_prepare(prepare: argparse.ArgumentParser) -> None:
     nifti.add_argument("source", type=Path)
     nifti.add_argument("--slice-axis", type=int, default=nifti_source.SLICE_AXIS,
                        help="the spatial axis (-3..2 of X, Y, Z) the slices run along (default the last)")
-    nifti.add_argument("--subject-pattern", help="regex with one group taken from the file name as the subject")
+    nifti.add_argument("--subject-pattern", help="regex with one group taken from the file name as the subject "
+                       "(default: BIDS sub-<label> or ACDC patient<N> in the name, else the file stem)")
     nifti.add_argument("--exclude-pattern", help=r"regex of file names to skip, e.g. '_gt\.nii' (ACDC labels)")
     _add_prepare_options(nifti)
 

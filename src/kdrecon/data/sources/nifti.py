@@ -59,7 +59,9 @@ def read_volumes(
         slice_axis: the spatial axis (of ``X, Y, Z``; ``-3..2``) that becomes the slice
             axis ``S``; the other two spatial axes become ``(H, W)`` in stored order.
         subject_pattern: regular expression searched in the file name; its first group
-            (or the whole match if it has no group) is the subject. ``None``: the file stem.
+            (or the whole match if it has no group) is the subject. ``None``: a BIDS
+            ``sub-<label>`` or ACDC ``patient<N>`` in the name, else the file stem
+            (:data:`DEFAULT_SUBJECT_PATTERNS`).
         exclude_pattern: regular expression; files whose name it matches are skipped
             (e.g. ACDC segmentations ``_gt\\.nii``).
 
@@ -139,9 +141,17 @@ def _unique_names(files: list[Path], root: Path) -> list[str]:
     return names
 
 
+#: Where no subject pattern is given, the subject is the first of these found in the file name, as the
+#: field names files of several scans of one subject: BIDS (``sub-01_run-2_T1w.nii.gz``) and ACDC
+#: (``patient001_frame12.nii.gz``); else the file stem. Splits are by subject, so two scans of one
+#: person never fall in both.
+DEFAULT_SUBJECT_PATTERNS = (re.compile(r"(?<![A-Za-z0-9])(sub-[A-Za-z0-9]+)"), re.compile(r"^(patient\d+)(?![0-9])"))
+
+
 def _subject(file: Path, subject_re: re.Pattern[str] | None) -> str:
     if subject_re is None:
-        return _stem(file)
+        return next((match.group(1) for pattern in DEFAULT_SUBJECT_PATTERNS if (match := pattern.search(file.name))),
+                    _stem(file))
     match = subject_re.search(file.name)
     if match is None:
         raise ValueError(f"{file}: subject_pattern {subject_re.pattern!r} does not match the file name")
