@@ -262,7 +262,7 @@ def test_evaluate_refuses_to_score_training_subjects_as_validation(tmp_path, cap
     output = tmp_path / "evaluation"
     assert main(["evaluate", str(tmp_path / "run"), "--dataset", str(again), "--output", str(output)]) == 2
     assert (f"{again}: its validation split holds SCD0000101, on which {tmp_path / 'run'} was trained ({own}, prepared "
-            "from the same source); evaluate on subjects it has not seen") in capsys.readouterr().err
+            "from the same sunnybrook data); evaluate on subjects it has not seen") in capsys.readouterr().err
     assert not output.exists()
     assert main(["evaluate", str(tmp_path / "run"), "--dataset", str(own), "--output", str(output)]) == 0
 

@@ -26,7 +26,7 @@ from kdrecon.deployment.export import BF16_TOLERANCE, export_and_check
 from kdrecon.models.export import SUFFIXES, RealDataConsistency, run_exported
 from kdrecon.deployment.package import NORMALISATION
 from kdrecon.mri.masks import describe_mask, mask_from_description
-from kdrecon.deployment.reconstruct import reconstruct_files
+from kdrecon.deployment.reconstruct import reconstruct_files, reconstruct_nifti
 from kdrecon.models.shipped import model_card, shipped_models, shipped_weights
 from kdrecon.evaluation.evaluate import data_differences, evaluate, reconstruct
 from kdrecon.models import build_model
@@ -201,6 +201,35 @@ def test_a_nifti_sliced_along_another_axis_is_reconstructed_along_it(tmp_path, v
                  "--output", str(tmp_path / "bad"), "--slice-axis", "3"]) == 2
     assert "slice axis 3: must be a spatial axis in -3..2" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+class _Doubling:
+    """A stand-in super-resolving reconstructor: each pixel repeated 2×2."""
+
+    def images(self, slices):
+        return np.repeat(np.repeat(slices, 2, axis=1), 2, axis=2)
+
+
+def test_a_4d_nifti_super_resolved_along_its_first_axis_keeps_that_axis_and_halves_the_others_voxels(tmp_path):
+    data = np.arange(6 * 8 * 10 * 2, dtype=np.float32).reshape(6, 8, 10, 2)  # (X, Y, Z, T), slices along X
+    affine = np.array([[3.0, 0, 0, -9], [0, 1.5, 0.5, 4], [0, 0.25, 2.0, 7], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "cine.nii")
+    reconstruct_nifti(_Doubling(), tmp_path / "cine.nii", tmp_path / "out.nii", slice_axis=-3)  # X
+    result = nib.load(tmp_path / "out.nii")
+    expected = np.repeat(np.repeat(data, 2, axis=1), 2, axis=2)  # Y and Z each pixel twice, X and T as stored
+    np.testing.assert_array_equal(result.get_fdata(), expected)
+    expected_affine = affine.copy()
+    expected_affine[:3, 1:3] /= 2  # the in-plane voxels (Y, Z) half as large; X's column and the origin unchanged
+    np.testing.assert_allclose(result.affine, expected_affine, atol=1e-6)
+
+
+def test_a_slice_axis_for_inputs_without_nifti_is_refused(tmp_path, capsys):
+    volume = tmp_path / "slices.h5"
+    layout.write_volume(volume, load_sample("validation").target[:2, 0].numpy(), {})
+    assert main(["reconstruct", "--model", "sunnybrook-4x-student", "--input", str(volume), "--output",
+                 str(tmp_path / "out"), "--slice-axis", "0"]) == 2
+    assert f"--slice-axis 0: applies to NIfTI volumes, and {volume} holds none" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_reconstruct_runs_a_float32_model_in_float32_unless_bf16_is_asked_for(tmp_path, validation_volume):

@@ -4,11 +4,11 @@
 from kdrecon.data.dataset import sample_directory
 from kdrecon.data.prepare import PrepareOptions, prepare_dataset
 from kdrecon.data.sources import sunnybrook
-from kdrecon.data.subjects import SplitSubjects, seen_subjects, split_subjects
+from kdrecon.data.subjects import SplitSubjects, seen_subjects, subjects_of_split
 
 
 def test_the_samples_splits_are_its_subject_files():
-    train, validation = split_subjects("sample", "train"), split_subjects("sample", "validation")
+    train, validation = subjects_of_split("sample", "train"), subjects_of_split("sample", "validation")
     assert train.subjects == ("SCD0000101", "SCD0000201", "SCD0000301")
     assert validation.subjects == ("SCD0000401",)
     assert train.format == "sunnybrook"
@@ -18,9 +18,9 @@ def test_a_prepared_datasets_split_is_read_from_its_manifest(tmp_path):
     options = PrepareOptions(crop=48, mask="recipe", validation_subjects=["SCD0000101"],
                              source=f"sunnybrook:{sample_directory()}")
     dataset = prepare_dataset(sunnybrook.read_volumes(sample_directory(), phases=[0]), tmp_path / "data", options)
-    assert split_subjects(dataset, "validation") == SplitSubjects(f"sunnybrook:{sample_directory()}", ("SCD0000101",))
-    assert split_subjects(dataset, "train").subjects == ("SCD0000201", "SCD0000301", "SCD0000401")
-    assert split_subjects(tmp_path / "gone", "train") is None
+    assert subjects_of_split(dataset, "validation") == SplitSubjects(f"sunnybrook:{sample_directory()}", ("SCD0000101",))
+    assert subjects_of_split(dataset, "train").subjects == ("SCD0000201", "SCD0000301", "SCD0000401")
+    assert subjects_of_split(tmp_path / "gone", "train") is None
 
 
 def test_subjects_are_compared_within_one_source_or_one_public_dataset():

@@ -58,10 +58,11 @@ def _add_prepare_options(parser: argparse.ArgumentParser, crop: int | None = Non
 
 def _add_prepare(prepare: argparse.ArgumentParser) -> None:
     from kdrecon.data.sources import nifti as nifti_source
+    from kdrecon.data.sources import sunnybrook as sunnybrook_source
 
     formats = prepare.add_subparsers(dest="format", required=True, metavar="FORMAT")
 
-    sunnybrook = formats.add_parser("sunnybrook", help="Sunnybrook SCD*.npz subject files")
+    sunnybrook = formats.add_parser(sunnybrook_source.FORMAT, help="Sunnybrook SCD*.npz subject files")
     sunnybrook.add_argument("source", type=Path)
     sunnybrook.add_argument("--phases", type=int, nargs="+", help="cardiac phases to keep (default all)")
     _add_prepare_options(sunnybrook)
@@ -90,9 +91,10 @@ def _add_prepare(prepare: argparse.ArgumentParser) -> None:
 def _add_prepare_raw_sources(formats: argparse._SubParsersAction) -> None:
     """``prepare fastmri`` and ``prepare kspace``: sources that can hold k-space."""
     from kdrecon.data.image import IMAGE_KINDS, MAGNITUDE
+    from kdrecon.data.sources import fastmri as fastmri_source
     from kdrecon.data.sources import raw_kspace
 
-    fastmri = formats.add_parser("fastmri", help="fastMRI single-coil h5 files")
+    fastmri = formats.add_parser(fastmri_source.FORMAT, help="fastMRI single-coil h5 files")
     fastmri.add_argument("source", type=Path)
     fastmri.add_argument("--image-source", choices=("reconstruction", "kspace"), default="reconstruction")
     fastmri.add_argument("--image", choices=IMAGE_KINDS, default=MAGNITUDE,
@@ -122,9 +124,9 @@ def _register_papers_h5(args: argparse.Namespace) -> None:
 
 def _read_source_volumes(args: argparse.Namespace) -> Iterable[Volume]:
     """The volumes of ``args.source`` read by the reader of ``args.format``."""
-    if args.format == "sunnybrook":
-        from kdrecon.data.sources import sunnybrook
+    from kdrecon.data.sources import fastmri, sunnybrook
 
+    if args.format == sunnybrook.FORMAT:
         return sunnybrook.read_volumes(args.source, phases=args.phases)
     if args.format == "nifti":
         from kdrecon.data.sources import nifti
@@ -139,16 +141,14 @@ def _read_source_volumes(args: argparse.Namespace) -> Iterable[Volume]:
         from kdrecon.data.sources import raw_kspace
 
         return raw_kspace.read_volumes(args.source, args.readout_oversampling)
-    from kdrecon.data.sources import fastmri
-
     return fastmri.read_volumes(args.source, image_source=args.image_source, complex_images=args.image == "complex")
 
 
 def _source_manifest_entries(source_format: str) -> dict[str, str]:
     """What a source's reader adds to the dataset's manifest (fastMRI, DICOM: their images' orientation)."""
-    if source_format == "fastmri":
-        from kdrecon.data.sources import fastmri
+    from kdrecon.data.sources import fastmri
 
+    if source_format == fastmri.FORMAT:
         return dict(fastmri.MANIFEST_ORIENTATION)
     if source_format == "dicom":
         from kdrecon.data.sources import dicom
@@ -166,7 +166,9 @@ def _run_prepare(args: argparse.Namespace) -> None:
         return
     if args.validation_subjects and args.validation_fraction is not None:
         raise ValueError("--validation-fraction: the split is given by --validation-subjects; give one of the two")
-    if args.format == "sunnybrook" and not args.validation_subjects and args.validation_fraction is None:
+    from kdrecon.data.sources import sunnybrook
+
+    if args.format == sunnybrook.FORMAT and not args.validation_subjects and args.validation_fraction is None:
         from kdrecon.data.dataset import SAMPLE_VALIDATION_SUBJECTS  # the sample's split, kept on the full data
 
         args.validation_subjects = SAMPLE_VALIDATION_SUBJECTS
@@ -653,7 +655,7 @@ def _run_models(args: argparse.Namespace) -> None:
 def _add_reconstruct(reconstruct: argparse.ArgumentParser) -> None:
     from kdrecon.data.sources.raw_kspace import READOUT_OVERSAMPLING
     from kdrecon.data.sources import nifti as nifti_source
-    from kdrecon.deployment.reconstruct import LOW_RESOLUTION_OPTION, SKIP_EXISTING_OPTION
+    from kdrecon.deployment.reconstruct import LOW_RESOLUTION_OPTION, SKIP_EXISTING_OPTION, SLICE_AXIS_OPTION
     from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 
     reconstruct.add_argument("--model", required=True, help="a shipped model (kdrecon models), .safetensors, run directory or .pt")
@@ -675,7 +677,7 @@ def _add_reconstruct(reconstruct: argparse.ArgumentParser) -> None:
     reconstruct.add_argument(LOW_RESOLUTION_OPTION, action="store_true",
                              help="super-resolution: the images are genuine low-resolution ones, restored at the model's "
                                   "factor times their size (default: full-resolution images, low-passed first as in evaluation)")
-    reconstruct.add_argument("--slice-axis", type=int, default=nifti_source.SLICE_AXIS,
+    reconstruct.add_argument(SLICE_AXIS_OPTION, type=int, default=nifti_source.SLICE_AXIS,
                              help="NIfTI: the spatial axis (-3..2 of X, Y, Z) the slices run along, as the model's data "
                                   "was prepared with prepare nifti --slice-axis (default the last)")
 

@@ -138,6 +138,14 @@ def sample_directory() -> Path:
     return package_resource("sunnybrook_sample")
 
 
+def sample_subject_files(split: str) -> list[Path]:
+    """The embedded sample's subject files (one per subject) of ``split``, ``"train"`` or ``"validation"``."""
+    if split not in ("train", "validation"):
+        raise ValueError(f"split {split!r}: expected 'train' or 'validation'")
+    return [file for file in sunnybrook.subject_files(sample_directory())
+            if (file.stem in SAMPLE_VALIDATION_SUBJECTS) == (split == "validation")]
+
+
 def load_sample(split: str, acceleration: str = "4x", mask_kind: str = "papers", mask_seed: int | None = None,
                 task: str = RECONSTRUCTION) -> SliceData:
     """The embedded real sample, prepared in memory like ``kdrecon prepare sunnybrook``.
@@ -155,8 +163,7 @@ def load_sample(split: str, acceleration: str = "4x", mask_kind: str = "papers",
     mask = options.make_mask(acceleration, (size, size))
     volumes = []
     # The split is chosen by subject file before reading: each file is decompressed whole.
-    files = [file for file in sunnybrook.subject_files(sample_directory())
-             if (file.stem in SAMPLE_VALIDATION_SUBJECTS) == (split == "validation")]
+    files = sample_subject_files(split)
     for volume in (volume for file in files for volume in sunnybrook.read_volumes(file)):
         target, undersampled, _ = prepare_volume(volume, size, {acceleration: mask})
         zero_filled, kspace = undersampled[acceleration]
@@ -185,8 +192,9 @@ def dataset_identity(dataset: str | Path) -> str:
     """A digest of what a dataset holds, to tell whether a path still names the data a network was
     trained on: its manifest (less the source's location), its masks, and the names and sizes of its
     volumes (milliseconds: no volume is read); for a dataset prepared since kdrecon records it, ``+``
-    and the digest of the volumes' arrays written at preparation (the manifest's ``content``), which
-    tells apart preparations of equal sizes from other reader options or cardiac phases. Two
+    and the digest of the volumes' targets written at preparation (the manifest's ``content``,
+    :func:`kdrecon.data.prepare.volume_digest`: the same bits on every machine), which tells apart
+    preparations of equal sizes from other reader options or cardiac phases. Two
     preparations from the same source with the same options agree; another mask, crop, phase
     selection or split does not. The embedded sample is ``"sample"``. Compare two with
     :func:`same_data`."""
@@ -213,7 +221,7 @@ _CONTENT_SEPARATOR = "+"
 
 def same_data(recorded: str, current: str) -> bool:
     """Whether two :func:`dataset_identity` values name the same data. An identity recorded before
-    kdrecon digested the volumes' arrays has no content part: it is compared on what it has, so
+    kdrecon digested the volumes' targets has no content part: it is compared on what it has, so
     runs, checkpoints and records made earlier keep matching the same preparation."""
     recorded_parts, current_parts = recorded.split(_CONTENT_SEPARATOR), current.split(_CONTENT_SEPARATOR)
     return all(a == b for a, b in zip(recorded_parts, current_parts))

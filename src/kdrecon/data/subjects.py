@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdrecon.data.dataset import SAMPLE, SAMPLE_VALIDATION_SUBJECTS, read_manifest, sample_directory
-from kdrecon.data.sources import sunnybrook
+from kdrecon.data.dataset import SAMPLE, read_manifest, sample_directory, sample_subject_files
+from kdrecon.data.sources import fastmri, sunnybrook
 
 #: Source formats whose subject names are the public dataset's own identifiers.
-PUBLIC_SUBJECT_FORMATS = ("sunnybrook", "fastmri")
-#: The source the embedded sample's subjects come from, written as a manifest writes a source.
-SAMPLE_FORMAT = "sunnybrook"
+PUBLIC_SUBJECT_FORMATS = (sunnybrook.FORMAT, fastmri.FORMAT)
+#: The source format of the embedded sample's subjects, as a manifest writes it (``prepare sunnybrook``).
+SAMPLE_FORMAT = sunnybrook.FORMAT
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,13 @@ class SplitSubjects:
         return cls(str(record.get("source", "")), tuple(str(subject) for subject in record["subjects"]))
 
 
-def split_subjects(dataset: str | Path, split: str) -> SplitSubjects | None:
+def subjects_of_split(dataset: str | Path, split: str) -> SplitSubjects | None:
     """The subjects of ``split`` of a prepared dataset or of the embedded sample; None where the
-    dataset is gone or records none (registered papers' files)."""
+    dataset is gone or its manifest lists none for the split. (Registered papers' files list their
+    file stems, with a source that names no place: :func:`seen_subjects` never compares them.)"""
     if str(dataset) == SAMPLE:
-        names = [file.stem for file in sunnybrook.subject_files(sample_directory())]
-        in_split = [name for name in names if (name in SAMPLE_VALIDATION_SUBJECTS) == (split == "validation")]
-        return SplitSubjects(f"{SAMPLE_FORMAT}:{sample_directory()}", tuple(in_split))
+        subjects = tuple(file.stem for file in sample_subject_files(split))
+        return SplitSubjects(f"{SAMPLE_FORMAT}:{sample_directory()}", subjects)
     try:
         manifest = read_manifest(Path(dataset))
     except ValueError:

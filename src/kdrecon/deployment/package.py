@@ -14,10 +14,10 @@ from typing import Any
 from torch import nn
 
 from kdrecon.data.dataset import load_split
-from kdrecon.data.subjects import split_subjects
+from kdrecon.data.subjects import subjects_of_split
 from kdrecon.mri.masks import describe_mask
 from kdrecon.models.weights import TRAINING_SUBJECTS, WeightsInfo, save_weights
-from kdrecon.training.checkpoint import load_model, resolve_checkpoint
+from kdrecon.training.checkpoint import check_same_data, load_model, resolve_checkpoint
 from kdrecon.training.config import trained_on
 
 #: How every network is fed: each slice scaled to max 1 (the papers' recipe), rescaled on output.
@@ -31,13 +31,14 @@ def describe_run(run_or_checkpoint: Path) -> tuple[nn.Module, WeightsInfo]:
     """
     model, payload = load_model(run_or_checkpoint)
     recorded = trained_on(payload)
+    check_same_data(payload, recorded.dataset, run_or_checkpoint)  # its mask and subjects are read from there
     data = load_split(recorded.dataset, "validation", recorded.acceleration, recorded.task, recorded.image)
     description = {"task": recorded.task, "image": recorded.image, "acceleration": data.acceleration,
                    "image_shape": list(data.image_shape), "mask": describe_mask(data.mask.numpy()), "normalisation": NORMALISATION}
     source = {"checkpoint": str(resolve_checkpoint(run_or_checkpoint)), "best_epoch": payload.get("best_epoch"),
               "seed": payload.get("config", {}).get("seed"), "dataset": recorded.dataset,
               "precision": payload.get("precision")}
-    subjects = split_subjects(recorded.dataset, "train")
+    subjects = subjects_of_split(recorded.dataset, "train")
     if subjects is not None:
         source[TRAINING_SUBJECTS] = subjects.as_record()
     return model, WeightsInfo(Path(run_or_checkpoint), payload["model"], description, source)

@@ -542,6 +542,8 @@ def reconstruct_h5(reconstructor: Reconstructor, source: Path, destination: Path
 
 #: The option that keeps the reconstructions an interrupted run wrote (named in messages).
 SKIP_EXISTING_OPTION = "--skip-existing"
+#: The option that names the axis NIfTI volumes are sliced along (named in refusals).
+SLICE_AXIS_OPTION = "--slice-axis"
 
 
 def _to_reconstruct(files: list[Path], root: Path, output: Path, overwrite: bool, skip_existing: bool) -> list[Path]:
@@ -606,6 +608,8 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
     precision = inference_precision(precision, info.provenance.get("precision"), torch_device)
     reconstructor = Reconstructor(network, info, torch_device, batch_size, mask_kind, precision, low_resolution_input)
     files = input_files(input_path)
+    if slice_axis % 3 != nifti.SLICE_AXIS % 3 and not any(file.name.endswith(NIFTI_SUFFIXES) for file in files):
+        raise ValueError(f"{SLICE_AXIS_OPTION} {slice_axis}: applies to NIfTI volumes, and {input_path} holds none")
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
     dicom = [file for file in files if is_dicom(file)]
     others = [file for file in files if file not in dicom]

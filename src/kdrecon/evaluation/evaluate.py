@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from kdrecon.data.dataset import SAMPLE, SliceData, load_split, read_manifest
 from kdrecon.data.image import image_kind_of
-from kdrecon.data.subjects import seen_subjects, split_subjects
+from kdrecon.data.subjects import seen_subjects, subjects_of_split
 from kdrecon.data.layout import atomic_path, parse_acceleration, write_reconstruction
 from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION, factor_of, task_of
 from kdrecon.evaluation import metrics
@@ -313,12 +313,12 @@ def _check_unseen_subjects(source: str | Path, network: TrainedNetwork, dataset:
     Subjects are compared as :func:`kdrecon.data.subjects.seen_subjects` can (same source, or the same
     public dataset); nothing is refused where the training subjects are unknown (a training dataset
     that is gone, a weights file written before kdrecon recorded them)."""
-    trained, evaluated = network.training_subjects(), split_subjects(dataset, split)
+    trained, evaluated = network.training_subjects(), subjects_of_split(dataset, split)
     if split != "validation" or trained is None or evaluated is None:
         return
     seen = seen_subjects(trained, evaluated)
     if seen:
-        where = f"{network.trained_on.dataset}, prepared from the same source" if network.dataset_known \
+        where = f"{network.trained_on.dataset}, prepared from the same {trained.format} data" if network.dataset_known \
             else f"its weights file names its {trained.format} training subjects"
         raise ValueError(f"{dataset}: its {split} split holds {', '.join(seen)}, on which {source} was trained "
                          f"({where}); evaluate on subjects it has not seen")

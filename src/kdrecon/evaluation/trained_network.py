@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from kdrecon.data.subjects import SplitSubjects, split_subjects
+from kdrecon.data.subjects import SplitSubjects, subjects_of_split
 from kdrecon.mri.masks import mask_from_description
 from kdrecon.models.shipped import shipped_models, shipped_weights
 from kdrecon.models.weights import SUFFIX, TRAINING_SUBJECTS, load_weights
@@ -63,7 +63,7 @@ class TrainedNetwork:
         split of the dataset its checkpoint names (None where neither tells)."""
         if self.checkpoint_payload is None:
             return self.recorded_training_subjects
-        return split_subjects(self.trained_on.dataset, "train")
+        return subjects_of_split(self.trained_on.dataset, "train")
 
     def check_training_data(self, dataset: str | Path) -> None:
         """Refuse ``dataset`` as this network's training data when the path now holds other data."""

@@ -37,6 +37,9 @@ import numpy as np
 
 from kdrecon.data.volume import Volume
 
+#: The name of this source in ``kdrecon prepare fastmri`` and in a dataset manifest's ``source``.
+FORMAT = "fastmri"
+
 __all__ = ["read_volumes", "read_acquired", "centre_crop", "swap_phase_encoding_axis", "DEFAULT_CROP", "MASK_KEY",
            "MANIFEST_ORIENTATION"]
 

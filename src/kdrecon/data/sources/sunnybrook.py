@@ -17,6 +17,9 @@ import numpy as np
 
 from kdrecon.data.volume import Volume
 
+#: The name of this source in ``kdrecon prepare sunnybrook`` and in a dataset manifest's ``source``.
+FORMAT = "sunnybrook"
+
 
 def subject_files(path: Path) -> list[Path]:
     """The subject files under ``path`` (a directory of ``SCD*.npz`` or one such file), sorted."""
