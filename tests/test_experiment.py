@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from scipy import stats
 
 from kdrecon.experiment.config import PRESETS, load_experiment
@@ -55,6 +56,24 @@ def test_graph_runs_every_stage_per_seed_and_report_holds_the_evaluated_numbers(
     assert html.count("data:image/png;base64,") == 4 and "http" not in html.replace("http-equiv", "")
     for name in ("reconstruction-SCD0000401_phase00.png", "per-slice-metrics.png", "validation-curves.png", "seed-effects.png"):
         assert (tiny_run / "figures" / name).stat().st_size > 5000, name
+
+
+def test_report_states_how_much_each_feature_term_weighed_against_l1(tiny_run):
+    """β · epoch mean of the feature loss / epoch mean of L1, from each seed's training history."""
+    report = (tiny_run / "report.md").read_text()
+    section = report.split("## Feature-loss weights")[1].split("\n## ")[0]
+    for stage, label in (("std-kd-at", "AT Std-KD"), ("sft-kd-at", "AT SFT-KD")):
+        first, last = [], []
+        for seed in SEEDS:
+            directory = tiny_run / "stages" / f"seed-{seed}" / stage
+            weight = yaml.safe_load((directory / "config.yaml").read_text()).get("feature_weight") or 1000.0  # AT's β
+            with open(directory / "metrics.csv", newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            shares = [weight * float(row["train_feature"]) / float(row["train_reconstruction"]) for row in rows]
+            first.append(shares[0])
+            last.append(shares[-1])
+        cells = [f"{sum(v) / 2:.3g} ({min(v):.3g}–{max(v):.3g}) (2)" for v in (first, last)]
+        assert f"| {label} | 1000 | {cells[0]} | {cells[1]} |" in section
 
 
 def test_each_stage_records_and_is_evaluated_in_the_precision_its_training_used(tiny_run):

@@ -45,6 +45,11 @@ class TeacherSignals:
     summarised: bool = False
 
 
+#: The names of a distillation's loss terms in :meth:`Distiller.training_losses` (and so, prefixed
+#: ``train_``, in a stage's training history): L1 to the target, the unweighted feature loss.
+RECONSTRUCTION_TERM, FEATURE_TERM = "reconstruction", "feature"
+
+
 @dataclass(frozen=True)
 class LossWeights:
     """Weights of the three terms (see the module docstring)."""
@@ -170,16 +175,16 @@ class Distiller:
 
     def training_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         student_output = self.student_network(batch.zero_filled, batch.kspace, batch.mask)
-        losses = {"reconstruction": F.l1_loss(student_output, batch.target)}
-        total = self.weights.reconstruction * losses["reconstruction"]
+        losses = {RECONSTRUCTION_TERM: F.l1_loss(student_output, batch.target)}
+        total = self.weights.reconstruction * losses[RECONSTRUCTION_TERM]
         if self.needs_teacher:
             teacher = self._teacher(batch)
             if self.weights.imitation:
                 losses["imitation"] = F.l1_loss(student_output, teacher.output)
                 total = total + self.weights.imitation * losses["imitation"]
             if self.feature_loss is not None:
-                losses["feature"] = self._feature_loss(teacher)
-                total = total + self.weights.feature * losses["feature"]
+                losses[FEATURE_TERM] = self._feature_loss(teacher)
+                total = total + self.weights.feature * losses[FEATURE_TERM]
         losses["total"] = total
         return losses
 

@@ -28,6 +28,7 @@ from kdrecon.evaluation.statistics import (ABOVE, BELOW, CONTRADICTED, INSIDE, N
 from kdrecon.report import figures
 from kdrecon.report.claims import EffectRow, all_comparisons, effect_row, kd_mri_comparisons, paper_claims, published_effect, published_gap
 from kdrecon.report.document import Block, Code, Document, Heading, Image, Paragraph, Table
+from kdrecon.report.feature_weights import feature_shares
 from kdrecon.report.paper_column import column_heading, paper_note, published_inference_ms, published_text
 from kdrecon.report.published import PUBLISHED_SUPER_RESOLUTION_GAPS
 from kdrecon.report.results import MAIN_ROLES, ExperimentResults, StageResult, load_results
@@ -326,6 +327,31 @@ def _per_method_section(results: ExperimentResults) -> list[Block]:
     ]
 
 
+def _share_text(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    spread = f" ({min(values):.3g}–{max(values):.3g})" if len(values) > 1 else ""
+    return f"{mean:.3g}{spread} ({len(values)})"
+
+
+def _feature_weight_section(results: ExperimentResults) -> list[Block]:
+    """β of each feature distillation and how much its term weighed against L1 in training."""
+    shares = feature_shares(results)
+    if not shares:
+        return []
+    rows = [[results.first(share.name).label, f"{share.weight:g}", _share_text(share.first_epoch),
+             _share_text(share.last_epoch)] for share in shares]
+    return [
+        Heading("Feature-loss weights: the feature term against L1 in training"),
+        Table(["distillation", "β", "β · feature loss / L1, first epoch: mean (min–max over seeds) (seeds)",
+               "last epoch"], rows),
+        Paragraph("Epoch means of the two terms from each stage's training history. A share far above 1 trains "
+                  "the student mostly on the feature loss, far below 1 leaves the feature loss without effect: a "
+                  "method's published β was set against its own task's loss (classification losses near 1), so "
+                  "an effect measured here is the method's at this β. `scripts/feature_loss_balance.py` measures "
+                  "the share at the start of a distillation and the β that would match another method's."),
+    ]
+
+
 def _kd_mri_section(results: ExperimentResults) -> list[Block]:
     parts = results.names((Role.KD_MRI,), variants=False)
     if not parts:
@@ -523,7 +549,8 @@ def build_report(run_dir: Path, recorded: Sequence[StageResult] = ()) -> Path:
         speed = times.comparison(teacher.model, student.model)
     document = Document()
     for section in (_header(results), _claims_section(results, speed), _main_table(results),
-                    _per_method_section(results), _effects_section(results), _kd_mri_section(results),
+                    _per_method_section(results), _effects_section(results), _feature_weight_section(results),
+                    _kd_mri_section(results),
                     _quality_table(results), _size_table(results, times), _wilcoxon_section(own),
                     _figures_section(own), _provenance(results)):
         document.extend(section)

@@ -41,6 +41,7 @@ from kdrecon.distillation.distiller import Distiller, LossWeights
 from kdrecon.distillation.initialisation import initialise_from_student_friendly_teacher
 from kdrecon.distillation.layer_pairs import LayerPairs, default_layer_pairs, feature_channels
 from kdrecon.distillation.losses import FEATURE_LOSSES, FeatureLoss, build_feature_loss
+from kdrecon.distillation.losses import feature_weight as weight_of_method
 from kdrecon.distillation.preparation import prepare_feature_loss
 from kdrecon.models import build_model
 from kdrecon.models.sft import StudentFriendlyTeacher
@@ -168,7 +169,7 @@ def _set_up(config: DistillConfig, run_dir: Path, progress: bool, train_data: Sl
     barrier()
     path = _training_path(config, run_dir, device)
     prepare_module(teacher, device, path.channels_last)
-    feature_weight = config.feature_weight or (feature_loss.default_weight if feature_loss else 0.0)
+    feature_weight = weight_of_method(feature_loss.name, config.feature_weight) if feature_loss else 0.0
     record = {
         "teacher": str(resolve_checkpoint(config.teacher, config.teacher_checkpoint)),
         "teacher_model": teacher_payload["model"],

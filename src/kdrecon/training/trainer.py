@@ -42,6 +42,11 @@ from kdrecon.training.fast_path import (AUTO_LAYOUT, AUTO_PRECISION, autocast, r
 HISTORY = "metrics.csv"
 
 
+def history_column(term: str) -> str:
+    """The training history's column of the epoch mean of an objective's loss term ``term``."""
+    return f"train_{term}"
+
+
 class Objective(Protocol):
     """What one training stage optimises.
 
@@ -387,7 +392,7 @@ def _run_epoch(training: _Training, progress: _Progress, writer: SummaryWriter |
     seconds = time.perf_counter() - started
     row = {
         "epoch": epoch + 1,
-        **{f"train_{name}": mean for name, mean in losses.means.items()},
+        **{history_column(name): mean for name, mean in losses.means.items()},
         "validation_loss": validation_loss,
         "learning_rate": learning_rate,
         "train_slices_per_second": losses.slices / losses.seconds,

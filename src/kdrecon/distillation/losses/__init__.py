@@ -76,6 +76,11 @@ def method_label(name: str) -> str:
     return FEATURE_LOSSES[name].label
 
 
+def feature_weight(name: str, given: float | None) -> float:
+    """The weight β a distillation with method ``name`` uses: ``given``, else the method's published one."""
+    return given or FEATURE_LOSSES[name].default_weight
+
+
 def build_feature_loss(
     name: str, student_channels: Sequence[int], teacher_channels: Sequence[int], **options: Any
 ) -> FeatureLoss:
@@ -100,5 +105,6 @@ __all__ = [
     "ProbabilisticTransfer",
     "SimilarityPreserving",
     "build_feature_loss",
+    "feature_weight",
     "method_label",
 ]
