@@ -25,6 +25,7 @@ from kdrecon.deployment.export import check_slices
 from kdrecon.mri.masks import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
 from kdrecon.models.export import ExportableNetwork
+from kdrecon.training.allocator import retain_freed_memory
 
 OPERATORS = ("mkldnn", "aten::bmm", "aten::mm", "graph_", "mkl::")
 
@@ -57,6 +58,7 @@ def main() -> None:
         matrix_product()
         return
     torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as a kdrecon command's process does: no page faults on fresh activations
     config.freezing = True
     config.cpp.enable_kernel_profile = True  # each generated C++ loop becomes a profiler event
     for role in ("student", "teacher"):

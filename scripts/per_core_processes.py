@@ -7,7 +7,10 @@ export --format aot-inductor``) in one process on one thread (the other core idl
 (autocast, channels-last) on all cores, the packages on all cores, and one single-thread process
 per core, the processes running the same network at the same time (a barrier per block of calls):
 a volume's slices shared between them. Prints ms per call, the per-slice time of the
-process-per-core path (both processes together) and the teacher / student ratios.
+process-per-core path (both processes together) and the teacher / student ratios. Every process
+keeps its freed memory mapped (``kdrecon.training.allocator``), as a kdrecon command's does: with
+glibc's defaults the teacher's package page-faulted thousands of times per call in some processes
+and not in others (docs/benchmarks.md, session 36).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ def build(directory):
 
 
 def blocks(directory, threads, rounds, barrier=None, core=None, queue=None):
+    from kdrecon.training.allocator import retain_freed_memory
+    retain_freed_memory()  # as every kdrecon command's process does (prepare_module)
     if core is not None:
         os.sched_setaffinity(0, {core})
     torch.set_num_threads(threads)

@@ -591,6 +591,23 @@ def test_real_arithmetic_data_consistency_equals_the_fft_one_on_real_slices(real
     torch.testing.assert_close(ours, data_consistency(low_resolution[:, None], kspace, box), atol=2e-6, rtol=0)
 
 
+def test_data_consistency_of_a_bf16_package_multiplies_in_bf16_and_adds_the_measurements_in_float32(real_slices, cardiac_mask_4x):
+    image = torch.from_numpy(real_slices[:3]).float()
+    mask = torch.from_numpy(cardiac_mask_4x).float()
+    kspace, zero_filled = undersample(image, mask)
+    layer = RealDataConsistency(cardiac_mask_4x, product_dtype=torch.bfloat16)
+    measured = layer.measured(kspace.real, kspace.imag)
+    block_output = (zero_filled[:, None] * 0.9).to(torch.bfloat16)  # what a bf16 block hands over
+    ours = layer(block_output, measured)
+    reference = data_consistency(block_output.float(), kspace, mask)
+    assert ours.dtype == torch.float32
+    # Only the product with I - Re A_H is rounded to bf16 (8 significant bits).
+    assert 0 < (ours - reference).abs().max() < 2**-8 * reference.abs().max()
+    # The measurements themselves are added in float32: where the block output is 0, the result is F^-1 k0.
+    zeros = torch.zeros_like(block_output)
+    torch.testing.assert_close(layer(zeros, measured), data_consistency(zeros.float(), kspace, mask), atol=2e-6, rtol=0)
+
+
 def test_fastmri_file_is_written_for_fastmris_evaluation_and_beats_zero_filled(tmp_path, shared_dir):
     from skimage.metrics import structural_similarity
 

@@ -80,7 +80,7 @@ class RealDataConsistency(nn.Module):
     ``I − A_H`` acting on the stacked real and imaginary parts.
     """
 
-    def __init__(self, mask: np.ndarray, image_channels: int = 1) -> None:
+    def __init__(self, mask: np.ndarray, image_channels: int = 1, product_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         rows, columns = mask.any(axis=1), mask.any(axis=0)
         if not np.array_equal(mask > 0, np.outer(rows, columns)):
@@ -92,30 +92,50 @@ class RealDataConsistency(nn.Module):
         transform_h, transform_w = dft_matrix(mask.shape[0]), dft_matrix(mask.shape[1])
         self.register_buffer("rows", torch.from_numpy(rows))
         self.register_buffer("columns", torch.from_numpy(columns))
-        # The inverse transform of the sampled k-space, W̄_H[:, R] and W̄_W[Q, :], for measured().
-        self._register_complex("inverse_rows", transform_h[rows].conj().T)
-        self._register_complex("inverse_columns", transform_w[:, columns].conj().T)
-        height, width = mask.shape  # multiply-adds of W̄_H[:, R] (k₀ W̄_W[Q, :]) against (W̄_H[:, R] k₀) W̄_W[Q, :]
-        self.columns_first = len(rows) * width * (len(columns) + height) < height * len(columns) * (len(rows) + width)
         rows_projection = sampled_projection(mask.shape[0], rows)  # A_H
         if self.line_mask:
             complement = np.eye(mask.shape[0]) - rows_projection
             if self.complex_image:  # [[Re, −Im], [Im, Re]] of I − A_H, on (real; imaginary) stacked
                 complement = np.block([[complement.real, -complement.imag], [complement.imag, complement.real]])
-            self.register_buffer("complement", torch.from_numpy(np.ascontiguousarray(complement.real)).float())
+            self.register_buffer("complement", torch.from_numpy(np.ascontiguousarray(complement.real)).to(product_dtype))
+            self._register_real_forms(transform_h[rows].conj().T, transform_w.conj().T)
         else:
+            # The inverse transform of the sampled k-space, W̄_H[:, R] and W̄_W[Q, :], for measured().
+            self._register_complex("inverse_rows", transform_h[rows].conj().T)
+            self._register_complex("inverse_columns", transform_w[:, columns].conj().T)
+            height, width = mask.shape  # multiply-adds of W̄_H[:, R] (k₀ W̄_W[Q, :]) against (W̄_H[:, R] k₀) W̄_W[Q, :]
+            self.columns_first = len(rows) * width * (len(columns) + height) < height * len(columns) * (len(rows) + width)
             self._register_complex("rows_projection", rows_projection)
             self._register_complex("columns_projection", sampled_projection(mask.shape[1], columns).T)  # A_W = A_Qᵀ
+
+    def _register_real_forms(self, inverse_rows: np.ndarray, inverse_columns: np.ndarray) -> None:
+        """For a line mask, ``F⁻¹ k₀`` as two real products (:meth:`measured`): the columns' transform of
+        the sampled rows ``[Re k₀[R] | Im k₀[R]] [[Re W̄_W, Im W̄_W], [−Im W̄_W, Re W̄_W]]`` gives
+        ``[Re P | Im P]`` with ``P = k₀[R] W̄_W``; stacked as ``[Re P; Im P]``, the rows' transform
+        ``[Re W̄_H[:, R], −Im W̄_H[:, R]]`` gives ``Re F⁻¹ k₀`` (and ``[[Re, −Im], [Im, Re]]`` of
+        ``W̄_H[:, R]`` gives the real and imaginary parts stacked, for a complex image)."""
+        real, imag = inverse_columns.real, inverse_columns.imag
+        self.register_buffer("columns_real_form", torch.from_numpy(np.block([[real, imag], [-imag, real]])).float())
+        real, imag = inverse_rows.real, inverse_rows.imag
+        rows_form = np.block([[real, -imag], [imag, real]]) if self.complex_image else np.hstack([real, -imag])
+        self.register_buffer("rows_real_form", torch.from_numpy(np.ascontiguousarray(rows_form)).float())
 
     def _register_complex(self, name: str, matrix: np.ndarray) -> None:
         self.register_buffer(f"{name}_real", torch.from_numpy(np.ascontiguousarray(matrix.real)).float())
         self.register_buffer(f"{name}_imag", torch.from_numpy(np.ascontiguousarray(matrix.imag)).float())
 
-    def measured(self, kspace_real: torch.Tensor, kspace_imag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``F⁻¹ k₀ = W̄_H[:, R] k₀[R, Q] W̄_W[Q, :]`` as ``(real, imaginary)`` ``(B, H, W)``; samples of
-        the k-space outside the mask are not read. The two products go in the cheaper order: for a
-        line mask (``|R| < H``, ``Q`` every column) the columns' transform first, on the sampled rows
-        only, rather than a full ``H × W × W`` product after the rows'."""
+    def measured(self, kspace_real: torch.Tensor, kspace_imag: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``F⁻¹ k₀ = W̄_H[:, R] k₀[R, Q] W̄_W[Q, :]`` in the form :meth:`forward` takes; samples of the
+        k-space outside the mask are not read. For a line mask, ``Re F⁻¹ k₀`` ``(B, H, W)`` (real and
+        imaginary parts stacked, ``(B, 2H, W)``, for a complex image) by two real products, the
+        columns' transform first, on the sampled rows only (:meth:`_register_real_forms`); otherwise
+        ``(real, imaginary)`` ``(B, H, W)``, the two complex products in the cheaper order."""
+        if self.line_mask:
+            sampled_rows = len(self.rows)
+            height, width = self.image_shape
+            sampled = torch.cat([part.index_select(-2, self.rows) for part in (kspace_real, kspace_imag)], dim=-1)
+            transformed = (sampled @ self.columns_real_form).reshape(-1, sampled_rows, 2, width)
+            return self.rows_real_form @ transformed.transpose(1, 2).reshape(-1, 2 * sampled_rows, width)
         sampled = [part.index_select(-2, self.rows).index_select(-1, self.columns) for part in (kspace_real, kspace_imag)]
         inverse_rows = (self.inverse_rows_real, self.inverse_rows_imag)
         inverse_columns = (self.inverse_columns_real, self.inverse_columns_imag)
@@ -123,18 +143,18 @@ class RealDataConsistency(nn.Module):
             return _complex_product(inverse_rows, _complex_product(sampled, inverse_columns))
         return _complex_product(_complex_product(inverse_rows, sampled), inverse_columns)
 
-    def forward(self, image: torch.Tensor, measured: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, measured: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """``image`` ``(B, C, H, W)`` made consistent with ``measured`` (from :meth:`measured`) under the
-        layer's built-in mask, the one the network was trained with."""
-        image = image if image.dtype == torch.float32 else image.float()
+        layer's built-in mask, the one the network was trained with; float32 out. For a line mask the
+        product with ``I − Re A_H`` runs in the layer's ``product_dtype`` and the measurements are added
+        in float32."""
         if self.line_mask:
             # Reshapes to constant shapes (the image size is fixed): an exported graph computes no shapes.
             height, width = self.image_shape
             channels = COMPLEX_CHANNELS if self.complex_image else 1
-            stacked = torch.cat(measured, dim=-2) if self.complex_image else measured[0]
-            out = self.complement @ image.reshape(-1, channels * height, width) + stacked
-            return out.reshape(-1, channels, height, width)
-        return self._box_consistency(image, measured)
+            product = self.complement @ image.to(self.complement.dtype).reshape(-1, channels * height, width)
+            return (product.float() + measured).reshape(-1, channels, height, width)
+        return self._box_consistency(image.float(), measured)
 
     def _box_consistency(self, image: torch.Tensor, measured: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """``x − A_H x A_W + F⁻¹ k₀`` for a mask of sampled rows and columns (super-resolution's box)."""
@@ -202,7 +222,7 @@ def substitute_thin_convolutions(network: nn.Module) -> int:
 
 class BlockInBfloat16(nn.Module):
     """A block whose weights are bf16, its input cast to bf16 (what autocast does for its convolutions);
-    data consistency after it stays float32."""
+    data consistency after it multiplies in bf16 and adds the measurements in float32."""
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
@@ -214,7 +234,9 @@ class BlockInBfloat16(nn.Module):
 
 class ExportableNetwork(nn.Module):
     """A cascade network whose data consistency runs in real arithmetic, with its mask built in; with
-    ``precision="bf16"`` its blocks run in bf16 (:class:`BlockInBfloat16`)."""
+    ``precision="bf16"`` its blocks run in bf16 (:class:`BlockInBfloat16`) and so does data
+    consistency's product with ``I − Re A_H``, the measurements added in float32 (the block's output
+    is bf16 already; scores unchanged, docs/benchmarks.md)."""
 
     def __init__(self, network: CascadeNetwork, mask: np.ndarray, image_channels: int = 1, precision: str = "fp32") -> None:
         super().__init__()
@@ -223,7 +245,8 @@ class ExportableNetwork(nn.Module):
         if precision == "bf16":
             for index, block in enumerate(self.network.blocks):
                 self.network.blocks[index] = BlockInBfloat16(block)
-        self.data_consistency = RealDataConsistency(mask, image_channels)
+        product_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.data_consistency = RealDataConsistency(mask, image_channels, product_dtype)
 
     def forward(self, zero_filled: torch.Tensor, kspace_real: torch.Tensor, kspace_imag: torch.Tensor) -> torch.Tensor:
         # F⁻¹ k₀ is the same for every cascade: computed once, bound into every step's operator.
