@@ -322,7 +322,12 @@ def inference_session(path: Path):
 
 
 def load_ahead_of_time(path: Path) -> Callable[..., torch.Tensor]:
-    """An AOTInductor package, callable as the network: ``package(zero_filled, kspace_real, kspace_imag)``."""
+    """An AOTInductor package, callable as the network: ``package(zero_filled, kspace_real, kspace_imag)``.
+
+    A process of one's own that calls it many times should first keep freed memory mapped
+    (``kdrecon.training.allocator.retain_freed_memory()``, which kdrecon's commands apply): with glibc's
+    defaults the teacher's package page-faulted thousands of times per call in some processes
+    (``scripts/package_page_faults.py``, docs/benchmarks.md)."""
     from torch import _inductor
 
     return _inductor.aoti_load_package(str(path))
