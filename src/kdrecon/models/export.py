@@ -91,6 +91,7 @@ class RealDataConsistency(nn.Module):
         rows, columns = np.flatnonzero(rows), np.flatnonzero(columns)
         transform_h, transform_w = dft_matrix(mask.shape[0]), dft_matrix(mask.shape[1])
         self.register_buffer("rows", torch.from_numpy(rows))
+        self.sampled_rows = len(rows)  # a constant of the graph, not read from a tensor
         self.register_buffer("columns", torch.from_numpy(columns))
         rows_projection = sampled_projection(mask.shape[0], rows)  # A_H
         if self.line_mask:
@@ -131,8 +132,7 @@ class RealDataConsistency(nn.Module):
         columns' transform first, on the sampled rows only (:meth:`_register_real_forms`); otherwise
         ``(real, imaginary)`` ``(B, H, W)``, the two complex products in the cheaper order."""
         if self.line_mask:
-            sampled_rows = len(self.rows)
-            height, width = self.image_shape
+            sampled_rows, width = self.sampled_rows, self.image_shape[1]
             sampled = torch.cat([part.index_select(-2, self.rows) for part in (kspace_real, kspace_imag)], dim=-1)
             transformed = (sampled @ self.columns_real_form).reshape(-1, sampled_rows, 2, width)
             return self.rows_real_form @ transformed.transpose(1, 2).reshape(-1, 2 * sampled_rows, width)
