@@ -56,7 +56,7 @@ class CascadeNetwork(nn.Module):
     def step(self, index: int, state: torch.Tensor, zero_filled: torch.Tensor,
              consistency: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Block ``index`` applied to ``state`` (the previous block's output): here the block, then
-        data consistency (kept in float32)."""
+        data consistency (float32 out)."""
         return consistency(self.blocks[index](state))
 
     #: What :meth:`step` passes from block to block: ``image`` or ``features``.

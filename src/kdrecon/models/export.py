@@ -25,7 +25,9 @@ cascade's data consistency is a single product with the fixed matrix ``I − Re 
 The one other change is a kernel substitution: a 3×3 convolution to one or two channels (the last
 of every DC-CNN block) runs as a 1×1 convolution to its nine taps and a sum of the nine shifted
 tap images (:class:`TapSumConvolution`), which ONNX Runtime runs several times faster than its
-kernel for so few output channels (docs/benchmarks.md). Both are exact up to float32 rounding.
+kernel for so few output channels (docs/benchmarks.md). Both are exact up to float32 rounding (in a
+bf16 package, up to bf16 rounding: its blocks and, for a line mask, data consistency's product run
+in bf16).
 
 The exported graph takes ``zero_filled (B, C, H, W)``, ``kspace_real`` and ``kspace_imag (B, H, W)``
 (un-centred) and returns the image ``(B, C, H, W)``, ``C`` = 1 or 2; the mask is built in and the
@@ -91,16 +93,16 @@ class RealDataConsistency(nn.Module):
         rows, columns = np.flatnonzero(rows), np.flatnonzero(columns)
         transform_h, transform_w = dft_matrix(mask.shape[0]), dft_matrix(mask.shape[1])
         self.register_buffer("rows", torch.from_numpy(rows))
-        self.sampled_rows = len(rows)  # a constant of the graph, not read from a tensor
-        self.register_buffer("columns", torch.from_numpy(columns))
         rows_projection = sampled_projection(mask.shape[0], rows)  # A_H
         if self.line_mask:
             complement = np.eye(mask.shape[0]) - rows_projection
             if self.complex_image:  # [[Re, −Im], [Im, Re]] of I − A_H, on (real; imaginary) stacked
                 complement = np.block([[complement.real, -complement.imag], [complement.imag, complement.real]])
             self.register_buffer("complement", torch.from_numpy(np.ascontiguousarray(complement.real)).to(product_dtype))
+            self.sampled_rows = len(rows)  # a constant of the graph, not read from a tensor
             self._register_real_forms(transform_h[rows].conj().T, transform_w.conj().T)
         else:
+            self.register_buffer("columns", torch.from_numpy(columns))
             # The inverse transform of the sampled k-space, W̄_H[:, R] and W̄_W[Q, :], for measured().
             self._register_complex("inverse_rows", transform_h[rows].conj().T)
             self._register_complex("inverse_columns", transform_w[:, columns].conj().T)
@@ -222,7 +224,7 @@ def substitute_thin_convolutions(network: nn.Module) -> int:
 
 class BlockInBfloat16(nn.Module):
     """A block whose weights are bf16, its input cast to bf16 (what autocast does for its convolutions);
-    data consistency after it multiplies in bf16 and adds the measurements in float32."""
+    data consistency after it (:class:`RealDataConsistency`) returns float32."""
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
@@ -234,9 +236,10 @@ class BlockInBfloat16(nn.Module):
 
 class ExportableNetwork(nn.Module):
     """A cascade network whose data consistency runs in real arithmetic, with its mask built in; with
-    ``precision="bf16"`` its blocks run in bf16 (:class:`BlockInBfloat16`) and so does data
-    consistency's product with ``I − Re A_H``, the measurements added in float32 (the block's output
-    is bf16 already; scores unchanged, docs/benchmarks.md)."""
+    ``precision="bf16"`` its blocks run in bf16 (:class:`BlockInBfloat16`) and, for a line mask, so
+    does data consistency's product with ``I − Re A_H``, the measurements added in float32 (the
+    block's output is bf16 already; scores unchanged, docs/benchmarks.md); a box mask's data
+    consistency stays float32."""
 
     def __init__(self, network: CascadeNetwork, mask: np.ndarray, image_channels: int = 1, precision: str = "fp32") -> None:
         super().__init__()
