@@ -8,6 +8,9 @@ consistency, the graph ``kdrecon export --format aot-inductor`` compiles) with `
 inductor's ``freezing``, so that ``torch.profiler`` sees each oneDNN convolution, matrix product and
 generated C++ loop; prints the timeline of one call after warm-up (µs per operator). One call
 scatters by tens of per cent per operator: read several calls' worth (``--calls``) on a quiet machine.
+Whole profiles also fall into a slow mode now and then (session 36: the 1→32 convolution 100–125 or
+640–860 µs, the 32→32 one 900–1000 or 1450–1680 µs, in profiles of the same graph minutes apart,
+while unprofiled package calls kept their times): compare with ``per_core_processes.py``'s totals.
 ``--matrix-product`` instead times the data consistency's product alone (a 150×150 matrix times a
 150×150 image, float32 and bf16) on one thread and on two, alternated.
 """
