@@ -77,12 +77,12 @@ def feature_shares(results: ExperimentResults) -> list[FeatureShare]:
     """Each feature distillation stage (main stages and variants) with its β and share per seed."""
     shares = []
     for name in results.names():
-        per_seed, weight = {}, None
+        per_seed, stage_weight = {}, 0.0
         for seed, result in sorted(results.by_name(name).items()):
             weight = _weight(result)
             share = None if weight is None else _shares(result.files.history, weight)
-            if share is not None:
-                per_seed[seed] = share
+            if share is not None:  # β from a seed that has a share (one stage: the same β in every seed)
+                per_seed[seed], stage_weight = share, weight
         if per_seed:
-            shares.append(FeatureShare(name, results.first(name).method, weight, per_seed))
+            shares.append(FeatureShare(name, results.first(name).method, stage_weight, per_seed))
     return shares

@@ -78,7 +78,7 @@ def method_label(name: str) -> str:
 
 def feature_weight(name: str, given: float | None) -> float:
     """The weight β a distillation with method ``name`` uses: ``given``, else the method's published one."""
-    return given or FEATURE_LOSSES[name].default_weight
+    return FEATURE_LOSSES[name].default_weight if given is None else given
 
 
 def build_feature_loss(
