@@ -19,7 +19,7 @@ import torch
 def child(setting: str, path: str) -> None:
     from kdrecon.data.dataset import load_sample
     from kdrecon.models import build_model
-    from kdrecon.models.dccnn import use_depthwise_single_output
+    from kdrecon.models.dccnn import use_depthwise_forms
     from kdrecon.training.allocator import retain_freed_memory
     from kdrecon.training.fast_path import autocast
 
@@ -30,7 +30,7 @@ def child(setting: str, path: str) -> None:
     batch = load_sample("train").batch(torch.arange(4))
     # the model set-up of prepare_module, without it (it would tune the allocator)
     fast = path == "fast"
-    model = use_depthwise_single_output(build_model("D5C5"), fast)
+    model = use_depthwise_forms(build_model("D5C5"), fast)
     model = model.to(memory_format=torch.channels_last) if fast else model
     optimizer = torch.optim.Adam(model.parameters())
 

@@ -1,10 +1,14 @@
-"""Training steps of each stage kind with the C→1 convolutions plain and in their depthwise form.
+"""Training steps of each stage kind with the thin convolutions plain and in their depthwise forms.
 
     python scripts/depthwise_step_timing.py --steps 10
+    python scripts/depthwise_step_timing.py --steps 10 --precision fp32 --nchw
 
-The bench's fast path (``training_step``: float32 NCHW on this CPU, in-memory data, teacher
-cache), D5C5 teacher and D3C5 student, batch 4 of the embedded sample. For each stage kind the
-two forms alternate step by step after two warm-up steps; prints the medians and their ratio.
+The bench's fast path (``training_step``: in-memory data, teacher cache; bf16 channels-last on a CPU
+with native bf16 unless ``--precision``/``--nchw`` say otherwise), D5C5 teacher and D3C5 student,
+batch 4 of the embedded sample. Three forms (:class:`kdrecon.models.dccnn.Conv3x3`): ``plain``
+(oneDNN's kernels throughout), ``last`` (only the C→1 convolution depthwise, the form before the 1→C
+convolution's input gradient joined it) and ``both`` (what a CPU training run uses). For each stage
+kind the forms alternate step by step after two warm-up steps; prints the medians and their ratios.
 Run it on a quiet machine.
 """
 
@@ -18,21 +22,29 @@ import torch
 
 from kdrecon.data.dataset import load_sample
 from kdrecon.evaluation.benchmark import training_step
+from kdrecon.models.dccnn import Conv3x3
 from kdrecon.training.config import STAGE_KINDS
-from kdrecon.models.dccnn import use_depthwise_single_output
+
+FORMS = {"plain": lambda conv: False, "last": lambda conv: conv.out_channels == 1, "both": lambda conv: True}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--nchw", action="store_true", help="train in NCHW (default: the fast path's layout)")
     args = parser.parse_args()
+    layout = {"channels_last": False} if args.nchw else {}
     data = load_sample("train")
     for kind in STAGE_KINDS:
         steps = {}
-        for form, depthwise in (("plain", False), ("depthwise", True)):
-            timed = training_step(kind, "D5C5", "D3C5", data, None, torch.device("cpu"), 4)
+        for form, depthwise in FORMS.items():
+            timed = training_step(kind, "D5C5", "D3C5", data, None, torch.device("cpu"), 4,
+                                  precision=args.precision, **layout)
             for module in timed.objective.modules().values():
-                use_depthwise_single_output(module, depthwise)
+                for conv in module.modules():
+                    if isinstance(conv, Conv3x3):
+                        conv.depthwise_forms = depthwise(conv)
             steps[form] = timed.step
         times: dict[str, list[float]] = {form: [] for form in steps}
         for round_ in range(args.steps + 2):
@@ -41,8 +53,10 @@ def main() -> None:
                 step()
                 if round_ >= 2:
                     times[form].append(time.perf_counter() - started)
-        plain, depthwise = (statistics.median(times[form]) * 1e3 for form in ("plain", "depthwise"))
-        print(f"{kind:12s} plain {plain:7.1f} ms  depthwise {depthwise:7.1f} ms  plain/depthwise {plain / depthwise:.3f}")
+        medians = {form: statistics.median(values) * 1e3 for form, values in times.items()}
+        print(f"{kind:12s} " + "  ".join(f"{form} {value:7.1f} ms" for form, value in medians.items())
+              + f"  last/both {medians['last'] / medians['both']:.3f}  plain/both {medians['plain'] / medians['both']:.3f}",
+              flush=True)
 
 
 if __name__ == "__main__":

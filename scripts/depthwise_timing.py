@@ -13,7 +13,7 @@ import torch
 
 from kdrecon.data.dataset import load_sample
 from kdrecon.models import build_model
-from kdrecon.models.dccnn import use_depthwise_single_output
+from kdrecon.models.dccnn import use_depthwise_forms
 from kdrecon.training.fast_path import autocast
 from kdrecon.training.trainer import prepare_module
 
@@ -26,7 +26,7 @@ batch = load_sample("train").batch(torch.arange(batch_size))
 
 def variant(depthwise: bool):
     torch.manual_seed(0)
-    model = use_depthwise_single_output(prepare_module(build_model(name), device, channels_last=True), depthwise)
+    model = use_depthwise_forms(prepare_module(build_model(name), device, channels_last=True), depthwise)
     optimizer = torch.optim.Adam(model.parameters())
     model.train(train)
 

@@ -17,7 +17,7 @@ import torch
 
 from kdrecon.data.dataset import load_sample
 from kdrecon.evaluation.benchmark import training_step
-from kdrecon.models.dccnn import use_depthwise_single_output
+from kdrecon.models.dccnn import use_depthwise_forms
 from kdrecon.training.timing import interleaved_median_seconds
 
 KINDS = (("train", "D5C5", "D3C5"), ("train", "D3C5", "D3C5"), ("distill", "D5C5", "D3C5"), ("sft-teacher", "D5C5", "D3C5"))
@@ -39,7 +39,7 @@ def main() -> None:
             if layout == "nchw":
                 for module in timed.objective.modules().values():
                     module.to(memory_format=torch.contiguous_format)
-                    use_depthwise_single_output(module, False)
+                    use_depthwise_forms(module, False)
             steps[(label, variant)] = timed.step
     seconds = interleaved_median_seconds(steps, device, args.rounds, warmup=2)
     first = args.variants[0]

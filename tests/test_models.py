@@ -63,7 +63,7 @@ def test_depthwise_form_of_the_last_convolution_equals_the_convolution(real_slic
     upstream = torch.randn(2, 1, 150, 150, dtype=torch.float64)
     expected = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
     expected_grads = torch.autograd.grad(expected, (x, conv.weight, conv.bias), upstream)
-    conv.depthwise_single_output = True
+    conv.depthwise_forms = True
     got = conv(x)
     got_grads = torch.autograd.grad(got, (x, conv.weight, conv.bias), upstream)
     torch.testing.assert_close(got, expected)
@@ -71,12 +71,38 @@ def test_depthwise_form_of_the_last_convolution_equals_the_convolution(real_slic
         torch.testing.assert_close(got_grad, expected_grad)
 
 
+@pytest.mark.parametrize("precision", ["fp64", "bf16"])
+def test_depthwise_input_gradient_of_the_first_convolution_equals_the_convolutions(real_slices, precision):
+    # Reference: torch's plain convolution and its autograd (oneDNN's backward kernels), on a real
+    # image in float64, and under bf16 autocast as training runs it; value and all three gradients.
+    from kdrecon.models.dccnn import Conv3x3
+
+    torch.manual_seed(0)
+    conv = Conv3x3(1, 32).double() if precision == "fp64" else Conv3x3(1, 32)
+    image = torch.from_numpy(real_slices[:2, None]).to(conv.weight.dtype).requires_grad_()
+    upstream = torch.randn(2, 32, 150, 150, dtype=conv.weight.dtype).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+        expected = torch.nn.functional.conv2d(image, conv.weight, conv.bias, padding=1)
+        conv.depthwise_forms = True
+        got = conv(image)
+    expected_grads = torch.autograd.grad(expected, (image, conv.weight, conv.bias), upstream.to(expected.dtype))
+    got_grads = torch.autograd.grad(got, (image, conv.weight, conv.bias), upstream.to(got.dtype))
+    tolerance = {} if precision == "fp64" else {"rtol": 0.02, "atol": 0.02}
+    assert got.dtype == expected.dtype and [g.dtype for g in got_grads] == [g.dtype for g in expected_grads]
+    torch.testing.assert_close(got, expected)
+    for got_grad, expected_grad in zip(got_grads, expected_grads):
+        scale = expected_grad.abs().max()
+        torch.testing.assert_close(got_grad / scale, expected_grad / scale, **tolerance)
+    with torch.no_grad():  # inference keeps oneDNN's forward kernel, no autograd function
+        assert conv(image).grad_fn is None
+
+
 def test_fast_path_uses_the_depthwise_form_on_cpu_in_either_layout_and_the_reference_does_not():
     from kdrecon.models.dccnn import Conv3x3
     from kdrecon.training.trainer import prepare_module
 
     def forms(model):
-        return {m.depthwise_single_output for m in model.modules() if isinstance(m, Conv3x3)}
+        return {m.depthwise_forms for m in model.modules() if isinstance(m, Conv3x3)}
 
     cpu = torch.device("cpu")
     assert forms(prepare_module(build_model("D3C5"), cpu, channels_last=True)) == {True}

@@ -29,47 +29,78 @@ from kdrecon.models.family import ModelFamily
 
 
 class Conv3x3(nn.Conv2d):
-    """3×3 zero-padded convolution; with one output channel it can run as a depthwise one.
+    """3×3 zero-padded convolution; its thin forms (one input or one output channel) can run depthwise.
 
     A convolution with one output channel, ``y = Σ_c w_c ⋆ x_c + b``, equals a depthwise
-    (``groups = C``) convolution followed by a sum over channels. With
-    :attr:`depthwise_single_output` on, the C→1 convolution that ends each block runs in that
-    form, which oneDNN runs faster on CPU than its kernel for a single output channel, in
-    inference and training, bf16 and float32 (``docs/benchmarks.md``). In bf16 each channel's
-    result is rounded before the sum, so the output carries somewhat more rounding error than
-    the plain kernel's.
-    The same form for the 1→C convolution (a depthwise convolution of the image repeated C
-    times) was slightly slower, so that one stays plain. The parameters and the state dict are
-    the same either way.
+    (``groups = C``) convolution followed by a sum over channels. With :attr:`depthwise_forms` on,
+    the C→1 convolution that ends each block runs in that form, which oneDNN runs faster on CPU
+    than its kernel for a single output channel, in inference and training, bf16 and float32
+    (``docs/benchmarks.md``). The 1→C convolution that starts each block keeps oneDNN's forward
+    kernel (its depthwise form, the image repeated C times, was slightly slower), but in training
+    its input gradient, ``∂L/∂x = Σ_c flip(w_c) ⋆ ∂L/∂y_c``, is itself a convolution with one
+    output channel and runs in the depthwise form too (:class:`_ImageInputConvolution`; oneDNN's
+    backward-data kernel for one input channel was about three times slower). In bf16 each
+    channel's result is rounded before the sum, so these carry somewhat more rounding error than
+    the plain kernels. The parameters and the state dict are the same either way.
 
     Example:
         >>> import torch
         >>> conv = Conv3x3(32, 1)
         >>> x = torch.rand(2, 32, 8, 8)
         >>> plain = conv(x)
-        >>> conv.depthwise_single_output = True
+        >>> conv.depthwise_forms = True
         >>> torch.allclose(conv(x), plain, atol=1e-5)
         True
     """
 
-    depthwise_single_output: bool = False
+    depthwise_forms: bool = False
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.depthwise_single_output and self.out_channels == 1):
+        if not self.depthwise_forms:
             return super().forward(x)
-        per_channel = F.conv2d(x, self.weight.transpose(0, 1), None, padding=1, groups=self.in_channels)
-        summed = per_channel.sum(1, keepdim=True)
-        return summed + self.bias.to(summed.dtype).view(1, 1, 1, 1)
+        if self.out_channels == 1:
+            per_channel = F.conv2d(x, self.weight.transpose(0, 1), None, padding=1, groups=self.in_channels)
+            summed = per_channel.sum(1, keepdim=True)
+            return summed + self.bias.to(summed.dtype).view(1, 1, 1, 1)
+        if self.in_channels == 1 and torch.is_grad_enabled():
+            # What autocast would hand the convolution; the function's backward needs one dtype.
+            dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+            return _ImageInputConvolution.apply(x.to(dtype), self.weight.to(dtype), self.bias.to(dtype))
+        return super().forward(x)
 
 
-def use_depthwise_single_output(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Switch every :class:`Conv3x3` of ``model`` to (or back from) the depthwise C→1 form."""
+class _ImageInputConvolution(torch.autograd.Function):
+    """A zero-padded 1→C 3×3 convolution whose input gradient runs as a depthwise convolution of the
+    output gradient with the flipped kernels and a sum over its C channels; the weight and bias
+    gradients are oneDNN's (through ``aten.convolution_backward``)."""
+
+    @staticmethod
+    def forward(ctx, image: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(image, weight)
+        return F.conv2d(image, weight, bias, padding=1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        image, weight = ctx.saved_tensors
+        grad_image = None
+        if ctx.needs_input_grad[0]:
+            per_channel = F.conv2d(grad, weight.flip(2, 3), None, padding=1, groups=weight.shape[0])
+            grad_image = per_channel.sum(1, keepdim=True)
+        _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad, image, weight, [weight.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+            [False, ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+        return grad_image, grad_weight, grad_bias
+
+
+def use_depthwise_forms(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch every :class:`Conv3x3` of ``model`` to (or back from) its thin convolutions' depthwise forms."""
     for module in model.modules():
         if isinstance(module, Conv3x3):
-            module.depthwise_single_output = enabled
+            module.depthwise_forms = enabled
     return model
 
 

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from kdrecon.models import build_model
-from kdrecon.models.dccnn import use_depthwise_single_output
+from kdrecon.models.dccnn import use_depthwise_forms
 from kdrecon.mri.undersample import undersample
 from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 from kdrecon.training.timing import interleaved_median_seconds
@@ -100,7 +100,7 @@ def _cascade_step(channels_last: bool) -> Callable[[], None]:
     """A float32 training step (forward, L1, backward) of one D5 cascade with data consistency on
     one 128×128 image, in the given layout."""
     generator = torch.Generator().manual_seed(0)
-    network = use_depthwise_single_output(build_model("D5C1"), True)
+    network = use_depthwise_forms(build_model("D5C1"), True)
     if channels_last:
         network.to(memory_format=torch.channels_last)
     target = torch.rand(1, 1, 128, 128, generator=generator)
