@@ -36,8 +36,8 @@ class Conv3x3(nn.Conv2d):
     the C→1 convolution that ends each block runs in that form, which oneDNN runs faster on CPU
     than its kernel for a single output channel, in inference and training, bf16 and float32
     (``docs/benchmarks.md``). The 1→C convolution that starts each block keeps oneDNN's forward
-    kernel (its depthwise form, the image repeated C times, was slightly slower), but in training
-    its input gradient, ``∂L/∂x = Σ_c flip(w_c) ⋆ ∂L/∂y_c``, is itself a convolution with one
+    kernel (its depthwise form, the image repeated C times, was slightly slower), but where
+    gradients are recorded (training) its input gradient, ``∂L/∂x = Σ_c flip(w_c) ⋆ ∂L/∂y_c``, is itself a convolution with one
     output channel and runs in the depthwise form too (:class:`_ImageInputConvolution`; oneDNN's
     backward-data kernel for one input channel was about three times slower). In bf16 each
     channel's result is rounded before the sum, so these carry somewhat more rounding error than
@@ -66,10 +66,19 @@ class Conv3x3(nn.Conv2d):
             summed = per_channel.sum(1, keepdim=True)
             return summed + self.bias.to(summed.dtype).view(1, 1, 1, 1)
         if self.in_channels == 1 and torch.is_grad_enabled():
-            # What autocast would hand the convolution; the function's backward needs one dtype.
-            dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-            return _ImageInputConvolution.apply(x.to(dtype), self.weight.to(dtype), self.bias.to(dtype))
+            image, weight, bias = (_as_autocast_hands_it(t) for t in (x, self.weight, self.bias))
+            return _ImageInputConvolution.apply(image, weight, bias)
         return super().forward(x)
+
+
+def _as_autocast_hands_it(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as autocast passes it to a convolution: float32 cast to the autocast dtype where autocast
+    is on, anything else unchanged (so mismatched dtypes fail as they would in the plain kernel); the
+    autograd function's backward then sees its inputs in the dtypes the forward ran in."""
+    device = tensor.device.type
+    if tensor.dtype == torch.float32 and torch.is_autocast_enabled(device):
+        return tensor.to(torch.get_autocast_dtype(device))
+    return tensor
 
 
 class _ImageInputConvolution(torch.autograd.Function):
