@@ -6,7 +6,9 @@ import csv
 import io
 import json
 import pickle
+import re
 import shutil
+import zipfile
 
 import h5py
 import nibabel as nib
@@ -29,7 +31,7 @@ from kdrecon.mri.masks import describe_mask, mask_from_description
 from kdrecon.deployment.reconstruct import reconstruct_files, reconstruct_nifti
 from kdrecon.models.shipped import model_card, shipped_models, shipped_weights
 from kdrecon.evaluation.evaluate import data_differences, evaluate, reconstruct
-from kdrecon.models import build_model
+from kdrecon.models import build_model, thin_kernels
 from kdrecon.models.weights import load_weights, read_weights, save_weights
 from kdrecon.mri.resolution import low_pass_mask
 from kdrecon.mri.undersample import data_consistency, undersample
@@ -522,9 +524,25 @@ def test_bf16_aot_inductor_package_agrees_with_pytorchs_bf16_network(tmp_path):
     assert check.precision == "bf16" and output.is_file()
     # bf16 rounding after five cascades, well below the float32 network's distance from the target.
     assert 1e-5 < check.max_abs_difference < BF16_TOLERANCE * check.max_reference
+    # Where this CPU runs kdrecon's thin-convolution kernels, the package calls them (its graph's extern nodes),
+    # unless asked for oneDNN's convolutions only.
+    assert check.thin_kernels == thin_kernels.fast_kernels_available()
+    assert _extern_operators(output) == ({"kdrecon::image_convolution_relu", "kdrecon::feature_to_image_convolution"}
+                                         if check.thin_kernels else set())
+    portable = tmp_path / "portable.pt2"
+    assert main(["export", "--model", "sunnybrook-4x-student", "--output", str(portable), "--format", "aot-inductor",
+                 "--precision", "bf16", "--no-thin-kernels"]) == 0
+    assert _extern_operators(portable) == set()
     with pytest.raises(ValueError, match="precision bf16: a onnx export is float32"):
         export_and_check("sunnybrook-4x-student", tmp_path / "student.onnx", "onnx", precision="bf16")
     assert not (tmp_path / "student.onnx").exists()
+
+
+def _extern_operators(package_path) -> set[str]:
+    """kdrecon's operators an AOTInductor package calls, from its graphs' descriptions."""
+    with zipfile.ZipFile(package_path) as package:
+        graphs = b"".join(package.read(name) for name in package.namelist() if name.endswith(".json"))
+    return {name.decode() for name in re.findall(rb"kdrecon::[a-z_]+", graphs)}
 
 
 def test_export_keeps_an_existing_file_unless_overwrite_and_a_good_export(tmp_path, monkeypatch):

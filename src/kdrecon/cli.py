@@ -719,6 +719,10 @@ def _add_export(export: argparse.ArgumentParser) -> None:
                         help=f"{' or '.join(BF16_FORMATS)} only (the others are float32); default: as the model was "
                              "trained, where bf16 is this CPU's fast path")
     export.add_argument("--overwrite", action="store_true", help="replace --output if it exists (only by an export that passed its check)")
+    export.add_argument("--no-thin-kernels", dest="thin_kernels", action="store_false",
+                        help="a bf16 aot-inductor package with oneDNN's convolutions only, loadable without kdrecon "
+                             "(by default it uses kdrecon's kernels for each block's thin convolutions where this CPU has "
+                             "AVX-512 BF16)")
 
 
 def _run_export(args: argparse.Namespace) -> None:
@@ -728,8 +732,10 @@ def _run_export(args: argparse.Namespace) -> None:
     if args.output.suffix != SUFFIXES[args.format]:
         raise ValueError(f"--output {args.output}: a {args.format} file must end in {SUFFIXES[args.format]}")
     _check_writable(args.output.parent if str(args.output.parent) else Path("."), "--output")
-    check = export_and_check(args.model, args.output, args.format, precision=args.precision, overwrite=args.overwrite)
-    print(f"{args.output} written ({check.precision}); checked on {check.slices} real slices against PyTorch: "
+    check = export_and_check(args.model, args.output, args.format, precision=args.precision, overwrite=args.overwrite,
+                             thin_kernels_allowed=args.thin_kernels)
+    kernels = ", kdrecon's thin-convolution kernels" if check.thin_kernels else ""
+    print(f"{args.output} written ({check.precision}{kernels}); checked on {check.slices} real slices against PyTorch: "
           f"max |difference| {check.max_abs_difference:.2g} (output max {check.max_reference:.2g})")
 
 

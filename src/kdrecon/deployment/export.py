@@ -10,7 +10,7 @@ native bf16) to :data:`BF16_TOLERANCE`, the size of bf16's rounding after five c
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION
 from kdrecon.mri.masks import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
 from kdrecon.models.cascade import use_matrix_consistency
-from kdrecon.models.export import BF16_FORMATS, export_network, run_exported
+from kdrecon.models.export import BF16_FORMATS, export_network, run_exported, uses_thin_kernels
 from kdrecon.models.sft import StudentFriendlyTeacher
 from kdrecon.models.weights import WeightsInfo
 from kdrecon.mri.channels import COMPLEX_CHANNELS, to_channels
@@ -44,6 +44,8 @@ class ExportCheck:
     max_abs_difference: float
     max_reference: float
     precision: str = "fp32"
+    #: Whether the package runs the blocks' thin convolutions as kdrecon's kernels (:mod:`kdrecon.models.thin_kernels`).
+    thin_kernels: bool = False
 
 
 def check_slices(info: WeightsInfo, count: int) -> tuple[torch.Tensor, ...]:
@@ -88,13 +90,14 @@ def onnx_metadata(info: WeightsInfo) -> dict[str, str]:
 
 
 def export_and_check(model: str | Path, output: Path, export_format: str, slices: int = 8,
-                     precision: str = AS_TRAINED, overwrite: bool = False) -> ExportCheck:
+                     precision: str = AS_TRAINED, overwrite: bool = False, thin_kernels_allowed: bool = True) -> ExportCheck:
     """Export a deployable model (a shipped name, weights file, run or checkpoint) and check it on real
     slices against PyTorch's own network with the FFT data consistency; a larger difference than the
     precision's tolerance is an error and leaves no file. ``precision`` applies to AOTInductor
     (resolved as :func:`kdrecon.training.fast_path.inference_precision` does, from what the model
     was trained in); the other formats are float32. An existing ``output`` is refused unless
-    ``overwrite``, and replaced only by an export that passed its check."""
+    ``overwrite``, and replaced only by an export that passed its check. ``thin_kernels_allowed``: see
+    :func:`kdrecon.models.export.export_network`."""
     output = Path(output)
     if output.exists() and not overwrite:
         raise ValueError(f"--output {output}: exists already; choose another file or pass --overwrite to replace it")
@@ -114,8 +117,10 @@ def export_and_check(model: str | Path, output: Path, export_format: str, slices
     # Checked under a temporary name (the runtimes want the format's suffix), then moved into place.
     staged = output.with_name(f"{layout.partial_name(output)}checking{layout.PARTIAL_SUFFIX}{output.suffix}")
     try:
-        export_network(network, mask, staged, export_format, example, precision, image_input(info), onnx_metadata(info))
+        export_network(network, mask, staged, export_format, example, precision, image_input(info), onnx_metadata(info),
+                       thin_kernels_allowed)
         check = _compare(network, mask, run_exported(staged, export_format, inputs), inputs, precision)
+        check = replace(check, thin_kernels=thin_kernels_allowed and uses_thin_kernels(export_format, precision))
         tolerance = BF16_TOLERANCE if precision == "bf16" else FLOAT32_TOLERANCE
         if not check.max_abs_difference <= tolerance * check.max_reference:
             raise ValueError(f"{output}: the exported network differs from PyTorch's by {check.max_abs_difference:.3g} "

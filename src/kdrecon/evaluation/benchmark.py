@@ -356,7 +356,9 @@ AHEAD_OF_TIME = "aot-inductor"
 #: The deployed paths of the benchmark's table, with their descriptions.
 DEPLOYED_PATHS = {DEPLOYED: "exported with data consistency, ONNX Runtime",
                   COMPILED: "torch.compile of the fast path",
-                  AHEAD_OF_TIME: "exported with data consistency, AOTInductor in the fast path's precision"}
+                  AHEAD_OF_TIME: "exported with data consistency, AOTInductor in the fast path's precision "
+                                 "(in bf16, the blocks' thin convolutions as kdrecon's kernels where the CPU has "
+                                 "AVX-512 BF16)"}
 
 
 def compiled_call(name: str, batch: Batch, device: torch.device) -> Callable[[], None] | None:

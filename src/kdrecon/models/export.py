@@ -22,10 +22,12 @@ same in every cascade, so it is computed once per call; for a line mask ``A_W = 
 cascade's data consistency is a single product with the fixed matrix ``I − Re A_H`` (its
 ``2H × 2H`` real form for a complex image, two channels) and an addition.
 
-The one other change is a kernel substitution: a 3×3 convolution to one or two channels (the last
+The other changes are kernel substitutions: a 3×3 convolution to one or two channels (the last
 of every DC-CNN block) runs as a 1×1 convolution to its nine taps and a sum of the nine shifted
 tap images (:class:`TapSumConvolution`), which ONNX Runtime runs several times faster than its
-kernel for so few output channels (docs/benchmarks.md). Both are exact up to float32 rounding (in a
+kernel for so few output channels (docs/benchmarks.md); in a bf16 AOTInductor package on a CPU with
+AVX-512 BF16, a block's 1→32 convolution and ReLU and its 32→1 convolution run as kdrecon's own
+kernels instead (:mod:`kdrecon.models.thin_kernels`). All are exact up to float32 rounding (in a
 bf16 package, up to bf16 rounding: its blocks and, for a line mask, data consistency's product run
 in bf16).
 
@@ -57,6 +59,7 @@ import torch
 from torch import nn
 
 from kdrecon.data.layout import atomic_path, remove_debris
+from kdrecon.models import thin_kernels
 from kdrecon.models.cascade import CascadeNetwork
 from kdrecon.mri.channels import COMPLEX_CHANNELS
 from kdrecon.mri.consistency import dft_matrix, sampled_projection
@@ -239,11 +242,15 @@ class ExportableNetwork(nn.Module):
     ``precision="bf16"`` its blocks run in bf16 (:class:`BlockInBfloat16`) and, for a line mask, so
     does data consistency's product with ``I − Re A_H``, the measurements added in float32 (the
     block's output is bf16 already; scores unchanged, docs/benchmarks.md); a box mask's data
-    consistency stays float32."""
+    consistency stays float32. ``use_thin_kernels`` runs the blocks' thin convolutions as kdrecon's
+    operators (:mod:`kdrecon.models.thin_kernels`; their library must be loaded)."""
 
-    def __init__(self, network: CascadeNetwork, mask: np.ndarray, image_channels: int = 1, precision: str = "fp32") -> None:
+    def __init__(self, network: CascadeNetwork, mask: np.ndarray, image_channels: int = 1, precision: str = "fp32",
+                 use_thin_kernels: bool = False) -> None:
         super().__init__()
         self.network = copy.deepcopy(network).eval()
+        if use_thin_kernels:
+            thin_kernels.substitute_thin_kernels(self.network)
         substitute_thin_convolutions(self.network)
         if precision == "bf16":
             for index, block in enumerate(self.network.blocks):
@@ -259,19 +266,22 @@ class ExportableNetwork(nn.Module):
 
 def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, export_format: str, example: tuple,
                    precision: str = "fp32", image_input: str = "zero_filled",
-                   metadata: dict[str, str] | None = None) -> None:
+                   metadata: dict[str, str] | None = None, thin_kernels_allowed: bool = True) -> None:
     """Write ``network`` (with DC, ``mask`` built in) as ONNX, a ``torch.export`` program or an
     AOTInductor package; ``example`` (``zero_filled``, ``kspace_real``, ``kspace_imag``) fixes the image
     size. ONNX and ``torch.export`` take any batch (give an example batch ≥ 2: ``torch.export``
     specialises a batch of 1 to a constant); an AOTInductor package is compiled for the example's
     batch (with a dynamic batch it ran slower), in ``precision`` (``fp32`` or ``bf16``). An ONNX
     graph names its image input ``image_input`` and carries ``metadata`` as its model properties
-    (ONNX's ``metadata_props``, which any ONNX reader shows)."""
+    (ONNX's ``metadata_props``, which any ONNX reader shows). A bf16 AOTInductor package uses kdrecon's
+    thin-convolution kernels where this CPU runs them (:func:`uses_thin_kernels`) unless not
+    ``thin_kernels_allowed``; such a package loads where their library is loaded (:func:`load_ahead_of_time`)."""
     if export_format not in FORMATS:
         raise ValueError(f"format {export_format!r}: choose {', '.join(FORMATS)}")
     if precision != "fp32" and export_format not in BF16_FORMATS:
         raise ValueError(f"precision {precision}: a {export_format} export is float32; bf16 needs {' or '.join(BF16_FORMATS)}")
-    exportable = ExportableNetwork(network, mask, image_channels=example[0].shape[1], precision=precision)
+    use_kernels = thin_kernels_allowed and uses_thin_kernels(export_format, precision)
+    exportable = ExportableNetwork(network, mask, example[0].shape[1], precision, use_thin_kernels=use_kernels)
     remove_debris(Path(output).parent, Path(output).name, recursive=False)  # of an interrupted export
     with atomic_path(Path(output)) as temporary:
         if export_format == "onnx":
@@ -289,6 +299,12 @@ def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, expo
         else:
             _compile_ahead_of_time(exportable, example, named)
         named.replace(temporary)
+
+
+def uses_thin_kernels(export_format: str, precision: str) -> bool:
+    """Whether an export in ``export_format`` and ``precision`` runs the blocks' thin convolutions as kdrecon's
+    kernels on this CPU: bf16 AOTInductor packages, where the CPU has AVX-512 BF16 and the library builds."""
+    return export_format == "aot-inductor" and precision == "bf16" and thin_kernels.fast_kernels_available()
 
 
 def _set_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
@@ -330,9 +346,13 @@ def load_ahead_of_time(path: Path) -> Callable[..., torch.Tensor]:
     A process of one's own that calls it many times should first keep freed memory mapped
     (``kdrecon.training.allocator.retain_freed_memory()``, which kdrecon's commands apply): with glibc's
     defaults the teacher's package page-faulted thousands of times per call in some processes
-    (``scripts/package_page_faults.py``, docs/benchmarks.md)."""
+    (``scripts/package_page_faults.py``, docs/benchmarks.md).
+
+    kdrecon's thin-convolution kernels are loaded first: a package built with them calls them
+    (:func:`export_network`)."""
     from torch import _inductor
 
+    thin_kernels.load()
     return _inductor.aoti_load_package(str(path))
 
 

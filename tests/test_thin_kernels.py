@@ -1,0 +1,109 @@
+"""kdrecon's kernels for a DC-CNN block's thin convolutions, against float64 convolutions of the same values."""
+
+import platform
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdrecon.models import build_model
+from kdrecon.models import thin_kernels
+from kdrecon.models.thin_kernels import FeatureToImageConvolution, ImageConvolutionReLU, substitute_thin_kernels
+
+pytestmark = pytest.mark.skipif(not thin_kernels.load(), reason="the kernels' library does not build here")
+
+# bf16 keeps 8 significant bits: an output rounded once is within 2⁻⁸ of its value, relatively.
+BF16_ROUNDING = 2.0 ** -8
+
+
+def _cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() != "x86_64" or not cpuinfo.exists():
+        return set()
+    lines = [line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")]
+    return set(lines[0].split(":", 1)[1].split()) if lines else set()
+
+
+def _bf16(*shape: int, scale: float = 1.0, generator: torch.Generator) -> torch.Tensor:
+    return (torch.randn(*shape, generator=generator) * scale).to(torch.bfloat16)
+
+
+def _assert_rounded_from(output: torch.Tensor, reference: torch.Tensor) -> None:
+    """``output`` (bf16) is ``reference`` (float64) rounded to bf16, up to float32 summation error."""
+    error = (output.double() - reference).abs()
+    assert torch.all(error <= BF16_ROUNDING * reference.abs() + 1e-5), float(error.max())
+
+
+def test_the_fast_kernels_run_where_the_cpu_has_avx512_bf16():
+    assert thin_kernels.fast_kernels_available() == ("avx512_bf16" in _cpu_flags() and "avx512bw" in _cpu_flags())
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 150, 150), (3, 1, 7, 5), (2, 1, 1, 1), (1, 1, 17, 33)])
+def test_image_convolution_relu_is_a_zero_padded_convolution_and_relu(shape):
+    generator = torch.Generator().manual_seed(sum(shape))
+    image, weight, bias = _bf16(*shape, generator=generator), _bf16(32, 1, 3, 3, generator=generator), _bf16(32, generator=generator)
+    output = torch.ops.kdrecon.image_convolution_relu(image, weight, bias)
+    reference = F.conv2d(image.double(), weight.double(), bias.double(), padding=1).relu()
+    assert output.dtype == torch.bfloat16 and output.shape == (shape[0], 32, *shape[2:])
+    assert output.is_contiguous(memory_format=torch.channels_last)
+    _assert_rounded_from(output, reference)
+
+
+@pytest.mark.parametrize("shape,channels_last", [((1, 32, 150, 150), True), ((2, 32, 5, 7), False),
+                                                 ((1, 32, 1, 1), True), ((2, 32, 3, 18), True), ((1, 32, 4, 40), False)])
+def test_feature_to_image_convolution_is_a_zero_padded_convolution(shape, channels_last):
+    # Widths 18 and 40: one and two blocks of 16 interior pixels, and a remainder; 1 and 5, none.
+    generator = torch.Generator().manual_seed(sum(shape))
+    features = _bf16(*shape, generator=generator).relu()
+    if channels_last:
+        features = features.contiguous(memory_format=torch.channels_last)
+    weight, bias = _bf16(1, 32, 3, 3, scale=0.2, generator=generator), _bf16(1, generator=generator)
+    output = torch.ops.kdrecon.feature_to_image_convolution(features, weight, bias)
+    reference = F.conv2d(features.double(), weight.double(), bias.double(), padding=1)
+    assert output.dtype == torch.bfloat16 and output.shape == (shape[0], 1, *shape[2:])
+    _assert_rounded_from(output, reference)
+
+
+def test_other_dtypes_and_widths_are_the_same_computation_through_aten():
+    generator = torch.Generator().manual_seed(0)
+    image, weight, bias = torch.randn(2, 1, 9, 11, generator=generator), torch.randn(32, 1, 3, 3, generator=generator), torch.randn(32, generator=generator)
+    torch.testing.assert_close(torch.ops.kdrecon.image_convolution_relu(image, weight, bias),
+                               F.conv2d(image, weight, bias, padding=1).relu())
+    features = _bf16(2, 16, 9, 11, generator=generator)  # 16 channels: not the kernels' width
+    weight, bias = _bf16(1, 16, 3, 3, generator=generator), _bf16(1, generator=generator)
+    _assert_rounded_from(torch.ops.kdrecon.feature_to_image_convolution(features, weight, bias),
+                         F.conv2d(features.double(), weight.double(), bias.double(), padding=1))
+
+
+def test_a_misshapen_weight_is_refused_by_name():
+    with pytest.raises(RuntimeError, match=r"kdrecon::feature_to_image_convolution: weight must be \(out, 32, 3, 3\)"):
+        torch.ops.kdrecon.feature_to_image_convolution(torch.zeros(1, 32, 4, 4), torch.zeros(1, 16, 3, 3), torch.zeros(1))
+    with pytest.raises(RuntimeError, match="kdrecon::image_convolution_relu: bias must be"):
+        torch.ops.kdrecon.image_convolution_relu(torch.zeros(1, 1, 4, 4), torch.zeros(32, 1, 3, 3), torch.zeros(31))
+
+
+def test_a_dccnn_with_the_kernels_reconstructs_as_with_onednn(real_slices, cardiac_mask_4x):
+    from kdrecon.mri.undersample import undersample
+
+    torch.manual_seed(0)
+    network = build_model("D3C5").eval()
+    with_kernels = build_model("D3C5").eval()
+    with_kernels.load_state_dict(network.state_dict())
+    assert substitute_thin_kernels(with_kernels) == 10  # the first and last convolution of 5 blocks
+    assert isinstance(with_kernels.blocks[0].layers[0], ImageConvolutionReLU)
+    assert isinstance(with_kernels.blocks[4].layers[2], FeatureToImageConvolution)
+    assert isinstance(with_kernels.blocks[0].layers[1].conv, torch.nn.Conv2d)  # 32→32: oneDNN's
+    target = torch.from_numpy(real_slices[:2]).float()
+    mask = torch.from_numpy(cardiac_mask_4x).float()
+    kspace, zero_filled = undersample(target, mask)
+    with torch.no_grad():
+        expected = network.double()(zero_filled.unsqueeze(1).double(), kspace.to(torch.complex128), mask.double())
+        blocks = [block.to(torch.bfloat16) for block in with_kernels.blocks]
+        state = zero_filled.unsqueeze(1)
+        consistency = network.consistency_for(kspace, mask)
+        for block in blocks:  # every block in bf16, data consistency in float32, as a bf16 package runs them
+            state = consistency(block(state.to(torch.bfloat16)).float())
+    # bf16 features through five cascades: within 2 % of the image's range of the float64 network.
+    assert np.abs(state.numpy() - expected.numpy()).max() < 0.02 * float(expected.abs().max())
