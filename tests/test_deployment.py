@@ -25,7 +25,7 @@ from kdrecon.data.prepare import make_mask
 from kdrecon.data.sources import sunnybrook
 from kdrecon.data.subjects import SplitSubjects
 from kdrecon.deployment.export import BF16_TOLERANCE, export_and_check
-from kdrecon.models.export import SUFFIXES, RealDataConsistency, run_exported
+from kdrecon.models.export import SUFFIXES, RealDataConsistency, load_ahead_of_time, run_exported
 from kdrecon.deployment.package import NORMALISATION
 from kdrecon.mri.masks import describe_mask, mask_from_description
 from kdrecon.deployment.reconstruct import reconstruct_files, reconstruct_nifti
@@ -518,7 +518,7 @@ def test_exported_network_with_data_consistency_equals_pytorch_on_real_slices(tm
 
 
 @pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="this CPU only emulates bf16")
-def test_bf16_aot_inductor_package_agrees_with_pytorchs_bf16_network(tmp_path):
+def test_bf16_aot_inductor_package_agrees_with_pytorchs_bf16_network(tmp_path, monkeypatch):
     output = tmp_path / "student.pt2"
     check = export_and_check("sunnybrook-4x-student", output, "aot-inductor", precision="bf16")
     assert check.precision == "bf16" and output.is_file()
@@ -532,7 +532,14 @@ def test_bf16_aot_inductor_package_agrees_with_pytorchs_bf16_network(tmp_path):
     portable = tmp_path / "portable.pt2"
     assert main(["export", "--model", "sunnybrook-4x-student", "--output", str(portable), "--format", "aot-inductor",
                  "--precision", "bf16", "--no-thin-kernels"]) == 0
-    assert _extern_operators(portable) == set()
+    assert _extern_operators(portable) == set() and not thin_kernels.package_calls_kernels(portable)
+    assert thin_kernels.package_calls_kernels(output) == check.thin_kernels
+    if check.thin_kernels:  # where the kernels' library cannot be built, such a package is refused, by name
+        monkeypatch.setattr(thin_kernels, "load", lambda: False)
+        with pytest.raises(ValueError, match="student.pt2: the package calls kdrecon's thin-convolution kernels, which "
+                                             "cannot be built here .* --no-thin-kernels"):
+            load_ahead_of_time(output)
+        load_ahead_of_time(portable)
     with pytest.raises(ValueError, match="precision bf16: a onnx export is float32"):
         export_and_check("sunnybrook-4x-student", tmp_path / "student.onnx", "onnx", precision="bf16")
     assert not (tmp_path / "student.onnx").exists()

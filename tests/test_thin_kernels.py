@@ -107,3 +107,76 @@ def test_a_dccnn_with_the_kernels_reconstructs_as_with_onednn(real_slices, cardi
             state = consistency(block(state.to(torch.bfloat16)).float())
     # bf16 features through five cascades: within 2 % of the image's range of the float64 network.
     assert np.abs(state.numpy() - expected.numpy()).max() < 0.02 * float(expected.abs().max())
+
+
+@pytest.mark.parametrize("shape", [(4, 32, 150, 150), (1, 32, 5, 7), (2, 32, 1, 1), (3, 32, 4, 9)])
+def test_tap_channel_sums_are_a_convolutions_weight_and_bias_gradients(shape):
+    generator = torch.Generator().manual_seed(sum(shape))
+    features = _bf16(*shape, generator=generator).contiguous(memory_format=torch.channels_last)
+    image = _bf16(shape[0], 1, *shape[2:], generator=generator)
+    sums, totals = torch.ops.kdrecon.tap_channel_sums(features, image)
+    # Σ_p features[c, p] image[p + t] is the weight gradient of the 1→C convolution of `image` whose output gradient is `features`.
+    weight = torch.zeros(shape[1], 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(shape[1], dtype=torch.float64, requires_grad=True)
+    F.conv2d(image.double(), weight, bias, padding=1).backward(features.double())
+    assert sums.dtype == totals.dtype == torch.float32
+    torch.testing.assert_close(sums.double(), weight.grad[:, 0], rtol=1e-5, atol=1e-5 * float(weight.grad.abs().max()))
+    torch.testing.assert_close(totals.double(), bias.grad, rtol=1e-5, atol=1e-5 * float(bias.grad.abs().max()) + 1e-6)
+
+
+@pytest.mark.parametrize("function,channels", [(thin_kernels.ImageConvolution, (1, 32)), (thin_kernels.FeatureConvolution, (32, 1))])
+def test_training_forms_give_the_gradients_of_a_float64_convolution(function, channels):
+    generator = torch.Generator().manual_seed(channels[0])
+    image = _bf16(2, channels[0], 12, 21, generator=generator).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(channels[1], channels[0], 3, 3, generator=generator), torch.randn(channels[1], generator=generator)
+    output_gradient = _bf16(2, channels[1], 12, 21, generator=generator).contiguous(memory_format=torch.channels_last)
+    inputs = [t.clone().requires_grad_() for t in (image, weight, bias)]
+    function.apply(*inputs).backward(output_gradient)
+    # The reference: PyTorch's float64 convolution of the same (bf16-rounded) values.
+    references = [t.double().requires_grad_() for t in (image, weight.bfloat16(), bias.bfloat16())]
+    F.conv2d(*references, padding=1).backward(output_gradient.double())
+    assert [t.grad.dtype for t in inputs] == [torch.bfloat16, torch.float32, torch.float32]
+    _assert_rounded_from(inputs[0].grad, references[0].grad)  # the input gradient comes out of a bf16 kernel
+    for got, expected in zip(inputs[1:], references[1:]):  # weight and bias gradients are summed in float32
+        torch.testing.assert_close(got.grad.double(), expected.grad, rtol=1e-5, atol=1e-5 * float(expected.grad.abs().max()))
+
+
+def test_conv3x3_trains_in_the_kernels_only_where_asked_and_bf16():
+    from kdrecon.models.dccnn import Conv3x3, use_thin_kernels
+
+    network = use_thin_kernels(build_model("D3C5"))
+    conv = network.blocks[0].layers[0].conv
+    assert conv.thin_kernels == thin_kernels.fast_kernels_available()
+    image = torch.rand(1, 1, 8, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = conv(image)
+    expected_function = "ImageConvolutionBackward" if conv.thin_kernels else "ConvolutionBackward0"
+    assert type(output.grad_fn).__name__ == expected_function
+    assert type(conv(image).grad_fn).__name__ == "ConvolutionBackward0"  # float32 without autocast: oneDNN
+    assert not any(module.thin_kernels for module in use_thin_kernels(network, False).modules() if isinstance(module, Conv3x3))
+
+
+def test_a_build_lock_left_by_a_killed_build_is_reported_not_waited_on(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    lock = tmp_path / "lock"
+    lock.touch()
+    old = time.time() - thin_kernels.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    with pytest.warns(UserWarning, match=f"{lock} was left by a build that did not finish; remove it"):
+        assert thin_kernels.load.__wrapped__() is False
+
+
+def test_image_convolution_relu_keeps_nans_and_an_infinity_reaches_only_its_neighbours():
+    image = torch.zeros(1, 1, 6, 9, dtype=torch.bfloat16)
+    image[0, 0, 2, 4], image[0, 0, 4, 7] = float("nan"), float("inf")
+    weight, bias = torch.ones(32, 1, 3, 3, dtype=torch.bfloat16), torch.zeros(32, dtype=torch.bfloat16)
+    output = torch.ops.kdrecon.image_convolution_relu(image, weight, bias)
+    reference = F.conv2d(image.double(), weight.double(), bias.double(), padding=1).relu()
+    assert torch.equal(output.double().isnan(), reference.isnan()) and torch.equal(output.double().isinf(), reference.isinf())
+    finite = reference.isfinite()
+    assert torch.equal(output.double()[finite], reference[finite])

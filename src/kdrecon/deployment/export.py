@@ -22,7 +22,7 @@ from kdrecon.data.task import RECONSTRUCTION, SUPER_RESOLUTION
 from kdrecon.mri.masks import mask_from_description
 from kdrecon.deployment.reconstruct import load_deployable
 from kdrecon.models.cascade import use_matrix_consistency
-from kdrecon.models.export import BF16_FORMATS, export_network, run_exported, uses_thin_kernels
+from kdrecon.models.export import BF16_FORMATS, export_network, run_exported
 from kdrecon.models.sft import StudentFriendlyTeacher
 from kdrecon.models.weights import WeightsInfo
 from kdrecon.mri.channels import COMPLEX_CHANNELS, to_channels
@@ -117,10 +117,10 @@ def export_and_check(model: str | Path, output: Path, export_format: str, slices
     # Checked under a temporary name (the runtimes want the format's suffix), then moved into place.
     staged = output.with_name(f"{layout.partial_name(output)}checking{layout.PARTIAL_SUFFIX}{output.suffix}")
     try:
-        export_network(network, mask, staged, export_format, example, precision, image_input(info), onnx_metadata(info),
-                       thin_kernels_allowed)
-        check = _compare(network, mask, run_exported(staged, export_format, inputs), inputs, precision)
-        check = replace(check, thin_kernels=thin_kernels_allowed and uses_thin_kernels(export_format, precision))
+        in_kernels = export_network(network, mask, staged, export_format, example, precision, image_input(info),
+                                    onnx_metadata(info), thin_kernels_allowed)
+        check = replace(_compare(network, mask, run_exported(staged, export_format, inputs), inputs, precision),
+                        thin_kernels=in_kernels > 0)
         tolerance = BF16_TOLERANCE if precision == "bf16" else FLOAT32_TOLERANCE
         if not check.max_abs_difference <= tolerance * check.max_reference:
             raise ValueError(f"{output}: the exported network differs from PyTorch's by {check.max_abs_difference:.3g} "

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdrecon.models import thin_kernels
 from kdrecon.models.cascade import CascadeNetwork, middle_layer_paths
 from kdrecon.models.family import ModelFamily
 
@@ -41,7 +42,10 @@ class Conv3x3(nn.Conv2d):
     output channel and runs in the depthwise form too (:class:`_ImageInputConvolution`; oneDNN's
     backward-data kernel for one input channel was about three times slower). In bf16 each
     channel's result is rounded before the sum, so these carry somewhat more rounding error than
-    the plain kernels. The parameters and the state dict are the same either way.
+    the plain kernels. With :attr:`thin_kernels` on, a 1→32 or 32→1 convolution in bf16 on a CPU
+    that runs kdrecon's own kernels uses them instead, forward and backward
+    (:func:`kdrecon.models.thin_kernels.thin_convolution`; weight gradients accumulated in float32).
+    The parameters and the state dict are the same either way.
 
     Example:
         >>> import torch
@@ -54,11 +58,14 @@ class Conv3x3(nn.Conv2d):
     """
 
     depthwise_forms: bool = False
+    thin_kernels: bool = False
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.thin_kernels and thin_kernels.runs_in_kernels(self, x):
+            return thin_kernels.thin_convolution(self, x)
         if not self.depthwise_forms:
             return super().forward(x)
         if self.out_channels == 1:
@@ -110,6 +117,16 @@ def use_depthwise_forms(model: nn.Module, enabled: bool = True) -> nn.Module:
     for module in model.modules():
         if isinstance(module, Conv3x3):
             module.depthwise_forms = enabled
+    return model
+
+
+def use_thin_kernels(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Let every :class:`Conv3x3` of ``model`` run its thin convolution in kdrecon's kernels where it can
+    (``enabled`` and this CPU runs them: :func:`kdrecon.models.thin_kernels.fast_kernels_available`), or not."""
+    enabled = enabled and thin_kernels.fast_kernels_available()
+    for module in model.modules():
+        if isinstance(module, Conv3x3):
+            module.thin_kernels = enabled
     return model
 
 

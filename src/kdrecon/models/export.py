@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from kdrecon.data.layout import atomic_path, remove_debris
-from kdrecon.models import thin_kernels
+from kdrecon.models import dccnn, thin_kernels
 from kdrecon.models.cascade import CascadeNetwork
 from kdrecon.mri.channels import COMPLEX_CHANNELS
 from kdrecon.mri.consistency import dft_matrix, sampled_projection
@@ -249,8 +249,9 @@ class ExportableNetwork(nn.Module):
                  use_thin_kernels: bool = False) -> None:
         super().__init__()
         self.network = copy.deepcopy(network).eval()
-        if use_thin_kernels:
-            thin_kernels.substitute_thin_kernels(self.network)
+        dccnn.use_thin_kernels(self.network, False)  # a training run's switch: the substitution below decides
+        #: How many convolutions run in kdrecon's kernels.
+        self.thin_kernel_convolutions = thin_kernels.substitute_thin_kernels(self.network) if use_thin_kernels else 0
         substitute_thin_convolutions(self.network)
         if precision == "bf16":
             for index, block in enumerate(self.network.blocks):
@@ -266,7 +267,7 @@ class ExportableNetwork(nn.Module):
 
 def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, export_format: str, example: tuple,
                    precision: str = "fp32", image_input: str = "zero_filled",
-                   metadata: dict[str, str] | None = None, thin_kernels_allowed: bool = True) -> None:
+                   metadata: dict[str, str] | None = None, thin_kernels_allowed: bool = True) -> int:
     """Write ``network`` (with DC, ``mask`` built in) as ONNX, a ``torch.export`` program or an
     AOTInductor package; ``example`` (``zero_filled``, ``kspace_real``, ``kspace_imag``) fixes the image
     size. ONNX and ``torch.export`` take any batch (give an example batch ≥ 2: ``torch.export``
@@ -274,13 +275,13 @@ def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, expo
     batch (with a dynamic batch it ran slower), in ``precision`` (``fp32`` or ``bf16``). An ONNX
     graph names its image input ``image_input`` and carries ``metadata`` as its model properties
     (ONNX's ``metadata_props``, which any ONNX reader shows). A bf16 AOTInductor package uses kdrecon's
-    thin-convolution kernels where this CPU runs them (:func:`uses_thin_kernels`) unless not
+    thin-convolution kernels where this CPU runs them (:func:`thin_kernels_apply`) unless not
     ``thin_kernels_allowed``; such a package loads where their library is loaded (:func:`load_ahead_of_time`)."""
     if export_format not in FORMATS:
         raise ValueError(f"format {export_format!r}: choose {', '.join(FORMATS)}")
     if precision != "fp32" and export_format not in BF16_FORMATS:
         raise ValueError(f"precision {precision}: a {export_format} export is float32; bf16 needs {' or '.join(BF16_FORMATS)}")
-    use_kernels = thin_kernels_allowed and uses_thin_kernels(export_format, precision)
+    use_kernels = thin_kernels_allowed and thin_kernels_apply(export_format, precision)
     exportable = ExportableNetwork(network, mask, example[0].shape[1], precision, use_thin_kernels=use_kernels)
     remove_debris(Path(output).parent, Path(output).name, recursive=False)  # of an interrupted export
     with atomic_path(Path(output)) as temporary:
@@ -291,7 +292,7 @@ def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, expo
                               dynamic_axes={name: {0: "batch"} for name in (*names, "image")})
             if metadata:
                 _set_onnx_metadata(temporary, metadata)
-            return
+            return exportable.thin_kernel_convolutions
         named = temporary.with_name(temporary.name + SUFFIXES[export_format])  # torch.export.save wants .pt2
         if export_format == "torch-export":
             batch = torch.export.Dim("batch", min=1)
@@ -299,11 +300,13 @@ def export_network(network: CascadeNetwork, mask: np.ndarray, output: Path, expo
         else:
             _compile_ahead_of_time(exportable, example, named)
         named.replace(temporary)
+    return exportable.thin_kernel_convolutions
 
 
-def uses_thin_kernels(export_format: str, precision: str) -> bool:
-    """Whether an export in ``export_format`` and ``precision`` runs the blocks' thin convolutions as kdrecon's
-    kernels on this CPU: bf16 AOTInductor packages, where the CPU has AVX-512 BF16 and the library builds."""
+def thin_kernels_apply(export_format: str, precision: str) -> bool:
+    """Whether an export in ``export_format`` and ``precision`` runs a DC-CNN's thin convolutions as kdrecon's
+    kernels on this CPU: bf16 AOTInductor packages, where the CPU has AVX-512 BF16 and the library builds
+    (networks without 1→32 or 32→1 convolutions, such as a complex DC-CNN's, have none to replace)."""
     return export_format == "aot-inductor" and precision == "bf16" and thin_kernels.fast_kernels_available()
 
 
@@ -348,11 +351,13 @@ def load_ahead_of_time(path: Path) -> Callable[..., torch.Tensor]:
     defaults the teacher's package page-faulted thousands of times per call in some processes
     (``scripts/package_page_faults.py``, docs/benchmarks.md).
 
-    kdrecon's thin-convolution kernels are loaded first: a package built with them calls them
-    (:func:`export_network`)."""
+    A package built with kdrecon's thin-convolution kernels (:func:`export_network`) calls them: their
+    library is loaded first, and a package that needs it where it cannot be built is refused."""
     from torch import _inductor
 
-    thin_kernels.load()
+    if thin_kernels.package_calls_kernels(Path(path)) and not thin_kernels.load():
+        raise ValueError(f"{path}: the package calls kdrecon's thin-convolution kernels, which cannot be built here "
+                         "(see the warning above); export it again with --no-thin-kernels")
     return _inductor.aoti_load_package(str(path))
 
 

@@ -41,7 +41,9 @@ Example:
 from __future__ import annotations
 
 import functools
+import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -53,17 +55,27 @@ SOURCE = Path(__file__).with_suffix(".cpp")
 LIBRARY = "kdrecon_thin_kernels"
 
 
+#: A build lock older than this was left by a build that was killed; cpp_extension would wait on it for ever.
+STALE_LOCK_SECONDS = 600
+
+
 @functools.cache
 def load() -> bool:
     """Build (once per source version, then from the cache) and load the kernels' library; ``False``,
-    with a warning, where it cannot be built (no C++ compiler, no PyTorch headers)."""
+    with a warning, where it cannot be built (no C++ compiler, no ninja, a build lock left by a killed build)."""
     from torch.utils import cpp_extension
 
+    lock = Path(cpp_extension._get_build_directory(LIBRARY, verbose=False)) / "lock"
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+        warnings.warn(f"kdrecon's thin-convolution kernels not loaded: {lock} was left by a build that did not "
+                      "finish; remove it to build them again", stacklevel=2)
+        return False
     try:
         cpp_extension.load(name=LIBRARY, sources=[str(SOURCE)], extra_cflags=["-O3"], is_python_module=False)
     except (RuntimeError, OSError, ImportError) as error:
-        warnings.warn(f"kdrecon's thin-convolution kernels could not be built ({str(error).splitlines()[0]}); "
-                      "exported packages keep oneDNN's convolutions", stacklevel=2)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        warnings.warn(f"kdrecon's thin-convolution kernels could not be built ({reason}); oneDNN's convolutions "
+                      "run instead", stacklevel=2)
         return False
     _register_shapes()
     return True
@@ -72,19 +84,113 @@ def load() -> bool:
 def _register_shapes() -> None:
     """What ``torch.export`` needs to trace the operators: their outputs' shapes, dtypes and layouts."""
 
-    @torch.library.register_fake("kdrecon::image_convolution_relu")
-    def _(image, weight, bias):
+    # The operators' outputs have exactly these strides (thin_kernels.cpp), size-1 dimensions included.
+    def image_features(image, weight, bias):
         shape = (image.shape[0], weight.shape[0], *image.shape[2:])
-        return image.new_empty(shape).contiguous(memory_format=torch.channels_last)
+        return torch.empty(shape, dtype=image.dtype, device=image.device, memory_format=torch.channels_last)
+
+    torch.library.register_fake("kdrecon::image_convolution_relu", image_features)
+    torch.library.register_fake("kdrecon::image_convolution", image_features)
 
     @torch.library.register_fake("kdrecon::feature_to_image_convolution")
     def _(features, weight, bias):
-        return features.new_empty((features.shape[0], weight.shape[0], *features.shape[2:]))
+        shape = (features.shape[0], weight.shape[0], *features.shape[2:])
+        return torch.empty(shape, dtype=features.dtype, device=features.device)
+
+    @torch.library.register_fake("kdrecon::tap_channel_sums")
+    def _(features, image):
+        sums = features.new_empty((features.shape[1], 3, 3), dtype=torch.float32)
+        return sums, features.new_empty((features.shape[1],), dtype=torch.float32)
 
 
+#: How an AOTInductor package's graph names the operators it calls from this library.
+OPERATOR_PREFIX = b"kdrecon::"
+
+
+def package_calls_kernels(package: Path) -> bool:
+    """Whether the AOTInductor package at ``package`` calls these kernels (its graphs' descriptions name them)."""
+    with zipfile.ZipFile(package) as archive:
+        return any(OPERATOR_PREFIX in archive.read(name) for name in archive.namelist() if name.endswith(".json"))
+
+
+@functools.cache
 def fast_kernels_available() -> bool:
     """Whether the library loads and this CPU runs its AVX-512 BF16 kernels."""
     return load() and torch.ops.kdrecon.fast_thin_kernels()
+
+
+def _flipped(weight: torch.Tensor) -> torch.Tensor:
+    """The kernels of the convolution that gives a 3×3 convolution's input gradient: taps flipped, in and out swapped."""
+    return weight.flip(2, 3).transpose(0, 1)
+
+
+class ImageConvolution(torch.autograd.Function):
+    """The 1→32 convolution (no ReLU) for training, all of it in the kernels: the input gradient
+    ``∂L/∂x = Σ_c flip(w_c) ⋆ ∂L/∂y_c`` is a 32→1 convolution of the output gradient
+    (``feature_to_image_convolution``); the weight and bias gradients ``Σ_p ∂L/∂y_c(p) x(p + t)`` and
+    ``Σ_p ∂L/∂y_c(p)`` are ``tap_channel_sums``, accumulated in float32. ``image`` bf16, ``weight`` and
+    ``bias`` in any float dtype (cast to bf16 in the kernel; gradients in theirs)."""
+
+    @staticmethod
+    def forward(ctx, image: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(image, weight)
+        return torch.ops.kdrecon.image_convolution(image, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        image, weight = ctx.saved_tensors
+        grad_image = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_image = torch.ops.kdrecon.feature_to_image_convolution(grad, _flipped(weight), grad.new_zeros(1))
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            sums, totals = torch.ops.kdrecon.tap_channel_sums(grad, image)
+            grad_weight, grad_bias = sums.view_as(weight).to(weight.dtype), totals.to(weight.dtype)
+        return grad_image, grad_weight, grad_bias
+
+
+class FeatureConvolution(torch.autograd.Function):
+    """The 32→1 convolution for training, all of it in the kernels: the input gradient
+    ``∂L/∂h_c = flip(w_c) ⋆ ∂L/∂y`` is a 1→32 convolution of the output gradient (``image_convolution``);
+    the weight gradient ``Σ_p ∂L/∂y(p) h_c(p + t)`` is ``tap_channel_sums`` of the features against the
+    output gradient with the taps flipped. ``features`` bf16; ``weight``, ``bias`` as :class:`ImageConvolution`."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(features, weight)
+        return torch.ops.kdrecon.feature_to_image_convolution(features, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        features, weight = ctx.saved_tensors
+        grad_features = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_features = torch.ops.kdrecon.image_convolution(grad, _flipped(weight), grad.new_zeros(weight.shape[1]))
+        if ctx.needs_input_grad[1]:
+            sums, _ = torch.ops.kdrecon.tap_channel_sums(features, grad)
+            grad_weight = sums.flip(1, 2).unsqueeze(0).to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.float().sum().view(1).to(weight.dtype)
+        return grad_features, grad_weight, grad_bias
+
+
+def runs_in_kernels(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether ``conv`` (3×3, zero padding 1) on ``x`` is one of the kernels' thin convolutions, on the CPU
+    in bf16 (``x`` bf16, or float32 under bf16 autocast); whether this CPU runs the kernels is
+    :func:`fast_kernels_available`, asked once by whoever enables them."""
+    if (conv.in_channels, conv.out_channels) not in ((1, CHANNELS), (CHANNELS, 1)) or x.device.type != "cpu":
+        return False
+    if x.dtype == torch.bfloat16:
+        return True
+    return x.dtype == torch.float32 and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def thin_convolution(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` through the kernels, differentiable; ``x`` is cast to bf16 as autocast would
+    (:func:`runs_in_kernels` must hold)."""
+    function = ImageConvolution if conv.in_channels == 1 else FeatureConvolution
+    return function.apply(x.to(torch.bfloat16), conv.weight, conv.bias)
 
 
 class _FrozenConvolution(nn.Module):

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from kdrecon.data.dataset import Batch, SliceData
 from kdrecon.data.layout import atomic_path, remove_debris
 from kdrecon.models.cascade import use_matrix_consistency
-from kdrecon.models.dccnn import use_depthwise_forms
+from kdrecon.models.dccnn import use_depthwise_forms, use_thin_kernels
 from kdrecon.models.inference import inference_batch_size, inference_layout
 from kdrecon.training.allocator import retain_freed_memory
 from kdrecon.training.checkpoint import CHECKPOINTS, checkpoint_path, load_checkpoint, save_checkpoint
@@ -118,8 +118,9 @@ def prepare_module(module: nn.Module, device: torch.device, channels_last: bool 
     conversions; the single-channel images in and out of a block are the same in both layouts.
     On a CPU the thin convolutions run in their depthwise forms in either layout (the C→1
     convolution ending each block, and the input gradient of the 1→C one starting it:
-    :class:`kdrecon.models.dccnn.Conv3x3`; not measured on GPU, so cuDNN keeps the plain ones)
-    unless ``plain`` (the benchmark's reference), and the process's allocator is told to keep
+    :class:`kdrecon.models.dccnn.Conv3x3`; not measured on GPU, so cuDNN keeps the plain ones),
+    and in bf16 on a CPU with AVX-512 BF16 the 1→32 and 32→1 convolutions run in kdrecon's own
+    kernels (:mod:`kdrecon.models.thin_kernels`), unless ``plain`` (the benchmark's reference); and the process's allocator is told to keep
     freed activations mapped (:func:`kdrecon.training.allocator.retain_freed_memory`). ``plain``
     also keeps data consistency in the FFT form of the papers' code
     (:mod:`kdrecon.mri.consistency`).
@@ -127,6 +128,7 @@ def prepare_module(module: nn.Module, device: torch.device, channels_last: bool 
     if device.type == "cpu":
         retain_freed_memory()
     use_depthwise_forms(module, device.type == "cpu" and not plain)
+    use_thin_kernels(module, device.type == "cpu" and not plain)
     use_matrix_consistency(module, not plain)
     module.to(device)
     return module.to(memory_format=torch.channels_last) if channels_last else module
