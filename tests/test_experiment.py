@@ -715,6 +715,20 @@ def test_ablations_run_on_the_first_seed_only():
     assert {i.split("/")[0] for i in ids if i.endswith("-random")} == {"seed-42", "seed-43", "seed-44"}
 
 
+def test_ablations_run_on_as_many_first_seeds_as_asked_and_fine_tuning_from_one_network_on_the_first():
+    config = load_experiment("study-sunnybrook-4x", {"ablation_seeds": 2, "fine_tune.teacher": "runs/some-teacher"})
+    ids = [stage.id for stage in build_stages(config)]
+    ablations = {i for i in ids if i.endswith(("-two-stage", "-paper-equations"))}
+    assert {i.split("/")[0] for i in ablations} == {"seed-42", "seed-43"} and len(ablations) == 8
+    assert [i for i in ids if i.endswith("-fine-tuned")] == ["seed-42/teacher-fine-tuned"]
+    # Each seed's ablations come after every main stage, and depend on that seed's own teachers.
+    assert ids.index("seed-43/std-kd-at-two-stage") > ids.index("seed-44/sft-kd-at")
+    stages = {stage.id: stage for stage in build_stages(config)}
+    assert stages["seed-43/sft-kd-at-paper-equations"].depends_on == ("seed-43/sft-teacher-paper-equations",)
+    with pytest.raises(ConfigError, match="ablation_seeds: 4 of 3 seed"):
+        load_experiment("study-sunnybrook-4x", {"ablation_seeds": 4})
+
+
 def test_ablations_and_compression_sweep_reach_the_report(tmp_path, tiny_overrides):
     config = load_experiment("demo", {
         **tiny_overrides, **TWO_STAGE, "random_init_ablation": True, "compression_sweep": ["D4C3"],

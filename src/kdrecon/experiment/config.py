@@ -12,6 +12,7 @@ Example (``kdrecon run study.yaml``)::
     procedure: single-stage             # SFT-KD-Recon's Algorithm 1 (two-stage: KD-MRI's)
     procedure_ablation: true            # first seed: also the other procedure, equal total epochs
     sft_preset_ablation: [sft-paper-equations]   # first seed: SFT teacher and SFT-KD with this loss
+    ablation_seeds: 1                   # how many seeds, the first ones, run those two ablations
     random_init_ablation: true          # SFT-KD with the student initialised at random (Table 5)
     compression_sweep: [D4C5, D2C5]     # more student sizes for the size table (Table 8) ...
     compression_methods: [at]           # ... each distilled (Std-KD, SFT-KD) with these methods
@@ -165,6 +166,10 @@ class ExperimentConfig(StrictModel):
     sft_preset_ablation: list[str] = Field(
         default_factory=list, description="first seed: an SFT teacher and SFT-KD students with each of these SFT losses"
     )
+    ablation_seeds: int = Field(
+        1, ge=1, description="how many of the seeds, the first ones, run procedure_ablation and sft_preset_ablation "
+                             "(more than one: the report's intervals cover training variance for them too)"
+    )
     random_init_ablation: bool = False
     kd_mri_ablation: bool = Field(
         False, description="every seed: Std-KD with attention transfer alone, imitation alone, and both (KD-MRI)"
@@ -273,6 +278,9 @@ class ExperimentConfig(StrictModel):
                                  f"{student} must pass the same kind of state between blocks (image or features)")
         if self.seeds is not None and self.seed is not None:
             raise ValueError("give either seed (one run) or seeds (replicates), not both")
+        if self.ablation_seeds > len(self.replicate_seeds):
+            raise ValueError(f"ablation_seeds: {self.ablation_seeds} of {len(self.replicate_seeds)} seed(s); "
+                             "give at most as many as seeds lists")
         if self.sft.preset in self.sft_preset_ablation:
             raise ValueError(f"sft_preset_ablation: {self.sft.preset} is already the main SFT loss (sft.preset)")
         for key in ("procedure_ablation", "kd_mri_ablation"):
@@ -299,7 +307,7 @@ class ExperimentConfig(StrictModel):
 
     @property
     def replicate_seeds(self) -> list[int]:
-        """The seeds every stage runs with, the first of which also runs the ablations."""
+        """The seeds every stage runs with, the first ``ablation_seeds`` of which also run the ablations."""
         if self.seeds is not None:
             return list(self.seeds)
         return [DEFAULT_SEED if self.seed is None else self.seed]

@@ -17,15 +17,15 @@ sft-kd-{method}-random                    sft-kd-random   the same with a random
 student-{M}                               sweep           more student sizes M (compression sweep, Table 8)
 sft-teacher-{M}                           sweep-sft-te..  the SFT teacher of student M
 std-kd-{method}-{M}, sft-kd-{method}-{M}  sweep-std-kd/.. student M distilled (``compression_methods``)
-std-kd-{method}-{procedure}               std-kd          first seed: the other procedure (ablation)
-sft-kd-{method}-{procedure}               sft-kd          first seed: the other procedure (ablation)
-sft-teacher-{p}, sft-kd-{method}-{p}     sft-teacher/..  first seed: SFT loss preset sft-{p} (ablation)
+std-kd-{method}-{procedure}               std-kd          first seeds: the other procedure (ablation)
+sft-kd-{method}-{procedure}               sft-kd          first seeds: the other procedure (ablation)
+sft-teacher-{p}, sft-kd-{method}-{p}     sft-teacher/..  first seeds: SFT loss preset sft-{p} (ablation)
 {stage}-fine-tuned                        as {stage}      started from a trained network (Figure 7); first seed
                                                           only unless its path holds ``{seed}``
 kd-mri-{at, imitation, at-imitation}      kd-mri          KD-MRI's ablation: AT alone, imitation alone, both
 ========================================  ==============  =========================================
 
-An ablation stage carries its ``variant`` (the procedure or SFT preset it changes). A stage's
+"First seeds" are the first ``ablation_seeds`` of the seeds (one by default). An ablation stage carries its ``variant`` (the procedure or SFT preset it changes). A stage's
 fingerprint hashes its own config together with the fingerprints of the stages it depends on,
 so changing one stage's settings changes exactly its own fingerprint and those of the stages
 downstream of it — and only those are rerun.
@@ -209,9 +209,12 @@ class _SeedGraph:
         self.stages.append(stage)
         return stage
 
-    def ablations(self, teacher: Stage, sft_teacher: Stage) -> None:
+    def ablations(self, teacher: Stage, sft_teacher: Stage, first: bool) -> None:
+        """The other procedure and SFT losses of this seed, and on the ``first`` seed the fine-tuning from
+        one given network."""
         config = self.config
-        self.fine_tune(teacher, sft_teacher, per_seed=False)
+        if first:
+            self.fine_tune(teacher, sft_teacher, per_seed=False)
         if config.procedure_ablation:
             other = next(p for p in PROCEDURES if p != config.procedure)
             for method in config.methods:
@@ -233,12 +236,15 @@ def _label(variant: str) -> str:
 
 
 def build_stages(config: ExperimentConfig) -> list[Stage]:
-    """Every stage of ``config`` for every seed, dependencies first; the first seed's ablations last."""
+    """Every stage of ``config`` for every seed, dependencies first; the ablations of the first
+    ``ablation_seeds`` seeds last, seed by seed."""
     graphs = [_SeedGraph(config, seed) for seed in config.replicate_seeds]
     mains = [graph.main() for graph in graphs]
-    first = _SeedGraph(config, config.replicate_seeds[0], main_student=graphs[0].main_student)
-    first.ablations(*mains[0])
-    stages = [stage for graph in graphs for stage in graph.stages] + first.stages
+    stages = [stage for graph in graphs for stage in graph.stages]
+    for index in range(config.ablation_seeds):
+        seed_ablations = _SeedGraph(config, config.replicate_seeds[index], main_student=graphs[index].main_student)
+        seed_ablations.ablations(*mains[index], first=index == 0)
+        stages += seed_ablations.stages
     _refuse_unused_method_settings(config, {stage.method for stage in stages if stage.method})
     _refuse_unused_feature_stage(config, stages)
     return stages
