@@ -55,7 +55,7 @@ from kdrecon.distillation.layer_pairs import LayerPairs, default_layer_pairs, fe
 from kdrecon.distillation.losses import DEFAULT_METHOD, FEATURE_LOSSES, build_feature_loss, method_label
 from kdrecon.distillation.student_friendly import StudentFriendlyObjective
 from kdrecon.evaluation.bench_settings import IMAGE_SIZE, INFERENCE_REPEATS, TRAINING_BATCH_SIZE, TRAINING_STEPS
-from kdrecon.models import build_model, count_parameters
+from kdrecon.models import build_model, count_parameters, thin_kernels
 from kdrecon.models.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 from kdrecon.models.export import export_network, inference_session, load_ahead_of_time
 from kdrecon.training.config import (DEFAULT_TEACHER_CACHE, DISTILL, SFT_TEACHER, STAGE_KINDS, TRAIN,
@@ -472,6 +472,9 @@ def _bench_header(device: torch.device, size: int, training_batch_size: int) -> 
         "peak_flops": {},  # the convolution peak timed alongside each measurement, by measurement
         "fast_precision": resolve_precision("auto", device),
         "fast_training_layout": "channels-last" if resolve_channels_last(AUTO_LAYOUT, device, "auto") else "NCHW",
+        # Whether the fast path's thin convolutions run in kdrecon's kernels (bf16 on a CPU with AVX-512 BF16).
+        "thin_kernels": device.type == "cpu" and resolve_precision("auto", device) == "bf16"
+                        and thin_kernels.fast_kernels_available(),
     }
 
 
@@ -549,7 +552,9 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"Device: {result['device']} ({result['device_type']}, {result['threads']} threads), torch {result['torch']}; "
         f"{result['image_size']}×{result['image_size']} slices; fast = {precision} + channels-last "
         f"({layout} in training; + in-memory "
-        "data and a cached teacher for training); reference = float32 NCHW (+ per-item h5 reads, mask reloaded, "
+        "data and a cached teacher for training"
+        + ("; the 1→32 and 32→1 convolutions in kdrecon's kernels" if result.get("thin_kernels") else "")
+        + "); reference = float32 NCHW (+ per-item h5 reads, mask reloaded, "
         "teacher with autograd). "
         f"Peak of one {precision} channels-last 32→32 3×3 convolution here, "
         + ("timed alongside each table's rows: " if "peak_flops" in result else "measured before the rows: ")
