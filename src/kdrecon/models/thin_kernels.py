@@ -1,4 +1,4 @@
-"""CPU kernels for the two thin convolutions of a DC-CNN block, for bf16 inference.
+"""CPU kernels for the two thin convolutions of a DC-CNN block in bf16: inference and training.
 
 Every DC-CNN block starts with a 1→32 convolution and its ReLU and ends with a 32→1 convolution
 (3×3, zero padding 1):
@@ -17,10 +17,15 @@ oneDNN's bf16 kernels accumulate), reading the image once and the 32-channel fea
 the channels-last layout the 32→32 convolutions use.
 
 They are PyTorch operators, ``torch.ops.kdrecon.image_convolution_relu(image, weight, bias)`` (its
-output channels-last) and ``torch.ops.kdrecon.feature_to_image_convolution(features, weight, bias)``,
-so an AOTInductor package calls them like any other operator; :func:`substitute_thin_kernels` puts
-them into a network. On a CPU without AVX-512 BF16, and for dtypes or widths other than bf16 and 32,
-each is the same computation through ATen's convolution.
+output channels-last; ``image_convolution`` without the ReLU) and
+``torch.ops.kdrecon.feature_to_image_convolution(features, weight, bias)``, so an AOTInductor package
+calls them like any other operator; :func:`substitute_thin_kernels` puts them into a network for
+export. Training needs a third, ``tap_channel_sums(features, image)``: ``Σ_p f_c(p) x(p + t)`` and
+``Σ_p f_c(p)`` in float32, both convolutions' weight and bias gradients; their input gradients are
+each other's kernel with the taps flipped (:class:`ImageConvolution`, :class:`FeatureConvolution`,
+which :class:`kdrecon.models.dccnn.Conv3x3` runs where :func:`runs_in_kernels`). On a CPU without
+AVX-512 BF16, and for dtypes or widths other than bf16 and 32, each operator is the same computation
+through ATen.
 
 The library is compiled from its source on first use with the C++ compiler AOTInductor needs
 anyway (:mod:`torch.utils.cpp_extension`, cached in ``TORCH_EXTENSIONS_DIR``); a process that loads
