@@ -120,8 +120,10 @@ def package_calls_kernels(package: Path) -> bool:
 
 @functools.cache
 def fast_kernels_available() -> bool:
-    """Whether the library loads and this CPU runs its AVX-512 BF16 kernels."""
-    return load() and torch.ops.kdrecon.fast_thin_kernels()
+    """Whether the library loads and this CPU runs its AVX-512 BF16 kernels; on a CPU PyTorch already knows
+    to lack AVX-512 BF16 the library is not built at all."""
+    cpu_has_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    return cpu_has_bf16() and load() and torch.ops.kdrecon.fast_thin_kernels()
 
 
 def _flipped(weight: torch.Tensor) -> torch.Tensor:
