@@ -1,5 +1,6 @@
-// The two thin convolutions of a DC-CNN block, 1→32 (with its ReLU) and 32→1, as CPU kernels for bf16
-// inference: see thin_kernels.py for the formulas, the layouts and why. Built on first use by
+// The two thin convolutions of a DC-CNN block, 1→32 (with or without its ReLU) and 32→1, and the sums
+// that give their weight gradients, as CPU kernels for bf16 inference and training: see thin_kernels.py for
+// the formulas, the layouts and why. Built on first use by
 // torch.utils.cpp_extension; the AVX-512 BF16 code is compiled for that instruction set alone (function
 // target attributes) and chosen at run time, so the library builds and runs on any CPU: elsewhere, and for
 // shapes or dtypes the kernels do not handle, each operator is the same computation through ATen.
@@ -51,6 +52,7 @@ const uint16_t* bits(const at::Tensor& tensor) { return reinterpret_cast<const u
 
 // bf16 of a float, rounded to nearest even (as _mm512_cvtneps_pbh rounds).
 uint16_t round_to_bf16(float value) {
+  if (value != value) return 0x7fc0;  // a NaN stays a NaN (rounding could carry its payload into infinity)
   uint32_t word;
   std::memcpy(&word, &value, sizeof word);
   word += 0x7fff + ((word >> 16) & 1);
