@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Copy what docs/ keeps of a finished experiment run: the report and its figures, the experiment's
 # config and manifest (each stage's full settings, to tell later why a fingerprint differs), and for
-# each stage its stage.json, config, training history and per-volume evaluation (no checkpoints or
-# reconstructions, which stay in the run directory). `kdrecon report RUN --with-record DOCS_DIR`
-# pools such a record's seeds with a new run of the same experiment.
+# each stage its stage.json, config, training history (a two-stage distillation's first stage's
+# too) and per-volume evaluation (no checkpoints or reconstructions, which stay in the run directory).
+# `kdrecon report RUN --with-record DOCS_DIR` pools such a record's seeds with a new run of the same
+# experiment.
 #   bash scripts/record_experiment.sh runs/heterogeneous-sunnybrook-4x docs/heterogeneous-sunnybrook-4x
 set -euo pipefail
 run=${1:?usage: record_experiment.sh RUN_DIR DOCS_DIR}
@@ -18,5 +19,9 @@ for stage in "$run"/stages/seed-*/*/; do
   mkdir -p "$docs/$relative/evaluation"
   cp "$stage/stage.json" "$stage/config.yaml" "$stage/metrics.csv" "$docs/$relative/"
   cp "$stage/evaluation/summary.json" "$stage/evaluation/per_volume.csv" "$docs/$relative/evaluation/"
+  # A two-stage distillation's first stage keeps its own history.
+  if [ -f "$stage/feature-stage/metrics.csv" ]; then
+    cp "$stage/feature-stage/metrics.csv" "$docs/$relative/feature-stage-metrics.csv"
+  fi
 done
 echo "recorded $run in $docs"

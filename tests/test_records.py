@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kdrecon.experiment.config import load_experiment
-from kdrecon.experiment.records import recorded_stages
+from kdrecon.experiment.records import pooled_records, recorded_stages
 from kdrecon.experiment.runner import run_experiment
 from kdrecon.report.build import build_report
 from kdrecon.report.paper_column import network_differences
@@ -76,6 +76,11 @@ def test_pooled_report_names_the_training_paths_and_says_when_they_differ(seed_2
         stage_json.write_text(json.dumps({**state, "precision": "bf16", "channels_last": True}))
     report = build_report(run_dir, recorded_stages(run_dir, other)).read_text()
     assert f"Trained in bf16 channels-last; this run's own stages in {own}: the two differ" in report
+    for stage_json in other.glob("seed-1/*/stage.json"):  # written before stage.json recorded the path
+        state = json.loads(stage_json.read_text())
+        stage_json.write_text(json.dumps({k: v for k, v in state.items() if k not in ("precision", "channels_last")}))
+    report = build_report(run_dir, recorded_stages(run_dir, other)).read_text()
+    assert "Trained in fp32 " in report  # the experiment sets fp32, and equal fingerprints mean equal settings
 
 
 def test_a_seed_in_two_records_is_refused_naming_both(seed_2_run, tmp_path):
@@ -102,6 +107,24 @@ def test_record_of_a_seed_the_run_has_is_refused(seed_2_run, tmp_path, tiny_run)
     record = record_of(tiny_run, tmp_path / "record", keep_seed=2)
     with pytest.raises(ValueError, match="seed 2 is also a seed of"):
         recorded_stages(run_dir, record)
+
+
+def test_only_the_asked_seeds_of_a_record_are_pooled(seed_2_run, tmp_path, tiny_run):
+    """A record of both seeds, pooled with a run that retrained seed 2: only its seed 1 counts."""
+    run_dir, record = seed_2_run
+    both = tmp_path / "both"
+    subprocess.run(["bash", str(RECORD_SCRIPT), str(tiny_run), str(both)], check=True, capture_output=True)
+    pooled = pooled_records(run_dir, [both], seeds=[1])
+    assert pooled and {stage.seed for stage in pooled} == {1}
+    assert {stage.id for stage in pooled} == {stage.id for stage in recorded_stages(run_dir, record)}
+    with pytest.raises(ValueError, match="seed 2 is also a seed of"):
+        pooled_records(run_dir, [both])
+    with pytest.raises(ValueError, match="seed 3 asked to be pooled, but no record given holds it"):
+        pooled_records(run_dir, [both], seeds=[1, 3])
+    with pytest.raises(ValueError, match="holds none of the seeds 3"):
+        pooled_records(run_dir, [record, both], seeds=[3])
+    with pytest.raises(ValueError, match="has no seed 3 .its seeds: 1, 2."):
+        recorded_stages(run_dir, both, seeds=[3])
 
 
 def test_cli_refuses_a_folder_that_is_no_record_in_one_line_and_writes_nothing(seed_2_run, tmp_path):

@@ -626,14 +626,18 @@ def _add_report(report: argparse.ArgumentParser) -> None:
     report.add_argument("--with-record", type=Path, action="append", default=[], metavar="RECORD",
                         help="pool the seeds of this record (scripts/record_experiment.sh) of the same experiment; "
                              "repeatable")
+    report.add_argument("--record-seeds", type=int, nargs="+", metavar="SEED",
+                        help="pool only these seeds of the records (for a run that retrained some of their seeds)")
 
 
 def _run_report(args: argparse.Namespace) -> None:
-    from kdrecon.experiment.records import recorded_stages
+    from kdrecon.experiment.records import pooled_records
     from kdrecon.report.build import build_report
     from kdrecon.report.run_layout import REPORT_HTML
 
-    recorded = [stage for record in args.with_record for stage in recorded_stages(args.run_dir, record)]
+    if args.record_seeds and not args.with_record:
+        raise ValueError("--record-seeds: no --with-record to take them from")
+    recorded = pooled_records(args.run_dir, args.with_record, args.record_seeds)
     print(f"report written: {build_report(args.run_dir, recorded)} and {args.run_dir / REPORT_HTML}")
 
 

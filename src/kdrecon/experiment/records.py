@@ -11,14 +11,20 @@ that stage for that seed: same settings, data path, dependencies and seed. Anyth
 naming the stage. Settings left to the machine (``auto`` precision or layout) may have resolved
 otherwise there; the report names the training path of the record's stages beside the run's own.
 
-Usage (``kdrecon report RUN --with-record RECORD`` does this)::
+A seed both the run and a record hold is refused: two trainings of one stage and seed (equal
+fingerprints, yet not bitwise equal across machines and sessions) must not both count. When a
+newer run retrains some of a record's seeds (for stages the record lacks), ``seeds`` takes only
+the record's others.
 
-    stages = recorded_stages(Path("runs/sr-study"), Path("docs/super-resolution-sample-4x"))
+Usage (``kdrecon report RUN --with-record RECORD [--record-seeds S ...]`` does this)::
+
+    stages = pooled_records(Path("runs/sr-study"), [Path("docs/super-resolution-sample-4x")])
     build_report(Path("runs/sr-study"), recorded=stages)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from kdrecon.experiment.config import load_experiment
@@ -44,18 +50,26 @@ def _entry(stage: Stage) -> dict:
             "method": stage.method, "model": stage.model, "variant": stage.variant, "ablation_of": stage.ablation_of}
 
 
-def recorded_stages(run_dir: Path, record: Path) -> list[StageResult]:
-    """The complete stages of ``record``'s seeds, checked to be stages of the experiment in ``run_dir``
-    (fingerprints equal for their seeds); the run itself must not have those seeds."""
+def recorded_stages(run_dir: Path, record: Path, seeds: Sequence[int] | None = None) -> list[StageResult]:
+    """The complete stages of ``record``'s seeds (or of those of ``seeds``, each of which it must
+    hold), checked to be stages of the experiment in ``run_dir`` (fingerprints equal for their
+    seeds); the run itself must not have those seeds."""
     layout = RunLayout(Path(run_dir))
     manifest = read_json(layout.manifest)
     if manifest is None or not layout.config.is_file():
         raise ValueError(f"{run_dir}: not an experiment run directory (no {layout.manifest.name} or {layout.config.name})")
-    seeds = record_seeds(record)
+    held = record_seeds(record)
+    if seeds is not None:
+        missing = sorted(set(seeds) - set(held))
+        if missing:
+            raise ValueError(f"{record}: has no seed {missing[0]} (its seeds: {', '.join(map(str, held))})")
+    seeds = held if seeds is None else sorted(set(seeds))
     shared = sorted(set(seeds) & set(manifest["seeds"]))
     if shared:
         raise ValueError(f"{record}: seed {shared[0]} is also a seed of {run_dir}; pool only seeds the run does not have")
-    config = load_experiment(layout.config, {"seeds": seeds})
+    # Every recorded seed may hold ablations (the run's ``ablation_seeds`` counts the run's own
+    # seeds); only the stages the record has, complete and of equal fingerprint, are pooled.
+    config = load_experiment(layout.config, {"seeds": seeds, "ablation_seeds": len(seeds)})
     stages = build_stages(config)
     expected = fingerprints(stages)
     results = []
@@ -71,4 +85,23 @@ def recorded_stages(run_dir: Path, record: Path) -> list[StageResult]:
         results.append(recorded_stage_result(_entry(stage), record, config.data, manifest.get(DATA_IDENTITY)))
     if not results:
         raise ValueError(f"{record}: no complete stage of {run_dir}'s experiment for seeds {seeds}")
+    return results
+
+
+def pooled_records(run_dir: Path, records: Sequence[Path], seeds: Sequence[int] | None = None) -> list[StageResult]:
+    """The recorded stages of every record in ``records`` (see :func:`recorded_stages`); with
+    ``seeds``, only those seeds, each taken from the records that hold it. A record holding none of
+    them, or a seed no record holds, is an error rather than a silently smaller pool."""
+    if seeds is None:
+        return [stage for record in records for stage in recorded_stages(run_dir, record)]
+    results, used = [], set()
+    for record in records:
+        chosen = sorted(set(seeds) & set(record_seeds(record)))
+        if not chosen:
+            raise ValueError(f"{record}: holds none of the seeds {', '.join(map(str, seeds))} asked to be pooled")
+        used.update(chosen)
+        results += recorded_stages(run_dir, record, chosen)
+    unused = sorted(set(seeds) - used)
+    if unused:
+        raise ValueError(f"seed {unused[0]} asked to be pooled, but no record given holds it")
     return results

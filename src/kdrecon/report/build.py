@@ -89,13 +89,16 @@ def _precisions(results: ExperimentResults) -> list[str]:
 
 def _training_paths(results: ExperimentResults) -> list[str]:
     """How the stages trained, e.g. ``fp32 NCHW``: precision and layout as each ``stage.json`` records
-    them, the layout from the configuration where it was set and not recorded."""
-    configured = results.manifest["config"]["channels_last"]
+    them, each from the configuration where it was set (not ``auto``) and not recorded."""
+    config = results.manifest["config"]
+    configured_layout = config["channels_last"] if isinstance(config["channels_last"], bool) else None
+    configured_precision = None if config["precision"] == "auto" else config["precision"]
     paths = set()
     for result in results.stages:
-        layout = result.state.get("channels_last", configured if isinstance(configured, bool) else None)
+        layout = result.state.get("channels_last", configured_layout)
+        precision = result.state.get("precision", configured_precision)
         layout_text = "layout not recorded" if layout is None else "channels-last" if layout else "NCHW"
-        paths.add(f"{result.state.get('precision', 'precision not recorded')} {layout_text}")
+        paths.add(f"{layout_text} (precision not recorded)" if precision is None else f"{precision} {layout_text}")
     return sorted(paths)
 
 
