@@ -1,6 +1,8 @@
 """kdrecon's kernels for a DC-CNN block's thin convolutions, against float64 convolutions of the same values."""
 
 import platform
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,18 @@ def _assert_rounded_from(output: torch.Tensor, reference: torch.Tensor) -> None:
 
 def test_the_fast_kernels_run_where_the_cpu_has_avx512_bf16():
     assert thin_kernels.fast_kernels_available() == ("avx512_bf16" in _cpu_flags() and "avx512bw" in _cpu_flags())
+
+
+def test_the_library_is_built_with_openmp_so_its_parallel_loops_run_on_every_thread():
+    """ATen's parallel_for is OpenMP inlined from its header: a library built without it runs serially."""
+    from torch.utils import cpp_extension
+
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("no readelf to read the library's dynamic section")
+    library = Path(cpp_extension._get_build_directory(thin_kernels.LIBRARY, verbose=False)) / f"{thin_kernels.LIBRARY}.so"
+    dynamic = subprocess.run([readelf, "-d", str(library)], capture_output=True, text=True, check=True).stdout
+    assert "libgomp" in dynamic
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 150, 150), (3, 1, 7, 5), (2, 1, 1, 1), (1, 1, 17, 33)])

@@ -76,7 +76,10 @@ def load() -> bool:
                       "finish; remove it to build them again", stacklevel=2)
         return False
     try:
-        cpp_extension.load(name=LIBRARY, sources=[str(SOURCE)], extra_cflags=["-O3"], is_python_module=False)
+        # -fopenmp: ATen's parallel_for is OpenMP inlined from its header, serial when compiled without it;
+        # the library's libgomp.so.1 resolves to the copy torch has already loaded, so one runtime runs both.
+        cpp_extension.load(name=LIBRARY, sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp"],
+                            extra_ldflags=["-fopenmp"], is_python_module=False)
     except (RuntimeError, OSError, ImportError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         warnings.warn(f"kdrecon's thin-convolution kernels could not be built ({reason}); oneDNN's convolutions "
