@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kdrecon.experiment.config import load_experiment
-from kdrecon.experiment.records import pooled_records, recorded_stages
+from kdrecon.experiment.records import recorded_stages
 from kdrecon.experiment.runner import run_experiment
 from kdrecon.report.build import build_report
 from kdrecon.report.paper_column import network_differences
@@ -114,17 +114,17 @@ def test_only_the_asked_seeds_of_a_record_are_pooled(seed_2_run, tmp_path, tiny_
     run_dir, record = seed_2_run
     both = tmp_path / "both"
     subprocess.run(["bash", str(RECORD_SCRIPT), str(tiny_run), str(both)], check=True, capture_output=True)
-    pooled = pooled_records(run_dir, [both], seeds=[1])
+    pooled = recorded_stages(run_dir, both, seeds=[1])
     assert pooled and {stage.seed for stage in pooled} == {1}
     assert {stage.id for stage in pooled} == {stage.id for stage in recorded_stages(run_dir, record)}
     with pytest.raises(ValueError, match="seed 2 is also a seed of"):
-        pooled_records(run_dir, [both])
-    with pytest.raises(ValueError, match="seed 3 asked to be pooled, but no record given holds it"):
-        pooled_records(run_dir, [both], seeds=[1, 3])
-    with pytest.raises(ValueError, match="holds none of the seeds 3"):
-        pooled_records(run_dir, [record, both], seeds=[3])
+        recorded_stages(run_dir, both)
     with pytest.raises(ValueError, match="has no seed 3 .its seeds: 1, 2."):
-        recorded_stages(run_dir, both, seeds=[3])
+        recorded_stages(run_dir, both, seeds=[1, 3])
+    process = subprocess.run([sys.executable, "-m", "kdrecon", "report", str(run_dir), "--with-record", str(both), "1"],
+                             capture_output=True, text=True)
+    assert process.returncode == 0, process.stderr
+    assert f"Seed 1 pooled from the record {both}" in (run_dir / "report.md").read_text()
 
 
 def test_cli_refuses_a_folder_that_is_no_record_in_one_line_and_writes_nothing(seed_2_run, tmp_path):

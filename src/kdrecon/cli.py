@@ -623,23 +623,28 @@ def _run_run(args: argparse.Namespace) -> None:
 
 def _add_report(report: argparse.ArgumentParser) -> None:
     report.add_argument("run_dir", type=Path)
-    report.add_argument("--with-record", type=Path, action="append", default=[], metavar="RECORD",
-                        help="pool the seeds of this record (scripts/record_experiment.sh) of the same experiment; "
+    report.add_argument("--with-record", nargs="+", action="append", default=[], metavar=("RECORD", "SEED"),
+                        help="pool the seeds of this record (scripts/record_experiment.sh) of the same experiment, "
+                             "or only the SEEDs listed (where this run retrained some of the record's seeds); "
                              "repeatable")
-    report.add_argument("--record-seeds", type=int, nargs="+", metavar="SEED",
-                        help="pool only these seeds of the records (for a run that retrained some of their seeds)")
+
+def _record_and_seeds(values: list[str]) -> tuple[Path, list[int] | None]:
+    """``--with-record RECORD [SEED ...]``'s values: the record and the seeds to take from it (None: all)."""
+    record, *seeds = values
+    for seed in seeds:
+        if not seed.isdigit():
+            raise ValueError(f"--with-record {record} {seed}: a seed is a whole number")
+    return Path(record), [int(seed) for seed in seeds] or None
 
 
 def _run_report(args: argparse.Namespace) -> None:
-    from kdrecon.experiment.records import pooled_records
+    from kdrecon.experiment.records import recorded_stages
     from kdrecon.report.build import build_report
     from kdrecon.report.run_layout import REPORT_HTML
 
-    if args.record_seeds and not args.with_record:
-        raise ValueError("--record-seeds: no --with-record to take them from")
-    recorded = pooled_records(args.run_dir, args.with_record, args.record_seeds)
+    records = [_record_and_seeds(values) for values in args.with_record]
+    recorded = [stage for record, seeds in records for stage in recorded_stages(args.run_dir, record, seeds)]
     print(f"report written: {build_report(args.run_dir, recorded)} and {args.run_dir / REPORT_HTML}")
-
 
 def _add_models(models: argparse.ArgumentParser) -> None:
     """``kdrecon models`` takes no options."""

@@ -16,9 +16,9 @@ fingerprints, yet not bitwise equal across machines and sessions) must not both 
 newer run retrains some of a record's seeds (for stages the record lacks), ``seeds`` takes only
 the record's others.
 
-Usage (``kdrecon report RUN --with-record RECORD [--record-seeds S ...]`` does this)::
+Usage (``kdrecon report RUN --with-record RECORD [SEED ...]`` does this, once per record)::
 
-    stages = pooled_records(Path("runs/sr-study"), [Path("docs/super-resolution-sample-4x")])
+    stages = recorded_stages(Path("runs/sr-study"), Path("docs/super-resolution-sample-4x"))
     build_report(Path("runs/sr-study"), recorded=stages)
 """
 
@@ -87,21 +87,3 @@ def recorded_stages(run_dir: Path, record: Path, seeds: Sequence[int] | None = N
         raise ValueError(f"{record}: no complete stage of {run_dir}'s experiment for seeds {seeds}")
     return results
 
-
-def pooled_records(run_dir: Path, records: Sequence[Path], seeds: Sequence[int] | None = None) -> list[StageResult]:
-    """The recorded stages of every record in ``records`` (see :func:`recorded_stages`); with
-    ``seeds``, only those seeds, each taken from the records that hold it. A record holding none of
-    them, or a seed no record holds, is an error rather than a silently smaller pool."""
-    if seeds is None:
-        return [stage for record in records for stage in recorded_stages(run_dir, record)]
-    results, used = [], set()
-    for record in records:
-        chosen = sorted(set(seeds) & set(record_seeds(record)))
-        if not chosen:
-            raise ValueError(f"{record}: holds none of the seeds {', '.join(map(str, seeds))} asked to be pooled")
-        used.update(chosen)
-        results += recorded_stages(run_dir, record, chosen)
-    unused = sorted(set(seeds) - used)
-    if unused:
-        raise ValueError(f"seed {unused[0]} asked to be pooled, but no record given holds it")
-    return results
