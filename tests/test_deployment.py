@@ -22,7 +22,7 @@ from kdrecon.cli import main
 from kdrecon.data import layout
 from kdrecon.data.dataset import load_sample, sample_directory
 from kdrecon.data.prepare import make_mask
-from kdrecon.data.sources import sunnybrook
+from kdrecon.data.sources import nifti, sunnybrook
 from kdrecon.data.subjects import SplitSubjects
 from kdrecon.deployment.export import BF16_TOLERANCE, export_and_check
 from kdrecon.models.export import SUFFIXES, RealDataConsistency, load_ahead_of_time, run_exported
@@ -203,6 +203,43 @@ def test_a_nifti_sliced_along_another_axis_is_reconstructed_along_it(tmp_path, v
                  "--output", str(tmp_path / "bad"), "--slice-axis", "3"]) == 2
     assert "slice axis 3: must be a spatial axis in -3..2" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_model_trained_on_nifti_slices_along_x_reconstructs_new_volumes_along_x(tmp_path, validation_volume):
+    """`prepare nifti --slice-axis 0` records the axis; the trained network's description carries it, and
+    `reconstruct` slices a new NIfTI volume along it without being told."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for subject in ("sub-01", "sub-02"):  # stored (S, H, W): slices along X
+        nib.save(nib.Nifti1Image(validation_volume.astype(np.float32), np.eye(4)), source / f"{subject}_cine.nii")
+    dataset = tmp_path / "dataset"
+    assert main(["prepare", "nifti", str(source), str(dataset), "--slice-axis", "0", "--crop", "0",
+                 "--validation-subjects", "sub-02"]) == 0
+    assert json.loads((dataset / "dataset.json").read_text())[nifti.SLICE_AXIS_KEY] == 0
+    config = tmp_path / "student.yaml"
+    config.write_text(f"data:\n  dataset: {dataset}\nmodel:\n  name: D2C2\n  channels: 8\n"
+                      "optimization:\n  epochs: 1\n  batch_size: 8\n")
+    run_dir = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(source / "sub-02_cine.nii", new / "volume.nii")
+    assert main(["reconstruct", "--model", str(run_dir), "--input", str(new), "--output", str(tmp_path / "default")]) == 0
+    assert main(["reconstruct", "--model", str(run_dir), "--input", str(new), "--output", str(tmp_path / "told"),
+                 "--slice-axis", "0"]) == 0
+    np.testing.assert_array_equal(nib.load(tmp_path / "default" / "volume.nii").get_fdata(),
+                                  nib.load(tmp_path / "told" / "volume.nii").get_fdata())
+
+
+def test_a_slice_axis_other_than_the_models_is_used_with_a_warning(tmp_path):
+    from kdrecon.deployment.reconstruct import _nifti_slice_axis
+    from kdrecon.models.weights import WeightsInfo
+
+    along_x = WeightsInfo(tmp_path / "model.safetensors", {}, {nifti.SLICE_AXIS_KEY: 0})
+    assert _nifti_slice_axis(None, along_x, has_nifti=True) == 0
+    assert _nifti_slice_axis(None, WeightsInfo(tmp_path / "old.safetensors", {}, {}), has_nifti=True) == nifti.SLICE_AXIS
+    with pytest.warns(UserWarning, match="--slice-axis -1: .*model.safetensors was trained on NIfTI slices along axis 0"):
+        assert _nifti_slice_axis(-1, along_x, has_nifti=True) == -1
 
 
 class _Doubling:

@@ -126,6 +126,7 @@ def test_nifti_subjects_default_to_bids_and_acdc_names_so_one_persons_scans_stay
                  "--validation-subjects", "sub-01", "patient001"]) == 0
     manifest = json.loads((destination / "dataset.json").read_text())
     assert sorted(manifest["splits"]["validation"]["subjects"]) == ["patient001", "sub-01"]
+    assert manifest[nifti.SLICE_AXIS_KEY] == 2  # the default, the last axis (Z), recorded as 0..2
     assert sorted(p.stem for p in (destination / "validation").glob("*.h5")) == [
         "patient001_frame01", "patient001_frame12", "sub-01_run-1_T1w", "sub-01_run-2_T1w"]
 

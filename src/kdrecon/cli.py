@@ -144,16 +144,21 @@ def _read_source_volumes(args: argparse.Namespace) -> Iterable[Volume]:
     return fastmri.read_volumes(args.source, image_source=args.image_source, complex_images=args.image == "complex")
 
 
-def _source_manifest_entries(source_format: str) -> dict[str, str]:
-    """What a source's reader adds to the dataset's manifest (fastMRI, DICOM: their images' orientation)."""
+def _source_manifest_entries(args: argparse.Namespace) -> dict[str, str | int]:
+    """What a source's reader adds to the dataset's manifest (fastMRI, DICOM: their images' orientation;
+    NIfTI: the axis its volumes were sliced along)."""
     from kdrecon.data.sources import fastmri
 
-    if source_format == fastmri.FORMAT:
+    if args.format == fastmri.FORMAT:
         return dict(fastmri.MANIFEST_ORIENTATION)
-    if source_format == "dicom":
+    if args.format == "dicom":
         from kdrecon.data.sources import dicom
 
         return dict(dicom.MANIFEST_ORIENTATION)
+    if args.format == "nifti":
+        from kdrecon.data.sources import nifti
+
+        return nifti.slice_axis_record(args.slice_axis)
     return {}
 
 
@@ -186,7 +191,7 @@ def _run_prepare(args: argparse.Namespace) -> None:
         validation_subjects=args.validation_subjects,
         validation_fraction=defaults.validation_fraction if args.validation_fraction is None else args.validation_fraction,
         source=f"{args.format}:{args.source.resolve()}",
-        extra=_source_manifest_entries(args.format),
+        extra=_source_manifest_entries(args),
     )
     out = prepare.prepare_dataset(_read_source_volumes(args), args.output, options)
     print(f"dataset written to {out}")
@@ -663,7 +668,6 @@ def _run_models(args: argparse.Namespace) -> None:
 
 def _add_reconstruct(reconstruct: argparse.ArgumentParser) -> None:
     from kdrecon.data.sources.raw_kspace import READOUT_OVERSAMPLING
-    from kdrecon.data.sources import nifti as nifti_source
     from kdrecon.deployment.reconstruct import LOW_RESOLUTION_OPTION, SKIP_EXISTING_OPTION, SLICE_AXIS_OPTION
     from kdrecon.training.config import AS_TRAINED, INFERENCE_PRECISIONS
 
@@ -686,9 +690,9 @@ def _add_reconstruct(reconstruct: argparse.ArgumentParser) -> None:
     reconstruct.add_argument(LOW_RESOLUTION_OPTION, action="store_true",
                              help="super-resolution: the images are genuine low-resolution ones, restored at the model's "
                                   "factor times their size (default: full-resolution images, low-passed first as in evaluation)")
-    reconstruct.add_argument(SLICE_AXIS_OPTION, type=int, default=nifti_source.SLICE_AXIS,
-                             help="NIfTI: the spatial axis (-3..2 of X, Y, Z) the slices run along, as the model's data "
-                                  "was prepared with prepare nifti --slice-axis (default the last)")
+    reconstruct.add_argument(SLICE_AXIS_OPTION, type=int,
+                             help="NIfTI: the spatial axis (-3..2 of X, Y, Z) the slices run along (default: the axis "
+                                  "the model's NIfTI data was prepared along, which its weights record, else the last)")
 
 
 def _run_reconstruct(args: argparse.Namespace) -> None:

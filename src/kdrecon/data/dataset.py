@@ -22,7 +22,7 @@ from kdrecon.data.image import COMPLEX, MAGNITUDE, check_image_kind, image_kind_
 from kdrecon.data.integrity import acceleration_tolerance, check_mask, check_volume
 from kdrecon.data.package_files import package_resource
 from kdrecon.data.prepare import CONTENT, MANIFEST, PrepareOptions, prepare_volume
-from kdrecon.data.sources import sunnybrook
+from kdrecon.data.sources import nifti, sunnybrook
 from kdrecon.data.task import RECONSTRUCTION, SAMPLE_SUPER_RESOLUTION_SIZE, SUPER_RESOLUTION, check_task, task_of
 from kdrecon.mri.channels import to_channels
 from kdrecon.mri.fft import ifft2
@@ -186,6 +186,19 @@ def read_manifest(dataset: Path) -> dict:
         if not isinstance(manifest.get(key), dict):
             raise ValueError(f"{path}: missing or malformed {key!r}")
     return manifest
+
+
+def recorded_slice_axis(dataset: str | Path) -> int | None:
+    """The axis (0, 1 or 2) a dataset prepared from NIfTI files was sliced along, as its manifest records
+    it (:data:`kdrecon.data.sources.nifti.SLICE_AXIS_KEY`); None for the embedded sample, other sources
+    and NIfTI datasets prepared before kdrecon recorded it."""
+    if str(dataset) == SAMPLE:
+        return None
+    manifest = read_manifest(Path(dataset))
+    axis = manifest.get(nifti.SLICE_AXIS_KEY)
+    if axis is not None and axis not in (0, 1, 2):
+        raise ValueError(f"{Path(dataset) / MANIFEST}: {nifti.SLICE_AXIS_KEY} {axis!r} is not a spatial axis 0, 1 or 2")
+    return axis
 
 
 def dataset_identity(dataset: str | Path) -> str:

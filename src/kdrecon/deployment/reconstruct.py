@@ -46,6 +46,7 @@ Every output file is written under a temporary name and renamed, so a failure le
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -589,10 +590,22 @@ class Reconstructions:
     kept: tuple[Path, ...] = ()  # reconstructions already in the output folder, kept (``skip_existing``)
 
 
+def _nifti_slice_axis(given: int | None, info: WeightsInfo, has_nifti: bool) -> int:
+    """The axis NIfTI inputs are sliced along: ``given``, else the one the model was trained along, else
+    the last; a warning where the given one is not the model's."""
+    trained = info.data.get(nifti.SLICE_AXIS_KEY)
+    if given is None:
+        return nifti.SLICE_AXIS if trained is None else trained
+    if has_nifti and trained is not None and given % 3 != trained:
+        warnings.warn(f"{SLICE_AXIS_OPTION} {given}: {info.path} was trained on NIfTI slices along axis {trained}; "
+                      "slicing along the one given", stacklevel=3)
+    return given
+
+
 def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_size: int | None = None, device: str = "auto",
                       mask_kind: str | None = None, progress: bool = True, readout_oversampling: int = raw_kspace.READOUT_OVERSAMPLING,
                       precision: str = AS_TRAINED, overwrite: bool = False, low_resolution_input: bool = False,
-                      skip_existing: bool = False, slice_axis: int = nifti.SLICE_AXIS) -> Reconstructions:
+                      skip_existing: bool = False, slice_axis: int | None = None) -> Reconstructions:
     """Reconstruct every file at ``input_path`` into ``output`` (same names); returns the files
     written, the precision the network ran in and how the images came about. Files already in
     ``output`` under those names are refused unless ``overwrite`` (replaced) or ``skip_existing`` (kept,
@@ -601,15 +614,19 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
     ``readout_oversampling`` applies to raw ``.npy`` k-space (the central 1/N of its readout is kept);
     ``precision`` as :func:`kdrecon.training.fast_path.inference_precision` resolves it, from the
     precision the model's weights file or checkpoint records (float32 where none is recorded);
-    ``slice_axis``: the spatial axis NIfTI inputs are sliced along (:func:`reconstruct_nifti`)."""
-    nifti.check_slice_axis(slice_axis)
+    ``slice_axis``: the spatial axis NIfTI inputs are sliced along (:func:`reconstruct_nifti`); None: the
+    one the model's weights record (:data:`kdrecon.data.sources.nifti.SLICE_AXIS_KEY`), else the last."""
+    if slice_axis is not None:
+        nifti.check_slice_axis(slice_axis)
     network, info = load_deployable(model)
     torch_device = resolve_device(device)
     precision = inference_precision(precision, info.provenance.get("precision"), torch_device)
     reconstructor = Reconstructor(network, info, torch_device, batch_size, mask_kind, precision, low_resolution_input)
     files = input_files(input_path)
-    if slice_axis % 3 != nifti.SLICE_AXIS % 3 and not any(file.name.endswith(NIFTI_SUFFIXES) for file in files):
+    has_nifti = any(file.name.endswith(NIFTI_SUFFIXES) for file in files)
+    if slice_axis is not None and slice_axis % 3 != nifti.SLICE_AXIS % 3 and not has_nifti:
         raise ValueError(f"{SLICE_AXIS_OPTION} {slice_axis}: applies to NIfTI volumes, and {input_path} holds none")
+    slice_axis = _nifti_slice_axis(slice_axis, info, has_nifti)
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
     dicom = [file for file in files if is_dicom(file)]
     others = [file for file in files if file not in dicom]

@@ -37,6 +37,17 @@ _SUFFIXES = (".nii.gz", ".nii")
 #: The spatial axis NIfTI slices run along unless told otherwise: the last (Z).
 SLICE_AXIS = -1
 
+#: The key under which a dataset prepared from NIfTI files records the axis (0, 1 or 2) its volumes
+#: were sliced along, and a network trained on it carries that axis into its weights file's data
+#: description, so ``kdrecon reconstruct`` slices new NIfTI volumes the same way unless told otherwise.
+SLICE_AXIS_KEY = "nifti_slice_axis"
+
+
+def slice_axis_record(slice_axis: int) -> dict[str, int]:
+    """What a dataset's manifest records of the axis its NIfTI volumes were sliced along."""
+    check_slice_axis(slice_axis)
+    return {SLICE_AXIS_KEY: slice_axis % 3}
+
 
 def check_slice_axis(slice_axis: int) -> None:
     """Refuse an axis that is not one of the three spatial axes (``X, Y, Z``: ``-3..2``)."""
