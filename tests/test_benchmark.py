@@ -237,15 +237,15 @@ def test_a_compiled_experiment_is_costed_with_its_compilation(tiny_overrides, mo
     def slow_compile(model, example, fresh=False):
         assert fresh  # each stage kind compiles afresh, as its training run would
         compiled_models.append(type(model).__name__)
-        time.sleep(1.5)
+        time.sleep(2.5)
         return True
 
     monkeypatch.setattr(estimate_module, "compile_forward", slow_compile)
     result = estimate_module.estimate_experiment(load_experiment("demo", {**tiny_overrides, "compile": True}), steps=1)
     assert len(compiled_models) == len(result.costs) == 4  # teacher, student, SFT teacher, distillation
-    # 1.5 s, less or more by how far the first three steps differ from the median step deducted for them
-    # (by up to half a second on a loaded machine)
-    assert all(0.75 <= cost.compile < 30 for cost in result.costs.values()), [c.compile for c in result.costs.values()]
+    # 2.5 s, less or more by how far the first three steps differ from the median step deducted for them
+    # (by up to 0.8 s seen on a machine running other tests beside)
+    assert all(1.0 <= cost.compile < 30 for cost in result.costs.values()), [c.compile for c in result.costs.values()]
     assert "compilation (s)" in estimate_module.format_estimate(result)
     plain = estimate_module.estimate_experiment(load_experiment("demo", tiny_overrides), steps=1)
     assert all(cost.compile == 0 for cost in plain.costs.values()) and len(compiled_models) == 4

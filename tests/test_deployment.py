@@ -22,6 +22,7 @@ from kdrecon.cli import main
 from kdrecon.data import layout
 from kdrecon.data.dataset import load_sample, sample_directory
 from kdrecon.data.prepare import make_mask
+from kdrecon.data import slicing
 from kdrecon.data.sources import nifti, sunnybrook
 from kdrecon.data.subjects import SplitSubjects
 from kdrecon.deployment.export import BF16_TOLERANCE, export_and_check
@@ -215,7 +216,7 @@ def test_a_model_trained_on_nifti_slices_along_x_reconstructs_new_volumes_along_
     dataset = tmp_path / "dataset"
     assert main(["prepare", "nifti", str(source), str(dataset), "--slice-axis", "0", "--crop", "0",
                  "--validation-subjects", "sub-02"]) == 0
-    assert json.loads((dataset / "dataset.json").read_text())[nifti.SLICE_AXIS_KEY] == 0
+    assert json.loads((dataset / "dataset.json").read_text())[slicing.SLICE_AXIS_KEY] == 0
     config = tmp_path / "student.yaml"
     config.write_text(f"data:\n  dataset: {dataset}\nmodel:\n  name: D2C2\n  channels: 8\n"
                       "optimization:\n  epochs: 1\n  batch_size: 8\n")
@@ -235,11 +236,14 @@ def test_a_slice_axis_other_than_the_models_is_used_with_a_warning(tmp_path):
     from kdrecon.deployment.reconstruct import _nifti_slice_axis
     from kdrecon.models.weights import WeightsInfo
 
-    along_x = WeightsInfo(tmp_path / "model.safetensors", {}, {nifti.SLICE_AXIS_KEY: 0})
+    along_x = WeightsInfo(tmp_path / "model.safetensors", {}, {slicing.SLICE_AXIS_KEY: 0})
     assert _nifti_slice_axis(None, along_x, has_nifti=True) == 0
     assert _nifti_slice_axis(None, WeightsInfo(tmp_path / "old.safetensors", {}, {}), has_nifti=True) == nifti.SLICE_AXIS
     with pytest.warns(UserWarning, match="--slice-axis -1: .*model.safetensors was trained on NIfTI slices along axis 0"):
         assert _nifti_slice_axis(-1, along_x, has_nifti=True) == -1
+    assert _nifti_slice_axis(-3, along_x, has_nifti=True) == -3  # axis 0 counted from the end: no warning
+    with pytest.raises(ValueError, match="bad.safetensors: nifti_slice_axis True is not a spatial axis 0, 1 or 2"):
+        _nifti_slice_axis(None, WeightsInfo(tmp_path / "bad.safetensors", {}, {slicing.SLICE_AXIS_KEY: True}), True)
 
 
 class _Doubling:

@@ -121,7 +121,7 @@ def test_only_the_asked_seeds_of_a_record_are_pooled(seed_2_run, tmp_path, tiny_
         recorded_stages(run_dir, both)
     with pytest.raises(ValueError, match="has no seed 3 .its seeds: 1, 2."):
         recorded_stages(run_dir, both, seeds=[1, 3])
-    process = subprocess.run([sys.executable, "-m", "kdrecon", "report", str(run_dir), "--with-record", str(both), "1"],
+    process = subprocess.run([sys.executable, "-m", "kdrecon", "report", "--with-record", f"{both}:1", str(run_dir)],
                              capture_output=True, text=True)
     assert process.returncode == 0, process.stderr
     assert f"Seed 1 pooled from the record {both}" in (run_dir / "report.md").read_text()

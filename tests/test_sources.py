@@ -19,7 +19,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageS
 from test_bad_input import refused
 
 from kdrecon.cli import main
-from kdrecon.data.dataset import dataset_identity, same_data
+from kdrecon.data import slicing
+from kdrecon.data.dataset import dataset_identity, prepared_slice_axis, same_data
 from kdrecon.data.sources import dicom, fastmri, nifti
 
 
@@ -126,7 +127,13 @@ def test_nifti_subjects_default_to_bids_and_acdc_names_so_one_persons_scans_stay
                  "--validation-subjects", "sub-01", "patient001"]) == 0
     manifest = json.loads((destination / "dataset.json").read_text())
     assert sorted(manifest["splits"]["validation"]["subjects"]) == ["patient001", "sub-01"]
-    assert manifest[nifti.SLICE_AXIS_KEY] == 2  # the default, the last axis (Z), recorded as 0..2
+    assert manifest[slicing.SLICE_AXIS_KEY] == 2  # the default, the last axis (Z), recorded as 0..2
+    # a NIfTI dataset prepared before the axis was recorded keeps the identity its networks recorded
+    identity = dataset_identity(destination)
+    (destination / "dataset.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != slicing.SLICE_AXIS_KEY}))
+    assert dataset_identity(destination) == identity
+    with pytest.warns(UserWarning, match="prepared from NIfTI before kdrecon recorded the slice axis"):
+        assert prepared_slice_axis(destination) is None
     assert sorted(p.stem for p in (destination / "validation").glob("*.h5")) == [
         "patient001_frame01", "patient001_frame12", "sub-01_run-1_T1w", "sub-01_run-2_T1w"]
 

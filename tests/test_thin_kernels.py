@@ -42,16 +42,37 @@ def test_the_fast_kernels_run_where_the_cpu_has_avx512_bf16():
     assert thin_kernels.fast_kernels_available() == ("avx512_bf16" in _cpu_flags() and "avx512bw" in _cpu_flags())
 
 
-def test_the_library_is_built_with_openmp_so_its_parallel_loops_run_on_every_thread():
-    """ATen's parallel_for is OpenMP inlined from its header: a library built without it runs serially."""
+def test_the_library_runs_its_loops_on_torchs_own_openmp_runtime():
+    """ATen's parallel_for is OpenMP inlined from its header: a library compiled without it runs serially
+    (it calls no GOMP_parallel); linked to torch's runtime, the process holds one OpenMP runtime."""
     from torch.utils import cpp_extension
 
-    readelf = shutil.which("readelf")
-    if readelf is None:
-        pytest.skip("no readelf to read the library's dynamic section")
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("no nm to read the library's symbols")
     library = Path(cpp_extension._get_build_directory(thin_kernels.LIBRARY, verbose=False)) / f"{thin_kernels.LIBRARY}.so"
-    dynamic = subprocess.run([readelf, "-d", str(library)], capture_output=True, text=True, check=True).stdout
-    assert "libgomp" in dynamic
+    undefined = subprocess.run([nm, "-D", "--undefined-only", str(library)], capture_output=True, text=True, check=True).stdout
+    assert "GOMP_parallel" in undefined
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        runtimes = {line.split()[-1] for line in maps.read_text().splitlines()
+                    if any(name in line for name in ("libgomp", "libomp", "libiomp"))}
+        assert len(runtimes) == 1, runtimes
+
+
+def test_a_compiler_without_openmp_still_builds_the_kernels_serially(monkeypatch):
+    calls = []
+
+    class Extension:
+        def load(self, **options):
+            calls.append(options["extra_cflags"])
+            if "-fopenmp" in options["extra_cflags"]:
+                raise RuntimeError("Error building extension\nc++: error: unsupported option '-fopenmp'")
+
+    with pytest.warns(UserWarning, match="built without OpenMP"):
+        assert thin_kernels._build(Extension(), openmp=True) == "c++: error: unsupported option '-fopenmp'"
+        assert thin_kernels._build(Extension(), openmp=False) is True
+    assert calls == [["-O3", "-fopenmp"], ["-O3"]]
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 150, 150), (3, 1, 7, 5), (2, 1, 1, 1), (1, 1, 17, 33)])

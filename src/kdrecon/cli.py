@@ -156,9 +156,9 @@ def _source_manifest_entries(args: argparse.Namespace) -> dict[str, str | int]:
 
         return dict(dicom.MANIFEST_ORIENTATION)
     if args.format == "nifti":
-        from kdrecon.data.sources import nifti
+        from kdrecon.data.slicing import slice_axis_record
 
-        return nifti.slice_axis_record(args.slice_axis)
+        return slice_axis_record(args.slice_axis)
     return {}
 
 
@@ -628,18 +628,18 @@ def _run_run(args: argparse.Namespace) -> None:
 
 def _add_report(report: argparse.ArgumentParser) -> None:
     report.add_argument("run_dir", type=Path)
-    report.add_argument("--with-record", nargs="+", action="append", default=[], metavar=("RECORD", "SEED"),
+    report.add_argument("--with-record", action="append", default=[], metavar="RECORD[:SEED,...]",
                         help="pool the seeds of this record (scripts/record_experiment.sh) of the same experiment, "
-                             "or only the SEEDs listed (where this run retrained some of the record's seeds); "
-                             "repeatable")
+                             "or only those listed after a colon (where this run retrained some of the record's "
+                             "seeds); repeatable")
 
-def _record_and_seeds(values: list[str]) -> tuple[Path, list[int] | None]:
-    """``--with-record RECORD [SEED ...]``'s values: the record and the seeds to take from it (None: all)."""
-    record, *seeds = values
-    for seed in seeds:
-        if not seed.isdigit():
-            raise ValueError(f"--with-record {record} {seed}: a seed is a whole number")
-    return Path(record), [int(seed) for seed in seeds] or None
+
+def _record_and_seeds(value: str) -> tuple[Path, list[int] | None]:
+    """``--with-record RECORD[:SEED,SEED]``: the record and the seeds to take from it (None: all)."""
+    record, _, seeds = value.rpartition(":")
+    if record and seeds and all(seed.isdigit() for seed in seeds.split(",")):
+        return Path(record), [int(seed) for seed in seeds.split(",")]
+    return Path(value), None
 
 
 def _run_report(args: argparse.Namespace) -> None:
@@ -647,9 +647,10 @@ def _run_report(args: argparse.Namespace) -> None:
     from kdrecon.report.build import build_report
     from kdrecon.report.run_layout import REPORT_HTML
 
-    records = [_record_and_seeds(values) for values in args.with_record]
+    records = [_record_and_seeds(value) for value in args.with_record]
     recorded = [stage for record, seeds in records for stage in recorded_stages(args.run_dir, record, seeds)]
     print(f"report written: {build_report(args.run_dir, recorded)} and {args.run_dir / REPORT_HTML}")
+
 
 def _add_models(models: argparse.ArgumentParser) -> None:
     """``kdrecon models`` takes no options."""

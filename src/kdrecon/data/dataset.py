@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,12 +18,12 @@ import h5py
 import numpy as np
 import torch
 
-from kdrecon.data import layout
+from kdrecon.data import layout, slicing
 from kdrecon.data.image import COMPLEX, MAGNITUDE, check_image_kind, image_kind_of
 from kdrecon.data.integrity import acceleration_tolerance, check_mask, check_volume
 from kdrecon.data.package_files import package_resource
 from kdrecon.data.prepare import CONTENT, MANIFEST, PrepareOptions, prepare_volume
-from kdrecon.data.sources import nifti, sunnybrook
+from kdrecon.data.sources import sunnybrook
 from kdrecon.data.task import RECONSTRUCTION, SAMPLE_SUPER_RESOLUTION_SIZE, SUPER_RESOLUTION, check_task, task_of
 from kdrecon.mri.channels import to_channels
 from kdrecon.mri.fft import ifft2
@@ -188,16 +189,17 @@ def read_manifest(dataset: Path) -> dict:
     return manifest
 
 
-def recorded_slice_axis(dataset: str | Path) -> int | None:
+def prepared_slice_axis(dataset: str | Path) -> int | None:
     """The axis (0, 1 or 2) a dataset prepared from NIfTI files was sliced along, as its manifest records
-    it (:data:`kdrecon.data.sources.nifti.SLICE_AXIS_KEY`); None for the embedded sample, other sources
-    and NIfTI datasets prepared before kdrecon recorded it."""
+    it (:mod:`kdrecon.data.slicing`); None for the embedded sample, other sources and NIfTI datasets
+    prepared before kdrecon recorded it."""
     if str(dataset) == SAMPLE:
         return None
     manifest = read_manifest(Path(dataset))
-    axis = manifest.get(nifti.SLICE_AXIS_KEY)
-    if axis is not None and axis not in (0, 1, 2):
-        raise ValueError(f"{Path(dataset) / MANIFEST}: {nifti.SLICE_AXIS_KEY} {axis!r} is not a spatial axis 0, 1 or 2")
+    axis = slicing.recorded_slice_axis(manifest, Path(dataset) / MANIFEST)
+    if axis is None and str(manifest.get("source", "")).startswith("nifti:"):
+        warnings.warn(f"{dataset}: prepared from NIfTI before kdrecon recorded the slice axis; new volumes will be "
+                      "sliced along the last axis unless told otherwise", stacklevel=2)
     return axis
 
 
@@ -216,7 +218,10 @@ def dataset_identity(dataset: str | Path) -> str:
     root = Path(dataset)
     manifest = read_manifest(root)
     # Where the files came from or lie is not what they hold: the source, a registered split's folder, mask files' paths.
-    described = {key: value for key, value in manifest.items() if key not in ("source", "splits", "mask", CONTENT)}
+    # Nor is the slice axis, recorded since session 39: the volumes' sizes and content already tell slicings apart,
+    # and a NIfTI dataset re-prepared as before keeps the identity its networks recorded.
+    ignored = ("source", "splits", "mask", CONTENT, slicing.SLICE_AXIS_KEY)
+    described = {key: value for key, value in manifest.items() if key not in ignored}
     described["subjects"] = {split: entry.get("subjects") for split, entry in manifest["splits"].items()}
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
     for acceleration, name in sorted(manifest["masks"].items()):

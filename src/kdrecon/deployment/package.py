@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from kdrecon.data.dataset import load_split, recorded_slice_axis
-from kdrecon.data.sources import nifti
+from kdrecon.data.dataset import load_split, prepared_slice_axis
+from kdrecon.data.slicing import SLICE_AXIS_KEY
 from kdrecon.data.subjects import subjects_of_split
 from kdrecon.mri.masks import describe_mask
 from kdrecon.models.weights import TRAINING_SUBJECTS, WeightsInfo, save_weights
@@ -36,9 +36,9 @@ def describe_run(run_or_checkpoint: Path) -> tuple[nn.Module, WeightsInfo]:
     data = load_split(recorded.dataset, "validation", recorded.acceleration, recorded.task, recorded.image)
     description = {"task": recorded.task, "image": recorded.image, "acceleration": data.acceleration,
                    "image_shape": list(data.image_shape), "mask": describe_mask(data.mask.numpy()), "normalisation": NORMALISATION}
-    slice_axis = recorded_slice_axis(recorded.dataset)
+    slice_axis = prepared_slice_axis(recorded.dataset)
     if slice_axis is not None:  # new NIfTI volumes are sliced as the training ones were
-        description[nifti.SLICE_AXIS_KEY] = slice_axis
+        description[SLICE_AXIS_KEY] = slice_axis
     source = {"checkpoint": str(resolve_checkpoint(run_or_checkpoint)), "best_epoch": payload.get("best_epoch"),
               "seed": payload.get("config", {}).get("seed"), "dataset": recorded.dataset,
               "precision": payload.get("precision")}

@@ -62,6 +62,7 @@ from tqdm.auto import tqdm
 from kdrecon.data import layout
 from kdrecon.data.integrity import ACCELERATION_TOLERANCE, OUTSIDE_MASK, check_kspace_of_target
 from kdrecon.data.prepare import make_mask, mask_parameters
+from kdrecon.data.slicing import recorded_slice_axis
 from kdrecon.data.sources import dicom as dicom_source
 from kdrecon.data.sources import fastmri, nifti, raw_kspace
 from kdrecon.data.task import SUPER_RESOLUTION, factor_of
@@ -593,7 +594,7 @@ class Reconstructions:
 def _nifti_slice_axis(given: int | None, info: WeightsInfo, has_nifti: bool) -> int:
     """The axis NIfTI inputs are sliced along: ``given``, else the one the model was trained along, else
     the last; a warning where the given one is not the model's."""
-    trained = info.data.get(nifti.SLICE_AXIS_KEY)
+    trained = recorded_slice_axis(info.data, info.path)
     if given is None:
         return nifti.SLICE_AXIS if trained is None else trained
     if has_nifti and trained is not None and given % 3 != trained:
@@ -615,7 +616,7 @@ def reconstruct_files(model: str | Path, input_path: Path, output: Path, batch_s
     ``precision`` as :func:`kdrecon.training.fast_path.inference_precision` resolves it, from the
     precision the model's weights file or checkpoint records (float32 where none is recorded);
     ``slice_axis``: the spatial axis NIfTI inputs are sliced along (:func:`reconstruct_nifti`); None: the
-    one the model's weights record (:data:`kdrecon.data.sources.nifti.SLICE_AXIS_KEY`), else the last."""
+    one the model's weights record (:mod:`kdrecon.data.slicing`), else the last."""
     if slice_axis is not None:
         nifti.check_slice_axis(slice_axis)
     network, info = load_deployable(model)

@@ -16,7 +16,7 @@ fingerprints, yet not bitwise equal across machines and sessions) must not both 
 newer run retrains some of a record's seeds (for stages the record lacks), ``seeds`` takes only
 the record's others.
 
-Usage (``kdrecon report RUN --with-record RECORD [SEED ...]`` does this, once per record)::
+Usage (``kdrecon report RUN --with-record RECORD[:SEED,...]`` does this, once per record)::
 
     stages = recorded_stages(Path("runs/sr-study"), Path("docs/super-resolution-sample-4x"))
     build_report(Path("runs/sr-study"), recorded=stages)
@@ -86,4 +86,3 @@ def recorded_stages(run_dir: Path, record: Path, seeds: Sequence[int] | None = N
     if not results:
         raise ValueError(f"{record}: no complete stage of {run_dir}'s experiment for seeds {seeds}")
     return results
-

@@ -75,17 +75,39 @@ def load() -> bool:
         warnings.warn(f"kdrecon's thin-convolution kernels not loaded: {lock} was left by a build that did not "
                       "finish; remove it to build them again", stacklevel=2)
         return False
-    try:
-        # -fopenmp: ATen's parallel_for is OpenMP inlined from its header, serial when compiled without it;
-        # the library's libgomp.so.1 resolves to the copy torch has already loaded, so one runtime runs both.
-        cpp_extension.load(name=LIBRARY, sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp"],
-                            extra_ldflags=["-fopenmp"], is_python_module=False)
-    except (RuntimeError, OSError, ImportError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        warnings.warn(f"kdrecon's thin-convolution kernels could not be built ({reason}); oneDNN's convolutions "
+    built = _build(cpp_extension, openmp=True)
+    if built is not True:
+        built = _build(cpp_extension, openmp=False)
+    if built is not True:
+        warnings.warn(f"kdrecon's thin-convolution kernels could not be built ({built}); oneDNN's convolutions "
                       "run instead", stacklevel=2)
         return False
     _register_shapes()
+    return True
+
+
+def _openmp_link_flags() -> list[str]:
+    """Link to the OpenMP runtime torch ships in its ``lib`` folder (whatever its file is named), so the
+    process runs one runtime; plain ``-fopenmp`` where torch ships none."""
+    bundled = sorted((Path(torch.__file__).parent / "lib").glob("libgomp*.so*"))
+    return [str(bundled[0]), f"-Wl,-rpath,{bundled[0].parent}"] if bundled else ["-fopenmp"]
+
+
+def _build(cpp_extension, openmp: bool) -> bool | str:
+    """Build and load the library: ``True``, or why not. With ``openmp``, ATen's ``parallel_for``
+    (OpenMP inlined from its header, serial when compiled without it) runs on every thread; without,
+    where the compiler has no OpenMP, on one, with a warning."""
+    flags = ["-O3", "-fopenmp"] if openmp else ["-O3"]
+    try:
+        cpp_extension.load(name=LIBRARY, sources=[str(SOURCE)], extra_cflags=flags,
+                           extra_ldflags=_openmp_link_flags() if openmp else [], is_python_module=False)
+    except (RuntimeError, OSError, ImportError) as error:
+        lines = [line for line in str(error).strip().splitlines() if line.strip()]
+        return next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else
+                    type(error).__name__)
+    if not openmp:
+        warnings.warn("kdrecon's thin-convolution kernels were built without OpenMP (the compiler has none): "
+                      "their loops run on one thread", stacklevel=3)
     return True
 
 

@@ -27,32 +27,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from kdrecon.data.slicing import SLICE_AXIS, check_slice_axis
 from kdrecon.data.volume import Volume
 
-__all__ = ["read_volumes"]
+# The reader's default axis and its check are declared in kdrecon.data.slicing, and used from here too.
+__all__ = ["read_volumes", "SLICE_AXIS", "check_slice_axis"]
 
 _SUFFIXES = (".nii.gz", ".nii")
-
-
-#: The spatial axis NIfTI slices run along unless told otherwise: the last (Z).
-SLICE_AXIS = -1
-
-#: The key under which a dataset prepared from NIfTI files records the axis (0, 1 or 2) its volumes
-#: were sliced along, and a network trained on it carries that axis into its weights file's data
-#: description, so ``kdrecon reconstruct`` slices new NIfTI volumes the same way unless told otherwise.
-SLICE_AXIS_KEY = "nifti_slice_axis"
-
-
-def slice_axis_record(slice_axis: int) -> dict[str, int]:
-    """What a dataset's manifest records of the axis its NIfTI volumes were sliced along."""
-    check_slice_axis(slice_axis)
-    return {SLICE_AXIS_KEY: slice_axis % 3}
-
-
-def check_slice_axis(slice_axis: int) -> None:
-    """Refuse an axis that is not one of the three spatial axes (``X, Y, Z``: ``-3..2``)."""
-    if not -3 <= slice_axis <= 2:
-        raise ValueError(f"slice axis {slice_axis}: must be a spatial axis in -3..2")
 
 
 def read_volumes(
