@@ -5,10 +5,10 @@
 
 The step is the bench's fast path (``training_step``: in-memory data, teacher cache, the layout
 and precision training picks), D5C5 teacher and D3C5 student, batch 4, 150×150 slices of the
-embedded sample, after 2 warm-up steps. CPU time of the profiled operators is grouped (convolution
-forward and backward, FFTs, feature loss and other element-wise work, the teacher cache's
-look-ups, the optimizer) and the rest of the wall time is reported as Python and dispatch
-overhead. Run it on a quiet machine.
+embedded sample, after 2 warm-up steps. CPU time of the profiled operators is grouped (kdrecon's
+thin-convolution kernels, oneDNN's convolution forward and backward, FFTs, feature loss and other
+element-wise work, the teacher cache's look-ups, the optimizer) and the rest of the wall time is
+reported as Python and dispatch overhead. Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from kdrecon.evaluation.benchmark import training_step
 
 #: Operator name fragments → group, first match wins (aten names as the profiler reports them).
 GROUPS = (
+    ("thin convolutions (kdrecon's kernels)", ("kdrecon::",)),
     ("convolution backward", ("convolution_backward",)),
     ("convolution forward", ("convolution", "_nnpack", "thnn_conv", "_slow_conv2d", "conv2d")),
     ("FFT (data consistency)", ("_fft_",)),
@@ -55,7 +56,7 @@ def main() -> None:
     wall = (time.perf_counter() - started) / args.steps
     groups: dict[str, float] = defaultdict(float)
     for event in profiler.key_averages():
-        if event.key.startswith("aten::"):
+        if event.key.startswith(("aten::", "kdrecon::")):
             groups[group_of(event.key)] += event.self_cpu_time_total / 1e6 / args.steps
     accounted = sum(groups.values())
     print(f"{args.kind}: {wall * 1e3:.0f} ms per step (wall, under the profiler)")
