@@ -215,3 +215,30 @@ def test_image_convolution_relu_keeps_nans_and_an_infinity_reaches_only_its_neig
     assert torch.equal(output.double().isnan(), reference.isnan()) and torch.equal(output.double().isinf(), reference.isinf())
     finite = reference.isfinite()
     assert torch.equal(output.double()[finite], reference[finite])
+
+
+@pytest.mark.parametrize("shape", [(4, 32, 150, 150), (1, 32, 3, 5), (2, 8, 4, 4)])
+def test_channel_energy_is_the_float32_sum_of_squares_over_the_channels(shape):
+    generator = torch.Generator().manual_seed(3)
+    features = _bf16(*shape, generator=generator).contiguous(memory_format=torch.channels_last)
+    energy = torch.ops.kdrecon.channel_energy(features)
+    reference = features.double().square().sum(1)  # bf16 squares are exact in float64
+    assert energy.dtype == torch.float32 and energy.shape == reference.shape
+    torch.testing.assert_close(energy.double(), reference, rtol=1e-6, atol=0)
+    features[0, 5, 0, 0] = float("nan")
+    assert torch.ops.kdrecon.channel_energy(features)[0, 0, 0].isnan()
+
+
+def test_attention_transfers_channel_energy_takes_the_kernel_with_the_same_value_and_gradient():
+    from kdrecon.distillation.losses.attention_transfer import ChannelEnergy
+
+    generator = torch.Generator().manual_seed(4)
+    features = _bf16(2, 32, 12, 10, generator=generator).contiguous(memory_format=torch.channels_last)
+    assert thin_kernels.channel_energy_in_kernel(features) == thin_kernels.fast_kernels_available()
+    assert not thin_kernels.channel_energy_in_kernel(features.contiguous())  # NCHW: ATen's reduction
+    leaf = features.clone().requires_grad_()
+    energy = ChannelEnergy.apply(leaf)
+    torch.testing.assert_close(energy, torch.linalg.vector_norm(features, dim=1, dtype=torch.float32).square(),
+                               rtol=1e-6, atol=0)
+    energy.sum().backward()
+    torch.testing.assert_close(leaf.grad, 2 * features)  # d/dF Σ F² = 2F, exact in bf16

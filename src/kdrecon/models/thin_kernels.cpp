@@ -1,5 +1,6 @@
 // The two thin convolutions of a DC-CNN block, 1→32 (with or without its ReLU) and 32→1, and the sums
-// that give their weight gradients, as CPU kernels for bf16 inference and training: see thin_kernels.py for
+// that give their weight gradients, as CPU kernels for bf16 inference and training, and attention
+// transfer's channel energy of a 32-channel feature: see thin_kernels.py for
 // the formulas, the layouts and why. Built on first use by
 // torch.utils.cpp_extension; the AVX-512 BF16 code is compiled for that instruction set alone (function
 // target attributes) and chosen at run time, so the library builds and runs on any CPU: elsewhere, and for
@@ -319,6 +320,32 @@ std::tuple<at::Tensor, at::Tensor> tap_channel_sums_fast(const at::Tensor& featu
   return {sums, totals};
 }
 
+// --- channel energy ----------------------------------------------------------------------------------
+//
+// energy[p] = Σ_c features[p, c]² in float32: attention transfer's map before it is normalised. One
+// register holds a pixel's 32 channels; its dot product with itself gives 16 sums of two squares (each
+// product exact in float32), added across the lanes. Read once, where the ATen reduction in float32 first
+// wrote a float32 copy of the features.
+
+KDRECON_TARGET void energy_pixels(const uint16_t* features, float* out, int64_t first, int64_t end) {
+  for (int64_t p = first; p < end; ++p) {
+    const __m512bh f = (__m512bh)_mm512_loadu_si512(features + p * kChannels);
+    out[p] = _mm512_reduce_add_ps(_mm512_dpbf16_ps(_mm512_setzero_ps(), f, f));
+  }
+}
+
+// Pixels per task of the channel energy's parallel loop.
+constexpr int64_t kEnergyPixelsPerTask = 4096;
+
+at::Tensor channel_energy_fast(const at::Tensor& features) {
+  const at::Tensor source = features.contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor energy = at::empty({features.size(0), features.size(2), features.size(3)}, features.options().dtype(at::kFloat));
+  float* out = energy.data_ptr<float>();
+  at::parallel_for(0, energy.numel(), kEnergyPixelsPerTask,
+                   [&](int64_t begin, int64_t end) { energy_pixels(bits(source), out, begin, end); });
+  return energy;
+}
+
 #endif  // KDRECON_AVX512_BF16
 
 // `tensor` in a fresh tensor of `format`'s exact strides, as the fast kernels and the shape functions
@@ -379,6 +406,18 @@ std::tuple<at::Tensor, at::Tensor> tap_channel_sums(const at::Tensor& features, 
   return {at::stack(taps, 1).view({features.size(1), 3, 3}), f.sum({0, 2, 3})};
 }
 
+at::Tensor channel_energy(const at::Tensor& features) {
+  TORCH_CHECK(features.dim() == 4, "kdrecon::channel_energy: features must be (B, C, H, W), got ", features.dim(),
+              " dimensions");
+#ifdef KDRECON_AVX512_BF16
+  if (cpu_has_bf16_dot_products() && features.device().is_cpu() && features.scalar_type() == at::kBFloat16 &&
+      features.size(1) == kChannels && features.numel() > 0)
+    return channel_energy_fast(features);
+#endif
+  const at::ScalarType wide = at::promote_types(features.scalar_type(), at::kFloat);
+  return at::linalg_vector_norm(features, 2, at::IntArrayRef{1}, false, wide).square();
+}
+
 bool fast_thin_kernels() { return cpu_has_bf16_dot_products(); }
 
 }  // namespace
@@ -388,6 +427,7 @@ TORCH_LIBRARY(kdrecon, m) {
   m.def("image_convolution(Tensor image, Tensor weight, Tensor bias) -> Tensor");
   m.def("feature_to_image_convolution(Tensor features, Tensor weight, Tensor bias) -> Tensor");
   m.def("tap_channel_sums(Tensor features, Tensor image) -> (Tensor, Tensor)");
+  m.def("channel_energy(Tensor features) -> Tensor");
   m.def("fast_thin_kernels() -> bool", &fast_thin_kernels);
 }
 
@@ -396,4 +436,5 @@ TORCH_LIBRARY_IMPL(kdrecon, CPU, m) {
   m.impl("image_convolution", &image_convolution);
   m.impl("feature_to_image_convolution", &feature_to_image_convolution);
   m.impl("tap_channel_sums", &tap_channel_sums);
+  m.impl("channel_energy", &channel_energy);
 }

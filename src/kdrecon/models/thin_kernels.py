@@ -25,7 +25,9 @@ export. Training needs a third, ``tap_channel_sums(features, image)``: ``Σ_p f_
 each other's kernel with the taps flipped (:class:`ImageConvolution`, :class:`FeatureConvolution`,
 which :class:`kdrecon.models.dccnn.Conv3x3` runs where :func:`runs_in_kernels`). On a CPU without
 AVX-512 BF16, and for dtypes or widths other than bf16 and 32, each operator is the same computation
-through ATen.
+through ATen. The library also holds ``channel_energy(features)``, ``Σ_c F_c²`` of a bf16 32-channel
+feature in float32 (attention transfer's map, :class:`kdrecon.distillation.losses.attention_transfer.ChannelEnergy`),
+read once where ATen's float32 reduction first copied the feature to float32.
 
 The library is compiled from its source on first use with the C++ compiler AOTInductor needs
 anyway (:mod:`torch.utils.cpp_extension`, cached in ``TORCH_EXTENSIONS_DIR``); a process that loads
@@ -127,6 +129,10 @@ def _register_shapes() -> None:
         shape = (features.shape[0], weight.shape[0], *features.shape[2:])
         return torch.empty(shape, dtype=features.dtype, device=features.device)
 
+    @torch.library.register_fake("kdrecon::channel_energy")
+    def _(features):
+        return features.new_empty((features.shape[0], *features.shape[2:]), dtype=torch.float32)
+
     @torch.library.register_fake("kdrecon::tap_channel_sums")
     def _(features, image):
         sums = features.new_empty((features.shape[1], 3, 3), dtype=torch.float32)
@@ -205,6 +211,14 @@ class FeatureConvolution(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_bias = grad.float().sum().view(1).to(weight.dtype)
         return grad_features, grad_weight, grad_bias
+
+
+def channel_energy_in_kernel(feature: torch.Tensor) -> bool:
+    """Whether ``kdrecon::channel_energy`` reads ``feature`` in place on its fast path: bf16, 32 channels,
+    channels-last, on a CPU that runs the kernels."""
+    return (feature.dtype == torch.bfloat16 and feature.device.type == "cpu" and feature.dim() == 4
+            and feature.shape[1] == CHANNELS and feature.is_contiguous(memory_format=torch.channels_last)
+            and fast_kernels_available())
 
 
 def runs_in_kernels(conv: nn.Conv2d, x: torch.Tensor) -> bool:
