@@ -8,6 +8,8 @@ import json
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import h5py
@@ -230,6 +232,20 @@ def test_a_model_trained_on_nifti_slices_along_x_reconstructs_new_volumes_along_
                  "--slice-axis", "0"]) == 0
     np.testing.assert_array_equal(nib.load(tmp_path / "default" / "volume.nii").get_fdata(),
                                   nib.load(tmp_path / "told" / "volume.nii").get_fdata())
+
+
+def test_the_command_line_warns_on_one_line_when_told_another_axis_than_the_models(tmp_path, validation_volume):
+    network, info = load_weights(shipped_weights("sunnybrook-4x-student"))
+    along_x = tmp_path / "along-x.safetensors"
+    save_weights(along_x, network, info.model, {**info.data, slicing.SLICE_AXIS_KEY: 0}, info.provenance)
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(np.moveaxis(validation_volume, 0, -1).astype(np.float32), np.eye(4)), tmp_path / "in" / "v.nii")
+    process = subprocess.run([sys.executable, "-m", "kdrecon", "reconstruct", "--model", str(along_x), "--input",
+                              str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--slice-axis", "2"],
+                             capture_output=True, text=True)
+    assert process.returncode == 0, process.stderr
+    assert process.stderr.strip() == (f"kdrecon: warning: --slice-axis 2: {along_x} was trained on NIfTI slices along "
+                                      "axis 0; slicing along the one given")
 
 
 def test_a_slice_axis_other_than_the_models_is_used_with_a_warning(tmp_path):

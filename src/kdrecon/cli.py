@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -856,7 +857,19 @@ def _command_named(argv: list[str]) -> list[str]:
 DISTRIBUTED_COMMANDS = ("train", "distill", "run", "demo")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning of the command line on one line, as its errors are (Python's default adds the
+    warning's source file and line of code, which say nothing to a user)."""
+    print(f"kdrecon: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(_command_named(argv)).parse_args(argv)
     try:
